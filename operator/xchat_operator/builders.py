@@ -1,0 +1,357 @@
+"""Desired Kubernetes objects of one mesh, as plain dicts.
+
+Pure functions of a :class:`~.spec.MeshSpec` (plus the NATS passwords, which the
+generated NATS config embeds): no API calls, no kopf, so they are unit-tested
+directly.  ``reconcile`` server-side-applies what :func:`desired_objects`
+returns and prunes the owned objects it no longer returns.
+
+Generated Secrets (passwords, token keys, TLS) are not built here: their data
+is made once and kept, see ``credentials`` and ``reconcile.ensure_secrets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import names, natsconfig
+from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
+
+Obj = dict[str, Any]
+
+NATS_CONFIG_DIR = "/etc/nats-config"
+NATS_PID_DIR = "/var/run/nats"
+SERVICE_SECRET_DIR = "/etc/xchat"
+SERVICE_TLS_DIR = "/etc/xchat/tls"
+NATS_TERMINATION_GRACE_SECONDS = 60  # > lame_duck_duration, so clients move before SIGKILL
+CONFIG_HASH_ANNOTATION = "xchat.dev/config-hash"
+
+
+def owner_reference(spec: MeshSpec) -> Obj:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": spec.name,
+        "uid": spec.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(spec: MeshSpec, name: str, component: str, region: str | None = None) -> Obj:
+    return {
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": names.labels(spec.name, component, region),
+        "ownerReferences": [owner_reference(spec)],
+    }
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def nats_urls(spec: MeshSpec, home: Region, cluster_domain: str) -> list[str]:
+    """Client URLs for a service in ``home``: its own region first, then the others.
+
+    Regions whose NATS is scaled to zero (Drained) are left out; regions marked
+    down stay in (the client skips an unreachable server, while editing the list
+    would restart every pod in the surviving regions mid-incident).
+    """
+    scheme = "tls" if spec.tls.enabled else "nats"
+    ordered = [home] + [r for r in spec.regions if r.name != home.name]
+    return [
+        f"{scheme}://{names.fqdn(names.nats_client_service(spec.name, r.name), spec.namespace, cluster_domain)}"
+        f":{names.NATS_CLIENT_PORT}"
+        for r in ordered
+        if r.nats_running
+    ]
+
+
+def client_endpoints(spec: MeshSpec, cluster_domain: str) -> list[str]:
+    """``region=host:port`` of every region clients may use (serving regions only)."""
+    return [
+        f"{r.name}={names.fqdn(names.service_workload(spec.name, 'relay', r.name), spec.namespace, cluster_domain)}"
+        f":{names.GRPC_PORT}"
+        for r in spec.regions
+        if r.serving
+    ]
+
+
+def endpoints_configmap(spec: MeshSpec, cluster_domain: str) -> Obj:
+    endpoints = client_endpoints(spec, cluster_domain)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, names.endpoints_configmap(spec.name), "endpoints"),
+        "data": {
+            "endpoints": ",".join(endpoints),
+            "regions": ",".join(r.name for r in spec.regions if r.serving),
+            "endpoints.json": json.dumps(
+                [{"region": e.split("=", 1)[0], "address": e.split("=", 1)[1]} for e in endpoints]
+            ),
+        },
+    }
+
+
+def nats_config_secret(spec: MeshSpec, region: Region, passwords: Mapping[str, str], cluster_domain: str) -> Obj:
+    conf = natsconfig.nats_config(spec, region, passwords, cluster_domain=cluster_domain)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(spec, names.nats_config_secret(spec.name, region.name), "nats-config", region.name),
+        "stringData": {"nats.conf": conf},
+    }
+
+
+def nats_services(spec: MeshSpec, region: Region) -> list[Obj]:
+    sel = names.selector(spec.name, "nats", region.name)
+    ports = [
+        {"name": "client", "port": names.NATS_CLIENT_PORT, "targetPort": "client"},
+        {"name": "cluster", "port": names.NATS_CLUSTER_PORT, "targetPort": "cluster"},
+        {"name": "monitor", "port": names.NATS_MONITOR_PORT, "targetPort": "monitor"},
+    ]
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, names.nats_headless_service(spec.name, region.name), "nats", region.name),
+        "spec": {
+            "clusterIP": "None",
+            # Routes must resolve peers before they are ready, or a cold cluster never forms.
+            "publishNotReadyAddresses": True,
+            "selector": sel,
+            "ports": ports,
+        },
+    }
+    client = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, names.nats_client_service(spec.name, region.name), "nats", region.name),
+        "spec": {"type": "ClusterIP", "selector": sel, "ports": [p for p in ports if p["name"] != "cluster"]},
+    }
+    return [headless, client]
+
+
+def _anti_affinity(sel: Mapping[str, str], topology_key: str) -> Obj:
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": topology_key}}
+            ]
+        }
+    }
+
+
+def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
+    sel = names.selector(spec.name, "nats", region.name)
+    mounts = [
+        {"name": "config", "mountPath": NATS_CONFIG_DIR, "readOnly": True},
+        {"name": "data", "mountPath": "/data"},
+        {"name": "pid", "mountPath": NATS_PID_DIR},
+    ]
+    volumes: list[Obj] = [
+        {"name": "config", "secret": {"secretName": names.nats_config_secret(spec.name, region.name)}},
+        {"name": "pid", "emptyDir": {}},
+    ]
+    if spec.tls.enabled:
+        mounts.append({"name": "tls", "mountPath": natsconfig.TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": names.tls_secret(spec)}})
+    health = {"path": "/healthz?js-enabled-only=true", "port": "monitor"}
+    pvc_spec: Obj = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": region.storage.size}},
+    }
+    if region.storage.storage_class:
+        pvc_spec["storageClassName"] = region.storage.storage_class
+    container: Obj = {
+        "name": "nats",
+        "image": spec.nats_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": ["--config", f"{NATS_CONFIG_DIR}/nats.conf", "--pid", f"{NATS_PID_DIR}/nats.pid"],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [
+            {"name": "client", "containerPort": names.NATS_CLIENT_PORT},
+            {"name": "cluster", "containerPort": names.NATS_CLUSTER_PORT},
+            {"name": "monitor", "containerPort": names.NATS_MONITOR_PORT},
+        ],
+        "volumeMounts": mounts,
+        "startupProbe": {"httpGet": {"path": "/healthz?js-server-only=true", "port": "monitor"},
+                         "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {"httpGet": health, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/healthz?js-server-only=true", "port": "monitor"},
+                          "periodSeconds": 30, "failureThreshold": 3},
+        # Lame duck mode: clients move to other servers before this one stops.
+        "lifecycle": {"preStop": {"exec": {"command": ["nats-server", "--signal", f"ldm={NATS_PID_DIR}/nats.pid"]}}},
+    }
+    resources = spec.nats_resources.to_k8s()
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(spec, names.nats_statefulset(spec.name, region.name), "nats", region.name),
+        "spec": {
+            "serviceName": names.nats_headless_service(spec.name, region.name),
+            # Drained: zero pods, the PVCs (and the data) stay.
+            "replicas": region.nats_nodes if region.nats_running else 0,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": sel},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "template": {
+                "metadata": {
+                    "labels": names.labels(spec.name, "nats", region.name),
+                    "annotations": {CONFIG_HASH_ANNOTATION: _hash(config_text)},
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": NATS_TERMINATION_GRACE_SECONDS,
+                    "nodeSelector": dict(region.node_selector),
+                    "affinity": _anti_affinity(sel, region.topology_key),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": "data", "labels": names.selector(spec.name, "nats", region.name)}, "spec": pvc_spec}
+            ],
+        },
+    }
+
+
+def pdb(spec: MeshSpec, name: str, component: str, region: str) -> Obj:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(spec, name, component, region),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector(spec.name, component, region)}},
+    }
+
+
+def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: str) -> list[Obj]:
+    env: list[Obj] = [
+        {"name": "XCHAT_REGION", "value": region.name},
+        {"name": "XCHAT_LISTEN", "value": f"0.0.0.0:{names.GRPC_PORT}"},
+        {"name": "XCHAT_NATS_URLS", "value": ",".join(nats_urls(spec, region, cluster_domain))},
+        {"name": "XCHAT_NATS_USER", "value": service},
+        {"name": "XCHAT_NATS_PASSWORD_FILE", "value": f"{SERVICE_SECRET_DIR}/nats/password"},
+        {"name": "XCHAT_REPLICAS", "value": str(spec.jetstream_replicas)},
+    ]
+    if service == "auth":
+        env.append({"name": "XCHAT_TOKEN_SIGNING_KEY_FILE", "value": f"{SERVICE_SECRET_DIR}/token/signing.key"})
+    else:
+        env.append({"name": "XCHAT_TOKEN_PUBLIC_KEY_FILE", "value": f"{SERVICE_SECRET_DIR}/token/public.key"})
+    if spec.tls.enabled:
+        env += [
+            {"name": "XCHAT_TLS_CERT_FILE", "value": f"{SERVICE_TLS_DIR}/tls.crt"},
+            {"name": "XCHAT_TLS_KEY_FILE", "value": f"{SERVICE_TLS_DIR}/tls.key"},
+            {"name": "XCHAT_TLS_CA_FILE", "value": f"{SERVICE_TLS_DIR}/ca.crt"},
+        ]
+    return env
+
+
+def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_domain: str) -> Obj:
+    sel = names.selector(spec.name, service, region.name)
+    # Least privilege inside the mesh too: each pod mounts only its own NATS
+    # password, and only auth sees the token signing key.
+    token_volume: Obj = (
+        {"name": "token", "secret": {"secretName": names.signing_key_secret(spec.name),
+                                     "items": [{"key": "signing.key", "path": "signing.key"}]}}
+        if service == "auth"
+        else {"name": "token", "secret": {"secretName": names.public_key_secret(spec.name),
+                                          "items": [{"key": "public.key", "path": "public.key"}]}}
+    )
+    volumes: list[Obj] = [
+        {"name": "nats", "secret": {"secretName": names.credentials_secret(spec.name),
+                                    "items": [{"key": service, "path": "password"}]}},
+        token_volume,
+    ]
+    mounts: list[Obj] = [
+        {"name": "nats", "mountPath": f"{SERVICE_SECRET_DIR}/nats", "readOnly": True},
+        {"name": "token", "mountPath": f"{SERVICE_SECRET_DIR}/token", "readOnly": True},
+    ]
+    if spec.tls.enabled:
+        volumes.append({"name": "tls", "secret": {"secretName": names.tls_secret(spec)}})
+        mounts.append({"name": "tls", "mountPath": SERVICE_TLS_DIR, "readOnly": True})
+    container: Obj = {
+        "name": service,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["xchat", "serve", service],
+        "env": service_env(spec, service, region, cluster_domain),
+        "ports": [{"name": "grpc", "containerPort": names.GRPC_PORT}],
+        "readinessProbe": {"grpc": {"port": names.GRPC_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"grpc": {"port": names.GRPC_PORT}, "periodSeconds": 20, "failureThreshold": 3},
+        "volumeMounts": mounts,
+    }
+    resources = spec.services[service].resources.to_k8s()
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(spec, names.service_workload(spec.name, service, region.name), service, region.name),
+        "spec": {
+            # Draining/Drained or down: no clients are sent here, so no pods either.
+            "replicas": spec.services[service].replicas if region.serving else 0,
+            "selector": {"matchLabels": sel},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": names.labels(spec.name, service, region.name)},
+                "spec": {
+                    "nodeSelector": dict(region.node_selector),
+                    "affinity": _anti_affinity(sel, region.topology_key),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service_service(spec: MeshSpec, service: str, region: Region) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, names.service_workload(spec.name, service, region.name), service, region.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.selector(spec.name, service, region.name),
+            "ports": [{"name": "grpc", "port": names.GRPC_PORT, "targetPort": "grpc", "appProtocol": "grpc"}],
+        },
+    }
+
+
+def region_objects(spec: MeshSpec, region: Region, passwords: Mapping[str, str], cluster_domain: str) -> list[Obj]:
+    config = nats_config_secret(spec, region, passwords, cluster_domain)
+    out = [config, *nats_services(spec, region),
+           nats_statefulset(spec, region, config["stringData"]["nats.conf"]),
+           pdb(spec, names.nats_statefulset(spec.name, region.name), "nats", region.name)]
+    for service in SERVICE_NAMES:
+        out += [
+            service_deployment(spec, service, region, cluster_domain),
+            service_service(spec, service, region),
+            pdb(spec, names.service_workload(spec.name, service, region.name), service, region.name),
+        ]
+    return out
+
+
+def desired_objects(spec: MeshSpec, passwords: Mapping[str, str], *, cluster_domain: str = "cluster.local") -> list[Obj]:
+    """Every object the mesh should own, except the generated Secrets."""
+    out = [endpoints_configmap(spec, cluster_domain)]
+    for region in spec.regions:
+        out += region_objects(spec, region, passwords, cluster_domain)
+    return out
+
+
+def key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """Identity of an object within one namespace: (kind, name)."""
+    return str(obj["kind"]), str(obj["metadata"]["name"])
+
+
+def find(objs: Sequence[Obj], kind: str, name: str) -> Obj | None:
+    for o in objs:
+        if key(o) == (kind, name):
+            return o
+    return None

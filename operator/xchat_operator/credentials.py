@@ -1,0 +1,107 @@
+"""Secret material the operator generates once per mesh.
+
+* NATS passwords, one per service user plus the route user;
+* the access-token Ed25519 key pair (the private half is mounted into auth only);
+* optionally a self-signed CA and one server/client certificate for all of the
+  mesh's Services (when ``spec.tls.enabled`` and no ``secretName`` is given).
+
+Generated values are written once and then kept: ``reconcile`` never
+overwrites an existing Secret's data (rotating a key is a deliberate act:
+delete the Secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import secrets as _secrets
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from . import names
+from .spec import SERVICE_NAMES
+
+PASSWORD_BYTES = 24  # 192 bits, URL-safe so it can sit in a route URL
+CERT_VALIDITY = datetime.timedelta(days=365)
+
+
+def nats_passwords() -> dict[str, str]:
+    return {user: _secrets.token_urlsafe(PASSWORD_BYTES) for user in (*SERVICE_NAMES, names.ROUTE_USER)}
+
+
+def token_key_pair() -> tuple[str, str]:
+    """(private seed, public key), each 32 raw bytes, base64-encoded."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(seed).decode(), base64.b64encode(pub).decode()
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = ()) -> dict[str, str]:
+    """A fresh CA and a certificate signed by it, as ``tls.crt``/``tls.key``/``ca.crt`` PEM.
+
+    The certificate carries both serverAuth and clientAuth usages: NATS routes
+    authenticate each other with it (mutual TLS).
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return {
+        "tls.crt": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "tls.key": _pem_key(key).decode(),
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+
+
+def mesh_dns_names(mesh: str, namespace: str, cluster_domain: str, regions: Sequence[str]) -> list[str]:
+    """Wildcards covering every Service of the namespace and every NATS pod of the mesh."""
+    out = [f"*.{namespace}.svc.{cluster_domain}", f"*.{namespace}.svc", f"*.{namespace}", "localhost"]
+    for region in regions:
+        headless = names.nats_headless_service(mesh, region)
+        out.append(f"*.{headless}.{namespace}.svc.{cluster_domain}")
+    return out

@@ -1,0 +1,202 @@
+"""kopf handlers: thin wrappers that parse, call ``reconcile``/``probes``/``status``, post events.
+
+Entry points of the operator process:
+
+* create/update/resume of an XChatMesh → :func:`reconcile.apply_mesh`, status;
+* a timer per mesh → re-apply (drift), probe every serving region, status;
+* watch events of owned children → re-create a deleted child, undo an edit;
+* delete of an XChatMesh (kopf finalizer ``xchat.dev/finalizer``) → :func:`reconcile.cleanup`.
+
+The memo carries ``kube`` (API adapter), ``prober`` and ``config``
+(:class:`~.settings.OperatorSettings`); tests pre-fill it to inject fakes.
+Settings are read from the environment here, at the process edge, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from . import names, reconcile, status
+from .errors import OperatorError, to_kopf
+from .kube import Kube
+from .probes import RegionHealth, make_default_prober, not_probed
+from .settings import OperatorSettings, from_env
+from .spec import GROUP, PLURAL, VERSION, MeshSpec, parse_mesh
+
+CONFIG = from_env()
+FINALIZER = "xchat.dev/finalizer"
+MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", "configmaps"),
+    ("", "v1", "secrets"),
+    ("", "v1", "services"),
+    ("apps", "v1", "statefulsets"),
+    ("apps", "v1", "deployments"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+KIND_OF_PLURAL = {"configmaps": "ConfigMap", "secrets": "Secret", "services": "Service",
+                  "statefulsets": "StatefulSet", "deployments": "Deployment",
+                  "poddisruptionbudgets": "PodDisruptionBudget"}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    cfg: OperatorSettings = memo.get("config") or CONFIG
+    memo["config"] = cfg
+    # Keep kopf's bookkeeping out of status (which has a strict schema) and under our prefix.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="xchat.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="xchat.dev", key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = logging.WARNING  # events are posted explicitly for what we did
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    import os  # the process edge: explicit env overrides of CLI peering flags
+
+    if os.environ.get("XCHAT_OPERATOR_PEERING"):
+        settings.peering.name = cfg.peering.name
+        settings.peering.mandatory = True
+    if os.environ.get("XCHAT_OPERATOR_PRIORITY"):
+        settings.peering.priority = cfg.peering.priority
+    if os.environ.get("XCHAT_OPERATOR_STANDALONE"):
+        settings.peering.standalone = cfg.peering.standalone
+    if "kube" not in memo:
+        memo["kube"] = Kube.from_environment()
+    if "prober" not in memo:
+        memo["prober"] = make_default_prober(cfg.probes.timeout) if cfg.probes.enabled else not_probed
+    logger.info("xchat operator configured: identity=%s peering=%s priority=%s standalone=%s",
+                cfg.identity, settings.peering.name, settings.peering.priority, settings.peering.standalone)
+
+
+def _parse(body: Mapping[str, Any]) -> MeshSpec:
+    try:
+        return parse_mesh(body)
+    except OperatorError as exc:
+        raise to_kopf(exc) from exc
+
+
+def _identity(memo: kopf.Memo) -> str:
+    cfg: OperatorSettings = memo["config"]
+    return cfg.identity or "operator"
+
+
+def _apply(spec: MeshSpec, memo: kopf.Memo) -> reconcile.ApplyResult:
+    try:
+        return reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
+    except OperatorError as exc:
+        raise to_kopf(exc) from exc
+
+
+def _health(memo: kopf.Memo) -> dict[str, RegionHealth]:
+    health: dict[str, RegionHealth] = memo.setdefault("health", {})
+    return health
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    spec = _parse(body)
+    previous = dict(body.get("status") or {})
+    if spec.paused:
+        patch.status.update(status.paused_patch(spec, previous))
+        if previous.get("phase") != "Paused":
+            kopf.info(body, reason="Paused", message=f"reconciliation paused by annotation [{_identity(memo)}]")
+        return
+    result = _apply(spec, memo)
+    new = status.mesh_status(spec, _health(memo), previous,
+                             reconciled=(True, "Applied", f"{result.applied} objects applied"))
+    new["reconciledBy"] = _identity(memo)
+    new["reconciles"] = int(previous.get("reconciles") or 0) + 1
+    patch.status.update(new)
+    msg = f"{reason}: applied {result.applied} objects"
+    if result.pruned:
+        msg += f", pruned {', '.join(result.pruned)}"
+    if result.created_secrets:
+        msg += f", generated {', '.join(result.created_secrets)}"
+    kopf.info(body, reason="Reconciled", message=f"{msg} [{_identity(memo)}]")
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync.interval, idle=CONFIG.resync.idle)
+async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    spec = _parse(body)
+    previous = dict(body.get("status") or {})
+    if spec.paused:
+        patch.status.update(status.paused_patch(spec, previous))
+        return
+    await asyncio.to_thread(_apply, spec, memo)  # drift: re-apply, a no-op when nothing changed
+    health = _health(memo)
+    health.clear()
+    prober = memo["prober"]
+    regions = [r for r in spec.regions if r.serving]
+    results = await asyncio.gather(*(prober(memo["kube"], spec, r) for r in regions), return_exceptions=True)
+    for region, res in zip(regions, results):
+        if isinstance(res, BaseException):
+            # A broken probe is a not-ready region, never a crashed handler.
+            from .probes import Check
+            c = Check(ok=False, reason="ProbeFailed", message=repr(res))
+            health[region.name] = RegionHealth(region=region.name, nats=c, services={"probe": c})
+        else:
+            health[region.name] = res
+    new = status.mesh_status(spec, health, previous)
+    if new["phase"] != previous.get("phase") and previous.get("phase"):
+        kopf.info(body, reason=f"Phase{new['phase']}",
+                  message=f"phase {previous.get('phase')} -> {new['phase']}, ready regions {new['readyRegions']}")
+    patch.status.update(new)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def delete_mesh(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    spec = _parse(body)
+    try:
+        deleted = reconcile.cleanup(memo["kube"], spec)
+    except OperatorError as exc:
+        raise to_kopf(exc) from exc
+    logger.info("deleted %d children of %s/%s (PVCs kept)", len(deleted), spec.namespace, spec.name)
+
+
+def _last_writer(body: Mapping[str, Any]) -> str:
+    entries = body.get("metadata", {}).get("managedFields") or []
+    entries = [e for e in entries if e.get("subresource", "") == ""]
+    if not entries:
+        return ""
+    return str(max(entries, key=lambda e: str(e.get("time", ""))).get("manager", ""))
+
+
+def on_child_event(event: Mapping[str, Any], body: kopf.Body, resource: kopf.Resource,
+                   memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """A deleted child comes back; a child edited by someone else is re-applied."""
+    etype = event.get("type")
+    if etype not in ("DELETED", "MODIFIED"):
+        return
+    if etype == "MODIFIED" and _last_writer(body) in ("", "xchat-operator"):
+        return
+    mesh_name = (body.get("metadata", {}).get("labels") or {}).get(names.LABEL_MESH)
+    namespace = body.get("metadata", {}).get("namespace")
+    if not mesh_name or not namespace:
+        return
+    kube: Kube = memo["kube"]
+    mesh = kube.get("XChatMesh", namespace, mesh_name)
+    if mesh is None or mesh.get("metadata", {}).get("deletionTimestamp"):
+        return
+    spec = parse_mesh(mesh)
+    kind = KIND_OF_PLURAL[resource.plural]
+    if spec.paused:
+        return
+    try:
+        done = reconcile.repair_child(kube, spec, kind, body["metadata"]["name"],
+                                      cluster_domain=memo["config"].cluster_domain)
+    except OperatorError as exc:
+        raise to_kopf(exc) from exc
+    if done:
+        what = "Recreated" if etype == "DELETED" else "Corrected"
+        kopf.info(mesh, reason=what, message=f"{what.lower()} {kind}/{body['metadata']['name']} [{_identity(memo)}]")
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    kopf.on.event(group=_group, version=_version, plural=_plural, labels=MANAGED, id=f"child-{_plural}")(on_child_event)

@@ -1,0 +1,96 @@
+"""Names and labels of every object the operator owns.
+
+One place decides them so builders, the pruner and the probes agree.  The CRD
+caps mesh names at 24 and region names at 12 characters, so every name here
+stays under the 63-character DNS label limit (longest: ``<mesh>-nats-<region>-headless``).
+"""
+
+from __future__ import annotations
+
+from .spec import MeshSpec
+
+MANAGED_BY = "xchat-operator"
+LABEL_MESH = "xchat.dev/mesh"
+LABEL_REGION = "xchat.dev/region"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+
+NATS_CLIENT_PORT = 4222
+NATS_CLUSTER_PORT = 6222
+NATS_MONITOR_PORT = 8222
+GRPC_PORT = 50051
+ROUTE_USER = "route"
+
+
+def nats_statefulset(mesh: str, region: str) -> str:
+    return f"{mesh}-nats-{region}"
+
+
+def nats_client_service(mesh: str, region: str) -> str:
+    return f"{mesh}-nats-{region}"
+
+
+def nats_headless_service(mesh: str, region: str) -> str:
+    return f"{mesh}-nats-{region}-headless"
+
+
+def nats_config_secret(mesh: str, region: str) -> str:
+    return f"{mesh}-nats-{region}-config"
+
+
+def service_workload(mesh: str, service: str, region: str) -> str:
+    """Deployment, Service and PDB name of one gRPC service in one region."""
+    return f"{mesh}-{service}-{region}"
+
+
+def credentials_secret(mesh: str) -> str:
+    return f"{mesh}-nats-credentials"
+
+
+def signing_key_secret(mesh: str) -> str:
+    return f"{mesh}-token-signing-key"
+
+
+def public_key_secret(mesh: str) -> str:
+    return f"{mesh}-token-public-key"
+
+
+def generated_tls_secret(mesh: str) -> str:
+    return f"{mesh}-tls"
+
+
+def tls_secret(spec: MeshSpec) -> str:
+    return spec.tls.secret_name or generated_tls_secret(spec.name)
+
+
+def endpoints_configmap(mesh: str) -> str:
+    return f"{mesh}-endpoints"
+
+
+def fqdn(service: str, namespace: str, cluster_domain: str) -> str:
+    return f"{service}.{namespace}.svc.{cluster_domain}"
+
+
+def nats_pod_fqdn(spec: MeshSpec, region: str, index: int, cluster_domain: str) -> str:
+    pod = f"{nats_statefulset(spec.name, region)}-{index}"
+    return f"{pod}.{fqdn(nats_headless_service(spec.name, region), spec.namespace, cluster_domain)}"
+
+
+def labels(mesh: str, component: str, region: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "xchat",
+        "app.kubernetes.io/instance": mesh,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_COMPONENT: component,
+        LABEL_MESH: mesh,
+    }
+    if region is not None:
+        out[LABEL_REGION] = region
+    return out
+
+
+def selector(mesh: str, component: str, region: str | None = None) -> dict[str, str]:
+    """The immutable subset of :func:`labels` used in selectors."""
+    out = {LABEL_MESH: mesh, LABEL_COMPONENT: component}
+    if region is not None:
+        out[LABEL_REGION] = region
+    return out

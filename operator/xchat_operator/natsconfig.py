@@ -1,0 +1,201 @@
+"""Generated nats-server configuration: one stretched cluster, one file per region.
+
+Owns the safety-critical knobs, none of which the CR can turn off:
+
+* ``server_tags: ["region:<name>"]`` and ``jetstream.unique_tag: "region:"`` so
+  the R3 replicas of every stream sit in three different regions;
+* ``jetstream.sync_interval: always`` (Jepsen, NATS 2.12.1: the 2-minute default
+  lost acknowledged writes on coordinated power loss);
+* routes from every region to every pod of every region (headless DNS names),
+  including drained and down regions: the operator never removes peers itself.
+
+Also owns the per-service NATS users and their least-privilege permissions
+(:data:`PERMISSIONS`).  The rendered text contains the route and user
+passwords, so it lives in a Secret, never a ConfigMap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Union
+
+from . import names
+from .spec import MeshSpec, Region
+
+STORE_DIR = "/data/jetstream"
+TLS_DIR = "/etc/nats-tls"
+LAME_DUCK_DURATION = "30s"  # lets clients move before a server stops
+ROUTE_CONNECT_RETRIES = 120  # keep dialling a region that is down instead of giving up
+
+
+@dataclasses.dataclass(frozen=True)
+class Raw:
+    """A bare token in NATS config syntax (``always``, ``$POD_NAME``, ``30s``)."""
+
+    text: str
+
+
+Value = Union[str, int, bool, Raw, Sequence["Value"], Mapping[str, "Value"]]
+
+
+def _stream_admin(stream: str) -> list[str]:
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.CREATE.{stream}",
+        f"$JS.API.STREAM.UPDATE.{stream}",
+    ]
+
+
+def _kv_read(bucket: str) -> list[str]:
+    stream = f"KV_{bucket}"
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",  # watchers / key listing
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+    ]
+
+
+def _kv_write(bucket: str) -> list[str]:
+    return [*_stream_admin(f"KV_{bucket}"), *_kv_read(bucket), f"$KV.{bucket}.>"]
+
+
+_COMMON_PUBLISH = ["$JS.API.INFO"]
+
+#: publish allow-list of each service user; every user may also subscribe to
+#: ``_INBOX.>`` (request replies, ordered-consumer deliveries) and nothing else.
+PERMISSIONS: Mapping[str, tuple[str, ...]] = {
+    "auth": tuple(
+        dict.fromkeys(
+            _COMMON_PUBLISH
+            + _kv_write("xchat_accounts")
+            + _kv_write("xchat_devices")
+            + _kv_write("xchat_challenges")
+            + _kv_write("xchat_refresh")
+        )
+    ),
+    "keys": tuple(dict.fromkeys(_COMMON_PUBLISH + _kv_write("xchat_prekeys") + _kv_read("xchat_devices"))),
+    "relay": tuple(
+        dict.fromkeys(
+            _COMMON_PUBLISH + _stream_admin("XCHAT_MAILBOX") + ["xchat.mbx.>"] + _kv_read("xchat_devices")
+        )
+    ),
+    "mailbox": tuple(
+        dict.fromkeys(
+            _COMMON_PUBLISH
+            + _stream_admin("XCHAT_MAILBOX")
+            + [
+                "$JS.API.CONSUMER.CREATE.XCHAT_MAILBOX.>",
+                "$JS.API.CONSUMER.DELETE.XCHAT_MAILBOX.>",
+                "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX",
+                "$JS.API.DIRECT.GET.XCHAT_MAILBOX",
+                "$JS.API.DIRECT.GET.XCHAT_MAILBOX.>",
+                "$JS.ACK.XCHAT_MAILBOX.>",
+                "$JS.FC.XCHAT_MAILBOX.>",
+            ]
+            + _kv_read("xchat_devices")
+        )
+    ),
+}
+SUBSCRIBE_ALLOW: tuple[str, ...] = ("_INBOX.>",)
+
+
+def render(value: Value, indent: int = 0) -> str:
+    """Render a value in nats-server config syntax (a JSON superset)."""
+    pad = "  " * indent
+    if isinstance(value, Raw):
+        return value.text
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        inner = "".join(f"{pad}  {k}: {render(v, indent + 1)}\n" for k, v in value.items())
+        return "{\n" + inner + pad + "}"
+    items = "".join(f"{pad}  {render(v, indent + 1)}\n" for v in value)
+    return "[\n" + items + pad + "]"
+
+
+def render_document(doc: Mapping[str, Value]) -> str:
+    return "".join(f"{k}: {render(v)}\n" for k, v in doc.items())
+
+
+def route_urls(spec: MeshSpec, route_password: str, cluster_domain: str) -> list[str]:
+    """Every NATS pod of every region, with the route credentials.
+
+    Drained and down regions stay in the list on purpose: a route to an absent
+    server just retries, while dropping it is a peer change the operator must
+    never make on its own.
+    """
+    urls = []
+    for region in spec.regions:
+        for i in range(region.nats_nodes):
+            host = names.nats_pod_fqdn(spec, region.name, i, cluster_domain)
+            urls.append(f"nats-route://{names.ROUTE_USER}:{route_password}@{host}:{names.NATS_CLUSTER_PORT}")
+    return urls
+
+
+def _tls_block(verify: bool) -> dict[str, Value]:
+    return {
+        "cert_file": f"{TLS_DIR}/tls.crt",
+        "key_file": f"{TLS_DIR}/tls.key",
+        "ca_file": f"{TLS_DIR}/ca.crt",
+        "verify": verify,
+        "timeout": 5,
+    }
+
+
+def nats_config(
+    spec: MeshSpec,
+    region: Region,
+    passwords: Mapping[str, str],
+    *,
+    cluster_domain: str = "cluster.local",
+) -> str:
+    """The nats.conf of ``region``'s servers.
+
+    ``passwords`` maps each service name and ``"route"`` to its password.
+    ``$POD_NAME`` is resolved by nats-server from the pod's environment.
+    """
+    users: list[Value] = [
+        {
+            "user": svc,
+            "password": passwords[svc],
+            "permissions": {
+                "publish": {"allow": list(PERMISSIONS[svc])},
+                "subscribe": {"allow": list(SUBSCRIBE_ALLOW)},
+            },
+        }
+        for svc in PERMISSIONS
+    ]
+    cluster: dict[str, Value] = {
+        "name": spec.name,
+        "port": names.NATS_CLUSTER_PORT,
+        "no_advertise": True,
+        "connect_retries": ROUTE_CONNECT_RETRIES,
+        "authorization": {"user": names.ROUTE_USER, "password": passwords[names.ROUTE_USER], "timeout": 2},
+        "routes": route_urls(spec, passwords[names.ROUTE_USER], cluster_domain),
+    }
+    doc: dict[str, Value] = {
+        "server_name": Raw("$POD_NAME"),
+        "port": names.NATS_CLIENT_PORT,
+        "http_port": names.NATS_MONITOR_PORT,
+        "server_tags": [f"region:{region.name}"],
+        "lame_duck_duration": LAME_DUCK_DURATION,
+        "jetstream": {
+            "store_dir": STORE_DIR,
+            "unique_tag": "region:",
+            "sync_interval": Raw("always"),
+        },
+        "cluster": cluster,
+        "authorization": {"users": users},
+    }
+    if spec.tls.enabled:
+        doc["tls"] = _tls_block(verify=False)
+        cluster["tls"] = _tls_block(verify=True)
+    return render_document(doc)

@@ -1,0 +1,81 @@
+"""Operator settings: one frozen root dataclass of grouped dataclasses.
+
+Loaded once, at the process edge (:func:`from_env`), and passed explicitly;
+nothing below ``handlers`` reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+DEFAULT_RESYNC_SECONDS = 30.0  # drift + health sweep; a deleted child is also caught at once by its watch
+DEFAULT_PROBE_TIMEOUT_SECONDS = 2.0  # one health RPC / HTTP GET; regions are far, but 2 s is already "down"
+DEFAULT_PEERING_NAME = "xchat-operator"
+DEFAULT_PRIORITY = 100
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResyncSettings:
+    #: seconds between timer runs per mesh: re-apply children (drift) and probe health
+    interval: float = DEFAULT_RESYNC_SECONDS
+    #: seconds a mesh must be unchanged before the timer runs (avoids racing fresh edits)
+    idle: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProbeSettings:
+    #: seconds per single probe (gRPC Check or NATS /healthz)
+    timeout: float = DEFAULT_PROBE_TIMEOUT_SECONDS
+    #: set False to skip network probes entirely (regions then report NotProbed)
+    enabled: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PeeringSettings:
+    #: KopfPeering/ClusterKopfPeering object name shared by all replicas
+    name: str = DEFAULT_PEERING_NAME
+    #: higher wins; replicas must differ, or kopf treats them as a conflict and both pause
+    priority: int = DEFAULT_PRIORITY
+    #: run without peering (single replica, or tests)
+    standalone: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OperatorSettings:
+    resync: ResyncSettings = ResyncSettings()
+    probes: ProbeSettings = ProbeSettings()
+    peering: PeeringSettings = PeeringSettings()
+    #: DNS suffix of the cluster, used in NATS routes and client URLs
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    #: identity written to status (which replica reconciled); defaults to the pod name
+    identity: str = ""
+
+
+def _bool(raw: str | None, default: bool) -> bool:
+    if raw is None or raw == "":
+        return default
+    return raw.lower() in ("1", "true", "yes", "on")
+
+
+def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
+    e = os.environ if env is None else env
+    return OperatorSettings(
+        resync=ResyncSettings(
+            interval=float(e.get("XCHAT_OPERATOR_RESYNC_SECONDS", DEFAULT_RESYNC_SECONDS)),
+            idle=float(e.get("XCHAT_OPERATOR_RESYNC_IDLE_SECONDS", 2.0)),
+        ),
+        probes=ProbeSettings(
+            timeout=float(e.get("XCHAT_OPERATOR_PROBE_TIMEOUT_SECONDS", DEFAULT_PROBE_TIMEOUT_SECONDS)),
+            enabled=_bool(e.get("XCHAT_OPERATOR_PROBES"), True),
+        ),
+        peering=PeeringSettings(
+            name=e.get("XCHAT_OPERATOR_PEERING", DEFAULT_PEERING_NAME),
+            priority=int(e.get("XCHAT_OPERATOR_PRIORITY", DEFAULT_PRIORITY)),
+            standalone=_bool(e.get("XCHAT_OPERATOR_STANDALONE"), False),
+        ),
+        cluster_domain=e.get("XCHAT_CLUSTER_DOMAIN", DEFAULT_CLUSTER_DOMAIN),
+        identity=e.get("XCHAT_OPERATOR_IDENTITY") or e.get("POD_NAME") or e.get("HOSTNAME", ""),
+    )

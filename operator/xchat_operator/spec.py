@@ -1,0 +1,191 @@
+"""Typed view of an ``XChatMesh`` custom resource.
+
+The API server already validated and defaulted the object against the CRD's
+OpenAPI schema (``operator/crd/xchatmesh.yaml``); this module turns the plain
+dict into frozen dataclasses so builders never index raw dicts.  Defaults here
+mirror the schema's defaults, so a spec that skipped the API server (unit
+tests) parses the same way.
+
+Neighbours: ``builders`` and ``natsconfig`` consume :class:`MeshSpec`;
+``handlers`` calls :func:`parse_mesh` once per event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import SpecError
+
+GROUP = "xchat.dev"
+VERSION = "v1alpha1"
+PLURAL = "xchatmeshes"
+KIND = "XChatMesh"
+
+DEFAULT_IMAGE = "xchat:0.1.0"
+DEFAULT_NATS_IMAGE = "nats:2.12-alpine"
+DEFAULT_STORAGE_SIZE = "10Gi"
+DEFAULT_NATS_NODES = 1
+DEFAULT_SERVICE_REPLICAS = 2
+DEFAULT_JETSTREAM_REPLICAS = 3
+DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname"
+SERVICE_NAMES: tuple[str, ...] = ("auth", "keys", "relay", "mailbox")
+
+PAUSE_ANNOTATION = "xchat.dev/paused"
+
+
+class RegionMode(str, enum.Enum):
+    """Where a region is in its drain lifecycle (each step is a spec edit)."""
+
+    ACTIVE = "Active"  # serving clients, NATS running
+    DRAINING = "Draining"  # services scaled to 0, out of the endpoint list; NATS running
+    DRAINED = "Drained"  # NATS scaled to 0, PVCs kept; may now be removed from the list
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Resources:
+    requests: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    limits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_k8s(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        if self.requests:
+            out["requests"] = dict(self.requests)
+        if self.limits:
+            out["limits"] = dict(self.limits)
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Storage:
+    size: str = DEFAULT_STORAGE_SIZE
+    storage_class: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Region:
+    name: str
+    nats_nodes: int = DEFAULT_NATS_NODES
+    storage: Storage = Storage()
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    topology_key: str = DEFAULT_TOPOLOGY_KEY
+    mode: RegionMode = RegionMode.ACTIVE
+    down: bool = False
+
+    @property
+    def serving(self) -> bool:
+        """Clients may be sent here: active and not marked down."""
+        return self.mode is RegionMode.ACTIVE and not self.down
+
+    @property
+    def nats_running(self) -> bool:
+        """The region's NATS StatefulSet should have pods."""
+        return self.mode is not RegionMode.DRAINED
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceSpec:
+    replicas: int = DEFAULT_SERVICE_REPLICAS
+    resources: Resources = Resources()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TLS:
+    enabled: bool = False
+    # An existing Secret with tls.crt, tls.key, ca.crt (e.g. from cert-manager);
+    # None with enabled=True means the operator generates a CA and a certificate.
+    secret_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MeshSpec:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    regions: tuple[Region, ...]
+    services: Mapping[str, ServiceSpec]
+    nats_resources: Resources = Resources()
+    jetstream_replicas: int = DEFAULT_JETSTREAM_REPLICAS
+    tls: TLS = TLS()
+    image: str = DEFAULT_IMAGE
+    nats_image: str = DEFAULT_NATS_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    paused: bool = False
+
+    def region(self, name: str) -> Region:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def _resources(raw: Mapping[str, Any] | None) -> Resources:
+    raw = raw or {}
+    return Resources(
+        requests={k: str(v) for k, v in (raw.get("requests") or {}).items()},
+        limits={k: str(v) for k, v in (raw.get("limits") or {}).items()},
+    )
+
+
+def _region(raw: Mapping[str, Any]) -> Region:
+    try:
+        name = str(raw["name"])
+    except KeyError as exc:
+        raise SpecError("every region needs a name") from exc
+    storage = raw.get("storage") or {}
+    try:
+        mode = RegionMode(raw.get("mode", RegionMode.ACTIVE.value))
+    except ValueError as exc:
+        raise SpecError(f"region {name}: unknown mode {raw.get('mode')!r}") from exc
+    return Region(
+        name=name,
+        nats_nodes=int(raw.get("natsNodes", DEFAULT_NATS_NODES)),
+        storage=Storage(
+            size=str(storage.get("size", DEFAULT_STORAGE_SIZE)),
+            storage_class=storage.get("storageClassName"),
+        ),
+        node_selector={str(k): str(v) for k, v in (raw.get("nodeSelector") or {}).items()},
+        topology_key=str(raw.get("topologyKey", DEFAULT_TOPOLOGY_KEY)),
+        mode=mode,
+        down=bool(raw.get("down", False)),
+    )
+
+
+def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
+    """Parse a whole XChatMesh object (metadata + spec) into a :class:`MeshSpec`."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    regions = tuple(_region(r) for r in spec.get("regions") or ())
+    names = [r.name for r in regions]
+    if len(set(names)) != len(names):
+        raise SpecError(f"region names must be unique: {names}")
+    services_raw = spec.get("services") or {}
+    services = {
+        svc: ServiceSpec(
+            replicas=int((services_raw.get(svc) or {}).get("replicas", DEFAULT_SERVICE_REPLICAS)),
+            resources=_resources((services_raw.get(svc) or {}).get("resources")),
+        )
+        for svc in SERVICE_NAMES
+    }
+    tls_raw = spec.get("tls") or {}
+    annotations = meta.get("annotations") or {}
+    return MeshSpec(
+        name=str(meta["name"]),
+        namespace=str(meta.get("namespace") or "default"),
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 0),
+        regions=regions,
+        services=services,
+        nats_resources=_resources((spec.get("nats") or {}).get("resources")),
+        jetstream_replicas=int(
+            (spec.get("durability") or {}).get("replicas", DEFAULT_JETSTREAM_REPLICAS)
+        ),
+        tls=TLS(enabled=bool(tls_raw.get("enabled", False)), secret_name=tls_raw.get("secretName")),
+        image=str(spec.get("image", DEFAULT_IMAGE)),
+        nats_image=str(spec.get("natsImage", DEFAULT_NATS_IMAGE)),
+        image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
+        paused=str(annotations.get(PAUSE_ANNOTATION, "")).lower() == "true",
+    )

@@ -1,0 +1,3 @@
+from xchat.cli import main
+
+main()

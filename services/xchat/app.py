@@ -1,0 +1,125 @@
+"""Assembles the services a process runs (one, or all four for development).
+
+This is the entry-point layer: it alone imports several services. Each
+service gets the shared Store, a token verifier and its own domain object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import nacl.signing
+
+from xchat.auth.accounts import Accounts
+from xchat.auth.service import AuthServicer
+from xchat.core.devices import DeviceDirectory
+from xchat.core.server import Registration, RunningServer, start_server, stop_server
+from xchat.core.settings import ServiceSettings
+from xchat.core.store import Store
+from xchat.core.tokens import TokenSigner, TokenVerifier
+from xchat.keys.prekeys import PrekeyDirectory
+from xchat.keys.service import KeysServicer
+from xchat.mailbox.service import MailboxServicer
+from xchat.relay.sending import Relay
+from xchat.relay.service import RelayServicer
+from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def _verifier(settings: ServiceSettings) -> TokenVerifier:
+    if settings.token_public_key is not None:
+        return TokenVerifier(verify_key=nacl.signing.VerifyKey(settings.token_public_key))
+    assert settings.token_signing_seed is not None
+    return TokenVerifier(verify_key=nacl.signing.SigningKey(settings.token_signing_seed).verify_key)
+
+
+def registrations(settings: ServiceSettings, store: Store) -> list[Registration]:
+    verifier = _verifier(settings)
+    devices = DeviceDirectory(store.buckets.devices)
+    out: list[Registration] = []
+    if "auth" in settings.services:
+        assert settings.token_signing_seed is not None
+        signer = TokenSigner(
+            signing_key=nacl.signing.SigningKey(settings.token_signing_seed),
+            lifetime_ms=settings.access_token_lifetime_ms,
+        )
+        accounts = Accounts(store.buckets, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s)
+        out.append(
+            Registration(
+                auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
+                auth_pb2_grpc.add_AuthServicer_to_server,
+                AuthServicer(accounts, verifier),
+            )
+        )
+    if "keys" in settings.services:
+        directory = PrekeyDirectory(store.buckets.prekeys, store.buckets.accounts, devices)
+        out.append(
+            Registration(
+                keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
+                keys_pb2_grpc.add_KeysServicer_to_server,
+                KeysServicer(directory, verifier),
+            )
+        )
+    if "relay" in settings.services:
+        relay = Relay(store, devices, max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        out.append(
+            Registration(
+                relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
+                relay_pb2_grpc.add_RelayServicer_to_server,
+                RelayServicer(relay, verifier, store_timeout_s=settings.store_timeout_s),
+            )
+        )
+    if "mailbox" in settings.services:
+        out.append(
+            Registration(
+                mailbox_pb2.DESCRIPTOR.services_by_name["Mailbox"].full_name,
+                mailbox_pb2_grpc.add_MailboxServicer_to_server,
+                MailboxServicer(store, verifier, store_timeout_s=settings.store_timeout_s),
+            )
+        )
+    return out
+
+
+class ServiceProcess:
+    """Started servers of one process; ``stop`` is graceful."""
+
+    def __init__(self, store: Store, running: RunningServer, watcher: asyncio.Task[None]) -> None:
+        self.store = store
+        self.running = running
+        self._watcher = watcher
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @classmethod
+    async def start(cls, settings: ServiceSettings) -> ServiceProcess:
+        store = await Store.connect(settings, name=f"xchat-{'+'.join(settings.services)}-{settings.region}")
+        try:
+            await store.ensure_resources()
+            running, watcher = await start_server(registrations(settings, store), settings, store)
+        except BaseException:
+            await store.close()
+            raise
+        return cls(store, running, watcher)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        await stop_server(self.running, self._watcher, grace=grace)
+        await self.store.close()
+
+
+async def serve_forever(settings: ServiceSettings, *, ready_message: bool = True) -> None:
+    """Runs until SIGINT/SIGTERM, then stops gracefully (in-flight sends finish)."""
+    process = await ServiceProcess.start(settings)
+    if ready_message:
+        print(f"xchat {'+'.join(settings.services)} region={settings.region} listening on port {process.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight calls")
+    await process.stop()

@@ -1,0 +1,199 @@
+"""Accounts, devices, login challenges and refresh tokens, kept in JetStream KV.
+
+Invariants, each enforced with KV compare-and-set rather than locks (several
+regions serve the same account concurrently):
+- an account name is created once (``create`` fails if the key exists);
+- a login nonce and a refresh token are each used at most once (delete with
+  the revision that was read; a concurrent second use loses the race);
+- a device is written before the account lists it, so a half-finished
+  registration leaves an orphan that can never log in, not a broken account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from xchat.core.devices import DeviceDirectory, DeviceRecord
+from xchat.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
+from xchat.core.ids import ED25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES, AccountId, DeviceId, exact_length, new_device_id
+from xchat.core.signatures import verify_signature
+from xchat.core.store import Buckets
+from xchat.core.tokens import TokenSigner
+from xchat.statements import login_statement, register_statement
+
+MAX_DEVICES_PER_ACCOUNT = 16
+NONCE_BYTES = 32
+CHALLENGE_LIFETIME_MS = 60_000
+MAX_REFRESH_TOKEN_CHARS = 128
+CAS_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    access_token: str
+    access_expires_at_ms: int
+    refresh_token: str
+    refresh_expires_at_ms: int
+    account: AccountId
+    device: DeviceId
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Accounts:
+    def __init__(self, buckets: Buckets, signer: TokenSigner, *, refresh_lifetime_s: int) -> None:
+        self._accounts: KeyValue = buckets.accounts
+        self._devices = DeviceDirectory(buckets.devices)
+        self._devices_kv: KeyValue = buckets.devices
+        self._challenges: KeyValue = buckets.challenges
+        self._refresh: KeyValue = buckets.refresh
+        self._signer = signer
+        self._refresh_lifetime_ms = refresh_lifetime_s * 1000
+
+    @staticmethod
+    def _check_key(identity_key: bytes, signature: bytes, account: AccountId) -> None:
+        exact_length(identity_key, ED25519_PUBLIC_BYTES, field="identity_key")
+        exact_length(signature, ED25519_SIGNATURE_BYTES, field="signature")
+        if not verify_signature(identity_key, register_statement(account, identity_key), signature):
+            raise InvalidArgument("signature does not verify with identity_key over the register statement")
+
+    async def register(self, account: AccountId, identity_key: bytes, signature: bytes) -> DeviceId:
+        self._check_key(identity_key, signature, account)
+        device = await self._create_device(account, identity_key)
+        body = json.dumps({"v": 1, "devices": [device], "created_at_ms": _now_ms()}).encode()
+        try:
+            await self._accounts.create(account, body)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            await self._devices_kv.purge(device)
+            raise AlreadyExists(f"account {account!r} is already registered; choose another name") from exc
+        return device
+
+    async def add_device(self, account: AccountId, identity_key: bytes, signature: bytes) -> DeviceId:
+        self._check_key(identity_key, signature, account)
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self._get_account(account)
+            raw = json.loads(entry.value or b"{}")
+            if len(raw["devices"]) >= MAX_DEVICES_PER_ACCOUNT:
+                raise ResourceExhausted(f"account {account!r} already has {MAX_DEVICES_PER_ACCOUNT} devices")
+            device = await self._create_device(account, identity_key)
+            raw["devices"].append(device)
+            try:
+                await self._accounts.update(account, json.dumps(raw).encode(), last=entry.revision)
+                return device
+            except nats.js.errors.KeyWrongLastSequenceError:
+                await self._devices_kv.purge(device)
+        raise ResourceExhausted("too much concurrent change on this account; retry")
+
+    async def _create_device(self, account: AccountId, identity_key: bytes) -> DeviceId:
+        device = new_device_id()
+        record = DeviceRecord(device, account, identity_key, revoked=False, created_at_ms=_now_ms())
+        await self._devices_kv.create(device, record.encode())
+        return device
+
+    async def _get_account(self, account: AccountId):  # type: ignore[no-untyped-def]
+        try:
+            return await self._accounts.get(account)
+        except nats.js.errors.KeyNotFoundError as exc:
+            raise NotFound(f"account {account!r} does not exist") from exc
+
+    async def list_devices(self, account: AccountId) -> list[DeviceRecord]:
+        entry = await self._get_account(account)
+        records = []
+        for device in json.loads(entry.value or b"{}")["devices"]:
+            record, _ = await self._devices.get(DeviceId(device))
+            if record is not None:
+                records.append(record)
+        return records
+
+    async def _usable_device(self, device: DeviceId) -> DeviceRecord:
+        record, _ = await self._devices.get(device)
+        if record is None:
+            raise Unauthenticated(f"device {device} is not registered")
+        if record.revoked:
+            raise Unauthenticated(f"device {device} has been revoked; register it again")
+        entry = await self._get_account(record.account)
+        if device not in json.loads(entry.value or b"{}")["devices"]:
+            raise Unauthenticated(f"device {device} is not registered")
+        return record
+
+    async def challenge(self, device: DeviceId) -> tuple[bytes, int]:
+        # Issued for any well-formed id, registered or not, so that the answer
+        # does not reveal which device ids exist.
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        expires = _now_ms() + CHALLENGE_LIFETIME_MS
+        await self._challenges.create(f"{device}.{nonce.hex()}", str(expires).encode())
+        return nonce, expires
+
+    async def login(self, device: DeviceId, nonce: bytes, signature: bytes) -> Tokens:
+        exact_length(nonce, NONCE_BYTES, field="nonce")
+        exact_length(signature, ED25519_SIGNATURE_BYTES, field="signature")
+        key = f"{device}.{nonce.hex()}"
+        try:
+            entry = await self._challenges.get(key)
+        except nats.js.errors.KeyNotFoundError as exc:
+            raise Unauthenticated("login nonce is unknown, expired or already used: request a new challenge") from exc
+        try:
+            # Consume the nonce first: a failed or concurrent attempt cannot reuse it.
+            await self._challenges.delete(key, last=entry.revision)
+        except nats.js.errors.APIError as exc:
+            raise Unauthenticated("login nonce was already used: request a new challenge") from exc
+        if int(entry.value or b"0") < _now_ms():
+            raise Unauthenticated("login nonce has expired: request a new challenge")
+        record = await self._usable_device(device)
+        if not verify_signature(record.identity_key, login_statement(device, nonce), signature):
+            raise Unauthenticated("login signature does not verify with the device identity key")
+        return await self._issue(record)
+
+    async def _issue(self, record: DeviceRecord) -> Tokens:
+        access, access_expires = self._signer.issue(record.account, record.device)
+        refresh = secrets.token_urlsafe(32)
+        refresh_expires = _now_ms() + self._refresh_lifetime_ms
+        body = json.dumps({"account": record.account, "device": record.device, "exp": refresh_expires}).encode()
+        await self._refresh.create(_refresh_key(refresh), body)
+        return Tokens(access, access_expires, refresh, refresh_expires, record.account, record.device)
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        if not refresh_token or len(refresh_token) > MAX_REFRESH_TOKEN_CHARS:
+            raise Unauthenticated("refresh token is malformed")
+        key = _refresh_key(refresh_token)
+        try:
+            entry = await self._refresh.get(key)
+            await self._refresh.delete(key, last=entry.revision)
+        except nats.js.errors.KeyNotFoundError as exc:
+            raise Unauthenticated("refresh token is unknown, expired or already used: log in again") from exc
+        except nats.js.errors.APIError as exc:
+            raise Unauthenticated("refresh token was already used: log in again") from exc
+        raw = json.loads(entry.value or b"{}")
+        if int(raw["exp"]) < _now_ms():
+            raise Unauthenticated("refresh token has expired: log in again")
+        record = await self._usable_device(DeviceId(raw["device"]))
+        return await self._issue(record)
+
+    async def revoke(self, caller_account: AccountId, device: DeviceId) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self._devices.get(device)
+            if record is None:
+                raise NotFound(f"device {device} does not exist")
+            if record.account != caller_account:
+                raise PermissionDenied("you can only revoke devices of your own account")
+            if record.revoked:
+                return
+            try:
+                await self._devices_kv.update(device, record.revoke().encode(), last=revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise FailedPrecondition("device record kept changing; retry")
+
+
+def _refresh_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,122 @@
+"""The ``xchat`` command: serve one or all services, run the local mesh, run the demo.
+
+This is the process edge: the only place that reads the environment and
+turns failures into a one-line message and an exit code (no tracebacks for
+mistakes a person can fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from xchat.core.errors import XChatError
+from xchat.core.settings import SERVICE_NAMES, SettingsError, from_env
+
+EXIT_USAGE = 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from xchat.app import serve_forever
+
+    services = SERVICE_NAMES if args.service == "all" else (args.service,)
+    settings = from_env(
+        region=args.region,
+        listen=args.listen,
+        nats_urls=tuple(args.nats.split(",")) if args.nats else None,
+        replicas=args.replicas,
+        services=services,
+    )
+    asyncio.run(serve_forever(settings))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from xchat.mesh.local import LocalMesh
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
+    regions = tuple(r for r in args.regions.split(",") if r)
+    mesh = LocalMesh(workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port)
+    print(f"starting {len(regions)} regions in {workdir} ...", flush=True)
+    started = time.monotonic()
+    with mesh:
+        print(f"mesh up in {time.monotonic() - started:.1f}s\n")
+        print(f"{'region':<8}{'gRPC (auth, keys, relay, mailbox)':<36}{'NATS':<28}monitor")
+        for row in mesh.describe():
+            print(f"{row['region']!s:<8}{row['grpc']!s:<36}{','.join(row['nats']):<28}{','.join(row['monitor'])}")  # type: ignore[arg-type]
+        print(f"\nlogs: {workdir / 'logs'}")
+        if args.demo:
+            from xchat.demo import run_demo
+
+            asyncio.run(run_demo(mesh.endpoints(regions[0]), mesh.endpoints(regions[-1]), workdir / "clients"))
+        if args.exit_after_demo:
+            return 0
+        print("press Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from xchat.demo import run_demo
+
+    alice = args.alice_endpoints.split(",")
+    bob = args.bob_endpoints.split(",") if args.bob_endpoints else alice
+    asyncio.run(run_demo(alice, bob, Path(tempfile.mkdtemp(prefix="xchat-demo-"))))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="xchat", description="End-to-end encrypted messaging that survives losing a region.")
+    top.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one service (or all four) for one region")
+    serve.add_argument("service", choices=[*SERVICE_NAMES, "all"])
+    serve.add_argument("--region", help="region name (env XCHAT_REGION)")
+    serve.add_argument("--listen", help="gRPC address host:port (env XCHAT_LISTEN)")
+    serve.add_argument("--nats", help="comma-separated NATS URLs, own region first (env XCHAT_NATS_URLS)")
+    serve.add_argument("--replicas", type=int, help="JetStream replicas, one per region (env XCHAT_REPLICAS)")
+    serve.set_defaults(run=_serve)
+
+    up = sub.add_parser("up", help="start a local multi-region mesh (nats-server + services per region)")
+    up.add_argument("--regions", default="a,b,c", help="comma-separated region names (default a,b,c)")
+    up.add_argument("--nodes-per-region", type=int, default=1)
+    up.add_argument("--base-port", type=int, default=None, help="first port to use (default: free ports)")
+    up.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
+    up.add_argument("--demo", action="store_true", help="run the two-user demo once the mesh is up")
+    up.add_argument("--exit-after-demo", action="store_true", help="stop the mesh when the demo ends")
+    up.set_defaults(run=_up)
+
+    demo = sub.add_parser("demo", help="two users in different regions exchange encrypted messages")
+    demo.add_argument("--alice-endpoints", required=True, help="comma-separated gRPC endpoints for alice")
+    demo.add_argument("--bob-endpoints", help="comma-separated gRPC endpoints for bob (default: alice's)")
+    demo.set_defaults(run=_demo)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code = args.run(args)
+    except (SettingsError, XChatError) as exc:
+        print(f"xchat: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        print(f"xchat: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

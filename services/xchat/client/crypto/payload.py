@@ -1,0 +1,126 @@
+"""The inner payload: what is encrypted end to end, as one unit.
+
+The server only ever sees the envelope's recipient and the ciphertext; message
+id, counter, time, content type and body are all inside. Fixed binary layout,
+version 1 (big-endian)::
+
+    version u8 = 1
+    message_id 16          client-generated, 128-bit random (dedup key)
+    counter u64            per-conversation sequence number
+    sent_at_ms u64         sender clock, ms since the Unix epoch
+    content_type_len u8 || content_type   1..64 printable ASCII bytes, e.g. "text/plain"
+    body_len u32 || body   0..65536 bytes
+
+A fixed layout avoids coupling this layer to the protobuf schemas of the
+transport. Decoding rejects trailing bytes, so every payload has exactly one
+encoding.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from .encoding import Reader, Writer
+from .errors import PayloadError
+
+__all__ = [
+    "MAX_BODY_SIZE",
+    "MAX_CONTENT_TYPE_LENGTH",
+    "MAX_ENCODED_PAYLOAD_SIZE",
+    "MESSAGE_ID_SIZE",
+    "PAYLOAD_VERSION",
+    "Payload",
+]
+
+PAYLOAD_VERSION = 1
+MESSAGE_ID_SIZE = 16
+MAX_BODY_SIZE = 64 * 1024
+MAX_CONTENT_TYPE_LENGTH = 64
+_UINT64_MAX = (1 << 64) - 1
+MAX_ENCODED_PAYLOAD_SIZE = 1 + MESSAGE_ID_SIZE + 8 + 8 + 1 + MAX_CONTENT_TYPE_LENGTH + 4 + MAX_BODY_SIZE
+MIN_ENCODED_PAYLOAD_SIZE = 1 + MESSAGE_ID_SIZE + 8 + 8 + 1 + 1 + 4
+
+
+def _check_uint64(field: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _UINT64_MAX:
+        raise PayloadError(field, f"must be a uint64, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Payload:
+    """One application message, validated on construction."""
+
+    message_id: bytes
+    counter: int
+    sent_at_ms: int
+    content_type: str
+    body: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message_id, bytes) or len(self.message_id) != MESSAGE_ID_SIZE:
+            raise PayloadError("message_id", f"must be {MESSAGE_ID_SIZE} bytes")
+        _check_uint64("counter", self.counter)
+        _check_uint64("sent_at_ms", self.sent_at_ms)
+        ct = self.content_type
+        if (
+            not isinstance(ct, str)
+            or not 1 <= len(ct) <= MAX_CONTENT_TYPE_LENGTH
+            or not all("!" <= ch <= "~" for ch in ct)
+        ):
+            raise PayloadError("content_type", "must be 1..64 printable ASCII characters")
+        if not isinstance(self.body, bytes):
+            raise PayloadError("body", "must be bytes")
+        if len(self.body) > MAX_BODY_SIZE:
+            raise PayloadError("body", f"{len(self.body)} bytes exceeds {MAX_BODY_SIZE}")
+
+    @classmethod
+    def new(
+        cls,
+        body: bytes,
+        *,
+        counter: int,
+        content_type: str = "text/plain",
+        sent_at_ms: int | None = None,
+    ) -> Payload:
+        """A payload with a fresh random message id and (by default) the current time."""
+        return cls(
+            message_id=os.urandom(MESSAGE_ID_SIZE),
+            counter=counter,
+            sent_at_ms=int(time.time() * 1000) if sent_at_ms is None else sent_at_ms,
+            content_type=content_type,
+            body=body,
+        )
+
+    def encode(self) -> bytes:
+        ct = self.content_type.encode("ascii")
+        w = Writer().u8(PAYLOAD_VERSION).raw(self.message_id)
+        w.u64(self.counter).u64(self.sent_at_ms)
+        w.u8(len(ct)).raw(ct).u32(len(self.body)).raw(self.body)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Payload:
+        r = Reader(data, "payload")
+        r.version((PAYLOAD_VERSION,))
+        message_id = r.take(MESSAGE_ID_SIZE, "message_id")
+        counter = r.u64("counter")
+        sent_at_ms = r.u64("sent_at_ms")
+        ct_raw = r.take(r.u8("content_type length"), "content_type")
+        body_len = r.u32("body length")
+        if body_len > MAX_BODY_SIZE:
+            raise PayloadError("body", f"{body_len} bytes exceeds {MAX_BODY_SIZE}")
+        body = r.take(body_len, "body")
+        r.end()
+        try:
+            content_type = ct_raw.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise PayloadError("content_type", "not ASCII") from exc
+        return cls(
+            message_id=message_id,
+            counter=counter,
+            sent_at_ms=sent_at_ms,
+            content_type=content_type,
+            body=body,
+        )

@@ -1,0 +1,252 @@
+"""The Double Ratchet (Signal's published specification), without header encryption.
+
+Functions follow the spec's pseudocode names so the two can be read side by side:
+
+* ``KDF_RK(rk, dh_out)`` = HKDF-SHA256(salt = rk, ikm = dh_out, info = RK_INFO) → 64 bytes,
+  split into (new root key, new chain key).
+* ``KDF_CK(ck)`` = (HMAC-SHA256(ck, 0x02) as next chain key, HMAC-SHA256(ck, 0x01) as
+  message key).
+* ``ENCRYPT(mk, pt, ad)`` = AES-256-GCM with key and nonce from HKDF(mk) (see
+  :mod:`.primitives`).
+
+Headers travel in clear (``HEADER(dh, pn, n)``, 40 bytes) but are authenticated:
+the associated data is the PQXDH ``AD`` followed by every wire byte in front of
+the ciphertext, header included (the spec's ``CONCAT(AD, header)``).
+
+Decryption is transactional: :func:`ratchet_decrypt` works on a copy of the
+state and returns the new state only when the AEAD verified, so a forged or
+corrupted message leaves the session exactly as it was.
+
+Bounds: at most :data:`MAX_SKIP` keys are skipped in one chain per message and
+at most :data:`MAX_SKIPPED_KEYS` are stored in total (oldest evicted first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .encoding import Reader, Writer, check_length
+from .errors import NoSessionError, ReplayedMessageError, TooManySkippedMessagesError
+from .primitives import (
+    X25519_KEY_SIZE,
+    X25519PrivateKey,
+    aead_decrypt,
+    aead_encrypt,
+    hkdf_sha256,
+    hmac_sha256,
+    x25519,
+    x25519_generate,
+    x25519_private_bytes,
+    x25519_private_from_bytes,
+    x25519_public_bytes,
+)
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAX_SKIP",
+    "MAX_SKIPPED_KEYS",
+    "RK_INFO",
+    "Header",
+    "RatchetState",
+    "kdf_ck",
+    "kdf_rk",
+    "ratchet_decrypt",
+    "ratchet_encrypt",
+    "ratchet_init_initiator",
+    "ratchet_init_responder",
+]
+
+RK_INFO = b"xchat_DR_root_ratchet"
+# Per-chain skip bound from the spec: bounds the work a forged header can cause
+# (≤1000 HMAC pairs) while tolerating realistic loss and reordering.
+MAX_SKIP = 1000
+# Total stored skipped keys across chains (each 68 bytes serialised).
+MAX_SKIPPED_KEYS = 2000
+# Remote ratchet keys remembered so a replay from an old chain is reported as such.
+MAX_PREVIOUS_CHAINS = 32
+_UINT32_MAX = 0xFFFFFFFF
+HEADER_SIZE = X25519_KEY_SIZE + 4 + 4
+
+
+def kdf_rk(rk: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
+    okm = hkdf_sha256(dh_out, salt=rk, info=RK_INFO, length=64)
+    return okm[:32], okm[32:]
+
+
+def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
+    """Return ``(next_chain_key, message_key)``."""
+    return hmac_sha256(ck, b"\x02"), hmac_sha256(ck, b"\x01")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """``HEADER(dh_pair, pn, n)``: sender's ratchet public key, previous chain length, index."""
+
+    dh: bytes
+    pn: int
+    n: int
+
+    def to_bytes(self) -> bytes:
+        return self.dh + self.pn.to_bytes(4, "big") + self.n.to_bytes(4, "big")
+
+    @classmethod
+    def read(cls, r: Reader) -> Header:
+        return cls(dh=r.key(X25519_KEY_SIZE, "ratchet key"), pn=r.u32("pn"), n=r.u32("n"))
+
+
+@dataclass(slots=True)
+class RatchetState:
+    """The spec's ``state`` record. Mutable; copy before speculative changes."""
+
+    dhs: X25519PrivateKey
+    dhs_public: bytes
+    dhr: bytes | None
+    rk: bytes
+    cks: bytes | None
+    ckr: bytes | None
+    ns: int
+    nr: int
+    pn: int
+    skipped: OrderedDict[tuple[bytes, int], bytes]
+    previous_dhr: list[bytes]
+
+    def copy(self) -> RatchetState:
+        return RatchetState(
+            self.dhs,  # key objects are immutable; replaced, never mutated
+            self.dhs_public,
+            self.dhr,
+            self.rk,
+            self.cks,
+            self.ckr,
+            self.ns,
+            self.nr,
+            self.pn,
+            OrderedDict(self.skipped),
+            list(self.previous_dhr),
+        )
+
+    def write(self, w: Writer) -> None:
+        w.raw(x25519_private_bytes(self.dhs))
+        w.flag(self.dhr is not None).raw(self.dhr or b"")
+        w.raw(self.rk)
+        w.flag(self.cks is not None).raw(self.cks or b"")
+        w.flag(self.ckr is not None).raw(self.ckr or b"")
+        w.u32(self.ns).u32(self.nr).u32(self.pn)
+        w.u8(len(self.previous_dhr))
+        for key in self.previous_dhr:
+            w.raw(key)
+        w.u32(len(self.skipped))
+        for (dh, n), mk in self.skipped.items():
+            w.raw(dh).u32(n).raw(mk)
+
+    @classmethod
+    def read(cls, r: Reader) -> RatchetState:
+        dhs = x25519_private_from_bytes(r.key(32, "DHs"))
+        dhr = r.key(32, "DHr") if r.flag("has DHr") else None
+        rk = r.key(32, "RK")
+        cks = r.key(32, "CKs") if r.flag("has CKs") else None
+        ckr = r.key(32, "CKr") if r.flag("has CKr") else None
+        ns, nr, pn = r.u32("Ns"), r.u32("Nr"), r.u32("PN")
+        previous = [r.key(32, "previous DHr") for _ in range(r.u8("previous count"))]
+        skipped: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        for _ in range(r.u32("skipped count")):
+            dh = r.key(32, "skipped DH")
+            n = r.u32("skipped n")
+            skipped[(dh, n)] = r.key(32, "skipped key")
+        return cls(
+            dhs, x25519_public_bytes(dhs), dhr, rk, cks, ckr, ns, nr, pn, skipped, previous
+        )
+
+
+def _new_state(rk: bytes, dhs: X25519PrivateKey) -> RatchetState:
+    return RatchetState(
+        dhs, x25519_public_bytes(dhs), None, rk, None, None, 0, 0, 0, OrderedDict(), []
+    )
+
+
+def ratchet_init_initiator(sk: bytes, their_ratchet_public: bytes) -> RatchetState:
+    """``RatchetInitAlice``: first DHr is the responder's signed prekey."""
+    check_length("shared key", sk, 32)
+    state = _new_state(sk, x25519_generate())
+    state.dhr = their_ratchet_public
+    state.rk, state.cks = kdf_rk(sk, x25519(state.dhs, their_ratchet_public, "signed prekey"))
+    return state
+
+
+def ratchet_init_responder(sk: bytes, our_ratchet_private: X25519PrivateKey) -> RatchetState:
+    """``RatchetInitBob``: first DHs is the signed prekey pair; no chains yet."""
+    check_length("shared key", sk, 32)
+    return _new_state(sk, our_ratchet_private)
+
+
+def ratchet_encrypt(state: RatchetState, plaintext: bytes, *, ad: bytes, frame: bytes) -> bytes:
+    """``RatchetEncrypt``; returns ``frame || header || AEAD(mk, plaintext, ad || frame || header)``.
+
+    Mutates ``state`` (encryption cannot fail after the chain step).
+    """
+    if state.cks is None:
+        # Only a responder that has not yet received anything lacks a sending
+        # chain, and sessions never create one in that condition.
+        raise NoSessionError("no sending chain yet")
+    state.cks, mk = kdf_ck(state.cks)
+    header = Header(state.dhs_public, state.pn, state.ns).to_bytes()
+    state.ns += 1
+    prefix = frame + header
+    return prefix + aead_encrypt(mk, plaintext, ad + prefix)
+
+
+def _skip_message_keys(state: RatchetState, until: int) -> None:
+    if until - state.nr > MAX_SKIP:
+        raise TooManySkippedMessagesError(until - state.nr, MAX_SKIP)
+    if state.ckr is None or state.dhr is None:
+        return
+    ckr = state.ckr
+    while state.nr < until:
+        ckr, mk = kdf_ck(ckr)
+        state.skipped[(state.dhr, state.nr)] = mk
+        state.nr += 1
+    state.ckr = ckr
+    while len(state.skipped) > MAX_SKIPPED_KEYS:
+        state.skipped.popitem(last=False)
+
+
+def _dh_ratchet(state: RatchetState, header: Header) -> None:
+    if state.dhr is not None:
+        state.previous_dhr.append(state.dhr)
+        del state.previous_dhr[:-MAX_PREVIOUS_CHAINS]
+    state.pn = state.ns
+    state.ns = 0
+    state.nr = 0
+    state.dhr = header.dh
+    state.rk, state.ckr = kdf_rk(state.rk, x25519(state.dhs, header.dh, "ratchet key"))
+    state.dhs = x25519_generate()
+    state.dhs_public = x25519_public_bytes(state.dhs)
+    state.rk, state.cks = kdf_rk(state.rk, x25519(state.dhs, header.dh, "ratchet key"))
+
+
+def ratchet_decrypt(
+    state: RatchetState, header: Header, ciphertext: bytes, *, aad: bytes
+) -> tuple[RatchetState, bytes]:
+    """``RatchetDecrypt`` on a copy; returns ``(new_state, plaintext)``, ``state`` untouched.
+
+    ``aad`` is the full associated data (PQXDH AD || frame || header).
+    """
+    new = state.copy()
+    mk = new.skipped.pop((header.dh, header.n), None)
+    if mk is not None:
+        return new, aead_decrypt(mk, ciphertext, aad)
+    if header.dh != new.dhr:
+        if header.dh in new.previous_dhr:
+            raise ReplayedMessageError("message key of an earlier chain is no longer held")
+        _skip_message_keys(new, header.pn)
+        _dh_ratchet(new, header)
+    elif header.n < new.nr:
+        raise ReplayedMessageError(f"message key {header.n} was already used")
+    _skip_message_keys(new, header.n)
+    assert new.ckr is not None  # set by _dh_ratchet or an earlier receive
+    new.ckr, mk = kdf_ck(new.ckr)
+    new.nr += 1
+    if new.nr > _UINT32_MAX:
+        raise TooManySkippedMessagesError(new.nr, _UINT32_MAX)
+    return new, aead_decrypt(mk, ciphertext, aad)

@@ -1,0 +1,89 @@
+"""Device records: written by auth, read by every service.
+
+A record lives in the ``xchat_devices`` bucket under its device id. Readers
+on hot paths (relay checking a recipient) use a short-lived cache, so a
+revocation is seen everywhere within ``CACHE_TTL_S``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, replace
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from xchat.core.ids import AccountId, DeviceId
+
+CACHE_TTL_S = 2.0
+CACHE_MAX_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device: DeviceId
+    account: AccountId
+    identity_key: bytes
+    revoked: bool
+    created_at_ms: int
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "v": 1,
+                "account": self.account,
+                "identity_key": base64.b64encode(self.identity_key).decode(),
+                "revoked": self.revoked,
+                "created_at_ms": self.created_at_ms,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, device: DeviceId, data: bytes) -> DeviceRecord:
+        raw = json.loads(data)
+        return cls(
+            device=device,
+            account=AccountId(raw["account"]),
+            identity_key=base64.b64decode(raw["identity_key"]),
+            revoked=bool(raw["revoked"]),
+            created_at_ms=int(raw["created_at_ms"]),
+        )
+
+    def revoke(self) -> DeviceRecord:
+        return replace(self, revoked=True)
+
+
+class DeviceDirectory:
+    def __init__(self, bucket: KeyValue, *, cache_ttl_s: float = CACHE_TTL_S) -> None:
+        self._bucket = bucket
+        self._ttl = cache_ttl_s
+        self._cache: dict[DeviceId, tuple[float, DeviceRecord | None]] = {}
+
+    async def get(self, device: DeviceId, *, fresh: bool = False) -> tuple[DeviceRecord | None, int]:
+        """The record and its revision (0 when absent), read from the store."""
+        try:
+            entry = await self._bucket.get(device)
+        except nats.js.errors.KeyNotFoundError:
+            return None, 0
+        if entry.value is None:
+            return None, 0
+        record = DeviceRecord.decode(device, entry.value)
+        self._remember(device, record)
+        return record, entry.revision or 0
+
+    async def cached(self, device: DeviceId) -> DeviceRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(device)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        record, _ = await self.get(device)
+        self._remember(device, record)
+        return record
+
+    def _remember(self, device: DeviceId, record: DeviceRecord | None) -> None:
+        if len(self._cache) >= CACHE_MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[device] = (time.monotonic(), record)

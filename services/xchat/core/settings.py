@@ -1,0 +1,141 @@
+"""Process settings: loaded once at the edge (CLI flags and ``XCHAT_*`` env), frozen, passed down.
+
+Nothing below ``xchat.cli`` reads the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+# Three regions, one replica each (placement via the NATS unique_tag): an ack
+# means a quorum of regions holds the write.
+DEFAULT_REPLICAS = 3
+# Access tokens are verified offline, so revocation takes effect within this.
+DEFAULT_ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
+DEFAULT_REFRESH_TOKEN_LIFETIME_S = 30 * 24 * 3600
+# Undelivered envelopes are kept two weeks, then dropped by JetStream's max_age.
+DEFAULT_MAILBOX_TTL_S = 14 * 24 * 3600
+# Per-device backlog quota; sends beyond it fail with RESOURCE_EXHAUSTED.
+DEFAULT_MAILBOX_QUOTA = 10_000
+# JetStream de-duplicates Nats-Msg-Id within this window; beyond it the
+# recipient SDK's own id set de-duplicates.
+DEFAULT_DUPLICATE_WINDOW_S = 3600.0
+# How long a store operation may take before the RPC fails with UNAVAILABLE.
+DEFAULT_STORE_TIMEOUT_S = 5.0
+# Largest end-to-end ciphertext accepted by relay.
+DEFAULT_MAX_CIPHERTEXT_BYTES = 128 * 1024
+SERVICE_NAMES = ("auth", "keys", "relay", "mailbox")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    region: str
+    listen: str = DEFAULT_LISTEN
+    nats_urls: tuple[str, ...] = (DEFAULT_NATS_URL,)
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_ca: Path | None = None
+    # Ed25519 seed (auth only) and public key for access tokens.
+    token_signing_seed: bytes | None = None
+    token_public_key: bytes | None = None
+    tls: TlsFiles | None = None
+    replicas: int = DEFAULT_REPLICAS
+    access_token_lifetime_ms: int = DEFAULT_ACCESS_TOKEN_LIFETIME_MS
+    refresh_token_lifetime_s: int = DEFAULT_REFRESH_TOKEN_LIFETIME_S
+    mailbox_ttl_s: int = DEFAULT_MAILBOX_TTL_S
+    mailbox_quota: int = DEFAULT_MAILBOX_QUOTA
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+    store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
+    max_ciphertext_bytes: int = DEFAULT_MAX_CIPHERTEXT_BYTES
+    services: tuple[str, ...] = field(default=SERVICE_NAMES)
+
+
+def _read_key_file(path: str, name: str) -> bytes:
+    try:
+        raw = Path(path).read_text().strip()
+        key = base64.b64decode(raw, validate=True)
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+    except (binascii.Error, ValueError) as exc:
+        raise SettingsError(f"{name}: {path} must hold a base64-encoded 32-byte key") from exc
+    if len(key) != 32:
+        raise SettingsError(f"{name}: {path} holds {len(key)} bytes, expected 32")
+    return key
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={value!r} is not an integer") from exc
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> ServiceSettings:
+    """Builds settings from ``XCHAT_*`` variables; explicit overrides (CLI flags) win."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, object] = {
+        "region": env.get("XCHAT_REGION", ""),
+        "listen": env.get("XCHAT_LISTEN", DEFAULT_LISTEN),
+        "nats_urls": tuple(u for u in env.get("XCHAT_NATS_URLS", DEFAULT_NATS_URL).split(",") if u),
+        "nats_user": env.get("XCHAT_NATS_USER") or None,
+        "replicas": _int(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
+        "mailbox_quota": _int(env, "XCHAT_MAILBOX_QUOTA", DEFAULT_MAILBOX_QUOTA),
+        "mailbox_ttl_s": _int(env, "XCHAT_MAILBOX_TTL_S", DEFAULT_MAILBOX_TTL_S),
+    }
+    if password_file := env.get("XCHAT_NATS_PASSWORD_FILE"):
+        try:
+            values["nats_password"] = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"XCHAT_NATS_PASSWORD_FILE: cannot read {password_file}") from exc
+    if signing := env.get("XCHAT_TOKEN_SIGNING_KEY_FILE"):
+        values["token_signing_seed"] = _read_key_file(signing, "XCHAT_TOKEN_SIGNING_KEY_FILE")
+    if public := env.get("XCHAT_TOKEN_PUBLIC_KEY_FILE"):
+        values["token_public_key"] = _read_key_file(public, "XCHAT_TOKEN_PUBLIC_KEY_FILE")
+    cert, key, ca = (env.get(f"XCHAT_TLS_{n}_FILE") for n in ("CERT", "KEY", "CA"))
+    if cert or key:
+        if not (cert and key):
+            raise SettingsError("XCHAT_TLS_CERT_FILE and XCHAT_TLS_KEY_FILE must be set together")
+        values["tls"] = TlsFiles(cert=Path(cert), key=Path(key), ca=Path(ca) if ca else None)
+    if ca:
+        values["nats_ca"] = Path(ca)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = ServiceSettings(**values)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def validate(settings: ServiceSettings) -> None:
+    if not settings.region:
+        raise SettingsError("region is not set: pass --region or XCHAT_REGION")
+    if not settings.nats_urls:
+        raise SettingsError("no NATS URL: pass --nats or XCHAT_NATS_URLS")
+    if not 1 <= settings.replicas <= 5:
+        raise SettingsError(f"replicas={settings.replicas}: JetStream supports 1..5")
+    unknown = set(settings.services) - set(SERVICE_NAMES)
+    if unknown:
+        raise SettingsError(f"unknown service(s) {sorted(unknown)}; choose from {list(SERVICE_NAMES)}")
+    if "auth" in settings.services and settings.token_signing_seed is None:
+        raise SettingsError("auth needs a token signing key: set XCHAT_TOKEN_SIGNING_KEY_FILE")
+    if settings.token_signing_seed is None and settings.token_public_key is None:
+        raise SettingsError("a token public key is needed to verify callers: set XCHAT_TOKEN_PUBLIC_KEY_FILE")

@@ -1,0 +1,237 @@
+"""The NATS JetStream connection of one service process, and its resources.
+
+All durable state lives here: the mailbox stream (one subject per device, no
+consumer per device) and KV buckets with revision compare-and-set. Every
+replica count comes from settings; with the mesh's ``unique_tag`` each
+replica lands in a different region.
+
+Foreign NATS errors are translated to ``xchat.core.errors`` in ``translate``,
+the one place that knows nats-py's exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+
+from xchat.core.errors import Unavailable, XChatError
+from xchat.core.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+MAILBOX_STREAM = "XCHAT_MAILBOX"
+MAILBOX_SUBJECT_PREFIX = "xchat.mbx."
+BUCKET_ACCOUNTS = "xchat_accounts"
+BUCKET_DEVICES = "xchat_devices"
+BUCKET_CHALLENGES = "xchat_challenges"
+BUCKET_REFRESH = "xchat_refresh"
+BUCKET_PREKEYS = "xchat_prekeys"
+CHALLENGE_TTL_S = 120.0
+# JetStream API error codes we react to (nats-server errors.json).
+ERR_STREAM_NAME_IN_USE = 10058
+ERR_WRONG_LAST_SEQUENCE = 10071
+# How long start-up keeps retrying resource creation while the cluster elects
+# its meta leader.
+ENSURE_DEADLINE_S = 60.0
+
+T = TypeVar("T")
+
+
+NOTIFY_SUBJECT_PREFIX = "xchat.ntf."
+
+
+def mailbox_subject(device: str) -> str:
+    return f"{MAILBOX_SUBJECT_PREFIX}{device}"
+
+
+def notify_subject(device: str) -> str:
+    """Core-NATS wake-up for a device's mailbox readers (no payload, not stored)."""
+    return f"{NOTIFY_SUBJECT_PREFIX}{device}"
+
+
+def translate(exc: BaseException) -> XChatError:
+    """Maps a nats-py failure to the error a client should see."""
+    if isinstance(exc, XChatError):
+        return exc
+    if isinstance(exc, nats.js.errors.APIError):
+        return Unavailable(f"message store refused the operation: {exc.description or exc}")
+    if isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
+        return Unavailable("message store did not answer in time (is a quorum of regions reachable?)")
+    return Unavailable(f"message store unavailable: {type(exc).__name__}")
+
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    accounts: KeyValue
+    devices: KeyValue
+    challenges: KeyValue
+    refresh: KeyValue
+    prekeys: KeyValue
+
+
+class Store:
+    """One NATS connection, its JetStream context and the opened buckets."""
+
+    def __init__(self, nc: NatsClient, settings: ServiceSettings) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=settings.store_timeout_s)
+        self.settings = settings
+        self._buckets: Buckets | None = None
+
+    @property
+    def buckets(self) -> Buckets:
+        if self._buckets is None:
+            raise RuntimeError("Store.ensure_resources() has not run")
+        return self._buckets
+
+    @classmethod
+    async def connect(cls, settings: ServiceSettings, *, name: str) -> Store:
+        tls: ssl.SSLContext | None = None
+        if settings.nats_ca is not None or any(u.startswith("tls://") for u in settings.nats_urls):
+            tls = ssl.create_default_context(cafile=str(settings.nats_ca) if settings.nats_ca else None)
+        options: dict[str, object] = {
+            "servers": list(settings.nats_urls),
+            "name": name,
+            # Keep trying for ever: a region outage must not end the process.
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 2,
+            "ping_interval": 5,
+            "max_outstanding_pings": 2,
+            "error_cb": _log_error,
+            "disconnected_cb": _log_event("disconnected from NATS"),
+            "reconnected_cb": _log_event("reconnected to NATS"),
+        }
+        if tls is not None:
+            options["tls"] = tls
+        if settings.nats_user:
+            options["user"] = settings.nats_user
+            options["password"] = settings.nats_password or ""
+        deadline = asyncio.get_running_loop().time() + ENSURE_DEADLINE_S
+        while True:
+            try:
+                nc = await nats.connect(**options)  # type: ignore[arg-type]
+                return cls(nc, settings)
+            except (nats.errors.Error, OSError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Unavailable(f"cannot connect to NATS at {settings.nats_urls}: {exc}") from exc
+                await asyncio.sleep(0.5)
+
+    async def ensure_resources(self) -> None:
+        """Creates or updates the stream and buckets (idempotent, safe to race)."""
+        s = self.settings
+        await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
+        kv = [
+            KeyValueConfig(bucket=BUCKET_ACCOUNTS, replicas=s.replicas, history=1, storage=StorageType.FILE),
+            KeyValueConfig(bucket=BUCKET_DEVICES, replicas=s.replicas, history=1, storage=StorageType.FILE),
+            KeyValueConfig(
+                bucket=BUCKET_CHALLENGES, replicas=s.replicas, history=1, ttl=CHALLENGE_TTL_S, storage=StorageType.FILE
+            ),
+            KeyValueConfig(
+                bucket=BUCKET_REFRESH,
+                replicas=s.replicas,
+                history=1,
+                ttl=float(s.refresh_token_lifetime_s),
+                storage=StorageType.FILE,
+            ),
+            KeyValueConfig(bucket=BUCKET_PREKEYS, replicas=s.replicas, history=1, storage=StorageType.FILE),
+        ]
+        opened = []
+        for config in kv:
+            opened.append(await self._retry(lambda c=config: self._ensure_bucket(c)))  # type: ignore[misc]
+        self._buckets = Buckets(*opened)
+
+    def _mailbox_config(self) -> StreamConfig:
+        s = self.settings
+        return StreamConfig(
+            name=MAILBOX_STREAM,
+            subjects=[f"{MAILBOX_SUBJECT_PREFIX}*"],
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            max_age=float(s.mailbox_ttl_s),
+            # Per-device quota: a full mailbox refuses new envelopes instead of
+            # silently dropping the oldest.
+            max_msgs_per_subject=s.mailbox_quota,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+            duplicate_window=s.duplicate_window_s,
+            allow_direct=True,
+            max_msg_size=s.max_ciphertext_bytes + 4096,
+        )
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+            await self.js.update_stream(config)
+
+    async def _ensure_bucket(self, config: KeyValueConfig) -> KeyValue:
+        try:
+            return await self.js.create_key_value(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+            return await self.js.key_value(config.bucket)
+
+    async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Retries while the cluster has no meta leader yet (start-up, recovery)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ENSURE_DEADLINE_S
+        delay = 0.2
+        while True:
+            try:
+                return await op()
+            except nats.js.errors.BadRequestError:
+                raise
+            except STORE_ERRORS as exc:
+                if loop.time() > deadline:
+                    raise translate(exc) from exc
+                log.info("JetStream not ready (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """True when this process can reach JetStream with a working meta leader."""
+        if not self.nc.is_connected:
+            return False
+        try:
+            await asyncio.wait_for(self.js.account_info(), timeout)
+            return True
+        except STORE_ERRORS:
+            return False
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), 5)
+        except (*STORE_ERRORS, asyncio.CancelledError):
+            await self.nc.close()
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("NATS error: %s", exc)
+
+
+def _log_event(text: str) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        log.info(text)
+
+    return callback

@@ -1,0 +1,251 @@
+"""The embedded default: a multi-region mesh on loopback.
+
+Per region: ``nodes_per_region`` nats-server processes (all in one cluster,
+tagged with their region) and one service process hosting auth, keys, relay
+and mailbox. Each region's services prefer their own region's NATS nodes.
+Used by ``xchat up``, the integration tests and the local chaos back end.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import nacl.signing
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from xchat.mesh.natsconf import NatsNode, nats_server_binary, render
+from xchat.mesh.processes import Supervised, wait_until
+
+DEFAULT_REGIONS = ("a", "b", "c")
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Region:
+    name: str
+    nodes: list[NatsNode]
+    grpc_port: int
+    nats: list[Supervised] = field(default_factory=list)
+    services: Supervised | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+
+class LocalMesh:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        regions: tuple[str, ...] = DEFAULT_REGIONS,
+        nodes_per_region: int = 1,
+        base_port: int | None = None,
+        replicas: int = 3,
+        mailbox_quota: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.replicas = replicas
+        self.mailbox_quota = mailbox_quota
+        self.extra_env = extra_env or {}
+        ports = iter(range(base_port, base_port + 1000)) if base_port else None
+
+        def port() -> int:
+            return next(ports) if ports else free_port()
+
+        self.regions: dict[str, Region] = {}
+        for name in regions:
+            nodes = [
+                NatsNode(
+                    name=f"{name}{i}",
+                    region=name,
+                    host=HOST,
+                    client_port=port(),
+                    cluster_port=port(),
+                    http_port=port(),
+                    store_dir=workdir / "jetstream" / f"{name}{i}",
+                )
+                for i in range(nodes_per_region)
+            ]
+            self.regions[name] = Region(name, nodes, grpc_port=port())
+        self._write_token_keys()
+
+    # -- configuration -------------------------------------------------
+
+    @property
+    def all_nodes(self) -> list[NatsNode]:
+        return [n for r in self.regions.values() for n in r.nodes]
+
+    def _write_token_keys(self) -> None:
+        keys = self.workdir / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        seed_file = keys / "token-signing.key"
+        if not seed_file.exists():
+            key = nacl.signing.SigningKey.generate()
+            seed_file.write_text(base64.b64encode(bytes(key)).decode())
+            seed_file.chmod(0o600)
+            (keys / "token-public.key").write_text(base64.b64encode(bytes(key.verify_key)).decode())
+        self.token_signing_key_file = seed_file
+        self.token_public_key_file = keys / "token-public.key"
+
+    def nats_urls(self, region: str) -> list[str]:
+        """Own region first: services prefer the nearest replica."""
+        own = [n.client_url for n in self.regions[region].nodes]
+        others = [n.client_url for r in self.regions.values() if r.name != region for n in r.nodes]
+        return own + others
+
+    def endpoints(self, region: str | None = None) -> list[str]:
+        """gRPC endpoints, the given region's first."""
+        names = list(self.regions)
+        if region is not None:
+            names.remove(region)
+            names.insert(0, region)
+        return [self.regions[n].endpoint for n in names]
+
+    # -- processes -----------------------------------------------------
+
+    def _nats_process(self, node: NatsNode) -> Supervised:
+        config = self.workdir / "nats" / f"{node.name}.conf"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(render(node, self.all_nodes))
+        return Supervised(
+            f"nats-{node.name}",
+            [str(nats_server_binary()), "-c", str(config)],
+            log_path=self.workdir / "logs" / f"nats-{node.name}.log",
+        )
+
+    def _service_process(self, region: Region) -> Supervised:
+        env = {
+            **self._base_env(),
+            "XCHAT_REGION": region.name,
+            "XCHAT_LISTEN": region.endpoint,
+            "XCHAT_NATS_URLS": ",".join(self.nats_urls(region.name)),
+            "XCHAT_TOKEN_SIGNING_KEY_FILE": str(self.token_signing_key_file),
+            "XCHAT_REPLICAS": str(self.replicas),
+            **self.extra_env,
+        }
+        if self.mailbox_quota is not None:
+            env["XCHAT_MAILBOX_QUOTA"] = str(self.mailbox_quota)
+        return Supervised(
+            f"services-{region.name}",
+            [sys.executable, "-m", "xchat", "serve", "all"],
+            log_path=self.workdir / "logs" / f"services-{region.name}.log",
+            env=env,
+        )
+
+    @staticmethod
+    def _base_env() -> dict[str, str]:
+        import os
+
+        return {k: v for k, v in os.environ.items() if not k.startswith("XCHAT_")}
+
+    def start(self) -> None:
+        try:
+            for region in self.regions.values():
+                region.nats = [self._nats_process(node) for node in region.nodes]
+                for proc in region.nats:
+                    proc.start()
+            for node in self.all_nodes:
+                wait_until(lambda n=node: nats_ready(n), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")  # type: ignore[misc]
+            for region in self.regions.values():
+                region.services = self._service_process(region)
+                region.services.start()
+            for region in self.regions.values():
+                self.wait_serving(region.name)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_serving(self, region: str, timeout: float = START_TIMEOUT_S) -> None:
+        r = self.regions[region]
+
+        def ready() -> bool:
+            if r.services is not None and not r.services.alive:
+                raise RuntimeError(f"services of region {region} exited:\n{r.services.log_tail()}")
+            return grpc_serving(r.endpoint)
+
+        wait_until(ready, timeout=timeout, what=f"services of region {region} to report SERVING")
+
+    def start_region(self, region: str) -> None:
+        r = self.regions[region]
+        for proc in r.nats:
+            proc.start()
+        for node in r.nodes:
+            wait_until(lambda n=node: nats_ready(n), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")  # type: ignore[misc]
+        if r.services is not None:
+            r.services.start()
+
+    def kill_region(self, region: str) -> None:
+        r = self.regions[region]
+        for proc in [*([r.services] if r.services else []), *r.nats]:
+            proc.kill()
+
+    def freeze_region(self, region: str) -> None:
+        r = self.regions[region]
+        for proc in [*([r.services] if r.services else []), *r.nats]:
+            proc.freeze()
+
+    def thaw_region(self, region: str) -> None:
+        r = self.regions[region]
+        for proc in [*r.nats, *([r.services] if r.services else [])]:
+            proc.thaw()
+
+    def stop(self) -> None:
+        # Services first (they finish in-flight sends), then NATS.
+        for region in self.regions.values():
+            if region.services is not None:
+                region.services.stop()
+        for region in self.regions.values():
+            for proc in region.nats:
+                proc.stop()
+
+    def describe(self) -> list[dict[str, object]]:
+        return [
+            {
+                "region": r.name,
+                "grpc": r.endpoint,
+                "nats": [n.client_url for n in r.nodes],
+                "monitor": [f"http://{n.host}:{n.http_port}" for n in r.nodes],
+            }
+            for r in self.regions.values()
+        ]
+
+    def __enter__(self) -> LocalMesh:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def nats_ready(node: NatsNode) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{node.host}:{node.http_port}/healthz", timeout=1) as resp:
+            return bool(json.loads(resp.read()).get("status") == "ok")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def grpc_serving(endpoint: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(endpoint) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,113 @@
+"""Accepting envelopes: validate, bound, store durably, then notify.
+
+A send is answered only after JetStream's publish ack, which with R3 and one
+replica per region means a quorum of regions holds the envelope. The
+JetStream ``Nats-Msg-Id`` (sender, recipient, client message id) makes a
+retried send a no-op within the duplicate window; past it, the recipient
+SDK's id set catches the copy.
+
+After the ack a tiny wake-up is published on ``xchat.ntf.<device>`` (core
+NATS, fire and forget) so the recipient's mailbox stream reads at once;
+mailbox also polls, so a lost wake-up only delays delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+
+from xchat.core.devices import DeviceDirectory
+from xchat.core.envelopes import StoredEnvelope
+from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from xchat.core.ids import DeviceId, MessageId
+from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject, notify_subject, translate
+from xchat.core.tokens import Principal
+
+# nats-server: JSStreamStoreFailedF carries "maximum messages per subject exceeded".
+PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    message_id: MessageId
+    sequence: int
+    duplicate: bool
+    stored_at_ms: int
+
+
+class Relay:
+    def __init__(self, store: Store, devices: DeviceDirectory, *, max_ciphertext_bytes: int) -> None:
+        self._store = store
+        self._devices = devices
+        self._max_ciphertext = max_ciphertext_bytes
+
+    async def validate(self, sender: Principal, recipient: DeviceId, ciphertext: bytes) -> None:
+        if not ciphertext:
+            raise InvalidArgument("ciphertext is empty")
+        if len(ciphertext) > self._max_ciphertext:
+            raise InvalidArgument(f"ciphertext is {len(ciphertext)} bytes; the limit is {self._max_ciphertext}")
+        record = await self._devices.cached(recipient)
+        if record is None or record.revoked:
+            raise NotFound(f"recipient device {recipient} does not exist or has been revoked")
+        sender_record = await self._devices.cached(sender.device)
+        if sender_record is None or sender_record.revoked:
+            raise NotFound(f"your device {sender.device} has been revoked")
+
+    @staticmethod
+    def _message(sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
+        envelope = StoredEnvelope(message_id, sender.account, sender.device, ciphertext, int(time.time() * 1000))
+        headers = {"Nats-Msg-Id": f"{sender.device}.{recipient}.{message_id.hex()}"}
+        return envelope.encode(), headers
+
+    async def send(
+        self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
+    ) -> Receipt:
+        await self.validate(sender, recipient, ciphertext)
+        data, headers = self._message(sender, recipient, message_id, ciphertext)
+        try:
+            ack = await self._store.js.publish(
+                mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers
+            )
+        except nats.js.errors.APIError as exc:
+            raise _publish_error(exc, recipient) from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise translate(exc) from exc
+        await self._notify(recipient)
+        return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
+
+    async def send_pipelined(
+        self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
+    ) -> Receipt:
+        """Like ``send`` but shares one reply subscription across many in-flight publishes."""
+        await self.validate(sender, recipient, ciphertext)
+        data, headers = self._message(sender, recipient, message_id, ciphertext)
+        try:
+            future = await self._store.js.publish_async(
+                mailbox_subject(recipient), data, wait_stall=timeout, stream=MAILBOX_STREAM, headers=headers
+            )
+            # publish_async futures have no deadline of their own.
+            ack = await asyncio.wait_for(future, timeout)
+        except nats.js.errors.APIError as exc:
+            raise _publish_error(exc, recipient) from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise translate(exc) from exc
+        await self._notify(recipient)
+        return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
+
+    async def _notify(self, recipient: DeviceId) -> None:
+        try:
+            await self._store.nc.publish(notify_subject(recipient), b"")
+        except nats.errors.Error:
+            pass  # the mailbox poll delivers anyway
+
+
+def _publish_error(exc: nats.js.errors.APIError, recipient: DeviceId) -> Exception:
+    if PER_SUBJECT_LIMIT_TEXT in (exc.description or ""):
+        return ResourceExhausted(
+            f"mailbox of device {recipient} is full (quota reached); the recipient must read and acknowledge first"
+        )
+    return Unavailable(f"message store refused the envelope: {exc.description}")

@@ -1,0 +1,111 @@
+"""gRPC servicer for relay: unary and pipelined streaming sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+import grpc.aio
+
+from xchat.core.errors import XChatError, grpc_status
+from xchat.core.ids import device_id, message_id
+from xchat.core.rpc import principal_of, store_timeout, streaming, unary
+from xchat.core.store import STORE_ERRORS, translate
+from xchat.core.tokens import TokenVerifier
+from xchat.relay.sending import Receipt, Relay
+from xchat.v1 import relay_pb2, relay_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+# Sends in flight on one SendStream; beyond it the stream stops reading
+# requests, and gRPC flow control pushes back on the client.
+STREAM_WINDOW = 256
+
+
+def _result(receipt: Receipt) -> relay_pb2.SendResult:
+    return relay_pb2.SendResult(
+        message_id=receipt.message_id,
+        sequence=receipt.sequence,
+        duplicate=receipt.duplicate,
+        stored_at_ms=receipt.stored_at_ms,
+    )
+
+
+class RelayServicer(relay_pb2_grpc.RelayServicer):
+    def __init__(self, relay: Relay, verifier: TokenVerifier, *, store_timeout_s: float) -> None:
+        self._relay = relay
+        self._verifier = verifier
+        self._timeout = store_timeout_s
+
+    @unary
+    async def Send(self, request: relay_pb2.SendRequest, context: Ctx) -> relay_pb2.SendResult:
+        sender = principal_of(context, self._verifier)
+        receipt = await self._relay.send(
+            sender,
+            device_id(request.recipient_device_id, field="recipient_device_id"),
+            message_id(request.message_id),
+            request.ciphertext,
+            timeout=store_timeout(context, self._timeout),
+        )
+        return _result(receipt)
+
+    @streaming
+    async def SendStream(
+        self, request_iterator: AsyncIterator[relay_pb2.SendRequest], context: Ctx
+    ) -> AsyncIterator[relay_pb2.SendResult]:
+        sender = principal_of(context, self._verifier)
+        results: asyncio.Queue[relay_pb2.SendResult | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def send_one(request: relay_pb2.SendRequest) -> None:
+            try:
+                receipt = await self._relay.send_pipelined(
+                    sender,
+                    device_id(request.recipient_device_id, field="recipient_device_id"),
+                    message_id(request.message_id),
+                    request.ciphertext,
+                    timeout=self._timeout,
+                )
+                await results.put(_result(receipt))
+            except (XChatError, *STORE_ERRORS) as exc:
+                code, text = grpc_status(translate(exc))
+                await results.put(
+                    relay_pb2.SendResult(message_id=request.message_id, error_code=code.value[0], error_message=text)
+                )
+            finally:
+                window.release()
+
+        async def read_requests() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    task = asyncio.create_task(send_one(request))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                # The client half-closed: finish what was accepted, then end.
+                while in_flight:
+                    await asyncio.gather(*list(in_flight), return_exceptions=True)
+            finally:
+                await results.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            await reader
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await _settle(in_flight)
+
+
+async def _settle(tasks: set[asyncio.Task[None]]) -> None:
+    """Lets accepted sends finish even if the client went away: they may already be stored."""
+    if tasks:
+        await asyncio.gather(*list(tasks), return_exceptions=True)
+
+

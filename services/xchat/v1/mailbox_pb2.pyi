@@ -1,0 +1,55 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SyncRequest(_message.Message):
+    __slots__ = ("ack_sequences",)
+    ACK_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    ack_sequences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ack_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Envelope(_message.Message):
+    __slots__ = ("sequence", "message_id", "sender_account", "sender_device_id", "ciphertext", "stored_at_ms")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    SENDER_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    message_id: bytes
+    sender_account: str
+    sender_device_id: str
+    ciphertext: bytes
+    stored_at_ms: int
+    def __init__(self, sequence: _Optional[int] = ..., message_id: _Optional[bytes] = ..., sender_account: _Optional[str] = ..., sender_device_id: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., stored_at_ms: _Optional[int] = ...) -> None: ...
+
+class BacklogDone(_message.Message):
+    __slots__ = ("delivered",)
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    delivered: int
+    def __init__(self, delivered: _Optional[int] = ...) -> None: ...
+
+class SyncResponse(_message.Message):
+    __slots__ = ("envelope", "backlog_done")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_DONE_FIELD_NUMBER: _ClassVar[int]
+    envelope: Envelope
+    backlog_done: BacklogDone
+    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., backlog_done: _Optional[_Union[BacklogDone, _Mapping]] = ...) -> None: ...
+
+class AckRequest(_message.Message):
+    __slots__ = ("sequences",)
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    sequences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AckResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
