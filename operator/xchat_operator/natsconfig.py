@@ -117,6 +117,10 @@ def render(value: Value, indent: int = 0) -> str:
     if isinstance(value, Mapping):
         inner = "".join(f"{pad}  {k}: {render(v, indent + 1)}\n" for k, v in value.items())
         return "{\n" + inner + pad + "}"
+    if all(isinstance(v, (str, int, Raw)) for v in value):
+        inline = "[" + ", ".join(render(v) for v in value) + "]"
+        if len(inline) <= 72:
+            return inline
     items = "".join(f"{pad}  {render(v, indent + 1)}\n" for v in value)
     return "[\n" + items + pad + "]"
 

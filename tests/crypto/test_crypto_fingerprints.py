@@ -32,7 +32,7 @@ def test_fixed_vector() -> None:
     assert safety_number(key_a, "a", key_b, "b") == expected
 
 
-def test_stable_across_sessions_and_sensitive_to_keys(party) -> None:  # type: ignore[no-untyped-def]
+def test_stable_across_sessions_and_sensitive_to_keys(party) -> None:
     alice, bob = party(), party()
     before = safety_number(alice.identity.public, "a", bob.identity.public, "b")
     initiate_session(alice.identity, bob.bundle())

@@ -76,7 +76,7 @@ def _identity_x25519_private(identity_bytes: bytes) -> bytes:
     return bytes(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(seed + public))
 
 
-def _expected_sk(bob, message: InitialMessage) -> bytes:  # type: ignore[no-untyped-def]
+def _expected_sk(bob, message: InitialMessage) -> bytes:
     """SK = HKDF(F || DH1 || DH2 || DH3 [|| DH4] || SS), salt 0^32, info per spec."""
     store = bob.store
     spk = store.signed_prekey_private(message.signed_prekey_id).private_bytes_raw()
@@ -91,7 +91,7 @@ def _expected_sk(bob, message: InitialMessage) -> bytes:  # type: ignore[no-unty
     return hkdf(b"\xff" * 32 + b"".join(parts) + ss, bytes(32), PQXDH_INFO, 32)
 
 
-def test_pqxdh_shared_key_with_one_time_prekey(party) -> None:  # type: ignore[no-untyped-def]
+def test_pqxdh_shared_key_with_one_time_prekey(party) -> None:
     alice, bob = party(), party()
     agreement_a, message = initiate(alice.identity, bob.bundle())
     assert message.one_time_prekey_id is not None and not message.pq_last_resort
@@ -102,7 +102,7 @@ def test_pqxdh_shared_key_with_one_time_prekey(party) -> None:  # type: ignore[n
     assert agreement_a.associated_data == agreement_b.associated_data == ad
 
 
-def test_pqxdh_shared_key_without_one_time_keys_uses_last_resort(party) -> None:  # type: ignore[no-untyped-def]
+def test_pqxdh_shared_key_without_one_time_keys_uses_last_resort(party) -> None:
     alice, bob = party(), party()
     bundle = bob.bundle(use_one_time=False, use_pq_one_time=False)
     agreement_a, message = initiate(alice.identity, bundle)
@@ -110,7 +110,7 @@ def test_pqxdh_shared_key_without_one_time_keys_uses_last_resort(party) -> None:
     assert agreement_a.shared_key == _expected_sk(bob, message)
 
 
-def test_ratchet_chain_and_dh_steps_match_spec(party) -> None:  # type: ignore[no-untyped-def]
+def test_ratchet_chain_and_dh_steps_match_spec(party) -> None:
     alice, bob = party(), party()
     bundle = bob.bundle()
     a, initial = initiate_session(alice.identity, bundle)

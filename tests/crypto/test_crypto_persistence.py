@@ -22,11 +22,11 @@ FIXTURE = Path(__file__).parent / "fixtures" / "sessions_v1.json"
 
 
 @pytest.fixture
-def v1() -> dict:  # type: ignore[type-arg]
-    return json.loads(FIXTURE.read_text())  # type: ignore[no-any-return]
+def v1() -> dict:
+    return json.loads(FIXTURE.read_text())
 
 
-def test_v1_sessions_load_and_continue(v1, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_v1_sessions_load_and_continue(v1, make_payload) -> None:
     a = Session.from_bytes(bytes.fromhex(v1["alice_session"]))
     b = Session.from_bytes(bytes.fromhex(v1["bob_session"]))
     for item in v1["to_bob"]:  # one in flight, one from the stored skipped keys
@@ -36,7 +36,7 @@ def test_v1_sessions_load_and_continue(v1, make_payload) -> None:  # type: ignor
         assert b.decrypt(a.encrypt(make_payload(b"ping"))).body == b"ping"
 
 
-def test_v1_prekey_store_answers_a_saved_initiator(v1, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_v1_prekey_store_answers_a_saved_initiator(v1, make_payload) -> None:
     bob = IdentityKeyPair.from_bytes(bytes.fromhex(v1["bob_identity"]))
     store = PrekeyStore.from_bytes(bytes.fromhex(v1["bob_store"]), bob)
     carol_session = Session.from_bytes(bytes.fromhex(v1["carol_session"]))
@@ -51,7 +51,7 @@ def test_v1_prekey_store_answers_a_saved_initiator(v1, make_payload) -> None:  #
     assert not carol_session.awaiting_reply
 
 
-def test_session_round_trip_mid_conversation(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_session_round_trip_mid_conversation(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     late = a.encrypt(make_payload(b"late"))
     b.decrypt(a.encrypt(make_payload()))
@@ -61,7 +61,7 @@ def test_session_round_trip_mid_conversation(conversation, make_payload) -> None
     assert a2.decrypt(b2.encrypt(make_payload(b"x"))).body == b"x"
 
 
-def test_bad_session_blobs(conversation) -> None:  # type: ignore[no-untyped-def]
+def test_bad_session_blobs(conversation) -> None:
     blob = conversation.a.to_bytes()
     with pytest.raises(UnsupportedVersionError) as info:
         Session.from_bytes(b"\x02" + blob[1:])

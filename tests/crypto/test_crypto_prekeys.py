@@ -53,7 +53,7 @@ def test_signature_message_layout_is_the_contract() -> None:
         prekey_signature_message(1, 2**32, public)
 
 
-def test_server_can_verify_every_upload_with_plain_pynacl(party) -> None:  # type: ignore[no-untyped-def]
+def test_server_can_verify_every_upload_with_plain_pynacl(party) -> None:
     """Re-verify as the keys service does: PyNaCl and the documented layout only."""
     p = party()
     upload = p.store.public_prekeys()
@@ -94,7 +94,7 @@ def test_identity_round_trip_and_corruption() -> None:
     ("field", "kind_name"),
     [("signed_prekey", "signed_prekey"), ("pq_prekey", "pq_prekey"), ("lr", "last_resort_pq_prekey")],
 )
-def test_bad_signature_names_the_key(party, field: str, kind_name: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_signature_names_the_key(party, field: str, kind_name: str) -> None:
     bundle = party().bundle(use_pq_one_time=field != "lr")
     attr = "pq_prekey" if field == "lr" else field
     key = getattr(bundle, attr)
@@ -107,7 +107,7 @@ def test_bad_signature_names_the_key(party, field: str, kind_name: str) -> None:
         initiate_session(IdentityKeyPair.generate(), PrekeyBundle.from_bytes(forged.to_bytes()))
 
 
-def test_signature_by_another_identity_and_kind_confusion_fail(party) -> None:  # type: ignore[no-untyped-def]
+def test_signature_by_another_identity_and_kind_confusion_fail(party) -> None:
     a, b = party(), party()
     mixed = dataclasses.replace(a.bundle(), identity_key=b.identity.public)
     with pytest.raises(BundleSignatureError) as info:
@@ -121,7 +121,7 @@ def test_signature_by_another_identity_and_kind_confusion_fail(party) -> None:  
     assert info.value.key == "last_resort_pq_prekey"
 
 
-def test_every_truncation_of_a_bundle_is_a_typed_error(party) -> None:  # type: ignore[no-untyped-def]
+def test_every_truncation_of_a_bundle_is_a_typed_error(party) -> None:
     bundle = party().bundle()
     blob = bundle.to_bytes()
     assert PrekeyBundle.from_bytes(blob) == bundle
@@ -155,7 +155,7 @@ def test_wrong_key_lengths_in_constructors() -> None:
         PrekeyBundle(identity_key=b"\x00" * 32, signed_prekey=spk, pq_prekey=pq, version=7)
 
 
-def test_signed_prekey_rotation_keeps_previous_for_grace_period(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_signed_prekey_rotation_keeps_previous_for_grace_period(party, make_payload) -> None:
     alice, bob = party(), party()
     stale_bundle = bob.bundle()  # fetched before rotation
     bob.store.generate_signed_prekey(now_ms=1_000)
@@ -172,7 +172,7 @@ def test_signed_prekey_rotation_keeps_previous_for_grace_period(party, make_payl
     assert info.value.kind == "signed_prekey"
 
 
-def test_one_time_keys_consumed_only_after_success(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_one_time_keys_consumed_only_after_success(party, make_payload) -> None:
     alice, bob = party(), party()
     bundle = bob.bundle()
     assert bundle.one_time_prekey is not None and not bundle.pq_prekey.last_resort
@@ -190,7 +190,7 @@ def test_one_time_keys_consumed_only_after_success(party, make_payload) -> None:
     assert upload.last_resort_pq_prekey is not None  # last resort is never consumed
 
 
-def test_last_resort_keys_serve_many_sessions(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_last_resort_keys_serve_many_sessions(party, make_payload) -> None:
     bob = party(one_time=0, pq=0)
     bundle = bob.bundle()
     assert bundle.one_time_prekey is None and bundle.pq_prekey.last_resort
@@ -199,7 +199,7 @@ def test_last_resort_keys_serve_many_sessions(party, make_payload) -> None:  # t
         respond_to_session(bob.identity, bob.store, a.encrypt(make_payload()))
 
 
-def test_unknown_prekeys_are_reported_by_kind(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_prekeys_are_reported_by_kind(party, make_payload) -> None:
     alice, bob = party(), party()
     a, _ = initiate_session(alice.identity, bob.bundle())
     wire = a.encrypt(make_payload())
@@ -215,7 +215,7 @@ def test_unknown_prekeys_are_reported_by_kind(party, make_payload) -> None:  # t
         respond_to_session(bob.identity, party().store, wire)
 
 
-def test_store_round_trip_and_identity_binding(party) -> None:  # type: ignore[no-untyped-def]
+def test_store_round_trip_and_identity_binding(party) -> None:
     p = party()
     restored = PrekeyStore.from_bytes(p.store.to_bytes(), p.identity)
     assert restored.public_prekeys() == p.store.public_prekeys()
@@ -226,3 +226,11 @@ def test_store_round_trip_and_identity_binding(party) -> None:  # type: ignore[n
     for n in range(0, len(blob), 97):
         with pytest.raises(MalformedMessageError):
             PrekeyStore.from_bytes(blob[:n], p.identity)
+
+
+def test_layout_equals_the_keys_service_statement() -> None:
+    """Cross-check with the server's own builder (tests may import both sides)."""
+    statements = pytest.importorskip("xchat.statements")
+    for kind, size in ((1, 32), (2, 1184), (3, 1184)):
+        public = bytes([kind]) * size
+        assert prekey_signature_message(kind, 77, public) == statements.prekey_statement(kind, 77, public)

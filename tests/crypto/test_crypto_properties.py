@@ -17,6 +17,7 @@ from xchat.client.crypto import (
     PrekeyStore,
     Session,
     initiate_session,
+    open_message,
     respond_to_session,
 )
 from xchat.client.crypto.wire import parse_wire
@@ -173,3 +174,49 @@ def test_wire_round_trip(payload: Payload, reply: bool) -> None:
     assert message.authenticated + message.ciphertext == wire
     assert message.header.dh == sender._state.dhs_public
     assert receiver.decrypt(wire) == payload
+
+
+@functools.cache
+def _receiver() -> tuple[IdentityKeyPair, PrekeyStore, Session, bytes, bytes]:
+    """Bob with a store, a session to Alice, and one PREKEY and one NORMAL wire to mutate."""
+    bob = IdentityKeyPair.generate()
+    store = PrekeyStore(bob)
+    store.generate_signed_prekey()
+    store.generate_one_time_prekeys(2)
+    store.generate_pq_prekeys(2)
+    store.generate_last_resort_pq()
+    a, _ = initiate_session(IdentityKeyPair.generate(), PrekeyBundle.from_store(store))
+    prekey_wire = a.encrypt(Payload.new(b"one", counter=1))
+    b, _ = respond_to_session(bob, store, a.encrypt(Payload.new(b"two", counter=2)))
+    a.decrypt(b.encrypt(Payload.new(b"r", counter=1)))
+    normal_wire = a.encrypt(Payload.new(b"three", counter=3))
+    return bob, store, b, prekey_wire, normal_wire
+
+
+@SETTINGS
+@given(
+    st.booleans(),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=3),
+    st.integers(min_value=0),
+    st.booleans(),
+)
+def test_mutated_messages_through_open_message_raise_only_crypto_errors(
+    prekey: bool, edits: list[tuple[int, int]], cut: int, truncate: bool
+) -> None:
+    bob, store, session, prekey_wire, normal_wire = _receiver()
+    data = bytearray(prekey_wire if prekey else normal_wire)
+    original = bytes(data)
+    for position, value in edits:
+        data[position % len(data)] = value
+    if truncate:
+        data = data[: cut % (len(data) + 1)]
+    if bytes(data) == original:
+        return
+    session_before, store_before = session.to_bytes(), store.to_bytes()
+    try:
+        open_message(bytes(data), our_identity=bob, prekey_store=store, session=session)
+    except CryptoError:
+        pass
+    else:
+        raise AssertionError("a mutated message was accepted")
+    assert session.to_bytes() == session_before and store.to_bytes() == store_before

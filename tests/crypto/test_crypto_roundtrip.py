@@ -26,7 +26,7 @@ def _p(i: int) -> Payload:
     )
 
 
-def test_ten_thousand_messages_random_interleaving_drops_reordering(conversation) -> None:  # type: ignore[no-untyped-def]
+def test_ten_thousand_messages_random_interleaving_drops_reordering(conversation) -> None:
     rng = random.Random(20240611)
     sessions = {"a": conversation.a, "b": conversation.b}
     peer = {"a": "b", "b": "a"}
@@ -57,7 +57,7 @@ def test_ten_thousand_messages_random_interleaving_drops_reordering(conversation
     assert delivered + dropped == 10_000 and 300 < dropped < 700
 
 
-def test_message_from_old_chain_delivered_after_ratchet_steps(conversation) -> None:  # type: ignore[no-untyped-def]
+def test_message_from_old_chain_delivered_after_ratchet_steps(conversation) -> None:
     a, b = conversation.a, conversation.b
     late = a.encrypt(_p(1))
     for i in range(3):  # three full DH ratchet round trips
@@ -66,7 +66,7 @@ def test_message_from_old_chain_delivered_after_ratchet_steps(conversation) -> N
     assert b.decrypt(late) == _p(1)
 
 
-def test_skip_beyond_bound_is_refused_and_state_kept(conversation) -> None:  # type: ignore[no-untyped-def]
+def test_skip_beyond_bound_is_refused_and_state_kept(conversation) -> None:
     a, b = conversation.a, conversation.b
     wires = [a.encrypt(_p(i)) for i in range(MAX_SKIP + 2)]
     before = b.to_bytes()
@@ -78,7 +78,7 @@ def test_skip_beyond_bound_is_refused_and_state_kept(conversation) -> None:  # t
     assert b.decrypt(wires[0]) == _p(0)
 
 
-def test_total_skipped_keys_are_capped_oldest_first(conversation) -> None:  # type: ignore[no-untyped-def]
+def test_total_skipped_keys_are_capped_oldest_first(conversation) -> None:
     a, b = conversation.a, conversation.b
     first_chain_oldest = None
     chains = MAX_SKIPPED_KEYS // MAX_SKIP + 1

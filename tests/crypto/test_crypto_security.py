@@ -26,7 +26,7 @@ from xchat.client.crypto.wire import parse_wire
 HEADER_START = 2  # version, type; NORMAL messages carry no initial message
 
 
-def test_forward_secrecy_old_messages_unreadable_with_current_state(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_forward_secrecy_old_messages_unreadable_with_current_state(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     captured = []
     for _ in range(3):
@@ -44,7 +44,7 @@ def test_forward_secrecy_old_messages_unreadable_with_current_state(conversation
     assert b._state.skipped == {}
 
 
-def test_post_compromise_security_after_dh_round_trip(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_post_compromise_security_after_dh_round_trip(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     leaked = b.to_bytes()
     # Sanity: the compromise is real — the current chain is readable with the leak.
@@ -81,7 +81,7 @@ def _expected_error(wire: bytes, flipped: bytes, nr: int) -> type[CryptoError]:
     return TamperedMessageError
 
 
-def test_every_bit_flip_of_a_normal_message_is_rejected_specifically(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_every_bit_flip_of_a_normal_message_is_rejected_specifically(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     for _ in range(5):  # a non-trivial position in the receiving chain
         b.decrypt(a.encrypt(make_payload()))
@@ -100,7 +100,7 @@ def test_every_bit_flip_of_a_normal_message_is_rejected_specifically(conversatio
     assert b.decrypt(wire) == genuine_payload
 
 
-def test_bit_flips_in_prekey_message_leave_store_and_nothing_created(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_bit_flips_in_prekey_message_leave_store_and_nothing_created(party, make_payload) -> None:
     alice, bob = party(), party()
     a, _ = initiate_session(alice.identity, bob.bundle())
     first = make_payload(b"first")
@@ -118,7 +118,7 @@ def test_bit_flips_in_prekey_message_leave_store_and_nothing_created(party, make
     assert got == first
 
 
-def test_replay_of_normal_message_is_rejected(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_replay_of_normal_message_is_rejected(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     wire = a.encrypt(make_payload())
     b.decrypt(wire)
@@ -128,7 +128,7 @@ def test_replay_of_normal_message_is_rejected(conversation, make_payload) -> Non
     assert b.to_bytes() == before
 
 
-def test_replay_of_skipped_then_delivered_message(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_replay_of_skipped_then_delivered_message(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     early, late = a.encrypt(make_payload()), a.encrypt(make_payload())
     b.decrypt(late)
@@ -138,7 +138,7 @@ def test_replay_of_skipped_then_delivered_message(conversation, make_payload) ->
             b.decrypt(wire)
 
 
-def test_replay_from_an_earlier_chain(conversation, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_replay_from_an_earlier_chain(conversation, make_payload) -> None:
     a, b = conversation.a, conversation.b
     old = a.encrypt(make_payload())
     b.decrypt(old)
@@ -148,7 +148,7 @@ def test_replay_from_an_earlier_chain(conversation, make_payload) -> None:  # ty
         b.decrypt(old)
 
 
-def test_replay_of_prekey_message_with_and_without_session(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_replay_of_prekey_message_with_and_without_session(party, make_payload) -> None:
     alice, bob = party(), party()
     a, _ = initiate_session(alice.identity, bob.bundle())
     wire = a.encrypt(make_payload())
@@ -166,7 +166,7 @@ def test_replay_of_prekey_message_with_and_without_session(party, make_payload) 
         respond_to_session(bob.identity, restored, wire)
 
 
-def test_prekey_messages_until_reply_then_normal(party, make_payload) -> None:  # type: ignore[no-untyped-def]
+def test_prekey_messages_until_reply_then_normal(party, make_payload) -> None:
     alice, bob = party(), party()
     a, _ = initiate_session(alice.identity, bob.bundle())
     w1, w2 = a.encrypt(make_payload()), a.encrypt(make_payload())
@@ -177,3 +177,18 @@ def test_prekey_messages_until_reply_then_normal(party, make_payload) -> None:  
     assert not late.new_session
     a.decrypt(opened.session.encrypt(make_payload()))
     assert not a.awaiting_reply and a.encrypt(make_payload())[1] == 2
+
+
+def test_forged_message_under_responders_signed_prekey(party, make_payload) -> None:
+    """The initiator's first DHr (SPK_B) has no receiving chain: a header naming it is forged."""
+    alice, bob = party(), party()
+    bundle = bob.bundle()
+    a, _ = initiate_session(alice.identity, bundle)
+    real = a.encrypt(make_payload())
+    b, _ = respond_to_session(bob.identity, bob.store, real)
+    reply = bytearray(b.encrypt(make_payload()))
+    reply[2:34] = bundle.signed_prekey.public  # header.dh := SPK_B
+    before = a.to_bytes()
+    with pytest.raises(TamperedMessageError):
+        a.decrypt(bytes(reply))
+    assert a.to_bytes() == before

@@ -24,8 +24,9 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 STREAM_WINDOW = 256
 
 
-def _result(receipt: Receipt) -> relay_pb2.SendResult:
+def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
     return relay_pb2.SendResult(
+        recipient_device_id=recipient,
         message_id=receipt.message_id,
         sequence=receipt.sequence,
         duplicate=receipt.duplicate,
@@ -49,7 +50,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             request.ciphertext,
             timeout=store_timeout(context, self._timeout),
         )
-        return _result(receipt)
+        return _result(receipt, request.recipient_device_id)
 
     @streaming
     async def SendStream(
@@ -69,11 +70,16 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     request.ciphertext,
                     timeout=self._timeout,
                 )
-                await results.put(_result(receipt))
+                await results.put(_result(receipt, request.recipient_device_id))
             except (XChatError, *STORE_ERRORS) as exc:
                 code, text = grpc_status(translate(exc))
                 await results.put(
-                    relay_pb2.SendResult(message_id=request.message_id, error_code=code.value[0], error_message=text)
+                    relay_pb2.SendResult(
+                        message_id=request.message_id,
+                        recipient_device_id=request.recipient_device_id[:64],
+                        error_code=code.value[0],
+                        error_message=text,
+                    )
                 )
             finally:
                 window.release()

@@ -15,17 +15,19 @@ class SendRequest(_message.Message):
     def __init__(self, recipient_device_id: _Optional[str] = ..., message_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class SendResult(_message.Message):
-    __slots__ = ("message_id", "sequence", "duplicate", "stored_at_ms", "error_code", "error_message")
+    __slots__ = ("message_id", "sequence", "duplicate", "stored_at_ms", "error_code", "error_message", "recipient_device_id")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     message_id: bytes
     sequence: int
     duplicate: bool
     stored_at_ms: int
     error_code: int
     error_message: str
-    def __init__(self, message_id: _Optional[bytes] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., stored_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    recipient_device_id: str
+    def __init__(self, message_id: _Optional[bytes] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., stored_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., recipient_device_id: _Optional[str] = ...) -> None: ...

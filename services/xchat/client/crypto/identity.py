@@ -14,7 +14,7 @@ from __future__ import annotations
 import nacl.bindings
 import nacl.signing
 
-from .encoding import Reader, Writer
+from .encoding import Reader, Writer, check_length
 from .errors import InvalidKeyError
 from .primitives import (
     ED25519_SEED_SIZE,
@@ -35,6 +35,7 @@ class IdentityKeyPair:
 
     def __init__(self, seed: bytes) -> None:
         """Build from the 32-byte Ed25519 seed; prefer :meth:`generate` / :meth:`from_bytes`."""
+        check_length("identity seed", seed, ED25519_SEED_SIZE)
         self._signing = nacl.signing.SigningKey(seed)
         self.public: bytes = bytes(self._signing.verify_key)
         # libsodium's secret-key form is seed || public (64 bytes).

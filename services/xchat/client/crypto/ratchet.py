@@ -27,7 +27,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from .encoding import Reader, Writer, check_length
-from .errors import NoSessionError, ReplayedMessageError, TooManySkippedMessagesError
+from .errors import (
+    NoSessionError,
+    ReplayedMessageError,
+    TamperedMessageError,
+    TooManySkippedMessagesError,
+)
 from .primitives import (
     X25519_KEY_SIZE,
     X25519PrivateKey,
@@ -243,8 +248,11 @@ def ratchet_decrypt(
         _dh_ratchet(new, header)
     elif header.n < new.nr:
         raise ReplayedMessageError(f"message key {header.n} was already used")
+    if new.ckr is None:
+        # Only the initiator's first DHr (the responder's signed prekey) has no
+        # receiving chain; the responder never sends under it, so this is forged.
+        raise TamperedMessageError("no receiving chain for this ratchet key")
     _skip_message_keys(new, header.n)
-    assert new.ckr is not None  # set by _dh_ratchet or an earlier receive
     new.ckr, mk = kdf_ck(new.ckr)
     new.nr += 1
     if new.nr > _UINT32_MAX:

@@ -1,0 +1,145 @@
+"""The device's local state in SQLite: identity, prekeys, sessions, inbox, outbox.
+
+Everything the ratchet changes is written in the same transaction as what it
+produced: a sent ciphertext enters the outbox together with the advanced
+session (so a retry resends the same bytes, never re-encrypts); a received
+plaintext enters the inbox together with the advanced session (a
+redelivered ciphertext cannot be decrypted twice, so its plaintext must
+already be here). Ids acknowledged by the app move to ``seen``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    peer_device TEXT PRIMARY KEY, peer_account TEXT NOT NULL, state BLOB NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions(peer_account);
+CREATE TABLE IF NOT EXISTS counters (peer_account TEXT PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id BLOB NOT NULL, recipient_device TEXT NOT NULL, recipient_account TEXT NOT NULL,
+    ciphertext BLOB NOT NULL, created_ms INTEGER NOT NULL, stored_seq INTEGER,
+    PRIMARY KEY (message_id, recipient_device));
+CREATE TABLE IF NOT EXISTS inbox (
+    message_id BLOB PRIMARY KEY, sender_account TEXT NOT NULL, sender_device TEXT NOT NULL,
+    payload BLOB NOT NULL, received_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (message_id BLOB PRIMARY KEY, acked_ms INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    message_id: bytes
+    recipient_device: str
+    recipient_account: str
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    message_id: bytes
+    sender_account: str
+    sender_device: str
+    payload: bytes
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class LocalState:
+    def __init__(self, path: Path | str) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
+        elif int(version) > SCHEMA_VERSION:
+            raise RuntimeError(f"state file {path} is from a newer SDK (schema {int(version)})")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+
+    # -- meta ----------------------------------------------------------
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- sessions ------------------------------------------------------
+    def session(self, peer_device: str) -> bytes | None:
+        row = self._db.execute("SELECT state FROM sessions WHERE peer_device = ?", (peer_device,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def session_devices(self, peer_account: str) -> list[str]:
+        rows = self._db.execute("SELECT peer_device FROM sessions WHERE peer_account = ? ORDER BY peer_device", (peer_account,))
+        return [r[0] for r in rows]
+
+    def put_session(self, peer_device: str, peer_account: str, state: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO sessions(peer_device, peer_account, state, updated_ms) VALUES (?, ?, ?, ?)",
+            (peer_device, peer_account, state, _now()),
+        )
+
+    def next_counter(self, peer_account: str) -> int:
+        row = self._db.execute("SELECT next FROM counters WHERE peer_account = ?", (peer_account,)).fetchone()
+        value = int(row[0]) if row else 1
+        self._db.execute("INSERT OR REPLACE INTO counters(peer_account, next) VALUES (?, ?)", (peer_account, value + 1))
+        return value
+
+    # -- outbox --------------------------------------------------------
+    def add_outbox(self, item: OutboxItem) -> None:
+        self._db.execute(
+            "INSERT INTO outbox(message_id, recipient_device, recipient_account, ciphertext, created_ms) VALUES (?, ?, ?, ?, ?)",
+            (item.message_id, item.recipient_device, item.recipient_account, item.ciphertext, _now()),
+        )
+
+    def mark_stored(self, message_id: bytes, recipient_device: str, sequence: int) -> None:
+        self._db.execute(
+            "DELETE FROM outbox WHERE message_id = ? AND recipient_device = ?", (message_id, recipient_device)
+        )
+
+    def pending_outbox(self) -> list[OutboxItem]:
+        rows = self._db.execute(
+            "SELECT message_id, recipient_device, recipient_account, ciphertext FROM outbox ORDER BY created_ms, rowid"
+        )
+        return [OutboxItem(bytes(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+
+    # -- inbox and seen ------------------------------------------------
+    def inbox_item(self, message_id: bytes) -> InboxItem | None:
+        row = self._db.execute(
+            "SELECT sender_account, sender_device, payload FROM inbox WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        return InboxItem(message_id, row[0], row[1], bytes(row[2])) if row else None
+
+    def add_inbox(self, item: InboxItem) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO inbox(message_id, sender_account, sender_device, payload, received_ms) VALUES (?, ?, ?, ?, ?)",
+            (item.message_id, item.sender_account, item.sender_device, item.payload, _now()),
+        )
+
+    def was_seen(self, message_id: bytes) -> bool:
+        return self._db.execute("SELECT 1 FROM seen WHERE message_id = ?", (message_id,)).fetchone() is not None
+
+    def mark_seen(self, message_id: bytes) -> None:
+        self._db.execute("INSERT OR IGNORE INTO seen(message_id, acked_ms) VALUES (?, ?)", (message_id, _now()))
+        self._db.execute("DELETE FROM inbox WHERE message_id = ?", (message_id,))

@@ -1,0 +1,106 @@
+"""Endpoints with failover, bearer tokens, and translation of gRPC errors.
+
+The SDK holds an ordered endpoint list (home region first). A call goes to
+the current endpoint; when it fails with UNAVAILABLE or DEADLINE_EXCEEDED
+(region down, frozen or cut off) the transport moves to the next endpoint
+and retries, so an app never handles a region failure itself. Every unary
+call has a deadline, so a frozen region is noticed within ``call_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from xchat.client.errors import RequestRejected, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+DEFAULT_CALL_TIMEOUT_S = 5.0
+# HTTP/2 pings notice a silent (frozen, partitioned) server on long streams.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 3000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Fail fast on a dead endpoint instead of waiting for reconnect backoff.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class Transport:
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        root_certificates: bytes | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is needed")
+        self.endpoints = list(endpoints)
+        self._root = root_certificates
+        self.call_timeout = call_timeout
+        self._current = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._current]
+
+    def channel(self) -> grpc.aio.Channel:
+        target = self.endpoint
+        if target not in self._channels:
+            if self._root is not None:
+                credentials = grpc.ssl_channel_credentials(root_certificates=self._root)
+                self._channels[target] = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+            else:
+                self._channels[target] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return self._channels[target]
+
+    def fail_over(self, failed: str) -> None:
+        """Moves to the next endpoint unless another caller already did."""
+        if self.endpoint == failed:
+            self._current = (self._current + 1) % len(self.endpoints)
+            log.info("endpoint %s unavailable; failing over to %s", failed, self.endpoint)
+
+    async def call(self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, attempts: int | None = None) -> T:
+        """Runs ``invoke(channel, timeout)``, failing over across endpoints on outage errors."""
+        tries = attempts if attempts is not None else 2 * len(self.endpoints)
+        last: grpc.aio.AioRpcError | None = None
+        for attempt in range(tries):
+            target = self.endpoint
+            try:
+                return await invoke(self.channel(), self.call_timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise rejected(exc) from exc
+                last = exc
+                self.fail_over(target)
+                if attempt >= len(self.endpoints) - 1:
+                    await asyncio.sleep(min(0.2 * attempt, 1.0))
+        raise ServiceUnavailable(
+            f"no endpoint answered ({', '.join(self.endpoints)}): {last.details() if last else 'unknown'}"
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+def rejected(exc: grpc.aio.AioRpcError) -> RequestRejected:
+    return RequestRejected(exc.code().name, exc.details() or "")
+
+
+def metadata(token: str) -> tuple[tuple[str, Any], ...]:
+    return (("authorization", f"Bearer {token}"),)

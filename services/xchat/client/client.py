@@ -1,0 +1,450 @@
+"""The xchat client SDK: one device of one account.
+
+    client = await Client.open("alice.db", ["127.0.0.1:50051", "127.0.0.1:50052"])
+    await client.register("alice")            # identity, device, prekeys: once
+    await client.send("bob", "hello")         # encrypted here; acked = durable
+    async for message in client.messages():   # backlog, then live; reconnects
+        print(message.sender_account, message.text)
+        await client.ack(message)             # processed: never delivered again
+    await client.close()
+
+All encryption happens here (PQXDH + Double Ratchet from ``xchat.client.crypto``);
+the servers see recipients and ciphertext only. State lives in SQLite, so a
+restarted client continues its sessions, resends its outbox and never shows
+the app a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from xchat.client import _codec
+from xchat.client._state import InboxItem, LocalState, OutboxItem
+from xchat.client._transport import RETRYABLE, Transport, metadata, rejected
+from xchat.client.crypto import (
+    CryptoError,
+    IdentityKeyPair,
+    Payload,
+    PrekeyStore,
+    Session,
+    initiate_session,
+    open_message,
+    safety_number,
+)
+from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
+from xchat.client.messages import Failed, Message, SendReceipt
+from xchat.statements import login_statement, register_statement
+from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ONE_TIME_PREKEYS = 50
+DEFAULT_PQ_PREKEYS = 20
+# Renew the access token this long before it expires.
+TOKEN_MARGIN_MS = 30_000
+MAX_ACKS_PER_FRAME = 1000
+RECONNECT_BACKOFF_S = (0.1, 0.3, 1.0, 2.0)
+
+
+class Client:
+    def __init__(self, state: LocalState, transport: Transport) -> None:
+        self._state = state
+        self._transport = transport
+        self._identity: IdentityKeyPair | None = None
+        self._prekeys: PrekeyStore | None = None
+        self._access_token = ""
+        self._access_expires_ms = 0
+        self._acks: asyncio.Queue[int] = asyncio.Queue()
+        self._closed = False
+        self._lock = asyncio.Lock()
+        self.backlog_done = asyncio.Event()
+        self.undecryptable = 0
+        self._load()
+
+    @classmethod
+    async def open(
+        cls,
+        state_path: Path | str,
+        endpoints: list[str],
+        *,
+        root_certificates: bytes | None = None,
+        call_timeout: float = 5.0,
+    ) -> Client:
+        """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first)."""
+        return cls(LocalState(state_path), Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout))
+
+    # -- identity ------------------------------------------------------
+
+    def _load(self) -> None:
+        seed = self._state.get_meta("identity")
+        if seed is not None:
+            self._identity = IdentityKeyPair.from_bytes(seed)
+            stored = self._state.get_meta("prekeys")
+            self._prekeys = PrekeyStore.from_bytes(stored, self._identity) if stored else PrekeyStore(self._identity)
+
+    @property
+    def account(self) -> str:
+        value = self._state.get_meta("account")
+        if value is None:
+            raise NotRegistered("this client has no account yet: call register()")
+        return value.decode()
+
+    @property
+    def device_id(self) -> str:
+        value = self._state.get_meta("device_id")
+        if value is None:
+            raise NotRegistered("this client has no device yet: call register()")
+        return value.decode()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint currently in use (changes on failover)."""
+        return self._transport.endpoint
+
+    def _require_identity(self) -> tuple[IdentityKeyPair, PrekeyStore]:
+        if self._identity is None or self._prekeys is None:
+            raise NotRegistered("this client has no identity yet: call register()")
+        return self._identity, self._prekeys
+
+    async def register(self, account: str, *, one_time_prekeys: int = DEFAULT_ONE_TIME_PREKEYS) -> str:
+        """Creates the account with this device, logs in and publishes prekeys; returns the device id."""
+        if self._state.get_meta("device_id") is not None:
+            return self.device_id
+        if self._identity is None:
+            self._identity = IdentityKeyPair.generate()
+            self._prekeys = PrekeyStore(self._identity)
+            self._state.set_meta("identity", self._identity.to_bytes())
+        identity = self._identity
+        signature = identity.sign(register_statement(account, identity.public))
+        request = auth_pb2.RegisterRequest(account=account, identity_key=identity.public, signature=signature)
+        reply = await self._transport.call(lambda ch, t: auth_pb2_grpc.AuthStub(ch).Register(request, timeout=t))
+        self._state.set_meta("account", reply.account.encode())
+        self._state.set_meta("device_id", reply.device_id.encode())
+        await self.publish_prekeys(one_time=one_time_prekeys, rotate_signed=True)
+        return reply.device_id
+
+    async def publish_prekeys(
+        self, *, one_time: int = DEFAULT_ONE_TIME_PREKEYS, pq: int = DEFAULT_PQ_PREKEYS, rotate_signed: bool = False
+    ) -> None:
+        """Generates and uploads one-time prekeys (and a new signed prekey when ``rotate_signed``)."""
+        _, store = self._require_identity()
+        if rotate_signed:
+            store.generate_signed_prekey()
+            store.generate_last_resort_pq()
+        new_one_time = store.generate_one_time_prekeys(one_time) if one_time else ()
+        new_pq = store.generate_pq_prekeys(pq) if pq else ()
+        # Persist the private halves before the server can hand out the public ones.
+        self._state.set_meta("prekeys", store.to_bytes())
+        public = store.public_prekeys()
+        request = _codec.upload_request(
+            type(public)(
+                identity_key=public.identity_key,
+                signed_prekey=public.signed_prekey,
+                one_time_prekeys=tuple(new_one_time),
+                pq_prekeys=tuple(new_pq),
+                last_resort_pq_prekey=public.last_resort_pq_prekey,
+            ),
+            include_signed=rotate_signed,
+        )
+        await self._authed(lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).UploadPrekeys(request, timeout=t, metadata=md))
+
+    def safety_number(self, peer_account: str) -> str:
+        """Digits to compare out of band with ``peer_account`` (first device with a session)."""
+        identity, _ = self._require_identity()
+        devices = self._state.session_devices(peer_account)
+        if not devices:
+            raise NotRegistered(f"no session with {peer_account!r} yet: send or receive a message first")
+        blob = self._state.session(devices[0])
+        assert blob is not None
+        session = Session.from_bytes(blob)
+        return safety_number(identity.public, self.account, session.their_identity_key, peer_account)
+
+    # -- tokens --------------------------------------------------------
+
+    async def _token(self) -> str:
+        if self._access_token and self._access_expires_ms - TOKEN_MARGIN_MS > time.time() * 1000:
+            return self._access_token
+        async with self._lock:
+            if self._access_token and self._access_expires_ms - TOKEN_MARGIN_MS > time.time() * 1000:
+                return self._access_token
+            await self._login()
+        return self._access_token
+
+    async def _login(self) -> None:
+        identity, _ = self._require_identity()
+        device = self.device_id
+        refresh = self._state.get_meta("refresh_token")
+        if refresh:
+            request = auth_pb2.RefreshRequest(refresh_token=refresh.decode())
+            try:
+                reply = await self._transport.call(lambda ch, t: auth_pb2_grpc.AuthStub(ch).Refresh(request, timeout=t))
+                self._store_tokens(reply)
+                return
+            except RequestRejected:
+                pass  # expired or used: log in with the identity key instead
+
+        async def login(channel: grpc.aio.Channel, timeout: float) -> auth_pb2.TokenResponse:
+            stub = auth_pb2_grpc.AuthStub(channel)
+            challenge = await stub.Challenge(auth_pb2.ChallengeRequest(device_id=device), timeout=timeout)
+            signature = identity.sign(login_statement(device, challenge.nonce))
+            return await stub.Login(
+                auth_pb2.LoginRequest(device_id=device, nonce=challenge.nonce, signature=signature), timeout=timeout
+            )
+
+        self._store_tokens(await self._transport.call(login))
+
+    def _store_tokens(self, reply: auth_pb2.TokenResponse) -> None:
+        self._access_token = reply.access_token
+        self._access_expires_ms = reply.access_expires_at_ms
+        self._state.set_meta("refresh_token", reply.refresh_token.encode())
+
+    async def _authed(self, invoke):  # type: ignore[no-untyped-def]
+        """A unary call with a valid token; logs in again once if the token was refused."""
+        for attempt in range(2):
+            token = await self._token()
+            try:
+                return await self._transport.call(lambda ch, t: invoke(ch, t, metadata(token)))
+            except RequestRejected as exc:
+                if exc.code != "UNAUTHENTICATED" or attempt:
+                    raise
+                self._access_token = ""
+
+    # -- sending -------------------------------------------------------
+
+    async def _sessions_for(self, account: str) -> list[str]:
+        devices = self._state.session_devices(account)
+        if devices:
+            return devices
+        identity, _ = self._require_identity()
+        request = keys_pb2.FetchBundlesRequest(account=account)
+        reply = await self._authed(lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).FetchBundles(request, timeout=t, metadata=md))
+        self._state.begin()
+        try:
+            for pb in reply.bundles:
+                session, _initial = initiate_session(identity, _codec.bundle(pb))
+                self._state.put_session(pb.device_id, account, session.to_bytes())
+            self._state.commit()
+        except BaseException:
+            self._state.rollback()
+            raise
+        return self._state.session_devices(account)
+
+    def _encrypt(self, account: str, devices: list[str], body: bytes, content_type: str) -> list[OutboxItem]:
+        """Encrypts for every device and queues the ciphertexts, atomically with the sessions."""
+        items = []
+        self._state.begin()
+        try:
+            payload = Payload.new(body, counter=self._state.next_counter(account), content_type=content_type)
+            for device in devices:
+                blob = self._state.session(device)
+                assert blob is not None
+                session = Session.from_bytes(blob)
+                wire = session.encrypt(payload)
+                self._state.put_session(device, account, session.to_bytes())
+                item = OutboxItem(payload.message_id, device, account, wire)
+                self._state.add_outbox(item)
+                items.append(item)
+            self._state.commit()
+        except BaseException:
+            self._state.rollback()
+            raise
+        return items
+
+    async def send(self, account: str, body: bytes | str, *, content_type: str = "text/plain") -> list[SendReceipt]:
+        """Encrypts ``body`` for each device of ``account`` and stores it durably; one receipt per device."""
+        data = body.encode() if isinstance(body, str) else body
+        items = self._encrypt(account, await self._sessions_for(account), data, content_type)
+        receipts = []
+        for item in items:
+            receipts.append(await self._deliver(item))
+        return receipts
+
+    async def _deliver(self, item: OutboxItem) -> SendReceipt:
+        request = relay_pb2.SendRequest(
+            recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
+        )
+        try:
+            result = await self._authed(lambda ch, t, md: relay_pb2_grpc.RelayStub(ch).Send(request, timeout=t, metadata=md))
+        except RequestRejected:
+            # Refused for good (unknown recipient, bad input): keeping it would block nothing but retry for ever.
+            self._state.mark_stored(item.message_id, item.recipient_device, 0)
+            raise
+        self._state.mark_stored(item.message_id, item.recipient_device, result.sequence)
+        return SendReceipt(item.message_id, item.recipient_device, result.sequence, result.duplicate)
+
+    async def flush_outbox(self) -> list[SendReceipt | Failed]:
+        """Resends what a previous run encrypted but did not get acknowledged (same bytes, same ids)."""
+        return await self._deliver_stream(self._state.pending_outbox())
+
+    async def send_many(
+        self, messages: Iterable[tuple[str, bytes | str]], *, content_type: str = "text/plain"
+    ) -> list[SendReceipt | Failed]:
+        """The streaming path: encrypts all, then sends them pipelined over one SendStream call."""
+        items: list[OutboxItem] = []
+        for account, body in messages:
+            data = body.encode() if isinstance(body, str) else body
+            items.extend(self._encrypt(account, await self._sessions_for(account), data, content_type))
+        return await self._deliver_stream(items)
+
+    async def _deliver_stream(self, items: list[OutboxItem]) -> list[SendReceipt | Failed]:
+        pending = {(i.message_id, i.recipient_device): i for i in items}
+        outcomes: dict[tuple[bytes, str], SendReceipt | Failed] = {}
+        for attempt in range(2 * len(self._transport.endpoints)):
+            if not pending:
+                break
+            token = await self._token()
+            target = self._transport.endpoint
+            batch = list(pending.values())
+
+            async def requests() -> AsyncIterator[relay_pb2.SendRequest]:
+                for item in batch:
+                    yield relay_pb2.SendRequest(
+                        recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
+                    )
+
+            call = relay_pb2_grpc.RelayStub(self._transport.channel()).SendStream(requests(), metadata=metadata(token))
+            try:
+                async for result in call:
+                    key = (result.message_id, result.recipient_device_id)
+                    item = pending.pop(key, None)
+                    if item is None:
+                        continue
+                    if result.error_code == 0:
+                        self._state.mark_stored(item.message_id, item.recipient_device, result.sequence)
+                        outcomes[key] = SendReceipt(item.message_id, item.recipient_device, result.sequence, result.duplicate)
+                    elif grpc.StatusCode.UNAVAILABLE.value[0] == result.error_code:
+                        pending[key] = item  # retry on the next round
+                        outcomes[key] = Failed(item.message_id, item.recipient_device, "UNAVAILABLE", result.error_message)
+                    else:
+                        self._state.mark_stored(item.message_id, item.recipient_device, 0)
+                        outcomes[key] = Failed(
+                            item.message_id, item.recipient_device, _code_name(result.error_code), result.error_message
+                        )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE and exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise rejected(exc) from exc
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    self._access_token = ""
+                else:
+                    self._transport.fail_over(target)
+                await asyncio.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
+        return [outcomes.get((i.message_id, i.recipient_device)) or Failed(i.message_id, i.recipient_device, "UNAVAILABLE", "not acknowledged") for i in items]
+
+    # -- receiving -----------------------------------------------------
+
+    async def ack(self, message: Message) -> None:
+        """Marks ``message`` processed: it is never shown again, and the server deletes it."""
+        self._state.mark_seen(message.message_id)
+        await self._acks.put(message.sequence)
+
+    def _open(self, envelope: mailbox_pb2.Envelope) -> Message | None:
+        """Decrypts (or recalls) an envelope; None when it must only be acknowledged."""
+        mid = envelope.message_id
+        if self._state.was_seen(mid):
+            return None
+        item = self._state.inbox_item(mid)
+        if item is None:
+            identity, store = self._require_identity()
+            blob = self._state.session(envelope.sender_device_id)
+            session = Session.from_bytes(blob) if blob else None
+            try:
+                opened = open_message(envelope.ciphertext, our_identity=identity, prekey_store=store, session=session)
+            except CryptoError as exc:
+                self.undecryptable += 1
+                log.warning("dropping undecryptable envelope %s from %s: %s", mid.hex(), envelope.sender_account, exc)
+                return None
+            if opened.payload.message_id != mid:
+                self.undecryptable += 1
+                log.warning("dropping envelope %s: its inner message id differs", mid.hex())
+                return None
+            item = InboxItem(mid, envelope.sender_account, envelope.sender_device_id, opened.payload.encode())
+            self._state.begin()
+            try:
+                self._state.put_session(envelope.sender_device_id, envelope.sender_account, opened.session.to_bytes())
+                if opened.new_session:
+                    self._state.set_meta("prekeys", store.to_bytes())
+                self._state.add_inbox(item)
+                self._state.commit()
+            except BaseException:
+                self._state.rollback()
+                raise
+        payload = Payload.decode(item.payload)
+        return Message(
+            message_id=mid,
+            sender_account=item.sender_account,
+            sender_device=item.sender_device,
+            counter=payload.counter,
+            sent_at_ms=payload.sent_at_ms,
+            content_type=payload.content_type,
+            body=payload.body,
+            sequence=envelope.sequence,
+        )
+
+    async def _ack_frames(self) -> AsyncIterator[mailbox_pb2.SyncRequest]:
+        yield mailbox_pb2.SyncRequest()
+        while True:
+            sequences = [await self._acks.get()]
+            while not self._acks.empty() and len(sequences) < MAX_ACKS_PER_FRAME:
+                sequences.append(self._acks.get_nowait())
+            yield mailbox_pb2.SyncRequest(ack_sequences=sequences)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Backlog, then live messages, for ever; reconnects and fails over on its own."""
+        failures = 0
+        while not self._closed:
+            token = await self._token()
+            target = self._transport.endpoint
+            call = mailbox_pb2_grpc.MailboxStub(self._transport.channel()).Sync(self._ack_frames(), metadata=metadata(token))
+            try:
+                async for response in call:
+                    failures = 0
+                    if response.HasField("backlog_done"):
+                        self.backlog_done.set()
+                        continue
+                    message = self._open(response.envelope)
+                    if message is None:
+                        await self._acks.put(response.envelope.sequence)
+                    else:
+                        yield message
+                if self._closed:
+                    return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
+                    return
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    self._access_token = ""
+                elif exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.CANCELLED:
+                    self._transport.fail_over(target)
+                else:
+                    raise rejected(exc) from exc
+                await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
+                failures += 1
+            finally:
+                call.cancel()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._transport.close()
+        self._state.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _code_name(code: int) -> str:
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return str(code)
+

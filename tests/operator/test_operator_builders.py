@@ -1,0 +1,176 @@
+"""Unit tests of the builders: no kopf, no network, no API server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xchat_operator import builders, names, natsconfig
+from xchat_operator.spec import RegionMode, parse_mesh
+
+PASSWORDS = {"auth": "pa", "keys": "pk", "relay": "pr", "mailbox": "pm", "route": "proute"}
+
+
+def mesh_body(**spec_overrides: object) -> dict:
+    spec = {
+        "regions": [{"name": "eu"}, {"name": "us"}, {"name": "ap"}],
+        **spec_overrides,
+    }
+    return {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 3}, "spec": spec}
+
+
+def objects(**kw: object) -> list[dict]:
+    return builders.desired_objects(parse_mesh(mesh_body(**kw)), PASSWORDS)
+
+
+def get(objs: list[dict], kind: str, name: str) -> dict:
+    obj = builders.find(objs, kind, name)
+    assert obj is not None, f"{kind}/{name} missing"
+    return obj
+
+
+def test_every_child_has_owner_reference_and_labels() -> None:
+    objs = objects()
+    assert objs
+    for o in objs:
+        ref = o["metadata"]["ownerReferences"][0]
+        assert ref["kind"] == "XChatMesh" and ref["uid"] == "u-1" and ref["controller"] is True
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "xchat-operator"
+        assert o["metadata"]["namespace"] == "ns"
+        assert len(o["metadata"]["name"]) <= 63
+
+
+def test_per_region_children() -> None:
+    objs = objects()
+    kinds = sorted({o["kind"] for o in objs})
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"]
+    for region in ("eu", "us", "ap"):
+        sts = get(objs, "StatefulSet", f"m-nats-{region}")
+        assert sts["spec"]["serviceName"] == f"m-nats-{region}-headless"
+        assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+        assert get(objs, "Service", f"m-nats-{region}-headless")["spec"]["clusterIP"] == "None"
+        for svc in ("auth", "keys", "relay", "mailbox"):
+            dep = get(objs, "Deployment", f"m-{svc}-{region}")
+            assert dep["spec"]["replicas"] == 2
+            assert dep["spec"]["template"]["spec"]["containers"][0]["command"] == ["xchat", "serve", svc]
+            get(objs, "PodDisruptionBudget", f"m-{svc}-{region}")
+            get(objs, "Service", f"m-{svc}-{region}")
+
+
+def test_nats_config_safety_knobs() -> None:
+    spec = parse_mesh(mesh_body())
+    conf = natsconfig.nats_config(spec, spec.region("us"), PASSWORDS)
+    assert 'server_tags: ["region:us"]' in conf
+    assert 'unique_tag: "region:"' in conf
+    assert "sync_interval: always" in conf
+    assert 'store_dir: "/data/jetstream"' in conf
+    assert 'name: "m"' in conf  # one cluster named after the mesh
+    for region in ("eu", "us", "ap"):
+        assert f"nats-route://route:proute@m-nats-{region}-0.m-nats-{region}-headless.ns.svc.cluster.local:6222" in conf
+
+
+def test_routes_keep_down_and_drained_regions() -> None:
+    spec = parse_mesh(mesh_body(regions=[{"name": "eu", "down": True}, {"name": "us", "mode": "Drained"},
+                                         {"name": "ap"}]))
+    urls = natsconfig.route_urls(spec, "x", "cluster.local")
+    assert len(urls) == 3  # the operator never drops a peer on its own
+
+
+def test_service_permissions_are_least_privilege() -> None:
+    p = natsconfig.PERMISSIONS
+    assert "xchat.mbx.>" in p["relay"] and "xchat.mbx.>" not in p["mailbox"]
+    assert "$KV.xchat_accounts.>" in p["auth"]
+    assert not any("xchat_accounts" in s for s in p["keys"] + p["relay"] + p["mailbox"])
+    assert "$KV.xchat_prekeys.>" in p["keys"] and not any("prekeys" in s for s in p["auth"])
+    assert "$JS.API.DIRECT.GET.KV_xchat_devices.>" in p["relay"]
+    assert "$KV.xchat_devices.>" not in p["relay"]  # read-only there
+    assert "$JS.API.CONSUMER.CREATE.XCHAT_MAILBOX.>" in p["mailbox"]
+    assert "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX" in p["mailbox"]
+    assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
+    spec = parse_mesh(mesh_body())
+    conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
+    assert conf.count('subscribe: {\n          allow: ["_INBOX.>"]') == 4
+    assert '"$KV.xchat_prekeys.>"' in conf
+
+
+@pytest.mark.skipif(shutil.which("nats-server") is None and not (Path(sys.prefix) / "bin/nats-server").exists(),
+                    reason="nats-server binary not installed")
+def test_generated_config_parses_with_nats_server(tmp_path: Path) -> None:
+    binary = shutil.which("nats-server") or str(Path(sys.prefix) / "bin/nats-server")
+    conf = tmp_path / "nats.conf"
+    plain = parse_mesh(mesh_body())
+    conf.write_text(natsconfig.nats_config(plain, plain.region("eu"), PASSWORDS))
+    res = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "POD_NAME": "m-nats-eu-0"})
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_service_env_contract() -> None:
+    spec = parse_mesh(mesh_body(tls={"enabled": True}))
+    env = {e["name"]: e.get("value") for e in builders.service_env(spec, "relay", spec.region("us"), "cluster.local")}
+    assert env["XCHAT_REGION"] == "us"
+    assert env["XCHAT_LISTEN"] == "0.0.0.0:50051"
+    urls = env["XCHAT_NATS_URLS"].split(",")
+    assert urls[0] == "tls://m-nats-us.ns.svc.cluster.local:4222"  # own region first
+    assert {u.split("//")[1].split(".")[0] for u in urls} == {"m-nats-us", "m-nats-eu", "m-nats-ap"}
+    assert env["XCHAT_NATS_USER"] == "relay"
+    assert env["XCHAT_REPLICAS"] == "3"
+    assert "XCHAT_TOKEN_PUBLIC_KEY_FILE" in env and "XCHAT_TOKEN_SIGNING_KEY_FILE" not in env
+    assert env["XCHAT_TLS_CA_FILE"].endswith("ca.crt")
+    auth = {e["name"] for e in builders.service_env(spec, "auth", spec.region("us"), "cluster.local")}
+    assert "XCHAT_TOKEN_SIGNING_KEY_FILE" in auth
+
+
+def test_only_auth_mounts_the_signing_key() -> None:
+    objs = objects()
+    for svc in ("auth", "keys", "relay", "mailbox"):
+        dep = get(objs, "Deployment", f"m-{svc}-eu")
+        vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        secret = vols["token"]["secret"]["secretName"]
+        assert secret == (names.signing_key_secret("m") if svc == "auth" else names.public_key_secret("m"))
+        assert vols["nats"]["secret"]["items"] == [{"key": svc, "path": "password"}]
+
+
+def test_drain_lifecycle_objects() -> None:
+    draining = objects(regions=[{"name": "eu", "mode": "Draining"}, {"name": "us"}, {"name": "ap"}])
+    assert get(draining, "Deployment", "m-relay-eu")["spec"]["replicas"] == 0
+    assert get(draining, "StatefulSet", "m-nats-eu")["spec"]["replicas"] == 1  # NATS stays
+    ep = get(draining, "ConfigMap", "m-endpoints")["data"]
+    assert "eu=" not in ep["endpoints"] and ep["regions"] == "us,ap"
+    drained = objects(regions=[{"name": "eu", "mode": "Drained"}, {"name": "us"}, {"name": "ap"}])
+    assert get(drained, "StatefulSet", "m-nats-eu")["spec"]["replicas"] == 0
+    env = {e["name"]: e["value"] for e in
+           get(drained, "Deployment", "m-relay-us")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "m-nats-eu" not in env["XCHAT_NATS_URLS"]
+
+
+def test_down_region_out_of_endpoints() -> None:
+    objs = objects(regions=[{"name": "eu", "down": True}, {"name": "us"}, {"name": "ap"}])
+    assert get(objs, "ConfigMap", "m-endpoints")["data"]["regions"] == "us,ap"
+    assert get(objs, "Deployment", "m-auth-eu")["spec"]["replicas"] == 0
+    assert get(objs, "StatefulSet", "m-nats-eu")["spec"]["replicas"] == 1  # never touched while unreachable
+
+
+def test_config_hash_rolls_nats_on_config_change() -> None:
+    a = get(objects(), "StatefulSet", "m-nats-eu")
+    b = get(objects(regions=[{"name": "eu"}, {"name": "us"}, {"name": "ap"}, {"name": "sa"}]), "StatefulSet", "m-nats-eu")
+    key = builders.CONFIG_HASH_ANNOTATION
+    assert a["spec"]["template"]["metadata"]["annotations"][key] != b["spec"]["template"]["metadata"]["annotations"][key]
+
+
+def test_spec_defaults_and_modes() -> None:
+    spec = parse_mesh(mesh_body(regions=[{"name": "eu", "mode": "Draining", "storage": {"size": "5Gi"}},
+                                         {"name": "us"}, {"name": "ap"}]))
+    assert spec.image == "xchat:0.1.0" and spec.nats_image == "nats:2.12-alpine"
+    assert spec.region("eu").mode is RegionMode.DRAINING and not spec.region("eu").serving
+    assert spec.region("eu").storage.size == "5Gi"
+    assert spec.jetstream_replicas == 3
+    assert not spec.paused
+    paused = parse_mesh({**mesh_body(), "metadata": {"name": "m", "annotations": {"xchat.dev/paused": "true"}}})
+    assert paused.paused
