@@ -48,7 +48,7 @@ async def _no_leaked_tasks() -> object:
         for task in leftover:
             task.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
-        names = sorted({t.get_coro().__qualname__ for t in leftover})  # type: ignore[union-attr]
+        names = sorted({getattr(t.get_coro(), "__qualname__", None) or repr(t) for t in leftover})
         # grpc.aio keeps a few of its own internal tasks around between calls.
         ours = [n for n in names if "xchat" in n or "test" in n]
         assert not ours, f"test leaked tasks: {ours}"

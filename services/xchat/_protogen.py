@@ -22,7 +22,7 @@ def proto_files() -> list[Path]:
 
 def generate(out_root: Path) -> list[Path]:
     """Writes ``xchat/v1/*_pb2*.py[i]`` under ``out_root``; returns the files."""
-    from grpc_tools import protoc  # type: ignore[import-untyped]
+    from grpc_tools import protoc
 
     out_root.mkdir(parents=True, exist_ok=True)
     args = [

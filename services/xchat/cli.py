@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--alice-endpoints", required=True, help="comma-separated gRPC endpoints for alice")
     demo.add_argument("--bob-endpoints", help="comma-separated gRPC endpoints for bob (default: alice's)")
     demo.set_defaults(run=_demo)
+
+    from xchat_chaos.cli import add_drill_parser
+    add_drill_parser(sub)
     return top
 
 

@@ -29,41 +29,49 @@ async def test_send_in_one_region_is_received_in_another(connect) -> None:
     call = bob.mailbox.Sync(acks(), metadata=bob.md)
     first = await call.read()
     assert first.envelope.message_id == mid
-    assert first.envelope.sender_account == alice.account
-    assert first.envelope.sender_device_id == alice.device_id
     assert first.envelope.ciphertext == b"opaque"
     done = await call.read()
     assert done.HasField("backlog_done") and done.backlog_done.delivered == 1
     call.cancel()
 
 
-async def test_retried_send_is_stored_once(connect) -> None:
+async def test_same_message_id_sent_three_times_is_stored_once(connect) -> None:
     alice, bob = await connect("a"), await connect("b")
     request = relay_pb2.SendRequest(recipient_device_id=bob.device_id, message_id=secrets.token_bytes(16), ciphertext=b"x")
-    first = await alice.relay.Send(request, metadata=alice.md)
-    again = await alice.relay.Send(request, metadata=alice.md)
-    assert again.duplicate and again.sequence == first.sequence
+    results = [await alice.relay.Send(request, metadata=alice.md) for _ in range(3)]
+    assert [r.duplicate for r in results] == [False, True, True]
+    assert len({r.sequence for r in results}) == 1
+
+    async def opener():
+        yield mailbox_pb2.SyncRequest()
+
+    call = bob.mailbox.Sync(opener(), metadata=bob.md)
+    first = await call.read()
+    assert first.envelope.message_id == request.message_id
+    done = await call.read()
+    assert done.backlog_done.delivered == 1, "stored once, delivered once"
+    call.cancel()
 
 
-async def test_one_time_prekey_is_handed_out_once_under_concurrent_fetches(connect) -> None:
+async def test_fifty_concurrent_fetches_hand_out_each_one_time_key_at_most_once(connect) -> None:
     bob = await connect("b")
     await bob.publish_keys(one_time=20, pq=20)
-    fetchers = [await connect(region) for region in ("a", "b", "c") * 3]
+    fetchers = [await connect(region) for region in ("a", "b", "c")]
     replies = await asyncio.gather(
         *[
-            f.keys.FetchBundles(keys_pb2.FetchBundlesRequest(account=bob.account), metadata=f.md)
-            for f in fetchers
-            for _ in range(3)
+            fetchers[i % 3].keys.FetchBundles(keys_pb2.FetchBundlesRequest(account=bob.account), metadata=fetchers[i % 3].md)
+            for i in range(50)
         ]
     )
-    classical = [r.bundles[0].one_time_prekey.key_id for r in replies]
-    pq = [r.bundles[0].pq_prekey.key_id for r in replies]
-    assert len([k for k in classical if k]) == 20, "each of the 20 one-time keys handed out exactly once"
-    assert len(set(k for k in classical if k)) == 20
-    fresh_pq = [r.bundles[0].pq_prekey.key_id for r in replies if not r.bundles[0].pq_prekey_is_last_resort]
-    assert len(fresh_pq) == len(set(fresh_pq)) == 20
-    assert sum(1 for r in replies if r.bundles[0].pq_prekey_is_last_resort) == 7
-    assert len(pq) == 27
+    bundles = [r.bundles[0] for r in replies]
+    classical = [b.one_time_prekey.key_id for b in bundles if b.HasField("one_time_prekey")]
+    assert len(classical) == len(set(classical)) == 20, "each classical one-time key exactly once"
+    fresh_pq = [b.pq_prekey.key_id for b in bundles if not b.pq_prekey_is_last_resort]
+    assert len(fresh_pq) == len(set(fresh_pq)) == 20, "each PQ one-time key exactly once"
+    last_resort = {b.pq_prekey.key_id for b in bundles if b.pq_prekey_is_last_resort}
+    assert len(last_resort) == 1 and sum(b.pq_prekey_is_last_resort for b in bundles) == 30
+    count = await bob.keys.CountPrekeys(keys_pb2.CountPrekeysRequest(), metadata=bob.md)
+    assert (count.one_time_prekeys, count.pq_one_time_prekeys) == (0, 0)
 
 
 async def test_bad_input_gets_a_clear_status(connect) -> None:

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 from pathlib import Path
 
 import grpc
@@ -38,6 +39,8 @@ from xchat.client.crypto import (
     initiate_session,
     open_message,
     safety_number,
+    seal,
+    unseal,
 )
 from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, Message, SendReceipt
@@ -52,6 +55,7 @@ DEFAULT_PQ_PREKEYS = 20
 TOKEN_MARGIN_MS = 30_000
 MAX_ACKS_PER_FRAME = 1000
 RECONNECT_BACKOFF_S = (0.1, 0.3, 1.0, 2.0)
+T = TypeVar("T")
 
 
 class Client:
@@ -125,7 +129,9 @@ class Client:
         identity = self._identity
         signature = identity.sign(register_statement(account, identity.public))
         request = auth_pb2.RegisterRequest(account=account, identity_key=identity.public, signature=signature)
-        reply = await self._transport.call(lambda ch, t: auth_pb2_grpc.AuthStub(ch).Register(request, timeout=t))
+        reply: auth_pb2.RegisterResponse = await self._transport.call(
+            lambda ch, t: auth_pb2_grpc.AuthStub(ch).Register(request, timeout=t)
+        )
         self._state.set_meta("account", reply.account.encode())
         self._state.set_meta("device_id", reply.device_id.encode())
         await self.publish_prekeys(one_time=one_time_prekeys, rotate_signed=True)
@@ -195,9 +201,10 @@ class Client:
             stub = auth_pb2_grpc.AuthStub(channel)
             challenge = await stub.Challenge(auth_pb2.ChallengeRequest(device_id=device), timeout=timeout)
             signature = identity.sign(login_statement(device, challenge.nonce))
-            return await stub.Login(
+            reply: auth_pb2.TokenResponse = await stub.Login(
                 auth_pb2.LoginRequest(device_id=device, nonce=challenge.nonce, signature=signature), timeout=timeout
             )
+            return reply
 
         self._store_tokens(await self._transport.call(login))
 
@@ -206,7 +213,7 @@ class Client:
         self._access_expires_ms = reply.access_expires_at_ms
         self._state.set_meta("refresh_token", reply.refresh_token.encode())
 
-    async def _authed(self, invoke):  # type: ignore[no-untyped-def]
+    async def _authed(self, invoke: Callable[[grpc.aio.Channel, float, tuple[tuple[str, Any], ...]], Awaitable[T]]) -> T:
         """A unary call with a valid token; logs in again once if the token was refused."""
         for attempt in range(2):
             token = await self._token()
@@ -216,6 +223,7 @@ class Client:
                 if exc.code != "UNAUTHENTICATED" or attempt:
                     raise
                 self._access_token = ""
+        raise AssertionError("unreachable")
 
     # -- sending -------------------------------------------------------
 
@@ -247,7 +255,12 @@ class Client:
                 blob = self._state.session(device)
                 assert blob is not None
                 session = Session.from_bytes(blob)
-                wire = session.encrypt(payload)
+                wire = seal(
+                    sender_account=self.account,
+                    sender_device=self.device_id,
+                    inner=session.encrypt(payload),
+                    recipient_identity=session.their_identity_key,
+                )
                 self._state.put_session(device, account, session.to_bytes())
                 item = OutboxItem(payload.message_id, device, account, wire)
                 self._state.add_outbox(item)
@@ -345,37 +358,35 @@ class Client:
         self._state.mark_seen(message.message_id)
         await self._acks.put(message.sequence)
 
-    def _open(self, envelope: mailbox_pb2.Envelope) -> Message | None:
-        """Decrypts (or recalls) an envelope; None when it must only be acknowledged."""
+    async def _directory_key(self, account: str, device: str) -> bytes | None:
+        """The identity key the directory publishes for ``device`` of ``account``."""
+        request = auth_pb2.ListDevicesRequest(account=account)
+        try:
+            reply: auth_pb2.ListDevicesResponse = await self._authed(
+                lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).ListDevices(request, timeout=t, metadata=md)
+            )
+        except RequestRejected:
+            return None
+        for entry in reply.devices:
+            if entry.device_id == device and not entry.revoked:
+                return bytes(entry.identity_key)
+        return None
+
+    def _reload_prekeys(self) -> None:
+        identity, _ = self._require_identity()
+        stored = self._state.get_meta("prekeys")
+        self._prekeys = PrekeyStore.from_bytes(stored, identity) if stored else PrekeyStore(identity)
+
+    async def _open(self, envelope: mailbox_pb2.Envelope) -> Message | None:
+        """Unseals and decrypts (or recalls) an envelope; None when it must only be acknowledged."""
         mid = envelope.message_id
         if self._state.was_seen(mid):
             return None
         item = self._state.inbox_item(mid)
         if item is None:
-            identity, store = self._require_identity()
-            blob = self._state.session(envelope.sender_device_id)
-            session = Session.from_bytes(blob) if blob else None
-            try:
-                opened = open_message(envelope.ciphertext, our_identity=identity, prekey_store=store, session=session)
-            except CryptoError as exc:
-                self.undecryptable += 1
-                log.warning("dropping undecryptable envelope %s from %s: %s", mid.hex(), envelope.sender_account, exc)
+            item = await self._decrypt(envelope)
+            if item is None:
                 return None
-            if opened.payload.message_id != mid:
-                self.undecryptable += 1
-                log.warning("dropping envelope %s: its inner message id differs", mid.hex())
-                return None
-            item = InboxItem(mid, envelope.sender_account, envelope.sender_device_id, opened.payload.encode())
-            self._state.begin()
-            try:
-                self._state.put_session(envelope.sender_device_id, envelope.sender_account, opened.session.to_bytes())
-                if opened.new_session:
-                    self._state.set_meta("prekeys", store.to_bytes())
-                self._state.add_inbox(item)
-                self._state.commit()
-            except BaseException:
-                self._state.rollback()
-                raise
         payload = Payload.decode(item.payload)
         return Message(
             message_id=mid,
@@ -387,6 +398,44 @@ class Client:
             body=payload.body,
             sequence=envelope.sequence,
         )
+
+    async def _decrypt(self, envelope: mailbox_pb2.Envelope) -> InboxItem | None:
+        mid = envelope.message_id
+        identity, store = self._require_identity()
+        try:
+            content = unseal(identity, envelope.ciphertext)
+            blob = self._state.session(content.sender_device)
+            session = Session.from_bytes(blob) if blob else None
+            opened = open_message(content.inner, our_identity=identity, prekey_store=store, session=session)
+        except CryptoError as exc:
+            self.undecryptable += 1
+            log.warning("dropping undecryptable envelope %s: %s", mid.hex(), exc)
+            return None
+        if opened.payload.message_id != mid:
+            self.undecryptable += 1
+            log.warning("dropping envelope %s: its inner message id differs", mid.hex())
+            return None
+        if opened.new_session:
+            # The sealed sender claim is only a claim until the initiator's
+            # identity key matches the one the directory holds for that device.
+            published = await self._directory_key(content.sender_account, content.sender_device)
+            if published != opened.session.their_identity_key:
+                self._reload_prekeys()  # forget the one-time keys this forgery consumed in memory
+                self.undecryptable += 1
+                log.warning("dropping envelope %s: sender identity does not match the directory", mid.hex())
+                return None
+        item = InboxItem(mid, content.sender_account, content.sender_device, opened.payload.encode())
+        self._state.begin()
+        try:
+            self._state.put_session(content.sender_device, content.sender_account, opened.session.to_bytes())
+            if opened.new_session:
+                self._state.set_meta("prekeys", store.to_bytes())
+            self._state.add_inbox(item)
+            self._state.commit()
+        except BaseException:
+            self._state.rollback()
+            raise
+        return item
 
     async def _ack_frames(self) -> AsyncIterator[mailbox_pb2.SyncRequest]:
         yield mailbox_pb2.SyncRequest()
@@ -409,7 +458,7 @@ class Client:
                     if response.HasField("backlog_done"):
                         self.backlog_done.set()
                         continue
-                    message = self._open(response.envelope)
+                    message = await self._open(response.envelope)
                     if message is None:
                         await self._acks.put(response.envelope.sequence)
                     else:

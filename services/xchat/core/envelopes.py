@@ -3,6 +3,7 @@
 Relay writes it and mailbox reads it; the bytes are the ``xchat.v1.Envelope``
 protobuf (without the sequence, which JetStream assigns), so clients and
 servers share one schema. Code outside this module sees only ``StoredEnvelope``.
+It carries no sender: the SDK seals the sender inside the ciphertext.
 """
 
 from __future__ import annotations
@@ -11,23 +12,19 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from xchat.core.ids import AccountId, DeviceId, MessageId
+from xchat.core.ids import MessageId
 from xchat.v1 import mailbox_pb2
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEnvelope:
     message_id: MessageId
-    sender_account: AccountId
-    sender_device: DeviceId
     ciphertext: bytes
     stored_at_ms: int
 
     def encode(self) -> bytes:
         return mailbox_pb2.Envelope(
             message_id=self.message_id,
-            sender_account=self.sender_account,
-            sender_device_id=self.sender_device,
             ciphertext=self.ciphertext,
             stored_at_ms=self.stored_at_ms,
         ).SerializeToString()
@@ -39,20 +36,12 @@ class StoredEnvelope:
             pb = mailbox_pb2.Envelope.FromString(data)
         except DecodeError:
             return None
-        return cls(
-            MessageId(pb.message_id),
-            AccountId(pb.sender_account),
-            DeviceId(pb.sender_device_id),
-            pb.ciphertext,
-            pb.stored_at_ms,
-        )
+        return cls(MessageId(pb.message_id), pb.ciphertext, pb.stored_at_ms)
 
     def to_pb(self, sequence: int) -> mailbox_pb2.Envelope:
         return mailbox_pb2.Envelope(
             sequence=sequence,
             message_id=self.message_id,
-            sender_account=self.sender_account,
-            sender_device_id=self.sender_device,
             ciphertext=self.ciphertext,
             stored_at_ms=self.stored_at_ms,
         )

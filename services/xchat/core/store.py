@@ -222,7 +222,7 @@ class Store:
             return
         try:
             await asyncio.wait_for(self.nc.drain(), 5)
-        except (*STORE_ERRORS, asyncio.CancelledError):
+        except (nats.errors.Error, asyncio.TimeoutError, asyncio.CancelledError):
             await self.nc.close()
 
 

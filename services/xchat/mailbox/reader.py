@@ -66,9 +66,10 @@ class MailboxReader:
                 out.append(Stored(cursor, envelope))
         return out
 
-    async def owns(self, device: DeviceId, sequence: int) -> bool:
+    async def owner_subject(self, sequence: int) -> str | None:
+        """The subject stored at ``sequence``; None when nothing is (already deleted)."""
         got = await self._get({"seq": sequence})
-        return got is not None and got[1] == mailbox_subject(device)
+        return None if got is None else got[1]
 
     async def delete(self, sequences: list[int]) -> int:
         gate = asyncio.Semaphore(DELETE_CONCURRENCY)

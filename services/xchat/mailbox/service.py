@@ -17,10 +17,10 @@ from typing import Any
 import grpc.aio
 import nats.errors
 
-from xchat.core.errors import InvalidArgument
+from xchat.core.errors import InvalidArgument, PermissionDenied
 from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, store_timeout, streaming, unary
-from xchat.core.store import Store, notify_subject
+from xchat.core.store import Store, mailbox_subject, notify_subject
 from xchat.core.tokens import TokenVerifier
 from xchat.mailbox.reader import MailboxReader
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
@@ -49,8 +49,14 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         # delivered are known; others are checked against the stream.
         mine = [s for s in sequences if s in delivered]
         for seq in sequences:
-            if seq not in delivered and seq > 0 and await self._reader.owns(device, seq):
-                mine.append(seq)
+            if seq in delivered or seq <= 0:
+                continue
+            subject = await self._reader.owner_subject(seq)
+            if subject is None:
+                continue  # already deleted: acknowledgements are idempotent
+            if subject != mailbox_subject(device):
+                raise PermissionDenied(f"sequence {seq} is not in your mailbox; only your own envelopes can be acknowledged")
+            mine.append(seq)
         deleted = await self._reader.delete(mine)
         delivered.difference_update(sequences)
         return deleted
@@ -75,6 +81,14 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
 
         async def on_notify(_msg: Any) -> None:
             wake.set()
+
+        # The first request opens the call and names the mailbox.
+        opener = await anext(aiter(request_iterator), None)
+        if opener is None:
+            return
+        if opener.device_id and opener.device_id != device:
+            raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
+        await self._ack(device, list(opener.ack_sequences), unacked)
 
         async def read_acks() -> None:
             try:

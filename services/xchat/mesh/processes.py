@@ -80,6 +80,12 @@ class Supervised:
                 proc.wait(timeout)
         return proc.returncode
 
+    def wait(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """The exit code once the process ends by itself (None if it was never started)."""
+        if self._proc is None:
+            return None
+        return self._proc.wait(timeout)
+
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

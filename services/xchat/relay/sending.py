@@ -14,6 +14,7 @@ mailbox also polls, so a lost wake-up only delays delivery.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import nats.js.errors
 
 from xchat.core.devices import DeviceDirectory
 from xchat.core.envelopes import StoredEnvelope
-from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
 from xchat.core.ids import DeviceId, MessageId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject, notify_subject, translate
 from xchat.core.tokens import Principal
@@ -55,12 +56,15 @@ class Relay:
             raise NotFound(f"recipient device {recipient} does not exist or has been revoked")
         sender_record = await self._devices.cached(sender.device)
         if sender_record is None or sender_record.revoked:
-            raise NotFound(f"your device {sender.device} has been revoked")
+            raise Unauthenticated(f"your device {sender.device} has been revoked; register it again")
 
     @staticmethod
     def _message(sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
-        envelope = StoredEnvelope(message_id, sender.account, sender.device, ciphertext, int(time.time() * 1000))
-        headers = {"Nats-Msg-Id": f"{sender.device}.{recipient}.{message_id.hex()}"}
+        envelope = StoredEnvelope(message_id, ciphertext, int(time.time() * 1000))
+        # The de-duplication id is stored with the message: hash it so the
+        # store never holds the sender's device id in clear.
+        dedup = hashlib.sha256(f"{sender.device}.{recipient}.".encode() + message_id).hexdigest()[:40]
+        headers = {"Nats-Msg-Id": dedup}
         return envelope.encode(), headers
 
     async def send(

@@ -9,11 +9,12 @@ from typing import Any
 
 
 import grpc.aio
+import nats.errors
 
 from xchat.core.errors import XChatError, grpc_status
 from xchat.core.ids import device_id, message_id
 from xchat.core.rpc import principal_of, store_timeout, streaming, unary
-from xchat.core.store import STORE_ERRORS, translate
+from xchat.core.store import translate
 from xchat.core.tokens import TokenVerifier
 from xchat.relay.sending import Receipt, Relay
 from xchat.v1 import relay_pb2, relay_pb2_grpc
@@ -71,7 +72,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     timeout=self._timeout,
                 )
                 await results.put(_result(receipt, request.recipient_device_id))
-            except (XChatError, *STORE_ERRORS) as exc:
+            except (XChatError, nats.errors.Error, asyncio.TimeoutError) as exc:
                 code, text = grpc_status(translate(exc))
                 await results.put(
                     relay_pb2.SendResult(

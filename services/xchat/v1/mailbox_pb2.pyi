@@ -7,26 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SyncRequest(_message.Message):
-    __slots__ = ("ack_sequences",)
+    __slots__ = ("ack_sequences", "device_id")
     ACK_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ack_sequences: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ack_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+    device_id: str
+    def __init__(self, ack_sequences: _Optional[_Iterable[int]] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("sequence", "message_id", "sender_account", "sender_device_id", "ciphertext", "stored_at_ms")
+    __slots__ = ("sequence", "message_id", "ciphertext", "stored_at_ms")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
-    SENDER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
-    SENDER_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     message_id: bytes
-    sender_account: str
-    sender_device_id: str
     ciphertext: bytes
     stored_at_ms: int
-    def __init__(self, sequence: _Optional[int] = ..., message_id: _Optional[bytes] = ..., sender_account: _Optional[str] = ..., sender_device_id: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., stored_at_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, sequence: _Optional[int] = ..., message_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., stored_at_ms: _Optional[int] = ...) -> None: ...
 
 class BacklogDone(_message.Message):
     __slots__ = ("delivered",)

@@ -50,14 +50,17 @@ class MailboxServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Sync(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """The client's first request opens the call (it may be empty); delivery
+        starts after it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Ack(self, request, context):
         """Acknowledge outside a Sync call. Only the caller device's envelopes can
-        be acknowledged; unknown sequences are ignored (acks are idempotent).
+        be acknowledged (PERMISSION_DENIED otherwise); sequences already deleted
+        are ignored (acks are idempotent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,6 +23,10 @@ Public API (everything else is private to the package)::
                                        .encode() / .decode()
       safety_number(our_key, our_id, their_key, their_id) -> 60 digits
 
+    Sealed sender
+      seal(sender_account=, sender_device=, inner=, recipient_identity=) -> bytes
+      unseal(our_identity, sealed) -> SealedContent(sender_account, sender_device, inner)
+
     Errors: CryptoError and its tree (see ``errors``).
 
 See docs/crypto.md for the construction and its security properties.
@@ -60,6 +64,7 @@ from .primitives import (
     X25519_KEY_SIZE,
 )
 from .ratchet import MAX_SKIP, MAX_SKIPPED_KEYS
+from .sealed import SEALED_VERSION, SealedContent, seal, unseal
 from .sessions import (
     SESSION_FORMAT_VERSION,
     OpenedMessage,
@@ -71,6 +76,10 @@ from .sessions import (
 from .wire import WIRE_VERSION, MessageType
 
 __all__ = [
+    "SEALED_VERSION",
+    "SealedContent",
+    "seal",
+    "unseal",
     "BUNDLE_VERSION",
     "ED25519_PUBLIC_KEY_SIZE",
     "ED25519_SIGNATURE_SIZE",

@@ -1,0 +1,95 @@
+"""Sealed sender: the envelope the server stores names no sender.
+
+The ratchet message (whose PREKEY form even carries the sender's identity
+key) is wrapped once more, to the recipient's identity key, together with the
+sender's account and device id::
+
+    sealed = version(1) || ephemeral X25519 public (32) || AES-256-GCM(
+                 u8 len(account) || account || device id (16) || inner wire message)
+    key    = HKDF-SHA256(X25519(ephemeral, IK_recipient as X25519),
+                         salt = ephemeral public || IK_recipient, info = SEALED_INFO)
+    AD     = version || ephemeral public || IK_recipient
+
+Each message uses a fresh ephemeral key, so each AEAD key encrypts once.
+The outer layer hides *who* sent; *that* the claimed sender really sent it is
+proven by the inner layer: an existing session authenticates it, and a new
+session's initiator identity key must match the claimed device's key in the
+directory (the SDK checks that before accepting a new session).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .encoding import Reader, Writer
+from .errors import MalformedMessageError
+from .identity import IdentityKeyPair
+from .primitives import (
+    ED25519_PUBLIC_KEY_SIZE,
+    X25519_KEY_SIZE,
+    aead_decrypt,
+    aead_encrypt,
+    ed25519_public_to_x25519,
+    hkdf_sha256,
+    x25519,
+    x25519_generate,
+    x25519_public_bytes,
+)
+
+SEALED_VERSION = 1
+SEALED_INFO = b"xchat_sealed_sender_v1_X25519_SHA-256_AES-256-GCM"
+DEVICE_ID_SIZE = 16
+MAX_ACCOUNT_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SealedContent:
+    sender_account: str
+    sender_device: str
+    inner: bytes
+
+
+def _key(shared: bytes, ephemeral_public: bytes, recipient_identity: bytes) -> bytes:
+    return hkdf_sha256(shared, salt=ephemeral_public + recipient_identity, info=SEALED_INFO, length=32)
+
+
+def seal(*, sender_account: str, sender_device: str, inner: bytes, recipient_identity: bytes) -> bytes:
+    """Wraps ``inner`` so only the holder of ``recipient_identity`` learns the sender."""
+    account = sender_account.encode("ascii")
+    if not 0 < len(account) <= MAX_ACCOUNT_SIZE:
+        raise MalformedMessageError(f"sealed sender: account must be 1..{MAX_ACCOUNT_SIZE} bytes")
+    try:
+        device = bytes.fromhex(sender_device)
+    except ValueError as exc:
+        raise MalformedMessageError("sealed sender: device id must be hex") from exc
+    if len(device) != DEVICE_ID_SIZE:
+        raise MalformedMessageError(f"sealed sender: device id must be {DEVICE_ID_SIZE} bytes")
+    ephemeral = x25519_generate()
+    ephemeral_public = x25519_public_bytes(ephemeral)
+    shared = x25519(ephemeral, ed25519_public_to_x25519(recipient_identity, "recipient identity key"))
+    body = Writer().u8(len(account)).raw(account).raw(device).raw(inner).getvalue()
+    header = bytes([SEALED_VERSION]) + ephemeral_public
+    return header + aead_encrypt(_key(shared, ephemeral_public, recipient_identity), body, header + recipient_identity)
+
+
+def unseal(identity: IdentityKeyPair, sealed: bytes) -> SealedContent:
+    """Opens a sealed envelope addressed to ``identity``; CryptoError on anything else."""
+    reader = Reader(sealed, "sealed envelope")
+    reader.version((SEALED_VERSION,))
+    ephemeral_public = reader.key(X25519_KEY_SIZE, "ephemeral key")
+    ciphertext = reader.rest()
+    recipient_identity = identity.public
+    assert len(recipient_identity) == ED25519_PUBLIC_KEY_SIZE
+    shared = x25519(identity.x25519_private, ephemeral_public, "sealed ephemeral key")
+    header = bytes([SEALED_VERSION]) + ephemeral_public
+    body = aead_decrypt(_key(shared, ephemeral_public, recipient_identity), ciphertext, header + recipient_identity)
+    inner_reader = Reader(body, "sealed content")
+    size = inner_reader.u8("account length")
+    if not 0 < size <= MAX_ACCOUNT_SIZE:
+        raise MalformedMessageError("sealed content: account length out of range")
+    try:
+        account = inner_reader.take(size, "account").decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessageError("sealed content: account is not ASCII") from exc
+    device = inner_reader.take(DEVICE_ID_SIZE, "device id").hex()
+    return SealedContent(account, device, inner_reader.rest())
