@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:
+#   make up     set up, start a local three-region mesh and run the demo (Ctrl-C stops)
+#   make test   set up (Python deps, Go-built test binaries cached in ~/.cache/xchat) and run every test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export XCHAT_CACHE ?= $(HOME)/.cache/xchat
+
+.PHONY: up demo test tools lint unit clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,operator,chaos]"
+	touch $@
+
+up: $(BIN)/.installed
+	$(BIN)/xchat up --demo
+
+demo: $(BIN)/.installed
+	$(BIN)/xchat up --demo --exit-after-demo
+
+# Go-built binaries (kube-apiserver, etcd, kubectl, helm, toxiproxy): built once
+# from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present.
+tools:
+	@if [ -x operator/envtest/build-binaries.sh ]; then operator/envtest/build-binaries.sh; fi
+	@if [ -x chaos/tools/build-toxiproxy.sh ]; then chaos/tools/build-toxiproxy.sh; fi
+
+lint: $(BIN)/.installed
+	$(BIN)/lint-imports
+	$(BIN)/mypy services/xchat
+
+test: $(BIN)/.installed tools lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

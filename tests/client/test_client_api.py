@@ -1,0 +1,33 @@
+"""The SDK's public surface: ``__all__`` is honest and does not drift unnoticed."""
+
+from __future__ import annotations
+
+import inspect
+
+import xchat.client
+from xchat.client import Client
+
+EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "RequestRejected", "SendReceipt", "ServiceUnavailable"}
+CLIENT_METHODS = {
+    "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
+    "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable",
+}
+
+
+def test_all_is_exactly_the_documented_surface() -> None:
+    assert set(xchat.client.__all__) == EXPECTED
+    for name in xchat.client.__all__:
+        assert getattr(xchat.client, name) is not None
+
+
+def test_client_public_methods_do_not_drift() -> None:
+    public = {n for n, _ in inspect.getmembers(Client) if not n.startswith("_")}
+    instance_attrs = {"backlog_done", "undecryptable"}
+    assert public | instance_attrs == CLIENT_METHODS
+
+
+def test_no_protobuf_types_in_public_signatures() -> None:
+    for name, member in inspect.getmembers(Client, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        assert "_pb2" not in str(inspect.signature(member)), name
