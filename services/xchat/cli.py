@@ -41,7 +41,9 @@ def _up(args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
     regions = tuple(r for r in args.regions.split(",") if r)
-    mesh = LocalMesh(workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port)
+    mesh = LocalMesh(
+        workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port, tls=not args.insecure
+    )
     print(f"starting {len(regions)} regions in {workdir} ...", flush=True)
     started = time.monotonic()
     with mesh:
@@ -50,10 +52,19 @@ def _up(args: argparse.Namespace) -> int:
         for row in mesh.describe():
             print(f"{row['region']!s:<8}{row['grpc']!s:<36}{','.join(row['nats']):<28}{','.join(row['monitor'])}")  # type: ignore[arg-type]
         print(f"\nlogs: {workdir / 'logs'}")
+        if mesh.tls is not None:
+            print(f"TLS on every hop; clients trust the CA in {mesh.tls.ca}")
         if args.demo:
             from xchat.demo import run_demo
 
-            asyncio.run(run_demo(mesh.endpoints(regions[0]), mesh.endpoints(regions[-1]), workdir / "clients"))
+            asyncio.run(
+                run_demo(
+                    mesh.endpoints(regions[0]),
+                    mesh.endpoints(regions[-1]),
+                    workdir / "clients",
+                    root_certificates=mesh.root_certificates,
+                )
+            )
         if args.exit_after_demo:
             return 0
         print("press Ctrl-C to stop", flush=True)
@@ -70,7 +81,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     alice = args.alice_endpoints.split(",")
     bob = args.bob_endpoints.split(",") if args.bob_endpoints else alice
-    asyncio.run(run_demo(alice, bob, Path(tempfile.mkdtemp(prefix="xchat-demo-"))))
+    roots = Path(args.ca).read_bytes() if args.ca else None
+    asyncio.run(run_demo(alice, bob, Path(tempfile.mkdtemp(prefix="xchat-demo-")), root_certificates=roots))
     return 0
 
 
@@ -93,12 +105,14 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=int, default=None, help="first port to use (default: free ports)")
     up.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     up.add_argument("--demo", action="store_true", help="run the two-user demo once the mesh is up")
+    up.add_argument("--insecure", action="store_true", help="plaintext everywhere (default: TLS with a local CA)")
     up.add_argument("--exit-after-demo", action="store_true", help="stop the mesh when the demo ends")
     up.set_defaults(run=_up)
 
     demo = sub.add_parser("demo", help="two users in different regions exchange encrypted messages")
     demo.add_argument("--alice-endpoints", required=True, help="comma-separated gRPC endpoints for alice")
     demo.add_argument("--bob-endpoints", help="comma-separated gRPC endpoints for bob (default: alice's)")
+    demo.add_argument("--ca", help="PEM file of the CA to trust (TLS endpoints)")
     demo.set_defaults(run=_demo)
 
     from xchat_chaos.cli import add_drill_parser

@@ -14,13 +14,17 @@ def _say(step: str, text: str) -> None:
     print(f"  [{step:<8}] {text}", flush=True)
 
 
-async def run_demo(alice_endpoints: list[str], bob_endpoints: list[str], state_dir: Path) -> None:
+async def run_demo(
+    alice_endpoints: list[str], bob_endpoints: list[str], state_dir: Path, *, root_certificates: bytes | None = None
+) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     suffix = secrets.token_hex(3)
     alice_name, bob_name = f"alice-{suffix}", f"bob-{suffix}"
     print(f"\ndemo: {alice_name} (home {alice_endpoints[0]}) and {bob_name} (home {bob_endpoints[0]})")
-    alice = await Client.open(state_dir / "alice.db", alice_endpoints)
-    bob = await Client.open(state_dir / "bob.db", bob_endpoints)
+    alice = await Client.open(state_dir / "alice.db", alice_endpoints, root_certificates=root_certificates)
+    bob = await Client.open(state_dir / "bob.db", bob_endpoints, root_certificates=root_certificates)
+    if root_certificates is not None:
+        _say("tls", "every hop is TLS: SDK→gRPC, services→NATS, NATS routes (mutual TLS)")
     try:
         await alice.register(alice_name)
         _say("register", f"{alice_name}: Ed25519 identity, device {alice.device_id[:8]}…, prekeys published (X25519 + ML-KEM-768)")

@@ -14,6 +14,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xchat.mesh.natsconf import NatsNode, nats_server_binary, render
 from xchat.mesh.processes import Supervised, wait_until
+from xchat.mesh.tls import TlsFiles, make_local_pki
 
 DEFAULT_REGIONS = ("a", "b", "c")
 HOST = "127.0.0.1"
@@ -59,8 +61,15 @@ class LocalMesh:
         replicas: int = 3,
         mailbox_quota: int | None = None,
         extra_env: dict[str, str] | None = None,
+        route_url: Callable[[NatsNode, NatsNode], str] | None = None,
+        tls: bool = False,
     ) -> None:
+        """``route_url(node, peer)``: the URL ``node`` dials to reach ``peer`` (default: the peer's
+        cluster port; the chaos drills pass proxy addresses to cut or slow inter-region links)."""
         self.workdir = workdir
+        self.route_url = route_url
+        # TLS on every hop: SDK→gRPC, service→NATS, NATS route↔route (mutual).
+        self.tls: TlsFiles | None = make_local_pki(workdir / "tls") if tls else None
         self.replicas = replicas
         self.mailbox_quota = mailbox_quota
         self.extra_env = extra_env or {}
@@ -104,6 +113,11 @@ class LocalMesh:
         self.token_signing_key_file = seed_file
         self.token_public_key_file = keys / "token-public.key"
 
+    @property
+    def root_certificates(self) -> bytes | None:
+        """The CA the SDK must trust (None when the mesh runs without TLS)."""
+        return self.tls.ca.read_bytes() if self.tls is not None else None
+
     def nats_urls(self, region: str) -> list[str]:
         """Own region first: services prefer the nearest replica."""
         own = [n.client_url for n in self.regions[region].nodes]
@@ -123,7 +137,7 @@ class LocalMesh:
     def _nats_process(self, node: NatsNode) -> Supervised:
         config = self.workdir / "nats" / f"{node.name}.conf"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(render(node, self.all_nodes))
+        config.write_text(render(node, self.all_nodes, route_url=self.route_url, tls=self.tls))
         return Supervised(
             f"nats-{node.name}",
             [str(nats_server_binary()), "-c", str(config)],
@@ -142,6 +156,12 @@ class LocalMesh:
         }
         if self.mailbox_quota is not None:
             env["XCHAT_MAILBOX_QUOTA"] = str(self.mailbox_quota)
+        if self.tls is not None:
+            env |= {
+                "XCHAT_TLS_CERT_FILE": str(self.tls.cert),
+                "XCHAT_TLS_KEY_FILE": str(self.tls.key),
+                "XCHAT_TLS_CA_FILE": str(self.tls.ca),
+            }
         return Supervised(
             f"services-{region.name}",
             [sys.executable, "-m", "xchat", "serve", "all"],
@@ -178,7 +198,7 @@ class LocalMesh:
         def ready() -> bool:
             if r.services is not None and not r.services.alive:
                 raise RuntimeError(f"services of region {region} exited:\n{r.services.log_tail()}")
-            return grpc_serving(r.endpoint)
+            return grpc_serving(r.endpoint, root_certificates=self.root_certificates)
 
         wait_until(ready, timeout=timeout, what=f"services of region {region} to report SERVING")
 
@@ -205,6 +225,44 @@ class LocalMesh:
         r = self.regions[region]
         for proc in [*r.nats, *([r.services] if r.services else [])]:
             proc.thaw()
+
+    # -- single processes (rolling restarts, node loss) -------------------
+
+    def _node(self, name: str) -> tuple[Region, int]:
+        for region in self.regions.values():
+            for i, node in enumerate(region.nodes):
+                if node.name == name:
+                    return region, i
+        raise KeyError(f"no NATS node named {name!r}")
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL one nats-server (the others of its region keep running)."""
+        region, i = self._node(name)
+        region.nats[i].kill()
+
+    def stop_node(self, name: str) -> None:
+        """SIGTERM one nats-server: a graceful shutdown, as in a rolling restart."""
+        region, i = self._node(name)
+        region.nats[i].stop()
+
+    def start_node(self, name: str) -> None:
+        region, i = self._node(name)
+        region.nats[i].start()
+        node = region.nodes[i]
+        wait_until(lambda: nats_ready(node), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")
+
+    def restart_services(self, region: str) -> None:
+        """Graceful stop and start of one region's service process; returns once it serves."""
+        r = self.regions[region]
+        if r.services is not None:
+            r.services.stop()
+            r.services.start()
+        self.wait_serving(region)
+
+    def monitor_url(self, name: str) -> str:
+        region, i = self._node(name)
+        node = region.nodes[i]
+        return f"http://{node.host}:{node.http_port}"
 
     def stop(self) -> None:
         # Services first (they finish in-flight sends), then NATS.
@@ -242,8 +300,12 @@ def nats_ready(node: NatsNode) -> bool:
         return False
 
 
-def grpc_serving(endpoint: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(endpoint) as channel:
+def grpc_serving(endpoint: str, timeout: float = 1.0, *, root_certificates: bytes | None = None) -> bool:
+    if root_certificates is not None:
+        channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates))
+    else:
+        channel = grpc.insecure_channel(endpoint)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import shutil
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from xchat.mesh.tls import TlsFiles
 
 CLUSTER_NAME = "xchat"
 
@@ -35,17 +38,39 @@ class NatsNode:
         return f"nats-route://{self.host}:{self.cluster_port}"
 
 
-def render(node: NatsNode, cluster: list[NatsNode], *, cluster_name: str = CLUSTER_NAME) -> str:
-    routes = ",\n    ".join(f'"{peer.route_url}"' for peer in cluster if peer.name != node.name)
+def render(
+    node: NatsNode,
+    cluster: list[NatsNode],
+    *,
+    cluster_name: str = CLUSTER_NAME,
+    route_url: Callable[[NatsNode, NatsNode], str] | None = None,
+    tls: TlsFiles | None = None,
+) -> str:
+    """``route_url(node, peer)`` may redirect a route (e.g. through a fault-injecting proxy)."""
+    url = route_url or (lambda _node, peer: peer.route_url)
+    routes = ",\n    ".join(f'"{url(node, peer)}"' for peer in cluster if peer.name != node.name)
+    # Routes use mutual TLS (verify): a process without a CA-signed
+    # certificate cannot join the cluster.
+    route_tls = "" if tls is None else _tls_block(tls, verify=True)
+    client_tls = "" if tls is None else _tls_block(tls, verify=False)
+    # A lone server runs JetStream standalone: a cluster of one never elects.
+    cluster_block = "" if len(cluster) == 1 else f"""
+cluster {{
+  name: "{cluster_name}"
+  listen: "{node.host}:{node.cluster_port}"
+  {route_tls}
+  routes: [
+    {routes}
+  ]
+}}
+"""
     return f"""\
 server_name: "{node.name}"
 listen: "{node.host}:{node.client_port}"
 http: "{node.host}:{node.http_port}"
 server_tags: ["region:{node.region}"]
 max_payload: 1MB
-
-
-
+{client_tls}
 
 jetstream {{
   store_dir: "{node.store_dir}"
@@ -54,15 +79,14 @@ jetstream {{
   max_file_store: 2GB
   max_memory_store: 256MB
 }}
+{cluster_block}"""
 
-cluster {{
-  name: "{cluster_name}"
-  listen: "{node.host}:{node.cluster_port}"
-  routes: [
-    {routes}
-  ]
-}}
-"""
+
+def _tls_block(tls: TlsFiles, *, verify: bool) -> str:
+    return (
+        f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}",'
+        f" verify: {'true' if verify else 'false'}, timeout: 5 }}"
+    )
 
 
 def nats_server_binary() -> Path:
