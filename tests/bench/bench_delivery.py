@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import logging
+
 import grpc.aio
 import nats
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -74,14 +76,15 @@ async def relay(alice: Client, bob_device: str, endpoint: str, n: int) -> dict[s
         unary = (n // 4) / (time.perf_counter() - started)
 
         async def requests():
-            for _ in range(n):
-                yield request()
+            for _ in range(0, n, 128):
+                yield relay_pb2.SendBatch(envelopes=[request() for _ in range(128)])
 
         started = time.perf_counter()
         count = 0
-        async for result in stub.SendStream(requests(), metadata=md):
-            assert result.error_code == 0, result.error_message
-            count += 1
+        async for batch in stub.SendStream(requests(), metadata=md):
+            for result in batch.results:
+                assert result.error_code == 0, result.error_message
+                count += 1
         stream = count / (time.perf_counter() - started)
     return {"relay_send_per_s": unary, "relay_send_stream_per_s": stream}
 
@@ -129,6 +132,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="docs/bench/latest.json")
     args = parser.parse_args()
+    # The raw relay rounds send bodies that are not sealed envelopes; the SDK drops them, quietly.
+    logging.getLogger("xchat.client").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="xchat-bench-"))
     runs = []
     with LocalMesh(workdir / "mesh", mailbox_quota=1_000_000) as mesh:

@@ -28,9 +28,9 @@ async def _backlog(device) -> list[bytes]:
     call = device.mailbox.Sync(opener(), metadata=device.md)
     ids = []
     async for response in call:
+        ids.extend(e.message_id for e in response.envelopes)
         if response.HasField("backlog_done"):
             break
-        ids.append(response.envelope.message_id)
     call.cancel()
     return ids
 

@@ -28,8 +28,8 @@ async def test_send_in_one_region_is_received_in_another(connect) -> None:
         yield mailbox_pb2.SyncRequest()
     call = bob.mailbox.Sync(acks(), metadata=bob.md)
     first = await call.read()
-    assert first.envelope.message_id == mid
-    assert first.envelope.ciphertext == b"opaque"
+    assert [e.message_id for e in first.envelopes] == [mid]
+    assert first.envelopes[0].ciphertext == b"opaque"
     done = await call.read()
     assert done.HasField("backlog_done") and done.backlog_done.delivered == 1
     call.cancel()
@@ -47,7 +47,7 @@ async def test_same_message_id_sent_three_times_is_stored_once(connect) -> None:
 
     call = bob.mailbox.Sync(opener(), metadata=bob.md)
     first = await call.read()
-    assert first.envelope.message_id == request.message_id
+    assert [e.message_id for e in first.envelopes] == [request.message_id]
     done = await call.read()
     assert done.backlog_done.delivered == 1, "stored once, delivered once"
     call.cancel()

@@ -54,6 +54,8 @@ DEFAULT_PQ_PREKEYS = 20
 # Renew the access token this long before it expires.
 TOKEN_MARGIN_MS = 30_000
 MAX_ACKS_PER_FRAME = 1000
+# Envelopes per SendStream message: amortises gRPC's per-message cost.
+SEND_BATCH = 128
 RECONNECT_BACKOFF_S = (0.1, 0.3, 1.0, 2.0)
 T = TypeVar("T")
 
@@ -275,9 +277,18 @@ class Client:
         """Encrypts ``body`` for each device of ``account`` and stores it durably; one receipt per device."""
         data = body.encode() if isinstance(body, str) else body
         items = self._encrypt(account, await self._sessions_for(account), data, content_type)
+        ours = {(i.message_id, i.recipient_device) for i in items}
         receipts = []
-        for item in items:
-            receipts.append(await self._deliver(item))
+        # Order per conversation: whatever an earlier send left queued (it failed
+        # over, or the process restarted) is delivered first, with its own id.
+        for item in self._state.pending_outbox():
+            if (item.message_id, item.recipient_device) in ours:
+                receipts.append(await self._deliver(item))
+                continue
+            try:
+                await self._deliver(item)
+            except RequestRejected as exc:
+                log.warning("queued message %s was refused: %s", item.message_id.hex(), exc)
         return receipts
 
     async def _deliver(self, item: OutboxItem) -> SendReceipt:
@@ -317,30 +328,24 @@ class Client:
             target = self._transport.endpoint
             batch = list(pending.values())
 
-            async def requests() -> AsyncIterator[relay_pb2.SendRequest]:
-                for item in batch:
-                    yield relay_pb2.SendRequest(
-                        recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
+            async def requests() -> AsyncIterator[relay_pb2.SendBatch]:
+                for start in range(0, len(batch), SEND_BATCH):
+                    yield relay_pb2.SendBatch(
+                        envelopes=[
+                            relay_pb2.SendRequest(
+                                recipient_device_id=item.recipient_device,
+                                message_id=item.message_id,
+                                ciphertext=item.ciphertext,
+                            )
+                            for item in batch[start : start + SEND_BATCH]
+                        ]
                     )
 
             call = relay_pb2_grpc.RelayStub(self._transport.channel()).SendStream(requests(), metadata=metadata(token))
             try:
-                async for result in call:
-                    key = (result.message_id, result.recipient_device_id)
-                    item = pending.pop(key, None)
-                    if item is None:
-                        continue
-                    if result.error_code == 0:
-                        self._state.mark_stored(item.message_id, item.recipient_device, result.sequence)
-                        outcomes[key] = SendReceipt(item.message_id, item.recipient_device, result.sequence, result.duplicate)
-                    elif grpc.StatusCode.UNAVAILABLE.value[0] == result.error_code:
-                        pending[key] = item  # retry on the next round
-                        outcomes[key] = Failed(item.message_id, item.recipient_device, "UNAVAILABLE", result.error_message)
-                    else:
-                        self._state.mark_stored(item.message_id, item.recipient_device, 0)
-                        outcomes[key] = Failed(
-                            item.message_id, item.recipient_device, _code_name(result.error_code), result.error_message
-                        )
+                async for batch_result in call:
+                    for result in batch_result.results:
+                        self._settle_result(result, pending, outcomes)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE and exc.code() != grpc.StatusCode.UNAUTHENTICATED:
                     raise rejected(exc) from exc
@@ -350,6 +355,27 @@ class Client:
                     self._transport.fail_over(target)
                 await asyncio.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
         return [outcomes.get((i.message_id, i.recipient_device)) or Failed(i.message_id, i.recipient_device, "UNAVAILABLE", "not acknowledged") for i in items]
+
+    def _settle_result(
+        self,
+        result: relay_pb2.SendResult,
+        pending: dict[tuple[bytes, str], OutboxItem],
+        outcomes: dict[tuple[bytes, str], SendReceipt | Failed],
+    ) -> None:
+        key = (result.message_id, result.recipient_device_id)
+        item = pending.pop(key, None)
+        if item is None:
+            return
+        if result.error_code == 0:
+            self._state.mark_stored(item.message_id, item.recipient_device, result.sequence)
+            outcomes[key] = SendReceipt(item.message_id, item.recipient_device, result.sequence, result.duplicate)
+        elif result.error_code == grpc.StatusCode.UNAVAILABLE.value[0]:
+            pending[key] = item  # retried in the next round
+            outcomes[key] = Failed(item.message_id, item.recipient_device, "UNAVAILABLE", result.error_message)
+        else:
+            # Refused for good: drop it from the outbox, report it.
+            self._state.mark_stored(item.message_id, item.recipient_device, 0)
+            outcomes[key] = Failed(item.message_id, item.recipient_device, _code_name(result.error_code), result.error_message)
 
     # -- receiving -----------------------------------------------------
 
@@ -418,7 +444,13 @@ class Client:
         if opened.new_session:
             # The sealed sender claim is only a claim until the initiator's
             # identity key matches the one the directory holds for that device.
-            published = await self._directory_key(content.sender_account, content.sender_device)
+            try:
+                published = await self._directory_key(content.sender_account, content.sender_device)
+            except BaseException:
+                # Directory unreachable or the reader cancelled: open_message consumed a one-time
+                # prekey in memory only; forget that, or the redelivered copy becomes undecryptable.
+                self._reload_prekeys()
+                raise
             if published != opened.session.their_identity_key:
                 self._reload_prekeys()  # forget the one-time keys this forgery consumed in memory
                 self.undecryptable += 1
@@ -449,20 +481,26 @@ class Client:
         """Backlog, then live messages, for ever; reconnects and fails over on its own."""
         failures = 0
         while not self._closed:
-            token = await self._token()
             target = self._transport.endpoint
+            try:
+                token = await self._token()
+            except ServiceUnavailable:
+                # Login or refresh found no endpoint (regions failing over): keep trying.
+                await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
+                failures += 1
+                continue
             call = mailbox_pb2_grpc.MailboxStub(self._transport.channel()).Sync(self._ack_frames(), metadata=metadata(token))
             try:
                 async for response in call:
                     failures = 0
+                    for envelope in response.envelopes:
+                        message = await self._open(envelope)
+                        if message is None:
+                            await self._acks.put(envelope.sequence)
+                        else:
+                            yield message
                     if response.HasField("backlog_done"):
                         self.backlog_done.set()
-                        continue
-                    message = await self._open(response.envelope)
-                    if message is None:
-                        await self._acks.put(response.envelope.sequence)
-                    else:
-                        yield message
                 if self._closed:
                     return
             except grpc.aio.AioRpcError as exc:
@@ -474,6 +512,12 @@ class Client:
                     self._transport.fail_over(target)
                 else:
                     raise rejected(exc) from exc
+                await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
+                failures += 1
+            except ServiceUnavailable:
+                # A lookup while opening an envelope (the directory) found no endpoint; the
+                # envelope is not acked, so it comes back after the reconnect.
+                self._transport.fail_over(target)
                 await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
                 failures += 1
             finally:

@@ -7,6 +7,7 @@ revocation is seen everywhere within ``CACHE_TTL_S``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -61,6 +62,8 @@ class DeviceDirectory:
         self._bucket = bucket
         self._ttl = cache_ttl_s
         self._cache: dict[DeviceId, tuple[float, DeviceRecord | None]] = {}
+        # Single flight: concurrent misses for one device share one store read.
+        self._loading: dict[DeviceId, asyncio.Future[DeviceRecord | None]] = {}
 
     async def get(self, device: DeviceId, *, fresh: bool = False) -> tuple[DeviceRecord | None, int]:
         """The record and its revision (0 when absent), read from the store."""
@@ -79,8 +82,20 @@ class DeviceDirectory:
         hit = self._cache.get(device)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
-        record, _ = await self.get(device)
-        self._remember(device, record)
+        loading = self._loading.get(device)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[DeviceRecord | None] = asyncio.get_running_loop().create_future()
+        self._loading[device] = future
+        try:
+            record, _ = await self.get(device)
+            future.set_result(record)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiters re-raise it
+            raise
+        finally:
+            del self._loading[device]
         return record
 
     def _remember(self, device: DeviceId, record: DeviceRecord | None) -> None:

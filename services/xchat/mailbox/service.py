@@ -118,11 +118,11 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 woken = wake.is_set()
                 wake.clear()
                 batch = await self._reader.read_after(device, cursor, min(READ_BATCH, MAX_UNACKED - len(unacked)))
-                for stored in batch:
-                    cursor = stored.sequence
-                    unacked.add(stored.sequence)
-                    delivered += 1
-                    yield mailbox_pb2.SyncResponse(envelope=stored.envelope.to_pb(stored.sequence))
+                if batch:
+                    cursor = batch[-1].sequence
+                    unacked.update(stored.sequence for stored in batch)
+                    delivered += len(batch)
+                    yield mailbox_pb2.SyncResponse(envelopes=[stored.envelope.to_pb(stored.sequence) for stored in batch])
                 if batch:
                     lagging_retries = 0
                     continue

@@ -86,7 +86,10 @@ class Relay:
     async def send_pipelined(
         self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
     ) -> Receipt:
-        """Like ``send`` but shares one reply subscription across many in-flight publishes."""
+        """Like ``send`` but shares one reply subscription across many in-flight publishes.
+
+        Does not wake the recipient: the caller batches wake-ups with ``notify``.
+        """
         await self.validate(sender, recipient, ciphertext)
         data, headers = self._message(sender, recipient, message_id, ciphertext)
         try:
@@ -99,8 +102,11 @@ class Relay:
             raise _publish_error(exc, recipient) from exc
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise translate(exc) from exc
-        await self._notify(recipient)
         return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
+
+    async def notify(self, recipients: set[DeviceId]) -> None:
+        for recipient in recipients:
+            await self._notify(recipient)
 
     async def _notify(self, recipient: DeviceId) -> None:
         try:

@@ -11,8 +11,8 @@ from typing import Any
 import grpc.aio
 import nats.errors
 
-from xchat.core.errors import XChatError, grpc_status
-from xchat.core.ids import device_id, message_id
+from xchat.core.errors import InvalidArgument, XChatError, grpc_status
+from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.rpc import principal_of, store_timeout, streaming, unary
 from xchat.core.store import translate
 from xchat.core.tokens import TokenVerifier
@@ -22,7 +22,8 @@ from xchat.v1 import relay_pb2, relay_pb2_grpc
 Ctx = grpc.aio.ServicerContext[Any, Any]
 # Sends in flight on one SendStream; beyond it the stream stops reading
 # requests, and gRPC flow control pushes back on the client.
-STREAM_WINDOW = 256
+STREAM_WINDOW = 1024
+MAX_BATCH = 256
 
 
 def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
@@ -55,14 +56,15 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
 
     @streaming
     async def SendStream(
-        self, request_iterator: AsyncIterator[relay_pb2.SendRequest], context: Ctx
-    ) -> AsyncIterator[relay_pb2.SendResult]:
+        self, request_iterator: AsyncIterator[relay_pb2.SendBatch], context: Ctx
+    ) -> AsyncIterator[relay_pb2.SendBatchResult]:
         sender = principal_of(context, self._verifier)
-        results: asyncio.Queue[relay_pb2.SendResult | None] = asyncio.Queue()
+        results: asyncio.Queue[relay_pb2.SendBatchResult | None] = asyncio.Queue()
+        # Counts envelopes, not batches: bounded work per call whatever the batch size.
         window = asyncio.Semaphore(STREAM_WINDOW)
         in_flight: set[asyncio.Task[None]] = set()
 
-        async def send_one(request: relay_pb2.SendRequest) -> None:
+        async def send_one(request: relay_pb2.SendRequest) -> relay_pb2.SendResult:
             try:
                 receipt = await self._relay.send_pipelined(
                     sender,
@@ -71,25 +73,32 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     request.ciphertext,
                     timeout=self._timeout,
                 )
-                await results.put(_result(receipt, request.recipient_device_id))
+                return _result(receipt, request.recipient_device_id)
             except (XChatError, nats.errors.Error, asyncio.TimeoutError) as exc:
                 code, text = grpc_status(translate(exc))
-                await results.put(
-                    relay_pb2.SendResult(
-                        message_id=request.message_id,
-                        recipient_device_id=request.recipient_device_id[:64],
-                        error_code=code.value[0],
-                        error_message=text,
-                    )
+                return relay_pb2.SendResult(
+                    message_id=request.message_id,
+                    recipient_device_id=request.recipient_device_id[:64],
+                    error_code=code.value[0],
+                    error_message=text,
                 )
             finally:
                 window.release()
 
-        async def read_requests() -> None:
+        async def send_batch(batch: relay_pb2.SendBatch) -> None:
+            outcomes = await asyncio.gather(*(send_one(r) for r in batch.envelopes))
+            # One wake-up per recipient per batch, after its envelopes are durable.
+            await self._relay.notify({DeviceId(o.recipient_device_id) for o in outcomes if o.error_code == 0})
+            await results.put(relay_pb2.SendBatchResult(results=outcomes))
+
+        async def read_batches() -> None:
             try:
-                async for request in request_iterator:
-                    await window.acquire()
-                    task = asyncio.create_task(send_one(request))
+                async for batch in request_iterator:
+                    if not 0 < len(batch.envelopes) <= MAX_BATCH:
+                        raise InvalidArgument(f"a batch holds 1..{MAX_BATCH} envelopes, got {len(batch.envelopes)}")
+                    for _ in batch.envelopes:
+                        await window.acquire()
+                    task = asyncio.create_task(send_batch(batch))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 # The client half-closed: finish what was accepted, then end.
@@ -98,7 +107,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             finally:
                 await results.put(None)
 
-        reader = asyncio.create_task(read_requests())
+        reader = asyncio.create_task(read_batches())
         try:
             while (result := await results.get()) is not None:
                 yield result

@@ -33,12 +33,12 @@ class BacklogDone(_message.Message):
     def __init__(self, delivered: _Optional[int] = ...) -> None: ...
 
 class SyncResponse(_message.Message):
-    __slots__ = ("envelope", "backlog_done")
-    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("envelopes", "backlog_done")
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_DONE_FIELD_NUMBER: _ClassVar[int]
-    envelope: Envelope
+    envelopes: _containers.RepeatedCompositeFieldContainer[Envelope]
     backlog_done: BacklogDone
-    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., backlog_done: _Optional[_Union[BacklogDone, _Mapping]] = ...) -> None: ...
+    def __init__(self, envelopes: _Optional[_Iterable[_Union[Envelope, _Mapping]]] = ..., backlog_done: _Optional[_Union[BacklogDone, _Mapping]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("sequences",)

@@ -41,8 +41,8 @@ class RelayStub:
                 _registered_method=True)
         self.SendStream = channel.stream_stream(
                 '/xchat.v1.Relay/SendStream',
-                request_serializer=xchat_dot_v1_dot_relay__pb2.SendRequest.SerializeToString,
-                response_deserializer=xchat_dot_v1_dot_relay__pb2.SendResult.FromString,
+                request_serializer=xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
                 _registered_method=True)
 
 
@@ -59,9 +59,11 @@ class RelayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendStream(self, request_iterator, context):
-        """Many envelopes on one stream; one SendResult per request, in completion
-        order (match them by message_id). A per-envelope error does not end the
-        stream; it is reported in that envelope's result.
+        """Many envelopes on one call, in batches: one SendBatchResult per
+        SendBatch, in completion order (match results by message_id and
+        recipient). Batches in flight are pipelined; a per-envelope error does not
+        end the call, it is reported in that envelope's result. A batch of more
+        than 256 envelopes ends the call with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,8 +79,8 @@ def add_RelayServicer_to_server(servicer, server):
             ),
             'SendStream': grpc.stream_stream_rpc_method_handler(
                     servicer.SendStream,
-                    request_deserializer=xchat_dot_v1_dot_relay__pb2.SendRequest.FromString,
-                    response_serializer=xchat_dot_v1_dot_relay__pb2.SendResult.SerializeToString,
+                    request_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatch.FromString,
+                    response_serializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,8 +135,8 @@ class Relay:
             request_iterator,
             target,
             '/xchat.v1.Relay/SendStream',
-            xchat_dot_v1_dot_relay__pb2.SendRequest.SerializeToString,
-            xchat_dot_v1_dot_relay__pb2.SendResult.FromString,
+            xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
+            xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
             options,
             channel_credentials,
             insecure,
