@@ -10,6 +10,7 @@ so a device can reconnect to any region.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 
@@ -53,17 +54,37 @@ class MailboxReader:
         return int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), msg.data
 
     async def read_after(self, device: DeviceId, cursor: int, limit: int) -> list[Stored]:
-        """Up to ``limit`` envelopes of ``device`` with sequence > cursor, in order."""
+        """Up to ``limit`` envelopes of ``device`` with sequence > cursor, in order.
+
+        One batched direct get (nats-server ≥ 2.11): the replica streams up to
+        ``limit`` messages to a private inbox and ends with a 204 (or 404 when
+        there is nothing), so a backlog costs one round trip per batch.
+        """
+        inbox = self._nc.new_inbox()
+        subscription = await self._nc.subscribe(inbox, max_msgs=limit + 1)
         out: list[Stored] = []
-        subject = mailbox_subject(device)
-        while len(out) < limit:
-            got = await self._get({"seq": cursor + 1, "next_by_subj": subject})
-            if got is None:
-                break
-            cursor, _, data = got
-            envelope = StoredEnvelope.decode(data)
-            if envelope is not None:
-                out.append(Stored(cursor, envelope))
+        try:
+            request = {"seq": cursor + 1, "next_by_subj": mailbox_subject(device), "batch": limit}
+            await self._nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=inbox)
+            while True:
+                try:
+                    msg = await subscription.next_msg(timeout=self._timeout)
+                except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                    raise Unavailable("mailbox store did not answer in time") from exc
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status in ("204", "404"):
+                    break  # end of batch / nothing (more) stored for this device
+                if status is not None:
+                    raise Unavailable(f"mailbox store refused a read: {status} {headers.get('Description', '')}".strip())
+                envelope = StoredEnvelope.decode(msg.data)
+                if envelope is not None:
+                    out.append(Stored(int(headers["Nats-Sequence"]), envelope))
+                if len(out) >= limit:
+                    break
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
         return out
 
     async def owner_subject(self, sequence: int) -> str | None:
