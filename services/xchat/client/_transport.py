@@ -1,18 +1,21 @@
 """Endpoints with failover, bearer tokens, and translation of gRPC errors.
 
-The SDK holds an ordered endpoint list (home region first). A call goes to
-the current endpoint; when it fails with UNAVAILABLE or DEADLINE_EXCEEDED
-(region down, frozen or cut off) the transport moves to the next endpoint
-and retries, so an app never handles a region failure itself. Every unary
-call has a deadline, so a frozen region is noticed within ``call_timeout``.
+The SDK holds an ordered list of regions' endpoints (home region first). An
+endpoint is either one address serving all four services (``xchat serve
+all``, or a gRPC-aware gateway) or a mapping ``{"auth": ..., "keys": ...,
+"relay": ..., "mailbox": ...}`` (one Kubernetes Service each). A call goes to
+the current region; when it fails with UNAVAILABLE or DEADLINE_EXCEEDED
+(region down, frozen or cut off) the transport moves to the next region and
+retries, so an app never handles a region failure itself. Every unary call
+has a deadline, so a frozen region is noticed within ``call_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -22,6 +25,8 @@ from xchat.client.errors import RequestRejected, ServiceUnavailable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SERVICES = ("auth", "keys", "relay", "mailbox")
+Endpoint = Union[str, Mapping[str, str]]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_CALL_TIMEOUT_S = 5.0
 # HTTP/2 pings notice a silent (frozen, partitioned) server on long streams.
@@ -40,14 +45,16 @@ CHANNEL_OPTIONS = [
 class Transport:
     def __init__(
         self,
-        endpoints: list[str],
+        endpoints: Sequence[Endpoint],
         *,
         root_certificates: bytes | None = None,
         call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
-        self.endpoints = list(endpoints)
+        self._sites = [_site(e) for e in endpoints]
+        # Human-readable names of the regions' endpoints, for messages and failover.
+        self.endpoints = [_label(site) for site in self._sites]
         self._root = root_certificates
         self.call_timeout = call_timeout
         self._current = 0
@@ -57,8 +64,8 @@ class Transport:
     def endpoint(self) -> str:
         return self.endpoints[self._current]
 
-    def channel(self) -> grpc.aio.Channel:
-        target = self.endpoint
+    def channel(self, service: str) -> grpc.aio.Channel:
+        target = self._sites[self._current][service]
         if target not in self._channels:
             if self._root is not None:
                 credentials = grpc.ssl_channel_credentials(root_certificates=self._root)
@@ -73,14 +80,16 @@ class Transport:
             self._current = (self._current + 1) % len(self.endpoints)
             log.info("endpoint %s unavailable; failing over to %s", failed, self.endpoint)
 
-    async def call(self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, attempts: int | None = None) -> T:
-        """Runs ``invoke(channel, timeout)``, failing over across endpoints on outage errors."""
+    async def call(
+        self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, service: str, attempts: int | None = None
+    ) -> T:
+        """Runs ``invoke(channel, timeout)`` on ``service``, failing over across regions on outage errors."""
         tries = attempts if attempts is not None else 2 * len(self.endpoints)
         last: grpc.aio.AioRpcError | None = None
         for attempt in range(tries):
             target = self.endpoint
             try:
-                return await invoke(self.channel(), self.call_timeout)
+                return await invoke(self.channel(service), self.call_timeout)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise rejected(exc) from exc
@@ -96,6 +105,20 @@ class Transport:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+def _site(endpoint: Endpoint) -> dict[str, str]:
+    if isinstance(endpoint, str):
+        return {service: endpoint for service in SERVICES}
+    missing = [s for s in SERVICES if s not in endpoint]
+    if missing:
+        raise ValueError(f"endpoint mapping lacks {missing}; give all of {list(SERVICES)} or one address")
+    return {service: endpoint[service] for service in SERVICES}
+
+
+def _label(site: dict[str, str]) -> str:
+    targets = set(site.values())
+    return site["relay"] if len(targets) == 1 else ",".join(f"{k}={v}" for k, v in site.items())
 
 
 def rejected(exc: grpc.aio.AioRpcError) -> RequestRejected:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import grpc.aio
 
 from xchat.client import _codec
 from xchat.client._state import InboxItem, LocalState, OutboxItem
-from xchat.client._transport import RETRYABLE, Transport, metadata, rejected
+from xchat.client._transport import RETRYABLE, Endpoint, Transport, metadata, rejected
 from xchat.client.crypto import (
     CryptoError,
     IdentityKeyPair,
@@ -79,12 +79,16 @@ class Client:
     async def open(
         cls,
         state_path: Path | str,
-        endpoints: list[str],
+        endpoints: Sequence[Endpoint],
         *,
         root_certificates: bytes | None = None,
         call_timeout: float = 5.0,
     ) -> Client:
-        """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first)."""
+        """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first).
+
+        Each endpoint is one address serving all four services, or a mapping
+        ``{"auth": ..., "keys": ..., "relay": ..., "mailbox": ...}`` for one region.
+        """
         return cls(LocalState(state_path), Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout))
 
     # -- identity ------------------------------------------------------
@@ -132,7 +136,7 @@ class Client:
         signature = identity.sign(register_statement(account, identity.public))
         request = auth_pb2.RegisterRequest(account=account, identity_key=identity.public, signature=signature)
         reply: auth_pb2.RegisterResponse = await self._transport.call(
-            lambda ch, t: auth_pb2_grpc.AuthStub(ch).Register(request, timeout=t)
+            lambda ch, t: auth_pb2_grpc.AuthStub(ch).Register(request, timeout=t), service="auth"
         )
         self._state.set_meta("account", reply.account.encode())
         self._state.set_meta("device_id", reply.device_id.encode())
@@ -162,7 +166,9 @@ class Client:
             ),
             include_signed=rotate_signed,
         )
-        await self._authed(lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).UploadPrekeys(request, timeout=t, metadata=md))
+        await self._authed(
+            lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).UploadPrekeys(request, timeout=t, metadata=md), service="keys"
+        )
 
     def safety_number(self, peer_account: str) -> str:
         """Digits to compare out of band with ``peer_account`` (first device with a session)."""
@@ -193,7 +199,9 @@ class Client:
         if refresh:
             request = auth_pb2.RefreshRequest(refresh_token=refresh.decode())
             try:
-                reply = await self._transport.call(lambda ch, t: auth_pb2_grpc.AuthStub(ch).Refresh(request, timeout=t))
+                reply = await self._transport.call(
+                    lambda ch, t: auth_pb2_grpc.AuthStub(ch).Refresh(request, timeout=t), service="auth"
+                )
                 self._store_tokens(reply)
                 return
             except RequestRejected:
@@ -208,19 +216,21 @@ class Client:
             )
             return reply
 
-        self._store_tokens(await self._transport.call(login))
+        self._store_tokens(await self._transport.call(login, service="auth"))
 
     def _store_tokens(self, reply: auth_pb2.TokenResponse) -> None:
         self._access_token = reply.access_token
         self._access_expires_ms = reply.access_expires_at_ms
         self._state.set_meta("refresh_token", reply.refresh_token.encode())
 
-    async def _authed(self, invoke: Callable[[grpc.aio.Channel, float, tuple[tuple[str, Any], ...]], Awaitable[T]]) -> T:
+    async def _authed(
+        self, invoke: Callable[[grpc.aio.Channel, float, tuple[tuple[str, Any], ...]], Awaitable[T]], *, service: str
+    ) -> T:
         """A unary call with a valid token; logs in again once if the token was refused."""
         for attempt in range(2):
             token = await self._token()
             try:
-                return await self._transport.call(lambda ch, t: invoke(ch, t, metadata(token)))
+                return await self._transport.call(lambda ch, t: invoke(ch, t, metadata(token)), service=service)
             except RequestRejected as exc:
                 if exc.code != "UNAUTHENTICATED" or attempt:
                     raise
@@ -235,7 +245,9 @@ class Client:
             return devices
         identity, _ = self._require_identity()
         request = keys_pb2.FetchBundlesRequest(account=account)
-        reply = await self._authed(lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).FetchBundles(request, timeout=t, metadata=md))
+        reply = await self._authed(
+            lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).FetchBundles(request, timeout=t, metadata=md), service="keys"
+        )
         self._state.begin()
         try:
             for pb in reply.bundles:
@@ -296,7 +308,9 @@ class Client:
             recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
         )
         try:
-            result = await self._authed(lambda ch, t, md: relay_pb2_grpc.RelayStub(ch).Send(request, timeout=t, metadata=md))
+            result = await self._authed(
+                lambda ch, t, md: relay_pb2_grpc.RelayStub(ch).Send(request, timeout=t, metadata=md), service="relay"
+            )
         except RequestRejected:
             # Refused for good (unknown recipient, bad input): keeping it would block nothing but retry for ever.
             self._state.mark_stored(item.message_id, item.recipient_device, 0)
@@ -341,7 +355,7 @@ class Client:
                         ]
                     )
 
-            call = relay_pb2_grpc.RelayStub(self._transport.channel()).SendStream(requests(), metadata=metadata(token))
+            call = relay_pb2_grpc.RelayStub(self._transport.channel("relay")).SendStream(requests(), metadata=metadata(token))
             try:
                 async for batch_result in call:
                     for result in batch_result.results:
@@ -389,7 +403,8 @@ class Client:
         request = auth_pb2.ListDevicesRequest(account=account)
         try:
             reply: auth_pb2.ListDevicesResponse = await self._authed(
-                lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).ListDevices(request, timeout=t, metadata=md)
+                lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).ListDevices(request, timeout=t, metadata=md),
+                service="auth",
             )
         except RequestRejected:
             return None
@@ -489,7 +504,7 @@ class Client:
                 await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
                 failures += 1
                 continue
-            call = mailbox_pb2_grpc.MailboxStub(self._transport.channel()).Sync(self._ack_frames(), metadata=metadata(token))
+            call = mailbox_pb2_grpc.MailboxStub(self._transport.channel("mailbox")).Sync(self._ack_frames(), metadata=metadata(token))
             try:
                 async for response in call:
                     failures = 0

@@ -144,16 +144,22 @@ class LocalMesh:
             log_path=self.workdir / "logs" / f"nats-{node.name}.log",
         )
 
-    def _service_process(self, region: Region) -> Supervised:
+    def _service_process(
+        self, region: Region, *, service: str = "all", listen: str | None = None
+    ) -> Supervised:
         env = {
             **self._base_env(),
             "XCHAT_REGION": region.name,
-            "XCHAT_LISTEN": region.endpoint,
+            "XCHAT_LISTEN": listen or region.endpoint,
             "XCHAT_NATS_URLS": ",".join(self.nats_urls(region.name)),
-            "XCHAT_TOKEN_SIGNING_KEY_FILE": str(self.token_signing_key_file),
             "XCHAT_REPLICAS": str(self.replicas),
             **self.extra_env,
         }
+        # Least privilege: only auth holds the signing key; the rest verify.
+        if service in ("all", "auth"):
+            env["XCHAT_TOKEN_SIGNING_KEY_FILE"] = str(self.token_signing_key_file)
+        else:
+            env["XCHAT_TOKEN_PUBLIC_KEY_FILE"] = str(self.token_public_key_file)
         if self.mailbox_quota is not None:
             env["XCHAT_MAILBOX_QUOTA"] = str(self.mailbox_quota)
         if self.tls is not None:
@@ -162,12 +168,38 @@ class LocalMesh:
                 "XCHAT_TLS_KEY_FILE": str(self.tls.key),
                 "XCHAT_TLS_CA_FILE": str(self.tls.ca),
             }
+        name = f"services-{region.name}" if service == "all" else f"{service}-{region.name}"
         return Supervised(
-            f"services-{region.name}",
-            [sys.executable, "-m", "xchat", "serve", "all"],
-            log_path=self.workdir / "logs" / f"services-{region.name}.log",
+            name,
+            [sys.executable, "-m", "xchat", "serve", service],
+            log_path=self.workdir / "logs" / f"{name}.log",
             env=env,
         )
+
+    def start_split_services(self, region: str) -> tuple[dict[str, str], list[Supervised]]:
+        """Starts auth, keys, relay and mailbox of ``region`` as four processes (the
+        deployed shape); returns the endpoint mapping for the SDK and the processes."""
+        r = self.regions[region]
+        endpoints: dict[str, str] = {}
+        processes: list[Supervised] = []
+        try:
+            for service in ("auth", "keys", "relay", "mailbox"):
+                endpoint = f"{HOST}:{free_port()}"
+                proc = self._service_process(r, service=service, listen=endpoint)
+                proc.start()
+                endpoints[service] = endpoint
+                processes.append(proc)
+            for service, endpoint in endpoints.items():
+                wait_until(
+                    lambda e=endpoint: grpc_serving(e, root_certificates=self.root_certificates),  # type: ignore[misc]
+                    timeout=START_TIMEOUT_S,
+                    what=f"{service} of region {region}",
+                )
+        except BaseException:
+            for proc in processes:
+                proc.stop()
+            raise
+        return endpoints, processes
 
     @staticmethod
     def _base_env() -> dict[str, str]:
