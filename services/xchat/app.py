@@ -15,6 +15,7 @@ import nacl.signing
 from xchat.auth.accounts import Accounts
 from xchat.auth.service import AuthServicer
 from xchat.core.devices import DeviceDirectory
+from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_server, stop_server
 from xchat.core.settings import ServiceSettings
 from xchat.core.store import Store
@@ -51,7 +52,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             Registration(
                 auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
                 auth_pb2_grpc.add_AuthServicer_to_server,
-                AuthServicer(accounts, verifier),
+                AuthServicer(
+                    accounts, verifier, limiter=RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="calls")
+                ),
             )
         )
     if "keys" in settings.services:
@@ -69,7 +72,12 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
                 relay_pb2_grpc.add_RelayServicer_to_server,
-                RelayServicer(relay, verifier, store_timeout_s=settings.store_timeout_s),
+                RelayServicer(
+                    relay,
+                    verifier,
+                    store_timeout_s=settings.store_timeout_s,
+                    limiter=RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes"),
+                ),
             )
         )
     if "mailbox" in settings.services:

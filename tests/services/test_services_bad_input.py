@@ -171,3 +171,4 @@ async def test_reading_or_acking_another_devices_mailbox_is_denied(connect) -> N
     assert await _backlog(bob) == [sent.message_id], "bob's envelope is untouched"
 
 
+

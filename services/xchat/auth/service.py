@@ -8,6 +8,7 @@ import grpc.aio
 
 from xchat.auth.accounts import Accounts, Tokens
 from xchat.core.ids import account_id, device_id
+from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import principal_of, unary
 from xchat.core.tokens import TokenVerifier
 from xchat.v1 import auth_pb2, auth_pb2_grpc, common_pb2
@@ -27,12 +28,20 @@ def _tokens(tokens: Tokens) -> auth_pb2.TokenResponse:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServicer):
-    def __init__(self, accounts: Accounts, verifier: TokenVerifier) -> None:
+    def __init__(self, accounts: Accounts, verifier: TokenVerifier, *, limiter: RateLimiter) -> None:
         self._accounts = accounts
         self._verifier = verifier
+        # Unauthenticated calls write to the store: bound them per caller address.
+        self._limiter = limiter
+
+    def _limit(self, context: Ctx) -> None:
+        peer = context.peer() or "unknown"
+        # "ipv4:1.2.3.4:5678" → the address without the port.
+        self._limiter.take(peer.rsplit(":", 1)[0])
 
     @unary
     async def Register(self, request: auth_pb2.RegisterRequest, context: Ctx) -> auth_pb2.RegisterResponse:
+        self._limit(context)
         account = account_id(request.account)
         device = await self._accounts.register(account, request.identity_key, request.signature)
         return auth_pb2.RegisterResponse(account=account, device_id=device)
@@ -45,6 +54,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
 
     @unary
     async def Challenge(self, request: auth_pb2.ChallengeRequest, context: Ctx) -> auth_pb2.ChallengeResponse:
+        self._limit(context)
         nonce, expires = await self._accounts.challenge(device_id(request.device_id))
         return auth_pb2.ChallengeResponse(nonce=nonce, expires_at_ms=expires)
 

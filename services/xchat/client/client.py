@@ -57,6 +57,10 @@ MAX_ACKS_PER_FRAME = 1000
 # Envelopes per SendStream message: amortises gRPC's per-message cost.
 SEND_BATCH = 128
 RECONNECT_BACKOFF_S = (0.1, 0.3, 1.0, 2.0)
+# A Sync stream torn down by a restarting server can end with CANCELLED, or INTERNAL
+# ("Internal error from Core") / UNKNOWN from grpc-core; reconnecting is always safe
+# (unacked envelopes come back), so the receive loop never ends on these.
+STREAM_RECONNECT = {grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 T = TypeVar("T")
 
 
@@ -523,7 +527,7 @@ class Client:
                     return
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     self._access_token = ""
-                elif exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.CANCELLED:
+                elif exc.code() in RETRYABLE or exc.code() in STREAM_RECONNECT:
                     self._transport.fail_over(target)
                 else:
                     raise rejected(exc) from exc

@@ -31,6 +31,13 @@ DEFAULT_DUPLICATE_WINDOW_S = 3600.0
 DEFAULT_STORE_TIMEOUT_S = 5.0
 # Largest end-to-end ciphertext accepted by relay.
 DEFAULT_MAX_CIPHERTEXT_BYTES = 128 * 1024
+# Per device, per relay process: envelopes per second and burst. Generous for
+# people, tight enough that one device cannot monopolise a region.
+DEFAULT_SEND_RATE = 500.0
+DEFAULT_SEND_BURST = 5000.0
+# Unauthenticated calls (register, challenge), per caller address per process.
+DEFAULT_AUTH_RATE = 20.0
+DEFAULT_AUTH_BURST = 100.0
 SERVICE_NAMES = ("auth", "keys", "relay", "mailbox")
 
 
@@ -65,6 +72,10 @@ class ServiceSettings:
     duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     max_ciphertext_bytes: int = DEFAULT_MAX_CIPHERTEXT_BYTES
+    send_rate: float = DEFAULT_SEND_RATE
+    send_burst: float = DEFAULT_SEND_BURST
+    auth_rate: float = DEFAULT_AUTH_RATE
+    auth_burst: float = DEFAULT_AUTH_BURST
     services: tuple[str, ...] = field(default=SERVICE_NAMES)
 
 
@@ -79,6 +90,16 @@ def _read_key_file(path: str, name: str) -> bytes:
     if len(key) != 32:
         raise SettingsError(f"{name}: {path} holds {len(key)} bytes, expected 32")
     return key
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={value!r} is not a number") from exc
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -102,6 +123,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         "replicas": _int(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
         "mailbox_quota": _int(env, "XCHAT_MAILBOX_QUOTA", DEFAULT_MAILBOX_QUOTA),
         "mailbox_ttl_s": _int(env, "XCHAT_MAILBOX_TTL_S", DEFAULT_MAILBOX_TTL_S),
+        "send_rate": _float(env, "XCHAT_SEND_RATE", DEFAULT_SEND_RATE),
+        "send_burst": _float(env, "XCHAT_SEND_BURST", DEFAULT_SEND_BURST),
+        "auth_rate": _float(env, "XCHAT_AUTH_RATE", DEFAULT_AUTH_RATE),
+        "auth_burst": _float(env, "XCHAT_AUTH_BURST", DEFAULT_AUTH_BURST),
     }
     if password_file := env.get("XCHAT_NATS_PASSWORD_FILE"):
         try:

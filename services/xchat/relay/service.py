@@ -13,6 +13,7 @@ import nats.errors
 
 from xchat.core.errors import InvalidArgument, XChatError, grpc_status
 from xchat.core.ids import DeviceId, device_id, message_id
+from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import principal_of, store_timeout, streaming, unary
 from xchat.core.store import translate
 from xchat.core.tokens import TokenVerifier
@@ -37,14 +38,16 @@ def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
 
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):
-    def __init__(self, relay: Relay, verifier: TokenVerifier, *, store_timeout_s: float) -> None:
+    def __init__(self, relay: Relay, verifier: TokenVerifier, *, store_timeout_s: float, limiter: RateLimiter) -> None:
         self._relay = relay
         self._verifier = verifier
         self._timeout = store_timeout_s
+        self._limiter = limiter
 
     @unary
     async def Send(self, request: relay_pb2.SendRequest, context: Ctx) -> relay_pb2.SendResult:
         sender = principal_of(context, self._verifier)
+        self._limiter.take(sender.device)
         receipt = await self._relay.send(
             sender,
             device_id(request.recipient_device_id, field="recipient_device_id"),
@@ -96,6 +99,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 async for batch in request_iterator:
                     if not 0 < len(batch.envelopes) <= MAX_BATCH:
                         raise InvalidArgument(f"a batch holds 1..{MAX_BATCH} envelopes, got {len(batch.envelopes)}")
+                    self._limiter.take(sender.device, len(batch.envelopes))
                     for _ in batch.envelopes:
                         await window.acquire()
                     task = asyncio.create_task(send_batch(batch))

@@ -1,0 +1,38 @@
+"""Rates are bounded per device: a flood gets RESOURCE_EXHAUSTED with a retry hint, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from xchat.client import Client, Failed, SendReceipt
+from xchat.mesh.local import LocalMesh
+
+
+async def test_flooding_device_is_slowed_and_keeps_what_was_accepted(fresh_mesh_factory, tmp_path: Path) -> None:
+    mesh: LocalMesh = fresh_mesh_factory(extra_env={"XCHAT_SEND_RATE": "20", "XCHAT_SEND_BURST": "30"})
+    async with await Client.open(tmp_path / "a.db", [mesh.regions["a"].endpoint]) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob:
+        await alice.register("alice")
+        await bob.register("bob")
+        outcomes = []
+        for i in range(60):
+            try:
+                outcomes.extend(await alice.send("bob", f"m{i}"))
+            except Exception as exc:  # noqa: BLE001
+                outcomes.append(exc)
+        accepted = [o for o in outcomes if isinstance(o, SendReceipt)]
+        refused = [o for o in outcomes if not isinstance(o, SendReceipt)]
+        assert refused, "the limiter never engaged"
+        assert all("rate limit" in str(e) and "retry in" in str(e) for e in refused)
+        assert 30 <= len(accepted) < 60
+        inbox = bob.messages()
+        got = set()
+        while len(got) < len(accepted):
+            message = await asyncio.wait_for(anext(inbox), 10)
+            got.add(message.message_id)
+            await bob.ack(message)
+        assert {r.message_id for r in accepted} <= got
+        await inbox.aclose()
+        assert not isinstance(outcomes[0], Failed)
