@@ -49,6 +49,12 @@ def _meta(spec: MeshSpec, name: str, component: str, region: str | None = None) 
     }
 
 
+def _tls_volume(spec: MeshSpec) -> Obj:
+    # Only these three keys: a generated Secret also holds ca.key, which no pod may see.
+    items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
+    return {"name": "tls", "secret": {"secretName": names.tls_secret(spec), "items": items}}
+
+
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -158,7 +164,7 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
     ]
     if spec.tls.enabled:
         mounts.append({"name": "tls", "mountPath": natsconfig.TLS_DIR, "readOnly": True})
-        volumes.append({"name": "tls", "secret": {"secretName": names.tls_secret(spec)}})
+        volumes.append(_tls_volume(spec))
     health = {"path": "/healthz?js-enabled-only=true", "port": "monitor"}
     pvc_spec: Obj = {
         "accessModes": ["ReadWriteOnce"],
@@ -272,7 +278,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
         {"name": "token", "mountPath": f"{SERVICE_SECRET_DIR}/token", "readOnly": True},
     ]
     if spec.tls.enabled:
-        volumes.append({"name": "tls", "secret": {"secretName": names.tls_secret(spec)}})
+        volumes.append(_tls_volume(spec))
         mounts.append({"name": "tls", "mountPath": SERVICE_TLS_DIR, "readOnly": True})
     container: Obj = {
         "name": service,

@@ -46,12 +46,8 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = ()) -> dict[str, str]:
-    """A fresh CA and a certificate signed by it, as ``tls.crt``/``tls.key``/``ca.crt`` PEM.
-
-    The certificate carries both serverAuth and clientAuth usages: NATS routes
-    authenticate each other with it (mutual TLS).
-    """
+def new_ca(common_name: str) -> tuple[str, str]:
+    """A self-signed CA: (certificate PEM, private key PEM)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
@@ -74,13 +70,28 @@ def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = 
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(ca_key).decode()
+
+
+def issue(ca_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[str],
+          ips: Sequence[str] = ()) -> tuple[str, str]:
+    """A certificate signed by the CA: (certificate PEM, private key PEM).
+
+    It carries both serverAuth and clientAuth usages: NATS routes authenticate
+    each other with it (mutual TLS).
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("CA key must be an EC key")
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_name)
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -91,11 +102,19 @@ def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = 
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return {
-        "tls.crt": cert.public_bytes(serialization.Encoding.PEM).decode(),
-        "tls.key": _pem_key(key).decode(),
-        "ca.crt": ca.public_bytes(serialization.Encoding.PEM).decode(),
-    }
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key).decode()
+
+
+def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = (),
+               ca: tuple[str, str] | None = None) -> dict[str, str]:
+    """``tls.crt``/``tls.key``/``ca.crt``/``ca.key`` PEM; a new CA unless ``ca`` (cert, key) is given.
+
+    The CA key is kept in the Secret so the certificate can be re-issued with more
+    names (a region added) without changing the CA that clients trust.
+    """
+    ca_pem, ca_key_pem = ca or new_ca(common_name)
+    crt, key = issue(ca_pem, ca_key_pem, common_name, dns_names, ips)
+    return {"tls.crt": crt, "tls.key": key, "ca.crt": ca_pem, "ca.key": ca_key_pem}
 
 
 def mesh_dns_names(mesh: str, namespace: str, cluster_domain: str, regions: Sequence[str]) -> list[str]:

@@ -235,7 +235,7 @@ def running(bin_dir: Path | None = None, **kwargs: Any) -> Iterator[EnvTest]:
 
 
 def load_yaml_documents(path: Path, namespace_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     if namespace_map:

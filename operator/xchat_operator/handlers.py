@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from . import names, reconcile, status
 from .errors import OperatorError, to_kopf
-from .kube import Kube
-from .probes import RegionHealth, make_default_prober, not_probed
+from .kube import Kube, load_connection
+from .probes import Check, RegionHealth, make_default_prober, not_probed
 from .settings import OperatorSettings, from_env
 from .spec import GROUP, PLURAL, VERSION, MeshSpec, parse_mesh
 
 CONFIG = from_env()
 FINALIZER = "xchat.dev/finalizer"
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
 CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("", "v1", "configmaps"),
@@ -44,10 +46,22 @@ KIND_OF_PLURAL = {"configmaps": "ConfigMap", "secrets": "Secret", "services": "S
                   "poddisruptionbudgets": "PodDisruptionBudget"}
 
 
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Same credentials as our own client (in-cluster, else kubeconfig / $KUBECONFIG)."""
+    c = load_connection()
+    return kopf.ConnectionInfo(server=c.host, token=c.token, scheme="Bearer" if c.token else None,
+                               ca_path=c.ca_file, insecure=not c.verify,
+                               certificate_path=c.cert_file, private_key_path=c.key_file)
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
     cfg: OperatorSettings = memo.get("config") or CONFIG
     memo["config"] = cfg
+    # Shared by every resource memo (shallow copies): per-mesh locks and applied generations.
+    memo.setdefault("locks", {})
+    memo.setdefault("applied", {})
     # Keep kopf's bookkeeping out of status (which has a strict schema) and under our prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="xchat.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -55,6 +69,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING  # events are posted explicitly for what we did
     settings.watching.server_timeout = 300
+    # A timer caught mid-run when its mesh is deleted is polled at this period before the
+    # finalizer is released; kopf's 60 s default would hold every deletion that long.
+    settings.background.cancellation_polling = 1.0
     settings.networking.request_timeout = 30
     import os  # the process edge: explicit env overrides of CLI peering flags
 
@@ -80,16 +97,35 @@ def _parse(body: Mapping[str, Any]) -> MeshSpec:
         raise to_kopf(exc) from exc
 
 
+def _post(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
+    """A Normal event on ``obj`` (kopf.event ignores posting.level, which filters log records only)."""
+    kopf.event(cast(kopf.Body, obj), type="Normal", reason=reason, message=message)
+
+
 def _identity(memo: kopf.Memo) -> str:
     cfg: OperatorSettings = memo["config"]
     return cfg.identity or "operator"
 
 
-def _apply(spec: MeshSpec, memo: kopf.Memo) -> reconcile.ApplyResult:
-    try:
-        return reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
-    except OperatorError as exc:
-        raise to_kopf(exc) from exc
+def _apply(spec: MeshSpec, memo: kopf.Memo) -> reconcile.ApplyResult | None:
+    """Apply under the mesh's lock; ``None`` if a newer generation was applied meanwhile.
+
+    The timer runs concurrently with the change handlers (and the child-event
+    handlers): without the lock and the generation check, a timer holding an
+    older spec could re-apply old objects and prune a just-added region.
+    """
+    key = spec.uid or f"{spec.namespace}/{spec.name}"
+    lock = memo["locks"].setdefault(key, threading.Lock())
+    with lock:
+        applied: dict[str, int] = memo["applied"]
+        if spec.generation < applied.get(key, 0):
+            return None
+        try:
+            result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
+        except OperatorError as exc:
+            raise to_kopf(exc) from exc
+        applied[key] = spec.generation
+        return result
 
 
 def _health(memo: kopf.Memo) -> dict[str, RegionHealth]:
@@ -106,9 +142,11 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
     if spec.paused:
         patch.status.update(status.paused_patch(spec, previous))
         if previous.get("phase") != "Paused":
-            kopf.info(body, reason="Paused", message=f"reconciliation paused by annotation [{_identity(memo)}]")
+            _post(body, reason="Paused", message=f"reconciliation paused by annotation [{_identity(memo)}]")
         return
     result = _apply(spec, memo)
+    if result is None:
+        return  # a newer generation is already applied; its handler writes the status
     new = status.mesh_status(spec, _health(memo), previous,
                              reconciled=(True, "Applied", f"{result.applied} objects applied"))
     new["reconciledBy"] = _identity(memo)
@@ -119,17 +157,24 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
         msg += f", pruned {', '.join(result.pruned)}"
     if result.created_secrets:
         msg += f", generated {', '.join(result.created_secrets)}"
-    kopf.info(body, reason="Reconciled", message=f"{msg} [{_identity(memo)}]")
+    _post(body, reason="Reconciled", message=f"{msg} [{_identity(memo)}]")
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync.interval, idle=CONFIG.resync.idle)
 async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    spec = _parse(body)
-    previous = dict(body.get("status") or {})
+    kube: Kube = memo["kube"]
+    meta = body.get("metadata", {})
+    # The timer's body can be older than a change being handled right now: read it fresh.
+    fresh = await asyncio.to_thread(kube.get, "XChatMesh", meta.get("namespace"), meta.get("name"))
+    if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
+        return
+    spec = _parse(fresh)
+    previous = dict(fresh.get("status") or {})
     if spec.paused:
         patch.status.update(status.paused_patch(spec, previous))
         return
-    await asyncio.to_thread(_apply, spec, memo)  # drift: re-apply, a no-op when nothing changed
+    if await asyncio.to_thread(_apply, spec, memo) is None:  # drift: re-apply, a no-op when nothing changed
+        return
     health = _health(memo)
     health.clear()
     prober = memo["prober"]
@@ -138,20 +183,22 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     for region, res in zip(regions, results):
         if isinstance(res, BaseException):
             # A broken probe is a not-ready region, never a crashed handler.
-            from .probes import Check
             c = Check(ok=False, reason="ProbeFailed", message=repr(res))
             health[region.name] = RegionHealth(region=region.name, nats=c, services={"probe": c})
         else:
             health[region.name] = res
     new = status.mesh_status(spec, health, previous)
+    latest = await asyncio.to_thread(kube.get, "XChatMesh", spec.namespace, spec.name)
+    if latest is None or latest["metadata"].get("generation") != spec.generation:
+        return  # the spec changed while probing: the next run reports on the new one
     if new["phase"] != previous.get("phase") and previous.get("phase"):
-        kopf.info(body, reason=f"Phase{new['phase']}",
+        _post(body, reason=f"Phase{new['phase']}",
                   message=f"phase {previous.get('phase')} -> {new['phase']}, ready regions {new['readyRegions']}")
     patch.status.update(new)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def delete_mesh(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def delete_mesh(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
     spec = _parse(body)
     try:
         deleted = reconcile.cleanup(memo["kube"], spec)
@@ -168,8 +215,8 @@ def _last_writer(body: Mapping[str, Any]) -> str:
     return str(max(entries, key=lambda e: str(e.get("time", ""))).get("manager", ""))
 
 
-def on_child_event(event: Mapping[str, Any], body: kopf.Body, resource: kopf.Resource,
-                   memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def on_child_event(event: kopf.RawEvent, body: kopf.Body, resource: kopf.Resource,
+                   memo: Any, logger: Logger, **_: Any) -> None:
     """A deleted child comes back; a child edited by someone else is re-applied."""
     etype = event.get("type")
     if etype not in ("DELETED", "MODIFIED"):
@@ -188,14 +235,16 @@ def on_child_event(event: Mapping[str, Any], body: kopf.Body, resource: kopf.Res
     kind = KIND_OF_PLURAL[resource.plural]
     if spec.paused:
         return
+    lock = memo["locks"].setdefault(spec.uid or f"{spec.namespace}/{spec.name}", threading.Lock())
     try:
-        done = reconcile.repair_child(kube, spec, kind, body["metadata"]["name"],
-                                      cluster_domain=memo["config"].cluster_domain)
+        with lock:
+            done = reconcile.repair_child(kube, spec, kind, body["metadata"]["name"],
+                                          cluster_domain=memo["config"].cluster_domain)
     except OperatorError as exc:
         raise to_kopf(exc) from exc
     if done:
         what = "Recreated" if etype == "DELETED" else "Corrected"
-        kopf.info(mesh, reason=what, message=f"{what.lower()} {kind}/{body['metadata']['name']} [{_identity(memo)}]")
+        _post(mesh, reason=what, message=f"{what.lower()} {kind}/{body['metadata']['name']} [{_identity(memo)}]")
 
 
 for _group, _version, _plural in CHILD_RESOURCES:

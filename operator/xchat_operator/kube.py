@@ -12,7 +12,9 @@ here, in one place, into :class:`~.errors.KubeError` (chained).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -46,6 +48,8 @@ RESOURCES: Mapping[str, tuple[str, str, bool]] = {
     "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "KopfPeering": ("kopf.dev/v1", "kopfpeerings", True),
+    "ClusterKopfPeering": ("kopf.dev/v1", "clusterkopfpeerings", False),
 }
 
 #: kinds the operator creates for a mesh and prunes when no longer desired
@@ -65,6 +69,36 @@ def collection_path(kind: str, namespace: str | None) -> str:
 
 def object_path(kind: str, namespace: str | None, name: str) -> str:
     return f"{collection_path(kind, namespace)}/{name}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Connection:
+    host: str
+    token: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+
+def load_connection(kubeconfig: str | None = None) -> Connection:
+    """Connection details: in-cluster service account, else ``kubeconfig`` (or ``$KUBECONFIG``)."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        # Pass the path explicitly: the kubernetes package reads $KUBECONFIG only at its import.
+        path = kubeconfig or os.environ.get("KUBECONFIG") or None
+        config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    # The key's name differs between kubernetes client generations.
+    raw = dict(cfg.api_key or {})
+    token = raw.get("BearerToken") or raw.get("authorization") or None
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return Connection(host=cfg.host, token=token, ca_file=cfg.ssl_ca_cert, cert_file=cfg.cert_file,
+                      key_file=cfg.key_file, verify=bool(cfg.verify_ssl))
 
 
 class Kube:
@@ -96,18 +130,9 @@ class Kube:
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> Kube:
         """In-cluster service account if present, otherwise the kubeconfig."""
-        from kubernetes import client, config  # type: ignore[import-untyped]
-
-        cfg = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        token = cfg.get_api_key_with_prefix("authorization") or None
-        if token and token.lower().startswith("bearer "):
-            token = token[7:]
-        return cls(host=cfg.host, token=token, ca_file=cfg.ssl_ca_cert, cert_file=cfg.cert_file,
-                   key_file=cfg.key_file, verify=bool(cfg.verify_ssl))
+        c = load_connection(kubeconfig)
+        return cls(host=c.host, token=c.token, ca_file=c.ca_file, cert_file=c.cert_file,
+                   key_file=c.key_file, verify=c.verify)
 
     def with_headers(self, headers: Mapping[str, str]) -> Kube:
         """Same connection, extra headers (e.g. ``Impersonate-User`` in tests)."""

@@ -25,6 +25,9 @@ from .kube import OWNED_KINDS, Kube
 from .spec import SERVICE_NAMES, MeshSpec
 
 
+TLS_REGIONS_ANNOTATION = "xchat.dev/tls-regions"  # regions the generated certificate covers
+
+
 @dataclasses.dataclass(frozen=True)
 class ApplyResult:
     applied: int
@@ -88,14 +91,22 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
 
     if spec.tls.enabled and not spec.tls.secret_name:
         tls_name = names.generated_tls_secret(spec.name)
-        if kube.get("Secret", spec.namespace, tls_name) is None:
+        regions = ",".join(sorted(r.name for r in spec.regions))
+        current = kube.get("Secret", spec.namespace, tls_name)
+        covered = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TLS_REGIONS_ANNOTATION)
+        if current is None or covered != regions:
+            # Same CA when re-issuing for a changed region set: clients keep trusting it.
+            old = _decode(current) if current else {}
+            ca = (old["ca.crt"], old["ca.key"]) if "ca.crt" in old and "ca.key" in old else None
             bundle = credentials.tls_bundle(
                 spec.name,
                 credentials.mesh_dns_names(spec.name, spec.namespace, cluster_domain, [r.name for r in spec.regions]),
                 ips=("127.0.0.1",),
+                ca=ca,
             )
             obj = _secret(spec, tls_name, "tls", bundle)
             obj["type"] = "kubernetes.io/tls"
+            obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions}
             kube.apply(obj)
             created.append(tls_name)
     return {u: passwords[u] for u in (*SERVICE_NAMES, names.ROUTE_USER)}, created

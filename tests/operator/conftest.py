@@ -17,10 +17,9 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -33,28 +32,12 @@ from xchat_operator import envtest  # noqa: E402
 from xchat_operator.kube import Kube  # noqa: E402
 from xchat_operator.probes import Check, RegionHealth, make_default_prober  # noqa: E402
 from xchat_operator.spec import SERVICE_NAMES, MeshSpec, Region  # noqa: E402
+from xchat_operator.testing import NS, eventually, mesh_manifest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "operator" / "crd"
 RBAC_DIR = REPO / "operator" / "rbac"
 BUILD_SCRIPT = REPO / "operator" / "envtest" / "build-binaries.sh"
-NS = "xchat"
-T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.25, what: str = "") -> T:
-    """Call ``fn`` until it returns a truthy value without raising AssertionError."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            out = fn()
-            if out:
-                return out
-        except (AssertionError, KeyError, TypeError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: {last!r}")
 
 
 def _binaries_or_skip() -> None:
@@ -150,16 +133,6 @@ def operator(envtest_env: envtest.EnvTest, kube: Kube, prober: FakeProber) -> It
         assert not thread.is_alive(), "operator thread did not stop"
 
 
-def mesh_manifest(name: str, regions: list[dict[str, Any]] | None = None, namespace: str = NS,
-                  **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "xchat.dev/v1alpha1",
-        "kind": "XChatMesh",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"regions": regions or [{"name": "a"}, {"name": "b"}, {"name": "c"}], **spec},
-    }
-
-
 @pytest.fixture
 def make_mesh(kube: Kube, operator: None) -> Iterator[Callable[..., dict[str, Any]]]:
     """Create meshes through the admin client; delete them (and wait) after the test."""
@@ -177,14 +150,3 @@ def make_mesh(kube: Kube, operator: None) -> Iterator[Callable[..., dict[str, An
         eventually(lambda n=name: kube.get("XChatMesh", NS, n) is None, 30, what=f"mesh {name} deleted")
 
 
-def events_for(kube: Kube, namespace: str, name: str, reason: str | None = None) -> list[dict[str, Any]]:
-    evs = [e for e in kube.list("Event", namespace)
-           if e.get("involvedObject", {}).get("name") == name and e.get("involvedObject", {}).get("kind") == "XChatMesh"]
-    return [e for e in evs if reason is None or e.get("reason") == reason]
-
-
-def region_conditions(mesh: dict[str, Any], region: str) -> dict[str, tuple[str, str]]:
-    for r in (mesh.get("status") or {}).get("regions") or ():
-        if r["name"] == region:
-            return {c["type"]: (c["status"], c["reason"]) for c in r["conditions"]}
-    raise KeyError(region)

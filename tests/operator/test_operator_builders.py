@@ -174,3 +174,27 @@ def test_spec_defaults_and_modes() -> None:
     assert not spec.paused
     paused = parse_mesh({**mesh_body(), "metadata": {"name": "m", "annotations": {"xchat.dev/paused": "true"}}})
     assert paused.paused
+
+
+def test_tls_bundle_reissue_keeps_ca() -> None:
+    from cryptography import x509
+
+    from xchat_operator import credentials
+
+    first = credentials.tls_bundle("m", credentials.mesh_dns_names("m", "ns", "cluster.local", ["a"]))
+    again = credentials.tls_bundle("m", credentials.mesh_dns_names("m", "ns", "cluster.local", ["a", "b"]),
+                                   ca=(first["ca.crt"], first["ca.key"]))
+    assert again["ca.crt"] == first["ca.crt"] and again["tls.crt"] != first["tls.crt"]
+    cert = x509.load_pem_x509_certificate(again["tls.crt"].encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "*.m-nats-b-headless.ns.svc.cluster.local" in sans and "*.ns.svc.cluster.local" in sans
+    ca = x509.load_pem_x509_certificate(again["ca.crt"].encode())
+    cert.verify_directly_issued_by(ca)
+
+
+def test_pods_never_mount_the_ca_key() -> None:
+    objs = objects(tls={"enabled": True})
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            vols = {v["name"]: v for v in o["spec"]["template"]["spec"]["volumes"]}
+            assert [i["key"] for i in vols["tls"]["secret"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
