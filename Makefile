@@ -28,7 +28,7 @@ tools:
 
 lint: $(BIN)/.installed
 	$(BIN)/lint-imports
-	$(BIN)/mypy services/xchat
+	$(BIN)/mypy services/xchat operator/xchat_operator chaos/xchat_chaos
 
 test: $(BIN)/.installed tools lint
 	$(BIN)/python -m pytest -q

@@ -21,6 +21,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Union
 
+from xchat.core.permissions import permissions
+from xchat.core.settings import SERVICE_NAMES
+
 from . import names
 from .spec import MeshSpec, Region
 
@@ -40,67 +43,12 @@ class Raw:
 Value = Union[str, int, bool, Raw, Sequence["Value"], Mapping[str, "Value"]]
 
 
-def _stream_admin(stream: str) -> list[str]:
-    return [
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.CREATE.{stream}",
-        f"$JS.API.STREAM.UPDATE.{stream}",
-    ]
-
-
-def _kv_read(bucket: str) -> list[str]:
-    stream = f"KV_{bucket}"
-    return [
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}.>",
-        f"$JS.API.CONSUMER.CREATE.{stream}.>",  # watchers / key listing
-        f"$JS.API.CONSUMER.DELETE.{stream}.>",
-    ]
-
-
-def _kv_write(bucket: str) -> list[str]:
-    return [*_stream_admin(f"KV_{bucket}"), *_kv_read(bucket), f"$KV.{bucket}.>"]
-
-
-_COMMON_PUBLISH = ["$JS.API.INFO"]
-
-#: publish allow-list of each service user; every user may also subscribe to
-#: ``_INBOX.>`` (request replies, ordered-consumer deliveries) and nothing else.
-PERMISSIONS: Mapping[str, tuple[str, ...]] = {
-    "auth": tuple(
-        dict.fromkeys(
-            _COMMON_PUBLISH
-            + _kv_write("xchat_accounts")
-            + _kv_write("xchat_devices")
-            + _kv_write("xchat_challenges")
-            + _kv_write("xchat_refresh")
-        )
-    ),
-    "keys": tuple(dict.fromkeys(_COMMON_PUBLISH + _kv_write("xchat_prekeys") + _kv_read("xchat_devices"))),
-    "relay": tuple(
-        dict.fromkeys(
-            _COMMON_PUBLISH + _stream_admin("XCHAT_MAILBOX") + ["xchat.mbx.>"] + _kv_read("xchat_devices")
-        )
-    ),
-    "mailbox": tuple(
-        dict.fromkeys(
-            _COMMON_PUBLISH
-            + _stream_admin("XCHAT_MAILBOX")
-            + [
-                "$JS.API.CONSUMER.CREATE.XCHAT_MAILBOX.>",
-                "$JS.API.CONSUMER.DELETE.XCHAT_MAILBOX.>",
-                "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX",
-                "$JS.API.DIRECT.GET.XCHAT_MAILBOX",
-                "$JS.API.DIRECT.GET.XCHAT_MAILBOX.>",
-                "$JS.ACK.XCHAT_MAILBOX.>",
-                "$JS.FC.XCHAT_MAILBOX.>",
-            ]
-            + _kv_read("xchat_devices")
-        )
-    ),
-}
-SUBSCRIBE_ALLOW: tuple[str, ...] = ("_INBOX.>",)
+#: Publish allow-list of each service's NATS user. The services own this
+#: list (``xchat.core.permissions``), and a mesh test runs every flow under
+#: exactly these permissions, so the operator renders it rather than guessing.
+PERMISSIONS: Mapping[str, tuple[str, ...]] = {svc: permissions(svc).publish for svc in SERVICE_NAMES}
+#: Subscribe allow-list of each service's NATS user (replies; mailbox wake-ups).
+SUBSCRIBE: Mapping[str, tuple[str, ...]] = {svc: permissions(svc).subscribe for svc in SERVICE_NAMES}
 
 
 def render(value: Value, indent: int = 0) -> str:
@@ -172,7 +120,7 @@ def nats_config(
             "password": passwords[svc],
             "permissions": {
                 "publish": {"allow": list(PERMISSIONS[svc])},
-                "subscribe": {"allow": list(SUBSCRIBE_ALLOW)},
+                "subscribe": {"allow": list(SUBSCRIBE[svc])},
             },
         }
         for svc in PERMISSIONS

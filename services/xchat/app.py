@@ -18,7 +18,7 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_server, stop_server
 from xchat.core.settings import ServiceSettings
-from xchat.core.store import Store
+from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_PREKEYS, Store
 from xchat.core.tokens import TokenSigner, TokenVerifier
 from xchat.keys.prekeys import PrekeyDirectory
 from xchat.keys.service import KeysServicer
@@ -39,7 +39,6 @@ def _verifier(settings: ServiceSettings) -> TokenVerifier:
 
 def registrations(settings: ServiceSettings, store: Store) -> list[Registration]:
     verifier = _verifier(settings)
-    devices = DeviceDirectory(store.buckets.devices)
     out: list[Registration] = []
     if "auth" in settings.services:
         assert settings.token_signing_seed is not None
@@ -47,7 +46,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             signing_key=nacl.signing.SigningKey(settings.token_signing_seed),
             lifetime_ms=settings.access_token_lifetime_ms,
         )
-        accounts = Accounts(store.buckets, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s)
+        accounts = Accounts(store, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s)
         out.append(
             Registration(
                 auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
@@ -58,7 +57,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     if "keys" in settings.services:
-        directory = PrekeyDirectory(store.buckets.prekeys, store.buckets.accounts, devices)
+        directory = PrekeyDirectory(
+            store.bucket(BUCKET_PREKEYS), store.bucket(BUCKET_ACCOUNTS), DeviceDirectory(store.bucket(BUCKET_DEVICES))
+        )
         out.append(
             Registration(
                 keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
@@ -67,7 +68,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     if "relay" in settings.services:
-        relay = Relay(store, devices, max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        relay = Relay(store, DeviceDirectory(store.bucket(BUCKET_DEVICES)), max_ciphertext_bytes=settings.max_ciphertext_bytes)
         out.append(
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,

@@ -62,8 +62,8 @@ async def run_demo(
         _say("verify", f"safety number (compare out of band): {alice.safety_number(bob_name)[:30]}…")
         match = alice.safety_number(bob_name) == bob.safety_number(alice_name)
         _say("verify", f"both sides compute the same number: {match}")
-        await inbox.aclose()  # type: ignore[attr-defined]
-        await alice_inbox.aclose()  # type: ignore[attr-defined]
+        await inbox.aclose()
+        await alice_inbox.aclose()
         print("demo: done\n", flush=True)
     finally:
         await alice.close()

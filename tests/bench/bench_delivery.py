@@ -105,7 +105,7 @@ async def sdk(alice: Client, bob: Client, bob_name: str, n: int) -> dict[str, fl
         message = await asyncio.wait_for(anext(inbox), 30)
         latencies.append((time.perf_counter() - started) * 1000)
         await bob.ack(message)
-    await inbox.aclose()  # type: ignore[attr-defined]
+    await inbox.aclose()
     return {"sdk_send_per_s": send_rate, "sdk_end_to_end_ms_p50": statistics.median(latencies),
             "sdk_end_to_end_ms_p90": statistics.quantiles(latencies, n=10)[-1]}
 

@@ -84,18 +84,19 @@ def test_routes_keep_down_and_drained_regions() -> None:
 
 def test_service_permissions_are_least_privilege() -> None:
     p = natsconfig.PERMISSIONS
-    assert "xchat.mbx.>" in p["relay"] and "xchat.mbx.>" not in p["mailbox"]
+    assert "xchat.mbx.*" in p["relay"] and "xchat.mbx.*" not in p["mailbox"]
     assert "$KV.xchat_accounts.>" in p["auth"]
-    assert not any("xchat_accounts" in s for s in p["keys"] + p["relay"] + p["mailbox"])
+    assert not any(s.startswith("$KV.xchat_accounts") for s in p["keys"] + p["relay"] + p["mailbox"])
     assert "$KV.xchat_prekeys.>" in p["keys"] and not any("prekeys" in s for s in p["auth"])
     assert "$JS.API.DIRECT.GET.KV_xchat_devices.>" in p["relay"]
     assert "$KV.xchat_devices.>" not in p["relay"]  # read-only there
-    assert "$JS.API.CONSUMER.CREATE.XCHAT_MAILBOX.>" in p["mailbox"]
     assert "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX" in p["mailbox"]
+    assert not any("CONSUMER" in s for perms in p.values() for s in perms), "no consumers anywhere"
     assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
+    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX.>", "xchat.ntf.*")
     spec = parse_mesh(mesh_body())
     conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
-    assert conf.count('subscribe: {\n          allow: ["_INBOX.>"]') == 4
+    assert conf.count('subscribe: {\n          allow: ["_INBOX.>"]') == 3
     assert '"$KV.xchat_prekeys.>"' in conf
 
 

@@ -24,7 +24,7 @@ from xchat.core.devices import DeviceDirectory, DeviceRecord
 from xchat.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from xchat.core.ids import ED25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES, AccountId, DeviceId, exact_length, new_device_id
 from xchat.core.signatures import verify_signature
-from xchat.core.store import Buckets
+from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_CHALLENGES, BUCKET_DEVICES, BUCKET_REFRESH, Store
 from xchat.core.tokens import TokenSigner
 from xchat.statements import login_statement, register_statement
 
@@ -50,12 +50,12 @@ def _now_ms() -> int:
 
 
 class Accounts:
-    def __init__(self, buckets: Buckets, signer: TokenSigner, *, refresh_lifetime_s: int) -> None:
-        self._accounts: KeyValue = buckets.accounts
-        self._devices = DeviceDirectory(buckets.devices)
-        self._devices_kv: KeyValue = buckets.devices
-        self._challenges: KeyValue = buckets.challenges
-        self._refresh: KeyValue = buckets.refresh
+    def __init__(self, store: Store, signer: TokenSigner, *, refresh_lifetime_s: int) -> None:
+        self._accounts: KeyValue = store.bucket(BUCKET_ACCOUNTS)
+        self._devices_kv: KeyValue = store.bucket(BUCKET_DEVICES)
+        self._devices = DeviceDirectory(self._devices_kv)
+        self._challenges: KeyValue = store.bucket(BUCKET_CHALLENGES)
+        self._refresh: KeyValue = store.bucket(BUCKET_REFRESH)
         self._signer = signer
         self._refresh_lifetime_ms = refresh_lifetime_s * 1000
 

@@ -17,10 +17,9 @@ the app a message twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from pathlib import Path
 
@@ -496,7 +495,7 @@ class Client:
                 sequences.append(self._acks.get_nowait())
             yield mailbox_pb2.SyncRequest(ack_sequences=sequences)
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def messages(self) -> AsyncGenerator[Message, None]:
         """Backlog, then live messages, for ever; reconnects and fails over on its own."""
         failures = 0
         while not self._closed:

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
@@ -27,17 +26,37 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from xchat.core.errors import Unavailable, XChatError
+from xchat.core.permissions import (
+    BUCKET_ACCOUNTS,
+    BUCKET_CHALLENGES,
+    BUCKET_DEVICES,
+    BUCKET_PREKEYS,
+    BUCKET_REFRESH,
+    MAILBOX_OWNER,
+    MAILBOX_READER,
+    MAILBOX_STREAM,
+    OWNED_BUCKETS,
+    READ_BUCKETS,
+)
 from xchat.core.settings import ServiceSettings
+
+__all__ = [
+    "BUCKET_ACCOUNTS",
+    "BUCKET_CHALLENGES",
+    "BUCKET_DEVICES",
+    "BUCKET_PREKEYS",
+    "BUCKET_REFRESH",
+    "MAILBOX_STREAM",
+    "STORE_ERRORS",
+    "Store",
+    "mailbox_subject",
+    "notify_subject",
+    "translate",
+]
 
 log = logging.getLogger(__name__)
 
-MAILBOX_STREAM = "XCHAT_MAILBOX"
 MAILBOX_SUBJECT_PREFIX = "xchat.mbx."
-BUCKET_ACCOUNTS = "xchat_accounts"
-BUCKET_DEVICES = "xchat_devices"
-BUCKET_CHALLENGES = "xchat_challenges"
-BUCKET_REFRESH = "xchat_refresh"
-BUCKET_PREKEYS = "xchat_prekeys"
 CHALLENGE_TTL_S = 120.0
 # JetStream API error codes we react to (nats-server errors.json).
 ERR_STREAM_NAME_IN_USE = 10058
@@ -75,15 +94,6 @@ def translate(exc: BaseException) -> XChatError:
 STORE_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, asyncio.TimeoutError)
 
 
-@dataclass(frozen=True, slots=True)
-class Buckets:
-    accounts: KeyValue
-    devices: KeyValue
-    challenges: KeyValue
-    refresh: KeyValue
-    prekeys: KeyValue
-
-
 class Store:
     """One NATS connection, its JetStream context and the opened buckets."""
 
@@ -91,13 +101,14 @@ class Store:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.store_timeout_s)
         self.settings = settings
-        self._buckets: Buckets | None = None
+        self._buckets: dict[str, KeyValue] = {}
 
-    @property
-    def buckets(self) -> Buckets:
-        if self._buckets is None:
-            raise RuntimeError("Store.ensure_resources() has not run")
-        return self._buckets
+    def bucket(self, name: str) -> KeyValue:
+        """An opened bucket; only those the process's services own or read are opened."""
+        try:
+            return self._buckets[name]
+        except KeyError:
+            raise RuntimeError(f"bucket {name} is not opened by this process (see xchat.core.permissions)") from None
 
     @classmethod
     async def connect(cls, settings: ServiceSettings, *, name: str) -> Store:
@@ -133,28 +144,38 @@ class Store:
                 await asyncio.sleep(0.5)
 
     async def ensure_resources(self) -> None:
-        """Creates or updates the stream and buckets (idempotent, safe to race)."""
+        """Creates what this process's services own; waits for what they only read.
+
+        Idempotent and safe to race: every region's processes run it at start.
+        Ownership (and so the NATS permissions needed) is in ``xchat.core.permissions``.
+        """
+        services = set(self.settings.services)
+        if MAILBOX_OWNER in services:
+            await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
+        elif MAILBOX_READER in services:
+            await self._retry(lambda: self._wait_for(lambda: self.js.stream_info(MAILBOX_STREAM), MAILBOX_STREAM))
+        owned = [b for s in self.settings.services for b in OWNED_BUCKETS[s]]
+        read = [b for s in self.settings.services for b in READ_BUCKETS[s] if b not in owned]
+        for name in dict.fromkeys(owned):
+            config = self._bucket_config(name)
+            self._buckets[name] = await self._retry(lambda c=config: self._ensure_bucket(c))  # type: ignore[misc]
+        for name in dict.fromkeys(read):
+            self._buckets[name] = await self._retry(
+                lambda n=name: self._wait_for(lambda: self.js.key_value(n), n)  # type: ignore[misc]
+            )
+
+    def _bucket_config(self, name: str) -> KeyValueConfig:
         s = self.settings
-        await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
-        kv = [
-            KeyValueConfig(bucket=BUCKET_ACCOUNTS, replicas=s.replicas, history=1, storage=StorageType.FILE),
-            KeyValueConfig(bucket=BUCKET_DEVICES, replicas=s.replicas, history=1, storage=StorageType.FILE),
-            KeyValueConfig(
-                bucket=BUCKET_CHALLENGES, replicas=s.replicas, history=1, ttl=CHALLENGE_TTL_S, storage=StorageType.FILE
-            ),
-            KeyValueConfig(
-                bucket=BUCKET_REFRESH,
-                replicas=s.replicas,
-                history=1,
-                ttl=float(s.refresh_token_lifetime_s),
-                storage=StorageType.FILE,
-            ),
-            KeyValueConfig(bucket=BUCKET_PREKEYS, replicas=s.replicas, history=1, storage=StorageType.FILE),
-        ]
-        opened = []
-        for config in kv:
-            opened.append(await self._retry(lambda c=config: self._ensure_bucket(c)))  # type: ignore[misc]
-        self._buckets = Buckets(*opened)
+        ttl = {BUCKET_CHALLENGES: CHALLENGE_TTL_S, BUCKET_REFRESH: float(s.refresh_token_lifetime_s)}.get(name)
+        return KeyValueConfig(bucket=name, replicas=s.replicas, history=1, ttl=ttl, storage=StorageType.FILE)
+
+    async def _wait_for(self, open_: Callable[[], Awaitable[T]], what: str) -> T:
+        """Opens a resource another service owns; retried (as unavailable) until it exists."""
+        try:
+            return await open_()
+        except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError) as exc:
+            log.info("%s does not exist yet (its owner creates it); waiting", what)
+            raise asyncio.TimeoutError(f"{what} not created yet") from exc
 
     def _mailbox_config(self) -> StreamConfig:
         s = self.settings

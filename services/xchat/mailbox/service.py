@@ -19,7 +19,7 @@ import nats.errors
 
 from xchat.core.errors import InvalidArgument, PermissionDenied
 from xchat.core.ids import DeviceId
-from xchat.core.rpc import principal_of, store_timeout, streaming, unary
+from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import Store, mailbox_subject, notify_subject
 from xchat.core.tokens import TokenVerifier
 from xchat.mailbox.reader import MailboxReader

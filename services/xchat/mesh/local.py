@@ -9,6 +9,7 @@ Used by ``xchat up``, the integration tests and the local chaos back end.
 from __future__ import annotations
 
 import base64
+import secrets
 import json
 import socket
 import sys
@@ -22,6 +23,8 @@ import grpc
 import nacl.signing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from xchat.core.permissions import Permissions, permissions
+from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import NatsNode, nats_server_binary, render
 from xchat.mesh.processes import Supervised, wait_until
 from xchat.mesh.tls import TlsFiles, make_local_pki
@@ -63,6 +66,7 @@ class LocalMesh:
         extra_env: dict[str, str] | None = None,
         route_url: Callable[[NatsNode, NatsNode], str] | None = None,
         tls: bool = False,
+        nats_auth: bool = False,
     ) -> None:
         """``route_url(node, peer)``: the URL ``node`` dials to reach ``peer`` (default: the peer's
         cluster port; the chaos drills pass proxy addresses to cut or slow inter-region links)."""
@@ -70,6 +74,12 @@ class LocalMesh:
         self.route_url = route_url
         # TLS on every hop: SDK→gRPC, service→NATS, NATS route↔route (mutual).
         self.tls: TlsFiles | None = make_local_pki(workdir / "tls") if tls else None
+        # One NATS user per service with exactly xchat.core.permissions; "all"
+        # (the union) for one-process regions; "admin" for tests and drills.
+        self.nats_users: dict[str, tuple[str, Permissions | None]] | None = None
+        if nats_auth:
+            self.nats_users = {name: (secrets.token_urlsafe(18), permissions(name)) for name in (*SERVICE_NAMES, "all")}
+            self.nats_users["admin"] = (secrets.token_urlsafe(18), None)
         self.replicas = replicas
         self.mailbox_quota = mailbox_quota
         self.extra_env = extra_env or {}
@@ -114,6 +124,17 @@ class LocalMesh:
         self.token_public_key_file = keys / "token-public.key"
 
     @property
+    def admin_credentials(self) -> dict[str, str]:
+        """``nats.connect`` keyword arguments for an unrestricted client (empty without NATS auth)."""
+        if self.nats_users is None:
+            return {}
+        return {"user": "admin", "password": self.nats_users["admin"][0]}
+
+    def nats_credentials(self, user: str) -> dict[str, str]:
+        assert self.nats_users is not None, "the mesh runs without NATS authorization"
+        return {"user": user, "password": self.nats_users[user][0]}
+
+    @property
     def root_certificates(self) -> bytes | None:
         """The CA the SDK must trust (None when the mesh runs without TLS)."""
         return self.tls.ca.read_bytes() if self.tls is not None else None
@@ -137,7 +158,7 @@ class LocalMesh:
     def _nats_process(self, node: NatsNode) -> Supervised:
         config = self.workdir / "nats" / f"{node.name}.conf"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(render(node, self.all_nodes, route_url=self.route_url, tls=self.tls))
+        config.write_text(render(node, self.all_nodes, route_url=self.route_url, tls=self.tls, users=self.nats_users))
         return Supervised(
             f"nats-{node.name}",
             [str(nats_server_binary()), "-c", str(config)],
@@ -168,6 +189,12 @@ class LocalMesh:
             env["XCHAT_TOKEN_PUBLIC_KEY_FILE"] = str(self.token_public_key_file)
         if self.mailbox_quota is not None:
             env["XCHAT_MAILBOX_QUOTA"] = str(self.mailbox_quota)
+        if self.nats_users is not None:
+            password_file = self.workdir / "nats-users" / f"{service}.password"
+            password_file.parent.mkdir(parents=True, exist_ok=True)
+            password_file.write_text(self.nats_users[service][0])
+            password_file.chmod(0o600)
+            env |= {"XCHAT_NATS_USER": service, "XCHAT_NATS_PASSWORD_FILE": str(password_file)}
         if self.tls is not None:
             env |= {
                 "XCHAT_TLS_CERT_FILE": str(self.tls.cert),

@@ -8,12 +8,14 @@ acknowledged (Jepsen, NATS 2.12.1: the 2-minute default lost acked writes).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from xchat.core.permissions import Permissions
 from xchat.mesh.tls import TlsFiles
 
 CLUSTER_NAME = "xchat"
@@ -45,8 +47,13 @@ def render(
     cluster_name: str = CLUSTER_NAME,
     route_url: Callable[[NatsNode, NatsNode], str] | None = None,
     tls: TlsFiles | None = None,
+    users: Mapping[str, tuple[str, Permissions | None]] | None = None,
 ) -> str:
-    """``route_url(node, peer)`` may redirect a route (e.g. through a fault-injecting proxy)."""
+    """``route_url(node, peer)`` may redirect a route (e.g. through a fault-injecting proxy).
+
+    ``users`` maps a NATS user to (password, permissions); ``None`` permissions
+    means unrestricted (the mesh's admin user for tests and drills).
+    """
     url = route_url or (lambda _node, peer: peer.route_url)
     routes = ",\n    ".join(f'"{url(node, peer)}"' for peer in cluster if peer.name != node.name)
     # Routes use mutual TLS (verify): a process without a CA-signed
@@ -64,6 +71,7 @@ cluster {{
   ]
 }}
 """
+    authorization = "" if users is None else _authorization(users)
     return f"""\
 server_name: "{node.name}"
 listen: "{node.host}:{node.client_port}"
@@ -71,6 +79,7 @@ http: "{node.host}:{node.http_port}"
 server_tags: ["region:{node.region}"]
 max_payload: 1MB
 {client_tls}
+{authorization}
 
 jetstream {{
   store_dir: "{node.store_dir}"
@@ -80,6 +89,19 @@ jetstream {{
   max_memory_store: 256MB
 }}
 {cluster_block}"""
+
+
+def _authorization(users: Mapping[str, tuple[str, Permissions | None]]) -> str:
+    entries = []
+    for user, (password, perms) in users.items():
+        entry = f'{{ user: {json.dumps(user)}, password: {json.dumps(password)}'
+        if perms is not None:
+            entry += (
+                f", permissions: {{ publish: {{ allow: {json.dumps(list(perms.publish))} }},"
+                f" subscribe: {{ allow: {json.dumps(list(perms.subscribe))} }} }}"
+            )
+        entries.append(entry + " }")
+    return "authorization {\n  users: [\n    " + ",\n    ".join(entries) + "\n  ]\n}"
 
 
 def _tls_block(tls: TlsFiles, *, verify: bool) -> str:

@@ -1,0 +1,160 @@
+"""``xchat drill <scenario>``: the command-line edge of the drill engine.
+
+Builds the back end and settings from flags, runs the drill with a progress
+bar, prints the report's headline and writes JSON/HTML/PNG. Exit status 0
+when every guarantee held, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+# Only the light scenario registry at import: the whole ``xchat`` CLI loads this module.
+from xchat_chaos.scenarios import SCENARIOS
+
+if TYPE_CHECKING:
+    from xchat_chaos.drill import DrillResult, DrillSettings
+
+# Mirrors xchat_chaos.drill (kept literal so ``xchat serve`` does not import the drill engine).
+DEFAULT_RTO_BOUND_S = 30.0
+DEFAULT_RECOVERY_BOUND_S = 90.0
+
+
+def add_drill_parser(subparsers: Any) -> None:
+    drill = subparsers.add_parser(
+        "drill",
+        help="run a chaos drill (kill, freeze or cut off a region...) and report RPO/RTO",
+        description="Scenarios:\n" + "\n".join(f"  {n:<17} {s.description}" for n, s in SCENARIOS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drill.add_argument("scenario", choices=list(SCENARIOS))
+    drill.add_argument("--backend", choices=["local", "kind"], default="local")
+    drill.add_argument("--out", help="report directory (default: drill-reports/<scenario>-<time>)")
+    drill.add_argument("--workdir", help="mesh data and logs (local back end; default: a temp dir)")
+    drill.add_argument("--regions", default="a,b,c", help="local back end: region names (default a,b,c)")
+    drill.add_argument("--users-per-region", type=int, default=2)
+    drill.add_argument("--rate", type=float, default=3.0, help="messages/s per user (default 3)")
+    drill.add_argument("--warmup", type=float, default=8.0, help="seconds of traffic before the fault")
+    drill.add_argument("--fault", type=float, default=10.0, help="seconds a fault lasts")
+    drill.add_argument("--settle", type=float, default=8.0, help="seconds of traffic after the fault")
+    drill.add_argument("--latency-ms", type=int, default=50, help="link-latency: delay added each way")
+    drill.add_argument("--flaps", type=int, default=3)
+    drill.add_argument("--rto-bound", type=float, default=DEFAULT_RTO_BOUND_S)
+    drill.add_argument("--recovery-bound", type=float, default=DEFAULT_RECOVERY_BOUND_S)
+    drill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    kind = drill.add_argument_group("kind back end")
+    kind.add_argument("--kube-context", default="kind-xchat")
+    kind.add_argument("--namespace", default="xchat")
+    kind.add_argument("--endpoints", help="region=host:port,... gRPC endpoint per region (e.g. NodePorts)")
+    drill.set_defaults(run=_run)
+
+
+def _settings(args: argparse.Namespace) -> DrillSettings:
+    from xchat_chaos.drill import DrillSettings
+    from xchat_chaos.workload import WorkloadSettings
+
+    return DrillSettings(
+        warmup_s=args.warmup,
+        fault_s=args.fault,
+        settle_s=args.settle,
+        latency_ms=args.latency_ms,
+        flaps=args.flaps,
+        rto_bound_s=args.rto_bound,
+        recovery_bound_s=args.recovery_bound,
+        workload=WorkloadSettings(users_per_region=args.users_per_region, rate=args.rate),
+    )
+
+
+def _progress_bar(settings: DrillSettings, enabled: bool) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """A time-based bar over the drill's planned length; (describe, close)."""
+    last = [""]
+
+    def plain(text: str) -> None:
+        if text != last[0]:
+            last[0] = text
+            print(f"  {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+    if not enabled:
+        return plain, (lambda: None)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return plain, (lambda: None)
+    planned = settings.warmup_s + settings.fault_s * max(1, settings.flaps) + settings.settle_s + 20
+    bar = tqdm(total=round(planned), unit="s", bar_format="{desc:<48}|{bar}| {n:.0f}/{total:.0f}s", file=sys.stderr)
+    started = time.monotonic()
+
+    def describe(text: str) -> None:
+        bar.n = min(bar.total, round(time.monotonic() - started))
+        bar.set_description_str(text[:48])
+        bar.refresh()
+
+    return describe, bar.close
+
+
+async def _ticking(coro: Any, describe: Callable[[str], None]) -> DrillResult:
+    state = {"text": "starting"}
+
+    def remember(text: str) -> None:
+        state["text"] = text
+        describe(text)
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            describe(state["text"])
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await coro(remember)  # type: ignore[no-any-return]
+    finally:
+        ticker.cancel()
+
+
+def _backend(args: argparse.Namespace, workdir: Path) -> Any:
+    spec = SCENARIOS[args.scenario]
+    if args.backend == "kind":
+        from xchat_chaos.kind import KindBackend
+
+        endpoints = dict(item.split("=", 1) for item in (args.endpoints or "").split(",") if item)
+        return KindBackend(context=args.kube_context, namespace=args.namespace, endpoints=endpoints)
+    from xchat_chaos.local import LocalBackend
+
+    return LocalBackend(
+        workdir,
+        regions=tuple(r for r in args.regions.split(",") if r),
+        nodes_per_region=spec.nodes_per_region,
+        proxied=True,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from xchat_chaos import report as reports
+    from xchat_chaos.drill import run_drill
+
+    settings = _settings(args)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"xchat-drill-{args.scenario}-"))
+    out = Path(args.out) if args.out else Path("drill-reports") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+    describe, close = _progress_bar(settings, enabled=not args.no_progress and sys.stderr.isatty())
+    backend = _backend(args, workdir)
+    describe(f"starting {args.backend} mesh")
+    backend.start()
+    try:
+        result = asyncio.run(_ticking(lambda p: run_drill(args.scenario, backend, settings, workdir, progress=p), describe))
+    finally:
+        describe("stopping mesh")
+        backend.stop()
+        close()
+    report = reports.write(result, out)
+    print(reports.headline(report))
+    print(f"report: {out / 'report.json'}  {out / 'report.html'}  {out / 'timeline.png'}")
+    return 0 if result.passed else 1

@@ -1,0 +1,133 @@
+"""The fault scenarios: each an async function over a ``Drill`` (back end + workload + clock).
+
+A scenario injects its faults inside ``drill.fault(...)`` windows and, after
+undoing them, waits for ``drill.recovered(...)`` (full redundancy). It never
+touches processes or the network itself: everything goes through the back
+end, so the same scenario runs on every back end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from xchat_chaos.monitoring import MAILBOX_STREAM
+
+if TYPE_CHECKING:
+    from xchat_chaos.drill import Drill
+
+Scenario = Callable[["Drill"], Awaitable[None]]
+
+
+async def _hard_target(d: Drill) -> str:
+    """The region holding the meta leader, with the mailbox stream leader moved there too."""
+    topo = await d.call(d.backend.topology)
+    target = topo.meta_leader_region or d.backend.regions[0]
+    for _ in range(3):
+        if topo.mailbox_leader_region == target:
+            break
+        await d.call(d.backend.prefer_leader, MAILBOX_STREAM, target)
+        await asyncio.sleep(1.0)
+        topo = await d.call(d.backend.topology)
+    d.note("target", target)
+    d.note("leaders_at_fault", {"meta": topo.meta_leader, "streams": topo.stream_leaders})
+    d.note("meta_and_mailbox_leader_in_target", topo.meta_leader_region == target and topo.mailbox_leader_region == target)
+    return target
+
+
+async def _region_fault(d: Drill, name: str, inject: Callable[[str], None], undo: Callable[[str], None]) -> None:
+    """Shared shape: hard target, burst + a device mid-backlog at the moment of the fault."""
+    target = await _hard_target(d)
+    backlog = d.backlog_user(target)
+    spike = asyncio.create_task(d.workload.burst(d.settings.burst))
+    if backlog is not None:
+        d.workload.resume_receiver(backlog, slow=d.settings.backlog_slow_s)
+    await asyncio.sleep(0.3)
+    async with d.fault(name, target):
+        await d.call(inject, target)
+        await d.hold(d.settings.fault_s)
+        await d.call(undo, target)
+    await spike
+    await d.recovered(name)
+
+
+async def region_kill(d: Drill) -> None:
+    await _region_fault(d, "region-kill", d.backend.kill_region, d.backend.restore_region)
+
+
+async def region_freeze(d: Drill) -> None:
+    await _region_fault(d, "region-freeze", d.backend.freeze_region, d.backend.thaw_region)
+
+
+async def region_partition(d: Drill) -> None:
+    await _region_fault(d, "region-partition", d.backend.partition_region, d.backend.heal_region)
+
+
+async def link_latency(d: Drill) -> None:
+    ms = d.settings.latency_ms
+    async with d.fault(f"latency+{ms}ms", None):
+        await d.call(d.backend.add_latency, ms)
+        d.note("replication_cost_with_latency", await d.replication_cost())
+        await d.hold(d.settings.fault_s)
+        await d.call(d.backend.clear_latency)
+    await d.recovered("link-latency")
+
+
+async def rolling_restart(d: Drill) -> None:
+    for region in d.backend.regions:
+        for node in d.backend.nodes(region):
+            # Services keep serving through another region's node: nobody is expected to fail over.
+            async with d.fault(f"restart-{node}", None):
+                await d.call(d.backend.restart_node, node)
+            await d.recovered(f"restart-{node}")
+        async with d.fault(f"restart-services-{region}", region):
+            await d.call(d.backend.restart_services, region)
+        await d.hold(d.settings.step_s)
+
+
+async def flapping(d: Drill) -> None:
+    target = await _hard_target(d)
+    for i in range(d.settings.flaps):
+        async with d.fault(f"flap-{i + 1}", target):
+            await d.call(d.backend.kill_region, target)
+            await d.hold(d.settings.fault_s / 2)
+            await d.call(d.backend.restore_region, target)
+        await d.hold(d.settings.step_s)
+    await d.recovered("flapping")
+
+
+async def node_loss(d: Drill) -> None:
+    topo = await d.call(d.backend.topology)
+    victim = topo.stream_leaders.get(MAILBOX_STREAM) or d.backend.nodes(d.backend.regions[0])[0]
+    d.note("target", victim)
+    # One node of a region: its region keeps serving on the others, nobody fails over.
+    async with d.fault(f"node-loss-{victim}", None):
+        await d.call(d.backend.kill_node, victim)
+        await d.hold(d.settings.fault_s)
+        await d.call(d.backend.start_node, victim)
+    await d.recovered("node-loss")
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioSpec:
+    run: Scenario
+    description: str
+    nodes_per_region: int = 1
+    needs_links: bool = False
+    # Keep one device per region offline from the start, to be mid-backlog at the fault.
+    backlog: bool = False
+
+
+SCENARIOS: dict[str, ScenarioSpec] = {
+    "region-kill": ScenarioSpec(region_kill, "SIGKILL every process of the leaders' region, then restart it", backlog=True),
+    "region-freeze": ScenarioSpec(region_freeze, "SIGSTOP every process of the leaders' region, then SIGCONT", backlog=True),
+    "region-partition": ScenarioSpec(
+        region_partition, "cut every inter-region link of the leaders' region both ways, then heal", needs_links=True, backlog=True
+    ),
+    "link-latency": ScenarioSpec(link_latency, "add delay to every inter-region link, then remove it", needs_links=True),
+    "rolling-restart": ScenarioSpec(rolling_restart, "restart every NATS node and service process, one at a time"),
+    "flapping": ScenarioSpec(flapping, "kill and restart the leaders' region several times"),
+    "node-loss": ScenarioSpec(node_loss, "SIGKILL the mailbox leader's node in a region of 2 nodes, then restart it", nodes_per_region=2),
+}

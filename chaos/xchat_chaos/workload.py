@@ -1,0 +1,237 @@
+"""The drill's workload: users spread over regions, each sending at a steady rate.
+
+Users form a ring across regions (user i writes to user i+1), so every user
+sends and receives and most conversations cross regions. Each body carries
+the conversation and its sequence number (inside the end-to-end ciphertext);
+the receiver's log of those bodies is the checker's only view of delivery.
+
+A sender sends its next message only once the previous one is acknowledged:
+when a send fails (region down) the SDK keeps it in its outbox and the
+sender re-flushes it, as an app would, so order per conversation is the
+SDK's and the mesh's to keep, never broken by the workload itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xchat.client import Client, ClientError, Message, SendReceipt
+from xchat_chaos.history import Event, History
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_S = 0.5
+WARMUP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSettings:
+    # Users per region; total users = regions * this.
+    users_per_region: int = 2
+    # Messages per second per sender (steady pace; a slow ack delays, never bunches).
+    rate: float = 3.0
+    # Client per-call deadline (s): how fast a frozen region is noticed on unary calls.
+    call_timeout: float = 3.0
+
+
+@dataclass
+class User:
+    name: str
+    region: str
+    peer: str
+    client: Client
+    seq: int = 0
+    receiver: asyncio.Task[None] | None = None
+    # Seconds the app "works" on each message (a slow consumer keeps a backlog).
+    slow: float = 0.0
+    # One send at a time per user: the next starts only after the previous is acked.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Workload:
+    def __init__(
+        self,
+        *,
+        regions: tuple[str, ...],
+        endpoints: Callable[[str], list[str]],
+        workdir: Path,
+        settings: WorkloadSettings,
+        history: History,
+        epoch: float,
+    ) -> None:
+        self._regions = regions
+        self._endpoints = endpoints
+        self._workdir = workdir
+        self.settings = settings
+        self.history = history
+        self._epoch = epoch
+        self.users: list[User] = []
+        self._senders: list[asyncio.Task[None]] = []
+        self._sending = asyncio.Event()
+        self._stopping = False
+        self._warm: set[str] = set()
+
+    def now(self) -> float:
+        return time.monotonic() - self._epoch
+
+    def _record(self, kind: str, sender: str, recipient: str, seq: int, observer: str = "") -> None:
+        self.history.events.append(Event(kind, self.now(), sender, recipient, seq, observer))  # type: ignore[arg-type]
+
+    async def setup(self) -> None:
+        """Opens and registers every user, then opens each conversation with one unchecked message."""
+        tag = secrets.token_hex(3)
+        names = [(f"u{i}{r}-{tag}", r) for i in range(self.settings.users_per_region) for r in self._regions]
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        for idx, (name, region) in enumerate(names):
+            client = await Client.open(
+                self._workdir / f"{name}.db", self._endpoints(region), call_timeout=self.settings.call_timeout
+            )
+            peer = names[(idx + 1) % len(names)][0]
+            self.users.append(User(name, region, peer, client))
+            self.history.users[name] = region
+        await asyncio.gather(*(u.client.register(u.name) for u in self.users))
+        # Session set-up (prekey fetch) happens here, outside the checked history.
+        for user in self.users:
+            self.resume_receiver(user)
+        await asyncio.gather(*(u.client.send(u.peer, json.dumps({"warmup": True})) for u in self.users))
+        # Every session is open (and its prekey spent) before checked traffic starts.
+        deadline = time.monotonic() + WARMUP_TIMEOUT_S
+        while len(self._warm) < len(self.users) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if len(self._warm) < len(self.users):
+            raise RuntimeError(f"warm-up messages not delivered within {WARMUP_TIMEOUT_S:.0f}s: the mesh is not healthy")
+
+    # -- receiving -----------------------------------------------------
+
+    async def _receive(self, user: User) -> None:
+        inbox = user.client.messages()
+        try:
+            async for message in inbox:
+                self._on_message(user, message)
+                if user.slow:
+                    await asyncio.sleep(user.slow)
+                await user.client.ack(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The checker reports the resulting silence as a stall; say why here.
+            log.exception("receiver of %s died", user.name)
+            raise
+        finally:
+            await inbox.aclose()
+
+    def _on_message(self, user: User, message: Message) -> None:
+        try:
+            body = json.loads(message.body)
+        except ValueError:
+            self._record("deliver", "?", user.name, -1, user.name)
+            return
+        if body.get("warmup"):
+            self._warm.add(user.name)
+            return
+        self._record("deliver", str(body.get("s")), str(body.get("r")), int(body.get("n", -1)), user.name)
+
+    def pause_receiver(self, user: User) -> None:
+        if user.receiver is not None:
+            user.receiver.cancel()
+            user.receiver = None
+            if not self._stopping:
+                self.history.offline.setdefault(user.name, []).append([self.now(), float("inf")])
+
+    def resume_receiver(self, user: User, *, slow: float = 0.0) -> None:
+        user.slow = slow
+        windows = self.history.offline.get(user.name)
+        if windows and windows[-1][1] == float("inf"):
+            windows[-1][1] = self.now()
+        if user.receiver is None:
+            user.receiver = asyncio.create_task(self._receive(user), name=f"xchat-drill-receive-{user.name}")
+
+    # -- sending -------------------------------------------------------
+
+    async def _send_one(self, user: User) -> None:
+        async with user.lock:
+            await self._send_locked(user)
+
+    async def _send_locked(self, user: User) -> None:
+        user.seq += 1
+        seq = user.seq
+        body = json.dumps({"s": user.name, "r": user.peer, "n": seq, "pad": "x" * 64})
+        self._record("attempt", user.name, user.peer, seq)
+        try:
+            await user.client.send(user.peer, body)
+            self._record("ack", user.name, user.peer, seq)
+            return
+        except ClientError as exc:
+            log.info("send %s#%d failed (%s); retrying from the outbox", user.name, seq, exc)
+        # The encrypted message sits in the SDK's outbox: resend the same bytes until acked.
+        while not self._stopping:
+            await asyncio.sleep(RETRY_BACKOFF_S)
+            try:
+                outcomes = await user.client.flush_outbox()
+            except ClientError:
+                continue
+            if outcomes and all(isinstance(o, SendReceipt) for o in outcomes):
+                self._record("ack", user.name, user.peer, seq)
+                return
+
+    async def _sender(self, user: User) -> None:
+        interval = 1.0 / self.settings.rate
+        next_at = time.monotonic()
+        while not self._stopping:
+            await self._sending.wait()
+            await self._send_one(user)
+            next_at = max(next_at + interval, time.monotonic() - interval)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def start_sending(self) -> None:
+        self._sending.set()
+        if not self._senders:
+            self._senders = [
+                asyncio.create_task(self._sender(u), name=f"xchat-drill-send-{u.name}") for u in self.users
+            ]
+
+    async def burst(self, per_user: int) -> None:
+        """``per_user`` extra messages from every user at once (a traffic spike)."""
+
+        async def spike(user: User) -> None:
+            for _ in range(per_user):
+                await self._send_one(user)
+
+        # Steady sends interleave under each user's lock: one conversation, one order.
+        await asyncio.gather(*(spike(u) for u in self.users))
+
+    async def stop_sending(self) -> None:
+        self._stopping = True
+        self._sending.set()
+        for task in self._senders:
+            task.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        self._senders = []
+
+    def undelivered(self) -> int:
+        acked = {e.key for e in self.history.events if e.kind == "ack"}
+        seen = {e.key for e in self.history.events if e.kind == "deliver"}
+        return len(acked - seen)
+
+    async def drain(self, timeout: float) -> None:
+        """Waits until every acked message was delivered, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.undelivered() and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+
+    async def close(self) -> None:
+        await self.stop_sending()
+        for user in self.users:
+            self.pause_receiver(user)
+        await asyncio.sleep(0)
+        for user in self.users:
+            with contextlib.suppress(Exception):
+                await user.client.close()
