@@ -68,12 +68,20 @@ def ready_addresses(kube: Kube, namespace: str, service: str) -> list[str]:
     return out
 
 
-async def grpc_check(address: str, timeout: float) -> Check:
+async def grpc_check(
+    address: str, timeout: float, *, root_certificates: bytes | None = None, server_name: str | None = None
+) -> Check:
+    """grpc.health.v1 Check; over TLS (trusting the mesh CA, verifying ``server_name``) when given a CA."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    if root_certificates is not None:
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        channel_cm = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), options=options)
+    else:
+        channel_cm = grpc.aio.insecure_channel(address)
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with channel_cm as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             resp: Any = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
@@ -109,15 +117,29 @@ def make_default_prober(timeout: float) -> Prober:
 
         nats_svc = names.nats_client_service(spec.name, region.name)
         nats = one(nats_svc, lambda a: nats_check(a, timeout))
-        svcs = [
-            one(names.service_workload(spec.name, s, region.name),
-                lambda a: grpc_check(f"{a}:{names.GRPC_PORT}", timeout))
-            for s in SERVICE_NAMES
-        ]
+        roots = await asyncio.to_thread(mesh_ca, kube, spec) if spec.tls.enabled else None
+
+        def grpc_probe(service: str) -> Callable[[str], Awaitable[Check]]:
+            # Pod IPs are dialled directly (no cluster DNS here); the certificate
+            # is checked against the name clients use: the Service's DNS name.
+            workload = names.service_workload(spec.name, service, region.name)
+            server_name = f"{workload}.{spec.namespace}.svc"
+            return lambda a: grpc_check(f"{a}:{names.GRPC_PORT}", timeout, root_certificates=roots, server_name=server_name)
+
+        svcs = [one(names.service_workload(spec.name, s, region.name), grpc_probe(s)) for s in SERVICE_NAMES]
         results = await asyncio.gather(nats, *svcs)
         return RegionHealth(region=region.name, nats=results[0], services=dict(zip(SERVICE_NAMES, results[1:])))
 
     return probe
+
+
+def mesh_ca(kube: Kube, spec: MeshSpec) -> bytes | None:
+    """The CA clients of this mesh trust (``ca.crt`` of its TLS Secret), or None if absent."""
+    import base64
+
+    secret = kube.get("Secret", spec.namespace, names.tls_secret(spec))
+    data = (secret or {}).get("data") or {}
+    return base64.b64decode(data["ca.crt"]) if "ca.crt" in data else None
 
 
 async def not_probed(kube: Kube, spec: MeshSpec, region: Region) -> RegionHealth:

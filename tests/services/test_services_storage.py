@@ -42,8 +42,7 @@ async def test_stored_conversation_holds_no_plaintext_and_no_sender(fresh_mesh_f
         assert b"alice-plain" not in mailbox, "sender account in clear"
         assert alice.device_id.encode() not in mailbox, "sender device id in clear"
         assert bytes.fromhex(alice.device_id) not in mailbox
-        identity = alice._identity
-        assert identity is not None and identity.public not in mailbox, "sender identity key in clear"
+        assert alice._book.identity.public not in mailbox, "sender identity key in clear"
 
         # And bob still reads them all: the bytes are ciphertext, not garbage.
         inbox = bob.messages()

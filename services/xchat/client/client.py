@@ -27,20 +27,10 @@ import grpc
 import grpc.aio
 
 from xchat.client import _codec
+from xchat.client._sessions import SessionBook
 from xchat.client._state import InboxItem, LocalState, OutboxItem
 from xchat.client._transport import RETRYABLE, Endpoint, Transport, metadata, rejected
-from xchat.client.crypto import (
-    CryptoError,
-    IdentityKeyPair,
-    Payload,
-    PrekeyStore,
-    Session,
-    initiate_session,
-    open_message,
-    safety_number,
-    seal,
-    unseal,
-)
+from xchat.client.crypto import Payload
 from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, Message, SendReceipt
 from xchat.statements import login_statement, register_statement
@@ -67,16 +57,13 @@ class Client:
     def __init__(self, state: LocalState, transport: Transport) -> None:
         self._state = state
         self._transport = transport
-        self._identity: IdentityKeyPair | None = None
-        self._prekeys: PrekeyStore | None = None
+        self._book = SessionBook(state)
         self._access_token = ""
         self._access_expires_ms = 0
         self._acks: asyncio.Queue[int] = asyncio.Queue()
         self._closed = False
         self._lock = asyncio.Lock()
         self.backlog_done = asyncio.Event()
-        self.undecryptable = 0
-        self._load()
 
     @classmethod
     async def open(
@@ -95,13 +82,6 @@ class Client:
         return cls(LocalState(state_path), Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout))
 
     # -- identity ------------------------------------------------------
-
-    def _load(self) -> None:
-        seed = self._state.get_meta("identity")
-        if seed is not None:
-            self._identity = IdentityKeyPair.from_bytes(seed)
-            stored = self._state.get_meta("prekeys")
-            self._prekeys = PrekeyStore.from_bytes(stored, self._identity) if stored else PrekeyStore(self._identity)
 
     @property
     def account(self) -> str:
@@ -122,20 +102,16 @@ class Client:
         """The endpoint currently in use (changes on failover)."""
         return self._transport.endpoint
 
-    def _require_identity(self) -> tuple[IdentityKeyPair, PrekeyStore]:
-        if self._identity is None or self._prekeys is None:
-            raise NotRegistered("this client has no identity yet: call register()")
-        return self._identity, self._prekeys
+    @property
+    def undecryptable(self) -> int:
+        """Envelopes dropped because they could never be read (tampered, forged, not for us)."""
+        return self._book.undecryptable
 
     async def register(self, account: str, *, one_time_prekeys: int = DEFAULT_ONE_TIME_PREKEYS) -> str:
         """Creates the account with this device, logs in and publishes prekeys; returns the device id."""
         if self._state.get_meta("device_id") is not None:
             return self.device_id
-        if self._identity is None:
-            self._identity = IdentityKeyPair.generate()
-            self._prekeys = PrekeyStore(self._identity)
-            self._state.set_meta("identity", self._identity.to_bytes())
-        identity = self._identity
+        identity = self._book.ensure_identity()
         signature = identity.sign(register_statement(account, identity.public))
         request = auth_pb2.RegisterRequest(account=account, identity_key=identity.public, signature=signature)
         reply: auth_pb2.RegisterResponse = await self._transport.call(
@@ -150,39 +126,14 @@ class Client:
         self, *, one_time: int = DEFAULT_ONE_TIME_PREKEYS, pq: int = DEFAULT_PQ_PREKEYS, rotate_signed: bool = False
     ) -> None:
         """Generates and uploads one-time prekeys (and a new signed prekey when ``rotate_signed``)."""
-        _, store = self._require_identity()
-        if rotate_signed:
-            store.generate_signed_prekey()
-            store.generate_last_resort_pq()
-        new_one_time = store.generate_one_time_prekeys(one_time) if one_time else ()
-        new_pq = store.generate_pq_prekeys(pq) if pq else ()
-        # Persist the private halves before the server can hand out the public ones.
-        self._state.set_meta("prekeys", store.to_bytes())
-        public = store.public_prekeys()
-        request = _codec.upload_request(
-            type(public)(
-                identity_key=public.identity_key,
-                signed_prekey=public.signed_prekey,
-                one_time_prekeys=tuple(new_one_time),
-                pq_prekeys=tuple(new_pq),
-                last_resort_pq_prekey=public.last_resort_pq_prekey,
-            ),
-            include_signed=rotate_signed,
-        )
+        request = _codec.upload_request(self._book.new_prekeys(one_time=one_time, pq=pq, rotate_signed=rotate_signed))
         await self._authed(
             lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).UploadPrekeys(request, timeout=t, metadata=md), service="keys"
         )
 
     def safety_number(self, peer_account: str) -> str:
         """Digits to compare out of band with ``peer_account`` (first device with a session)."""
-        identity, _ = self._require_identity()
-        devices = self._state.session_devices(peer_account)
-        if not devices:
-            raise NotRegistered(f"no session with {peer_account!r} yet: send or receive a message first")
-        blob = self._state.session(devices[0])
-        assert blob is not None
-        session = Session.from_bytes(blob)
-        return safety_number(identity.public, self.account, session.their_identity_key, peer_account)
+        return self._book.safety_number(our_account=self.account, peer_account=peer_account)
 
     # -- tokens --------------------------------------------------------
 
@@ -196,7 +147,7 @@ class Client:
         return self._access_token
 
     async def _login(self) -> None:
-        identity, _ = self._require_identity()
+        identity = self._book.identity
         device = self.device_id
         refresh = self._state.get_meta("refresh_token")
         if refresh:
@@ -243,50 +194,19 @@ class Client:
     # -- sending -------------------------------------------------------
 
     async def _sessions_for(self, account: str) -> list[str]:
-        devices = self._state.session_devices(account)
+        devices = self._book.devices_with_sessions(account)
         if devices:
             return devices
-        identity, _ = self._require_identity()
         request = keys_pb2.FetchBundlesRequest(account=account)
         reply = await self._authed(
             lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).FetchBundles(request, timeout=t, metadata=md), service="keys"
         )
-        self._state.begin()
-        try:
-            for pb in reply.bundles:
-                session, _initial = initiate_session(identity, _codec.bundle(pb))
-                self._state.put_session(pb.device_id, account, session.to_bytes())
-            self._state.commit()
-        except BaseException:
-            self._state.rollback()
-            raise
-        return self._state.session_devices(account)
+        return self._book.start_sessions(account, [(pb.device_id, _codec.bundle(pb)) for pb in reply.bundles])
 
     def _encrypt(self, account: str, devices: list[str], body: bytes, content_type: str) -> list[OutboxItem]:
-        """Encrypts for every device and queues the ciphertexts, atomically with the sessions."""
-        items = []
-        self._state.begin()
-        try:
-            payload = Payload.new(body, counter=self._state.next_counter(account), content_type=content_type)
-            for device in devices:
-                blob = self._state.session(device)
-                assert blob is not None
-                session = Session.from_bytes(blob)
-                wire = seal(
-                    sender_account=self.account,
-                    sender_device=self.device_id,
-                    inner=session.encrypt(payload),
-                    recipient_identity=session.their_identity_key,
-                )
-                self._state.put_session(device, account, session.to_bytes())
-                item = OutboxItem(payload.message_id, device, account, wire)
-                self._state.add_outbox(item)
-                items.append(item)
-            self._state.commit()
-        except BaseException:
-            self._state.rollback()
-            raise
-        return items
+        return self._book.encrypt(
+            sender=(self.account, self.device_id), account=account, devices=devices, body=body, content_type=content_type
+        )
 
     async def send(self, account: str, body: bytes | str, *, content_type: str = "text/plain") -> list[SendReceipt]:
         """Encrypts ``body`` for each device of ``account`` and stores it durably; one receipt per device."""
@@ -416,11 +336,6 @@ class Client:
                 return bytes(entry.identity_key)
         return None
 
-    def _reload_prekeys(self) -> None:
-        identity, _ = self._require_identity()
-        stored = self._state.get_meta("prekeys")
-        self._prekeys = PrekeyStore.from_bytes(stored, identity) if stored else PrekeyStore(identity)
-
     async def _open(self, envelope: mailbox_pb2.Envelope) -> Message | None:
         """Unseals and decrypts (or recalls) an envelope; None when it must only be acknowledged."""
         mid = envelope.message_id
@@ -444,48 +359,23 @@ class Client:
         )
 
     async def _decrypt(self, envelope: mailbox_pb2.Envelope) -> InboxItem | None:
-        mid = envelope.message_id
-        identity, store = self._require_identity()
-        try:
-            content = unseal(identity, envelope.ciphertext)
-            blob = self._state.session(content.sender_device)
-            session = Session.from_bytes(blob) if blob else None
-            opened = open_message(content.inner, our_identity=identity, prekey_store=store, session=session)
-        except CryptoError as exc:
-            self.undecryptable += 1
-            log.warning("dropping undecryptable envelope %s: %s", mid.hex(), exc)
-            return None
-        if opened.payload.message_id != mid:
-            self.undecryptable += 1
-            log.warning("dropping envelope %s: its inner message id differs", mid.hex())
+        opened = self._book.open(envelope.message_id, envelope.ciphertext)
+        if opened is None:
             return None
         if opened.new_session:
             # The sealed sender claim is only a claim until the initiator's
             # identity key matches the one the directory holds for that device.
             try:
-                published = await self._directory_key(content.sender_account, content.sender_device)
+                published = await self._directory_key(opened.content.sender_account, opened.content.sender_device)
             except BaseException:
-                # Directory unreachable or the reader cancelled: open_message consumed a one-time
-                # prekey in memory only; forget that, or the redelivered copy becomes undecryptable.
-                self._reload_prekeys()
+                # Directory unreachable or the reader cancelled: undo the in-memory
+                # prekey consumption, or the redelivered copy becomes undecryptable.
+                self._book.forget()
                 raise
-            if published != opened.session.their_identity_key:
-                self._reload_prekeys()  # forget the one-time keys this forgery consumed in memory
-                self.undecryptable += 1
-                log.warning("dropping envelope %s: sender identity does not match the directory", mid.hex())
+            if published != opened.their_identity_key:
+                self._book.reject(opened, "sender identity does not match the directory")
                 return None
-        item = InboxItem(mid, content.sender_account, content.sender_device, opened.payload.encode())
-        self._state.begin()
-        try:
-            self._state.put_session(content.sender_device, content.sender_account, opened.session.to_bytes())
-            if opened.new_session:
-                self._state.set_meta("prekeys", store.to_bytes())
-            self._state.add_inbox(item)
-            self._state.commit()
-        except BaseException:
-            self._state.rollback()
-            raise
-        return item
+        return self._book.commit(opened)
 
     async def _ack_frames(self) -> AsyncIterator[mailbox_pb2.SyncRequest]:
         yield mailbox_pb2.SyncRequest()

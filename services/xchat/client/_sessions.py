@@ -1,0 +1,214 @@
+"""The device's end-to-end state: identity, prekeys and pairwise sessions.
+
+Pure local logic over ``LocalState`` and ``xchat.client.crypto`` (no network),
+so the SDK's transport code never handles key material. Every method that
+advances a ratchet writes the new session in the same SQLite transaction as
+what it produced (outbox ciphertexts, inbox plaintexts).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from xchat.client._state import InboxItem, LocalState, OutboxItem
+from xchat.client.crypto import (
+    CryptoError,
+    IdentityKeyPair,
+    OpenedMessage,
+    Payload,
+    PrekeyBundle,
+    PrekeyStore,
+    PublicPrekeys,
+    SealedContent,
+    Session,
+    initiate_session,
+    open_message,
+    safety_number,
+    seal,
+    unseal,
+)
+from xchat.client.errors import NotRegistered
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A decrypted envelope not yet committed to local state."""
+
+    message_id: bytes
+    content: SealedContent
+    opened: OpenedMessage
+
+    @property
+    def new_session(self) -> bool:
+        return self.opened.new_session
+
+    @property
+    def their_identity_key(self) -> bytes:
+        return self.opened.session.their_identity_key
+
+
+class SessionBook:
+    def __init__(self, state: LocalState) -> None:
+        self._state = state
+        self._identity: IdentityKeyPair | None = None
+        self._prekeys: PrekeyStore | None = None
+        self.undecryptable = 0
+        seed = state.get_meta("identity")
+        if seed is not None:
+            self._identity = IdentityKeyPair.from_bytes(seed)
+            self._reload_prekeys()
+
+    # -- identity and prekeys ------------------------------------------
+
+    @property
+    def identity(self) -> IdentityKeyPair:
+        if self._identity is None:
+            raise NotRegistered("this client has no identity yet: call register()")
+        return self._identity
+
+    @property
+    def prekeys(self) -> PrekeyStore:
+        if self._prekeys is None:
+            raise NotRegistered("this client has no identity yet: call register()")
+        return self._prekeys
+
+    def ensure_identity(self) -> IdentityKeyPair:
+        if self._identity is None:
+            self._identity = IdentityKeyPair.generate()
+            self._prekeys = PrekeyStore(self._identity)
+            self._state.set_meta("identity", self._identity.to_bytes())
+        return self._identity
+
+    def _reload_prekeys(self) -> None:
+        stored = self._state.get_meta("prekeys")
+        self._prekeys = PrekeyStore.from_bytes(stored, self.identity) if stored else PrekeyStore(self.identity)
+
+    def new_prekeys(self, *, one_time: int, pq: int, rotate_signed: bool) -> PublicPrekeys:
+        """Generates prekeys, persists their private halves, returns the public part to upload.
+
+        Only the new one-time keys are returned; the signed and last-resort keys
+        are included (and meant to be replaced) only when ``rotate_signed``.
+        """
+        store = self.prekeys
+        if rotate_signed:
+            store.generate_signed_prekey()
+            store.generate_last_resort_pq()
+        new_one_time = store.generate_one_time_prekeys(one_time) if one_time else ()
+        new_pq = store.generate_pq_prekeys(pq) if pq else ()
+        # Persist the private halves before the server can hand out the public ones.
+        self._state.set_meta("prekeys", store.to_bytes())
+        public = store.public_prekeys()
+        return PublicPrekeys(
+            identity_key=public.identity_key,
+            signed_prekey=public.signed_prekey if rotate_signed else None,
+            one_time_prekeys=tuple(new_one_time),
+            pq_prekeys=tuple(new_pq),
+            last_resort_pq_prekey=public.last_resort_pq_prekey if rotate_signed else None,
+        )
+
+    # -- sessions ------------------------------------------------------
+
+    def devices_with_sessions(self, account: str) -> list[str]:
+        return self._state.session_devices(account)
+
+    def start_sessions(self, account: str, bundles: list[tuple[str, PrekeyBundle]]) -> list[str]:
+        """PQXDH with each (device, verified bundle); all sessions stored at once."""
+        self._state.begin()
+        try:
+            for device, bundle in bundles:
+                session, _initial = initiate_session(self.identity, bundle)
+                self._state.put_session(device, account, session.to_bytes())
+            self._state.commit()
+        except BaseException:
+            self._state.rollback()
+            raise
+        return self._state.session_devices(account)
+
+    def encrypt(
+        self, *, sender: tuple[str, str], account: str, devices: list[str], body: bytes, content_type: str
+    ) -> list[OutboxItem]:
+        """Encrypts and seals one payload for every device and queues the ciphertexts, atomically."""
+        sender_account, sender_device = sender
+        items = []
+        self._state.begin()
+        try:
+            payload = Payload.new(body, counter=self._state.next_counter(account), content_type=content_type)
+            for device in devices:
+                blob = self._state.session(device)
+                assert blob is not None
+                session = Session.from_bytes(blob)
+                wire = seal(
+                    sender_account=sender_account,
+                    sender_device=sender_device,
+                    inner=session.encrypt(payload),
+                    recipient_identity=session.their_identity_key,
+                )
+                self._state.put_session(device, account, session.to_bytes())
+                item = OutboxItem(payload.message_id, device, account, wire)
+                self._state.add_outbox(item)
+                items.append(item)
+            self._state.commit()
+        except BaseException:
+            self._state.rollback()
+            raise
+        return items
+
+    def open(self, message_id: bytes, ciphertext: bytes) -> Opened | None:
+        """Unseals and decrypts; None (and counted) for an envelope that can never be read.
+
+        A new session consumes one-time prekeys in memory only: call ``commit``
+        to keep the result or ``forget`` to undo it.
+        """
+        try:
+            content = unseal(self.identity, ciphertext)
+            blob = self._state.session(content.sender_device)
+            session = Session.from_bytes(blob) if blob else None
+            opened = open_message(content.inner, our_identity=self.identity, prekey_store=self.prekeys, session=session)
+        except CryptoError as exc:
+            self.undecryptable += 1
+            log.warning("dropping undecryptable envelope %s: %s", message_id.hex(), exc)
+            return None
+        if opened.payload.message_id != message_id:
+            self.forget()
+            self.undecryptable += 1
+            log.warning("dropping envelope %s: its inner message id differs", message_id.hex())
+            return None
+        return Opened(message_id, content, opened)
+
+    def commit(self, opened: Opened) -> InboxItem:
+        """Stores the advanced session, the consumed prekeys and the plaintext in one transaction."""
+        content = opened.content
+        item = InboxItem(opened.message_id, content.sender_account, content.sender_device, opened.opened.payload.encode())
+        self._state.begin()
+        try:
+            self._state.put_session(content.sender_device, content.sender_account, opened.opened.session.to_bytes())
+            if opened.new_session:
+                self._state.set_meta("prekeys", self.prekeys.to_bytes())
+            self._state.add_inbox(item)
+            self._state.commit()
+        except BaseException:
+            self._state.rollback()
+            self.forget()
+            raise
+        return item
+
+    def forget(self) -> None:
+        """Drops in-memory prekey consumption that was not committed (the envelope comes back)."""
+        self._reload_prekeys()
+
+    def reject(self, opened: Opened, reason: str) -> None:
+        self.forget()
+        self.undecryptable += 1
+        log.warning("dropping envelope %s: %s", opened.message_id.hex(), reason)
+
+    def safety_number(self, *, our_account: str, peer_account: str) -> str:
+        devices = self._state.session_devices(peer_account)
+        if not devices:
+            raise NotRegistered(f"no session with {peer_account!r} yet: send or receive a message first")
+        blob = self._state.session(devices[0])
+        assert blob is not None
+        session = Session.from_bytes(blob)
+        return safety_number(self.identity.public, our_account, session.their_identity_key, peer_account)
