@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -36,9 +37,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the mesh cleanly (even if SIGINT was ignored by a parent shell)."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _up(args: argparse.Namespace) -> int:
     from xchat.mesh.local import LocalMesh
 
+    _stop_on_signals()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
     regions = tuple(r for r in args.regions.split(",") if r)
     mesh = LocalMesh(
