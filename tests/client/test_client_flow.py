@@ -119,3 +119,27 @@ async def test_send_to_unknown_account_is_rejected(mesh: LocalMesh, tmp_path: Pa
         with pytest.raises(RequestRejected) as err:
             await alice.send("nobody-here", "x")
         assert err.value.code == "NOT_FOUND"
+
+
+async def test_one_time_prekeys_are_topped_up_when_low(mesh: LocalMesh, tmp_path: Path) -> None:
+    bob_name = _name("bob")
+    async with await Client.open(tmp_path / "bob.db", mesh.endpoints("b")) as bob:
+        await bob.register(bob_name, one_time_prekeys=10)
+        senders = []
+        for i in range(2):
+            sender = await Client.open(tmp_path / f"s{i}.db", mesh.endpoints("a"))
+            senders.append(sender)
+            await sender.register(_name(f"s{i}-"))
+            await sender.send(bob_name, "new session")
+        assert (await bob.prekeys_left())[0] == 8
+        inbox = bob.messages()
+        for _ in range(2):
+            await bob.ack(await _next(inbox))
+        for _ in range(50):
+            if (await bob.prekeys_left())[0] == 50:
+                break
+            await asyncio.sleep(0.1)
+        assert await bob.prekeys_left() == (50, 18), "classical topped up; PQ still above the low-water mark"
+        await inbox.aclose()
+        for sender in senders:
+            await sender.close()

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ONE_TIME_PREKEYS = 50
 DEFAULT_PQ_PREKEYS = 20
+# Below this many one-time prekeys (of either kind) the SDK publishes more.
+PREKEY_LOW_WATER = 10
 # Renew the access token this long before it expires.
 TOKEN_MARGIN_MS = 30_000
 MAX_ACKS_PER_FRAME = 1000
@@ -64,6 +66,7 @@ class Client:
         self._closed = False
         self._lock = asyncio.Lock()
         self.backlog_done = asyncio.Event()
+        self._top_up: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -375,7 +378,33 @@ class Client:
             if published != opened.their_identity_key:
                 self._book.reject(opened, "sender identity does not match the directory")
                 return None
+            item = self._book.commit(opened)
+            self._schedule_top_up()
+            return item
         return self._book.commit(opened)
+
+    def _schedule_top_up(self) -> None:
+        """A new session used one-time prekeys: replenish them in the background when low."""
+        if self._top_up is None or self._top_up.done():
+            self._top_up = asyncio.create_task(self._top_up_prekeys())
+
+    async def prekeys_left(self) -> tuple[int, int]:
+        """(classical, post-quantum) one-time prekeys the directory still holds for this device."""
+        reply: keys_pb2.CountPrekeysResponse = await self._authed(
+            lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).CountPrekeys(keys_pb2.CountPrekeysRequest(), timeout=t, metadata=md),
+            service="keys",
+        )
+        return reply.one_time_prekeys, reply.pq_one_time_prekeys
+
+    async def _top_up_prekeys(self) -> None:
+        try:
+            classical, post_quantum = await self.prekeys_left()
+            one_time = DEFAULT_ONE_TIME_PREKEYS - classical if classical < PREKEY_LOW_WATER else 0
+            pq = DEFAULT_PQ_PREKEYS - post_quantum if post_quantum < PREKEY_LOW_WATER else 0
+            if one_time or pq:
+                await self.publish_prekeys(one_time=one_time, pq=pq)
+        except (RequestRejected, ServiceUnavailable) as exc:
+            log.info("prekey top-up postponed: %s", exc)  # the next new session tries again
 
     async def _ack_frames(self) -> AsyncIterator[mailbox_pb2.SyncRequest]:
         yield mailbox_pb2.SyncRequest()
@@ -433,6 +462,9 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        if self._top_up is not None:
+            self._top_up.cancel()
+            await asyncio.gather(self._top_up, return_exceptions=True)
         await self._transport.close()
         self._state.close()
 
