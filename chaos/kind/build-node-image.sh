@@ -92,7 +92,8 @@ build_coredns() {
 build_containerd() {
   stamped containerd "$CONTAINERD_VERSION" && { log "skip containerd (cached)"; return; }
   local dir="$BUILD/containerd" t0=$SECONDS m=github.com/containerd/containerd/v2; rm -rf "$dir"; mkdir -p "$dir"
-  (cd "$dir" && go mod init xchat.dev/kind/containerd >/dev/null 2>&1 && go get "$m@$CONTAINERD_VERSION" >go-get.log 2>&1) || { tail "$dir/go-get.log"; die "go get containerd failed"; }
+  (cd "$dir" && go mod init xchat.dev/kind/containerd >/dev/null 2>&1 && go get "$m/cmd/containerd@$CONTAINERD_VERSION" \
+      "$m/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" "$m/cmd/ctr@$CONTAINERD_VERSION" >go-get.log 2>&1) || { tail "$dir/go-get.log"; die "go get containerd failed"; }
   local tags="no_btrfs no_devmapper no_zfs no_aufs"
   local ld="-s -w -X $m/version.Version=$CONTAINERD_VERSION"
   gobuild "$dir" containerd-shim-runc-v2 "$m/cmd/containerd-shim-runc-v2" "$ld" "$tags"
