@@ -19,16 +19,10 @@ async def test_send_during_total_outage_is_delivered_once_and_in_order_after(fre
         await alice.register("alice")
         await bob.register("bob")
         await alice.send("bob", "one")
-        for region in mesh.regions.values():
-            assert region.services is not None
-            region.services.kill()
+        mesh.kill_services()
         with pytest.raises(ServiceUnavailable):
             await alice.send("bob", "two")
-        for region in mesh.regions.values():
-            assert region.services is not None
-            region.services.start()
-        for name in mesh.regions:
-            mesh.wait_serving(name)
+        mesh.start_services()
         await alice.send("bob", "three")  # "two" goes first, from the outbox
         assert await alice.flush_outbox() == []
         inbox = bob.messages()

@@ -58,14 +58,8 @@ async def test_kill_all_service_processes_mid_conversation_loses_nothing_acked(f
         for i in range(10):
             await alice.send("bob", f"before-{i}")
             acked.append(f"before-{i}")
-        for region in mesh.regions.values():
-            assert region.services is not None
-            region.services.kill()  # SIGKILL, NATS keeps running
-        for region in mesh.regions.values():
-            assert region.services is not None
-            region.services.start()
-        for name in mesh.regions:
-            mesh.wait_serving(name)
+        mesh.kill_services()  # SIGKILL, NATS keeps running
+        mesh.start_services()
         for i in range(10):
             await alice.send("bob", f"after-{i}")
             acked.append(f"after-{i}")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -92,24 +93,19 @@ def _read_key_file(path: str, name: str) -> bytes:
     return key
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N) -> N:
+    """``env[name]`` parsed as the type of ``default``; the default when unset or empty."""
     value = env.get(name)
     if value is None or value == "":
         return default
     try:
-        return float(value)
+        return type(default)(value)
     except ValueError as exc:
-        raise SettingsError(f"{name}={value!r} is not a number") from exc
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={value!r} is not an integer") from exc
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise SettingsError(f"{name}={value!r} is not {kind}") from exc
 
 
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> ServiceSettings:
@@ -120,13 +116,13 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         "listen": env.get("XCHAT_LISTEN", DEFAULT_LISTEN),
         "nats_urls": tuple(u for u in env.get("XCHAT_NATS_URLS", DEFAULT_NATS_URL).split(",") if u),
         "nats_user": env.get("XCHAT_NATS_USER") or None,
-        "replicas": _int(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
-        "mailbox_quota": _int(env, "XCHAT_MAILBOX_QUOTA", DEFAULT_MAILBOX_QUOTA),
-        "mailbox_ttl_s": _int(env, "XCHAT_MAILBOX_TTL_S", DEFAULT_MAILBOX_TTL_S),
-        "send_rate": _float(env, "XCHAT_SEND_RATE", DEFAULT_SEND_RATE),
-        "send_burst": _float(env, "XCHAT_SEND_BURST", DEFAULT_SEND_BURST),
-        "auth_rate": _float(env, "XCHAT_AUTH_RATE", DEFAULT_AUTH_RATE),
-        "auth_burst": _float(env, "XCHAT_AUTH_BURST", DEFAULT_AUTH_BURST),
+        "replicas": _number(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
+        "mailbox_quota": _number(env, "XCHAT_MAILBOX_QUOTA", DEFAULT_MAILBOX_QUOTA),
+        "mailbox_ttl_s": _number(env, "XCHAT_MAILBOX_TTL_S", DEFAULT_MAILBOX_TTL_S),
+        "send_rate": _number(env, "XCHAT_SEND_RATE", DEFAULT_SEND_RATE),
+        "send_burst": _number(env, "XCHAT_SEND_BURST", DEFAULT_SEND_BURST),
+        "auth_rate": _number(env, "XCHAT_AUTH_RATE", DEFAULT_AUTH_RATE),
+        "auth_burst": _number(env, "XCHAT_AUTH_BURST", DEFAULT_AUTH_BURST),
     }
     if password_file := env.get("XCHAT_NATS_PASSWORD_FILE"):
         try:

@@ -276,6 +276,20 @@ class LocalMesh:
         if r.services is not None:
             r.services.start()
 
+    def kill_services(self) -> None:
+        """SIGKILL every region's service process (NATS keeps running)."""
+        for region in self.regions.values():
+            if region.services is not None:
+                region.services.kill()
+
+    def start_services(self) -> None:
+        """(Re)starts every region's service process and waits until each serves."""
+        for region in self.regions.values():
+            if region.services is not None:
+                region.services.start()
+        for name in self.regions:
+            self.wait_serving(name)
+
     def kill_region(self, region: str) -> None:
         r = self.regions[region]
         for proc in [*([r.services] if r.services else []), *r.nats]:
