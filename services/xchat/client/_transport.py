@@ -29,6 +29,9 @@ SERVICES = ("auth", "keys", "relay", "mailbox")
 Endpoint = Union[str, Mapping[str, str]]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_CALL_TIMEOUT_S = 5.0
+DEFAULT_RETRY_BUDGET_S = 10.0
+ROUND_BACKOFF_S = 0.25
+MAX_ROUND_BACKOFF_S = 1.0
 # HTTP/2 pings notice a silent (frozen, partitioned) server on long streams.
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 5000),
@@ -38,7 +41,7 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     # Fail fast on a dead endpoint instead of waiting for reconnect backoff.
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
@@ -57,6 +60,8 @@ class Transport:
         self.endpoints = [_label(site) for site in self._sites]
         self._root = root_certificates
         self.call_timeout = call_timeout
+        # How long one logical call keeps retrying across regions before giving up.
+        self.retry_budget = max(DEFAULT_RETRY_BUDGET_S, 2 * call_timeout)
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -81,12 +86,20 @@ class Transport:
             log.info("endpoint %s unavailable; failing over to %s", failed, self.endpoint)
 
     async def call(
-        self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, service: str, attempts: int | None = None
+        self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, service: str, budget: float | None = None
     ) -> T:
-        """Runs ``invoke(channel, timeout)`` on ``service``, failing over across regions on outage errors."""
-        tries = attempts if attempts is not None else 2 * len(self.endpoints)
+        """Runs ``invoke(channel, timeout)`` on ``service``, failing over across regions on outage errors.
+
+        Keeps cycling through the regions, backing off between full rounds,
+        until ``budget`` seconds (default ``retry_budget``) have passed: a
+        region that is restarting (its channel in reconnect backoff) gets time
+        to come back before the caller sees ServiceUnavailable.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.retry_budget if budget is None else budget)
         last: grpc.aio.AioRpcError | None = None
-        for attempt in range(tries):
+        attempt = 0
+        while True:
             target = self.endpoint
             try:
                 return await invoke(self.channel(service), self.call_timeout)
@@ -95,8 +108,13 @@ class Transport:
                     raise rejected(exc) from exc
                 last = exc
                 self.fail_over(target)
-                if attempt >= len(self.endpoints) - 1:
-                    await asyncio.sleep(min(0.2 * attempt, 1.0))
+            attempt += 1
+            if attempt % len(self.endpoints) == 0:
+                rounds = attempt // len(self.endpoints)
+                pause = min(ROUND_BACKOFF_S * rounds, MAX_ROUND_BACKOFF_S)
+                if loop.time() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
         raise ServiceUnavailable(
             f"no endpoint answered ({', '.join(self.endpoints)}): {last.details() if last else 'unknown'}"
         )
