@@ -2,7 +2,8 @@
 
 Builds the back end and settings from flags, runs the drill with a progress
 bar, prints the report's headline and writes JSON/HTML/PNG. Exit status 0
-when every guarantee held, 1 otherwise.
+when every guarantee held, 1 otherwise, 2 when the drill cannot run at all
+(e.g. link-latency on a kernel without netem, or an unreachable kind cluster).
 """
 
 from __future__ import annotations
@@ -54,7 +55,15 @@ def add_drill_parser(subparsers: Any) -> None:
     kind = drill.add_argument_group("kind back end")
     kind.add_argument("--kube-context", default="kind-xchat")
     kind.add_argument("--namespace", default="xchat")
-    kind.add_argument("--endpoints", help="region=host:port,... gRPC endpoint per region (e.g. NodePorts)")
+    kind.add_argument("--mesh", default="xchat", help="XChatMesh name (default xchat)")
+    kind.add_argument(
+        "--endpoints",
+        help="region=host:port,... (one address per region) or region.auth=host:port,region.keys=...,"
+        "region.relay=...,region.mailbox=... (one per service). Default: the back end exposes each "
+        "region's four Services itself (NodePorts + loopback forwarders)",
+    )
+    kind.add_argument("--ca", help="PEM file of the CA the services' TLS certificates chain to "
+                      "(default: ca.crt of the mesh TLS Secret when TLS is on)")
     drill.set_defaults(run=_run)
 
 
@@ -123,10 +132,16 @@ async def _ticking(coro: Any, describe: Callable[[str], None]) -> DrillResult:
 def _backend(args: argparse.Namespace, workdir: Path) -> Any:
     spec = SCENARIOS[args.scenario]
     if args.backend == "kind":
-        from xchat_chaos.kind import KindBackend
+        from xchat_chaos.kind import KindBackend, parse_endpoints
 
-        endpoints = dict(item.split("=", 1) for item in (args.endpoints or "").split(",") if item)
-        return KindBackend(context=args.kube_context, namespace=args.namespace, endpoints=endpoints)
+        try:
+            endpoints = parse_endpoints(args.endpoints or "")
+        except ValueError as exc:
+            raise SystemExit(f"xchat drill: --endpoints: {exc}") from exc
+        root = Path(args.ca).read_bytes() if args.ca else None
+        return KindBackend(
+            context=args.kube_context, namespace=args.namespace, mesh=args.mesh, endpoints=endpoints, root_certificates=root
+        )
     from xchat_chaos.local import LocalBackend
 
     return LocalBackend(
@@ -145,9 +160,20 @@ def _run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"xchat-drill-{args.scenario}-"))
     out = Path(args.out) if args.out else Path("drill-reports") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     describe, close = _progress_bar(settings, enabled=not args.no_progress and sys.stderr.isatty())
+    from xchat_chaos.backend import BackendError
+
     backend = _backend(args, workdir)
     describe(f"starting {args.backend} mesh")
-    backend.start()
+    try:
+        backend.start()
+        if args.scenario == "link-latency" and hasattr(backend, "check_links"):
+            backend.check_links()  # kind: tc netem needs a kernel module this host may lack
+    except BackendError as exc:
+        close()
+        if hasattr(backend, "stop") and args.backend == "kind":
+            backend.stop()
+        print(f"xchat drill {args.scenario} ({args.backend}): cannot run: {exc}", file=sys.stderr)
+        return 2
     try:
         result = asyncio.run(_ticking(lambda p: run_drill(args.scenario, backend, settings, workdir, progress=p), describe))
     finally:

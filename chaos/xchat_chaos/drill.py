@@ -86,6 +86,8 @@ class Drill:
             settings=settings.workload,
             history=self.history,
             epoch=self.epoch,
+            # The mesh CA when the back end reaches a TLS mesh (kind); None: plaintext.
+            root_certificates=getattr(backend, "root_certificates", None),
         )
         self.notes: dict[str, Any] = {}
         self.recoveries: list[dict[str, Any]] = []

@@ -3,32 +3,213 @@
 Faults act on the node containers: ``docker kill``/``docker start`` (region
 kill), ``docker pause``/``unpause`` (freeze), ``docker network disconnect``/
 ``connect`` from the kind network (partition: the region is cut off from
-everything, clients included), ``tc netem`` inside each node container
-(latency; kind node images ship iproute2). Nodes are found with kubectl;
-NATS monitoring documents are read with ``kubectl exec`` into the NATS pods.
+everything, clients included). ``tc netem`` (link latency) needs the
+``sch_netem`` kernel module: where it is missing the back end says so
+(``check_links``) instead of failing half-way through a drill. Nodes are found
+with kubectl; NATS monitoring documents are read with ``kubectl exec`` into the
+NATS pods. Pods are selected by the operator's labels
+(``app.kubernetes.io/name=xchat``, ``xchat.dev/mesh=<mesh>``,
+``app.kubernetes.io/component=nats|auth|keys|relay|mailbox``).
 
-Every command goes through an injected ``Runner`` (argv -> stdout), so the
-back end is unit-tested against a fake docker/kubectl.
+Reaching the services: the operator runs one ClusterIP Service per service and
+region, so a region's endpoint is a mapping ``{"auth": .., "keys": ..,
+"relay": .., "mailbox": ..}`` (what the SDK takes). Either they are given
+(``endpoints``), or ``start`` exposes them itself: one NodePort Service per
+service and region (``<mesh>-drill-<service>-<region>``, labelled
+``app.kubernetes.io/managed-by=xchat-drill``, deleted again by ``stop``) and a
+loopback forwarder per Service to ``<node IP of the region's worker>:<node
+port>``. Loopback, because the mesh certificate names ``127.0.0.1`` and
+``localhost`` but no node address; killing, freezing or cutting off a region
+makes its forwarders fail exactly like the region's own addresses would. With
+TLS on, the SDK trusts the mesh CA, read from the mesh TLS Secret's ``ca.crt``
+(or given as ``root_certificates``).
+
+Every command goes through an injected ``Runner`` (argv -> stdout), and the
+forwarders through an injected factory, so the back end is unit-tested
+against a fake docker/kubectl.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, Union
 
 from xchat_chaos.backend import BackendError
 from xchat_chaos.monitoring import JSZ_QUERY, Redundancy, Topology, redundancy, topology
 
 Runner = Callable[[Sequence[str]], str]
+# One region's endpoint: one address for all four services, or one per service.
+Endpoint = Union[str, Mapping[str, str]]
 REGION_LABEL = "topology.kubernetes.io/region"
 KIND_NETWORK = "kind"
-NATS_SELECTOR = "app.kubernetes.io/name=nats"
-SERVICES_SELECTOR = "app.kubernetes.io/part-of=xchat,app.kubernetes.io/component=services"
+# The operator's labels (operator/xchat_operator/names.py).
+APP_LABEL = "app.kubernetes.io/name=xchat"
+MESH_LABEL = "xchat.dev/mesh"
+REGION_POD_LABEL = "xchat.dev/region"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SERVICES = ("auth", "keys", "relay", "mailbox")
+GRPC_PORT = 50051
 MONITOR_PORT = 8222
 READY_TIMEOUT_S = 180.0
+DRILL_MANAGER = "xchat-drill"
+NETEM_UNSUPPORTED = "link latency is unsupported on this kernel: tc netem failed on the kind nodes (no sch_netem module?)"
+
+
+def nats_selector(mesh: str) -> str:
+    return f"{APP_LABEL},{MESH_LABEL}={mesh},{COMPONENT_LABEL}=nats"
+
+
+def services_selector(mesh: str) -> str:
+    return f"{APP_LABEL},{MESH_LABEL}={mesh},{COMPONENT_LABEL} in ({','.join(SERVICES)})"
+
+
+def parse_endpoints(text: str) -> dict[str, Endpoint]:
+    """``--endpoints``: ``a=host:port,...`` (one address per region) or
+    ``a.auth=host:port,a.keys=...`` (one per service; all four for each such region)."""
+    out: dict[str, Any] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, sep, addr = item.partition("=")
+        if not sep or not key or not addr:
+            raise ValueError(f"bad endpoint {item!r}: expected region=host:port or region.service=host:port")
+        region, dot, service = key.partition(".")
+        if not dot:
+            if region in out:
+                raise ValueError(f"region {region!r} given twice")
+            out[region] = addr
+            continue
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r} in {item!r} (one of {', '.join(SERVICES)})")
+        per = out.setdefault(region, {})
+        if not isinstance(per, dict):
+            raise ValueError(f"region {region!r} has both one address and per-service addresses")
+        per[service] = addr
+    for region, ep in out.items():
+        if isinstance(ep, dict) and set(ep) != set(SERVICES):
+            missing = sorted(set(SERVICES) - set(ep))
+            raise ValueError(f"region {region!r} lacks per-service endpoint(s) for {', '.join(missing)}")
+    return out
+
+
+# Run in a node after `docker network connect`: docker names the new interface
+# eth<N>, not eth0, and the node's pod routes went away with the old eth0. Renames
+# it back (xchat-cni, kube-proxy and tc all use eth0), restores the default route
+# and re-runs xchat-cni (routes to the other nodes' pod /24s).
+RELINK_SCRIPT = r"""set -e
+dev=$(ip -o link show | sed -nE 's/^[0-9]+: (eth[0-9]+)(@[^:]*)?:.*/\1/p' | tail -1)
+if [ -n "$dev" ] && [ "$dev" != eth0 ]; then
+  gw=$(ip -4 route show default dev "$dev" | awk '{print $3; exit}')
+  ip link set "$dev" down
+  ip link set "$dev" name eth0
+  ip link set eth0 up
+  if [ -n "$gw" ]; then ip route replace default via "$gw" dev eth0; fi
+fi
+/usr/local/bin/xchat-cni
+"""
+
+
+def monitor_request(query: str) -> list[str]:
+    """argv, run inside a NATS pod, that GETs ``query`` from the monitoring port.
+
+    busybox ``nc``, not ``wget``: the static busybox in xchat-nats (Debian's
+    busybox-static) crashes in ``wget`` (SIGSEGV, exit 139) in that FROM-scratch image.
+    """
+    script = f'printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" "$1" | nc -w 3 127.0.0.1 {MONITOR_PORT}'
+    return ["sh", "-c", script, "sh", query]
+
+
+def http_body(raw: str) -> str:
+    """The body of a raw HTTP/1.0 response; ``ValueError`` unless the status is 200."""
+    head, sep, body = raw.replace("\r\n", "\n").partition("\n\n")
+    status = head.split("\n", 1)[0].split()
+    if not sep or len(status) < 2 or status[1] != "200":
+        raise ValueError(f"monitoring answered {head.splitlines()[0] if head else 'nothing'!r}")
+    return body
+
+
+class Forward(Protocol):
+    address: str
+
+    def close(self) -> None: ...
+
+
+Forwarder = Callable[[Callable[[], tuple[str, int]]], Forward]
+
+
+class TcpForward:
+    """A loopback TCP forwarder: ``127.0.0.1:<ephemeral>`` -> ``target()``.
+
+    ``target`` is asked on every new connection (a restarted node may come back
+    with another address). A target that does not answer within
+    ``connect_timeout`` closes the client's connection, which gRPC reports as
+    UNAVAILABLE, as it would for the node's own address.
+    """
+
+    def __init__(self, target: Callable[[], tuple[str, int]], *, connect_timeout: float = 3.0) -> None:
+        self._target = target
+        self._timeout = connect_timeout
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closed = False
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name=f"forward-{self.address}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self._target(), timeout=self._timeout)
+        except Exception:
+            client.close()
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            self._conns.update((client, upstream))
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+            with self._lock:
+                self._conns.discard(s)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
 
 def run_command(argv: Sequence[str]) -> str:
@@ -49,18 +230,32 @@ class KindBackend:
         *,
         context: str = "kind-xchat",
         namespace: str = "xchat",
-        endpoints: Mapping[str, str] | None = None,
+        mesh: str = "xchat",
+        endpoints: Mapping[str, Endpoint] | None = None,
+        root_certificates: bytes | None = None,
         replicas: int = 3,
         runner: Runner = run_command,
+        forwarder: Forwarder = TcpForward,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.context = context
         self.namespace = namespace
-        self._endpoints = dict(endpoints or {})
+        self.mesh = mesh
+        self._endpoints: dict[str, Endpoint] = dict(endpoints or {})
+        # Exposes the Services itself (NodePorts + loopback forwarders) when none are given.
+        self._expose = not self._endpoints
+        self.root_certificates = root_certificates
         self.replicas = replicas
         self._run = runner
+        self._forwarder = forwarder
         self._sleep = sleep
         self._nodes: dict[str, list[str]] | None = None
+        self._addresses: dict[str, str] = {}
+        self._forwards: list[Forward] = []
+        self._killed: dict[str, str] = {}  # name given to kill_node -> node container
+        self._partitioned: dict[str, str] = {}  # node -> its address before the partition
+        self.nats_selector = nats_selector(mesh)
+        self.services_selector = services_selector(mesh)
 
     # -- discovery -----------------------------------------------------
 
@@ -74,6 +269,9 @@ class KindBackend:
             for item in doc.get("items", []):
                 region = item["metadata"]["labels"][REGION_LABEL]
                 nodes.setdefault(region, []).append(item["metadata"]["name"])
+                for addr in item.get("status", {}).get("addresses", []):
+                    if addr.get("type") == "InternalIP":
+                        self._addresses[item["metadata"]["name"]] = addr["address"]
             if not nodes:
                 raise BackendError(f"no kind node is labelled {REGION_LABEL} in context {self.context}")
             self._nodes = {r: sorted(n) for r, n in sorted(nodes.items())}
@@ -101,24 +299,138 @@ class KindBackend:
         return out
 
     def start(self) -> None:
-        """The cluster is provisioned outside the drill (kind + helm); check it is there."""
+        """The cluster is provisioned outside the drill (kind + helm); check it is there and reach it."""
         self._node_map()
+        if self.root_certificates is None:
+            self.root_certificates = self._mesh_ca()
+        if self._expose:
+            self._expose_services()
         missing = [r for r in self.regions if r not in self._endpoints]
         if missing:
-            raise BackendError(f"no gRPC endpoint given for region(s) {missing}: pass --endpoints region=host:port,...")
+            raise BackendError(
+                f"no gRPC endpoint given for region(s) {missing}: pass --endpoints region=host:port,... "
+                "or region.service=host:port,... (or none at all: the back end then exposes the Services itself)"
+            )
 
     def stop(self) -> None:
-        """Leaves the cluster running, but undoes any fault still in place."""
+        """Leaves the cluster running, but undoes any fault still in place and what ``start`` exposed."""
         for node in self._all_nodes():
-            for argv in (["docker", "unpause", node], ["docker", "start", node], ["docker", "network", "connect", KIND_NETWORK, node]):
+            for argv in (["docker", "unpause", node], ["docker", "start", node]):
                 try:
                     self._run(argv)
                 except BackendError:
-                    pass  # not paused / already running / already connected
+                    pass  # not paused / already running
+            try:
+                self._reconnect(node)
+            except BackendError:
+                pass  # already connected
+        for forward in self._forwards:
+            forward.close()
+        self._forwards = []
+        if self._expose:
+            self._endpoints = {}
+            try:
+                self._kubectl(
+                    "delete", "service", "-n", self.namespace, "--ignore-not-found", "--wait=false",
+                    "-l", f"app.kubernetes.io/managed-by={DRILL_MANAGER},{MESH_LABEL}={self.mesh}",
+                )
+            except BackendError:
+                pass
 
-    def endpoints(self, region: str) -> list[str]:
+    def endpoints(self, region: str) -> list[Any]:
+        """The region's own endpoint first; each one address or a per-service mapping."""
         order = [region, *[r for r in self.regions if r != region]]
         return [self._endpoints[r] for r in order if r in self._endpoints]
+
+    # -- reaching the mesh from the drill host --------------------------
+
+    def _mesh_ca(self) -> bytes | None:
+        """The mesh CA (``ca.crt`` of the mesh TLS Secret), or None when the mesh runs without TLS."""
+        try:
+            mesh = json.loads(self._kubectl("get", "xchatmesh", "-n", self.namespace, self.mesh, "-o", "json"))
+        except (BackendError, ValueError) as exc:
+            raise BackendError(f"XChatMesh {self.namespace}/{self.mesh} not found in context {self.context}: {exc}") from exc
+        tls = mesh.get("spec", {}).get("tls") or {}
+        if not tls.get("enabled", False):
+            return None
+        secret_name = tls.get("secretName") or f"{self.mesh}-tls"
+        secret = json.loads(self._kubectl("get", "secret", "-n", self.namespace, secret_name, "-o", "json"))
+        ca = secret.get("data", {}).get("ca.crt")
+        if not ca:
+            raise BackendError(f"TLS Secret {self.namespace}/{secret_name} has no ca.crt")
+        return base64.b64decode(ca)
+
+    def _drill_service(self, service: str, region: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": f"{self.mesh}-drill-{service}-{region}",
+                "namespace": self.namespace,
+                "labels": {
+                    "app.kubernetes.io/managed-by": DRILL_MANAGER,
+                    MESH_LABEL: self.mesh,
+                    COMPONENT_LABEL: service,
+                    REGION_POD_LABEL: region,
+                },
+            },
+            "spec": {
+                "type": "NodePort",
+                "selector": {MESH_LABEL: self.mesh, COMPONENT_LABEL: service, REGION_POD_LABEL: region},
+                "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"}],
+            },
+        }
+
+    def _expose_services(self) -> None:
+        """NodePort Services (ours, beside the operator's ClusterIP ones) + loopback forwarders."""
+        doc = {"apiVersion": "v1", "kind": "List", "items": [
+            self._drill_service(s, r) for r in self.regions for s in SERVICES
+        ]}
+        fd, path = tempfile.mkstemp(prefix="xchat-drill-services-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            self._kubectl("apply", "-f", path)
+        finally:
+            os.unlink(path)
+        listing = json.loads(self._kubectl(
+            "get", "service", "-n", self.namespace, "-o", "json",
+            "-l", f"app.kubernetes.io/managed-by={DRILL_MANAGER},{MESH_LABEL}={self.mesh}",
+        ))
+        ports: dict[tuple[str, str], int] = {}
+        for item in listing.get("items", []):
+            labels = item["metadata"].get("labels", {})
+            for port in item.get("spec", {}).get("ports", []):
+                if port.get("nodePort"):
+                    ports[(labels.get(REGION_POD_LABEL, ""), labels.get(COMPONENT_LABEL, ""))] = int(port["nodePort"])
+        for region in self.regions:
+            mapping = {}
+            for service in SERVICES:
+                if (region, service) not in ports:
+                    raise BackendError(f"no node port for {service} in region {region}")
+                forward = self._forwarder(self._target(region, ports[(region, service)]))
+                self._forwards.append(forward)
+                mapping[service] = forward.address
+            self._endpoints[region] = mapping
+
+    def _target(self, region: str, port: int) -> Callable[[], tuple[str, int]]:
+        def target() -> tuple[str, int]:
+            return self._node_address(self.nodes(region)[0]), port
+        return target
+
+    def _node_address(self, node: str) -> str:
+        if node not in self._addresses:
+            fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+            found = self._run(["docker", "inspect", "-f", fmt, node]).split()
+            if not found:
+                raise BackendError(f"kind node {node} has no address (stopped or disconnected)")
+            self._addresses[node] = found[0]
+        return self._addresses[node]
+
+    def _forget_address(self, region: str) -> None:
+        """A restarted or reconnected node may come back with another address."""
+        for node in self.nodes(region):
+            self._addresses.pop(node, None)
 
     # -- faults --------------------------------------------------------
 
@@ -131,6 +443,7 @@ class KindBackend:
 
     def restore_region(self, region: str) -> None:
         self._docker_each(["start"], region)
+        self._forget_address(region)
         self._wait_ready(region)
 
     def freeze_region(self, region: str) -> None:
@@ -140,40 +453,83 @@ class KindBackend:
         self._docker_each(["unpause"], region)
 
     def partition_region(self, region: str) -> None:
-        self._docker_each(["network", "disconnect", KIND_NETWORK], region)
+        for node in self.nodes(region):
+            # Reconnected with the same address: the node's pod /24 is named after it.
+            self._partitioned[node] = self._node_address(node)
+            self._run(["docker", "network", "disconnect", KIND_NETWORK, node])
 
     def heal_region(self, region: str) -> None:
-        self._docker_each(["network", "connect", KIND_NETWORK], region)
+        for node in self.nodes(region):
+            self._reconnect(node)
+        self._forget_address(region)
+
+    def _reconnect(self, node: str) -> None:
+        address = self._partitioned.pop(node, None)
+        ip = ["--ip", address] if address else []
+        self._run(["docker", "network", "connect", *ip, KIND_NETWORK, node])
+        self._run(["docker", "exec", node, "sh", "-c", RELINK_SCRIPT])
+
+    def check_links(self) -> None:
+        """Raises ``BackendError`` (``NETEM_UNSUPPORTED``) if tc netem cannot work on the nodes."""
+        node = self._all_nodes()[0]
+        try:
+            self._run(["docker", "exec", node, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "0ms"])
+        except BackendError as exc:
+            raise BackendError(f"{NETEM_UNSUPPORTED}: {exc}") from exc
+        self._run(["docker", "exec", node, "tc", "qdisc", "del", "dev", "eth0", "root"])
 
     def add_latency(self, ms: int) -> None:
         # Every node delays its egress: each inter-node round trip grows by 2 * ms.
         for node in self._all_nodes():
-            self._run(["docker", "exec", node, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", f"{ms}ms"])
+            try:
+                self._run(["docker", "exec", node, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", f"{ms}ms"])
+            except BackendError as exc:
+                raise BackendError(f"{NETEM_UNSUPPORTED}: {exc}") from exc
 
     def clear_latency(self) -> None:
         for node in self._all_nodes():
-            self._run(["docker", "exec", node, "tc", "qdisc", "del", "dev", "eth0", "root"])
+            try:
+                self._run(["docker", "exec", node, "tc", "qdisc", "del", "dev", "eth0", "root"])
+            except BackendError:
+                pass  # nothing was added (or the node is gone): nothing to clear
+
+    def _node_of(self, name: str) -> str:
+        """A kind node, given its name or the name of a NATS server (pod) on it."""
+        if name in self._all_nodes():
+            return name
+        for pod in self._pods(self.nats_selector):
+            if pod["metadata"]["name"] == name and pod.get("spec", {}).get("nodeName"):
+                return str(pod["spec"]["nodeName"])
+        raise BackendError(f"{name!r} is neither a kind node nor a NATS pod of mesh {self.mesh}")
 
     def kill_node(self, node: str) -> None:
-        self._run(["docker", "kill", "--signal", "KILL", node])
+        """``node``: a kind node or a NATS server name (its pod: the node it runs on is killed)."""
+        container = self._node_of(node)
+        self._killed[node] = container
+        self._run(["docker", "kill", "--signal", "KILL", container])
 
     def start_node(self, node: str) -> None:
-        self._run(["docker", "start", node])
+        # The pod of a killed node may be gone from the API by now: remember where it was.
+        container = self._killed.pop(node, None) or self._node_of(node)
+        self._run(["docker", "start", container])
+        node = container
+        self._addresses.pop(node, None)
         self._wait_node_ready(node)
 
     def restart_node(self, node: str) -> None:
         """Rolling restart of NATS: delete the NATS pod(s) on ``node`` and wait until ready again."""
-        pods = self._pods_by_node(NATS_SELECTOR).get(node, [])
+        node = self._node_of(node)
+        pods = self._pods_by_node(self.nats_selector).get(node, [])
         for pod in pods:
             self._kubectl("delete", "pod", "-n", self.namespace, pod, "--wait=true")
-        self._wait_pods_ready(NATS_SELECTOR)
+        self._wait_pods_ready(self.nats_selector)
 
     def restart_services(self, region: str) -> None:
-        by_node = self._pods_by_node(SERVICES_SELECTOR)
+        by_node = self._pods_by_node(self.services_selector)
         for node in self.nodes(region):
             for pod in by_node.get(node, []):
                 self._kubectl("delete", "pod", "-n", self.namespace, pod, "--wait=true")
-        self._wait_pods_ready(SERVICES_SELECTOR)
+        self._wait_pods_ready(self.services_selector)
 
     def _wait_node_ready(self, node: str) -> None:
         self._kubectl("wait", "--for=condition=Ready", f"node/{node}", f"--timeout={READY_TIMEOUT_S:.0f}s")
@@ -181,8 +537,8 @@ class KindBackend:
     def _wait_ready(self, region: str) -> None:
         for node in self.nodes(region):
             self._wait_node_ready(node)
-        self._wait_pods_ready(NATS_SELECTOR)
-        self._wait_pods_ready(SERVICES_SELECTOR)
+        self._wait_pods_ready(self.nats_selector)
+        self._wait_pods_ready(self.services_selector)
 
     def _wait_pods_ready(self, selector: str) -> None:
         self._kubectl(
@@ -212,14 +568,14 @@ class KindBackend:
         """server name (pod name) -> pod, for running NATS pods."""
         return {
             pod["metadata"]["name"]: pod["metadata"]["name"]
-            for pod in self._pods(NATS_SELECTOR)
+            for pod in self._pods(self.nats_selector)
             if pod.get("status", {}).get("phase") == "Running"
         }
 
     def _server_regions(self) -> dict[str, str]:
         node_region = {n: r for r, ns in self._node_map().items() for n in ns}
         out = {}
-        for pod in self._pods(NATS_SELECTOR):
+        for pod in self._pods(self.nats_selector):
             region = node_region.get(pod.get("spec", {}).get("nodeName", ""))
             if region is not None:
                 out[pod["metadata"]["name"]] = region
@@ -229,11 +585,8 @@ class KindBackend:
         docs = {}
         for server, pod in self._nats_pods().items():
             try:
-                raw = self._kubectl(
-                    "exec", "-n", self.namespace, pod, "-c", "nats", "--",
-                    "wget", "-q", "-T", "2", "-O", "-", f"http://127.0.0.1:{MONITOR_PORT}{query}",
-                )
-                docs[server] = json.loads(raw)
+                raw = self._kubectl("exec", "-n", self.namespace, pod, "-c", "nats", "--", *monitor_request(query))
+                docs[server] = json.loads(http_body(raw))
             except (BackendError, ValueError):
                 continue  # paused, killed or cut off: reported as not answering
         return docs

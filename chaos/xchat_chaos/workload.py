@@ -66,9 +66,11 @@ class Workload:
         settings: WorkloadSettings,
         history: History,
         epoch: float,
+        root_certificates: bytes | None = None,
     ) -> None:
         self._regions = regions
         self._endpoints = endpoints
+        self._root_certificates = root_certificates
         self._workdir = workdir
         self.settings = settings
         self.history = history
@@ -92,7 +94,10 @@ class Workload:
         self._workdir.mkdir(parents=True, exist_ok=True)
         for idx, (name, region) in enumerate(names):
             client = await Client.open(
-                self._workdir / f"{name}.db", self._endpoints(region), call_timeout=self.settings.call_timeout
+                self._workdir / f"{name}.db",
+                self._endpoints(region),
+                root_certificates=self._root_certificates,
+                call_timeout=self.settings.call_timeout,
             )
             peer = names[(idx + 1) % len(names)][0]
             self.users.append(User(name, region, peer, client))
