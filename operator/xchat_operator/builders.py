@@ -239,6 +239,7 @@ def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: st
     env: list[Obj] = [
         {"name": "XCHAT_REGION", "value": region.name},
         {"name": "XCHAT_LISTEN", "value": f"0.0.0.0:{names.GRPC_PORT}"},
+        {"name": "XCHAT_HEALTH_LISTEN", "value": f"0.0.0.0:{names.HEALTH_PORT}"},
         {"name": "XCHAT_NATS_URLS", "value": ",".join(nats_urls(spec, region, cluster_domain))},
         {"name": "XCHAT_NATS_USER", "value": service},
         {"name": "XCHAT_NATS_PASSWORD_FILE", "value": f"{SERVICE_SECRET_DIR}/nats/password"},
@@ -286,9 +287,13 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["xchat", "serve", service],
         "env": service_env(spec, service, region, cluster_domain),
-        "ports": [{"name": "grpc", "containerPort": names.GRPC_PORT}],
-        "readinessProbe": {"grpc": {"port": names.GRPC_PORT}, "periodSeconds": 5},
-        "livenessProbe": {"grpc": {"port": names.GRPC_PORT}, "periodSeconds": 20, "failureThreshold": 3},
+        "ports": [
+            {"name": "grpc", "containerPort": names.GRPC_PORT},
+            {"name": "health", "containerPort": names.HEALTH_PORT},
+        ],
+        # The probes use the plaintext health-only port, so they work with TLS on.
+        "readinessProbe": {"grpc": {"port": names.HEALTH_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"grpc": {"port": names.HEALTH_PORT}, "periodSeconds": 20, "failureThreshold": 3},
         "volumeMounts": mounts,
     }
     resources = spec.services[service].resources.to_k8s()

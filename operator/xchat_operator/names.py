@@ -18,6 +18,8 @@ NATS_CLIENT_PORT = 4222
 NATS_CLUSTER_PORT = 6222
 NATS_MONITOR_PORT = 8222
 GRPC_PORT = 50051
+# Plaintext grpc.health.v1 only: kubelet's gRPC probes cannot speak TLS.
+HEALTH_PORT = 50052
 ROUTE_USER = "route"
 
 

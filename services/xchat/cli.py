@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = from_env(
         region=args.region,
         listen=args.listen,
+        health_listen=args.health_listen,
         nats_urls=tuple(args.nats.split(",")) if args.nats else None,
         replicas=args.replicas,
         services=services,
@@ -107,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=[*SERVICE_NAMES, "all"])
     serve.add_argument("--region", help="region name (env XCHAT_REGION)")
     serve.add_argument("--listen", help="gRPC address host:port (env XCHAT_LISTEN)")
+    serve.add_argument("--health-listen", help="plaintext health-only address for kubelet probes (env XCHAT_HEALTH_LISTEN)")
     serve.add_argument("--nats", help="comma-separated NATS URLs, own region first (env XCHAT_NATS_URLS)")
     serve.add_argument("--replicas", type=int, help="JetStream replicas, one per region (env XCHAT_REPLICAS)")
     serve.set_defaults(run=_serve)

@@ -50,3 +50,25 @@ async def test_tls_mesh_delivers_and_refuses_plaintext(fresh_mesh_factory, tmp_p
             mesh.nats_urls("a")[0], tls=ssl.create_default_context(), allow_reconnect=False, connect_timeout=2
         )
         await nc.close()
+
+
+async def test_plaintext_health_port_serves_only_health(fresh_mesh_factory) -> None:
+    """Kubelet's gRPC probes cannot speak TLS: a health-only plaintext port answers them."""
+    import grpc
+    import grpc.aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from xchat.mesh.local import free_port
+    from xchat.v1 import relay_pb2, relay_pb2_grpc
+
+    health_address = f"127.0.0.1:{free_port()}"
+    mesh: LocalMesh = fresh_mesh_factory(
+        regions=("solo",), replicas=1, tls=True, extra_env={"XCHAT_HEALTH_LISTEN": health_address}
+    )
+    async with grpc.aio.insecure_channel(health_address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await relay_pb2_grpc.RelayStub(channel).Send(relay_pb2.SendRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert mesh.tls is not None

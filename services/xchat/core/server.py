@@ -51,10 +51,27 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
 
 
 class RunningServer:
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, port: int) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+        health_server: grpc.aio.Server | None = None,
+    ) -> None:
         self.server = server
         self.health = health_servicer
         self.port = port
+        self.health_server = health_server
+
+
+async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -> grpc.aio.Server:
+    """A plaintext server carrying only grpc.health.v1: nothing else is reachable on it."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4096)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if server.add_insecure_port(listen) == 0:
+        raise OSError(f"cannot listen on {listen} (health)")
+    await server.start()
+    return server
 
 
 async def start_server(
@@ -82,7 +99,8 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
-    running = RunningServer(server, health_servicer, port)
+    health_server = await _start_health_only(health_servicer, settings.health_listen) if settings.health_listen else None
+    running = RunningServer(server, health_servicer, port, health_server)
     watcher = asyncio.create_task(_watch_health(health_servicer, ["", *names], store))
     return running, watcher
 
@@ -105,3 +123,5 @@ async def stop_server(running: RunningServer, watcher: asyncio.Task[None], *, gr
     await asyncio.gather(watcher, return_exceptions=True)
     await running.health.enter_graceful_shutdown()
     await running.server.stop(grace)
+    if running.health_server is not None:
+        await running.health_server.stop(0)

@@ -57,6 +57,9 @@ class TlsFiles:
 class ServiceSettings:
     region: str
     listen: str = DEFAULT_LISTEN
+    # Plaintext grpc.health.v1 only (no application service), for kubelet's
+    # gRPC probes, which cannot speak TLS. None: health on the main port only.
+    health_listen: str | None = None
     nats_urls: tuple[str, ...] = (DEFAULT_NATS_URL,)
     nats_user: str | None = None
     nats_password: str | None = None
@@ -114,6 +117,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
     values: dict[str, object] = {
         "region": env.get("XCHAT_REGION", ""),
         "listen": env.get("XCHAT_LISTEN", DEFAULT_LISTEN),
+        "health_listen": env.get("XCHAT_HEALTH_LISTEN") or None,
         "nats_urls": tuple(u for u in env.get("XCHAT_NATS_URLS", DEFAULT_NATS_URL).split(",") if u),
         "nats_user": env.get("XCHAT_NATS_USER") or None,
         "replicas": _number(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
