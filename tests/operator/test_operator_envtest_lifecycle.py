@@ -28,16 +28,16 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
     for r in "abcd":
         prober.set_healthy("life", r)
     make_mesh("life")
-    eventually(lambda: kube.get("Deployment", NS, "life-mailbox-c"), 30, what="initial children")
+    eventually(lambda: kube.get("Deployment", NS, "life-mailbox-c"), 60, what="initial children")
 
     # Add a fourth region: its workloads appear, every region's routes include it.
     regions = [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]
     regions_patch(kube, "life", regions)
-    eventually(lambda: kube.get("Deployment", NS, "life-mailbox-d"), 30, what="region d")
+    eventually(lambda: kube.get("Deployment", NS, "life-mailbox-d"), 60, what="region d")
     conf = base64.b64decode(kube.get("Secret", NS, "life-nats-a-config")["data"]["nats.conf"]).decode()
     assert "life-nats-d-0.life-nats-d-headless" in conf
     assert endpoints(kube, "life") == "a,b,c,d"
-    eventually(lambda: kube.get("XChatMesh", NS, "life")["status"]["readyRegions"] == "4/4", 30, what="4/4")
+    eventually(lambda: kube.get("XChatMesh", NS, "life")["status"]["readyRegions"] == "4/4", 60, what="4/4")
 
     # Removing an active region is refused by the API server.
     with pytest.raises(KubeError) as err:
@@ -51,7 +51,7 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
 
     # Step 1, Draining: clients pointed away, NATS keeps running.
     regions_patch(kube, "life", regions[:3] + [{"name": "d", "mode": "Draining"}])
-    eventually(lambda: replicas(kube, "Deployment", "life-relay-d") == 0, 30, what="services scaled to 0")
+    eventually(lambda: replicas(kube, "Deployment", "life-relay-d") == 0, 60, what="services scaled to 0")
     assert endpoints(kube, "life") == "a,b,c"
     assert replicas(kube, "StatefulSet", "life-nats-d") == 1
 
@@ -60,21 +60,21 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
         assert region_conditions(m, "d")["Draining"] == ("True", "ClientsDrained")
         assert region_conditions(m, "d")["Ready"] == ("False", "Draining")
         return m["status"]["readyRegions"] == "3/3"
-    eventually(draining, 30, what="Draining status")
+    eventually(draining, 60, what="Draining status")
 
     # Step 2, Drained: NATS scaled to 0, PVCs retained by policy.
     regions_patch(kube, "life", regions[:3] + [{"name": "d", "mode": "Drained"}])
-    eventually(lambda: replicas(kube, "StatefulSet", "life-nats-d") == 0, 30, what="NATS scaled to 0")
+    eventually(lambda: replicas(kube, "StatefulSet", "life-nats-d") == 0, 60, what="NATS scaled to 0")
     sts = kube.get("StatefulSet", NS, "life-nats-d")
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
     eventually(lambda: region_conditions(kube.get("XChatMesh", NS, "life"), "d")["Draining"]
-               == ("True", "NatsScaledDown"), 30, what="Drained status")
+               == ("True", "NatsScaledDown"), 60, what="Drained status")
     env = kube.get("Deployment", NS, "life-relay-a")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert "life-nats-d" not in {e["name"]: e.get("value") for e in env}["XCHAT_NATS_URLS"]
 
     # Step 3, remove: the region's objects are pruned (PVCs are never touched).
     regions_patch(kube, "life", regions[:3])
-    eventually(lambda: kube.get("StatefulSet", NS, "life-nats-d") is None, 30, what="pruned")
+    eventually(lambda: kube.get("StatefulSet", NS, "life-nats-d") is None, 60, what="pruned")
     assert kube.get("Deployment", NS, "life-mailbox-d") is None
     assert kube.get("Secret", NS, "life-nats-d-config") is None
     eventually(lambda: [r["name"] for r in kube.get("XChatMesh", NS, "life")["status"]["regions"]] == ["a", "b", "c"],
@@ -86,7 +86,7 @@ def test_mark_region_down(kube, make_mesh, prober) -> None:
     prober.set_healthy("down", "b")
     prober.set_healthy("down", "c", ok=False)  # region c is unreachable
     make_mesh("down")
-    eventually(lambda: kube.get("XChatMesh", NS, "down")["status"]["phase"] == "Degraded", 30, what="Degraded")
+    eventually(lambda: kube.get("XChatMesh", NS, "down")["status"]["phase"] == "Degraded", 60, what="Degraded")
     assert kube.get("XChatMesh", NS, "down")["status"]["readyRegions"] == "2/3"
     nats_before = kube.get("StatefulSet", NS, "down-nats-c")["spec"]
 
@@ -98,7 +98,7 @@ def test_mark_region_down(kube, make_mesh, prober) -> None:
         assert region_conditions(m, "c")["Degraded"] == ("True", "MarkedDown")
         assert m["status"]["observedGeneration"] == m["metadata"]["generation"]
         return m["status"]["phase"] == "Running" and m["status"]["readyRegions"] == "2/2"
-    eventually(stopped_waiting, 30, what="rest stops waiting")
+    eventually(stopped_waiting, 60, what="rest stops waiting")
     assert endpoints(kube, "down") == "a,b"
     assert replicas(kube, "Deployment", "down-relay-c") == 0
     # The unreachable region's NATS is left alone: no scale-down, routes unchanged.

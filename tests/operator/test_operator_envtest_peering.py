@@ -50,7 +50,7 @@ def replicas(envtest_env, kube, tmp_path) -> Iterator[dict[str, Replica]]:
     started: dict[str, Replica] = {}
     try:
         started["low"] = Replica(envtest_env, "op-low", 10, tmp_path / "low.log")
-        eventually(lambda: "xchat operator configured" in started["low"].text(), 30, what="low started")
+        eventually(lambda: "xchat operator configured" in started["low"].text(), 60, what="low started")
         started["high"] = Replica(envtest_env, "op-high", 20, tmp_path / "high.log")
         eventually(lambda: "Pausing operations in favour of" in started["low"].text(), 40,
                    what="low replica pauses for high")
@@ -71,7 +71,7 @@ def test_two_replicas_one_reconciliation(kube, replicas) -> None:
     assert m["status"]["reconciledBy"] == "op-high"
 
     kube.merge_patch("XChatMesh", HA_NS, "ha", {"spec": {"services": {"relay": {"replicas": 3}}}})
-    eventually(lambda: reconciled(2), 30, what="second reconciliation")
+    eventually(lambda: reconciled(2), 60, what="second reconciliation")
     time.sleep(3)  # a fighting replica would add more
     m = kube.get("XChatMesh", HA_NS, "ha")
     assert m["status"]["reconciles"] == 2 and m["status"]["reconciledBy"] == "op-high"
@@ -82,11 +82,11 @@ def test_two_replicas_one_reconciliation(kube, replicas) -> None:
 
     # The active replica leaves; the standby takes over.
     replicas["high"].stop()
-    eventually(lambda: "Resuming operations after the pause" in replicas["low"].text(), 30, what="low resumes")
+    eventually(lambda: "Resuming operations after the pause" in replicas["low"].text(), 60, what="low resumes")
     kube.merge_patch("XChatMesh", HA_NS, "ha", {"spec": {"services": {"relay": {"replicas": 4}}}})
     m = eventually(lambda: reconciled(3), 40, what="takeover reconciliation")
     assert m["status"]["reconciledBy"] == "op-low"
-    eventually(lambda: kube.get("Deployment", HA_NS, "ha-relay-a")["spec"]["replicas"] == 4, 20)
+    eventually(lambda: kube.get("Deployment", HA_NS, "ha-relay-a")["spec"]["replicas"] == 4, 60)
 
     kube.delete("XChatMesh", HA_NS, "ha")
-    eventually(lambda: kube.get("XChatMesh", HA_NS, "ha") is None, 30, what="ha mesh deleted")
+    eventually(lambda: kube.get("XChatMesh", HA_NS, "ha") is None, 60, what="ha mesh deleted")

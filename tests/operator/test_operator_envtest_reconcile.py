@@ -42,7 +42,7 @@ def nats_conf(kube, mesh: str, region: str) -> str:
 def test_create_makes_every_child(kube, make_mesh, prober) -> None:
     mesh = make_mesh("create", regions=[{"name": "a"}, {"name": "b"}, {"name": "c"}])
     want = expected_children("create", ("a", "b", "c"))
-    eventually(lambda: children(kube, "create") >= want, 30, what="children")
+    eventually(lambda: children(kube, "create") >= want, 60, what="children")
     assert children(kube, "create") == want
 
     uid = mesh["metadata"]["uid"]
@@ -76,7 +76,7 @@ def test_create_makes_every_child(kube, make_mesh, prober) -> None:
         assert st["observedGeneration"] == m["metadata"]["generation"]
         assert region_conditions(m, "a")["Ready"] == ("False", "NatsNoReadyEndpoints")
         return st
-    st = eventually(probed, 30, what="probe status")
+    st = eventually(probed, 60, what="probe status")
     assert st["readyRegions"] == "0/3" and st["phase"] == "Degraded"
     assert events_for(kube, NS, "create", "Reconciled")
 
@@ -90,55 +90,55 @@ def test_injected_probe_results_make_regions_ready(kube, make_mesh, prober) -> N
         m = kube.get("XChatMesh", NS, "healthy")
         assert m["status"]["phase"] == "Running", m["status"].get("phase")
         return m
-    m = eventually(ready, 30, what="Running")
+    m = eventually(ready, 60, what="Running")
     assert m["status"]["readyRegions"] == "3/3"
     assert region_conditions(m, "b")["Ready"] == ("True", "Healthy")
     prober.set_healthy("healthy", "b", ok=False)
     m = eventually(lambda: kube.get("XChatMesh", NS, "healthy")["status"]["phase"] == "Degraded"
-                   and kube.get("XChatMesh", NS, "healthy"), 30, what="Degraded")
+                   and kube.get("XChatMesh", NS, "healthy"), 60, what="Degraded")
     assert region_conditions(m, "b")["Ready"] == ("False", "NatsUnreachable")
 
 
 def test_spec_change_updates_children(kube, make_mesh) -> None:
     make_mesh("upd")
-    eventually(lambda: children(kube, "upd") >= expected_children("upd", ("a", "b", "c")), 30)
+    eventually(lambda: children(kube, "upd") >= expected_children("upd", ("a", "b", "c")), 60)
     kube.merge_patch("XChatMesh", NS, "upd", {"spec": {"services": {"relay": {"replicas": 4}},
                                                         "image": "xchat:0.2.0"}})
-    eventually(lambda: kube.get("Deployment", NS, "upd-relay-b")["spec"]["replicas"] == 4, 30, what="replicas")
+    eventually(lambda: kube.get("Deployment", NS, "upd-relay-b")["spec"]["replicas"] == 4, 60, what="replicas")
     eventually(lambda: kube.get("Deployment", NS, "upd-auth-c")["spec"]["template"]["spec"]["containers"][0]["image"]
-               == "xchat:0.2.0", 30, what="image")
+               == "xchat:0.2.0", 60, what="image")
     assert kube.get("Deployment", NS, "upd-auth-c")["spec"]["replicas"] == 2
 
 
 def test_deleted_and_edited_children_come_back(kube, make_mesh) -> None:
     make_mesh("drift")
-    eventually(lambda: children(kube, "drift") >= expected_children("drift", ("a", "b", "c")), 30)
+    eventually(lambda: children(kube, "drift") >= expected_children("drift", ("a", "b", "c")), 60)
     old_uid = kube.get("Deployment", NS, "drift-mailbox-b")["metadata"]["uid"]
     kube.delete("Deployment", NS, "drift-mailbox-b")
     eventually(lambda: (kube.get("Deployment", NS, "drift-mailbox-b") or {}).get("metadata", {}).get("uid")
-               not in (None, old_uid), 20, what="recreated deployment")
+               not in (None, old_uid), 60, what="recreated deployment")
     kube.delete("Secret", NS, "drift-nats-c-config")
-    eventually(lambda: kube.get("Secret", NS, "drift-nats-c-config"), 20, what="recreated config")
+    eventually(lambda: kube.get("Secret", NS, "drift-nats-c-config"), 60, what="recreated config")
     # An edit by someone else is undone.
     kube.merge_patch("StatefulSet", NS, "drift-nats-a", {"spec": {"replicas": 5}})
-    eventually(lambda: kube.get("StatefulSet", NS, "drift-nats-a")["spec"]["replicas"] == 1, 20, what="reverted")
+    eventually(lambda: kube.get("StatefulSet", NS, "drift-nats-a")["spec"]["replicas"] == 1, 60, what="reverted")
     reasons = {e["reason"] for e in events_for(kube, NS, "drift")}
     assert {"Recreated", "Corrected"} <= reasons
 
 
 def test_delete_runs_finalizer_cleanup(kube, operator) -> None:
     kube.create(mesh_manifest("gone"))
-    eventually(lambda: len(children(kube, "gone")) == len(expected_children("gone", ("a", "b", "c"))), 30)
+    eventually(lambda: len(children(kube, "gone")) == len(expected_children("gone", ("a", "b", "c"))), 60)
     assert "xchat.dev/finalizer" in kube.get("XChatMesh", NS, "gone")["metadata"]["finalizers"]
     kube.delete("XChatMesh", NS, "gone")
-    eventually(lambda: kube.get("XChatMesh", NS, "gone") is None, 30, what="mesh gone")
+    eventually(lambda: kube.get("XChatMesh", NS, "gone") is None, 60, what="mesh gone")
     # No garbage collector runs under envtest: what is gone, the finalizer deleted.
     assert children(kube, "gone") == set()
 
 
 def test_pause_annotation_stops_reconciliation(kube, make_mesh) -> None:
     make_mesh("paused")
-    eventually(lambda: children(kube, "paused") >= expected_children("paused", ("a", "b", "c")), 30)
+    eventually(lambda: children(kube, "paused") >= expected_children("paused", ("a", "b", "c")), 60)
     kube.merge_patch("XChatMesh", NS, "paused", {"metadata": {"annotations": {"xchat.dev/paused": "true"}}})
 
     def paused_cond():
@@ -146,7 +146,7 @@ def test_pause_annotation_stops_reconciliation(kube, make_mesh) -> None:
         conds = {c["type"]: c for c in m["status"]["conditions"]}
         assert conds["Paused"]["status"] == "True" and conds["Paused"]["reason"] == "PauseAnnotation"
         return m["status"]["phase"] == "Paused"
-    eventually(paused_cond, 20, what="Paused condition")
+    eventually(paused_cond, 60, what="Paused condition")
     kube.merge_patch("XChatMesh", NS, "paused", {"spec": {"services": {"relay": {"replicas": 5}}}})
     kube.delete("Deployment", NS, "paused-keys-a")
     import time
@@ -154,15 +154,15 @@ def test_pause_annotation_stops_reconciliation(kube, make_mesh) -> None:
     assert kube.get("Deployment", NS, "paused-relay-a")["spec"]["replicas"] == 2
     assert kube.get("Deployment", NS, "paused-keys-a") is None
     kube.merge_patch("XChatMesh", NS, "paused", {"metadata": {"annotations": {"xchat.dev/paused": None}}})
-    eventually(lambda: kube.get("Deployment", NS, "paused-relay-a")["spec"]["replicas"] == 5, 20, what="resumed")
-    eventually(lambda: kube.get("Deployment", NS, "paused-keys-a"), 20, what="recreated after resume")
+    eventually(lambda: kube.get("Deployment", NS, "paused-relay-a")["spec"]["replicas"] == 5, 60, what="resumed")
+    eventually(lambda: kube.get("Deployment", NS, "paused-keys-a"), 60, what="recreated after resume")
     eventually(lambda: {c["type"]: c["status"] for c in kube.get("XChatMesh", NS, "paused")["status"]["conditions"]}
-               ["Paused"] == "False", 20, what="Paused=False")
+               ["Paused"] == "False", 60, what="Paused=False")
 
 
 def test_generated_tls_reissued_for_new_region(kube, make_mesh) -> None:
     make_mesh("tls", tls={"enabled": True})
-    sec = eventually(lambda: kube.get("Secret", NS, "tls-tls"), 30, what="tls secret")
+    sec = eventually(lambda: kube.get("Secret", NS, "tls-tls"), 60, what="tls secret")
     assert sec["type"] == "kubernetes.io/tls"
     assert sec["metadata"]["annotations"]["xchat.dev/tls-regions"] == "a,b,c"
     conf = nats_conf(kube, "tls", "a")
@@ -172,6 +172,6 @@ def test_generated_tls_reissued_for_new_region(kube, make_mesh) -> None:
     kube.merge_patch("XChatMesh", NS, "tls", {"spec": {"regions": [{"name": "a"}, {"name": "b"}, {"name": "c"},
                                                                    {"name": "d"}]}})
     new = eventually(lambda: (s := kube.get("Secret", NS, "tls-tls"))["metadata"]["annotations"]
-                     ["xchat.dev/tls-regions"] == "a,b,c,d" and s, 30, what="re-issued")
+                     ["xchat.dev/tls-regions"] == "a,b,c,d" and s, 60, what="re-issued")
     assert new["data"]["ca.crt"] == sec["data"]["ca.crt"]
     assert new["data"]["tls.crt"] != sec["data"]["tls.crt"]

@@ -61,6 +61,10 @@ CHALLENGE_TTL_S = 120.0
 # JetStream API error codes we react to (nats-server errors.json).
 ERR_STREAM_NAME_IN_USE = 10058
 ERR_WRONG_LAST_SEQUENCE = 10071
+# Errors a forming or recovering cluster gives (nats-server errors.json):
+# 10005 no suitable peers for placement, 10008 JetStream system temporarily
+# unavailable, 10023 insufficient resources, 10074 cluster peer not member.
+TRANSIENT_API_ERRORS = frozenset({10005, 10008, 10023, 10074, None})
 # How long start-up keeps retrying resource creation while the cluster elects
 # its meta leader.
 ENSURE_DEADLINE_S = 60.0
@@ -212,19 +216,24 @@ class Store:
             return await self.js.key_value(config.bucket)
 
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Retries while the cluster has no meta leader yet (start-up, recovery)."""
+        """Retries while the cluster is still forming (no meta leader, peers not yet
+        connected: "no suitable peers for placement") at start-up or in recovery.
+
+        Gives up after ENSURE_DEADLINE_S with the store's own reason, so a real
+        misconfiguration (more replicas than regions) still ends the process clearly.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ENSURE_DEADLINE_S
         delay = 0.2
         while True:
             try:
                 return await op()
-            except nats.js.errors.BadRequestError:
-                raise
             except STORE_ERRORS as exc:
+                if isinstance(exc, nats.js.errors.APIError) and exc.err_code not in TRANSIENT_API_ERRORS:
+                    raise
                 if loop.time() > deadline:
                     raise translate(exc) from exc
-                log.info("JetStream not ready (%s); retrying", type(exc).__name__)
+                log.info("JetStream not ready (%s); retrying", getattr(exc, "description", None) or type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
