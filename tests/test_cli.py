@@ -29,11 +29,15 @@ def test_mistakes_get_one_line_errors_without_tracebacks() -> None:
 
 
 def test_up_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
-    result = _run("up", "--demo", "--exit-after-demo", "--workdir", str(tmp_path), timeout=180)
+    try:
+        result = _run("up", "--demo", "--exit-after-demo", "--workdir", str(tmp_path), timeout=180)
+    finally:
+        leftovers = _children_of(tmp_path)
+        _reap(leftovers)
     assert result.returncode == 0, result.stderr
     assert "region  gRPC" in result.stdout and "TLS on every hop" in result.stdout
     assert "both sides compute the same number: True" in result.stdout and "demo: done" in result.stdout
-    assert not _children_of(tmp_path)
+    assert not leftovers
 
 
 def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
@@ -53,7 +57,17 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-    assert not _children_of(tmp_path), "no process left behind"
+        leftovers = _children_of(tmp_path)
+        _reap(leftovers)  # never leave a mesh behind, even when the test fails
+    assert not leftovers, "no process left behind"
+
+
+def _reap(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _children_of(workdir: Path) -> list[int]:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from xchat_chaos.backend import BackendError
-from xchat_chaos.kind import NETEM_UNSUPPORTED, REGION_LABEL, SERVICES, KindBackend, TcpForward, parse_endpoints
+from xchat_chaos.forwarding import TcpForward
+from xchat_chaos.kind import NETEM_UNSUPPORTED, REGION_LABEL, SERVICES, KindBackend, parse_endpoints
 
 NODES = {"a": ["xchat-worker", "xchat-worker4"], "b": ["xchat-worker2"], "c": ["xchat-worker3"]}
 NATS_PODS = {"nats-0": "xchat-worker", "nats-1": "xchat-worker2", "nats-2": "xchat-worker3"}
