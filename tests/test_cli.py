@@ -26,6 +26,12 @@ def test_mistakes_get_one_line_errors_without_tracebacks() -> None:
     assert result.returncode == 2 and "cannot read /nonexistent" in result.stderr
     result = _run("serve", "teleport")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+    result = _run("up", "--nodes-per-region", "0")
+    assert result.returncode == 2 and "--nodes-per-region >= 1" in result.stderr
+    result = _run("up", "--regions", "a,a,b")
+    assert result.returncode == 2 and "must be unique" in result.stderr
+    result = _run("drill", "region-kill", "--backend", "kind", "--kube-context", "no-such-context", "--no-progress")
+    assert result.returncode == 2 and "cannot run" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_up_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:

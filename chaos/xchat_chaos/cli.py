@@ -9,6 +9,7 @@ when every guarantee held, 1 otherwise, 2 when the drill cannot run at all
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import sys
 import tempfile
@@ -162,16 +163,18 @@ def _run(args: argparse.Namespace) -> int:
     describe, close = _progress_bar(settings, enabled=not args.no_progress and sys.stderr.isatty())
     from xchat_chaos.backend import BackendError
 
-    backend = _backend(args, workdir)
+    backend = None
     describe(f"starting {args.backend} mesh")
     try:
+        backend = _backend(args, workdir)
         backend.start()
         if args.scenario == "link-latency" and hasattr(backend, "check_links"):
             backend.check_links()  # kind: tc netem needs a kernel module this host may lack
     except BackendError as exc:
         close()
-        if hasattr(backend, "stop") and args.backend == "kind":
-            backend.stop()
+        if backend is not None and args.backend == "kind":
+            with contextlib.suppress(BackendError):  # nothing to clean up if the cluster is unreachable
+                backend.stop()
         print(f"xchat drill {args.scenario} ({args.backend}): cannot run: {exc}", file=sys.stderr)
         return 2
     try:

@@ -26,10 +26,16 @@ from . import names, reconcile, status
 from .errors import OperatorError, to_kopf
 from .kube import Kube, load_connection
 from .probes import Check, RegionHealth, make_default_prober, not_probed
+from .errors import SpecError
 from .settings import OperatorSettings, from_env
 from .spec import GROUP, PLURAL, VERSION, MeshSpec, parse_mesh
 
-CONFIG = from_env()
+try:
+    CONFIG = from_env()
+except SpecError as _exc:
+    # Settings are read once, at import (kopf needs the timer interval here):
+    # a malformed variable ends the process with one line, not a traceback.
+    raise SystemExit(f"xchat-operator: {_exc}") from None
 FINALIZER = "xchat.dev/finalizer"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
+
+from .errors import SpecError
 
 DEFAULT_RESYNC_SECONDS = 30.0  # drift + health sweep; a deleted child is also caught at once by its watch
 DEFAULT_PROBE_TIMEOUT_SECONDS = 2.0  # one health RPC / HTTP GET; regions are far, but 2 s is already "down"
@@ -60,20 +63,34 @@ def _bool(raw: str | None, default: bool) -> bool:
     return raw.lower() in ("1", "true", "yes", "on")
 
 
+def _number(e: Mapping[str, str], name: str, default: float, cast: type = float) -> Any:
+    raw = e.get(name)
+    if raw is None or raw == "":
+        return cast(default)
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise SpecError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if value < 0:
+        raise SpecError(f"{name}={raw!r} must not be negative")
+    return value
+
+
 def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Settings from ``XCHAT_OPERATOR_*``; a malformed value raises SpecError naming the variable."""
     e = os.environ if env is None else env
     return OperatorSettings(
         resync=ResyncSettings(
-            interval=float(e.get("XCHAT_OPERATOR_RESYNC_SECONDS", DEFAULT_RESYNC_SECONDS)),
-            idle=float(e.get("XCHAT_OPERATOR_RESYNC_IDLE_SECONDS", 2.0)),
+            interval=_number(e, "XCHAT_OPERATOR_RESYNC_SECONDS", DEFAULT_RESYNC_SECONDS),
+            idle=_number(e, "XCHAT_OPERATOR_RESYNC_IDLE_SECONDS", 2.0),
         ),
         probes=ProbeSettings(
-            timeout=float(e.get("XCHAT_OPERATOR_PROBE_TIMEOUT_SECONDS", DEFAULT_PROBE_TIMEOUT_SECONDS)),
+            timeout=_number(e, "XCHAT_OPERATOR_PROBE_TIMEOUT_SECONDS", DEFAULT_PROBE_TIMEOUT_SECONDS),
             enabled=_bool(e.get("XCHAT_OPERATOR_PROBES"), True),
         ),
         peering=PeeringSettings(
             name=e.get("XCHAT_OPERATOR_PEERING", DEFAULT_PEERING_NAME),
-            priority=int(e.get("XCHAT_OPERATOR_PRIORITY", DEFAULT_PRIORITY)),
+            priority=_number(e, "XCHAT_OPERATOR_PRIORITY", DEFAULT_PRIORITY, int),
             standalone=_bool(e.get("XCHAT_OPERATOR_STANDALONE"), False),
         ),
         cluster_domain=e.get("XCHAT_CLUSTER_DOMAIN", DEFAULT_CLUSTER_DOMAIN),

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from xchat.client.errors import ClientError
 from xchat.core.errors import XChatError
 from xchat.core.settings import SERVICE_NAMES, SettingsError, from_env
 
@@ -52,8 +53,12 @@ def _up(args: argparse.Namespace) -> int:
     from xchat.mesh.local import LocalMesh
 
     _stop_on_signals()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
     regions = tuple(r for r in args.regions.split(",") if r)
+    if not regions or args.nodes_per_region < 1:
+        raise SettingsError("need at least one region (--regions a,b,c) and --nodes-per-region >= 1")
+    if len(set(regions)) != len(regions):
+        raise SettingsError(f"region names must be unique: {','.join(regions)}")
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
     mesh = LocalMesh(
         workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port, tls=not args.insecure
     )
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         code = args.run(args)
-    except (SettingsError, XChatError) as exc:
+    except (SettingsError, XChatError, ClientError) as exc:
         print(f"xchat: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     except (TimeoutError, RuntimeError, OSError) as exc:

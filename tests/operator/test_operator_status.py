@@ -93,3 +93,18 @@ def test_public_surface_is_honest() -> None:
     for name in xchat_operator.__all__:
         assert hasattr(xchat_operator, name), name
     assert sorted(xchat_operator.__all__) == list(xchat_operator.__all__)
+
+
+def test_malformed_operator_settings_name_the_variable() -> None:
+    import pytest
+
+    from xchat_operator.errors import SpecError
+    from xchat_operator.settings import from_env
+
+    assert from_env({}).resync.interval > 0
+    with pytest.raises(SpecError, match="XCHAT_OPERATOR_RESYNC_SECONDS='abc' is not a number"):
+        from_env({"XCHAT_OPERATOR_RESYNC_SECONDS": "abc"})
+    with pytest.raises(SpecError, match="XCHAT_OPERATOR_PRIORITY='1.5' is not an integer"):
+        from_env({"XCHAT_OPERATOR_PRIORITY": "1.5"})
+    with pytest.raises(SpecError, match="must not be negative"):
+        from_env({"XCHAT_OPERATOR_PROBE_TIMEOUT_SECONDS": "-1"})
