@@ -24,7 +24,7 @@ CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions(peer_account);
 CREATE TABLE IF NOT EXISTS counters (peer_account TEXT PRIMARY KEY, next INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     message_id BLOB NOT NULL, recipient_device TEXT NOT NULL, recipient_account TEXT NOT NULL,
-    ciphertext BLOB NOT NULL, created_ms INTEGER NOT NULL, stored_seq INTEGER,
+    ciphertext BLOB NOT NULL, created_ms INTEGER NOT NULL,
     PRIMARY KEY (message_id, recipient_device));
 CREATE TABLE IF NOT EXISTS inbox (
     message_id BLOB PRIMARY KEY, sender_account TEXT NOT NULL, sender_device TEXT NOT NULL,
@@ -113,7 +113,8 @@ class LocalState:
             (item.message_id, item.recipient_device, item.recipient_account, item.ciphertext, _now()),
         )
 
-    def mark_stored(self, message_id: bytes, recipient_device: str, sequence: int) -> None:
+    def remove_outbox(self, message_id: bytes, recipient_device: str) -> None:
+        """The message left the outbox: stored by the server, or refused for good."""
         self._db.execute(
             "DELETE FROM outbox WHERE message_id = ? AND recipient_device = ?", (message_id, recipient_device)
         )

@@ -239,9 +239,9 @@ class Client:
             )
         except RequestRejected:
             # Refused for good (unknown recipient, bad input): keeping it would block nothing but retry for ever.
-            self._state.mark_stored(item.message_id, item.recipient_device, 0)
+            self._state.remove_outbox(item.message_id, item.recipient_device)
             raise
-        self._state.mark_stored(item.message_id, item.recipient_device, result.sequence)
+        self._state.remove_outbox(item.message_id, item.recipient_device)
         return SendReceipt(item.message_id, item.recipient_device, result.sequence, result.duplicate)
 
     async def flush_outbox(self) -> list[SendReceipt | Failed]:
@@ -307,14 +307,14 @@ class Client:
         if item is None:
             return
         if result.error_code == 0:
-            self._state.mark_stored(item.message_id, item.recipient_device, result.sequence)
+            self._state.remove_outbox(item.message_id, item.recipient_device)
             outcomes[key] = SendReceipt(item.message_id, item.recipient_device, result.sequence, result.duplicate)
         elif result.error_code == grpc.StatusCode.UNAVAILABLE.value[0]:
             pending[key] = item  # retried in the next round
             outcomes[key] = Failed(item.message_id, item.recipient_device, "UNAVAILABLE", result.error_message)
         else:
             # Refused for good: drop it from the outbox, report it.
-            self._state.mark_stored(item.message_id, item.recipient_device, 0)
+            self._state.remove_outbox(item.message_id, item.recipient_device)
             outcomes[key] = Failed(item.message_id, item.recipient_device, _code_name(result.error_code), result.error_message)
 
     # -- receiving -----------------------------------------------------

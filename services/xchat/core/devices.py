@@ -65,13 +65,14 @@ class DeviceDirectory:
         # Single flight: concurrent misses for one device share one store read.
         self._loading: dict[DeviceId, asyncio.Future[DeviceRecord | None]] = {}
 
-    async def get(self, device: DeviceId, *, fresh: bool = False) -> tuple[DeviceRecord | None, int]:
-        """The record and its revision (0 when absent), read from the store."""
+    async def get(self, device: DeviceId) -> tuple[DeviceRecord | None, int]:
+        """The record and its revision (0 when absent), read from the store (and cached)."""
         try:
             entry = await self._bucket.get(device)
         except nats.js.errors.KeyNotFoundError:
-            return None, 0
-        if entry.value is None:
+            entry = None
+        if entry is None or entry.value is None:
+            self._remember(device, None)
             return None, 0
         record = DeviceRecord.decode(device, entry.value)
         self._remember(device, record)

@@ -23,11 +23,8 @@ class StoredEnvelope:
     stored_at_ms: int
 
     def encode(self) -> bytes:
-        return mailbox_pb2.Envelope(
-            message_id=self.message_id,
-            ciphertext=self.ciphertext,
-            stored_at_ms=self.stored_at_ms,
-        ).SerializeToString()
+        # The sequence is JetStream's to assign: 0 leaves the field unset.
+        return self.to_pb(0).SerializeToString()
 
     @classmethod
     def decode(cls, data: bytes) -> StoredEnvelope | None:

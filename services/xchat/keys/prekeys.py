@@ -134,6 +134,7 @@ class PrekeyDirectory:
         return json.loads(entry.value or b"[]"), entry.revision or 0
 
     async def _append(self, device: DeviceId, kind: str, keys: tuple[PublicPrekey, ...]) -> int:
+        written = False
         for _ in range(CAS_ATTEMPTS):
             ids, revision = await self._index(device, kind)
             if not keys:
@@ -145,8 +146,11 @@ class PrekeyDirectory:
                 raise ResourceExhausted(
                     f"at most {MAX_STORED_ONE_TIME} one-time prekeys may be stored; {len(ids)} are, {len(keys)} more given"
                 )
-            for key in keys:
-                await self._kv.put(f"{device}.{kind}.{key.key_id}", key.encode())
+            if not written:
+                # Entries first, concurrently and once; they are unreachable
+                # until the index (below) names them.
+                await asyncio.gather(*(self._kv.put(f"{device}.{kind}.{k.key_id}", k.encode()) for k in keys))
+                written = True
             body = json.dumps(ids + [k.key_id for k in keys]).encode()
             try:
                 if revision:

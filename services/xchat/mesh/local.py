@@ -9,6 +9,7 @@ Used by ``xchat up``, the integration tests and the local chaos back end.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import json
 import socket
@@ -236,8 +237,7 @@ class LocalMesh:
 
     @staticmethod
     def _base_env() -> dict[str, str]:
-        import os
-
+        """This process's environment without XCHAT_* (each child gets exactly its own settings)."""
         return {k: v for k, v in os.environ.items() if not k.startswith("XCHAT_")}
 
     def start(self) -> None:

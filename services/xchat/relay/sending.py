@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.js.api import PubAck
 
 from xchat.core.devices import DeviceDirectory
 from xchat.core.envelopes import StoredEnvelope
@@ -72,16 +74,12 @@ class Relay:
     ) -> Receipt:
         await self.validate(sender, recipient, ciphertext)
         data, headers = self._message(sender, recipient, message_id, ciphertext)
-        try:
-            ack = await self._store.js.publish(
-                mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers
-            )
-        except nats.js.errors.APIError as exc:
-            raise _publish_error(exc, recipient) from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise translate(exc) from exc
+        publish = self._store.js.publish(
+            mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers
+        )
+        receipt = await self._stored(recipient, message_id, publish)
         await self._notify(recipient)
-        return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
+        return receipt
 
     async def send_pipelined(
         self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
@@ -92,12 +90,21 @@ class Relay:
         """
         await self.validate(sender, recipient, ciphertext)
         data, headers = self._message(sender, recipient, message_id, ciphertext)
-        try:
+
+        async def publish() -> PubAck:
             future = await self._store.js.publish_async(
                 mailbox_subject(recipient), data, wait_stall=timeout, stream=MAILBOX_STREAM, headers=headers
             )
             # publish_async futures have no deadline of their own.
-            ack = await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, timeout)
+
+        return await self._stored(recipient, message_id, publish())
+
+    @staticmethod
+    async def _stored(recipient: DeviceId, message_id: MessageId, publish: Awaitable[PubAck]) -> Receipt:
+        """Awaits the publish ack (quorum of regions) and translates store errors."""
+        try:
+            ack = await publish
         except nats.js.errors.APIError as exc:
             raise _publish_error(exc, recipient) from exc
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
