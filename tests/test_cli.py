@@ -77,15 +77,16 @@ def _reap(pids: list[int]) -> None:
 
 
 def _children_of(workdir: Path) -> list[int]:
-    """Processes whose command line mentions the mesh's work directory (nats-server configs)."""
+    """Processes of the mesh in ``workdir``: nats-servers name it on their command line,
+    service processes in their environment (key and certificate paths)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
         except OSError:
             continue
-        if str(workdir) in cmdline and int(entry.name) != os.getpid():
+        if str(workdir).encode() in seen:
             found.append(int(entry.name))
     return found

@@ -28,6 +28,8 @@ from xchat.relay.service import RelayServicer
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger(__name__)
+# Grace for in-flight calls (10 s) plus draining NATS (5 s), with room to spare.
+STOP_DEADLINE_S = 20.0
 
 
 def _verifier(settings: ServiceSettings) -> TokenVerifier:
@@ -131,4 +133,8 @@ async def serve_forever(settings: ServiceSettings, *, ready_message: bool = True
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: finishing in-flight calls")
-    await process.stop()
+    try:
+        # Bounded: a store that never answers again must not keep the process alive.
+        await asyncio.wait_for(process.stop(), STOP_DEADLINE_S)
+    except asyncio.TimeoutError:
+        log.warning("graceful stop did not finish in %.0fs; exiting anyway", STOP_DEADLINE_S)
