@@ -24,6 +24,15 @@ def replicas(kube, kind: str, name: str) -> int:
     return int(kube.get(kind, NS, name)["spec"]["replicas"])
 
 
+def nats_conf(kube, mesh: str, region: str) -> str:
+    return base64.b64decode(kube.get("Secret", NS, f"{mesh}-nats-{region}-config")["data"]["nats.conf"]).decode()
+
+
+def nats_urls(kube, deployment: str) -> str:
+    env = kube.get("Deployment", NS, deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {e["name"]: e.get("value") for e in env}["XCHAT_NATS_URLS"]
+
+
 def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
     for r in "abcd":
         prober.set_healthy("life", r)
@@ -34,9 +43,9 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
     regions = [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]
     regions_patch(kube, "life", regions)
     eventually(lambda: kube.get("Deployment", NS, "life-mailbox-d"), 60, what="region d")
-    conf = base64.b64decode(kube.get("Secret", NS, "life-nats-a-config")["data"]["nats.conf"]).decode()
-    assert "life-nats-d-0.life-nats-d-headless" in conf
-    assert endpoints(kube, "life") == "a,b,c,d"
+    # One reconcile pass writes these objects one after another: wait for each, never read once.
+    eventually(lambda: "life-nats-d-0.life-nats-d-headless" in nats_conf(kube, "life", "a"), 60, what="routes to d")
+    eventually(lambda: endpoints(kube, "life") == "a,b,c,d", 60, what="endpoints with d")
     eventually(lambda: kube.get("XChatMesh", NS, "life")["status"]["readyRegions"] == "4/4", 60, what="4/4")
 
     # Removing an active region is refused by the API server.
@@ -52,7 +61,7 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
     # Step 1, Draining: clients pointed away, NATS keeps running.
     regions_patch(kube, "life", regions[:3] + [{"name": "d", "mode": "Draining"}])
     eventually(lambda: replicas(kube, "Deployment", "life-relay-d") == 0, 60, what="services scaled to 0")
-    assert endpoints(kube, "life") == "a,b,c"
+    eventually(lambda: endpoints(kube, "life") == "a,b,c", 60, what="endpoints without d")
     assert replicas(kube, "StatefulSet", "life-nats-d") == 1
 
     def draining():
@@ -69,14 +78,13 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
     eventually(lambda: region_conditions(kube.get("XChatMesh", NS, "life"), "d")["Draining"]
                == ("True", "NatsScaledDown"), 60, what="Drained status")
-    env = kube.get("Deployment", NS, "life-relay-a")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert "life-nats-d" not in {e["name"]: e.get("value") for e in env}["XCHAT_NATS_URLS"]
+    eventually(lambda: "life-nats-d" not in nats_urls(kube, "life-relay-a"), 60, what="services stop dialling d")
 
     # Step 3, remove: the region's objects are pruned (PVCs are never touched).
     regions_patch(kube, "life", regions[:3])
     eventually(lambda: kube.get("StatefulSet", NS, "life-nats-d") is None, 60, what="pruned")
-    assert kube.get("Deployment", NS, "life-mailbox-d") is None
-    assert kube.get("Secret", NS, "life-nats-d-config") is None
+    eventually(lambda: kube.get("Deployment", NS, "life-mailbox-d") is None, 60, what="services pruned")
+    eventually(lambda: kube.get("Secret", NS, "life-nats-d-config") is None, 60, what="config pruned")
     eventually(lambda: [r["name"] for r in kube.get("XChatMesh", NS, "life")["status"]["regions"]] == ["a", "b", "c"],
                30, what="status without d")
 
@@ -99,9 +107,8 @@ def test_mark_region_down(kube, make_mesh, prober) -> None:
         assert m["status"]["observedGeneration"] == m["metadata"]["generation"]
         return m["status"]["phase"] == "Running" and m["status"]["readyRegions"] == "2/2"
     eventually(stopped_waiting, 60, what="rest stops waiting")
-    assert endpoints(kube, "down") == "a,b"
-    assert replicas(kube, "Deployment", "down-relay-c") == 0
+    eventually(lambda: endpoints(kube, "down") == "a,b", 60, what="endpoints without c")
+    eventually(lambda: replicas(kube, "Deployment", "down-relay-c") == 0, 60, what="region c services scaled to 0")
     # The unreachable region's NATS is left alone: no scale-down, routes unchanged.
     assert kube.get("StatefulSet", NS, "down-nats-c")["spec"]["replicas"] == nats_before["replicas"]
-    conf = base64.b64decode(kube.get("Secret", NS, "down-nats-a-config")["data"]["nats.conf"]).decode()
-    assert "down-nats-c-0.down-nats-c-headless" in conf
+    assert "down-nats-c-0.down-nats-c-headless" in nats_conf(kube, "down", "a")

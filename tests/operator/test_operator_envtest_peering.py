@@ -67,16 +67,20 @@ def test_two_replicas_one_reconciliation(kube, replicas) -> None:
         m = kube.get("XChatMesh", HA_NS, "ha")
         st = m.get("status") or {}
         return st.get("reconciles") == n and m
+    def reconciled_events() -> int:
+        return sum(int(e.get("count") or 1) for e in events_for(kube, HA_NS, "ha", "Reconciled"))
     m = eventually(lambda: reconciled(1), 40, what="first reconciliation")
     assert m["status"]["reconciledBy"] == "op-high"
 
     kube.merge_patch("XChatMesh", HA_NS, "ha", {"spec": {"services": {"relay": {"replicas": 3}}}})
     eventually(lambda: reconciled(2), 60, what="second reconciliation")
+    # Events are posted after the status they accompany: wait until both are counted.
+    eventually(lambda: reconciled_events() == 2, 40, what="two Reconciled events")
     time.sleep(3)  # a fighting replica would add more
     m = kube.get("XChatMesh", HA_NS, "ha")
     assert m["status"]["reconciles"] == 2 and m["status"]["reconciledBy"] == "op-high"
     messages = [e["message"] for e in events_for(kube, HA_NS, "ha", "Reconciled")]
-    assert sum(int(e.get("count") or 1) for e in events_for(kube, HA_NS, "ha", "Reconciled")) == 2, messages
+    assert reconciled_events() == 2, messages
     assert all("[op-high]" in msg for msg in messages) and not any("[op-low]" in msg for msg in messages)
     assert kube.get("Deployment", HA_NS, "ha-relay-a")["spec"]["replicas"] == 3
 

@@ -78,7 +78,7 @@ def test_create_makes_every_child(kube, make_mesh, prober) -> None:
         return st
     st = eventually(probed, 60, what="probe status")
     assert st["readyRegions"] == "0/3" and st["phase"] == "Degraded"
-    assert events_for(kube, NS, "create", "Reconciled")
+    eventually(lambda: events_for(kube, NS, "create", "Reconciled"), 60, what="Reconciled event")
 
 
 def test_injected_probe_results_make_regions_ready(kube, make_mesh, prober) -> None:
@@ -122,8 +122,9 @@ def test_deleted_and_edited_children_come_back(kube, make_mesh) -> None:
     # An edit by someone else is undone.
     kube.merge_patch("StatefulSet", NS, "drift-nats-a", {"spec": {"replicas": 5}})
     eventually(lambda: kube.get("StatefulSet", NS, "drift-nats-a")["spec"]["replicas"] == 1, 60, what="reverted")
-    reasons = {e["reason"] for e in events_for(kube, NS, "drift")}
-    assert {"Recreated", "Corrected"} <= reasons
+    # Events are posted after the corrections they report.
+    eventually(lambda: {"Recreated", "Corrected"} <= {e["reason"] for e in events_for(kube, NS, "drift")},
+               60, what="Recreated and Corrected events")
 
 
 def test_delete_runs_finalizer_cleanup(kube, operator) -> None:
@@ -162,6 +163,8 @@ def test_pause_annotation_stops_reconciliation(kube, make_mesh) -> None:
 
 def test_generated_tls_reissued_for_new_region(kube, make_mesh) -> None:
     make_mesh("tls", tls={"enabled": True})
+    # Every object read below is created asynchronously by the operator: wait for all of them.
+    eventually(lambda: children(kube, "tls") >= expected_children("tls", ("a", "b", "c")), 60, what="children")
     sec = eventually(lambda: kube.get("Secret", NS, "tls-tls"), 60, what="tls secret")
     assert sec["type"] == "kubernetes.io/tls"
     assert sec["metadata"]["annotations"]["xchat.dev/tls-regions"] == "a,b,c"
