@@ -104,6 +104,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from xchat.bench import build, profile, run_sync, table
+
+    _stop_on_signals()
+    # nats-py closing a TLS connection trips a harmless asyncio warning; keep the output readable.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+    if args.online_devices is not None and args.online_devices < 1:
+        raise SettingsError("--online-devices must be at least 1")
+    if args.repeats is not None and args.repeats < 1:
+        raise SettingsError("--repeats must be at least 1")
+    chosen = profile(args.profile, online_devices=args.online_devices, repeats=args.repeats)
+    # From the repository the results land in docs/perf/ (committed); elsewhere on stdout.
+    in_repo = Path("pyproject.toml").is_file() and Path("docs/perf").is_dir()
+    target = args.json or ("docs/perf/latest.json" if in_repo else "-")
+    human = sys.stderr if target == "-" else sys.stdout
+
+    def progress(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    results = run_sync(chosen, workdir=Path(args.workdir) if args.workdir else None, progress=progress)
+    command = f"xchat bench --profile {args.profile}"
+    command += f" --online-devices {args.online_devices}" if args.online_devices else ""
+    command += f" --repeats {args.repeats}" if args.repeats else ""
+    report = build(results, command=command)
+    text = json.dumps(report, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.with_suffix(".md").write_text(table(report))
+        progress(f"wrote {path} and {path.with_suffix('.md')}")
+    print(table(report), file=human, flush=True)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="xchat", description="End-to-end encrypted messaging that survives losing a region.")
     top.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -133,6 +172,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--bob-endpoints", help="comma-separated gRPC endpoints for bob (default: alice's)")
     demo.add_argument("--ca", help="PEM file of the CA to trust (TLS endpoints)")
     demo.set_defaults(run=_demo)
+
+    bench = sub.add_parser("bench", help="measure delivery end to end on a private local mesh, next to same-run baselines")
+    bench.add_argument("--profile", choices=["smoke", "default", "full"], default="default",
+                       help="smoke: < 60 s, checks the suite runs; default: ~3 min; full: longer, more repeats")
+    bench.add_argument("--json", help="where the JSON report goes, '-' for stdout (default: docs/perf/latest.json "
+                       "inside the repository, else stdout); the table goes next to it as .md")
+    bench.add_argument("--online-devices", type=int, help="devices holding a receive stream open (default 1000; try 10000)")
+    bench.add_argument("--repeats", type=int, help="repetitions per figure; medians are reported (default: the profile's)")
+    bench.add_argument("--workdir", help="where the mesh's data and logs go (default: a temp dir, removed afterwards)")
+    bench.set_defaults(run=_bench)
 
     from xchat_chaos.cli import add_drill_parser
     add_drill_parser(sub)

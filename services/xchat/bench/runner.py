@@ -1,0 +1,151 @@
+"""One ``xchat bench`` run: start the mesh, measure baselines and SDK workloads, repeat, take medians.
+
+Order of a run: mesh up → raw baselines (JetStream, gRPC echo; both body sizes)
+→ for each repeat, the SDK phases of every variant (cross-region a→c and
+same-region a→a; 256 B and 16 KiB) → backlog drain and stored bytes → online
+devices. The 50 %-of-peak open-loop rate of a variant is half the best
+closed-loop rate that variant reached in the same repeat. Everything the run
+starts (mesh, echo server, receiver processes) is reaped by context managers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats.errors
+
+from xchat.bench import baselines, online, workloads
+from xchat.bench.meshes import BenchMesh
+from xchat.bench.profiles import FIXED_RATE, IN_FLIGHT, LARGE_BODY, PEAK_SHARE, SMALL_BODY, Profile
+from xchat.bench.receiver import Receiver
+from xchat.bench.resources import load_average
+from xchat.bench.stats import Figures, medians
+from xchat.client import Client
+
+Progress = Callable[[str], None]
+
+
+def _variants(profile: Profile) -> list[tuple[str, str, int, bool]]:
+    """(name, receiver region, body size, with the 50 %-of-peak open loop)."""
+    return [
+        ("cross_region_256", "cross", SMALL_BODY, True),
+        ("same_region_256", "same", SMALL_BODY, True),
+        ("cross_region_16k", "cross", LARGE_BODY, profile.wide),
+        *([("same_region_16k", "same", LARGE_BODY, True)] if profile.wide else []),
+    ]
+
+
+async def _variant(pair: workloads.Pair, profile: Profile, size: int, at_half_peak: bool) -> dict[str, Figures]:
+    drain = profile.drain_timeout_s
+    out: dict[str, Figures] = {}
+    out["closed_1"] = await workloads.closed_loop(pair, concurrency=1, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain)
+    out[f"closed_{IN_FLIGHT}"] = await workloads.closed_loop(
+        pair, concurrency=IN_FLIGHT, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain
+    )
+    out["open_100"] = await workloads.open_loop(pair, rate_per_s=FIXED_RATE, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain)
+    if at_half_peak:
+        peak = max(out["closed_1"]["delivered_per_s"] or 0.0, out[f"closed_{IN_FLIGHT}"]["delivered_per_s"] or 0.0)
+        half = min(max(peak * PEAK_SHARE, 1.0), profile.max_open_loop_rate)
+        out["open_half_peak"] = await workloads.open_loop(pair, rate_per_s=half, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain)
+    return out
+
+
+def _median_tree(runs: list[dict[str, dict[str, Figures]]]) -> dict[str, dict[str, Figures]]:
+    out: dict[str, dict[str, Figures]] = {}
+    for variant in runs[0]:
+        out[variant] = {phase: medians([r[variant][phase] for r in runs]) for phase in runs[0][variant]}
+    return out
+
+
+async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progress) -> dict[str, Any]:
+    roots = bench.root_certificates
+    tag = os.urandom(3).hex()
+    meter = bench.server_meter()
+    sender = await Client.open(state / "sender.db", bench.endpoints("a"), root_certificates=roots)
+    async with sender, contextlib.AsyncExitStack() as stack:
+        await sender.register(f"bench-sender-{tag}")
+        receivers: dict[str, Receiver] = {}
+        for name, region in (("cross", "c"), ("same", "a"), ("backlog", "c")):
+            receivers[name] = stack.enter_context(
+                Receiver(state / f"{name}.db", bench.endpoints(region), roots, f"bench-{name}-{tag}")
+            )
+        pairs = {name: workloads.Pair(sender, r, meter) for name, r in receivers.items()}
+        for pair in pairs.values():  # sessions (PQXDH) set up outside the measurements
+            await workloads.warm_up(pair, size=SMALL_BODY, timeout_s=profile.drain_timeout_s)
+        runs: list[dict[str, dict[str, Figures]]] = []
+        for repeat in range(profile.repeats):
+            run: dict[str, dict[str, Figures]] = {}
+            for name, who, size, half in _variants(profile):
+                progress(f"repeat {repeat + 1}/{profile.repeats}: {name}")
+                run[name] = await _variant(pairs[who], profile, size, half)
+            runs.append(run)
+        progress(f"backlog: {profile.backlog} messages for one offline device")
+        backlogs = [
+            await workloads.backlog(bench, pairs["backlog"], count=profile.backlog, size=SMALL_BODY, drain_timeout_s=max(profile.drain_timeout_s, profile.backlog / 100))
+            for _ in range(profile.repeats)
+        ]
+    return {"variants": _median_tree(runs), "backlog": medians(backlogs), "runs": runs, "backlog_runs": backlogs}
+
+
+async def _baselines(bench: BenchMesh, profile: Profile, progress: Progress) -> dict[str, Figures]:
+    out: dict[str, Figures] = {}
+    for size, label in ((SMALL_BODY, "256"), (LARGE_BODY, "16k")):
+        progress(f"baselines: JetStream R3 and gRPC echo, {label} B bodies")
+        js = [await baselines.jetstream(bench, profile, size) for _ in range(profile.repeats)]
+        echo = [await baselines.grpc_echo(bench, profile, size) for _ in range(profile.repeats)]
+        out[f"jetstream_{label}"] = medians(js)
+        out[f"grpc_{label}"] = medians(echo)
+    return out
+
+
+async def run(profile: Profile, *, workdir: Path | None = None, progress: Progress = lambda _m: None) -> dict[str, Any]:
+    """Runs the whole suite and returns the raw results (``xchat.bench.report`` shapes them)."""
+    started = time.monotonic()
+    load_before = load_average()
+    progress("starting a three-region mesh with TLS")
+    with BenchMesh(workdir) as bench:
+        progress(f"mesh up in {bench.started_in_s:.1f}s")
+        state = bench.workdir / "clients"
+        state.mkdir(parents=True, exist_ok=True)
+        raw = await _baselines(bench, profile, progress)
+        sdk = await _sdk(bench, profile, state, progress)
+        progress(f"online devices: {profile.online_devices} Sync streams held open")
+        held = await online.online_devices(bench, state / "online", count=profile.online_devices, idle_s=profile.idle_s, prefix=f"online-{os.urandom(2).hex()}-")
+        mesh_start_s = bench.started_in_s
+    return {
+        "profile": profile.name,
+        "repeats": profile.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_average()),
+        },
+        "mesh": {"regions": 3, "replicas": 3, "tls": True, "start_s": mesh_start_s},
+        "baselines": raw,
+        "sdk": sdk["variants"],
+        "backlog": sdk["backlog"],
+        "online": held,
+        "runs": {"sdk": sdk["runs"], "backlog": sdk["backlog_runs"]},
+        "duration_s": time.monotonic() - started,
+    }
+
+
+class BenchError(RuntimeError):
+    """A run could not complete; the message says which phase and why."""
+
+
+def run_sync(profile: Profile, *, workdir: Path | None = None, progress: Progress = lambda _m: None) -> dict[str, Any]:
+    """``run`` in a fresh event loop; NATS and gRPC failures become one ``BenchError``."""
+    try:
+        return asyncio.run(run(profile, workdir=workdir, progress=progress))
+    except (nats.errors.Error, grpc.RpcError) as exc:
+        raise BenchError(f"bench failed: {type(exc).__name__}: {exc}") from exc
