@@ -50,6 +50,16 @@ class Opened:
         return self.opened.session.their_identity_key
 
 
+@dataclass(frozen=True, slots=True)
+class EncryptRequest:
+    """One ``send()``: a payload for every listed device of ``account``."""
+
+    account: str
+    devices: tuple[str, ...]
+    body: bytes
+    content_type: str
+
+
 class SessionBook:
     def __init__(self, state: LocalState) -> None:
         self._state = state
@@ -131,29 +141,49 @@ class SessionBook:
         self, *, sender: tuple[str, str], account: str, devices: list[str], body: bytes, content_type: str
     ) -> list[OutboxItem]:
         """Encrypts and seals one payload for every device and queues the ciphertexts, atomically."""
+        (outcome,) = self.encrypt_many(sender=sender, requests=[EncryptRequest(account, tuple(devices), body, content_type)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def encrypt_many(
+        self, *, sender: tuple[str, str], requests: list[EncryptRequest]
+    ) -> list[list[OutboxItem] | Exception]:
+        """Encrypts many payloads in one durable transaction (group commit), in the given order.
+
+        Each request is its own savepoint: one that fails is undone and
+        reported in its slot, the others are committed together.
+        """
+        outcomes: list[list[OutboxItem] | Exception] = []
+        with self._state.transaction():
+            for request in requests:
+                try:
+                    with self._state.savepoint():
+                        outcomes.append(self._encrypt_one(sender, request))
+                except Exception as exc:  # noqa: BLE001 - reported to that request's caller
+                    outcomes.append(exc)
+        return outcomes
+
+    def _encrypt_one(self, sender: tuple[str, str], request: EncryptRequest) -> list[OutboxItem]:
         sender_account, sender_device = sender
+        account = request.account
+        payload = Payload.new(request.body, counter=self._state.next_counter(account), content_type=request.content_type)
         items = []
-        self._state.begin()
-        try:
-            payload = Payload.new(body, counter=self._state.next_counter(account), content_type=content_type)
-            for device in devices:
-                blob = self._state.session(device)
-                assert blob is not None
-                session = Session.from_bytes(blob)
-                wire = seal(
-                    sender_account=sender_account,
-                    sender_device=sender_device,
-                    inner=session.encrypt(payload),
-                    recipient_identity=session.their_identity_key,
-                )
-                self._state.put_session(device, account, session.to_bytes())
-                item = OutboxItem(payload.message_id, device, account, wire)
-                self._state.add_outbox(item)
-                items.append(item)
-            self._state.commit()
-        except BaseException:
-            self._state.rollback()
-            raise
+        for device in request.devices:
+            blob = self._state.session(device)
+            if blob is None:
+                raise NotRegistered(f"no session with device {device} of {account!r}")
+            session = Session.from_bytes(blob)
+            wire = seal(
+                sender_account=sender_account,
+                sender_device=sender_device,
+                inner=session.encrypt(payload),
+                recipient_identity=session.their_identity_key,
+            )
+            self._state.put_session(device, account, session.to_bytes())
+            item = OutboxItem(payload.message_id, device, account, wire)
+            self._state.add_outbox(item)
+            items.append(item)
         return items
 
     def open(self, message_id: bytes, ciphertext: bytes) -> Opened | None:
@@ -180,19 +210,24 @@ class SessionBook:
 
     def commit(self, opened: Opened) -> InboxItem:
         """Stores the advanced session, the consumed prekeys and the plaintext in one transaction."""
-        content = opened.content
-        item = InboxItem(opened.message_id, content.sender_account, content.sender_device, opened.opened.payload.encode())
-        self._state.begin()
         try:
-            self._state.put_session(content.sender_device, content.sender_account, opened.opened.session.to_bytes())
-            if opened.new_session:
-                self._state.set_meta("prekeys", self.prekeys.to_bytes())
-            self._state.add_inbox(item)
-            self._state.commit()
+            with self._state.transaction():
+                return self.stage(opened)
         except BaseException:
-            self._state.rollback()
             self.forget()
             raise
+
+    def stage(self, opened: Opened) -> InboxItem:
+        """Writes what ``commit`` writes inside the caller's open transaction (one per Sync batch).
+
+        A later ``open`` in the same transaction sees the advanced session.
+        """
+        content = opened.content
+        item = InboxItem(opened.message_id, content.sender_account, content.sender_device, opened.opened.payload.encode())
+        self._state.put_session(content.sender_device, content.sender_account, opened.opened.session.to_bytes())
+        if opened.new_session:
+            self._state.set_meta("prekeys", self.prekeys.to_bytes())
+        self._state.add_inbox(item)
         return item
 
     def forget(self) -> None:

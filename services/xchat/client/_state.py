@@ -5,13 +5,26 @@ produced: a sent ciphertext enters the outbox together with the advanced
 session (so a retry resends the same bytes, never re-encrypts); a received
 plaintext enters the inbox together with the advanced session (a
 redelivered ciphertext cannot be decrypted twice, so its plaintext must
-already be here). Ids acknowledged by the app move to ``seen``.
+already be here). Ids acknowledged by the app move to ``seen``, and their
+mailbox sequences wait in ``pending_acks`` until the server confirmed the
+delete (so an ack is never lost to a reconnect or a restart).
+
+Durability (docs/adr/0007-sdk-send-path.md): WAL with ``synchronous=FULL``
+for every transaction that a network peer may act on (outbox ciphertexts and
+the advanced ratchet before they leave; received plaintexts before they are
+acknowledged): a ratchet rolled back by power loss after its ciphertext left
+would reuse a message key. Book-keeping whose loss only repeats harmless work
+(an outbox row removed after the server's ack, an app's ack) commits with
+``durable=False`` (``synchronous=NORMAL``: lost on power loss only, never on a
+process crash). Callers group many rows into one transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +43,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     message_id BLOB PRIMARY KEY, sender_account TEXT NOT NULL, sender_device TEXT NOT NULL,
     payload BLOB NOT NULL, received_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (message_id BLOB PRIMARY KEY, acked_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_acks (sequence INTEGER PRIMARY KEY);
 """
 
 
@@ -77,6 +91,39 @@ class LocalState:
     def rollback(self) -> None:
         self._db.execute("ROLLBACK")
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit inside an open transaction: undone alone if it raises."""
+        self._db.execute("SAVEPOINT unit")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO unit")
+            self._db.execute("RELEASE unit")
+            raise
+        self._db.execute("RELEASE unit")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[None]:
+        """One transaction; ``durable=False`` skips the fsync (survives a process crash, not power loss)."""
+        if not durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.begin()
+            try:
+                yield
+            except BaseException:
+                self.rollback()
+                raise
+            self.commit()
+        finally:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+
     # -- meta ----------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -119,9 +166,14 @@ class LocalState:
             "DELETE FROM outbox WHERE message_id = ? AND recipient_device = ?", (message_id, recipient_device)
         )
 
+    def remove_outbox_many(self, keys: Iterable[tuple[bytes, str]]) -> None:
+        self._db.executemany("DELETE FROM outbox WHERE message_id = ? AND recipient_device = ?", list(keys))
+
     def pending_outbox(self) -> list[OutboxItem]:
+        # rowid is insertion order (always above every row present); a wall
+        # clock can step back, so created_ms must not decide the order.
         rows = self._db.execute(
-            "SELECT message_id, recipient_device, recipient_account, ciphertext FROM outbox ORDER BY created_ms, rowid"
+            "SELECT message_id, recipient_device, recipient_account, ciphertext FROM outbox ORDER BY rowid"
         )
         return [OutboxItem(bytes(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
 
@@ -144,3 +196,13 @@ class LocalState:
     def mark_seen(self, message_id: bytes) -> None:
         self._db.execute("INSERT OR IGNORE INTO seen(message_id, acked_ms) VALUES (?, ?)", (message_id, _now()))
         self._db.execute("DELETE FROM inbox WHERE message_id = ?", (message_id,))
+
+    # -- acknowledgements the server has not confirmed yet --------------
+    def add_pending_acks(self, sequences: Iterable[int]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO pending_acks(sequence) VALUES (?)", [(s,) for s in sequences])
+
+    def pending_acks(self) -> list[int]:
+        return [int(r[0]) for r in self._db.execute("SELECT sequence FROM pending_acks ORDER BY sequence")]
+
+    def remove_pending_acks(self, sequences: Iterable[int]) -> None:
+        self._db.executemany("DELETE FROM pending_acks WHERE sequence = ?", [(s,) for s in sequences])

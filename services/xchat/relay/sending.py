@@ -2,9 +2,13 @@
 
 A send is answered only after JetStream's publish ack, which with R3 and one
 replica per region means a quorum of regions holds the envelope. The
-JetStream ``Nats-Msg-Id`` (sender, recipient, client message id) makes a
-retried send a no-op within the duplicate window; past it, the recipient
-SDK's id set catches the copy.
+JetStream ``Nats-Msg-Id`` — sha256(recipient, client message id), nothing of
+the sender (issue 17) — makes a retried send a no-op within the duplicate
+window: it is answered with the original's sequence and ``duplicate``; past
+the window, the recipient SDK's id set catches the copy. A retry that arrives
+while the original is still being replicated gets JetStream's "duplicate
+message id is in process" (10158): that is not an outage, so the publish is
+repeated (bounded by the call's timeout) until the original's ack answers it.
 
 After the ack a tiny wake-up is published on ``xchat.ntf.<device>`` (core
 NATS, fire and forget) so the recipient's mailbox stream reads at once;
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -32,6 +36,15 @@ from xchat.core.tokens import Principal
 
 # nats-server: JSStreamStoreFailedF carries "maximum messages per subject exceeded".
 PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
+# nats-server JSStreamDuplicateMessageConflict: the same Nats-Msg-Id is still being proposed.
+DUPLICATE_IN_PROCESS = 10158
+# Pauses between publishes of an id still in process (the original's quorum write takes a round trip).
+IN_PROCESS_RETRY_S = (0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def dedup_id(recipient: DeviceId, message_id: MessageId) -> str:
+    """The JetStream de-duplication id: the recipient and the client's message id, hashed."""
+    return hashlib.sha256(recipient.encode() + b"\x00" + message_id).hexdigest()[:40]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,23 +74,22 @@ class Relay:
             raise Unauthenticated(f"your device {sender.device} has been revoked; register it again")
 
     @staticmethod
-    def _message(sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
+    def _message(recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
         envelope = StoredEnvelope(message_id, ciphertext, int(time.time() * 1000))
-        # The de-duplication id is stored with the message: hash it so the
-        # store never holds the sender's device id in clear.
-        dedup = hashlib.sha256(f"{sender.device}.{recipient}.".encode() + message_id).hexdigest()[:40]
-        headers = {"Nats-Msg-Id": dedup}
-        return envelope.encode(), headers
+        # Stored with the message: derived from nothing of the sender's, and one
+        # retry from another region or connection still hits the same id.
+        return envelope.encode(), {"Nats-Msg-Id": dedup_id(recipient, message_id)}
 
     async def send(
         self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
     ) -> Receipt:
         await self.validate(sender, recipient, ciphertext)
-        data, headers = self._message(sender, recipient, message_id, ciphertext)
-        publish = self._store.js.publish(
-            mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers
-        )
-        receipt = await self._stored(recipient, message_id, publish)
+        data, headers = self._message(recipient, message_id, ciphertext)
+
+        def publish() -> Awaitable[PubAck]:
+            return self._store.js.publish(mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers)
+
+        receipt = await self._stored(recipient, message_id, publish, timeout=timeout)
         await self._notify(recipient)
         return receipt
 
@@ -89,7 +101,7 @@ class Relay:
         Does not wake the recipient: the caller batches wake-ups with ``notify``.
         """
         await self.validate(sender, recipient, ciphertext)
-        data, headers = self._message(sender, recipient, message_id, ciphertext)
+        data, headers = self._message(recipient, message_id, ciphertext)
 
         async def publish() -> PubAck:
             future = await self._store.js.publish_async(
@@ -98,17 +110,32 @@ class Relay:
             # publish_async futures have no deadline of their own.
             return await asyncio.wait_for(future, timeout)
 
-        return await self._stored(recipient, message_id, publish())
+        return await self._stored(recipient, message_id, publish, timeout=timeout)
 
     @staticmethod
-    async def _stored(recipient: DeviceId, message_id: MessageId, publish: Awaitable[PubAck]) -> Receipt:
-        """Awaits the publish ack (quorum of regions) and translates store errors."""
-        try:
-            ack = await publish
-        except nats.js.errors.APIError as exc:
-            raise _publish_error(exc, recipient) from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise translate(exc) from exc
+    async def _stored(
+        recipient: DeviceId, message_id: MessageId, publish: Callable[[], Awaitable[PubAck]], *, timeout: float
+    ) -> Receipt:
+        """Awaits the publish ack (quorum of regions) and translates store errors.
+
+        An id still in process is published again until the original's ack
+        answers it (as a duplicate, with the original's sequence).
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        attempt = 0
+        while True:
+            try:
+                ack = await publish()
+                break
+            except nats.js.errors.APIError as exc:
+                pause = IN_PROCESS_RETRY_S[min(attempt, len(IN_PROCESS_RETRY_S) - 1)]
+                if exc.err_code == DUPLICATE_IN_PROCESS and asyncio.get_running_loop().time() + pause < deadline:
+                    attempt += 1
+                    await asyncio.sleep(pause)
+                    continue
+                raise _publish_error(exc, recipient) from exc
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                raise translate(exc) from exc
         return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
 
     async def notify(self, recipients: set[DeviceId]) -> None:

@@ -1,0 +1,309 @@
+"""The send path: group-committed encryption, the outbox queue, and one coalescing flusher.
+
+``send()`` and ``send_many()`` hand their payloads to ``Sender``, which
+encrypts every request submitted in the same event-loop turn in one durable
+SQLite transaction (group commit: one fsync for many sends) and appends the
+ciphertexts to an in-memory queue that mirrors the outbox table, in outbox
+order. One flusher task drains the front of that queue in rounds: one unary
+``Send`` for a lone envelope, otherwise a ``SendStream`` of batches. Each
+caller waits on futures for its own envelopes only, so 64 concurrent sends
+cost one round trip or a few, not 64 × 64 deliveries.
+
+Order: an envelope is queued behind every older one (the outbox's rowid
+order); a round always starts at the front of the queue and an envelope that
+was not acknowledged stays where it was, so a newer envelope to the same
+device is never sent before an older one was sent first (unary, streaming,
+replay after a failure, concurrent callers alike). What the relay stores for
+one device keeps the order it was sent in.
+
+Exactly-once: the ciphertext and the advanced ratchet are durable before the
+envelope leaves; a retry or a restarted client resends the same bytes with
+the same message id, which the relay de-duplicates (and the recipient's seen
+set past the relay's window). A row leaves the outbox after the relay's ack
+or a permanent refusal, never before.
+
+Failover: only when the call itself fails with UNAVAILABLE or
+DEADLINE_EXCEEDED. A per-envelope UNAVAILABLE on a stream that works is
+retried on the same endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import grpc
+import grpc.aio
+
+from xchat.client._sessions import EncryptRequest, SessionBook
+from xchat.client._state import LocalState, OutboxItem
+from xchat.client._tokens import Tokens
+from xchat.client._transport import RETRYABLE, Transport, metadata
+from xchat.client.errors import ClientError, RequestRejected, ServiceUnavailable
+from xchat.client.messages import Failed, SendReceipt
+from xchat.v1 import relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+Key = tuple[bytes, str]
+Outcome = SendReceipt | Failed
+# Envelopes per SendStream message: amortises gRPC's per-message cost (relay accepts ≤ 256).
+SEND_BATCH = 128
+# Envelopes per round: relay's STREAM_WINDOW, so one round never stalls on flow control.
+ROUND_MAX = 1024
+RECONNECT_BACKOFF_S = (0.05, 0.1, 0.3, 1.0, 2.0)
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+class Sender:
+    def __init__(
+        self,
+        state: LocalState,
+        book: SessionBook,
+        transport: Transport,
+        tokens: Tokens,
+        *,
+        sender: Callable[[], tuple[str, str]],
+        fetch_sessions: Callable[[str], Awaitable[list[str]]],
+    ) -> None:
+        self._state = state
+        self._book = book
+        self._transport = transport
+        self._tokens = tokens
+        self._sender = sender
+        self._fetch_sessions = fetch_sessions
+        # The outbox in memory, in outbox order; what a previous run left is delivered first.
+        self._queue: dict[Key, OutboxItem] = {(i.message_id, i.recipient_device): i for i in state.pending_outbox()}
+        self._waiters: dict[Key, list[asyncio.Future[Outcome]]] = {}
+        self._encrypts: list[tuple[EncryptRequest, asyncio.Future[list[OutboxItem]]]] = []
+        self._fetching: dict[str, asyncio.Future[list[str]]] = {}
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- the callers' side ----------------------------------------------
+
+    async def send(self, account: str, body: bytes, content_type: str) -> list[SendReceipt]:
+        (items,) = await self._encrypt([(account, body)], content_type)
+        receipts = []
+        for outcome in await self._await(items):
+            if isinstance(outcome, Failed):
+                if outcome.code == "UNAVAILABLE":
+                    raise ServiceUnavailable(f"not acknowledged, kept in the outbox: {outcome.message}")
+                raise RequestRejected(outcome.code, outcome.message)
+            receipts.append(outcome)
+        return receipts
+
+    async def send_many(self, messages: Sequence[tuple[str, bytes]], content_type: str) -> list[Outcome]:
+        batches = await self._encrypt(messages, content_type)
+        return await self._await([item for items in batches for item in items])
+
+    async def flush(self) -> list[Outcome]:
+        return await self._await(list(self._queue.values()))
+
+    async def _sessions_for(self, account: str) -> list[str]:
+        """Devices of ``account`` with a session; one bundle fetch per account however many callers wait."""
+        devices = self._book.devices_with_sessions(account)
+        if devices:
+            return devices
+        fetching = self._fetching.get(account)
+        if fetching is not None:
+            return await asyncio.shield(fetching)
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._fetching[account] = future
+        try:
+            devices = await self._fetch_sessions(account)
+            future.set_result(devices)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiters re-raise it
+            raise
+        finally:
+            del self._fetching[account]
+        return devices
+
+    async def _encrypt(self, messages: Sequence[tuple[str, bytes]], content_type: str) -> list[list[OutboxItem]]:
+        """Encrypts in order, in the loop turn's shared transaction; the envelopes are queued on return."""
+        requests = [EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type) for account, body in messages]
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        if not self._encrypts:
+            loop.call_soon(self._commit_encrypts)
+        self._encrypts.extend(zip(requests, futures))
+        return list(await asyncio.gather(*futures))
+
+    def _commit_encrypts(self) -> None:
+        """Group commit: every request of this loop turn in one durable transaction, then queued."""
+        submitted, self._encrypts = self._encrypts, []
+        try:
+            outcomes = self._book.encrypt_many(sender=self._sender(), requests=[r for r, _ in submitted])
+        except Exception as exc:  # noqa: BLE001 - the commit itself failed: every caller hears it
+            outcomes = [exc] * len(submitted)
+        for (_, future), outcome in zip(submitted, outcomes):
+            if isinstance(outcome, Exception):
+                if not future.done():
+                    future.set_exception(outcome)
+                continue
+            # Queued in commit order, which is outbox order.
+            for item in outcome:
+                self._queue[(item.message_id, item.recipient_device)] = item
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _await(self, items: list[OutboxItem]) -> list[Outcome]:
+        """Waits for these envelopes' outcomes, at most the transport's retry budget."""
+        if not items:
+            return []
+        if self._closed:
+            raise ClientError("the client is closed")
+        loop = asyncio.get_running_loop()
+        mine: list[tuple[Key, asyncio.Future[Outcome]]] = []
+        for item in items:
+            key = (item.message_id, item.recipient_device)
+            future: asyncio.Future[Outcome] = loop.create_future()
+            if key in self._queue:
+                self._waiters.setdefault(key, []).append(future)
+            else:
+                future.set_result(Failed(item.message_id, item.recipient_device, "UNKNOWN", "no longer queued"))
+            mine.append((key, future))
+        self._start()
+        try:
+            await asyncio.wait([f for _, f in mine], timeout=self._transport.retry_budget)
+        finally:
+            for key, future in mine:
+                waiting = self._waiters.get(key)
+                if waiting is not None and future in waiting:
+                    waiting.remove(future)
+                    if not waiting:
+                        del self._waiters[key]
+        return [
+            f.result() if f.done() else Failed(key[0], key[1], "UNAVAILABLE", "no endpoint acknowledged it in time")
+            for key, f in mine
+        ]
+
+    # -- the flusher ------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="xchat.client.flusher")
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # Someone waits: drain from the front. Nobody waits: what is left
+            # stays in the outbox for the next send or flush (as before a restart).
+            while self._queue and self._waiters:
+                round_items = list(itertools.islice(self._queue.values(), ROUND_MAX))
+                try:
+                    delivered = await self._round(round_items)
+                except ServiceUnavailable as exc:  # no token: login found no endpoint
+                    log.info("send round postponed: %s", exc)
+                    delivered = False
+                except ClientError as exc:
+                    # Login refused (device revoked): tell the waiting callers, keep the outbox.
+                    self._release_waiters(getattr(exc, "code", "UNAUTHENTICATED"), str(exc))
+                    break
+                if delivered:
+                    failures = 0
+                    continue
+                await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
+                failures += 1
+
+    async def _round(self, items: list[OutboxItem]) -> bool:
+        """Sends ``items`` once; False when some stayed queued for a retryable reason."""
+        token = await self._tokens.token()
+        target = self._transport.endpoint
+        stub = relay_pb2_grpc.RelayStub(self._transport.channel("relay"))
+        try:
+            if len(items) == 1:
+                (item,) = items
+                result = await stub.Send(_request(item), timeout=self._transport.call_timeout, metadata=metadata(token))
+                self._settle([result])
+            else:
+                call = stub.SendStream(
+                    _batches(items), timeout=self._transport.call_timeout * 2, metadata=metadata(token)
+                )
+                async for batch_result in call:
+                    self._settle(batch_result.results)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._tokens.invalidate()
+            elif exc.code() in RETRYABLE:
+                self._transport.fail_over(target)
+            else:
+                # Refused for good (bad input, rate limit): keeping them would only retry for ever.
+                still = [i for i in items if (i.message_id, i.recipient_device) in self._queue]
+                self._settle_refused(still, exc.code().name, exc.details() or "")
+                return True
+            return False
+        return not any((i.message_id, i.recipient_device) in self._queue for i in items)
+
+    def _settle(self, results: Sequence[relay_pb2.SendResult]) -> None:
+        """Resolves answered envelopes; a retryable per-envelope failure stays queued, in place."""
+        done: list[tuple[Key, Outcome]] = []
+        for result in results:
+            key = (bytes(result.message_id), result.recipient_device_id)
+            if key not in self._queue:
+                continue
+            if result.error_code == 0:
+                done.append((key, SendReceipt(key[0], key[1], result.sequence, result.duplicate)))
+            elif result.error_code == UNAVAILABLE:
+                log.info("envelope %s not stored yet: %s", key[0].hex(), result.error_message)
+            else:
+                done.append((key, Failed(key[0], key[1], _code_name(result.error_code), result.error_message)))
+        self._resolve(done)
+
+    def _settle_refused(self, items: list[OutboxItem], code: str, message: str) -> None:
+        self._resolve(
+            [((i.message_id, i.recipient_device), Failed(i.message_id, i.recipient_device, code, message)) for i in items]
+        )
+
+    def _resolve(self, done: list[tuple[Key, Outcome]]) -> None:
+        if not done:
+            return
+        # Book-keeping only: a row lost to power loss is resent and de-duplicated.
+        with self._state.transaction(durable=False):
+            self._state.remove_outbox_many(key for key, _ in done)
+        for key, outcome in done:
+            self._queue.pop(key, None)
+            if isinstance(outcome, Failed):
+                log.warning("message %s to %s was refused: %s", key[0].hex(), key[1], outcome.message)
+            for future in self._waiters.pop(key, []):
+                if not future.done():
+                    future.set_result(outcome)
+
+    def _release_waiters(self, code: str, message: str) -> None:
+        """Answers every waiting caller without touching the outbox (the envelopes stay queued)."""
+        for key, waiting in self._waiters.items():
+            for future in waiting:
+                if not future.done():
+                    future.set_result(Failed(key[0], key[1], code, message))
+        self._waiters.clear()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self._release_waiters("UNAVAILABLE", "the client closed; kept in the outbox")
+
+
+def _request(item: OutboxItem) -> relay_pb2.SendRequest:
+    return relay_pb2.SendRequest(recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext)
+
+
+async def _batches(items: list[OutboxItem]) -> AsyncIterator[relay_pb2.SendBatch]:
+    for start in range(0, len(items), SEND_BATCH):
+        yield relay_pb2.SendBatch(envelopes=[_request(i) for i in items[start : start + SEND_BATCH]])
+
+
+def _code_name(code: int) -> str:
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return str(code)
