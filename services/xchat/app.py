@@ -10,16 +10,16 @@ import asyncio
 import logging
 import signal
 
-import nacl.signing
-
 from xchat.auth.accounts import Accounts
 from xchat.auth.service import AuthServicer
+from xchat.core.authz import token_signer, token_verifier
 from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_server, stop_server
 from xchat.core.settings import ServiceSettings
 from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_PREKEYS, Store
-from xchat.core.tokens import TokenSigner, TokenVerifier
+from xchat.core.tokens import TokenVerifier
+from xchat.keys.claims import PrekeyClaims
 from xchat.keys.prekeys import PrekeyDirectory
 from xchat.keys.service import KeysServicer
 from xchat.mailbox.service import MailboxServicer
@@ -33,29 +33,20 @@ STOP_DEADLINE_S = 20.0
 
 
 def _verifier(settings: ServiceSettings) -> TokenVerifier:
-    if settings.token_public_key is not None:
-        return TokenVerifier(verify_key=nacl.signing.VerifyKey(settings.token_public_key))
-    assert settings.token_signing_seed is not None
-    return TokenVerifier(verify_key=nacl.signing.SigningKey(settings.token_signing_seed).verify_key)
+    return token_verifier(settings)
 
 
 def registrations(settings: ServiceSettings, store: Store) -> list[Registration]:
     verifier = _verifier(settings)
     out: list[Registration] = []
     if "auth" in settings.services:
-        assert settings.token_signing_seed is not None
-        signer = TokenSigner(
-            signing_key=nacl.signing.SigningKey(settings.token_signing_seed),
-            lifetime_ms=settings.access_token_lifetime_ms,
-        )
-        accounts = Accounts(store, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s)
+        accounts = Accounts(store, token_signer(settings), refresh_lifetime_s=settings.refresh_token_lifetime_s)
         out.append(
             Registration(
                 auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
                 auth_pb2_grpc.add_AuthServicer_to_server,
-                AuthServicer(
-                    accounts, verifier, limiter=RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="calls")
-                ),
+                # Authorisation and per-address limits: xchat.core.edge.
+                AuthServicer(accounts),
             )
         )
     if "keys" in settings.services:
@@ -66,7 +57,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             Registration(
                 keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
                 keys_pb2_grpc.add_KeysServicer_to_server,
-                KeysServicer(directory, verifier),
+                KeysServicer(directory, PrekeyClaims(Rate(settings.prekey_claim_rate, settings.prekey_claim_burst))),
             )
         )
     if "relay" in settings.services:
@@ -77,7 +68,6 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 relay_pb2_grpc.add_RelayServicer_to_server,
                 RelayServicer(
                     relay,
-                    verifier,
                     store_timeout_s=settings.store_timeout_s,
                     limiter=RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes"),
                 ),

@@ -6,13 +6,25 @@ regions serve the same account concurrently):
 - a login nonce and a refresh token are each used at most once (delete with
   the revision that was read; a concurrent second use loses the race);
 - a device is written before the account lists it, so a half-finished
-  registration leaves an orphan that can never log in, not a broken account.
+  registration leaves an orphan that can never log in, not a broken account;
+  and a registration that fails for any reason removes that device record
+  again (best effort: the store may be what failed).
+
+Refresh tokens come in families, one per login: a refresh marks the presented
+token used (compare-and-set, so two concurrent uses cannot both win) and
+issues the next token of the same family. Presenting a used token again means
+two parties hold it: the family record is deleted, which ends every token of
+that login (RFC 9700's refresh-token rotation with reuse detection). A
+revoked device's tokens stop working because every refresh re-reads the
+device record from the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,6 +45,9 @@ NONCE_BYTES = 32
 CHALLENGE_LIFETIME_MS = 60_000
 MAX_REFRESH_TOKEN_CHARS = 128
 CAS_ATTEMPTS = 20
+FAMILY_PREFIX = "family."
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +88,19 @@ class Accounts:
         try:
             await self._accounts.create(account, body)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
-            await self._devices_kv.purge(device)
+            await self._forget_device(device)
             raise AlreadyExists(f"account {account!r} is already registered; choose another name") from exc
+        except BaseException:
+            await self._forget_device(device)
+            raise
         return device
+
+    async def _forget_device(self, device: DeviceId) -> None:
+        """Removes a device record no account lists; a failure leaves an orphan that cannot log in."""
+        try:
+            await self._devices_kv.purge(device)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.warning("could not remove the record of unregistered device %s", device)
 
     async def add_device(self, account: AccountId, identity_key: bytes, signature: bytes) -> DeviceId:
         self._check_key(identity_key, signature, account)
@@ -90,7 +115,10 @@ class Accounts:
                 await self._accounts.update(account, json.dumps(raw).encode(), last=entry.revision)
                 return device
             except nats.js.errors.KeyWrongLastSequenceError:
-                await self._devices_kv.purge(device)
+                await self._forget_device(device)
+            except BaseException:
+                await self._forget_device(device)
+                raise
         raise ResourceExhausted("too much concurrent change on this account; retry")
 
     async def _create_device(self, account: AccountId, identity_key: bytes) -> DeviceId:
@@ -153,13 +181,20 @@ class Accounts:
             raise Unauthenticated("login signature does not verify with the device identity key")
         return await self._issue(record)
 
-    async def _issue(self, record: DeviceRecord) -> Tokens:
+    async def _issue(self, record: DeviceRecord, family: str | None = None) -> Tokens:
         access, access_expires = self._signer.issue(record.account, record.device)
         refresh = secrets.token_urlsafe(32)
         refresh_expires = _now_ms() + self._refresh_lifetime_ms
-        body = json.dumps({"account": record.account, "device": record.device, "exp": refresh_expires}).encode()
-        await self._refresh.create(_refresh_key(refresh), body)
+        if family is None:  # a login starts a family
+            family = secrets.token_hex(16)
+            await self._refresh.create(FAMILY_PREFIX + family, json.dumps({"device": record.device}).encode())
+        body = {"account": record.account, "device": record.device, "exp": refresh_expires, "family": family}
+        await self._refresh.create(_refresh_key(refresh), json.dumps(body).encode())
         return Tokens(access, access_expires, refresh, refresh_expires, record.account, record.device)
+
+    async def _end_family(self, family: str) -> None:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self._refresh.purge(FAMILY_PREFIX + family)
 
     async def refresh(self, refresh_token: str) -> Tokens:
         if not refresh_token or len(refresh_token) > MAX_REFRESH_TOKEN_CHARS:
@@ -167,16 +202,26 @@ class Accounts:
         key = _refresh_key(refresh_token)
         try:
             entry = await self._refresh.get(key)
-            await self._refresh.delete(key, last=entry.revision)
         except nats.js.errors.KeyNotFoundError as exc:
-            raise Unauthenticated("refresh token is unknown, expired or already used: log in again") from exc
-        except nats.js.errors.APIError as exc:
-            raise Unauthenticated("refresh token was already used: log in again") from exc
+            raise Unauthenticated("refresh token is unknown or expired: log in again") from exc
         raw = json.loads(entry.value or b"{}")
+        family = str(raw.get("family", ""))
+        if raw.get("used"):
+            await self._end_family(family)
+            raise Unauthenticated("refresh token was already used: every token of that login is revoked; log in again")
+        try:
+            await self._refresh.update(key, json.dumps({**raw, "used": True}).encode(), last=entry.revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            await self._end_family(family)  # a concurrent use of the same token: reuse too
+            raise Unauthenticated("refresh token was already used: every token of that login is revoked; log in again") from exc
         if int(raw["exp"]) < _now_ms():
             raise Unauthenticated("refresh token has expired: log in again")
+        try:
+            await self._refresh.get(FAMILY_PREFIX + family)
+        except nats.js.errors.KeyNotFoundError as exc:
+            raise Unauthenticated("this login was revoked (a refresh token was reused): log in again") from exc
         record = await self._usable_device(DeviceId(raw["device"]))
-        return await self._issue(record)
+        return await self._issue(record, family)
 
     async def revoke(self, caller_account: AccountId, device: DeviceId) -> None:
         for _ in range(CAS_ATTEMPTS):

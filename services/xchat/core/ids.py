@@ -1,4 +1,9 @@
-"""Identifier types and their validation (the wire edge calls these)."""
+"""Identifier types and their validation (the wire edge calls these).
+
+Patterns are matched against the whole string (``fullmatch``): with
+``re.match`` and ``$`` a trailing newline passed, reached NATS as a subject
+and failed there (UNAVAILABLE, after writing an orphan device record).
+"""
 
 from __future__ import annotations
 
@@ -12,24 +17,25 @@ AccountId = NewType("AccountId", str)
 DeviceId = NewType("DeviceId", str)
 MessageId = NewType("MessageId", bytes)
 
-ACCOUNT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
-DEVICE_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+ACCOUNT_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
+DEVICE_PATTERN = re.compile(r"[0-9a-f]{32}")
 MESSAGE_ID_BYTES = 16
 ED25519_PUBLIC_BYTES = 32
 ED25519_SIGNATURE_BYTES = 64
 
 
 def account_id(value: str) -> AccountId:
-    if not ACCOUNT_PATTERN.match(value):
+    # An account is a KV key: NATS refuses empty tokens ("a..b", "ab.").
+    if not ACCOUNT_PATTERN.fullmatch(value) or ".." in value or value.endswith("."):
         raise InvalidArgument(
             f"account {value[:40]!r} is invalid: use 3-32 characters of a-z, 0-9, '.', '_' or '-',"
-            " starting with a letter or digit"
+            " starting with a letter or digit, without '..' or a final '.'"
         )
     return AccountId(value)
 
 
 def device_id(value: str, *, field: str = "device_id") -> DeviceId:
-    if not DEVICE_PATTERN.match(value):
+    if not DEVICE_PATTERN.fullmatch(value):
         raise InvalidArgument(f"{field} {value[:40]!r} is invalid: expected 32 lowercase hex characters")
     return DeviceId(value)
 

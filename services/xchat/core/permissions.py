@@ -31,7 +31,7 @@ READ_BUCKETS: dict[str, tuple[str, ...]] = {
     "auth": (),
     "keys": (BUCKET_ACCOUNTS, BUCKET_DEVICES),
     "relay": (BUCKET_DEVICES,),
-    "mailbox": (),
+    "mailbox": (BUCKET_DEVICES,),
 }
 MAILBOX_OWNER = "relay"
 MAILBOX_READER = "mailbox"
@@ -82,6 +82,8 @@ def permissions(service: str) -> Permissions:
             f"$JS.API.STREAM.INFO.{MAILBOX_STREAM}",
             f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}",
             f"$JS.API.STREAM.MSG.DELETE.{MAILBOX_STREAM}",
+            # Acknowledged floor: one purge of a device's subject below a sequence.
+            f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))

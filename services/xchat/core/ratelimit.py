@@ -1,13 +1,20 @@
-"""Per-key token buckets: bounded request rates per device (or per peer address).
+"""Per-key token buckets: bounded request rates per device (or per client address).
 
 Kept in process memory on purpose: a limit is a guard against one caller
-flooding one server process, not an accounting record, so losing it on a
-restart is harmless. The key table is bounded (least recently used keys are
-dropped), so the limiter itself cannot be used to exhaust memory.
+flooding the service, not an accounting record, so losing it on a restart is
+harmless. The price is that a limit holds per process: a region running N
+replicas of a service grants a caller up to N times the rate (docs/security.md
+says so). The key table is bounded (least recently used keys are dropped), so
+the limiter itself cannot be used to exhaust memory.
+
+``take`` refuses with RESOURCE_EXHAUSTED carrying ``retry_after_ms`` (sent to
+the client as trailing metadata by ``xchat.core.rpc``); ``try_take`` answers
+a boolean for callers that degrade instead of refusing (one-time prekeys).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,6 +26,8 @@ MAX_KEYS = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Rate:
+    """``per_second`` tokens refill a bucket holding at most ``burst``; 0 per second = unlimited."""
+
     per_second: float
     burst: float
 
@@ -30,19 +39,40 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, key: str, cost: float = 1.0, *, now: float | None = None) -> None:
-        """Spends ``cost`` tokens of ``key``'s bucket or raises RESOURCE_EXHAUSTED."""
+    @property
+    def rate(self) -> Rate:
+        return self._rate
+
+    def _spend(self, key: str, cost: float, now: float | None) -> float:
+        """Spends ``cost`` and returns 0, or spends nothing and returns the seconds until it could."""
         if self._rate.per_second <= 0:
-            return
+            return 0.0
         t = time.monotonic() if now is None else now
         tokens, last = self._buckets.pop(key, (self._rate.burst, t))
         tokens = min(self._rate.burst, tokens + (t - last) * self._rate.per_second)
-        if tokens < cost:
-            self._buckets[key] = (tokens, t)
+        wait = 0.0
+        if cost > self._rate.burst:
+            # Never payable at once: refused, with the time until the bucket is full.
+            wait = max(self._rate.burst - tokens, 1.0) / self._rate.per_second
+        elif tokens < cost:
             wait = (cost - tokens) / self._rate.per_second
-            raise ResourceExhausted(
-                f"rate limit: at most {self._rate.per_second:g} {self._what}/s (burst {self._rate.burst:g}); retry in {wait:.1f}s"
-            )
-        self._buckets[key] = (tokens - cost, t)
+        else:
+            tokens -= cost
+        self._buckets[key] = (tokens, t)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
+        return wait
+
+    def take(self, key: str, cost: float = 1.0, *, now: float | None = None) -> None:
+        """Spends ``cost`` tokens of ``key``'s bucket or raises RESOURCE_EXHAUSTED with a retry hint."""
+        wait = self._spend(key, cost, now)
+        if wait > 0:
+            raise ResourceExhausted(
+                f"rate limit: at most {self._rate.per_second:g} {self._what}/s (burst {self._rate.burst:g});"
+                f" retry in {wait:.1f}s",
+                retry_after_ms=math.ceil(wait * 1000),
+            )
+
+    def try_take(self, key: str, cost: float = 1.0, *, now: float | None = None) -> bool:
+        """Spends ``cost`` tokens when the bucket holds them; False (nothing spent) otherwise."""
+        return self._spend(key, cost, now) == 0.0

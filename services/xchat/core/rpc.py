@@ -1,9 +1,13 @@
-"""The gRPC edge shared by every servicer: authentication and error mapping.
+"""How a call ends with an error: status code, trailers and one log line, in one place.
 
-``unary`` and ``streaming`` wrap servicer methods so that an ``XChatError``
-(or a store failure, translated by ``store.translate``) ends the call with the
-right status code and a readable message, in one place. Unknown exceptions are
-logged and reported as INTERNAL without leaking internals.
+``unary`` and ``streaming`` wrap servicer methods, and ``xchat.core.edge``
+calls ``abort`` for calls it refuses, so that an ``XChatError`` (or a store
+failure, translated by ``store.translate``) ends the call with the right status
+code, a readable message and, for rate limits, a ``retry-after-ms`` trailer.
+A refused request writes one log line, never a traceback, and those lines are
+themselves rate-limited (``REFUSAL_LOG_RATE``): junk traffic cannot fill a
+disk. Unknown exceptions are bugs: logged with their traceback and reported as
+INTERNAL without leaking internals.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from xchat.core.errors import Unauthenticated, XChatError, grpc_status
+from xchat.core.authz import bearer_token, current_principal
+from xchat.core.errors import XChatError, grpc_status, grpc_trailers
+from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.store import STORE_ERRORS, translate
 from xchat.core.tokens import Principal, TokenVerifier
 
 log = logging.getLogger(__name__)
+refusals = logging.getLogger("xchat.refused")
+# Refusal log lines per second (and burst) per process; the rest are counted
+# and the count is reported on the next line that is written.
+REFUSAL_LOG_RATE = Rate(per_second=5.0, burst=20.0)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -28,24 +38,47 @@ Self = TypeVar("Self")
 
 
 def principal_of(context: grpc.aio.ServicerContext[Any, Any], verifier: TokenVerifier) -> Principal:
-    """The caller, from the ``authorization: Bearer <token>`` metadata."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthenticated("authorization metadata must be 'Bearer <access token>'")
-            return verifier.verify(token.strip())
-    raise Unauthenticated("missing access token: send 'authorization: Bearer <token>' metadata (log in first)")
+    """The caller that ``xchat.core.edge`` authorised (token valid, device active).
+
+    Outside the edge (a servicer driven directly) it falls back to checking the
+    token alone, from the ``authorization: Bearer <token>`` metadata.
+    """
+    principal = current_principal()
+    if principal is not None:
+        return principal
+    return verifier.verify(bearer_token(tuple(context.invocation_metadata() or ())))
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+class _RefusalLog:
+    def __init__(self) -> None:
+        self._limiter = RateLimiter(REFUSAL_LOG_RATE, what="log lines")
+        self._suppressed = 0
+
+    def write(self, method: str, peer: str, code: grpc.StatusCode, message: str) -> None:
+        if not self._limiter.try_take("refusals"):
+            self._suppressed += 1
+            return
+        more = f" (+{self._suppressed} refusals not logged)" if self._suppressed else ""
+        self._suppressed = 0
+        # One line: the client's text is cut and repr'd so it cannot forge lines.
+        refusals.info("refused %s from %s: %s %r%s", method, peer, code.name, message[:200], more)
+
+
+_refusal_log = _RefusalLog()
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
+    """Ends the call for ``exc`` (raises ``grpc.aio.AbortError``)."""
+    trailers: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, XChatError) or isinstance(exc, STORE_ERRORS):
-        code, message = grpc_status(translate(exc))
+        error = translate(exc)
+        code, message = grpc_status(error)
+        trailers = grpc_trailers(error)
+        _refusal_log.write(method, context.peer() or "unknown", code, message)
     else:
-        log.exception("unexpected error in RPC", exc_info=exc)
+        log.exception("unexpected error in %s", method, exc_info=exc)
         code, message = grpc.StatusCode.INTERNAL, "internal error (logged on the server)"
-    await context.abort(code, message)
+    await context.abort(code, message, trailing_metadata=trailers)
 
 
 def unary(
@@ -58,7 +91,7 @@ def unary(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - the one translation point
-            await _abort(context, exc)
+            await abort(context, exc, method.__name__)
             raise  # unreachable: abort raises
 
     return wrapper
@@ -75,7 +108,7 @@ def streaming(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - the one translation point
-            await _abort(context, exc)
+            await abort(context, exc, method.__name__)
 
     return wrapper
 

@@ -20,8 +20,12 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from xchat.core.addresses import ClientAddresses
+from xchat.core.authz import Authorizer, token_verifier
+from xchat.core.devices import DeviceDirectory
+from xchat.core.edge import Edge, Limits
 from xchat.core.settings import ServiceSettings
-from xchat.core.store import Store
+from xchat.core.store import BUCKET_DEVICES, Store
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +78,20 @@ async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -
     return server
 
 
+def edge(settings: ServiceSettings, store: Store) -> Edge:
+    """The interceptor that parses, authorises and limits every call (``xchat.core.edge``)."""
+    return Edge(
+        Authorizer(token_verifier(settings), DeviceDirectory(store.bucket(BUCKET_DEVICES))),
+        Limits(settings),
+        ClientAddresses.from_settings(settings.trusted_proxy_header, settings.trusted_proxies),
+    )
+
+
 async def start_server(
     registrations: list[Registration], settings: ServiceSettings, store: Store
 ) -> tuple[RunningServer, asyncio.Task[None]]:
     server = grpc.aio.server(
+        interceptors=[edge(settings, store)],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+from xchat.core.tokens import DEFAULT_AUDIENCE
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -39,6 +42,24 @@ DEFAULT_SEND_BURST = 5000.0
 # Unauthenticated calls (register, challenge), per caller address per process.
 DEFAULT_AUTH_RATE = 20.0
 DEFAULT_AUTH_BURST = 100.0
+# Authenticated calls other than sends (devices, prekeys, mailbox), per device
+# per process: an app makes a handful per minute; a runaway loop is cut off.
+DEFAULT_CALL_RATE = 20.0
+DEFAULT_CALL_BURST = 200.0
+# Prekey bundle fetches per device per process: starting conversations with
+# a whole address book is a burst; a steady stream of fetches is a scraper.
+DEFAULT_FETCH_RATE = 2.0
+DEFAULT_FETCH_BURST = 50.0
+# One-time prekeys handed out per target account and per fetching device, per
+# process. Beyond it a bundle comes without one-time keys (PQXDH then uses the
+# signed and last-resort prekeys): a stranger cannot drain someone's keys, and
+# senders are never refused. 20 at once covers a 16-device account being
+# fetched once plus margin; 6 a minute is many new conversations for a person.
+DEFAULT_PREKEY_CLAIM_RATE = 0.1
+DEFAULT_PREKEY_CLAIM_BURST = 20.0
+# Audience of access tokens: a token minted for another deployment (or purpose)
+# signed by the same key is refused.
+DEFAULT_TOKEN_AUDIENCE = DEFAULT_AUDIENCE
 SERVICE_NAMES = ("auth", "keys", "relay", "mailbox")
 
 
@@ -80,6 +101,22 @@ class ServiceSettings:
     send_burst: float = DEFAULT_SEND_BURST
     auth_rate: float = DEFAULT_AUTH_RATE
     auth_burst: float = DEFAULT_AUTH_BURST
+    call_rate: float = DEFAULT_CALL_RATE
+    call_burst: float = DEFAULT_CALL_BURST
+    fetch_rate: float = DEFAULT_FETCH_RATE
+    fetch_burst: float = DEFAULT_FETCH_BURST
+    prekey_claim_rate: float = DEFAULT_PREKEY_CLAIM_RATE
+    prekey_claim_burst: float = DEFAULT_PREKEY_CLAIM_BURST
+    # Metadata key a trusted proxy sets to the client address (e.g.
+    # "x-forwarded-for"); believed only from peers within ``trusted_proxies``
+    # (CIDRs). Unset: the TCP peer is the client.
+    trusted_proxy_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    token_audience: str = DEFAULT_TOKEN_AUDIENCE
+    # Further accepted token verification keys (rotation: a new key is added
+    # everywhere before auth signs with it; the old one is removed after the
+    # access-token lifetime).
+    token_extra_public_keys: tuple[bytes, ...] = ()
     services: tuple[str, ...] = field(default=SERVICE_NAMES)
 
 
@@ -127,6 +164,15 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         "send_burst": _number(env, "XCHAT_SEND_BURST", DEFAULT_SEND_BURST),
         "auth_rate": _number(env, "XCHAT_AUTH_RATE", DEFAULT_AUTH_RATE),
         "auth_burst": _number(env, "XCHAT_AUTH_BURST", DEFAULT_AUTH_BURST),
+        "call_rate": _number(env, "XCHAT_CALL_RATE", DEFAULT_CALL_RATE),
+        "call_burst": _number(env, "XCHAT_CALL_BURST", DEFAULT_CALL_BURST),
+        "fetch_rate": _number(env, "XCHAT_FETCH_RATE", DEFAULT_FETCH_RATE),
+        "fetch_burst": _number(env, "XCHAT_FETCH_BURST", DEFAULT_FETCH_BURST),
+        "prekey_claim_rate": _number(env, "XCHAT_PREKEY_CLAIM_RATE", DEFAULT_PREKEY_CLAIM_RATE),
+        "prekey_claim_burst": _number(env, "XCHAT_PREKEY_CLAIM_BURST", DEFAULT_PREKEY_CLAIM_BURST),
+        "trusted_proxy_header": env.get("XCHAT_TRUSTED_PROXY_HEADER") or None,
+        "trusted_proxies": tuple(p.strip() for p in env.get("XCHAT_TRUSTED_PROXIES", "").split(",") if p.strip()),
+        "token_audience": env.get("XCHAT_TOKEN_AUDIENCE") or DEFAULT_TOKEN_AUDIENCE,
     }
     if password_file := env.get("XCHAT_NATS_PASSWORD_FILE"):
         try:
@@ -137,6 +183,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         values["token_signing_seed"] = _read_key_file(signing, "XCHAT_TOKEN_SIGNING_KEY_FILE")
     if public := env.get("XCHAT_TOKEN_PUBLIC_KEY_FILE"):
         values["token_public_key"] = _read_key_file(public, "XCHAT_TOKEN_PUBLIC_KEY_FILE")
+    if extra := env.get("XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES"):
+        values["token_extra_public_keys"] = tuple(
+            _read_key_file(path, "XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES") for path in extra.split(",") if path
+        )
     cert, key, ca = (env.get(f"XCHAT_TLS_{n}_FILE") for n in ("CERT", "KEY", "CA"))
     if cert or key:
         if not (cert and key):
@@ -162,5 +212,12 @@ def validate(settings: ServiceSettings) -> None:
         raise SettingsError(f"unknown service(s) {sorted(unknown)}; choose from {list(SERVICE_NAMES)}")
     if "auth" in settings.services and settings.token_signing_seed is None:
         raise SettingsError("auth needs a token signing key: set XCHAT_TOKEN_SIGNING_KEY_FILE")
+    for network in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise SettingsError(f"trusted proxy {network!r} is not an IP network (CIDR)") from exc
+    if settings.trusted_proxy_header and not settings.trusted_proxies:
+        raise SettingsError("XCHAT_TRUSTED_PROXY_HEADER needs XCHAT_TRUSTED_PROXIES: the proxies whose header is believed")
     if settings.token_signing_seed is None and settings.token_public_key is None:
         raise SettingsError("a token public key is needed to verify callers: set XCHAT_TOKEN_PUBLIC_KEY_FILE")

@@ -1,17 +1,29 @@
 """Short-lived access tokens: signed by auth with Ed25519, verified offline everywhere.
 
-Format: ``v1.<base64url(json claims)>.<base64url(signature over "v1." + claims part)>``.
-Claims: ``a`` account, ``d`` device, ``iat``/``exp`` in ms since the epoch.
-Offline verification means a revoked device keeps working until its token
-expires, which is why access tokens live minutes, not hours.
+Format: ``v1.<base64url(json claims)>.<base64url(signature over "v1." + claims part)>``,
+base64url without padding, decoded strictly (only the canonical encoding of
+the bytes is accepted, so no two strings carry the same signature).
+Claims: ``a`` account, ``d`` device, ``iat``/``exp`` in ms since the epoch,
+``aud`` the deployment's audience, ``kid`` the signing key's id
+(``key_id``: 16 hex digits of SHA-256 of the public key).
+
+Rotation without downtime: verifiers hold several public keys, selected by
+``kid``. Add the new public key to every verifier, then let auth sign with
+the new key, then (after one access-token lifetime) drop the old key.
+
+The signature and expiry say who the caller was when the token was issued;
+whether that device is still active is ``xchat.core.authz``'s question.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -24,6 +36,7 @@ TOKEN_VERSION = "v1"
 MAX_TOKEN_CHARS = 1024
 # Tolerated clock difference between the auth region and the verifying region.
 CLOCK_SKEW_MS = 30_000
+DEFAULT_AUDIENCE = "xchat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +52,54 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url: the alphabet only, no padding, and only the canonical encoding."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not canonical base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # non-zero trailing bits: another string for the same bytes
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def key_id(verify_key: nacl.signing.VerifyKey) -> str:
+    return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
 
 
 class TokenSigner:
-    def __init__(self, *, signing_key: nacl.signing.SigningKey, lifetime_ms: int) -> None:
+    def __init__(self, *, signing_key: nacl.signing.SigningKey, lifetime_ms: int, audience: str = DEFAULT_AUDIENCE) -> None:
         self._key = signing_key
+        self._kid = key_id(signing_key.verify_key)
         self._lifetime_ms = lifetime_ms
+        self._audience = audience
 
     def issue(self, account: AccountId, device: DeviceId, *, now_ms: int | None = None) -> tuple[str, int]:
         issued = now_ms if now_ms is not None else int(time.time() * 1000)
         expires = issued + self._lifetime_ms
-        claims = json.dumps({"a": account, "d": device, "iat": issued, "exp": expires}, separators=(",", ":"))
+        claims = json.dumps(
+            {"a": account, "d": device, "iat": issued, "exp": expires, "aud": self._audience, "kid": self._kid},
+            separators=(",", ":"),
+        )
         signed_part = f"{TOKEN_VERSION}.{_b64(claims.encode())}"
         signature = self._key.sign(signed_part.encode()).signature
         return f"{signed_part}.{_b64(signature)}", expires
 
 
 class TokenVerifier:
-    def __init__(self, *, verify_key: nacl.signing.VerifyKey) -> None:
-        self._key = verify_key
+    """Accepts tokens signed by any of ``verify_keys`` (chosen by ``kid``) for ``audience``."""
+
+    def __init__(
+        self,
+        *,
+        verify_key: nacl.signing.VerifyKey,
+        extra_keys: Iterable[nacl.signing.VerifyKey] = (),
+        audience: str = DEFAULT_AUDIENCE,
+    ) -> None:
+        self._keys = {key_id(k): k for k in (verify_key, *extra_keys)}
+        self._audience = audience
 
     def verify(self, token: str, *, now_ms: int | None = None) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
@@ -69,12 +109,22 @@ class TokenVerifier:
             raise Unauthenticated("access token is malformed: expected v1.<claims>.<signature>")
         try:
             signature = _unb64(parts[2])
-            self._key.verify(f"{parts[0]}.{parts[1]}".encode(), signature)
+            # Read before the signature is checked only to choose the key.
             claims = json.loads(_unb64(parts[1]))
+            if not isinstance(claims, dict):
+                raise TypeError("claims are not an object")
+            key = self._keys.get(str(claims.get("kid")))
+            if key is None:
+                raise Unauthenticated("access token is signed by an unknown key: log in again")
+            key.verify(f"{parts[0]}.{parts[1]}".encode(), signature)
+            if claims.get("aud") != self._audience:
+                raise Unauthenticated("access token is for another audience")
+            if not all(isinstance(claims.get(k), str) for k in ("a", "d")) or type(claims.get("exp")) is not int:
+                raise TypeError("claims have the wrong types")
             principal = Principal(
-                account=AccountId(str(claims["a"])),
-                device=DeviceId(str(claims["d"])),
-                expires_at_ms=int(claims["exp"]),
+                account=AccountId(claims["a"]),
+                device=DeviceId(claims["d"]),
+                expires_at_ms=claims["exp"],
             )
         except nacl.exceptions.BadSignatureError as exc:
             raise Unauthenticated("access token signature is invalid") from exc

@@ -192,7 +192,8 @@ class PrekeyDirectory:
     async def count(self, device: DeviceId) -> tuple[int, int]:
         return len((await self._index(device, "otk"))[0]), len((await self._index(device, "pqotk"))[0])
 
-    async def bundles(self, account: AccountId, only: DeviceId | None) -> list[Bundle]:
+    async def devices_of(self, account: AccountId, only: DeviceId | None) -> list[DeviceId]:
+        """The devices a fetch would cover (NOT_FOUND for an unknown account or device)."""
         try:
             entry = await self._accounts.get(account)
         except nats.js.errors.KeyNotFoundError as exc:
@@ -202,6 +203,10 @@ class PrekeyDirectory:
             if only not in devices:
                 raise NotFound(f"device {only} is not a device of {account!r}")
             devices = [only]
+        return devices
+
+    async def bundles(self, account: AccountId, devices: list[DeviceId], *, claim: bool = True) -> list[Bundle]:
+        """Bundles of ``devices``; ``claim=False`` hands out no one-time keys (the budget is spent)."""
         bundles = []
         for device in devices:
             record, _ = await self._devices.get(device)
@@ -211,8 +216,8 @@ class PrekeyDirectory:
             last_resort = await self._get(f"{device}.pqlr")
             if signed is None or last_resort is None:
                 continue  # the device has not published keys yet
-            one_time = await self._pop(device, "otk")
-            pq = await self._pop(device, "pqotk")
+            one_time = await self._pop(device, "otk") if claim else None
+            pq = await self._pop(device, "pqotk") if claim else None
             bundles.append(Bundle(record, signed, one_time, pq or last_resort, pq is None))
         if not bundles:
             raise NotFound(f"account {account!r} has no active device with published prekeys")

@@ -1,4 +1,9 @@
-"""gRPC servicer for keys: converts protobuf to domain calls and back."""
+"""gRPC servicer for keys: converts protobuf to domain calls and back.
+
+Callers are authorised (active device) and fetches rate-limited by
+``xchat.core.edge`` before these methods run; one-time key hand-out is
+budgeted here (``xchat.keys.claims``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ from typing import Any
 
 import grpc.aio
 
+from xchat.core.authz import require_principal
 from xchat.core.ids import account_id, device_id
-from xchat.core.rpc import principal_of, unary
-from xchat.core.tokens import TokenVerifier
+from xchat.core.rpc import unary
+from xchat.keys.claims import PrekeyClaims
 from xchat.keys.prekeys import PrekeyDirectory, PublicPrekey, Upload
 from xchat.v1 import common_pb2, keys_pb2, keys_pb2_grpc
 
@@ -24,13 +30,13 @@ def _signed_pb(key: PublicPrekey) -> common_pb2.SignedPrekey:
 
 
 class KeysServicer(keys_pb2_grpc.KeysServicer):
-    def __init__(self, directory: PrekeyDirectory, verifier: TokenVerifier) -> None:
+    def __init__(self, directory: PrekeyDirectory, claims: PrekeyClaims) -> None:
         self._directory = directory
-        self._verifier = verifier
+        self._claims = claims
 
     @unary
     async def UploadPrekeys(self, request: keys_pb2.UploadPrekeysRequest, context: Ctx) -> keys_pb2.UploadPrekeysResponse:
-        caller = principal_of(context, self._verifier)
+        caller = require_principal()
         upload = Upload(
             signed_prekey=_signed(request.signed_prekey) if request.HasField("signed_prekey") else None,
             one_time=tuple(PublicPrekey(k.key_id, k.public_key) for k in request.one_time_prekeys),
@@ -42,9 +48,11 @@ class KeysServicer(keys_pb2_grpc.KeysServicer):
 
     @unary
     async def FetchBundles(self, request: keys_pb2.FetchBundlesRequest, context: Ctx) -> keys_pb2.FetchBundlesResponse:
-        principal_of(context, self._verifier)
-        only = device_id(request.device_id) if request.device_id else None
-        bundles = await self._directory.bundles(account_id(request.account), only)
+        caller = require_principal()
+        account = account_id(request.account)
+        devices = await self._directory.devices_of(account, device_id(request.device_id) if request.device_id else None)
+        claim = self._claims.allow(caller.device, account, len(devices))
+        bundles = await self._directory.bundles(account, devices, claim=claim)
         return keys_pb2.FetchBundlesResponse(
             bundles=[
                 keys_pb2.PrekeyBundle(
@@ -66,6 +74,6 @@ class KeysServicer(keys_pb2_grpc.KeysServicer):
 
     @unary
     async def CountPrekeys(self, request: keys_pb2.CountPrekeysRequest, context: Ctx) -> keys_pb2.CountPrekeysResponse:
-        caller = principal_of(context, self._verifier)
+        caller = require_principal()
         otk, pqotk = await self._directory.count(caller.device)
         return keys_pb2.CountPrekeysResponse(one_time_prekeys=otk, pq_one_time_prekeys=pqotk)

@@ -1,4 +1,14 @@
-"""gRPC servicer for relay: unary and pipelined streaming sends."""
+"""gRPC servicer for relay: unary and pipelined streaming sends.
+
+The caller is authorised (active device) by ``xchat.core.edge``; sends are
+rate-limited here, per envelope, because the cost is in the content.
+
+SendStream holds at most ``STREAM_WINDOW`` envelopes per call between reading
+a request and the client reading its result: a permit is returned only when a
+result has been handed to gRPC, so a client that sends but never reads stops
+being read (gRPC flow control then pushes back on it) instead of growing the
+server's memory by a result per envelope.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +21,24 @@ from typing import Any
 import grpc.aio
 import nats.errors
 
+from xchat.core.authz import require_principal
 from xchat.core.errors import InvalidArgument, XChatError, grpc_status
 from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.ratelimit import RateLimiter
-from xchat.core.rpc import principal_of, store_timeout, streaming, unary
+from xchat.core.rpc import store_timeout, streaming, unary
 from xchat.core.store import translate
-from xchat.core.tokens import TokenVerifier
 from xchat.relay.sending import Receipt, Relay
 from xchat.v1 import relay_pb2, relay_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-# Sends in flight on one SendStream; beyond it the stream stops reading
-# requests, and gRPC flow control pushes back on the client.
+# Envelopes read but whose results the client has not yet been handed, per
+# SendStream; beyond it the stream stops reading requests, and gRPC flow
+# control pushes back on the client.
 STREAM_WINDOW = 1024
 MAX_BATCH = 256
+# Results waiting to be written: a batch holds at least one envelope, so the
+# window bounds this queue too; the explicit bound documents it.
+RESULTS_QUEUE = STREAM_WINDOW
 
 
 def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
@@ -38,15 +52,14 @@ def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
 
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):
-    def __init__(self, relay: Relay, verifier: TokenVerifier, *, store_timeout_s: float, limiter: RateLimiter) -> None:
+    def __init__(self, relay: Relay, *, store_timeout_s: float, limiter: RateLimiter) -> None:
         self._relay = relay
-        self._verifier = verifier
         self._timeout = store_timeout_s
         self._limiter = limiter
 
     @unary
     async def Send(self, request: relay_pb2.SendRequest, context: Ctx) -> relay_pb2.SendResult:
-        sender = principal_of(context, self._verifier)
+        sender = require_principal()
         self._limiter.take(sender.device)
         receipt = await self._relay.send(
             sender,
@@ -61,8 +74,8 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
     async def SendStream(
         self, request_iterator: AsyncIterator[relay_pb2.SendBatch], context: Ctx
     ) -> AsyncIterator[relay_pb2.SendBatchResult]:
-        sender = principal_of(context, self._verifier)
-        results: asyncio.Queue[relay_pb2.SendBatchResult | None] = asyncio.Queue()
+        sender = require_principal()
+        results: asyncio.Queue[relay_pb2.SendBatchResult | None] = asyncio.Queue(RESULTS_QUEUE + 1)
         # Counts envelopes, not batches: bounded work per call whatever the batch size.
         window = asyncio.Semaphore(STREAM_WINDOW)
         in_flight: set[asyncio.Task[None]] = set()
@@ -85,8 +98,6 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     error_code=code.value[0],
                     error_message=text,
                 )
-            finally:
-                window.release()
 
         async def send_batch(batch: relay_pb2.SendBatch) -> None:
             outcomes = await asyncio.gather(*(send_one(r) for r in batch.envelopes))
@@ -115,6 +126,10 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         try:
             while (result := await results.get()) is not None:
                 yield result
+                # Handed to gRPC (which buffers within its flow-control window):
+                # only now may the reader take more envelopes in.
+                for _ in result.results:
+                    window.release()
             await reader
         finally:
             reader.cancel()

@@ -1,0 +1,210 @@
+"""The gRPC edge every xchat call passes before its servicer runs: parse, authorise, limit.
+
+One server interceptor, so no servicer can forget a step:
+
+1. **Parse as data.** gRPC deserialises a request before any handler runs;
+   a malformed protobuf used to end as UNKNOWN with a Python class name and a
+   traceback in the log. Deserialisers are wrapped so a bad message becomes
+   a ``Malformed`` marker, answered INVALID_ARGUMENT in one log line.
+2. **Authorise.** ``POLICIES`` names every method: anonymous ones (register,
+   challenge, login, refresh) are limited per client address; every other
+   method needs a valid token of an active device (``xchat.core.authz``),
+   checked against the cached device record, or a fresh read for methods
+   that change an account. A method missing from the table gets the strictest
+   policy (authenticated, limited), never an open door.
+3. **Limit.** Per device for authenticated calls (after the offline token
+   check, before any store read), per client address for anonymous ones
+   (``xchat.core.addresses``). Sends are limited per envelope by relay
+   itself, one-time prekey hand-out by keys (both need the request's content).
+
+Refusals are answered and logged by ``xchat.core.rpc.abort``, the one place
+that turns an error into a status code. Health and reflection pass untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from xchat.core.addresses import ClientAddresses
+from xchat.core.authz import Authorizer, bind_principal
+from xchat.core.errors import InvalidArgument
+from xchat.core.ratelimit import Rate, RateLimiter
+from xchat.core.rpc import abort
+from xchat.core.settings import ServiceSettings
+from xchat.core.tokens import Principal
+
+XCHAT_PREFIX = "/xchat.v1."
+ANONYMOUS = "anonymous"  # limiter keyed by client address
+CALLS = "calls"  # limiter keyed by device: account and directory calls
+FETCH = "fetch"  # limiter keyed by device: prekey bundle fetches
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """``limit``: the limiter group (None: the servicer limits by content); ``fresh``: skip the device cache."""
+
+    anonymous: bool = False
+    fresh: bool = False
+    limit: str | None = CALLS
+
+
+POLICIES: dict[str, Policy] = {
+    "/xchat.v1.Auth/Register": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Auth/Challenge": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Auth/Login": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Auth/Refresh": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Auth/AddDevice": Policy(fresh=True),
+    "/xchat.v1.Auth/RevokeDevice": Policy(fresh=True),
+    "/xchat.v1.Auth/ListDevices": Policy(),
+    "/xchat.v1.Keys/UploadPrekeys": Policy(),
+    "/xchat.v1.Keys/CountPrekeys": Policy(),
+    "/xchat.v1.Keys/FetchBundles": Policy(limit=FETCH),
+    "/xchat.v1.Relay/Send": Policy(limit=None),
+    "/xchat.v1.Relay/SendStream": Policy(limit=None),
+    "/xchat.v1.Mailbox/Sync": Policy(),
+    "/xchat.v1.Mailbox/Ack": Policy(),
+}
+STRICTEST = Policy()
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """Stands in for a request that did not parse; never reaches a servicer."""
+
+    method: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the client's malformed input
+            return Malformed(method)
+
+    return deserialize
+
+
+def _malformed(item: Malformed) -> InvalidArgument:
+    name = item.method.rsplit("/", 1)[-1]
+    return InvalidArgument(f"request is not a valid {name} message (protobuf did not parse)")
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that ends the call with INVALID_ARGUMENT at the first malformed message."""
+    async for item in requests:
+        if isinstance(item, Malformed):
+            raise _malformed(item)
+        yield item
+
+
+class Limits:
+    """The edge's limiters, one per group, built from settings."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.groups = {
+            ANONYMOUS: RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="anonymous calls per address"),
+            CALLS: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="calls per device"),
+            FETCH: RateLimiter(Rate(settings.fetch_rate, settings.fetch_burst), what="bundle fetches per device"),
+        }
+
+
+class Edge(grpc.aio.ServerInterceptor):
+    def __init__(self, authorizer: Authorizer, limits: Limits, addresses: ClientAddresses) -> None:
+        self._authorizer = authorizer
+        self._limits = limits
+        self._addresses = addresses
+
+    async def _admit(self, method: str, policy: Policy, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
+        metadata = tuple(context.invocation_metadata() or ())
+        if policy.anonymous:
+            if policy.limit is not None:
+                self._limits.groups[policy.limit].take(self._addresses.key(context.peer() or "", metadata))
+            return None
+        principal = self._authorizer.authenticate(metadata)
+        # Limited before the device check: a flood of valid tokens never reaches the store.
+        if policy.limit is not None:
+            self._limits.groups[policy.limit].take(principal.device)
+        await self._authorizer.check_active(principal, fresh=policy.fresh)
+        return principal
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(XCHAT_PREFIX):
+            return handler
+        return self._wrap(handler, method, POLICIES.get(method, STRICTEST))
+
+    def _wrap(self, original: grpc.RpcMethodHandler[Any, Any], method: str, policy: Policy) -> grpc.RpcMethodHandler[Any, Any]:
+        # The stubs type behaviours as synchronous; on a grpc.aio server they are coroutines.
+        handler: Any = original
+        deserialize = _tolerant(handler.request_deserializer, method)
+        serialize = handler.response_serializer
+        admit = self._admit
+
+        async def enter(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            """Admits the call (binding its principal) or ends it (``abort`` raises)."""
+            try:
+                if isinstance(request, Malformed):
+                    raise _malformed(request)
+                # Bound without reset: every RPC runs in its own task and context.
+                bind_principal(await admit(method, policy, context))
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - answered by the one translation point
+                await abort(context, exc, method)
+
+        if handler.unary_unary is not None:
+            unary_unary = handler.unary_unary
+
+            async def uu(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await enter(request, context)
+                return await unary_unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(uu, request_deserializer=deserialize, response_serializer=serialize)
+        if handler.stream_stream is not None:
+            stream_stream = handler.stream_stream
+
+            async def ss(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                await enter(None, context)
+                async for response in _responses(stream_stream(_checked(requests), context)):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(ss, request_deserializer=deserialize, response_serializer=serialize)
+        if handler.unary_stream is not None:
+            unary_stream = handler.unary_stream
+
+            async def us(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                await enter(request, context)
+                async for response in _responses(unary_stream(request, context)):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(us, request_deserializer=deserialize, response_serializer=serialize)
+        stream_unary = handler.stream_unary
+
+        async def su(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await enter(None, context)
+            return await stream_unary(_checked(requests), context)
+
+        return grpc.stream_unary_rpc_method_handler(su, request_deserializer=deserialize, response_serializer=serialize)
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """Responses of a streaming behaviour, whether an async generator or a coroutine using context.write."""
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
