@@ -78,7 +78,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             Registration(
                 mailbox_pb2.DESCRIPTOR.services_by_name["Mailbox"].full_name,
                 mailbox_pb2_grpc.add_MailboxServicer_to_server,
-                MailboxServicer(store, verifier, store_timeout_s=settings.store_timeout_s),
+                MailboxServicer(
+                    store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
+                ),
             )
         )
     return out

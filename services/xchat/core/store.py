@@ -35,6 +35,7 @@ from xchat.core.permissions import (
     MAILBOX_OWNER,
     MAILBOX_READER,
     MAILBOX_STREAM,
+    NOTIFY_SUBJECTS,
     OWNED_BUCKETS,
     READ_BUCKETS,
 )
@@ -47,6 +48,8 @@ __all__ = [
     "BUCKET_PREKEYS",
     "BUCKET_REFRESH",
     "MAILBOX_STREAM",
+    "NOTIFY_SUBJECTS",
+    "NOTIFY_SUBJECT_PREFIX",
     "STORE_ERRORS",
     "Store",
     "mailbox_subject",
@@ -101,11 +104,18 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, asyncio.Time
 class Store:
     """One NATS connection, its JetStream context and the opened buckets."""
 
-    def __init__(self, nc: NatsClient, settings: ServiceSettings) -> None:
+    def __init__(
+        self, nc: NatsClient, settings: ServiceSettings, *, reconnect_hooks: list[Callable[[], None]] | None = None
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.store_timeout_s)
         self.settings = settings
         self._buckets: dict[str, KeyValue] = {}
+        self._reconnect_hooks = reconnect_hooks if reconnect_hooks is not None else []
+
+    def on_reconnected(self, hook: Callable[[], None]) -> None:
+        """Calls ``hook`` after every NATS reconnect (core-NATS messages sent meanwhile were lost)."""
+        self._reconnect_hooks.append(hook)
 
     def bucket(self, name: str) -> KeyValue:
         """An opened bucket; only those the process's services own or read are opened."""
@@ -116,6 +126,7 @@ class Store:
 
     @classmethod
     async def connect(cls, settings: ServiceSettings, *, name: str) -> Store:
+        hooks: list[Callable[[], None]] = []
         tls: ssl.SSLContext | None = None
         if settings.nats_ca is not None or any(u.startswith("tls://") for u in settings.nats_urls):
             tls = ssl.create_default_context(cafile=str(settings.nats_ca) if settings.nats_ca else None)
@@ -130,7 +141,7 @@ class Store:
             "max_outstanding_pings": 2,
             "error_cb": _log_error,
             "disconnected_cb": _log_event("disconnected from NATS"),
-            "reconnected_cb": _log_event("reconnected to NATS"),
+            "reconnected_cb": _on_reconnected(hooks),
         }
         if tls is not None:
             options["tls"] = tls
@@ -141,7 +152,7 @@ class Store:
         while True:
             try:
                 nc = await nats.connect(**options)  # type: ignore[arg-type]
-                return cls(nc, settings)
+                return cls(nc, settings, reconnect_hooks=hooks)
             except (nats.errors.Error, OSError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise Unavailable(f"cannot connect to NATS at {settings.nats_urls}: {exc}") from exc
@@ -258,6 +269,15 @@ class Store:
 
 async def _log_error(exc: Exception) -> None:
     log.warning("NATS error: %s", exc)
+
+
+def _on_reconnected(hooks: list[Callable[[], None]]) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        log.info("reconnected to NATS")
+        for hook in hooks:
+            hook()
+
+    return callback
 
 
 def _log_event(text: str) -> Callable[[], Awaitable[None]]:

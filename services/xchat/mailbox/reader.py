@@ -1,10 +1,15 @@
-"""Reading and deleting one device's envelopes in the mailbox stream.
+"""Reading and removing one device's envelopes in the mailbox stream.
 
 No consumer per device: reads are JetStream *direct gets* ("next message on
 subject xchat.mbx.<device> from sequence n"), answered by any replica, usually
 the one in the caller's own region. The read position is the caller's
 cursor; nothing about a device's reading lives on the server between calls,
 so a device can reconnect to any region.
+
+Removal has two forms (ADR 0008): ``purge_through`` removes every envelope of
+one device up to a sequence in one replicated operation (used when the device
+has acknowledged everything below it), ``delete`` removes single sequences
+(holes, and acknowledgements outside a Sync call).
 """
 
 from __future__ import annotations
@@ -15,18 +20,28 @@ import json
 from dataclasses import dataclass
 
 import nats.errors
+from nats.aio.client import Client as NatsClient
 
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.errors import Unavailable
 from xchat.core.ids import DeviceId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject
 
-DIRECT_GET = f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}"
 DELETE = f"$JS.API.STREAM.MSG.DELETE.{MAILBOX_STREAM}"
+PURGE = f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}"
 # Concurrent deletes issued for one batch of acks.
 DELETE_CONCURRENCY = 32
 # nats-server: JSSequenceNotFoundErrF / "no message found" on delete.
 ERR_SEQUENCE_NOT_FOUND = 10057
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """One message of a batched direct get."""
+
+    sequence: int
+    subject: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,64 +50,98 @@ class Stored:
     envelope: StoredEnvelope
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one read found: the envelopes, and the sequences it could not decode.
+
+    ``last`` is the highest sequence the read looked at (0 when nothing), so
+    the caller's cursor also passes undecodable records.
+    """
+
+    envelopes: list[Stored]
+    undecodable: list[int]
+    last: int
+
+
+async def direct_batch(
+    nc: NatsClient, stream: str, *, start: int, subject: str, limit: int, timeout: float
+) -> list[Raw]:
+    """Up to ``limit`` messages of ``stream`` on ``subject`` (wildcards allowed) from ``start``, in order.
+
+    One batched direct get (nats-server ≥ 2.11): a replica streams the batch to
+    a private inbox and ends it with a 204 (or 404 when nothing matches), so
+    a backlog costs one round trip per batch.
+    """
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox, max_msgs=limit + 1)
+    out: list[Raw] = []
+    try:
+        request = {"seq": start, "next_by_subj": subject, "batch": limit}
+        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
+        while len(out) < limit:
+            try:
+                msg = await subscription.next_msg(timeout=timeout)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                raise Unavailable("store did not answer a read in time") from exc
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status in ("204", "404"):
+                break  # end of batch / nothing (more) stored on the subject
+            if status is not None:
+                raise Unavailable(f"store refused a read: {status} {headers.get('Description', '')}".strip())
+            out.append(Raw(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), msg.data))
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await subscription.unsubscribe()
+    return out
+
+
 class MailboxReader:
     def __init__(self, store: Store, *, timeout: float) -> None:
         self._nc = store.nc
         self._timeout = timeout
 
-    async def _get(self, payload: dict[str, object]) -> tuple[int, str, bytes] | None:
-        try:
-            msg = await self._nc.request(DIRECT_GET, json.dumps(payload).encode(), timeout=self._timeout)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise Unavailable("mailbox store did not answer in time") from exc
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "404":
-            return None
-        if status is not None:
-            raise Unavailable(f"mailbox store refused a read: {status} {headers.get('Description', '')}".strip())
-        return int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), msg.data
+    async def read_after(self, device: DeviceId, cursor: int, limit: int) -> Batch:
+        """Up to ``limit`` records of ``device`` with sequence > cursor, in order."""
+        raw = await direct_batch(
+            self._nc, MAILBOX_STREAM, start=cursor + 1, subject=mailbox_subject(device), limit=limit, timeout=self._timeout
+        )
+        envelopes: list[Stored] = []
+        undecodable: list[int] = []
+        for record in raw:
+            envelope = StoredEnvelope.decode(record.data)
+            if envelope is None:
+                undecodable.append(record.sequence)
+            else:
+                envelopes.append(Stored(record.sequence, envelope))
+        return Batch(envelopes, undecodable, raw[-1].sequence if raw else 0)
 
-    async def read_after(self, device: DeviceId, cursor: int, limit: int) -> list[Stored]:
-        """Up to ``limit`` envelopes of ``device`` with sequence > cursor, in order.
+    async def owned(self, device: DeviceId, sequence: int) -> bool:
+        """True when ``sequence`` holds an envelope of ``device``.
 
-        One batched direct get (nats-server ≥ 2.11): the replica streams up to
-        ``limit`` messages to a private inbox and ends with a 204 (or 404 when
-        there is nothing), so a backlog costs one round trip per batch.
+        Asked as "the device's first record at or after ``sequence``", so a
+        sequence of another device and one that holds nothing take the same
+        path and give the same answer: no one learns whether someone else's
+        envelope is still there (no read receipt through acks).
         """
-        inbox = self._nc.new_inbox()
-        subscription = await self._nc.subscribe(inbox, max_msgs=limit + 1)
-        out: list[Stored] = []
-        try:
-            request = {"seq": cursor + 1, "next_by_subj": mailbox_subject(device), "batch": limit}
-            await self._nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=inbox)
-            while True:
-                try:
-                    msg = await subscription.next_msg(timeout=self._timeout)
-                except (nats.errors.Error, asyncio.TimeoutError) as exc:
-                    raise Unavailable("mailbox store did not answer in time") from exc
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status in ("204", "404"):
-                    break  # end of batch / nothing (more) stored for this device
-                if status is not None:
-                    raise Unavailable(f"mailbox store refused a read: {status} {headers.get('Description', '')}".strip())
-                envelope = StoredEnvelope.decode(msg.data)
-                if envelope is not None:
-                    out.append(Stored(int(headers["Nats-Sequence"]), envelope))
-                if len(out) >= limit:
-                    break
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
-        return out
+        got = await direct_batch(
+            self._nc, MAILBOX_STREAM, start=sequence, subject=mailbox_subject(device), limit=1, timeout=self._timeout
+        )
+        return bool(got) and got[0].sequence == sequence
 
-    async def owner_subject(self, sequence: int) -> str | None:
-        """The subject stored at ``sequence``; None when nothing is (already deleted)."""
-        got = await self._get({"seq": sequence})
-        return None if got is None else got[1]
+    async def purge_through(self, device: DeviceId, floor: int) -> None:
+        """Removes every record of ``device`` with sequence ≤ ``floor``: one replicated operation."""
+        request = {"filter": mailbox_subject(device), "seq": floor + 1}
+        try:
+            reply = await self._nc.request(PURGE, json.dumps(request).encode(), timeout=self._timeout)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise Unavailable("mailbox store did not confirm an acknowledgement; retry it") from exc
+        body = json.loads(reply.data or b"{}")
+        if "error" in body:
+            raise Unavailable(f"mailbox store refused an acknowledgement: {body['error'].get('description')}")
 
     async def delete(self, sequences: list[int]) -> int:
+        """Deletes single sequences (already gone counts 0); returns how many this call removed."""
         gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
         async def one(seq: int) -> bool:

@@ -1,70 +1,93 @@
 """gRPC servicer for mailbox: Sync (backlog, then live, acks upstream) and Ack.
 
 Delivery loop of one Sync call: read what follows the cursor; when nothing
-does, wait for a wake-up from relay (``xchat.ntf.<device>``) or the poll
-interval, whichever comes first. The poll makes a lost wake-up or a stalled
-subscription cost at most ``POLL_INTERVAL_S`` of latency, never a message.
-At most ``MAX_UNACKED`` envelopes are outstanding per call (backpressure).
+does, wait for a wake-up from relay (``xchat.ntf.<device>``, dispatched by the
+process's one subscription in ``listeners``) or the safety poll, whichever
+comes first. Wake-ups drive reads; the poll is drawn from
+[``SAFETY_POLL_MIN_S``, ``SAFETY_POLL_MAX_S``] (jitter spreads idle calls), so
+a lost wake-up delays a message by at most ``SAFETY_POLL_MAX_S``, never loses
+it (ADR 0008).
+
+Bounds of one call:
+* at most ``MAX_UNACKED`` envelopes outstanding (backpressure);
+* each response at most ``MAX_RESPONSE_BYTES`` serialized (always at least one
+  envelope). The SDK's receive limit is 4 MiB (``grpc.max_receive_message_length``
+  in ``xchat.client._transport``, and gRPC's own default); one maximal envelope
+  (128 KiB of ciphertext plus framing) fits with room, and no backlog can make
+  a response exceed it;
+* ended with PERMISSION_DENIED within 5 s of its device's revocation
+  (``revocations``), and with RESOURCE_EXHAUSTED when more than
+  ``MAX_SYNCS_PER_DEVICE`` calls of its device are open here (``listeners``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc.aio
-import nats.errors
 
-from xchat.core.errors import InvalidArgument, PermissionDenied
-from xchat.core.ids import DeviceId
+from xchat.core.devices import DeviceDirectory
+from xchat.core.errors import PermissionDenied
 from xchat.core.rpc import principal_of, streaming, unary
-from xchat.core.store import Store, mailbox_subject, notify_subject
+from xchat.core.store import Store
 from xchat.core.tokens import TokenVerifier
-from xchat.mailbox.reader import MailboxReader
+from xchat.mailbox.acks import AckWindow, ack_outside_sync
+from xchat.mailbox.listeners import Listener, Listeners
+from xchat.mailbox.reader import MailboxReader, Stored
+from xchat.mailbox.revocations import RevocationWatch
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 MAX_UNACKED = 1000
-MAX_ACKS_PER_REQUEST = 1000
 READ_BATCH = 128
-POLL_INTERVAL_S = 2.0
+# A quarter of the SDK's 4 MiB receive limit: big envelopes still batch
+# (7 of 128 KiB), and a server-side framing change cannot push it over.
+MAX_RESPONSE_BYTES = 1024 * 1024
+# Wake-ups are core NATS (fire-and-forget): the poll bounds a lost one's delay.
+SAFETY_POLL_MIN_S = 20.0
+SAFETY_POLL_MAX_S = 30.0
 # A wake-up can arrive before the local replica has applied the write.
 LAGGING_REPLICA_RETRY_S = 0.01
 LAGGING_REPLICA_RETRIES = 5
 
 
+def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[mailbox_pb2.SyncResponse]:
+    """``batch`` as responses of at most ``limit`` bytes each (one envelope alone may not be split)."""
+    chunk: list[mailbox_pb2.Envelope] = []
+    size = 0
+    for stored in batch:
+        envelope = stored.envelope.to_pb(stored.sequence)
+        # Field tag + length prefix: at most 6 bytes on top of the envelope.
+        cost = envelope.ByteSize() + 6
+        if chunk and size + cost > limit:
+            yield mailbox_pb2.SyncResponse(envelopes=chunk)
+            chunk, size = [], 0
+        chunk.append(envelope)
+        size += cost
+    if chunk:
+        yield mailbox_pb2.SyncResponse(envelopes=chunk)
+
+
 class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
-    def __init__(self, store: Store, verifier: TokenVerifier, *, store_timeout_s: float) -> None:
+    def __init__(self, store: Store, verifier: TokenVerifier, directory: DeviceDirectory, *, store_timeout_s: float) -> None:
         self._store = store
         self._reader = MailboxReader(store, timeout=store_timeout_s)
         self._verifier = verifier
-        self._timeout = store_timeout_s
-
-    async def _ack(self, device: DeviceId, sequences: list[int], delivered: set[int]) -> int:
-        if len(sequences) > MAX_ACKS_PER_REQUEST:
-            raise InvalidArgument(f"at most {MAX_ACKS_PER_REQUEST} sequences per acknowledgement")
-        # Only the device's own envelopes may be deleted: ones this call
-        # delivered are known; others are checked against the stream.
-        mine = [s for s in sequences if s in delivered]
-        for seq in sequences:
-            if seq in delivered or seq <= 0:
-                continue
-            subject = await self._reader.owner_subject(seq)
-            if subject is None:
-                continue  # already deleted: acknowledgements are idempotent
-            if subject != mailbox_subject(device):
-                raise PermissionDenied(f"sequence {seq} is not in your mailbox; only your own envelopes can be acknowledged")
-            mine.append(seq)
-        deleted = await self._reader.delete(mine)
-        delivered.difference_update(sequences)
-        return deleted
+        self._listeners = Listeners(store)
+        self._revocations = RevocationWatch(store, directory, self._listeners)
+        self._directory = directory
 
     @unary
     async def Ack(self, request: mailbox_pb2.AckRequest, context: Ctx) -> mailbox_pb2.AckResponse:
         caller = principal_of(context, self._verifier)
-        deleted = await self._ack(caller.device, list(request.sequences), set())
+        record = await self._directory.cached(caller.device)
+        if record is None or record.revoked:
+            raise PermissionDenied(f"device {caller.device} is revoked or unknown; log in with an active device")
+        deleted = await ack_outside_sync(self._reader, caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
 
     @streaming
@@ -73,75 +96,72 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
     ) -> AsyncIterator[mailbox_pb2.SyncResponse]:
         caller = principal_of(context, self._verifier)
         device = caller.device
-        wake = asyncio.Event()
-        unacked: set[int] = set()
-        room = asyncio.Event()
-        room.set()
-        failure: list[BaseException] = []
-
-        async def on_notify(_msg: Any) -> None:
-            wake.set()
-
         # The first request opens the call and names the mailbox.
         opener = await anext(aiter(request_iterator), None)
         if opener is None:
             return
         if opener.device_id and opener.device_id != device:
             raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
-        await self._ack(device, list(opener.ack_sequences), unacked)
-
-        async def read_acks() -> None:
-            try:
-                async for request in request_iterator:
-                    await self._ack(device, list(request.ack_sequences), unacked)
-                    if len(unacked) < MAX_UNACKED:
-                        room.set()
-            except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
-                failure.append(exc)
-                wake.set()
-                room.set()
-
-        subscription = await self._store.nc.subscribe(notify_subject(device), cb=on_notify)
-        acks = asyncio.create_task(read_acks())
+        await self._revocations.admit(device)
+        window = AckWindow(self._reader, device)
+        await window.settle(list(opener.ack_sequences))
+        listener = await self._listeners.add(device)
+        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener))
         try:
-            cursor = 0
-            delivered = 0
-            backlog_sent = False
-            lagging_retries = 0
-            while True:
-                if failure:
-                    raise failure[0]
-                if len(unacked) >= MAX_UNACKED:
-                    room.clear()
-                    await room.wait()
-                    continue
-                woken = wake.is_set()
-                wake.clear()
-                batch = await self._reader.read_after(device, cursor, min(READ_BATCH, MAX_UNACKED - len(unacked)))
-                if batch:
-                    cursor = batch[-1].sequence
-                    unacked.update(stored.sequence for stored in batch)
-                    delivered += len(batch)
-                    yield mailbox_pb2.SyncResponse(envelopes=[stored.envelope.to_pb(stored.sequence) for stored in batch])
-                if batch:
-                    lagging_retries = 0
-                    continue
-                if not backlog_sent:
-                    backlog_sent = True
-                    yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))
-                if woken and lagging_retries < LAGGING_REPLICA_RETRIES:
-                    # Woken but nothing new: the replica that answered may not
-                    # have applied the write yet.
-                    lagging_retries += 1
-                    await asyncio.sleep(LAGGING_REPLICA_RETRY_S * lagging_retries)
-                    wake.set()
-                    continue
-                lagging_retries = 0
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), POLL_INTERVAL_S)
+            async for response in self._deliver(window, listener):
+                yield response
         finally:
+            self._listeners.remove(listener)
             acks.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await acks
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+
+    @staticmethod
+    async def _read_acks(requests: AsyncIterator[mailbox_pb2.SyncRequest], window: AckWindow, listener: Listener) -> None:
+        try:
+            async for request in requests:
+                full = window.outstanding >= MAX_UNACKED
+                await window.settle(list(request.ack_sequences))
+                if full and window.outstanding < MAX_UNACKED:
+                    listener.wake.set()  # room again: resume delivery
+        except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
+            listener.end(exc)
+
+    async def _deliver(self, window: AckWindow, listener: Listener) -> AsyncIterator[mailbox_pb2.SyncResponse]:
+        delivered = 0
+        backlog_sent = False
+        lagging_retries = 0
+        while True:
+            if listener.ended is not None:
+                raise listener.ended
+            if window.outstanding >= MAX_UNACKED:
+                listener.wake.clear()
+                await listener.wake.wait()
+                listener.wake.set()  # whatever woke us, read once more
+                continue
+            woken = listener.wake.is_set()
+            listener.wake.clear()
+            batch = await self._reader.read_after(
+                listener.device, window.cursor, min(READ_BATCH, MAX_UNACKED - window.outstanding)
+            )
+            # Recorded before sending, so an ack can never arrive for a sequence the window does not know.
+            window.read(batch)
+            for response in responses(batch.envelopes):
+                yield response
+            delivered += len(batch.envelopes)
+            if batch.last:
+                lagging_retries = 0
+                continue
+            if not backlog_sent:
+                backlog_sent = True
+                yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))
+            if woken and lagging_retries < LAGGING_REPLICA_RETRIES:
+                # Woken but nothing new: the replica that answered may not
+                # have applied the write yet.
+                lagging_retries += 1
+                await asyncio.sleep(LAGGING_REPLICA_RETRY_S * lagging_retries)
+                listener.wake.set()
+                continue
+            lagging_retries = 0
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(listener.wake.wait(), random.uniform(SAFETY_POLL_MIN_S, SAFETY_POLL_MAX_S))

@@ -1,0 +1,111 @@
+"""The Sync calls open in this process, by device: wake-ups, the per-device cap, ending calls.
+
+One core-NATS subscription per process (``xchat.ntf.*``) instead of one per
+call: relay's wake-up for a device sets the event of each local call of that
+device; wake-ups for devices not connected here cost one dict miss. A NATS
+reconnect wakes every local call, since wake-ups published while this process
+was disconnected are lost (core NATS is fire-and-forget); the calls' rare
+safety poll bounds the delay of any other lost one (ADR 0008).
+
+At most ``MAX_SYNCS_PER_DEVICE`` calls per device per process: a new call ends
+the device's oldest one with RESOURCE_EXHAUSTED. The oldest, not the newest,
+because a device that reconnects after a silent network failure must not be
+locked out by its own stale call, which the server has not noticed is dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from xchat.core.errors import ResourceExhausted
+from xchat.core.ids import DeviceId
+from xchat.core.store import NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
+
+log = logging.getLogger(__name__)
+
+MAX_SYNCS_PER_DEVICE = 4
+
+
+class Listener:
+    """One Sync call: its wake-up event, and why it must end (set from outside)."""
+
+    __slots__ = ("device", "wake", "ended")
+
+    def __init__(self, device: DeviceId) -> None:
+        self.device = device
+        self.wake = asyncio.Event()
+        # XChatError, or a store error the RPC edge translates.
+        self.ended: Exception | None = None
+
+    def end(self, error: Exception) -> None:
+        if self.ended is None:
+            self.ended = error
+        self.wake.set()
+
+
+class Listeners:
+    def __init__(self, store: Store, *, max_per_device: int = MAX_SYNCS_PER_DEVICE) -> None:
+        self._store = store
+        self._max = max_per_device
+        # Insertion order per device = age order (oldest first).
+        self._by_device: dict[DeviceId, dict[Listener, None]] = {}
+        self._subscribed = False
+        self._lock = asyncio.Lock()
+        store.on_reconnected(self.wake_all)
+
+    async def _subscribe(self, nc: NatsClient) -> None:
+        async with self._lock:
+            if not self._subscribed:
+                await nc.subscribe(NOTIFY_SUBJECTS, cb=self._on_wakeup)
+                self._subscribed = True
+
+    async def _on_wakeup(self, msg: Msg) -> None:
+        for listener in self._by_device.get(DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :]), ()):
+            listener.wake.set()
+
+    def wake_all(self) -> None:
+        for listeners in self._by_device.values():
+            for listener in listeners:
+                listener.wake.set()
+
+    def devices(self) -> Iterable[DeviceId]:
+        return self._by_device.keys()
+
+    def end_device(self, device: DeviceId, error: Exception) -> None:
+        for listener in list(self._by_device.get(device, ())):
+            listener.end(error)
+
+    async def add(self, device: DeviceId) -> Listener:
+        """Registers a new call; subscribes the process on first use; ends the oldest over the cap."""
+        if not self._subscribed:
+            await self._subscribe(self._store.nc)
+        listeners = self._by_device.setdefault(device, {})
+        while len(listeners) >= self._max:
+            oldest = next(iter(listeners))
+            del listeners[oldest]
+            oldest.end(
+                ResourceExhausted(
+                    f"ended: a newer Sync of this device replaced it (at most {self._max} per device per server)"
+                )
+            )
+        listener = Listener(device)
+        listeners[listener] = None
+        return listener
+
+    def remove(self, listener: Listener) -> None:
+        listeners = self._by_device.get(listener.device)
+        if listeners is None:
+            return
+        listeners.pop(listener, None)
+        if not listeners:
+            del self._by_device[listener.device]
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self._by_device.values())
+
