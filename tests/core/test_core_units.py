@@ -12,7 +12,7 @@ from xchat.core.errors import InvalidArgument, ResourceExhausted, Unauthenticate
 from xchat.core.ids import AccountId, DeviceId, account_id, device_id, message_id
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.settings import SettingsError, from_env
-from xchat.core.tokens import TokenSigner, TokenVerifier
+from xchat.core.tokens import TokenSigner, TokenVerifier, key_id
 
 
 def test_token_bucket_allows_burst_then_refills() -> None:
@@ -42,7 +42,10 @@ def test_tokens_round_trip_and_refuse_tampering() -> None:
     principal = verifier.verify(token, now_ms=2_000)
     assert (principal.account, principal.device, principal.expires_at_ms) == ("alice", "0" * 32, expires)
     head, claims, sig = token.split(".")
-    forged_claims = base64.urlsafe_b64encode(b'{"a":"mallory","d":"' + b"0" * 32 + b'","iat":1,"exp":99999999999999}').rstrip(b"=").decode()
+    kid = key_id(key.verify_key).encode()
+    forged_claims = base64.urlsafe_b64encode(
+        b'{"a":"mallory","d":"' + b"0" * 32 + b'","iat":1,"exp":99999999999999,"aud":"xchat","kid":"' + kid + b'"}'
+    ).rstrip(b"=").decode()
     with pytest.raises(Unauthenticated, match="signature"):
         verifier.verify(f"{head}.{forged_claims}.{sig}", now_ms=2_000)
     with pytest.raises(Unauthenticated, match="expired"):

@@ -1,0 +1,113 @@
+"""Unit tests of the edge's pieces: strict tokens with audience and key rotation,
+client addresses behind proxies, retry hints, full-string identifiers."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import nacl.signing
+import pytest
+
+from xchat.core.addresses import ClientAddresses, parse_peer
+from xchat.core.errors import InvalidArgument, ResourceExhausted, Unauthenticated, grpc_trailers
+from xchat.core.ids import AccountId, DeviceId, account_id, device_id
+from xchat.core.ratelimit import Rate, RateLimiter
+from xchat.core.tokens import TokenSigner, TokenVerifier
+
+ALICE, DEVICE = AccountId("alice"), DeviceId("0" * 32)
+
+
+def _issue(key: nacl.signing.SigningKey, audience: str = "xchat") -> str:
+    return TokenSigner(signing_key=key, lifetime_ms=60_000, audience=audience).issue(ALICE, DEVICE, now_ms=1_000)[0]
+
+
+def test_only_the_canonical_base64_of_a_token_is_accepted() -> None:
+    key = nacl.signing.SigningKey.generate()
+    verifier = TokenVerifier(verify_key=key.verify_key)
+    token = _issue(key)
+    assert verifier.verify(token, now_ms=2_000).device == DEVICE
+    head, claims, sig = token.split(".")
+    # Before: b64decode skipped characters outside the alphabet, and padding or
+    # non-zero trailing bits gave a second spelling of the same signature.
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    flipped = sig[:-1] + last[last.index(sig[-1]) ^ 1]
+    for bad in (f"{sig[:10]}$!{sig[10:]}", f"{sig}==", f"{sig[:10]} {sig[10:]}", f"{sig[:10]}+/{sig[10:]}", flipped):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(f"{head}.{claims}.{bad}", now_ms=2_000)
+    with pytest.raises(Unauthenticated):
+        verifier.verify(f"{head}.{claims}=.{sig}", now_ms=2_000)
+
+
+def test_audience_and_claim_types_are_checked() -> None:
+    key = nacl.signing.SigningKey.generate()
+    with pytest.raises(Unauthenticated, match="audience"):
+        TokenVerifier(verify_key=key.verify_key).verify(_issue(key, audience="staging"), now_ms=2_000)
+    with pytest.raises(Unauthenticated, match="audience"):
+        TokenVerifier(verify_key=key.verify_key, audience="prod").verify(_issue(key), now_ms=2_000)
+    # Signed, right key and audience, but a claim of the wrong type.
+    from xchat.core.tokens import key_id
+
+    body = {"a": ["alice"], "d": DEVICE, "iat": 1, "exp": 10**14, "aud": "xchat", "kid": key_id(key.verify_key)}
+    claims = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    sig = base64.urlsafe_b64encode(key.sign(f"v1.{claims}".encode()).signature).rstrip(b"=").decode()
+    with pytest.raises(Unauthenticated, match="malformed"):
+        TokenVerifier(verify_key=key.verify_key).verify(f"v1.{claims}.{sig}", now_ms=2_000)
+
+
+def test_several_verification_keys_allow_rotation() -> None:
+    old, new, stranger = (nacl.signing.SigningKey.generate() for _ in range(3))
+    during = TokenVerifier(verify_key=old.verify_key, extra_keys=[new.verify_key])
+    assert during.verify(_issue(old), now_ms=2_000).account == ALICE
+    assert during.verify(_issue(new), now_ms=2_000).account == ALICE
+    after = TokenVerifier(verify_key=new.verify_key)
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        after.verify(_issue(old), now_ms=2_000)
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        during.verify(_issue(stranger), now_ms=2_000)
+
+
+def test_client_addresses_group_ipv6_and_believe_only_trusted_proxies() -> None:
+    direct = ClientAddresses()
+    assert direct.key("ipv4:198.51.100.7:5555", ()) == "198.51.100.7"
+    assert direct.key("ipv6:[2001:db8:1:2::1]:5555", ()) == direct.key("ipv6:[2001:db8:1:2:ffff::9]:1", ()) == "2001:db8:1:2::/64"
+    assert direct.key("ipv6:[::ffff:198.51.100.7]:5555", ()) == "198.51.100.7"
+    assert direct.key("ipv4:198.51.100.7:5555", (("x-forwarded-for", "203.0.113.1"),)) == "198.51.100.7"
+    assert parse_peer("unix:/tmp/sock") is None
+
+    proxied = ClientAddresses.from_settings("X-Forwarded-For", ["10.0.0.0/8"])
+    peer = "ipv4:10.1.2.3:4444"
+    assert proxied.key(peer, (("x-forwarded-for", "203.0.113.9"),)) == "203.0.113.9"
+    # The left part is the client's own claim; hops through further trusted proxies are skipped.
+    assert proxied.key(peer, (("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.9.9.9"),)) == "203.0.113.9"
+    assert proxied.key(peer, (("x-forwarded-for", "[2001:db8::1]:443"),)) == "2001:db8::/64"
+    assert proxied.key(peer, (("x-forwarded-for", "junk"),)) == "10.1.2.3"
+    assert proxied.key(peer, ()) == "10.1.2.3"
+    # An untrusted peer's header is ignored.
+    assert proxied.key("ipv4:198.51.100.7:1", (("x-forwarded-for", "203.0.113.9"),)) == "198.51.100.7"
+
+
+def test_refusals_carry_a_retry_hint() -> None:
+    limiter = RateLimiter(Rate(per_second=2, burst=1), what="calls")
+    limiter.take("k", now=10.0)
+    with pytest.raises(ResourceExhausted) as err:
+        limiter.take("k", now=10.0)
+    assert err.value.retry_after_ms == 500
+    assert grpc_trailers(err.value) == (("retry-after-ms", "500"),)
+    with pytest.raises(ResourceExhausted) as err:
+        limiter.take("k", cost=5, now=20.0)  # never payable at once
+    assert err.value.retry_after_ms is not None and err.value.retry_after_ms > 0
+    assert limiter.try_take("k", now=20.0) and not limiter.try_take("k", now=20.0)
+    assert grpc_trailers(ResourceExhausted("mailbox full")) == ()
+
+
+@pytest.mark.parametrize("bad", ["alice\n", "alice\n\n", "al", "a..b", "abc.", "Alice", "al ice", "alice\x00"])
+def test_accounts_must_match_as_a_whole(bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        account_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["0" * 32 + "\n", "0" * 31, "0" * 32 + " ", "0" * 31 + "G"])
+def test_device_ids_must_match_as_a_whole(bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        device_id(bad)
