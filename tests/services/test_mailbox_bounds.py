@@ -13,8 +13,10 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import nats
 
 from xchat.client import Client
+from xchat.core.settings import DEFAULT_BUCKET_MAX_BYTES, DEFAULT_MAILBOX_MAX_BYTES, DEFAULT_MAILBOX_QUOTA
 from xchat.mailbox.service import MAX_RESPONSE_BYTES
 from xchat.mesh.local import LocalMesh
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc, relay_pb2
@@ -118,3 +120,17 @@ async def test_maximal_junk_from_a_stranger_does_not_stop_the_sdks_message_loop(
         message = await asyncio.wait_for(anext(inbox), 60)
         assert message.text == "after the flood"
         await inbox.aclose()
+
+
+async def test_the_mailbox_stream_and_every_bucket_are_bounded_in_bytes(mesh: LocalMesh) -> None:
+    nc = await nats.connect(mesh.nats_urls("a"))
+    try:
+        js = nc.jetstream()
+        mailbox = await js.stream_info("XCHAT_MAILBOX")
+        assert mailbox.config.max_bytes == DEFAULT_MAILBOX_MAX_BYTES
+        assert mailbox.config.max_msgs_per_subject == DEFAULT_MAILBOX_QUOTA
+        for bucket in ("xchat_accounts", "xchat_devices", "xchat_challenges", "xchat_refresh", "xchat_prekeys"):
+            info = await js.stream_info(f"KV_{bucket}")
+            assert 0 < (info.config.max_bytes or -1) <= 4 * DEFAULT_BUCKET_MAX_BYTES, bucket
+    finally:
+        await nc.close()

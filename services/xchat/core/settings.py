@@ -28,6 +28,13 @@ DEFAULT_REFRESH_TOKEN_LIFETIME_S = 30 * 24 * 3600
 DEFAULT_MAILBOX_TTL_S = 14 * 24 * 3600
 # Per-device backlog quota; sends beyond it fail with RESOURCE_EXHAUSTED.
 DEFAULT_MAILBOX_QUOTA = 10_000
+# Bytes the mailbox stream may hold, all devices together; beyond it sends are
+# refused. JetStream reserves it on every server holding a replica, so it must
+# fit that server's max_file_store (2 GB in the local mesh).
+DEFAULT_MAILBOX_MAX_BYTES = 1024**3
+# Bytes each KV bucket may hold (the prekeys bucket four times this: ~30 KB of
+# keys per device).
+DEFAULT_BUCKET_MAX_BYTES = 64 * 1024**2
 # JetStream de-duplicates Nats-Msg-Id within this window; beyond it the
 # recipient SDK's own id set de-duplicates.
 DEFAULT_DUPLICATE_WINDOW_S = 3600.0
@@ -94,6 +101,8 @@ class ServiceSettings:
     refresh_token_lifetime_s: int = DEFAULT_REFRESH_TOKEN_LIFETIME_S
     mailbox_ttl_s: int = DEFAULT_MAILBOX_TTL_S
     mailbox_quota: int = DEFAULT_MAILBOX_QUOTA
+    mailbox_max_bytes: int = DEFAULT_MAILBOX_MAX_BYTES
+    bucket_max_bytes: int = DEFAULT_BUCKET_MAX_BYTES
     duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     max_ciphertext_bytes: int = DEFAULT_MAX_CIPHERTEXT_BYTES
@@ -159,6 +168,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         "nats_user": env.get("XCHAT_NATS_USER") or None,
         "replicas": _number(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
         "mailbox_quota": _number(env, "XCHAT_MAILBOX_QUOTA", DEFAULT_MAILBOX_QUOTA),
+        "mailbox_max_bytes": _number(env, "XCHAT_MAILBOX_MAX_BYTES", DEFAULT_MAILBOX_MAX_BYTES),
+        "bucket_max_bytes": _number(env, "XCHAT_BUCKET_MAX_BYTES", DEFAULT_BUCKET_MAX_BYTES),
         "mailbox_ttl_s": _number(env, "XCHAT_MAILBOX_TTL_S", DEFAULT_MAILBOX_TTL_S),
         "send_rate": _number(env, "XCHAT_SEND_RATE", DEFAULT_SEND_RATE),
         "send_burst": _number(env, "XCHAT_SEND_BURST", DEFAULT_SEND_BURST),

@@ -71,6 +71,9 @@ TRANSIENT_API_ERRORS = frozenset({10005, 10008, 10023, 10074, None})
 # How long start-up keeps retrying resource creation while the cluster elects
 # its meta leader.
 ENSURE_DEADLINE_S = 60.0
+# The prekeys bucket holds ~30 KB of public keys per device (post-quantum keys
+# are 1,184 bytes each): it gets this many times ``bucket_max_bytes``.
+PREKEYS_BUCKET_FACTOR = 4
 
 T = TypeVar("T")
 
@@ -182,7 +185,11 @@ class Store:
     def _bucket_config(self, name: str) -> KeyValueConfig:
         s = self.settings
         ttl = {BUCKET_CHALLENGES: CHALLENGE_TTL_S, BUCKET_REFRESH: float(s.refresh_token_lifetime_s)}.get(name)
-        return KeyValueConfig(bucket=name, replicas=s.replicas, history=1, ttl=ttl, storage=StorageType.FILE)
+        # Bounded: a full bucket refuses writes (discard new) instead of filling a volume.
+        max_bytes = s.bucket_max_bytes * (PREKEYS_BUCKET_FACTOR if name == BUCKET_PREKEYS else 1)
+        return KeyValueConfig(
+            bucket=name, replicas=s.replicas, history=1, ttl=ttl, storage=StorageType.FILE, max_bytes=max_bytes
+        )
 
     async def _wait_for(self, open_: Callable[[], Awaitable[T]], what: str) -> T:
         """Opens a resource another service owns; retried (as unavailable) until it exists."""
@@ -203,6 +210,11 @@ class Store:
             # Per-device quota: a full mailbox refuses new envelopes instead of
             # silently dropping the oldest.
             max_msgs_per_subject=s.mailbox_quota,
+            # All mailboxes together: a full stream refuses every send rather
+            # than filling the volume. JetStream has no per-subject byte limit:
+            # one mailbox can hold mailbox_quota envelopes of up to
+            # max_msg_size each, bounded by max_bytes (ADR 0008).
+            max_bytes=s.mailbox_max_bytes,
             discard=DiscardPolicy.NEW,
             discard_new_per_subject=True,
             duplicate_window=s.duplicate_window_s,

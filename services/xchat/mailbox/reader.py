@@ -15,24 +15,28 @@ has acknowledged everything below it), ``delete`` removes single sequences
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.errors import Unavailable
 from xchat.core.ids import DeviceId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject
 
+DIRECT_GET = f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}"
 DELETE = f"$JS.API.STREAM.MSG.DELETE.{MAILBOX_STREAM}"
 PURGE = f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}"
 # Concurrent deletes issued for one batch of acks.
 DELETE_CONCURRENCY = 32
 # nats-server: JSSequenceNotFoundErrF / "no message found" on delete.
 ERR_SEQUENCE_NOT_FOUND = 10057
+# Replies buffered for all reads of the process before NATS calls it a slow
+# consumer: several full batches (128 × 128 KiB each).
+REPLIES_PENDING_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,49 +67,89 @@ class Batch:
     last: int
 
 
-async def direct_batch(
-    nc: NatsClient, stream: str, *, start: int, subject: str, limit: int, timeout: float
-) -> list[Raw]:
-    """Up to ``limit`` messages of ``stream`` on ``subject`` (wildcards allowed) from ``start``, in order.
+class Replies:
+    """One wildcard inbox subscription that receives the replies of every batched read.
 
-    One batched direct get (nats-server ≥ 2.11): a replica streams the batch to
-    a private inbox and ends it with a 204 (or 404 when nothing matches), so
-    a backlog costs one round trip per batch.
+    A subscription per read would cost a SUB and an UNSUB, each propagated to
+    every server of the cluster, for every read (issue 18); here a read costs
+    one publish and a dict entry.
     """
-    inbox = nc.new_inbox()
-    subscription = await nc.subscribe(inbox, max_msgs=limit + 1)
-    out: list[Raw] = []
-    try:
-        request = {"seq": start, "next_by_subj": subject, "batch": limit}
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
-        while len(out) < limit:
-            try:
-                msg = await subscription.next_msg(timeout=timeout)
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
-                raise Unavailable("store did not answer a read in time") from exc
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status in ("204", "404"):
-                break  # end of batch / nothing (more) stored on the subject
-            if status is not None:
-                raise Unavailable(f"store refused a read: {status} {headers.get('Description', '')}".strip())
-            out.append(Raw(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), msg.data))
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await subscription.unsubscribe()
-    return out
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = f"{nc.new_inbox()}."
+        self._queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._subscribed = False
+        self._lock = asyncio.Lock()
+        self._next = 0
+
+    async def open(self) -> tuple[str, asyncio.Queue[Msg]]:
+        """A fresh reply subject and the queue its replies arrive on; ``close`` it after."""
+        if not self._subscribed:
+            async with self._lock:
+                if not self._subscribed:
+                    await self._nc.subscribe(
+                        f"{self._prefix}*", cb=self._dispatch, pending_bytes_limit=REPLIES_PENDING_BYTES
+                    )
+                    self._subscribed = True
+        self._next += 1
+        token = str(self._next)
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._queues[token] = queue
+        return f"{self._prefix}{token}", queue
+
+    def close(self, subject: str) -> None:
+        self._queues.pop(subject[len(self._prefix) :], None)
+
+    async def _dispatch(self, msg: Msg) -> None:
+        queue = self._queues.get(msg.subject[len(self._prefix) :])
+        if queue is not None:  # else: a late reply to a read that gave up
+            queue.put_nowait(msg)
 
 
 class MailboxReader:
     def __init__(self, store: Store, *, timeout: float) -> None:
         self._nc = store.nc
         self._timeout = timeout
+        self._replies = Replies(store.nc)
+
+    async def direct_batch(self, *, start: int, subject: str, limit: int) -> list[Raw]:
+        """Up to ``limit`` mailbox records on ``subject`` from sequence ``start``, in order.
+
+        One batched direct get (nats-server ≥ 2.11): a replica streams the
+        batch to the reply subject and ends it with a 204 (or 404 when nothing
+        matches), so a backlog costs one round trip per batch.
+        """
+        reply, queue = await self._replies.open()
+        out: list[Raw] = []
+        try:
+            request = {"seq": start, "next_by_subj": subject, "batch": limit}
+            try:
+                await self._nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=reply)
+            except nats.errors.Error as exc:
+                raise Unavailable("mailbox store unreachable") from exc
+            while len(out) < limit:
+                if queue.empty():  # wait_for costs a task: only when we must wait
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), self._timeout)
+                    except asyncio.TimeoutError as exc:
+                        raise Unavailable("mailbox store did not answer a read in time") from exc
+                else:
+                    msg = queue.get_nowait()
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status in ("204", "404"):
+                    break  # end of batch / nothing (more) stored on the subject
+                if status is not None:
+                    raise Unavailable(f"mailbox store refused a read: {status} {headers.get('Description', '')}".strip())
+                out.append(Raw(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), msg.data))
+        finally:
+            self._replies.close(reply)
+        return out
 
     async def read_after(self, device: DeviceId, cursor: int, limit: int) -> Batch:
         """Up to ``limit`` records of ``device`` with sequence > cursor, in order."""
-        raw = await direct_batch(
-            self._nc, MAILBOX_STREAM, start=cursor + 1, subject=mailbox_subject(device), limit=limit, timeout=self._timeout
-        )
+        raw = await self.direct_batch(start=cursor + 1, subject=mailbox_subject(device), limit=limit)
         envelopes: list[Stored] = []
         undecodable: list[int] = []
         for record in raw:
@@ -124,9 +168,7 @@ class MailboxReader:
         path and give the same answer: no one learns whether someone else's
         envelope is still there (no read receipt through acks).
         """
-        got = await direct_batch(
-            self._nc, MAILBOX_STREAM, start=sequence, subject=mailbox_subject(device), limit=1, timeout=self._timeout
-        )
+        got = await self.direct_batch(start=sequence, subject=mailbox_subject(device), limit=1)
         return bool(got) and got[0].sequence == sequence
 
     async def purge_through(self, device: DeviceId, floor: int) -> None:
