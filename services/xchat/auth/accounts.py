@@ -192,9 +192,10 @@ class Accounts:
         await self._refresh.create(_refresh_key(refresh), json.dumps(body).encode())
         return Tokens(access, access_expires, refresh, refresh_expires, record.account, record.device)
 
-    async def _end_family(self, family: str) -> None:
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            await self._refresh.purge(FAMILY_PREFIX + family)
+    async def _end_family(self, family: str | None) -> None:
+        if family:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                await self._refresh.purge(FAMILY_PREFIX + family)
 
     async def refresh(self, refresh_token: str) -> Tokens:
         if not refresh_token or len(refresh_token) > MAX_REFRESH_TOKEN_CHARS:
@@ -205,7 +206,8 @@ class Accounts:
         except nats.js.errors.KeyNotFoundError as exc:
             raise Unauthenticated("refresh token is unknown or expired: log in again") from exc
         raw = json.loads(entry.value or b"{}")
-        family = str(raw.get("family", ""))
+        # Tokens issued before families existed have none: their refresh starts one.
+        family = str(raw["family"]) if raw.get("family") else None
         if raw.get("used"):
             await self._end_family(family)
             raise Unauthenticated("refresh token was already used: every token of that login is revoked; log in again")
@@ -216,10 +218,11 @@ class Accounts:
             raise Unauthenticated("refresh token was already used: every token of that login is revoked; log in again") from exc
         if int(raw["exp"]) < _now_ms():
             raise Unauthenticated("refresh token has expired: log in again")
-        try:
-            await self._refresh.get(FAMILY_PREFIX + family)
-        except nats.js.errors.KeyNotFoundError as exc:
-            raise Unauthenticated("this login was revoked (a refresh token was reused): log in again") from exc
+        if family is not None:
+            try:
+                await self._refresh.get(FAMILY_PREFIX + family)
+            except nats.js.errors.KeyNotFoundError as exc:
+                raise Unauthenticated("this login was revoked (a refresh token was reused): log in again") from exc
         record = await self._usable_device(DeviceId(raw["device"]))
         return await self._issue(record, family)
 
