@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import tempfile
 import time
@@ -20,6 +21,34 @@ from pathlib import Path
 
 from xchat.client import Client
 from xchat.mesh.local import LocalMesh
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """User + system CPU of this process and of every process below it, by command name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        stats[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    out: dict[str, float] = {}
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        name, seconds = stats.get(pid, ("?", 0.0))
+        key = "bench (both SDK clients)" if pid == os.getpid() else name
+        out[key] = out.get(key, 0.0) + seconds
+    return out
 
 
 async def run(mesh: LocalMesh, workdir: Path, count: int, in_flight: int) -> dict[str, float]:
@@ -55,11 +84,13 @@ async def run(mesh: LocalMesh, workdir: Path, count: int, in_flight: int) -> dic
                 await sender.send(f"r{tag}", body)
 
         reader = asyncio.create_task(receive())
+        cpu_before = _cpu_seconds()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         sent = time.perf_counter()
         await asyncio.wait_for(done.wait(), 600)
         end = time.perf_counter()
+        cpu_after = _cpu_seconds()
         await reader
         await inbox.aclose()
         latencies.sort()
@@ -70,6 +101,7 @@ async def run(mesh: LocalMesh, workdir: Path, count: int, in_flight: int) -> dic
             "delivered_msg_s": round(count / (end - start), 1),
             "latency_p50_ms": round(latencies[len(latencies) // 2], 1),
             "latency_p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
+            "cpu_us_per_msg": {k: round((cpu_after[k] - cpu_before.get(k, 0.0)) / count * 1e6) for k in cpu_after},
         }
     finally:
         await sender.close()

@@ -192,6 +192,7 @@ class Receiver:
         messages: list[Message] = []
         skipped: list[int] = []
         self._state.begin()
+        self._book.batch_begin()
         try:
             for envelope in envelopes:
                 item = await self._open(envelope)
@@ -201,12 +202,16 @@ class Receiver:
                     messages.append(_message(envelope, item))
             # Already seen or unreadable: acknowledged without reaching the app.
             self._state.add_pending_acks(skipped)
+            self._book.batch_flush()
             self._state.commit()
         except BaseException:
             if self._state.in_transaction:
                 self._state.rollback()
+            self._book.batch_end()  # staged sessions were rolled back with their plaintexts
             self._book.forget()  # in-memory prekey consumption of what was rolled back
             raise
+        finally:
+            self._book.batch_end()
         if skipped:
             self._queue_acks(skipped)
         return messages
@@ -226,11 +231,14 @@ class Receiver:
             # The sealed sender claim is only a claim until the initiator's
             # identity key matches the one the directory holds for that device.
             # Nothing stays open across the lookup: other tasks use this database.
+            self._book.batch_flush()
             self._state.commit()
+            self._book.batch_end()  # the send path may advance sessions while we wait
             try:
                 published = await self._directory_key(opened.content.sender_account, opened.content.sender_device)
             finally:
                 self._state.begin()
+                self._book.batch_begin()
             if published != opened.their_identity_key:
                 self._book.reject(opened, "sender identity does not match the directory")
                 return None

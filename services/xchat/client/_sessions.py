@@ -66,6 +66,10 @@ class SessionBook:
         self._identity: IdentityKeyPair | None = None
         self._prekeys: PrekeyStore | None = None
         self.undecryptable = 0
+        # Sessions parsed once per receive batch (``batch_begin``..``batch_end``):
+        # valid only while nothing else writes sessions, i.e. inside one transaction.
+        self._open_cache: dict[str, Session] | None = None
+        self._dirty: dict[str, tuple[str, Session]] = {}
         seed = state.get_meta("identity")
         if seed is not None:
             self._identity = IdentityKeyPair.from_bytes(seed)
@@ -155,32 +159,44 @@ class SessionBook:
         reported in its slot, the others are committed together.
         """
         outcomes: list[list[OutboxItem] | Exception] = []
+        # Each session is parsed once and written once per batch (both cost
+        # more than the encryption). A request that fails after advancing a
+        # session leaves a gap the peer skips, never a reused key: what is
+        # written is always the most advanced state.
+        cache: dict[str, tuple[str, Session]] = {}
         with self._state.transaction():
             for request in requests:
                 try:
                     with self._state.savepoint():
-                        outcomes.append(self._encrypt_one(sender, request))
+                        outcomes.append(self._encrypt_one(sender, request, cache))
                 except Exception as exc:  # noqa: BLE001 - reported to that request's caller
                     outcomes.append(exc)
+            for device, (account, session) in cache.items():
+                self._state.put_session(device, account, session.to_bytes())
         return outcomes
 
-    def _encrypt_one(self, sender: tuple[str, str], request: EncryptRequest) -> list[OutboxItem]:
+    def _encrypt_one(
+        self, sender: tuple[str, str], request: EncryptRequest, cache: dict[str, tuple[str, Session]]
+    ) -> list[OutboxItem]:
         sender_account, sender_device = sender
         account = request.account
         payload = Payload.new(request.body, counter=self._state.next_counter(account), content_type=request.content_type)
         items = []
         for device in request.devices:
-            blob = self._state.session(device)
-            if blob is None:
-                raise NotRegistered(f"no session with device {device} of {account!r}")
-            session = Session.from_bytes(blob)
+            if device in cache:
+                session = cache[device][1]
+            else:
+                blob = self._state.session(device)
+                if blob is None:
+                    raise NotRegistered(f"no session with device {device} of {account!r}")
+                session = Session.from_bytes(blob)
+                cache[device] = (account, session)
             wire = seal(
                 sender_account=sender_account,
                 sender_device=sender_device,
                 inner=session.encrypt(payload),
                 recipient_identity=session.their_identity_key,
             )
-            self._state.put_session(device, account, session.to_bytes())
             item = OutboxItem(payload.message_id, device, account, wire)
             self._state.add_outbox(item)
             items.append(item)
@@ -194,8 +210,7 @@ class SessionBook:
         """
         try:
             content = unseal(self.identity, ciphertext)
-            blob = self._state.session(content.sender_device)
-            session = Session.from_bytes(blob) if blob else None
+            session = self._cached_session(content.sender_device)
             opened = open_message(content.inner, our_identity=self.identity, prekey_store=self.prekeys, session=session)
         except CryptoError as exc:
             self.undecryptable += 1
@@ -207,6 +222,29 @@ class SessionBook:
             log.warning("dropping envelope %s: its inner message id differs", message_id.hex())
             return None
         return Opened(message_id, content, opened)
+
+    def _cached_session(self, device: str) -> Session | None:
+        if self._open_cache is not None and device in self._open_cache:
+            return self._open_cache[device]
+        blob = self._state.session(device)
+        return Session.from_bytes(blob) if blob else None
+
+    def batch_begin(self) -> None:
+        """Opens and stages to come share parsed sessions, until ``batch_end`` (same transaction).
+
+        Staged sessions are written once, by ``batch_flush`` (call it before committing).
+        """
+        self._open_cache = {}
+        self._dirty = {}
+
+    def batch_flush(self) -> None:
+        for device, (account, session) in self._dirty.items():
+            self._state.put_session(device, account, session.to_bytes())
+        self._dirty = {}
+
+    def batch_end(self) -> None:
+        self._open_cache = None
+        self._dirty = {}
 
     def commit(self, opened: Opened) -> InboxItem:
         """Stores the advanced session, the consumed prekeys and the plaintext in one transaction."""
@@ -224,7 +262,11 @@ class SessionBook:
         """
         content = opened.content
         item = InboxItem(opened.message_id, content.sender_account, content.sender_device, opened.opened.payload.encode())
-        self._state.put_session(content.sender_device, content.sender_account, opened.opened.session.to_bytes())
+        if self._open_cache is None:
+            self._state.put_session(content.sender_device, content.sender_account, opened.opened.session.to_bytes())
+        else:
+            self._open_cache[content.sender_device] = opened.opened.session
+            self._dirty[content.sender_device] = (content.sender_account, opened.opened.session)
         if opened.new_session:
             self._state.set_meta("prekeys", self.prekeys.to_bytes())
         self._state.add_inbox(item)
@@ -232,6 +274,11 @@ class SessionBook:
 
     def forget(self) -> None:
         """Drops in-memory prekey consumption that was not committed (the envelope comes back)."""
+        if self._open_cache is not None:
+            # An opened session may have advanced without being staged: parse
+            # again from the database, after writing what was staged.
+            self.batch_flush()
+            self._open_cache.clear()
         self._reload_prekeys()
 
     def reject(self, opened: Opened, reason: str) -> None:
