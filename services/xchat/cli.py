@@ -122,8 +122,10 @@ def _bench(args: argparse.Namespace) -> int:
     target = args.json or ("docs/perf/latest.json" if in_repo else "-")
     human = sys.stderr if target == "-" else sys.stdout
 
+    started = time.monotonic()
+
     def progress(message: str) -> None:
-        print(f"bench: {message}", file=sys.stderr, flush=True)
+        print(f"bench: {time.monotonic() - started:5.1f}s {message}", file=sys.stderr, flush=True)
 
     results = run_sync(chosen, workdir=Path(args.workdir) if args.workdir else None, progress=progress)
     command = f"xchat bench --profile {args.profile}"

@@ -99,30 +99,34 @@ async def jetstream(bench: BenchMesh, profile: Profile, body_size: int) -> Figur
     }
 
 
-async def grpc_echo(bench: BenchMesh, profile: Profile, body_size: int) -> Figures:
+async def grpc_echo(bench: BenchMesh, profile: Profile, body_sizes: tuple[int, ...]) -> dict[int, Figures]:
+    """Per body size: unary and streaming echo figures (one echo server process for all sizes)."""
     ca, cert, key = bench.cert_files
-    body = secrets.token_bytes(body_size)
+    out: dict[int, Figures] = {}
     with EchoServer(cert, key) as echo:
         server = CpuMeter({"echo": [echo.pid]})
         credentials = grpc.ssl_channel_credentials(ca.read_bytes())
         async with grpc.aio.secure_channel(echo.address, credentials) as channel:
             await echo.wait_ready(channel)
-            unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(UNARY)
-            await unary(body)  # warm-up: connection and TLS handshake
-            latencies: list[float] = []
-            server_before, client_before = server.sample(), own_cpu_seconds()
-            started = time.monotonic()
-            for _ in range(profile.grpc_calls):
-                sent = time.monotonic()
-                await unary(body)
-                latencies.append(time.monotonic() - sent)
-            unary_rate = rate(profile.grpc_calls, time.monotonic() - started)
-            unary_server = server.sample().minus(server_before).total_s
-            unary_client = own_cpu_seconds() - client_before
+            for size in body_sizes:
+                out[size] = await _echo(channel, server, profile, secrets.token_bytes(size))
+    return out
 
-            stream_rate, stream_server, stream_client = await _echo_stream(
-                channel, body, profile.grpc_stream_messages, server
-            )
+
+async def _echo(channel: grpc.aio.Channel, server: CpuMeter, profile: Profile, body: bytes) -> Figures:
+    unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(UNARY)
+    await unary(body)  # warm-up: connection and TLS handshake
+    latencies: list[float] = []
+    server_before, client_before = server.sample(), own_cpu_seconds()
+    started = time.monotonic()
+    for _ in range(profile.grpc_calls):
+        sent = time.monotonic()
+        await unary(body)
+        latencies.append(time.monotonic() - sent)
+    unary_rate = rate(profile.grpc_calls, time.monotonic() - started)
+    unary_server = server.sample().minus(server_before).total_s
+    unary_client = own_cpu_seconds() - client_before
+    stream_rate, stream_server, stream_client = await _echo_stream(channel, body, profile.grpc_stream_messages, server)
     lat = latency_ms(latencies)
     return {
         "unary_per_s": unary_rate,

@@ -1,38 +1,39 @@
 """Online devices held open: what N idle ``messages()`` streams cost the servers.
 
-Registers N devices (each its own ``Client``, state file and TLS channel, as N
-phones would be), measures the server processes' resident memory and CPU with
-none of them connected, then opens a receive stream on every one, lets them sit
-idle and measures again. Per device: the memory difference / N; idle: server
-CPU over the idle window as a share of one core, next to the same figure with
-no device online (the matching baseline). All clients live in this process.
+N devices (each its own ``Client``, state file and TLS channel, as N phones
+would be) live in a few "crowd" child processes (one process cannot hold
+10,000 clients' sockets and files under this machine's descriptor limit).
+The bench measures the server processes' resident memory and CPU with every
+device registered but none connected, then opens a receive stream on every
+device, lets them sit idle and measures again. Per device: the memory
+difference / N; idle: server CPU over the idle window as a share of one core,
+next to the same figure with no device online (the matching baseline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from xchat.bench.meshes import BenchMesh
-from xchat.bench.resources import CpuMeter, own_cpu_seconds
+from xchat.bench.meshes import REGIONS, BenchMesh
+from xchat.bench.resources import CpuMeter
 from xchat.bench.stats import Figures
 from xchat.client import Client, ClientError
 
 REGISTER_CONCURRENCY = 32
+DEVICES_PER_PROCESS = 2000
 # After opening, streams get this long (plus a share per device) to settle before measuring.
 SETTLE_S = 2.0
 SETTLE_PER_DEVICE_S = 0.002
-
-
-async def _idle_cpu(meter: CpuMeter, seconds: float) -> tuple[float, float]:
-    """(server CPU as a share of one core, this process's CPU share) over ``seconds`` of idling."""
-    before, own = meter.sample(), own_cpu_seconds()
-    await asyncio.sleep(seconds)
-    cost = meter.sample().minus(before)
-    return cost.total_s / cost.wall_s, (own_cpu_seconds() - own) / cost.wall_s
+REGISTER_TIMEOUT_PER_DEVICE_S = 1.0
 
 
 async def _listen(client: Client) -> None:
@@ -41,48 +42,118 @@ async def _listen(client: Client) -> None:
             await client.ack(message)
 
 
-@contextlib.asynccontextmanager
-async def _devices(bench: BenchMesh, state_dir: Path, count: int, prefix: str) -> AsyncIterator[list[Client]]:
+async def _crowd(conn: multiprocessing.connection.Connection, state_dir: str, endpoints: dict[str, list[str]], roots: bytes, names: list[str]) -> None:
     clients: list[Client] = []
-    regions = ("a", "b", "c")
+    listeners: list[asyncio.Task[None]] = []
     try:
-        for i in range(count):
-            clients.append(
-                await Client.open(
-                    state_dir / f"{prefix}{i}.db", bench.endpoints(regions[i % 3]), root_certificates=bench.root_certificates
-                )
-            )
+        for i, name in enumerate(names):
+            clients.append(await Client.open(Path(state_dir) / f"{name}.db", endpoints[REGIONS[i % len(REGIONS)]], root_certificates=roots))
         gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
 
-        async def register(i: int, client: Client) -> None:
+        async def register(name: str, client: Client) -> None:
             async with gate:
-                await client.register(f"{prefix}{i}", one_time_prekeys=1)
+                await client.register(name, one_time_prekeys=1)
 
-        await asyncio.gather(*(register(i, c) for i, c in enumerate(clients)))
-        yield clients
+        try:
+            await asyncio.gather(*(register(n, c) for n, c in zip(names, clients, strict=True)))
+        except ClientError as exc:
+            conn.send(("error", f"registering online devices: {exc}"))
+            return
+        conn.send(("registered",))
+        await asyncio.to_thread(conn.recv)  # listen
+        listeners = [asyncio.create_task(_listen(c)) for c in clients]
+        conn.send(("listening",))
+        await asyncio.to_thread(conn.recv)  # stop
+        ended = sum(1 for t in listeners if t.done())
+        conn.send(("stopped", ended))
     finally:
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+def crowd_main(conn: multiprocessing.connection.Connection, state_dir: str, endpoints: dict[str, list[str]], roots: bytes, names: list[str]) -> None:
+    """A crowd child's entry point."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this child in order
+    asyncio.run(_crowd(conn, state_dir, endpoints, roots, names))
+
+
+class _Crowd:
+    def __init__(self, bench: BenchMesh, state_dir: Path, names: list[str]) -> None:
+        self.conn, child = multiprocessing.get_context("spawn").Pipe()
+        endpoints = {r: bench.endpoints(r) for r in REGIONS}
+        self.process: multiprocessing.process.BaseProcess = multiprocessing.get_context("spawn").Process(
+            target=crowd_main, args=(child, str(state_dir), endpoints, bench.root_certificates, names), daemon=True
+        )
+
+    def expect(self, what: str, timeout: float) -> tuple[Any, ...]:
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"online devices: no '{what}' from a crowd process within {timeout:.0f}s")
+        reply: tuple[Any, ...] = self.conn.recv()
+        if reply[0] == "error":
+            raise RuntimeError(str(reply[1]))
+        if reply[0] != what:
+            raise RuntimeError(f"online devices: expected '{what}', got {reply[0]!r}")
+        return reply
+
+    def reap(self) -> None:
+        if self.process.pid is None:  # never started
+            self.conn.close()
+            return
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+        self.process.join(15)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(10)
+        self.conn.close()
+
+
+async def _idle(server: CpuMeter, clients: CpuMeter, seconds: float) -> tuple[float, float]:
+    """(server CPU, client CPU) as shares of one core over ``seconds`` of idling."""
+    s, c = server.sample(), clients.sample()
+    await asyncio.sleep(seconds)
+    server_cost, client_cost = server.sample().minus(s), clients.sample().minus(c)
+    return server_cost.total_s / server_cost.wall_s, client_cost.total_s / client_cost.wall_s
+
+
 async def online_devices(bench: BenchMesh, state_dir: Path, *, count: int, idle_s: float, prefix: str) -> Figures:
-    meter = bench.server_meter()
+    server = bench.server_meter()
     state_dir.mkdir(parents=True, exist_ok=True)
+    names = [f"{prefix}{i}" for i in range(count)]
+    processes = max(1, math.ceil(count / DEVICES_PER_PROCESS))
+    crowds = [_Crowd(bench, state_dir, names[i::processes]) for i in range(processes)]
     started = time.monotonic()
-    async with _devices(bench, state_dir, count, prefix) as clients:
+    try:
+        for crowd in crowds:
+            crowd.process.start()
+        register_timeout = 60 + REGISTER_TIMEOUT_PER_DEVICE_S * count / processes
+        for crowd in crowds:
+            await asyncio.to_thread(crowd.expect, "registered", register_timeout - (time.monotonic() - started))
         registered_s = time.monotonic() - started
-        base_rss = meter.rss()
-        base_cpu, _ = await _idle_cpu(meter, idle_s)
-        listeners = [asyncio.create_task(_listen(c)) for c in clients]
-        try:
-            await asyncio.sleep(SETTLE_S + SETTLE_PER_DEVICE_S * count)
-            if any(t.done() for t in listeners):
-                raise RuntimeError("online devices: a receive stream ended on its own")
-            rss = meter.rss()
-            idle_cpu, client_cpu = await _idle_cpu(meter, idle_s)
-        finally:
-            for task in listeners:
-                task.cancel()
-            await asyncio.gather(*listeners, return_exceptions=True)
+        clients = CpuMeter({"clients": [c.process.pid for c in crowds if c.process.pid is not None]})
+        base_rss = server.rss()
+        base_cpu, _ = await _idle(server, clients, idle_s)
+        for crowd in crowds:
+            crowd.conn.send("listen")
+        for crowd in crowds:
+            await asyncio.to_thread(crowd.expect, "listening", 60)
+        await asyncio.sleep(SETTLE_S + SETTLE_PER_DEVICE_S * count)
+        rss = server.rss()
+        idle_cpu, client_cpu = await _idle(server, clients, idle_s)
+        for crowd in crowds:
+            crowd.conn.send("stop")
+        for crowd in crowds:
+            ended = (await asyncio.to_thread(crowd.expect, "stopped", 60))[1]
+            if ended:
+                raise RuntimeError(f"online devices: {ended} receive streams ended on their own")
+    finally:
+        for crowd in crowds:
+            await asyncio.to_thread(crowd.reap)
     return {
         "devices": float(count),
         "register_per_s": count / registered_s if registered_s > 0 else None,

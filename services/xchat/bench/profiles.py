@@ -40,8 +40,10 @@ class Profile:
     max_open_loop_rate: float
     # How long a phase waits for messages still in flight before it reports them missing.
     drain_timeout_s: float
-    # Messages queued for one offline device before it reconnects (backlog drain, stored bytes).
+    # Messages queued for one offline device before it reconnects (backlog drain, stored bytes),
+    # and how many times (filling is slow: every message is encrypted by the SDK).
     backlog: int
+    backlog_repeats: int
     # Devices holding a Sync stream open, and how long they sit idle while CPU is measured.
     online_devices: int
     idle_s: float
@@ -53,17 +55,17 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", repeats=1, js_messages=200, js_window=64, grpc_calls=100, grpc_stream_messages=200,
         throughput_s=0.5, open_loop_s=0.5, max_open_loop_rate=100.0, drain_timeout_s=15.0,
-        backlog=50, online_devices=10, idle_s=1.0, wide=False,
+        backlog=50, backlog_repeats=1, online_devices=10, idle_s=1.0, wide=False,
     ),
     "default": Profile(
-        name="default", repeats=3, js_messages=4000, js_window=256, grpc_calls=1000, grpc_stream_messages=5000,
-        throughput_s=3.0, open_loop_s=5.0, max_open_loop_rate=2000.0, drain_timeout_s=30.0,
-        backlog=2000, online_devices=1000, idle_s=5.0, wide=False,
+        name="default", repeats=3, js_messages=2000, js_window=256, grpc_calls=500, grpc_stream_messages=3000,
+        throughput_s=2.0, open_loop_s=3.0, max_open_loop_rate=2000.0, drain_timeout_s=30.0,
+        backlog=1000, backlog_repeats=3, online_devices=1000, idle_s=3.0, wide=False,
     ),
     "full": Profile(
         name="full", repeats=5, js_messages=10000, js_window=256, grpc_calls=2000, grpc_stream_messages=10000,
         throughput_s=5.0, open_loop_s=10.0, max_open_loop_rate=5000.0, drain_timeout_s=60.0,
-        backlog=10000, online_devices=1000, idle_s=10.0, wide=True,
+        backlog=10000, backlog_repeats=3, online_devices=1000, idle_s=10.0, wide=True,
     ),
 }
 

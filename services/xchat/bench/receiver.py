@@ -145,7 +145,7 @@ def main(conn: multiprocessing.connection.Connection, state: str, endpoints: lis
 
 
 class Receiver:
-    """The parent's handle: ``with Receiver(...) as r: r.listen(); r.wait(run, n, timeout)``."""
+    """The parent's handle: ``with Receiver(...) as r: r.ready(); await r.listen(); await r.wait(run, n, timeout)``."""
 
     def __init__(self, state: Path, endpoints: list[str], roots: bytes, account: str) -> None:
         self.account = account
@@ -161,16 +161,16 @@ class Receiver:
         return self._process.pid
 
     def __enter__(self) -> Receiver:
+        """Starts the child; ``ready()`` waits for it (so several can start side by side)."""
         self._process.start()
-        try:
-            reply = self._reply(START_TIMEOUT_S)
-            if reply[0] != "ready":
-                raise RuntimeError(str(reply[1]))
-            self.device_id = str(reply[1])
-        except BaseException:
-            self._reap()
-            raise
         return self
+
+    def ready(self) -> None:
+        """Waits until the child opened and registered its device."""
+        reply = self._reply(START_TIMEOUT_S)
+        if reply[0] != "ready":
+            raise RuntimeError(str(reply[1]))
+        self.device_id = str(reply[1])
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._reap()

@@ -43,17 +43,20 @@ def _variants(profile: Profile) -> list[tuple[str, str, int, bool]]:
     ]
 
 
-async def _variant(pair: workloads.Pair, profile: Profile, size: int, at_half_peak: bool) -> dict[str, Figures]:
+async def _variant(pair: workloads.Pair, profile: Profile, size: int, at_half_peak: bool, progress: Progress) -> dict[str, Figures]:
     drain = profile.drain_timeout_s
     out: dict[str, Figures] = {}
     out["closed_1"] = await workloads.closed_loop(pair, concurrency=1, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain)
+    progress(f"  {IN_FLIGHT} sends in flight")
     out[f"closed_{IN_FLIGHT}"] = await workloads.closed_loop(
         pair, concurrency=IN_FLIGHT, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain
     )
+    progress(f"  open loop at {FIXED_RATE:g} msg/s")
     out["open_100"] = await workloads.open_loop(pair, rate_per_s=FIXED_RATE, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain)
     if at_half_peak:
         peak = max(out["closed_1"]["delivered_per_s"] or 0.0, out[f"closed_{IN_FLIGHT}"]["delivered_per_s"] or 0.0)
         half = min(max(peak * PEAK_SHARE, 1.0), profile.max_open_loop_rate)
+        progress(f"  open loop at {half:.0f} msg/s (50 % of peak)")
         out["open_half_peak"] = await workloads.open_loop(pair, rate_per_s=half, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain)
     return out
 
@@ -72,11 +75,14 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
     sender = await Client.open(state / "sender.db", bench.endpoints("a"), root_certificates=roots)
     async with sender, contextlib.AsyncExitStack() as stack:
         await sender.register(f"bench-sender-{tag}")
+        progress("starting the receiving apps; sessions are set up outside the measurements")
         receivers: dict[str, Receiver] = {}
         for name, region in (("cross", "c"), ("same", "a"), ("backlog", "c")):
             receivers[name] = stack.enter_context(
                 Receiver(state / f"{name}.db", bench.endpoints(region), roots, f"bench-{name}-{tag}")
             )
+        for receiver in receivers.values():
+            await asyncio.to_thread(receiver.ready)
         pairs = {name: workloads.Pair(sender, r, meter) for name, r in receivers.items()}
         for pair in pairs.values():  # sessions (PQXDH) set up outside the measurements
             await workloads.warm_up(pair, size=SMALL_BODY, timeout_s=profile.drain_timeout_s)
@@ -85,24 +91,26 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
             run: dict[str, dict[str, Figures]] = {}
             for name, who, size, half in _variants(profile):
                 progress(f"repeat {repeat + 1}/{profile.repeats}: {name}")
-                run[name] = await _variant(pairs[who], profile, size, half)
+                run[name] = await _variant(pairs[who], profile, size, half, progress)
             runs.append(run)
         progress(f"backlog: {profile.backlog} messages for one offline device")
         backlogs = [
             await workloads.backlog(bench, pairs["backlog"], count=profile.backlog, size=SMALL_BODY, drain_timeout_s=max(profile.drain_timeout_s, profile.backlog / 100))
-            for _ in range(profile.repeats)
+            for _ in range(profile.backlog_repeats)
         ]
     return {"variants": _median_tree(runs), "backlog": medians(backlogs), "runs": runs, "backlog_runs": backlogs}
 
 
 async def _baselines(bench: BenchMesh, profile: Profile, progress: Progress) -> dict[str, Figures]:
+    sizes = ((SMALL_BODY, "256"), (LARGE_BODY, "16k"))
     out: dict[str, Figures] = {}
-    for size, label in ((SMALL_BODY, "256"), (LARGE_BODY, "16k")):
-        progress(f"baselines: JetStream R3 and gRPC echo, {label} B bodies")
-        js = [await baselines.jetstream(bench, profile, size) for _ in range(profile.repeats)]
-        echo = [await baselines.grpc_echo(bench, profile, size) for _ in range(profile.repeats)]
-        out[f"jetstream_{label}"] = medians(js)
-        out[f"grpc_{label}"] = medians(echo)
+    progress("baselines: JetStream R3 publish and consume, 256 B and 16 KiB bodies")
+    for size, label in sizes:
+        out[f"jetstream_{label}"] = medians([await baselines.jetstream(bench, profile, size) for _ in range(profile.repeats)])
+    progress("baselines: gRPC unary and streaming echo, 256 B and 16 KiB bodies")
+    echoes = [await baselines.grpc_echo(bench, profile, tuple(size for size, _ in sizes)) for _ in range(profile.repeats)]
+    for size, label in sizes:
+        out[f"grpc_{label}"] = medians([echo[size] for echo in echoes])
     return out
 
 
