@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import nacl.signing
 import pytest
@@ -111,3 +112,63 @@ def test_accounts_must_match_as_a_whole(bad: str) -> None:
 def test_device_ids_must_match_as_a_whole(bad: str) -> None:
     with pytest.raises(InvalidArgument):
         device_id(bad)
+
+
+class _Bus:
+    """An in-memory stand-in for core NATS publish/subscribe."""
+
+    def __init__(self) -> None:
+        self.callbacks: list = []
+        self.published: list[bytes] = []
+
+    async def subscribe(self, subject: str, cb):
+        self.callbacks.append(cb)
+
+        class _Sub:
+            async def unsubscribe(self) -> None:
+                pass
+
+        return _Sub()
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.published.append(data)
+
+        class _Msg:
+            pass
+
+        msg = _Msg()
+        msg.data = data
+        for cb in self.callbacks:
+            await cb(msg)
+
+
+async def test_replicas_share_heavy_spending_and_send_nothing_for_light_callers() -> None:
+    from xchat.core.sharedlimits import LimitGossip
+
+    bus = _Bus()
+    rate = Rate(per_second=1, burst=8)
+    here, there = RateLimiter(rate, what="calls"), RateLimiter(rate, what="calls")
+    gossip_here, gossip_there = LimitGossip(bus, {"calls": here}), LimitGossip(bus, {"calls": there})  # type: ignore[arg-type]
+    await gossip_here.start()
+    await gossip_there.start()
+    try:
+        here.take("light", now=1.0)  # 1 = 8 / 8: at the threshold, shared
+        await gossip_here.flush(now=1.0)
+        assert len(bus.published) == 1
+        bus.published.clear()
+        for _ in range(8):
+            here.take("heavy", now=1.0)
+        await gossip_here.flush(now=1.0)
+        assert len(bus.published) == 1 and b"heavy" in bus.published[0]
+        with pytest.raises(ResourceExhausted):
+            there.take("heavy", now=1.0)  # spent on the other replica
+        there.take("light", now=1.0)
+    finally:
+        await gossip_here.stop()
+        await gossip_there.stop()
+    quiet = LimitGossip(_Bus(), {"calls": RateLimiter(Rate(per_second=1, burst=100), what="calls")})  # type: ignore[arg-type]
+    quiet._limiters["calls"].take("k", now=5.0)
+    await quiet.flush(now=5.0)
+    assert quiet._nc.published == [], "a light caller costs no message"  # type: ignore[attr-defined]
+    await quiet.flush(now=time.monotonic() + 1000)
+    assert not quiet._pending, "spending older than a full refill is forgotten"

@@ -101,7 +101,7 @@ BATCHES = 200
 @pytest.fixture
 def limited_mesh(fresh_mesh_factory) -> LocalMesh:
     return fresh_mesh_factory(
-        regions=("a",),
+        regions=("a", "b"),
         replicas=1,
         extra_env={
             "XCHAT_AUTH_RATE": "0.5",
@@ -143,6 +143,27 @@ async def test_anonymous_and_account_calls_are_limited_by_address_and_device(lim
             for _ in range(6)
         ]
         assert listing[:4] == ["OK"] * 4 and listing[-1] == "RESOURCE_EXHAUSTED"
+
+
+async def test_limits_are_shared_by_every_replica(limited_mesh: LocalMesh) -> None:
+    """Two service processes (regions a and b) share what a caller spent: no N-fold rate."""
+    async with grpc.aio.insecure_channel(limited_mesh.regions["a"].endpoint) as a, grpc.aio.insecure_channel(
+        limited_mesh.regions["b"].endpoint
+    ) as b:
+        auth_a, auth_b = auth_pb2_grpc.AuthStub(a), auth_pb2_grpc.AuthStub(b)
+        account = f"u{secrets.token_hex(6)}"
+        token = await _register_via(auth_a, account, (("x-forwarded-for", "192.0.2.20"),))
+        listing = auth_pb2.ListDevicesRequest(account=account)
+        assert [(await _outcome(auth_a.ListDevices(listing, metadata=token)))[0] for _ in range(4)] == ["OK"] * 4
+        junk_login = auth_pb2.LoginRequest(device_id="0" * 32, nonce=b"n" * 32, signature=b"s" * 64)
+        client = (("x-forwarded-for", "192.0.2.21"),)
+        for _ in range(4):
+            assert (await _outcome(auth_a.Login(junk_login, metadata=client)))[0] == "UNAUTHENTICATED"
+        await asyncio.sleep(1.0)  # a few sharing intervals (0.25 s)
+        assert (await _outcome(auth_b.ListDevices(listing, metadata=token)))[0] == "RESOURCE_EXHAUSTED"
+        assert (await _outcome(auth_b.Login(junk_login, metadata=client)))[0] == "RESOURCE_EXHAUSTED"
+        # Another client is untouched on b.
+        assert (await _outcome(auth_b.Login(junk_login, metadata=(("x-forwarded-for", "192.0.2.22"),))))[0] == "UNAUTHENTICATED"
 
 
 async def _register_via(auth: auth_pb2_grpc.AuthStub, account: str, md) -> tuple[tuple[str, str], ...]:

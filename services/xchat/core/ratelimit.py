@@ -2,10 +2,11 @@
 
 Kept in process memory on purpose: a limit is a guard against one caller
 flooding the service, not an accounting record, so losing it on a restart is
-harmless. The price is that a limit holds per process: a region running N
-replicas of a service grants a caller up to N times the rate (docs/security.md
-says so). The key table is bounded (least recently used keys are dropped), so
-the limiter itself cannot be used to exhaust memory.
+harmless. Replicas share what callers spent through ``xchat.core.sharedlimits``
+(``on_spend`` reports local spending, ``charge`` applies the others'), so a
+caller does not get N times the rate from N processes. The key table is
+bounded (least recently used keys are dropped), so the limiter itself cannot
+be used to exhaust memory.
 
 ``take`` refuses with RESOURCE_EXHAUSTED carrying ``retry_after_ms`` (sent to
 the client as trailing metadata by ``xchat.core.rpc``); ``try_take`` answers
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xchat.core.errors import ResourceExhausted
@@ -38,6 +40,8 @@ class RateLimiter:
         self._what = what
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        #: Told about every cost paid here (the process's share of a shared limit).
+        self.on_spend: Callable[[str, float], None] | None = None
 
     @property
     def rate(self) -> Rate:
@@ -49,7 +53,7 @@ class RateLimiter:
             return 0.0
         t = time.monotonic() if now is None else now
         tokens, last = self._buckets.pop(key, (self._rate.burst, t))
-        tokens = min(self._rate.burst, tokens + (t - last) * self._rate.per_second)
+        tokens = min(self._rate.burst, tokens + max(0.0, t - last) * self._rate.per_second)
         wait = 0.0
         if cost > self._rate.burst:
             # Never payable at once: refused, with the time until the bucket is full.
@@ -58,10 +62,25 @@ class RateLimiter:
             wait = (cost - tokens) / self._rate.per_second
         else:
             tokens -= cost
+            if self.on_spend is not None:
+                self.on_spend(key, cost)
+        self._store(key, tokens, t)
+        return wait
+
+    def _store(self, key: str, tokens: float, t: float) -> None:
         self._buckets[key] = (tokens, t)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
-        return wait
+
+    def charge(self, key: str, cost: float, *, now: float | None = None) -> None:
+        """Spends ``cost`` that another process paid; the bucket may go down to minus one burst
+        (a flood spread over replicas is paid back, but never locks a key out for long)."""
+        if self._rate.per_second <= 0:
+            return
+        t = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self._rate.burst, t))
+        tokens = min(self._rate.burst, tokens + max(0.0, t - last) * self._rate.per_second)
+        self._store(key, max(-self._rate.burst, tokens - cost), t)
 
     def take(self, key: str, cost: float = 1.0, *, now: float | None = None) -> None:
         """Spends ``cost`` tokens of ``key``'s bucket or raises RESOURCE_EXHAUSTED with a retry hint."""

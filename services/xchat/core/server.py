@@ -25,6 +25,7 @@ from xchat.core.authz import Authorizer, token_verifier
 from xchat.core.devices import DeviceDirectory
 from xchat.core.edge import Edge, Limits
 from xchat.core.settings import ServiceSettings
+from xchat.core.sharedlimits import LimitGossip
 from xchat.core.store import BUCKET_DEVICES, Store
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ class RunningServer:
         health_servicer: health.aio.HealthServicer,
         port: int,
         health_server: grpc.aio.Server | None = None,
+        gossip: LimitGossip | None = None,
     ) -> None:
         self.server = server
         self.health = health_servicer
         self.port = port
         self.health_server = health_server
+        self.gossip = gossip
 
 
 async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -> grpc.aio.Server:
@@ -78,11 +81,11 @@ async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -
     return server
 
 
-def edge(settings: ServiceSettings, store: Store) -> Edge:
+def edge(settings: ServiceSettings, store: Store, limits: Limits) -> Edge:
     """The interceptor that parses, authorises and limits every call (``xchat.core.edge``)."""
     return Edge(
         Authorizer(token_verifier(settings), DeviceDirectory(store.bucket(BUCKET_DEVICES))),
-        Limits(settings),
+        limits,
         ClientAddresses.from_settings(settings.trusted_proxy_header, settings.trusted_proxies),
     )
 
@@ -90,8 +93,9 @@ def edge(settings: ServiceSettings, store: Store) -> Edge:
 async def start_server(
     registrations: list[Registration], settings: ServiceSettings, store: Store
 ) -> tuple[RunningServer, asyncio.Task[None]]:
+    limits = Limits(settings)
     server = grpc.aio.server(
-        interceptors=[edge(settings, store)],
+        interceptors=[edge(settings, store, limits)],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
@@ -112,9 +116,12 @@ async def start_server(
         port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
+    gossip = LimitGossip(store.nc, limits.groups) if settings.shared_limits else None
+    if gossip is not None:
+        await gossip.start()
     await server.start()
     health_server = await _start_health_only(health_servicer, settings.health_listen) if settings.health_listen else None
-    running = RunningServer(server, health_servicer, port, health_server)
+    running = RunningServer(server, health_servicer, port, health_server, gossip)
     watcher = asyncio.create_task(_watch_health(health_servicer, ["", *names], store))
     return running, watcher
 
@@ -139,3 +146,5 @@ async def stop_server(running: RunningServer, watcher: asyncio.Task[None], *, gr
     await running.server.stop(grace)
     if running.health_server is not None:
         await running.health_server.stop(0)
+    if running.gossip is not None:
+        await running.gossip.stop()
