@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import sqlite3
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 
@@ -207,18 +208,80 @@ async def test_acked_messages_leave_the_mailbox_stream(mesh: LocalMesh, tmp_path
             # Straight after the last ack: close confirms what is still pending.
             await bob.close()
 
+    await _until(_empty_mailbox(mesh, device), timeout=15, what=f"the mailbox of {device} to be empty")
+
+
+CRASHING_RECEIVER = """
+import asyncio, os, sys
+from xchat.client import Client
+
+async def main():
+    client = await Client.open(sys.argv[1], sys.argv[2].split(","))
+    inbox = client.messages()
+    for _ in range(int(sys.argv[3])):
+        await client.ack(await asyncio.wait_for(anext(inbox), 30))
+    os._exit(0)  # a crash straight after the last ack: nothing closed, nothing flushed
+
+asyncio.run(main())
+"""
+
+
+async def _mailbox_size(mesh: LocalMesh, device: str) -> int:
     nc = await nats.connect(mesh.nats_urls("a"), **mesh.admin_credentials)
     try:
-        js = nc.jetstream()
         subject = mailbox_subject(device)
-
-        async def left() -> int:
-            info = await js.stream_info(MAILBOX_STREAM, subjects_filter=subject)
-            return (info.state.subjects or {}).get(subject, 0)
-
-        async def empty() -> bool:
-            return await left() == 0
-
-        await _until(empty, timeout=15, what=f"the mailbox of {device} to be empty")
+        info = await nc.jetstream().stream_info(MAILBOX_STREAM, subjects_filter=subject)
+        return (info.state.subjects or {}).get(subject, 0)
     finally:
         await nc.close()
+
+
+def _pending_acks(path: Path) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM pending_acks").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_acks_made_before_a_crash_are_applied_by_the_next_run_and_nothing_is_shown_twice(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    alice_name, bob_name = _name("alice"), _name("bob")
+    bob_db = tmp_path / "bob.db"
+    async with await Client.open(bob_db, mesh.endpoints("c")) as bob:
+        await bob.register(bob_name)
+        device = bob.device_id
+    async with await Client.open(tmp_path / "alice.db", mesh.endpoints("a")) as alice:
+        await alice.register(alice_name)
+        await alice.send_many([(bob_name, f"m{i}") for i in range(200)])
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_RECEIVER, str(bob_db), ",".join(mesh.endpoints("c")), "200"
+    )
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    assert _pending_acks(bob_db) > 0  # acknowledged, not yet known to be applied
+
+    async with await Client.open(bob_db, mesh.endpoints("c")) as bob:
+        shown: list[Message] = []
+
+        async def read() -> None:
+            async for message in bob.messages():
+                shown.append(message)
+
+        reader = asyncio.create_task(read())
+        try:
+            await asyncio.wait_for(bob.backlog_done.wait(), 30)
+            await _until(_empty_mailbox(mesh, device), timeout=15, what=f"the mailbox of {device} to be empty")
+            assert shown == [], "a message acknowledged before the crash was shown again"
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    assert _pending_acks(bob_db) == 0
+
+
+def _empty_mailbox(mesh: LocalMesh, device: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await _mailbox_size(mesh, device) == 0
+
+    return check
