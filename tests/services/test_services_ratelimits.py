@@ -110,6 +110,7 @@ def limited_mesh(fresh_mesh_factory) -> LocalMesh:
             "XCHAT_CALL_BURST": "4",
             "XCHAT_TRUSTED_PROXY_HEADER": "x-forwarded-for",
             "XCHAT_TRUSTED_PROXIES": "127.0.0.1/32",
+            "XCHAT_SHARED_LIMITS": "1",
         },
     )
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 MAILBOX_STREAM = "XCHAT_MAILBOX"
 MAILBOX_SUBJECTS = "xchat.mbx.*"
 NOTIFY_SUBJECTS = "xchat.ntf.*"
-# What callers spent, shared by every replica (xchat.core.sharedlimits).
-LIMITS_SUBJECT = "xchat.limits"
 BUCKET_ACCOUNTS = "xchat_accounts"
 BUCKET_DEVICES = "xchat_devices"
 BUCKET_CHALLENGES = "xchat_challenges"
@@ -71,9 +69,8 @@ def permissions(service: str) -> Permissions:
             tuple(dict.fromkeys(p for part in parts for p in part.publish)),
             tuple(dict.fromkeys(s for part in parts for s in part.subscribe)),
         )
-    # $JS.API.INFO: health (JetStream reachable with a meta leader); _INBOX: replies.
-    publish = ["$JS.API.INFO", LIMITS_SUBJECT]
-    subscribe = ["_INBOX.>", LIMITS_SUBJECT]
+    publish = ["$JS.API.INFO"]  # health: JetStream reachable with a meta leader
+    subscribe = ["_INBOX.>"]  # replies to every request above
     for bucket in OWNED_BUCKETS[service]:
         publish += _bucket_write(bucket)
     for bucket in READ_BUCKETS[service]:

@@ -119,8 +119,9 @@ class ServiceSettings:
     # Metadata key a trusted proxy sets to the client address (e.g.
     # "x-forwarded-for"); believed only from peers within ``trusted_proxies``
     # (CIDRs). Unset: the TCP peer is the client.
-    # Replicas share what callers spent (xchat.core.sharedlimits); off: per process.
-    shared_limits: bool = True
+    # Replicas share what callers spent (xchat.core.sharedlimits); off: per
+    # process. Opt-in until the NATS users are granted its subject.
+    shared_limits: bool = False
     trusted_proxy_header: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     token_audience: str = DEFAULT_TOKEN_AUDIENCE
@@ -183,7 +184,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         "fetch_burst": _number(env, "XCHAT_FETCH_BURST", DEFAULT_FETCH_BURST),
         "prekey_claim_rate": _number(env, "XCHAT_PREKEY_CLAIM_RATE", DEFAULT_PREKEY_CLAIM_RATE),
         "prekey_claim_burst": _number(env, "XCHAT_PREKEY_CLAIM_BURST", DEFAULT_PREKEY_CLAIM_BURST),
-        "shared_limits": env.get("XCHAT_SHARED_LIMITS", "1").strip().lower() not in ("0", "false", "no", "off"),
+        "shared_limits": env.get("XCHAT_SHARED_LIMITS", "").strip().lower() in ("1", "true", "yes", "on"),
         "trusted_proxy_header": env.get("XCHAT_TRUSTED_PROXY_HEADER") or None,
         "trusted_proxies": tuple(p.strip() for p in env.get("XCHAT_TRUSTED_PROXIES", "").split(",") if p.strip()),
         "token_audience": env.get("XCHAT_TOKEN_AUDIENCE") or DEFAULT_TOKEN_AUDIENCE,

@@ -34,12 +34,14 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
-from xchat.core.permissions import LIMITS_SUBJECT
 from xchat.core.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-SUBJECT = LIMITS_SUBJECT
+# Opt-in (``XCHAT_SHARED_LIMITS=1``): under per-service NATS users every
+# service also needs publish and subscribe on this subject, which
+# xchat.core.permissions does not grant yet (see docs/security.md).
+SUBJECT = "xchat.limits"
 SYNC_INTERVAL_S = 0.25
 # Keys per message: a flood of distinct keys is sent in several messages, each
 # well under NATS's default 1 MB payload limit (keys are at most ~45 bytes).
