@@ -111,9 +111,9 @@ class Limits:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.groups = {
-            ANONYMOUS: RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="anonymous calls per address"),
-            CALLS: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="calls per device"),
-            FETCH: RateLimiter(Rate(settings.fetch_rate, settings.fetch_burst), what="bundle fetches per device"),
+            ANONYMOUS: RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="calls", per="client address"),
+            CALLS: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="calls", per="device"),
+            FETCH: RateLimiter(Rate(settings.fetch_rate, settings.fetch_burst), what="bundle fetches", per="device"),
         }
 
 

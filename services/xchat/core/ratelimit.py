@@ -35,9 +35,10 @@ class Rate:
 
 
 class RateLimiter:
-    def __init__(self, rate: Rate, *, what: str, max_keys: int = MAX_KEYS) -> None:
+    def __init__(self, rate: Rate, *, what: str, per: str | None = None, max_keys: int = MAX_KEYS) -> None:
         self._rate = rate
         self._what = what
+        self._per = f" per {per}" if per else ""
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         #: Told about every cost paid here (the process's share of a shared limit).
@@ -87,7 +88,7 @@ class RateLimiter:
         wait = self._spend(key, cost, now)
         if wait > 0:
             raise ResourceExhausted(
-                f"rate limit: at most {self._rate.per_second:g} {self._what}/s (burst {self._rate.burst:g});"
+                f"rate limit: at most {self._rate.per_second:g} {self._what}/s{self._per} (burst {self._rate.burst:g});"
                 f" retry in {wait:.1f}s",
                 retry_after_ms=math.ceil(wait * 1000),
             )
