@@ -9,14 +9,15 @@ already be here). Ids acknowledged by the app move to ``seen``, and their
 mailbox sequences wait in ``pending_acks`` until the server confirmed the
 delete (so an ack is never lost to a reconnect or a restart).
 
-Durability (docs/adr/0007-sdk-send-path.md): WAL with ``synchronous=FULL``
-for every transaction that a network peer may act on (outbox ciphertexts and
-the advanced ratchet before they leave; received plaintexts before they are
-acknowledged): a ratchet rolled back by power loss after its ciphertext left
+Durability (docs/adr/0007-sdk-send-path.md): WAL, and ``synchronous=FULL``
+(the default of ``begin()`` and ``transaction()``) for every transaction a
+network peer may act on (outbox ciphertexts and the advanced ratchet before
+they leave; received plaintexts before they are acknowledged): a ratchet rolled back by power loss after its ciphertext left
 would reuse a message key. Book-keeping whose loss only repeats harmless work
 (an outbox row removed after the server's ack, an app's ack) commits with
 ``durable=False`` (``synchronous=NORMAL``: lost on power loss only, never on a
-process crash). Callers group many rows into one transaction.
+process crash); ``set_meta`` outside a transaction is durable. Callers group
+many rows into one transaction.
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ class LocalState:
     def __init__(self, path: Path | str) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # The connection's default is NORMAL (the frequent, book-keeping
+        # commits: acks, outbox removals); ``transaction()`` raises it to FULL
+        # for the durable ones (a batch each).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._durable = False
         self._db.executescript(SCHEMA)
         version = self.get_meta("schema_version")
         if version is None:
@@ -81,9 +86,6 @@ class LocalState:
 
     def close(self) -> None:
         self._db.close()
-
-    def begin(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
@@ -107,22 +109,26 @@ class LocalState:
     def in_transaction(self) -> bool:
         return self._db.in_transaction
 
+    def _synchronous(self, durable: bool) -> None:
+        if durable != self._durable:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
+
+    def begin(self, *, durable: bool = True) -> None:
+        """Starts a transaction; ``durable=False`` commits without fsync (survives a process crash, not power loss)."""
+        self._synchronous(durable)
+        self._db.execute("BEGIN IMMEDIATE")
+
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[None]:
-        """One transaction; ``durable=False`` skips the fsync (survives a process crash, not power loss)."""
-        if not durable:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+        """One transaction, committed on success, rolled back on any exception."""
+        self.begin(durable=durable)
         try:
-            self.begin()
-            try:
-                yield
-            except BaseException:
-                self.rollback()
-                raise
-            self.commit()
-        finally:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=FULL")
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
 
     # -- meta ----------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
@@ -130,6 +136,8 @@ class LocalState:
         return bytes(row[0]) if row else None
 
     def set_meta(self, key: str, value: bytes) -> None:
+        if not self._db.in_transaction:
+            self._synchronous(True)  # identity, prekeys, tokens: the server acts on them
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # -- sessions ------------------------------------------------------
