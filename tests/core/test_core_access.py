@@ -9,6 +9,7 @@ import time
 
 import nacl.signing
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from xchat.core.addresses import ClientAddresses, parse_peer
 from xchat.core.errors import InvalidArgument, ResourceExhausted, Unauthenticated, grpc_trailers
@@ -172,3 +173,48 @@ async def test_replicas_share_heavy_spending_and_send_nothing_for_light_callers(
     assert quiet._nc.published == [], "a light caller costs no message"  # type: ignore[attr-defined]
     await quiet.flush(now=time.monotonic() + 1000)
     assert not quiet._pending, "spending older than a full refill is forgotten"
+
+
+# -- properties: the parsers of untrusted input answer with our errors only ------
+
+# database=None: no .hypothesis/ directory written into the repository.
+PROPERTY = hsettings(max_examples=300, deadline=None, database=None)
+_KEY = nacl.signing.SigningKey(b"\x01" * 32)
+_VERIFIER = TokenVerifier(verify_key=_KEY.verify_key)
+_GOOD = _issue(_KEY)
+
+
+@PROPERTY
+@given(st.text(max_size=1200))
+def test_any_string_as_a_token_is_unauthenticated_or_valid(text: str) -> None:
+    try:
+        _VERIFIER.verify(text, now_ms=2_000)
+    except Unauthenticated:
+        pass
+
+
+@PROPERTY
+@given(st.integers(min_value=0, max_value=len(_GOOD)), st.text(min_size=1, max_size=4))
+def test_no_insertion_into_a_valid_token_is_accepted(position: int, inserted: str) -> None:
+    with pytest.raises(Unauthenticated):
+        _VERIFIER.verify(_GOOD[:position] + inserted + _GOOD[position:], now_ms=2_000)
+
+
+@PROPERTY
+@given(st.text(max_size=80), st.lists(st.tuples(st.sampled_from(["x-forwarded-for", "other"]), st.text(max_size=80)), max_size=3))
+def test_any_peer_and_header_give_a_key(peer: str, metadata: list[tuple[str, str]]) -> None:
+    proxied = ClientAddresses.from_settings("x-forwarded-for", ["0.0.0.0/0", "::/0"])
+    for addresses in (ClientAddresses(), proxied):
+        assert isinstance(addresses.key(peer, metadata), str)
+        assert isinstance(addresses.key(f"ipv4:10.0.0.1:{len(peer)}", metadata), str)
+
+
+@PROPERTY
+@given(st.text(max_size=40))
+def test_identifiers_are_valid_or_invalid_argument(text: str) -> None:
+    for check in (account_id, device_id):
+        try:
+            value = check(text)
+        except InvalidArgument:
+            continue
+        assert "\n" not in value and value == value.strip() and ".." not in value
