@@ -218,3 +218,32 @@ def test_identifiers_are_valid_or_invalid_argument(text: str) -> None:
         except InvalidArgument:
             continue
         assert "\n" not in value and value == value.strip() and ".." not in value
+
+
+def _methods():
+    from xchat.v1 import auth_pb2, keys_pb2, mailbox_pb2, relay_pb2
+
+    for module in (auth_pb2, keys_pb2, mailbox_pb2, relay_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                yield f"/{service.full_name}/{method.name}", getattr(module, method.input_type.name)
+
+
+def test_the_edge_has_a_policy_for_every_method() -> None:
+    from xchat.core.edge import POLICIES
+
+    assert set(POLICIES) == {name for name, _ in _methods()}
+    anonymous = {name.rsplit("/", 1)[1] for name, policy in POLICIES.items() if policy.anonymous}
+    assert anonymous == {"Register", "Challenge", "Login", "Refresh"}
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_as_a_request_or_as_malformed(data: bytes) -> None:
+    from xchat.core.edge import Malformed, _tolerant
+
+    for name, request_type in _methods():
+        parse = _tolerant(request_type.FromString, name)
+        assert parse is not None
+        parsed = parse(data)
+        assert isinstance(parsed, (request_type, Malformed))
