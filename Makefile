@@ -21,10 +21,13 @@ demo: $(BIN)/.installed
 	$(BIN)/xchat up --demo --exit-after-demo
 
 # Go-built binaries (kube-apiserver, etcd, kubectl, helm, toxiproxy): built once
-# from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present.
+# from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present. The two
+# scripts run side by side (toxiproxy is small; the envtest script runs its own lanes).
 tools:
-	@if [ -x operator/envtest/build-binaries.sh ]; then operator/envtest/build-binaries.sh; fi
-	@if [ -x chaos/tools/build-toxiproxy.sh ]; then chaos/tools/build-toxiproxy.sh; fi
+	@set -e; \
+	operator/envtest/build-binaries.sh & envtest=$$!; \
+	chaos/tools/build-toxiproxy.sh >/dev/null & toxiproxy=$$!; \
+	wait $$envtest; wait $$toxiproxy
 
 lint: $(BIN)/.installed
 	$(BIN)/lint-imports
@@ -32,6 +35,11 @@ lint: $(BIN)/.installed
 
 test: $(BIN)/.installed tools lint
 	$(BIN)/python -m pytest -q
+
+# Everything that needs no Go-built binary (no kube-apiserver, helm or toxiproxy):
+# a first run on a fresh machine without the ~15-minute builds.
+unit: $(BIN)/.installed lint
+	$(BIN)/python -m pytest -q -m "not envtest and not slow" --ignore=tests/chart
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -9,7 +9,8 @@
 #   go.mod points at in-repo paths (k8s.io/kubernetes -> ./staging/src/k8s.io/*,
 #   etcd server -> ../api ...) add replace directives to the same-release
 #   published modules, since replace directives of a dependency are ignored.
-# - Kind to a shared 2-core machine: `nice`, `go build -p ${XCHAT_GO_PARALLEL:-2}`.
+# - Kind to a shared 2-core machine: `nice`, `go build -p ${XCHAT_GO_PARALLEL:-2}`; two build
+#   lanes in parallel (k8s tools | etcd, helm), XCHAT_BUILD_LANES=1 to build one at a time.
 # - Fails loudly: `set -euo pipefail`, and a missing Go toolchain is an error.
 #
 # Usage: operator/envtest/build-binaries.sh [kube-apiserver|etcd|kubectl|helm ...]
@@ -84,10 +85,8 @@ K8S_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
 -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
 K8S_STAGING="$(staging_version "$KUBERNETES_VERSION")"
 
-tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(etcd kubectl helm kube-apiserver)
-for t in "${tools[@]}"; do
-  case "$t" in
+build_one() {
+  case "$1" in
     etcd) build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;
     kube-apiserver) build kube-apiserver k8s.io/kubernetes "$KUBERNETES_VERSION" \
         k8s.io/kubernetes/cmd/kube-apiserver "$K8S_STAGING" "$K8S_LDFLAGS" ;;
@@ -95,7 +94,32 @@ for t in "${tools[@]}"; do
         k8s.io/kubernetes/cmd/kubectl "$K8S_STAGING" "$K8S_LDFLAGS" ;;
     helm) build helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "" \
         "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
-    *) die "unknown tool '$t' (known: kube-apiserver etcd kubectl helm)" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver etcd kubectl helm)" ;;
   esac
+}
+
+tools=("$@")
+[[ ${#tools[@]} -gt 0 ]] || tools=(kube-apiserver etcd kubectl helm)
+# Builds run as parallel lanes (XCHAT_BUILD_LANES, default 2): module downloads,
+# `go get` resolution and linking are mostly single-threaded, so a second lane
+# keeps both cores busy while the other waits on them. The k8s tools share one
+# lane so kubectl reuses kube-apiserver's compiled packages from the build cache
+# instead of compiling them a second time in parallel. Memory: a kube-apiserver
+# link peaks at ~3 GiB.
+LANES="${XCHAT_BUILD_LANES:-2}"
+k8s=() other=()
+for t in "${tools[@]}"; do
+  case "$t" in kube-apiserver|kubectl) k8s+=("$t") ;; etcd|helm) other+=("$t") ;; *) build_one "$t" ;; esac
 done
+if [[ "$LANES" -le 1 ]]; then
+  for t in "${k8s[@]}" "${other[@]}"; do build_one "$t"; done
+else
+  lane() { local t; for t in "$@"; do build_one "$t" || return 1; done; }
+  pids=()
+  [[ ${#k8s[@]} -gt 0 ]] && { lane "${k8s[@]}" & pids+=($!); }
+  [[ ${#other[@]} -gt 0 ]] && { lane "${other[@]}" & pids+=($!); }
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [[ $failed -eq 0 ]] || die "a build lane failed (see the messages above)"
+fi
 log "done: $(ls "$BIN" | tr '\n' ' ')"

@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import names, natsconfig
+from . import names, natsconfig, rollout
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
 Obj = dict[str, Any]
@@ -86,15 +86,16 @@ def client_endpoints(spec: MeshSpec, cluster_domain: str) -> list[str]:
     ]
 
 
-def endpoints_configmap(spec: MeshSpec, cluster_domain: str) -> Obj:
-    endpoints = client_endpoints(spec, cluster_domain)
+def endpoints_configmap(spec: MeshSpec, cluster_domain: str, listed: Sequence[str] | None = None) -> Obj:
+    """``listed``: the regions to publish (default: every serving region); see ``reconcile.listed_regions``."""
+    endpoints = [e for e in client_endpoints(spec, cluster_domain) if listed is None or e.split("=", 1)[0] in listed]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(spec, names.endpoints_configmap(spec.name), "endpoints"),
         "data": {
             "endpoints": ",".join(endpoints),
-            "regions": ",".join(r.name for r in spec.regions if r.serving),
+            "regions": ",".join(e.split("=", 1)[0] for e in endpoints),
             "endpoints.json": json.dumps(
                 [{"region": e.split("=", 1)[0], "address": e.split("=", 1)[1]} for e in endpoints]
             ),
@@ -184,8 +185,11 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
             {"name": "monitor", "containerPort": names.NATS_MONITOR_PORT},
         ],
         "volumeMounts": mounts,
-        "startupProbe": {"httpGet": {"path": "/healthz?js-server-only=true", "port": "monitor"},
-                         "periodSeconds": 5, "failureThreshold": 60},
+        # Full /healthz: a (re)started server counts as started only once its streams
+        # and the meta group are current again, so a roll waits for catch-up before
+        # the next region restarts (rollout.settled reads readyReplicas).
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": "monitor"},
+                         "periodSeconds": 5, "failureThreshold": 120},
         "readinessProbe": {"httpGet": health, "periodSeconds": 10, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/healthz?js-server-only=true", "port": "monitor"},
                           "periodSeconds": 30, "failureThreshold": 3},
@@ -195,7 +199,7 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
     resources = spec.nats_resources.to_k8s()
     if resources:
         container["resources"] = resources
-    return {
+    return rollout.stamped({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": _meta(spec, names.nats_statefulset(spec.name, region.name), "nats", region.name),
@@ -223,16 +227,26 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
                 {"metadata": {"name": "data", "labels": names.selector(spec.name, "nats", region.name)}, "spec": pvc_spec}
             ],
         },
-    }
+    })
 
 
-def pdb(spec: MeshSpec, name: str, component: str, region: str) -> Obj:
+def pdb(spec: MeshSpec, name: str, component: str, region: str | None) -> Obj:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _meta(spec, name, component, region),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector(spec.name, component, region)}},
     }
+
+
+def nats_pdb(spec: MeshSpec) -> Obj:
+    """One budget over every NATS pod of the mesh, in all regions: at most one evicted at a time.
+
+    Per-region budgets let ``kubectl drain`` take one NATS pod in *each* region at
+    once — two replicas of every R3 stream. (One budget, not one per region plus
+    this: the eviction API refuses pods matched by more than one budget.)
+    """
+    return pdb(spec, names.nats_cluster_pdb(spec.name), "nats", None)
 
 
 def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: str) -> list[Obj]:
@@ -337,8 +351,7 @@ def service_service(spec: MeshSpec, service: str, region: Region) -> Obj:
 def region_objects(spec: MeshSpec, region: Region, passwords: Mapping[str, str], cluster_domain: str) -> list[Obj]:
     config = nats_config_secret(spec, region, passwords, cluster_domain)
     out = [config, *nats_services(spec, region),
-           nats_statefulset(spec, region, config["stringData"]["nats.conf"]),
-           pdb(spec, names.nats_statefulset(spec.name, region.name), "nats", region.name)]
+           nats_statefulset(spec, region, config["stringData"]["nats.conf"])]
     for service in SERVICE_NAMES:
         out += [
             service_deployment(spec, service, region, cluster_domain),
@@ -348,9 +361,12 @@ def region_objects(spec: MeshSpec, region: Region, passwords: Mapping[str, str],
     return out
 
 
-def desired_objects(spec: MeshSpec, passwords: Mapping[str, str], *, cluster_domain: str = "cluster.local") -> list[Obj]:
+def desired_objects(
+    spec: MeshSpec, passwords: Mapping[str, str], *, cluster_domain: str = "cluster.local",
+    listed: Sequence[str] | None = None,
+) -> list[Obj]:
     """Every object the mesh should own, except the generated Secrets."""
-    out = [endpoints_configmap(spec, cluster_domain)]
+    out = [endpoints_configmap(spec, cluster_domain, listed), nats_pdb(spec)]
     for region in spec.regions:
         out += region_objects(spec, region, passwords, cluster_domain)
     return out

@@ -22,8 +22,8 @@ from typing import Any, cast
 
 import kopf
 
-from . import names, reconcile, status
-from .errors import OperatorError, to_kopf
+from . import names, reconcile, safety, status
+from .errors import DependencyMissing, KubeError, OperatorError, to_kopf
 from .kube import Kube, load_connection
 from .probes import Check, RegionHealth, make_default_prober, not_probed
 from .errors import SpecError
@@ -103,9 +103,50 @@ def _parse(body: Mapping[str, Any]) -> MeshSpec:
         raise to_kopf(exc) from exc
 
 
-def _post(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
-    """A Normal event on ``obj`` (kopf.event ignores posting.level, which filters log records only)."""
-    kopf.event(cast(kopf.Body, obj), type="Normal", reason=reason, message=message)
+def _post(obj: Mapping[str, Any], *, reason: str, message: str, warning: bool = False) -> None:
+    """An event on ``obj`` (kopf.event ignores posting.level, which filters log records only)."""
+    kopf.event(cast(kopf.Body, obj), type="Warning" if warning else "Normal", reason=reason, message=message)
+
+
+def _report_failure(memo: kopf.Memo, body: Mapping[str, Any], spec: MeshSpec, reason: str, message: str) -> None:
+    """Reconciled=False with the reason in status, and a Warning event, unless both already say so.
+
+    Written straight to the status subresource: a handler that raises (to be retried)
+    cannot count on its kopf patch being applied.
+    """
+    kube: Kube = memo["kube"]
+    latest = kube.get("XChatMesh", spec.namespace, spec.name) or body
+    previous = dict(latest.get("status") or {})
+    cond = status.condition("Reconciled", False, reason, message, spec.generation, previous.get("conditions") or ())
+    same = [c for c in previous.get("conditions") or () if c.get("type") == "Reconciled"
+            and c.get("status") == "False" and c.get("reason") == reason and c.get("message") == message]
+    if same:
+        return
+    patch = status.with_condition(previous, cond)
+    patch["observedGeneration"] = spec.generation
+    try:
+        kube.merge_patch("XChatMesh", spec.namespace, spec.name, {"status": patch}, subresource="status")
+    except KubeError:
+        pass  # the event below still tells; the retry writes the status again
+    _post(latest, reason=reason, message=f"{message} [{_identity(memo)}]", warning=True)
+
+
+def _failure_reason(exc: OperatorError) -> str:
+    if isinstance(exc, DependencyMissing):
+        return "DependencyMissing"
+    if isinstance(exc, KubeError) and exc.status == 422:
+        return "ChildRejected"  # Kubernetes refused an object built from the spec
+    if isinstance(exc, KubeError) and exc.status == 403:
+        return "Forbidden"
+    return "ApplyFailed"
+
+
+def _refused(memo: kopf.Memo, body: Mapping[str, Any], spec: MeshSpec) -> bool:
+    """True (and reported) when :mod:`safety` refuses the spec: nothing is applied."""
+    reasons = safety.refusals(spec)
+    if reasons:
+        _report_failure(memo, body, spec, "UnsafeSpec", "; ".join(reasons))
+    return bool(reasons)
 
 
 def _identity(memo: kopf.Memo) -> str:
@@ -113,7 +154,7 @@ def _identity(memo: kopf.Memo) -> str:
     return cfg.identity or "operator"
 
 
-def _apply(spec: MeshSpec, memo: kopf.Memo) -> reconcile.ApplyResult | None:
+def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any]) -> reconcile.ApplyResult | None:
     """Apply under the mesh's lock; ``None`` if a newer generation was applied meanwhile.
 
     The timer runs concurrently with the change handlers (and the child-event
@@ -127,14 +168,17 @@ def _apply(spec: MeshSpec, memo: kopf.Memo) -> reconcile.ApplyResult | None:
         if spec.generation < applied.get(key, 0):
             return None
         try:
-            result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
+            result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain,
+                                          health=_health(memo))
         except OperatorError as exc:
+            _report_failure(memo, body, spec, _failure_reason(exc), str(exc))
             raise to_kopf(exc) from exc
         applied[key] = spec.generation
         return result
 
 
 def _health(memo: kopf.Memo) -> dict[str, RegionHealth]:
+    """The last probe per region of this mesh (replaced whole by the timer, never emptied in place)."""
     health: dict[str, RegionHealth] = memo.setdefault("health", {})
     return health
 
@@ -150,11 +194,14 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
         if previous.get("phase") != "Paused":
             _post(body, reason="Paused", message=f"reconciliation paused by annotation [{_identity(memo)}]")
         return
-    result = _apply(spec, memo)
+    if _refused(memo, body, spec):
+        return
+    result = _apply(spec, memo, body)
     if result is None:
         return  # a newer generation is already applied; its handler writes the status
     new = status.mesh_status(spec, _health(memo), previous,
-                             reconciled=(True, "Applied", f"{result.applied} objects applied"))
+                             reconciled=(True, "Applied", f"{result.applied} objects applied"),
+                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling))
     new["reconciledBy"] = _identity(memo)
     new["reconciles"] = int(previous.get("reconciles") or 0) + 1
     patch.status.update(new)
@@ -179,10 +226,13 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     if spec.paused:
         patch.status.update(status.paused_patch(spec, previous))
         return
-    if await asyncio.to_thread(_apply, spec, memo) is None:  # drift: re-apply, a no-op when nothing changed
+    if await asyncio.to_thread(_refused, memo, fresh, spec):
         return
-    health = _health(memo)
-    health.clear()
+    # Drift: re-apply (a no-op when nothing changed); continues a held NATS roll.
+    result = await asyncio.to_thread(_apply, spec, memo, fresh)
+    if result is None:
+        return
+    health: dict[str, RegionHealth] = {}
     prober = memo["prober"]
     regions = [r for r in spec.regions if r.serving]
     results = await asyncio.gather(*(prober(memo["kube"], spec, r) for r in regions), return_exceptions=True)
@@ -193,7 +243,12 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
             health[region.name] = RegionHealth(region=region.name, nats=c, services={"probe": c})
         else:
             health[region.name] = res
-    new = status.mesh_status(spec, health, previous)
+    memo["health"] = health
+    # A region that just became healthy for the first time is published to clients now.
+    await asyncio.to_thread(reconcile.publish_endpoints, kube, spec, health,
+                            cluster_domain=memo["config"].cluster_domain)
+    new = status.mesh_status(spec, health, previous,
+                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling))
     latest = await asyncio.to_thread(kube.get, "XChatMesh", spec.namespace, spec.name)
     if latest is None or latest["metadata"].get("generation") != spec.generation:
         return  # the spec changed while probing: the next run reports on the new one

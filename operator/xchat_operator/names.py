@@ -27,6 +27,11 @@ def nats_statefulset(mesh: str, region: str) -> str:
     return f"{mesh}-nats-{region}"
 
 
+def nats_cluster_pdb(mesh: str) -> str:
+    """The one PodDisruptionBudget over the NATS pods of every region."""
+    return f"{mesh}-nats"
+
+
 def nats_client_service(mesh: str, region: str) -> str:
     return f"{mesh}-nats-{region}"
 

@@ -21,6 +21,7 @@ from .kube import Kube
 from .spec import SERVICE_NAMES, MeshSpec, Region
 
 NATS_HEALTH_PATH = "/healthz?js-enabled-only=true"
+NOT_PROBED = "NotProbed"  # the reason of every check when probes are disabled: health unknown
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -144,5 +145,5 @@ def mesh_ca(kube: Kube, spec: MeshSpec) -> bytes | None:
 
 async def not_probed(kube: Kube, spec: MeshSpec, region: Region) -> RegionHealth:
     """Prober used when probes are disabled."""
-    c = Check(ok=False, reason="NotProbed", message="probes disabled")
+    c = Check(ok=False, reason=NOT_PROBED, message="probes disabled")
     return RegionHealth(region=region.name, nats=c, services={s: c for s in SERVICE_NAMES})

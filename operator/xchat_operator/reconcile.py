@@ -20,12 +20,17 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import builders, credentials, names
+from . import builders, credentials, names, rollout
+from .errors import DependencyMissing
 from .kube import OWNED_KINDS, Kube
+from .probes import NOT_PROBED, RegionHealth
 from .spec import SERVICE_NAMES, MeshSpec
 
 
 TLS_REGIONS_ANNOTATION = "xchat.dev/tls-regions"  # regions the generated certificate covers
+
+
+TLS_SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +38,7 @@ class ApplyResult:
     applied: int
     pruned: tuple[str, ...]
     created_secrets: tuple[str, ...]
+    rollout: rollout.Plan = rollout.Plan(held={}, rolling=())
 
 
 def _secret(spec: MeshSpec, name: str, component: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -131,13 +137,76 @@ def prune(kube: Kube, spec: MeshSpec, desired: list[dict[str, Any]]) -> list[str
     return pruned
 
 
-def apply_mesh(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> ApplyResult:
+def check_tls_secret(kube: Kube, spec: MeshSpec) -> None:
+    """A user-provided TLS Secret must exist with its three keys before pods can mount it."""
+    if not (spec.tls.enabled and spec.tls.secret_name):
+        return
+    secret = kube.get("Secret", spec.namespace, spec.tls.secret_name)
+    if secret is None:
+        raise DependencyMissing(
+            f"TLS Secret {spec.namespace}/{spec.tls.secret_name} does not exist: create it with "
+            f"{', '.join(TLS_SECRET_KEYS)} (e.g. with cert-manager), or unset tls.secretName to let the operator generate one"
+        )
+    missing = [k for k in TLS_SECRET_KEYS if k not in (secret.get("data") or {})]
+    if missing:
+        raise DependencyMissing(f"TLS Secret {spec.namespace}/{spec.tls.secret_name} lacks {', '.join(missing)}")
+
+
+def listed_regions(kube: Kube, spec: MeshSpec, health: Mapping[str, RegionHealth]) -> list[str]:
+    """Serving regions clients may be sent to: once probed ready, they stay listed while serving.
+
+    A region added to a running mesh is published only after its first healthy
+    probe, so no client is sent to a region whose pods are still starting. A new
+    mesh lists every serving region at once (nothing serves yet; clients wait for
+    the Ready condition), and so does an operator whose probes are disabled.
+    """
+    current = kube.get("ConfigMap", spec.namespace, names.endpoints_configmap(spec.name))
+    if current is None:
+        return [r.name for r in spec.regions if r.serving]
+    before = set(filter(None, (current.get("data") or {}).get("regions", "").split(",")))
+    out = []
+    for region in spec.regions:
+        probed = health.get(region.name)
+        known_good = probed is not None and (probed.ready or probed.nats.reason == NOT_PROBED)
+        if region.serving and (region.name in before or known_good):
+            out.append(region.name)
+    return out
+
+
+def publish_endpoints(kube: Kube, spec: MeshSpec, health: Mapping[str, RegionHealth], *, cluster_domain: str) -> bool:
+    """Re-writes the endpoints ConfigMap when the listed regions changed; True if it did."""
+    listed = listed_regions(kube, spec, health)
+    current = kube.get("ConfigMap", spec.namespace, names.endpoints_configmap(spec.name))
+    if current is not None and ((current.get("data") or {}).get("regions", "")) == ",".join(listed):
+        return False
+    kube.apply(builders.endpoints_configmap(spec, cluster_domain, listed=listed))
+    return True
+
+
+def apply_mesh(
+    kube: Kube, spec: MeshSpec, *, cluster_domain: str, health: Mapping[str, RegionHealth] | None = None
+) -> ApplyResult:
+    """Apply every desired object, except NATS rolls that ``rollout`` holds back for now."""
+    health = health or {}
+    check_tls_secret(kube, spec)
     passwords, created = ensure_secrets(kube, spec, cluster_domain=cluster_domain)
-    desired = builders.desired_objects(spec, passwords, cluster_domain=cluster_domain)
+    desired = builders.desired_objects(
+        spec, passwords, cluster_domain=cluster_domain, listed=listed_regions(kube, spec, health)
+    )
+    current = {
+        str(o["metadata"]["name"]): kube.get("StatefulSet", spec.namespace, str(o["metadata"]["name"]))
+        for o in desired
+        if o["kind"] == "StatefulSet"
+    }
+    plan = rollout.plan(spec, desired, current, health)
+    applied = 0
     for obj in desired:
+        if obj["kind"] == "StatefulSet" and obj["metadata"]["name"] in plan.held:
+            continue
         kube.apply(obj)
+        applied += 1
     pruned = prune(kube, spec, desired)
-    return ApplyResult(applied=len(desired), pruned=tuple(pruned), created_secrets=tuple(created))
+    return ApplyResult(applied=applied, pruned=tuple(pruned), created_secrets=tuple(created), rollout=plan)
 
 
 def repair_child(kube: Kube, spec: MeshSpec, kind: str, name: str, *, cluster_domain: str) -> bool:
@@ -146,7 +215,10 @@ def repair_child(kube: Kube, spec: MeshSpec, kind: str, name: str, *, cluster_do
         ensure_secrets(kube, spec, cluster_domain=cluster_domain)
         return True
     passwords, _ = ensure_secrets(kube, spec, cluster_domain=cluster_domain)
-    desired = builders.find(builders.desired_objects(spec, passwords, cluster_domain=cluster_domain), kind, name)
+    listed = listed_regions(kube, spec, {})  # no fresh probes here: keep what was published
+    desired = builders.find(
+        builders.desired_objects(spec, passwords, cluster_domain=cluster_domain, listed=listed), kind, name
+    )
     if desired is None:
         return False
     kube.apply(desired)

@@ -98,6 +98,7 @@ def mesh_status(
     previous: Mapping[str, Any] | None = None,
     *,
     reconciled: tuple[bool, str, str] = (True, "Applied", ""),
+    rolling_out: tuple[bool, str, str] = (False, "Settled", ""),
 ) -> dict[str, Any]:
     previous = previous or {}
     prev_regions = {r.get("name"): r for r in previous.get("regions") or ()}
@@ -127,8 +128,24 @@ def mesh_status(
             condition("Paused", spec.paused, "PauseAnnotation" if spec.paused else "NotPaused",
                       "xchat.dev/paused=true: reconciliation stopped" if spec.paused else "", gen, prev_conditions),
             condition("Reconciled", *reconciled, gen, prev_conditions),
+            condition("RollingOut", *rolling_out, gen, prev_conditions),
         ],
     }
+
+
+def rolling_out(held: Mapping[str, str], rolling: Sequence[str]) -> tuple[bool, str, str]:
+    """The RollingOut condition from a rollout plan: which regions restart now, which wait and why."""
+    if not held and not rolling:
+        return (False, "Settled", "")
+    parts = [f"restarting NATS of region {', '.join(rolling)}"] if rolling else []
+    parts += [f"{name} held ({why})" for name, why in sorted(held.items())]
+    return (True, "OneRegionAtATime", "; ".join(parts))
+
+
+def with_condition(previous: Mapping[str, Any] | None, cond: Condition) -> dict[str, Any]:
+    """A status patch that replaces one mesh-level condition and keeps the others."""
+    prev = [c for c in (previous or {}).get("conditions") or () if c.get("type") != cond["type"]]
+    return {"conditions": prev + [cond]}
 
 
 def paused_patch(spec: MeshSpec, previous: Mapping[str, Any] | None) -> dict[str, Any]:

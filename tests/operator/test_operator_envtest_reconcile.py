@@ -23,11 +23,11 @@ def children(kube, mesh: str) -> set[tuple[str, str]]:
 
 def expected_children(mesh: str, regions: tuple[str, ...]) -> set[tuple[str, str]]:
     out = {("ConfigMap", f"{mesh}-endpoints"), ("Secret", f"{mesh}-nats-credentials"),
-           ("Secret", f"{mesh}-token-signing-key"), ("Secret", f"{mesh}-token-public-key")}
+           ("Secret", f"{mesh}-token-signing-key"), ("Secret", f"{mesh}-token-public-key"),
+           ("PodDisruptionBudget", f"{mesh}-nats")}
     for r in regions:
         out |= {("StatefulSet", f"{mesh}-nats-{r}"), ("Service", f"{mesh}-nats-{r}"),
-                ("Service", f"{mesh}-nats-{r}-headless"), ("Secret", f"{mesh}-nats-{r}-config"),
-                ("PodDisruptionBudget", f"{mesh}-nats-{r}")}
+                ("Service", f"{mesh}-nats-{r}-headless"), ("Secret", f"{mesh}-nats-{r}-config")}
         for s in SERVICES:
             out |= {("Deployment", f"{mesh}-{s}-{r}"), ("Service", f"{mesh}-{s}-{r}"),
                     ("PodDisruptionBudget", f"{mesh}-{s}-{r}")}

@@ -106,3 +106,58 @@ def test_kubectl_printer_columns(kube, envtest_env) -> None:
     header, row = text.splitlines()[:2]
     assert header.split() == ["NAME", "READY", "PHASE", "AGE"]
     assert row.split()[:3] == ["printed", "2/3", "Degraded"]
+
+
+FOUR = [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]
+MAJORITY = "at most (durability.replicas-1)/2 regions may be draining, drained or down at once"
+OLD_NATS = "natsImage must be nats-server 2.12.3 or newer"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"regions": [{"name": "a", "down": True}, {"name": "b", "down": True}, {"name": "c", "down": True}]},
+         MAJORITY),
+        ({"regions": [{"name": "a", "down": True}, {"name": "b", "mode": "Draining"}, {"name": "c"}]}, MAJORITY),
+        ({"regions": FOUR[:2] + [{"name": "c", "mode": "Draining"}, {"name": "d", "mode": "Draining"}]}, MAJORITY),
+        ({"regions": [{"name": "a", "mode": "Draining"}, {"name": "b"}, {"name": "c"}], "durability": {"replicas": 1}},
+         MAJORITY),
+        ({"regions": FOUR[:3], "natsImage": "nats:2.11.4"}, OLD_NATS),
+        ({"regions": FOUR[:3], "natsImage": "nats:2.12.2-alpine"}, OLD_NATS),
+        ({"regions": FOUR[:3], "natsImage": "nats:2.10-alpine"}, OLD_NATS),
+        ({"regions": FOUR[:3], "natsImage": "registry.local:5000/nats:v1.4.1"}, OLD_NATS),
+    ],
+    ids=["all-down", "down-and-draining", "two-draining-of-four", "r1-draining", "nats-2.11.4", "nats-2.12.2",
+         "nats-2.10-floating", "registry-port-old"],
+)
+def test_majority_breaking_and_unsafe_specs_rejected(kube, envtest_env, spec: dict, message: str) -> None:
+    manifest = {"apiVersion": "xchat.dev/v1alpha1", "kind": "XChatMesh",
+                "metadata": {"name": "unsafe", "namespace": NS}, "spec": spec}
+    assert message in rejected(kube, manifest)
+
+
+@pytest.mark.parametrize("image", ["nats:2.12.3", "nats:2.12.20-alpine", "nats:2.12-alpine", "nats:2.13.0",
+                                   "nats:3.0", "nats:latest", "registry.local:5000/nats:2.12.4",
+                                   "nats@sha256:" + "0" * 64])
+def test_current_nats_images_accepted(kube, envtest_env, image: str) -> None:
+    name = "img-" + str(abs(hash(image)) % 10**8)
+    kube.create(mesh_manifest(name, namespace=NS, natsImage=image))
+    kube.delete("XChatMesh", NS, name)
+
+
+def test_draining_a_second_region_is_refused_until_the_first_is_done(kube, envtest_env) -> None:
+    kube.create(mesh_manifest("drain2", regions=FOUR, namespace=NS))
+    kube.merge_patch("XChatMesh", NS, "drain2", {"spec": {"regions": FOUR[:3] + [{"name": "d", "mode": "Draining"}]}})
+    with pytest.raises(KubeError) as err:
+        kube.merge_patch("XChatMesh", NS, "drain2", {"spec": {"regions": [
+            {"name": "a"}, {"name": "b"}, {"name": "c", "mode": "Draining"}, {"name": "d", "mode": "Draining"}]}})
+    assert err.value.status == 422 and MAJORITY in str(err.value)
+    with pytest.raises(KubeError) as err:  # marking another region down while d drains: same majority rule
+        kube.merge_patch("XChatMesh", NS, "drain2", {"spec": {"regions": [
+            {"name": "a", "down": True}, {"name": "b"}, {"name": "c"}, {"name": "d", "mode": "Draining"}]}})
+    assert MAJORITY in str(err.value)
+    # Finishing d (Drained, then removed) frees the budget for the next region.
+    kube.merge_patch("XChatMesh", NS, "drain2", {"spec": {"regions": FOUR[:3] + [{"name": "d", "mode": "Drained"}]}})
+    kube.merge_patch("XChatMesh", NS, "drain2", {"spec": {"regions": FOUR[:3]}})
+    kube.merge_patch("XChatMesh", NS, "drain2", {"spec": {"regions": FOUR[:2] + [{"name": "c", "mode": "Draining"}]}})
+    kube.delete("XChatMesh", NS, "drain2")
