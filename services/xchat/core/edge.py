@@ -122,6 +122,8 @@ class Edge(grpc.aio.ServerInterceptor):
         self._authorizer = authorizer
         self._limits = limits
         self._addresses = addresses
+        # Wrapped handlers by method, built once: gRPC asks on every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def _admit(self, method: str, policy: Policy, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
         metadata = tuple(context.invocation_metadata() or ())
@@ -145,7 +147,12 @@ class Edge(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or not method.startswith(XCHAT_PREFIX):
             return handler
-        return self._wrap(handler, method, POLICIES.get(method, STRICTEST))
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method, POLICIES.get(method, STRICTEST))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, original: grpc.RpcMethodHandler[Any, Any], method: str, policy: Policy) -> grpc.RpcMethodHandler[Any, Any]:
         # The stubs type behaviours as synchronous; on a grpc.aio server they are coroutines.

@@ -89,7 +89,7 @@ class RateLimiter:
         if wait > 0:
             raise ResourceExhausted(
                 f"rate limit: at most {self._rate.per_second:g} {self._what}/s{self._per} (burst {self._rate.burst:g});"
-                f" retry in {wait:.1f}s",
+                f" retry in {math.ceil(wait * 10) / 10:.1f}s",
                 retry_after_ms=math.ceil(wait * 1000),
             )
 
