@@ -59,7 +59,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default", repeats=3, js_messages=2000, js_window=256, grpc_calls=500, grpc_stream_messages=3000,
-        throughput_s=2.0, open_loop_s=3.0, max_open_loop_rate=2000.0, drain_timeout_s=30.0,
+        throughput_s=2.0, open_loop_s=3.0, max_open_loop_rate=2000.0, drain_timeout_s=15.0,
         backlog=1000, backlog_repeats=3, online_devices=1000, idle_s=3.0, wide=False,
     ),
     "full": Profile(

@@ -202,6 +202,13 @@ def table(report: Mapping[str, Any]) -> str:
                 f"| {_n(f.get('p50_ms'), 1)} / {_n(f.get('p99_ms'), 1)}{p999} | {_r(report, variant, phase, 'p99_ms')} "
                 f"| {_n(f.get('server_cpu_us'))} | {_r(report, variant, phase, 'server_cpu_us')} | {_n(f.get('client_cpu_us'))} |"
             )
+    lines += [
+        "",
+        "× baseline: 1 in flight ÷ JetStream sequential publish, 64 in flight ÷ JetStream windowed publish_async "
+        "(same body size). p99 × JS: ÷ one R3 publish's p99. Server µs: 3 nats-servers + 3 service processes; "
+        "× JS: ÷ nats-server CPU per R3 publish. Client µs: sending + receiving app. Open-loop latency counts from "
+        "the scheduled send time.",
+    ]
     b, o = report["backlog"], report["online"]
     br = report["ratios"].get("backlog", {})
 
@@ -222,7 +229,7 @@ def table(report: Mapping[str, Any]) -> str:
         f"| server RSS per device, KiB (services + NATS) | {_n(_scaled(o.get('server_rss_bytes_per_device'), 1 / 1024), 1)} |",
         f"| … of which services / NATS, KiB | {_n(_scaled(o.get('services_rss_bytes_per_device'), 1 / 1024), 1)} / {_n(_scaled(o.get('nats_rss_bytes_per_device'), 1 / 1024), 1)} |",
         f"| idle server CPU, % of a core (no devices online: {_n(_scaled(o.get('idle_server_cpu_share_no_devices'), 100), 1)}) | {_n(_scaled(o.get('idle_server_cpu_share'), 100), 1)} |",
-        f"| idle client CPU (all devices, one process), % of a core | {_n(_scaled(o.get('idle_client_cpu_share'), 100), 1)} |",
+        f"| idle client CPU (all devices' apps), % of a core | {_n(_scaled(o.get('idle_client_cpu_share'), 100), 1)} |",
         "",
         "| target (issue 18) | goal | measured | met |",
         "|---|---|---:|---|",
