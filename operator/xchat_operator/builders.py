@@ -55,6 +55,42 @@ def _tls_volume(spec: MeshSpec) -> Obj:
     return {"name": "tls", "secret": {"secretName": names.tls_secret(spec), "items": items}}
 
 
+# The users the images run as (charts/images/Dockerfile.*); pods pin them so the
+# restricted Pod Security profile admits them whatever the image declares.
+NATS_UID = 1000
+SERVICE_UID = 10001
+
+
+def pod_security(uid: int) -> Obj:
+    """Pod-level securityContext meeting the ``restricted`` Pod Security Standard.
+
+    ``fsGroup``: the NATS volume is writable by the server without world-writable
+    directories; ``OnRootMismatch`` skips the recursive chown on every restart.
+    """
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+CONTAINER_SECURITY: Obj = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def pod_scheduling(spec: MeshSpec) -> Obj:
+    """The pod settings an operator may set from ``spec.pods`` (pull secrets, tolerations, priority)."""
+    out: Obj = {"automountServiceAccountToken": False}  # no pod talks to the Kubernetes API
+    if spec.pods.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": n} for n in spec.pods.image_pull_secrets]
+    if spec.pods.tolerations:
+        out["tolerations"] = [dict(t) for t in spec.pods.tolerations]
+    if spec.pods.priority_class_name:
+        out["priorityClassName"] = spec.pods.priority_class_name
+    return out
+
+
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -195,6 +231,7 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
                           "periodSeconds": 30, "failureThreshold": 3},
         # Lame duck mode: clients move to other servers before this one stops.
         "lifecycle": {"preStop": {"exec": {"command": ["nats-server", "--signal", f"ldm={NATS_PID_DIR}/nats.pid"]}}},
+        "securityContext": dict(CONTAINER_SECURITY),
     }
     resources = spec.nats_resources.to_k8s()
     if resources:
@@ -216,6 +253,8 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
                     "annotations": {CONFIG_HASH_ANNOTATION: _hash(config_text)},
                 },
                 "spec": {
+                    **pod_scheduling(spec),
+                    "securityContext": pod_security(NATS_UID),
                     "terminationGracePeriodSeconds": NATS_TERMINATION_GRACE_SECONDS,
                     "nodeSelector": dict(region.node_selector),
                     "affinity": _anti_affinity(sel, region.topology_key),
@@ -309,6 +348,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
         "readinessProbe": {"grpc": {"port": names.HEALTH_PORT}, "periodSeconds": 5},
         "livenessProbe": {"grpc": {"port": names.HEALTH_PORT}, "periodSeconds": 20, "failureThreshold": 3},
         "volumeMounts": mounts,
+        "securityContext": dict(CONTAINER_SECURITY),
     }
     resources = spec.services[service].resources.to_k8s()
     if resources:
@@ -325,6 +365,8 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
             "template": {
                 "metadata": {"labels": names.labels(spec.name, service, region.name)},
                 "spec": {
+                    **pod_scheduling(spec),
+                    "securityContext": pod_security(SERVICE_UID),
                     "nodeSelector": dict(region.node_selector),
                     "affinity": _anti_affinity(sel, region.topology_key),
                     "containers": [container],

@@ -100,6 +100,15 @@ class TLS:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PodSettings:
+    """``spec.pods``: applied to every pod the mesh runs (NATS and services)."""
+
+    image_pull_secrets: tuple[str, ...] = ()
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    priority_class_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MeshSpec:
     name: str
     namespace: str
@@ -113,6 +122,7 @@ class MeshSpec:
     image: str = DEFAULT_IMAGE
     nats_image: str = DEFAULT_NATS_IMAGE
     image_pull_policy: str = "IfNotPresent"
+    pods: PodSettings = PodSettings()
     paused: bool = False
 
     def region(self, name: str) -> Region:
@@ -171,6 +181,7 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
         for svc in SERVICE_NAMES
     }
     tls_raw = spec.get("tls") or {}
+    pods_raw = spec.get("pods") or {}
     annotations = meta.get("annotations") or {}
     return MeshSpec(
         name=str(meta["name"]),
@@ -187,5 +198,10 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
         image=str(spec.get("image", DEFAULT_IMAGE)),
         nats_image=str(spec.get("natsImage", DEFAULT_NATS_IMAGE)),
         image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
+        pods=PodSettings(
+            image_pull_secrets=tuple(str(s["name"]) for s in pods_raw.get("imagePullSecrets") or ()),
+            tolerations=tuple(dict(t) for t in pods_raw.get("tolerations") or ()),
+            priority_class_name=pods_raw.get("priorityClassName"),
+        ),
         paused=str(annotations.get(PAUSE_ANNOTATION, "")).lower() == "true",
     )
