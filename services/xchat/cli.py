@@ -127,7 +127,12 @@ def _bench(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"bench: {time.monotonic() - started:5.1f}s {message}", file=sys.stderr, flush=True)
 
-    results = run_sync(chosen, workdir=Path(args.workdir) if args.workdir else None, progress=progress)
+    results = run_sync(
+        chosen,
+        workdir=Path(args.workdir) if args.workdir else None,
+        flame_dir=Path(args.flamegraphs) if args.flamegraphs else None,
+        progress=progress,
+    )
     command = f"xchat bench --profile {args.profile}"
     command += f" --online-devices {args.online_devices}" if args.online_devices else ""
     command += f" --repeats {args.repeats}" if args.repeats else ""
@@ -183,6 +188,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--online-devices", type=int, help="devices holding a receive stream open (default 1000; try 10000)")
     bench.add_argument("--repeats", type=int, help="repetitions per figure; medians are reported (default: the profile's)")
     bench.add_argument("--workdir", help="where the mesh's data and logs go (default: a temp dir, removed afterwards)")
+    bench.add_argument("--flamegraphs", metavar="DIR", help="also record py-spy flame graphs of the cross-region "
+                       "closed loops (an extra, unmeasured pass) into DIR")
     bench.set_defaults(run=_bench)
 
     from xchat_chaos.cli import add_drill_parser

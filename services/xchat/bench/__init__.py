@@ -15,6 +15,7 @@ Modules, one concept each::
     receiver    the receiving app, a child process
     workloads   closed-loop, open-loop and backlog phases through the SDK
     online      N idle devices holding receive streams open
+    flames      optional py-spy flame graphs of the cross-region phases
     stats       quantiles, medians, ratios
     runner      one run: order of phases, repeats, medians
     report      ratios to baselines, the issue's targets, the table

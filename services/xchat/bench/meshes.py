@@ -84,6 +84,12 @@ class BenchMesh:
         service_pids = [r.services.pid for r in self.mesh.regions.values() if r.services is not None and r.services.pid]
         return CpuMeter({"nats": nats_pids, "services": [p for p in service_pids if p is not None]})
 
+    def service_pid(self, region: str) -> int:
+        services = self.mesh.regions[region].services
+        if services is None or services.pid is None:
+            raise RuntimeError(f"region {region} has no service process")
+        return services.pid
+
     async def nats(self, region: str = "a") -> Nats:
         """An admin NATS connection (TLS, trusting the mesh CA) to ``region``'s servers first."""
         context = ssl.create_default_context(cafile=str(self.cert_files[0]))

@@ -30,6 +30,8 @@ from xchat.client import Client, ClientError
 
 REGISTER_CONCURRENCY = 32
 DEVICES_PER_PROCESS = 2000
+# Registering is partly client-bound (key generation, SQLite): spread it even for small N.
+MIN_PROCESSES = 3
 # After opening, streams get this long (plus a share per device) to settle before measuring.
 SETTLE_S = 2.0
 SETTLE_PER_DEVICE_S = 0.002
@@ -125,7 +127,7 @@ async def online_devices(bench: BenchMesh, state_dir: Path, *, count: int, idle_
     server = bench.server_meter()
     state_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{prefix}{i}" for i in range(count)]
-    processes = max(1, math.ceil(count / DEVICES_PER_PROCESS))
+    processes = min(max(MIN_PROCESSES, math.ceil(count / DEVICES_PER_PROCESS)), count)
     crowds = [_Crowd(bench, state_dir, names[i::processes]) for i in range(processes)]
     started = time.monotonic()
     try:

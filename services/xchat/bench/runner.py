@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import nats.errors
 
-from xchat.bench import baselines, online, workloads
+from xchat.bench import baselines, flames, online, workloads
 from xchat.bench.meshes import BenchMesh
 from xchat.bench.profiles import FIXED_RATE, IN_FLIGHT, LARGE_BODY, PEAK_SHARE, SMALL_BODY, Profile
 from xchat.bench.receiver import Receiver
@@ -69,7 +69,26 @@ def _median_tree(runs: list[dict[str, dict[str, Figures]]]) -> dict[str, dict[st
     return out
 
 
-async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progress) -> dict[str, Any]:
+async def _flamegraphs(bench: BenchMesh, pair: workloads.Pair, profile: Profile, out_dir: Path) -> list[str]:
+    """An extra, unmeasured pass of the cross-region closed loops with py-spy attached."""
+    pids = {
+        "sender": os.getpid(),
+        "receiver": pair.receiver.pid,
+        "services-a": bench.service_pid("a"),
+        "services-c": bench.service_pid("c"),
+    }
+    files: list[str] = []
+    for phase, concurrency in (("closed_1", 1), (f"closed_{IN_FLIGHT}", IN_FLIGHT)):
+        with flames.Recording(out_dir, phase, pids) as recording:
+            await workloads.closed_loop(
+                pair, concurrency=concurrency, duration_s=max(profile.throughput_s, 3.0), size=SMALL_BODY,
+                drain_timeout_s=profile.drain_timeout_s,
+            )
+        files += [str(f) for f in recording.files if f.exists()]
+    return files
+
+
+async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progress, flame_dir: Path | None) -> dict[str, Any]:
     roots = bench.root_certificates
     tag = os.urandom(3).hex()
     meter = bench.server_meter()
@@ -94,12 +113,19 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
                 progress(f"repeat {repeat + 1}/{profile.repeats}: {name}")
                 run[name] = await _variant(pairs[who], profile, size, half, progress)
             runs.append(run)
+        flamegraphs: list[str] = []
+        if flame_dir is not None:
+            progress(f"flame graphs: cross-region closed loops under py-spy (not measured) → {flame_dir}")
+            flamegraphs = await _flamegraphs(bench, pairs["cross"], profile, flame_dir)
         progress(f"backlog: {profile.backlog} messages for one offline device")
         backlogs = [
             await workloads.backlog(bench, pairs["backlog"], count=profile.backlog, size=SMALL_BODY, drain_timeout_s=max(profile.drain_timeout_s, profile.backlog / 100))
             for _ in range(profile.backlog_repeats)
         ]
-    return {"variants": _median_tree(runs), "backlog": medians(backlogs), "runs": runs, "backlog_runs": backlogs}
+    return {
+        "variants": _median_tree(runs), "backlog": medians(backlogs), "runs": runs, "backlog_runs": backlogs,
+        "flamegraphs": flamegraphs,
+    }
 
 
 async def _baselines(bench: BenchMesh, profile: Profile, progress: Progress) -> dict[str, Figures]:
@@ -115,7 +141,9 @@ async def _baselines(bench: BenchMesh, profile: Profile, progress: Progress) -> 
     return out
 
 
-async def run(profile: Profile, *, workdir: Path | None = None, progress: Progress = lambda _m: None) -> dict[str, Any]:
+async def run(
+    profile: Profile, *, workdir: Path | None = None, flame_dir: Path | None = None, progress: Progress = lambda _m: None
+) -> dict[str, Any]:
     """Runs the whole suite and returns the raw results (``xchat.bench.report`` shapes them)."""
     started = time.monotonic()
     load_before = load_average()
@@ -125,7 +153,7 @@ async def run(profile: Profile, *, workdir: Path | None = None, progress: Progre
         state = bench.workdir / "clients"
         state.mkdir(parents=True, exist_ok=True)
         raw = await _baselines(bench, profile, progress)
-        sdk = await _sdk(bench, profile, state, progress)
+        sdk = await _sdk(bench, profile, state, progress, flame_dir)
         progress(f"online devices: {profile.online_devices} Sync streams held open")
         held = await online.online_devices(bench, state / "online", count=profile.online_devices, idle_s=profile.idle_s, prefix=f"online-{os.urandom(2).hex()}-")
         mesh_start_s = bench.started_in_s
@@ -143,6 +171,7 @@ async def run(profile: Profile, *, workdir: Path | None = None, progress: Progre
         "sdk": sdk["variants"],
         "backlog": sdk["backlog"],
         "online": held,
+        "flamegraphs": sdk["flamegraphs"],
         "runs": {"sdk": sdk["runs"], "backlog": sdk["backlog_runs"]},
         "duration_s": time.monotonic() - started,
     }
@@ -152,9 +181,11 @@ class BenchError(RuntimeError):
     """A run could not complete; the message says which phase and why."""
 
 
-def run_sync(profile: Profile, *, workdir: Path | None = None, progress: Progress = lambda _m: None) -> dict[str, Any]:
+def run_sync(
+    profile: Profile, *, workdir: Path | None = None, flame_dir: Path | None = None, progress: Progress = lambda _m: None
+) -> dict[str, Any]:
     """``run`` in a fresh event loop; NATS and gRPC failures become one ``BenchError``."""
     try:
-        return asyncio.run(run(profile, workdir=workdir, progress=progress))
+        return asyncio.run(run(profile, workdir=workdir, flame_dir=flame_dir, progress=progress))
     except (nats.errors.Error, grpc.RpcError) as exc:
         raise BenchError(f"bench failed: {type(exc).__name__}: {exc}") from exc
