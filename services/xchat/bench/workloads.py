@@ -156,19 +156,27 @@ async def open_loop(pair: Pair, *, rate_per_s: float, duration_s: float, size: i
     scheduled: dict[int, float] = {}
     tasks: list[asyncio.Task[bool]] = []
     overloaded = False
+    unfinished = 0
+
+    def finished(_task: asyncio.Task[bool]) -> None:
+        nonlocal unfinished
+        unfinished -= 1
+
     async with _Costs(pair) as costs:
         start = time.monotonic() + 0.05
         for index in range(count):
             when = start + index / rate_per_s
-            delay = when - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if sum(1 for t in tasks[-max_unfinished * 2 :] if not t.done()) >= max_unfinished:
+            # Behind schedule: still yield, so the sends already started make progress.
+            await asyncio.sleep(max(when - time.monotonic(), 0.0))
+            if unfinished >= max_unfinished:
                 overloaded = True
                 break
             scheduled[index] = when
-            tasks.append(asyncio.create_task(_send(pair, run, index, size)))
-        done, late = await asyncio.wait(tasks, timeout=drain_timeout_s) if tasks else (set(), set())
+            task = asyncio.create_task(_send(pair, run, index, size))
+            unfinished += 1
+            task.add_done_callback(finished)
+            tasks.append(task)
+        _done, late = await asyncio.wait(tasks, timeout=drain_timeout_s) if tasks else (set(), set())
         for task in late:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
