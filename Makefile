@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export XCHAT_CACHE ?= $(HOME)/.cache/xchat
 
-.PHONY: up demo test tools lint unit clean
+.PHONY: up demo test tools lint unit sdk-wheel clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: $(BIN)/.installed tools lint
 # a first run on a fresh machine without the ~15-minute builds.
 unit: $(BIN)/.installed lint
 	$(BIN)/python -m pytest -q -m "not envtest and not slow" --ignore=tests/chart
+
+# The client SDK alone (xchat-sdk wheel, no server code) into dist/.
+sdk-wheel: $(BIN)/.installed
+	$(BIN)/python -m xchat.client.sdk_wheel dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
