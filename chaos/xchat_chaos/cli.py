@@ -45,6 +45,8 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.add_argument("--regions", default="a,b,c", help="local back end: region names (default a,b,c)")
     drill.add_argument("--users-per-region", type=int, default=2)
     drill.add_argument("--rate", type=float, default=3.0, help="messages/s per user (default 3)")
+    drill.add_argument("--in-flight", type=_window, default=1,
+                       help="concurrent send() calls per user (default 1: one at a time; load: e.g. 8)")
     drill.add_argument("--warmup", type=float, default=8.0, help="seconds of traffic before the fault")
     drill.add_argument("--fault", type=float, default=10.0, help="seconds a fault lasts")
     drill.add_argument("--settle", type=float, default=8.0, help="seconds of traffic after the fault")
@@ -68,6 +70,17 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.set_defaults(run=_run)
 
 
+def _window(text: str) -> int:
+    """--in-flight: a whole number of concurrent sends, 1..256."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..256")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> DrillSettings:
     from xchat_chaos.drill import DrillSettings
     from xchat_chaos.workload import WorkloadSettings
@@ -80,7 +93,8 @@ def _settings(args: argparse.Namespace) -> DrillSettings:
         flaps=args.flaps,
         rto_bound_s=args.rto_bound,
         recovery_bound_s=args.recovery_bound,
-        workload=WorkloadSettings(users_per_region=args.users_per_region, rate=args.rate),
+        workload=WorkloadSettings(users_per_region=args.users_per_region, rate=args.rate,
+                                  in_flight=args.in_flight),
     )
 
 

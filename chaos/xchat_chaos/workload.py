@@ -5,8 +5,10 @@ sends and receives and most conversations cross regions. Each body carries
 the conversation and its sequence number (inside the end-to-end ciphertext);
 the receiver's log of those bodies is the checker's only view of delivery.
 
-A sender sends its next message only once the previous one is acknowledged:
-when a send fails (region down) the SDK keeps it in its outbox and the
+A sender keeps at most ``in_flight`` sends outstanding (1: the next message
+only once the previous one is acknowledged; more: an app with concurrent
+``send()`` calls, whose order of calls the SDK must keep per conversation).
+When a send fails (region down) the SDK keeps it in its outbox and the
 sender re-flushes it, as an app would, so order per conversation is the
 SDK's and the mesh's to keep, never broken by the workload itself.
 """
@@ -40,6 +42,8 @@ class WorkloadSettings:
     rate: float = 3.0
     # Client per-call deadline (s): how fast a frozen region is noticed on unary calls.
     call_timeout: float = 3.0
+    # Concurrent send() calls per sender (load); 1 = one at a time.
+    in_flight: int = 1
 
 
 @dataclass
@@ -52,8 +56,9 @@ class User:
     receiver: asyncio.Task[None] | None = None
     # Seconds the app "works" on each message (a slow consumer keeps a backlog).
     slow: float = 0.0
-    # One send at a time per user: the next starts only after the previous is acked.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # At most ``in_flight`` sends outstanding per user (a Semaphore(1) is one at a time).
+    window: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    sends: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class Workload:
@@ -100,7 +105,7 @@ class Workload:
                 call_timeout=self.settings.call_timeout,
             )
             peer = names[(idx + 1) % len(names)][0]
-            self.users.append(User(name, region, peer, client))
+            self.users.append(User(name, region, peer, client, window=asyncio.Semaphore(self.settings.in_flight)))
             self.history.users[name] = region
         await asyncio.gather(*(u.client.register(u.name) for u in self.users))
         # Session set-up (prekey fetch) happens here, outside the checked history.
@@ -162,10 +167,22 @@ class Workload:
     # -- sending -------------------------------------------------------
 
     async def _send_one(self, user: User) -> None:
-        async with user.lock:
-            await self._send_locked(user)
+        """Waits for room in the user's window, then sends and waits for the acknowledgement."""
+        async with user.window:
+            await self._send_in_window(user)
 
-    async def _send_locked(self, user: User) -> None:
+    async def _start_send(self, user: User) -> None:
+        """Waits for room in the user's window, then sends in the background (the call order is the seq order)."""
+        await user.window.acquire()
+        task = asyncio.create_task(self._send_in_window(user), name=f"xchat-drill-send-one-{user.name}")
+        user.sends.add(task)
+        def done(finished: asyncio.Task[None]) -> None:
+            user.sends.discard(finished)
+            user.window.release()
+
+        task.add_done_callback(done)
+
+    async def _send_in_window(self, user: User) -> None:
         user.seq += 1
         seq = user.seq
         body = json.dumps({"s": user.name, "r": user.peer, "n": seq, "pad": "x" * 64})
@@ -192,7 +209,10 @@ class Workload:
         next_at = time.monotonic()
         while not self._stopping:
             await self._sending.wait()
-            await self._send_one(user)
+            if self.settings.in_flight > 1:
+                await self._start_send(user)
+            else:
+                await self._send_one(user)
             next_at = max(next_at + interval, time.monotonic() - interval)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -210,15 +230,16 @@ class Workload:
             for _ in range(per_user):
                 await self._send_one(user)
 
-        # Steady sends interleave under each user's lock: one conversation, one order.
+        # Steady sends interleave within each user's window: one conversation, one order.
         await asyncio.gather(*(spike(u) for u in self.users))
 
     async def stop_sending(self) -> None:
         self._stopping = True
         self._sending.set()
-        for task in self._senders:
+        in_flight = [t for u in self.users for t in u.sends]
+        for task in [*self._senders, *in_flight]:
             task.cancel()
-        await asyncio.gather(*self._senders, return_exceptions=True)
+        await asyncio.gather(*self._senders, *in_flight, return_exceptions=True)
         self._senders = []
 
     def undelivered(self) -> int:
