@@ -92,9 +92,16 @@ class BenchMesh:
 
     async def nats(self, region: str = "a") -> Nats:
         """An admin NATS connection (TLS, trusting the mesh CA) to ``region``'s servers first."""
-        context = ssl.create_default_context(cafile=str(self.cert_files[0]))
+        # Meshes whose NATS client port verifies client certificates hand out a context
+        # with the admin role's certificate; older ones only need the CA.
+        role_tls = getattr(self.mesh, "nats_tls", None)
+        context: ssl.SSLContext = role_tls("admin") if role_tls is not None else ssl.create_default_context(cafile=str(self.cert_files[0]))
+
+        async def quiet(_exc: Exception) -> None:
+            """nats-py logs every connection error with a traceback; the failing call raises anyway."""
+
         return await nats.connect(
-            self.mesh.nats_urls(region), tls=context, allow_reconnect=False, connect_timeout=5,
+            self.mesh.nats_urls(region), tls=context, allow_reconnect=False, connect_timeout=5, error_cb=quiet,
             **self.mesh.admin_credentials,
         )
 
