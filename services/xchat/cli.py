@@ -60,8 +60,11 @@ def _up(args: argparse.Namespace) -> int:
         raise SettingsError(f"region names must be unique: {','.join(regions)}")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
     mesh = LocalMesh(
-        workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port, tls=not args.insecure
+        workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port, tls=not args.insecure,
+        nats_auth=not args.open_nats,
     )
+    if args.open_nats:
+        print("WARNING: --open-nats: any local process can read every mailbox and write every bucket", file=sys.stderr)
     print(f"starting {len(regions)} regions in {workdir} ...", flush=True)
     started = time.monotonic()
     with mesh:
@@ -171,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     up.add_argument("--demo", action="store_true", help="run the two-user demo once the mesh is up")
     up.add_argument("--insecure", action="store_true", help="plaintext everywhere (default: TLS with a local CA)")
+    up.add_argument(
+        "--open-nats", action="store_true",
+        help="development only: NATS without users or permissions (default: one least-privilege user per service)",
+    )
     up.add_argument("--exit-after-demo", action="store_true", help="stop the mesh when the demo ends")
     up.set_defaults(run=_up)
 

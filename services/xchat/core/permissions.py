@@ -1,9 +1,30 @@
 """What each service owns and may do on NATS: the least-privilege source of truth.
 
 The operator renders one NATS user per service from ``permissions(service)``;
-the local mesh does the same when started with ``nats_auth=True``, and a test
-runs every client flow under exactly these permissions, so a missing subject
-fails a test instead of a deployment.
+the local mesh does the same (by default; ``xchat up --open-nats`` turns it
+off), and tests run every client flow under exactly these permissions and
+try each forbidden operation, so a missing subject fails a test instead of a
+deployment and an extra one fails an attack test.
+
+Three rules shape the lists (docs/security.md, "NATS least privilege"):
+
+* **Replies are private.** Every user has its own inbox prefix
+  (:func:`inbox_prefix`, passed to nats-py's ``connect(inbox_prefix=...)``)
+  and may subscribe only below it, so relay's credentials cannot read
+  mailbox's ciphertext replies or auth's refresh-token KV replies. (One
+  account with per-user prefixes rather than one account per service: the
+  streams and buckets are shared by several services, and cross-account
+  JetStream needs an export/import of the API and of every delivery subject
+  per pair, for the same isolation.)
+* **Running services never shape storage.** No service user may create,
+  update, delete or purge-all a stream or bucket; the ``bootstrap`` user
+  (:data:`BOOTSTRAP_USER`, used once by ``xchat up`` / the operator's
+  bootstrap init container) does that, see ``xchat.mesh.bootstrap``.
+* **No subject listing.** ``STREAM.INFO`` with a subject filter lists every
+  subject of a stream: on the mailbox stream that is every mailbox holder,
+  so no user but bootstrap may ask for the mailbox stream's info. KV bucket
+  info stays with the services that open the bucket (nats-py reads the
+  bucket's config from it).
 """
 
 from __future__ import annotations
@@ -18,15 +39,17 @@ BUCKET_DEVICES = "xchat_devices"
 BUCKET_CHALLENGES = "xchat_challenges"
 BUCKET_REFRESH = "xchat_refresh"
 BUCKET_PREKEYS = "xchat_prekeys"
+#: The NATS user that creates and updates streams and buckets, and nothing else.
+BOOTSTRAP_USER = "bootstrap"
 
-#: Buckets a service creates (and writes); the stream relay creates.
+#: Buckets a service owns: reads and writes (the bootstrap user creates them).
 OWNED_BUCKETS: dict[str, tuple[str, ...]] = {
     "auth": (BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_CHALLENGES, BUCKET_REFRESH),
     "keys": (BUCKET_PREKEYS,),
     "relay": (),
     "mailbox": (),
 }
-#: Buckets a service only reads (it waits for their owner to create them).
+#: Buckets a service only reads.
 READ_BUCKETS: dict[str, tuple[str, ...]] = {
     "auth": (),
     "keys": (BUCKET_ACCOUNTS, BUCKET_DEVICES),
@@ -43,8 +66,9 @@ class Permissions:
     subscribe: tuple[str, ...]
 
 
-def _stream_owner(stream: str) -> list[str]:
-    return [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}"]
+def inbox_prefix(user: str) -> str:
+    """The reply-subject prefix of ``user``'s connections (``_INBOX_relay``, ...)."""
+    return f"_INBOX_{user}"
 
 
 def _bucket_read(bucket: str) -> list[str]:
@@ -58,31 +82,47 @@ def _bucket_read(bucket: str) -> list[str]:
 
 
 def _bucket_write(bucket: str) -> list[str]:
-    return [*_stream_owner(f"KV_{bucket}"), *_bucket_read(bucket), f"$KV.{bucket}.>"]
+    return [*_bucket_read(bucket), f"$KV.{bucket}.>"]
+
+
+def _stream_admin(stream: str) -> list[str]:
+    return [f"$JS.API.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO")]
+
+
+def bootstrap_permissions() -> Permissions:
+    """Create/update (never delete or purge) the mailbox stream and every bucket; no data."""
+    buckets = dict.fromkeys(b for owned in OWNED_BUCKETS.values() for b in owned)
+    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM)]
+    for bucket in buckets:
+        publish += _stream_admin(f"KV_{bucket}")
+    return Permissions(tuple(publish), (f"{inbox_prefix(BOOTSTRAP_USER)}.>",))
 
 
 def permissions(service: str) -> Permissions:
-    """Publish and subscribe allow-lists of ``service`` (``all`` = the union, for one-process mode)."""
+    """Publish and subscribe allow-lists of ``service`` (``all`` = the union, for one-process mode;
+    ``bootstrap`` = the storage-shaping user)."""
+    if service == BOOTSTRAP_USER:
+        return bootstrap_permissions()
     if service == "all":
         parts = [permissions(s) for s in OWNED_BUCKETS]
-        return Permissions(
-            tuple(dict.fromkeys(p for part in parts for p in part.publish)),
-            tuple(dict.fromkeys(s for part in parts for s in part.subscribe)),
-        )
+        union = dict.fromkeys(p for part in parts for p in part.publish)
+        wakeups = dict.fromkeys(s for part in parts for s in part.subscribe if not s.startswith("_INBOX_"))
+        return Permissions(tuple(union), (f"{inbox_prefix('all')}.>", *wakeups))
     publish = ["$JS.API.INFO"]  # health: JetStream reachable with a meta leader
-    subscribe = ["_INBOX.>"]  # replies to every request above
+    subscribe = [f"{inbox_prefix(service)}.>"]  # replies to every request above, and only ours
     for bucket in OWNED_BUCKETS[service]:
         publish += _bucket_write(bucket)
     for bucket in READ_BUCKETS[service]:
         publish += _bucket_read(bucket)
     if service == MAILBOX_OWNER:
-        publish += [*_stream_owner(MAILBOX_STREAM), MAILBOX_SUBJECTS, NOTIFY_SUBJECTS]
+        publish += [MAILBOX_SUBJECTS, NOTIFY_SUBJECTS]
     if service == MAILBOX_READER:
         publish += [
-            f"$JS.API.STREAM.INFO.{MAILBOX_STREAM}",
             f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}",
             f"$JS.API.STREAM.MSG.DELETE.{MAILBOX_STREAM}",
             # Acknowledged floor: one purge of a device's subject below a sequence.
+            # (NATS cannot check the request body: this user could purge the whole
+            # stream; docs/security.md lists it as the remaining gap.)
             f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)

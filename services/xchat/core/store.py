@@ -33,11 +33,11 @@ from xchat.core.permissions import (
     BUCKET_PREKEYS,
     BUCKET_REFRESH,
     MAILBOX_OWNER,
-    MAILBOX_READER,
     MAILBOX_STREAM,
     NOTIFY_SUBJECTS,
     OWNED_BUCKETS,
     READ_BUCKETS,
+    inbox_prefix,
 )
 from xchat.core.settings import ServiceSettings
 
@@ -133,6 +133,9 @@ class Store:
         tls: ssl.SSLContext | None = None
         if settings.nats_ca is not None or any(u.startswith("tls://") for u in settings.nats_urls):
             tls = ssl.create_default_context(cafile=str(settings.nats_ca) if settings.nats_ca else None)
+            if settings.tls is not None:
+                # The NATS client port verifies client certificates: present ours.
+                tls.load_cert_chain(str(settings.tls.cert), str(settings.tls.key))
         options: dict[str, object] = {
             "servers": list(settings.nats_urls),
             "name": name,
@@ -151,6 +154,8 @@ class Store:
         if settings.nats_user:
             options["user"] = settings.nats_user
             options["password"] = settings.nats_password or ""
+            # Replies only below our own prefix: the user may subscribe nowhere else.
+            options["inbox_prefix"] = inbox_prefix(settings.nats_user)
         deadline = asyncio.get_running_loop().time() + ENSURE_DEADLINE_S
         while True:
             try:
@@ -161,19 +166,25 @@ class Store:
                     raise Unavailable(f"cannot connect to NATS at {settings.nats_urls}: {exc}") from exc
                 await asyncio.sleep(0.5)
 
-    async def ensure_resources(self) -> None:
-        """Creates what this process's services own; waits for what they only read.
+    async def ensure_resources(self, *, create: bool = False) -> None:
+        """Opens the buckets this process's services use, waiting until they exist.
 
-        Idempotent and safe to race: every region's processes run it at start.
+        ``create``: also creates (or updates to the settings) the stream and the
+        buckets they own: only the bootstrap user may (``xchat.mesh.bootstrap``);
+        running services hold no STREAM.CREATE/UPDATE. Idempotent and safe to race.
         Ownership (and so the NATS permissions needed) is in ``xchat.core.permissions``.
         """
         services = set(self.settings.services)
-        if MAILBOX_OWNER in services:
+        if create and MAILBOX_OWNER in services:
             await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
-        elif MAILBOX_READER in services:
-            await self._retry(lambda: self._wait_for(lambda: self.js.stream_info(MAILBOX_STREAM), MAILBOX_STREAM))
+        # Services never wait on the mailbox stream: STREAM.INFO on it would list
+        # every mailbox holder; until bootstrap made it, sends and reads are UNAVAILABLE.
         owned = [b for s in self.settings.services for b in OWNED_BUCKETS[s]]
         read = [b for s in self.settings.services for b in READ_BUCKETS[s] if b not in owned]
+        if create:
+            read = []  # bootstrap shapes storage; it never waits on another owner's bucket
+        else:
+            read, owned = list(dict.fromkeys([*owned, *read])), []
         for name in dict.fromkeys(owned):
             config = self._bucket_config(name)
             self._buckets[name] = await self._retry(lambda c=config: self._ensure_bucket(c))  # type: ignore[misc]

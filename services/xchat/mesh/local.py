@@ -11,28 +11,37 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import json
 import socket
+import ssl
+import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import nacl.signing
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from xchat.core.permissions import Permissions, permissions
+from xchat.core.permissions import BOOTSTRAP_USER, Permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
-from xchat.mesh.natsconf import NatsNode, nats_server_binary, render
+from xchat.mesh.natsconf import NatsNode, nats_server_binary, password_hash, render
 from xchat.mesh.processes import Supervised, wait_until
-from xchat.mesh.tls import TlsFiles, make_local_pki
+from xchat.mesh.readiness import grpc_serving, nats_ready
+from xchat.mesh.tls import TlsFiles, make_local_pki, role_files
+
+__all__ = ["DEFAULT_REGIONS", "HOST", "LocalMesh", "Region", "free_port", "grpc_serving", "nats_ready", "write_private"]
 
 DEFAULT_REGIONS = ("a", "b", "c")
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0
+
+
+def write_private(path: Path, text: str) -> None:
+    """Keys, passwords and configs: 0600 from the first byte, in a 0700 directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
 
 
 def free_port() -> int:
@@ -76,11 +85,16 @@ class LocalMesh:
         # TLS on every hop: SDK→gRPC, service→NATS, NATS route↔route (mutual).
         self.tls: TlsFiles | None = make_local_pki(workdir / "tls") if tls else None
         # One NATS user per service with exactly xchat.core.permissions; "all"
-        # (the union) for one-process regions; "admin" for tests and drills.
+        # (the union) for one-process regions; "bootstrap" creates the stream
+        # and buckets before the services start; "admin" for tests and drills.
         self.nats_users: dict[str, tuple[str, Permissions | None]] | None = None
+        self._nats_hashes: dict[str, tuple[str, Permissions | None]] | None = None
         if nats_auth:
-            self.nats_users = {name: (secrets.token_urlsafe(18), permissions(name)) for name in (*SERVICE_NAMES, "all")}
+            roles = (*SERVICE_NAMES, "all", BOOTSTRAP_USER)
+            self.nats_users = {name: (secrets.token_urlsafe(18), permissions(name)) for name in roles}
             self.nats_users["admin"] = (secrets.token_urlsafe(18), None)
+            # nats.conf gets bcrypt hashes only (hashed once: every node's config shares them).
+            self._nats_hashes = {u: (password_hash(pw), perms) for u, (pw, perms) in self.nats_users.items()}
         self.replicas = replicas
         self.mailbox_quota = mailbox_quota
         self.extra_env = extra_env or {}
@@ -114,13 +128,11 @@ class LocalMesh:
 
     def _write_token_keys(self) -> None:
         keys = self.workdir / "keys"
-        keys.mkdir(parents=True, exist_ok=True)
         seed_file = keys / "token-signing.key"
         if not seed_file.exists():
             key = nacl.signing.SigningKey.generate()
-            seed_file.write_text(base64.b64encode(bytes(key)).decode())
-            seed_file.chmod(0o600)
-            (keys / "token-public.key").write_text(base64.b64encode(bytes(key.verify_key)).decode())
+            write_private(seed_file, base64.b64encode(bytes(key)).decode())
+            write_private(keys / "token-public.key", base64.b64encode(bytes(key.verify_key)).decode())
         self.token_signing_key_file = seed_file
         self.token_public_key_file = keys / "token-public.key"
 
@@ -134,6 +146,16 @@ class LocalMesh:
     def nats_credentials(self, user: str) -> dict[str, str]:
         assert self.nats_users is not None, "the mesh runs without NATS authorization"
         return {"user": user, "password": self.nats_users[user][0]}
+
+    def nats_tls(self, role: str = "admin") -> ssl.SSLContext | None:
+        """``nats.connect(tls=...)`` for ``role``: trusts the mesh CA and presents the
+        role's client certificate (the client port verifies it). None without TLS."""
+        if self.tls is None:
+            return None
+        files = role_files(self.tls, role)
+        context = ssl.create_default_context(cafile=str(files.ca))
+        context.load_cert_chain(str(files.cert), str(files.key))
+        return context
 
     @property
     def root_certificates(self) -> bytes | None:
@@ -158,23 +180,49 @@ class LocalMesh:
 
     def _nats_process(self, node: NatsNode) -> Supervised:
         config = self.workdir / "nats" / f"{node.name}.conf"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(render(node, self.all_nodes, route_url=self.route_url, tls=self.tls, users=self.nats_users))
+        write_private(config, render(node, self.all_nodes, route_url=self.route_url, tls=self.tls, users=self._nats_hashes))
         return Supervised(
             f"nats-{node.name}",
             [str(nats_server_binary()), "-c", str(config)],
             log_path=self.workdir / "logs" / f"nats-{node.name}.log",
         )
 
+    def _nats_env(self, region: str, role: str) -> dict[str, str]:
+        """How ``role`` reaches NATS: URLs, its own user, its own client certificate."""
+        env = {**self._base_env(), "XCHAT_NATS_URLS": ",".join(self.nats_urls(region)), "XCHAT_REPLICAS": str(self.replicas)}
+        if self.mailbox_quota is not None:
+            env["XCHAT_MAILBOX_QUOTA"] = str(self.mailbox_quota)
+        if self.nats_users is not None:
+            password_file = self.workdir / "nats-users" / f"{role}.password"
+            write_private(password_file, self.nats_users[role][0])
+            env |= {"XCHAT_NATS_USER": role, "XCHAT_NATS_PASSWORD_FILE": str(password_file)}
+        if self.tls is not None:
+            # Per role: the certificate it presents to NATS (and serves gRPC with).
+            files = role_files(self.tls, role)
+            env |= {"XCHAT_TLS_CERT_FILE": str(files.cert), "XCHAT_TLS_KEY_FILE": str(files.key), "XCHAT_TLS_CA_FILE": str(files.ca)}
+        return env
+
+    def bootstrap(self) -> None:
+        """Creates the stream and the buckets as the bootstrap user (xchat.mesh.bootstrap)."""
+        region = next(iter(self.regions))
+        env = {**self._nats_env(region, BOOTSTRAP_USER), "XCHAT_REGION": region, **self.extra_env}
+        log_path = self.workdir / "logs" / "bootstrap.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            done = subprocess.run(
+                [sys.executable, "-m", "xchat.mesh.bootstrap"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                timeout=START_TIMEOUT_S, check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"bootstrap failed:\n{log_path.read_text()[-2000:]}")
+
     def _service_process(
         self, region: Region, *, service: str = "all", listen: str | None = None
     ) -> Supervised:
         env = {
-            **self._base_env(),
+            **self._nats_env(region.name, service),
             "XCHAT_REGION": region.name,
             "XCHAT_LISTEN": listen or region.endpoint,
-            "XCHAT_NATS_URLS": ",".join(self.nats_urls(region.name)),
-            "XCHAT_REPLICAS": str(self.replicas),
             # Every client of a loopback mesh is 127.0.0.1 and benchmarks push
             # one device hard: keep the limits on, but far above a person's.
             "XCHAT_AUTH_RATE": "2000",
@@ -188,20 +236,6 @@ class LocalMesh:
             env["XCHAT_TOKEN_SIGNING_KEY_FILE"] = str(self.token_signing_key_file)
         else:
             env["XCHAT_TOKEN_PUBLIC_KEY_FILE"] = str(self.token_public_key_file)
-        if self.mailbox_quota is not None:
-            env["XCHAT_MAILBOX_QUOTA"] = str(self.mailbox_quota)
-        if self.nats_users is not None:
-            password_file = self.workdir / "nats-users" / f"{service}.password"
-            password_file.parent.mkdir(parents=True, exist_ok=True)
-            password_file.write_text(self.nats_users[service][0])
-            password_file.chmod(0o600)
-            env |= {"XCHAT_NATS_USER": service, "XCHAT_NATS_PASSWORD_FILE": str(password_file)}
-        if self.tls is not None:
-            env |= {
-                "XCHAT_TLS_CERT_FILE": str(self.tls.cert),
-                "XCHAT_TLS_KEY_FILE": str(self.tls.key),
-                "XCHAT_TLS_CA_FILE": str(self.tls.ca),
-            }
         name = f"services-{region.name}" if service == "all" else f"{service}-{region.name}"
         return Supervised(
             name,
@@ -248,6 +282,7 @@ class LocalMesh:
                     proc.start()
             for node in self.all_nodes:
                 wait_until(lambda n=node: nats_ready(n), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")  # type: ignore[misc]
+            self.bootstrap()
             for region in self.regions.values():
                 region.services = self._service_process(region)
                 region.services.start()
@@ -370,23 +405,3 @@ class LocalMesh:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def nats_ready(node: NatsNode) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{node.host}:{node.http_port}/healthz", timeout=1) as resp:
-            return bool(json.loads(resp.read()).get("status") == "ok")
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def grpc_serving(endpoint: str, timeout: float = 1.0, *, root_certificates: bytes | None = None) -> bool:
-    if root_certificates is not None:
-        channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates))
-    else:
-        channel = grpc.insecure_channel(endpoint)
-    with channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -4,11 +4,18 @@ Each server carries the tag ``region:<name>`` and JetStream's ``unique_tag``
 is ``region:``, so the replicas of every R3 stream and bucket sit in three
 different regions. ``sync_interval: always`` fsyncs every write before it is
 acknowledged (Jepsen, NATS 2.12.1: the 2-minute default lost acked writes).
+
+With TLS on, both listeners verify certificates: routes (mutual TLS between
+servers) and the client port (every service, the bootstrap step and the
+tools present a certificate of the mesh CA). User passwords appear only as
+bcrypt hashes (:func:`password_hash`), never in plaintext.
 """
 
 from __future__ import annotations
 
 import json
+
+import bcrypt
 import shutil
 import sysconfig
 from collections.abc import Callable, Mapping
@@ -19,6 +26,15 @@ from xchat.core.permissions import Permissions
 from xchat.mesh.tls import TlsFiles
 
 CLUSTER_NAME = "xchat"
+# The passwords are 144+ random bits: the hash must be one-way, not slow. Each
+# connect costs the server one verification, and a failover reconnects every
+# client at once, so the cost stays low (2^8 rounds ~ 15 ms; bcrypt's default 12 ~ 250 ms).
+BCRYPT_ROUNDS = 8
+
+
+def password_hash(password: str) -> str:
+    """The ``$2b$...`` bcrypt hash nats-server accepts in place of a plaintext password."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +67,16 @@ def render(
 ) -> str:
     """``route_url(node, peer)`` may redirect a route (e.g. through a fault-injecting proxy).
 
-    ``users`` maps a NATS user to (password, permissions); ``None`` permissions
-    means unrestricted (the mesh's admin user for tests and drills).
+    ``users`` maps a NATS user to (bcrypt password hash, permissions); ``None``
+    permissions means unrestricted (the mesh's admin user for tests and drills).
     """
     url = route_url or (lambda _node, peer: peer.route_url)
     routes = ",\n    ".join(f'"{url(node, peer)}"' for peer in cluster if peer.name != node.name)
     # Routes use mutual TLS (verify): a process without a CA-signed
     # certificate cannot join the cluster.
     route_tls = "" if tls is None else _tls_block(tls, verify=True)
-    client_tls = "" if tls is None else _tls_block(tls, verify=False)
+    # Clients too: a process without a CA-signed certificate cannot connect.
+    client_tls = "" if tls is None else _tls_block(tls, verify=True)
     # A lone server runs JetStream standalone: a cluster of one never elects.
     cluster_block = "" if len(cluster) == 1 else f"""
 cluster {{
@@ -93,8 +110,8 @@ jetstream {{
 
 def _authorization(users: Mapping[str, tuple[str, Permissions | None]]) -> str:
     entries = []
-    for user, (password, perms) in users.items():
-        entry = f'{{ user: {json.dumps(user)}, password: {json.dumps(password)}'
+    for user, (password_hash, perms) in users.items():
+        entry = f'{{ user: {json.dumps(user)}, password: {json.dumps(password_hash)}'
         if perms is not None:
             entry += (
                 f", permissions: {{ publish: {{ allow: {json.dumps(list(perms.publish))} }},"

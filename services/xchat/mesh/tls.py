@@ -1,4 +1,10 @@
-"""A throw-away PKI for the local mesh: one CA, one certificate for 127.0.0.1.
+"""A throw-away PKI for the local mesh: one CA, one certificate per role.
+
+``server.pem`` serves NATS (client port and mutual-TLS routes); each NATS
+user (``all``, ``auth``, ..., ``bootstrap``, ``admin``) gets its own client
+certificate, which its processes present to NATS (the client port verifies
+them) and, for service roles, also serve gRPC with. The CA key is kept
+(0600) so a role added later gets a certificate from the same CA.
 
 The deployed shape gets its certificates from the operator (or cert-manager);
 the local mesh makes its own so that the same TLS code paths (gRPC server
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +43,20 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Written 0600 from the first byte (no window where another user could read it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    path.chmod(0o600)
+
+
 def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
     """Creates (or reuses) ``ca.pem``, ``server.pem`` and ``server-key.pem`` in ``directory``."""
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-    if files.ca.exists() and files.cert.exists() and files.key.exists():
+    if all(f.exists() for f in (files.ca, files.cert, files.key, directory / "ca-key.pem")):
         return files
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -56,6 +71,26 @@ def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "l
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+    _write_private(directory / "ca-key.pem", _pem_key(ca_key))
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _issue(files.ca, directory / "ca-key.pem", hosts[0], hosts, files.cert, files.key)
+    return files
+
+
+def role_files(pki: TlsFiles, role: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+    """The client certificate of NATS user ``role`` (made on first use; CN = the role)."""
+    directory = pki.ca.parent
+    files = TlsFiles(pki.ca, directory / f"{role}.pem", directory / f"{role}-key.pem")
+    if not (files.cert.exists() and files.key.exists()):
+        _issue(pki.ca, directory / "ca-key.pem", role, hosts, files.cert, files.key)
+    return files
+
+
+def _issue(ca_file: Path, ca_key_file: Path, common_name: str, hosts: tuple[str, ...], cert_file: Path, key_file: Path) -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
     alt_names: list[x509.GeneralName] = []
     for host in hosts:
@@ -65,7 +100,7 @@ def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "l
             alt_names.append(x509.DNSName(host))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(hosts[0]))
+        .subject_name(_name(common_name))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -76,8 +111,5 @@ def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "l
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(_pem_key(key))
-    files.key.chmod(0o600)
-    return files
+    _write_private(key_file, _pem_key(key))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
