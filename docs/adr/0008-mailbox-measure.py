@@ -1,13 +1,15 @@
 """Measurements behind ADR 0008 (not a test: numbers, not assertions).
 
     .venv/bin/python docs/adr/0008-mailbox-measure.py idle --streams 1000 --seconds 30
-    .venv/bin/python docs/adr/0008-mailbox-measure.py acks --messages 3000
+    .venv/bin/python docs/adr/0008-mailbox-measure.py acks --messages 1000 --rounds 3
 
 ``idle``: a fresh three-region mesh, N registered devices, N open Sync streams
 on region a and no traffic; reports region a's service process CPU (% of one
 core) and RSS per stream, and the three nats-servers' CPU and RSS per stream.
-``acks``: one device, M envelopes queued, then one Sync that acknowledges each
-response as it arrives; reports acks/s until the device's subject is empty.
+``acks``: one device, M (≤ 1,000) envelopes queued, one Sync that receives them
+all, then acknowledges them, one ack frame per response (as the SDK does);
+reports acks/s from the first ack frame until the device's subject is empty,
+for each of R rounds.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ async def idle(mesh: LocalMesh, streams: int, seconds: float) -> None:
     assert service is not None and service.pid is not None
     nats_pids = [p.pid for r in mesh.regions.values() for p in r.nats if p.pid is not None]
     await asyncio.sleep(3)
+    # Baseline: the same mesh and devices, no stream open.
+    b0, bn0, bt0 = cpu_s(service.pid), sum(cpu_s(p) for p in nats_pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    b1, bn1, bt1 = cpu_s(service.pid), sum(cpu_s(p) for p in nats_pids), time.monotonic()
+    print(f"no stream open:  service CPU {100 * (b1 - b0) / (bt1 - bt0):.1f}%, 3 nats-servers CPU {100 * (bn1 - bn0) / (bt1 - bt0):.1f}% of a core")
     rss0, nats_rss0 = rss_kib(service.pid), sum(rss_kib(p) for p in nats_pids)
     stop = asyncio.Event()
 
@@ -105,11 +112,17 @@ async def idle(mesh: LocalMesh, streams: int, seconds: float) -> None:
         await channel.close()
 
 
-async def acks(mesh: LocalMesh, messages: int) -> None:
+async def acks(mesh: LocalMesh, messages: int, rounds: int) -> None:
     channel = grpc.aio.insecure_channel(mesh.regions["a"].endpoint)
     device, token = await register(channel)
     md = (("authorization", f"Bearer {token}"),)
     relay = relay_pb2_grpc.RelayStub(channel)
+    nc = await nats.connect(mesh.nats_urls("a"))
+    js = nc.jetstream()
+
+    async def left() -> int:
+        info = await js.stream_info("XCHAT_MAILBOX", subjects_filter=f"xchat.mbx.{device}")
+        return sum((info.state.subjects or {}).values())
 
     async def batches() -> object:
         for start in range(0, messages, 128):
@@ -120,38 +133,33 @@ async def acks(mesh: LocalMesh, messages: int) -> None:
                 ]
             )
 
-    async for _ in relay.SendStream(batches(), metadata=md):
-        pass
-    nc = await nats.connect(mesh.nats_urls("a"))
-    js = nc.jetstream()
+    for _ in range(rounds):
+        async for _ in relay.SendStream(batches(), metadata=md):
+            pass
+        frames: asyncio.Queue[list[int] | None] = asyncio.Queue()
 
-    async def left() -> int:
-        info = await js.stream_info("XCHAT_MAILBOX", subjects_filter=f"xchat.mbx.{device}")
-        return sum((info.state.subjects or {}).values())
+        async def requests() -> object:
+            yield mailbox_pb2.SyncRequest()
+            while (frame := await frames.get()) is not None:
+                yield mailbox_pb2.SyncRequest(ack_sequences=frame)
 
-    print(f"queued: {await left()}")
-    frames: asyncio.Queue[list[int] | None] = asyncio.Queue()
-
-    async def requests() -> object:
-        yield mailbox_pb2.SyncRequest()
-        while (frame := await frames.get()) is not None:
-            yield mailbox_pb2.SyncRequest(ack_sequences=frame)
-
-    call = mailbox_pb2_grpc.MailboxStub(channel).Sync(requests(), metadata=md)
-    received = 0
-    start = time.monotonic()
-    async for response in call:
-        if response.envelopes:
-            received += len(response.envelopes)
-            frames.put_nowait([e.sequence for e in response.envelopes])
-        if received >= messages:
-            break
-    while (remaining := await left()) > 0:
-        await asyncio.sleep(0.01)
-    elapsed = time.monotonic() - start
-    print(f"messages={messages}: delivered and acknowledged in {elapsed:.2f}s = {messages / elapsed:.0f} acks/s (subject left {remaining})")
-    frames.put_nowait(None)
-    call.cancel()
+        call = mailbox_pb2_grpc.MailboxStub(channel).Sync(requests(), metadata=md)
+        received: list[list[int]] = []
+        async for response in call:
+            if response.envelopes:
+                received.append([e.sequence for e in response.envelopes])
+            if sum(map(len, received)) >= messages:
+                break
+        # The acks alone: one frame per response, as the SDK sends them.
+        start = time.monotonic()
+        for frame in received:
+            frames.put_nowait(frame)
+        while (remaining := await left()) > 0:
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - start
+        print(f"{messages} acks in {len(received)} frames: {elapsed:.3f}s = {messages / elapsed:.0f} acks/s")
+        frames.put_nowait(None)
+        call.cancel()
     await nc.close()
     await channel.close()
 
@@ -161,13 +169,15 @@ def main() -> None:
     parser.add_argument("what", choices=("idle", "acks"))
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--messages", type=int, default=3000)
+    # At most 1,000 (the unacknowledged limit of a Sync call).
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalMesh(Path(tmp)) as mesh:
         if args.what == "idle":
             asyncio.run(idle(mesh, args.streams, args.seconds))
         else:
-            asyncio.run(acks(mesh, args.messages))
+            asyncio.run(acks(mesh, args.messages, args.rounds))
 
 
 if __name__ == "__main__":

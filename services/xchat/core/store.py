@@ -116,8 +116,9 @@ class Store:
         self._buckets: dict[str, KeyValue] = {}
         self._reconnect_hooks = reconnect_hooks if reconnect_hooks is not None else []
 
-    def on_reconnected(self, hook: Callable[[], None]) -> None:
-        """Calls ``hook`` after every NATS reconnect (core-NATS messages sent meanwhile were lost)."""
+    def on_messages_lost(self, hook: Callable[[], None]) -> None:
+        """Calls ``hook`` after a NATS reconnect or a slow-consumer drop: core-NATS
+        messages (wake-ups) sent meanwhile may have been lost."""
         self._reconnect_hooks.append(hook)
 
     def bucket(self, name: str) -> KeyValue:
@@ -145,7 +146,7 @@ class Store:
             "connect_timeout": 2,
             "ping_interval": 5,
             "max_outstanding_pings": 2,
-            "error_cb": _log_error,
+            "error_cb": _on_error(hooks),
             "disconnected_cb": _log_event("disconnected from NATS"),
             "reconnected_cb": _on_reconnected(hooks),
         }
@@ -290,8 +291,14 @@ class Store:
             await self.nc.close()
 
 
-async def _log_error(exc: Exception) -> None:
-    log.warning("NATS error: %s", exc)
+def _on_error(hooks: list[Callable[[], None]]) -> Callable[[Exception], Awaitable[None]]:
+    async def callback(exc: Exception) -> None:
+        log.warning("NATS error: %s", exc)
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            for hook in hooks:
+                hook()
+
+    return callback
 
 
 def _on_reconnected(hooks: list[Callable[[], None]]) -> Callable[[], Awaitable[None]]:

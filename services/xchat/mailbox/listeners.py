@@ -2,9 +2,11 @@
 
 One core-NATS subscription per process (``xchat.ntf.*``) instead of one per
 call: relay's wake-up for a device sets the event of each local call of that
-device; wake-ups for devices not connected here cost one dict miss. A NATS
-reconnect wakes every local call, since wake-ups published while this process
-was disconnected are lost (core NATS is fire-and-forget); the calls' rare
+device; wake-ups for devices not connected here cost one dict miss. Wake-ups
+are core NATS (fire-and-forget), so every local call is woken whenever some
+may have been lost: after a NATS reconnect or a slow-consumer drop
+(``Store.on_messages_lost``), and when the store becomes reachable again
+after a failing period (``revocations``: a healed partition). The calls' rare
 safety poll bounds the delay of any other lost one (ADR 0008).
 
 At most ``MAX_SYNCS_PER_DEVICE`` calls per device per process: a new call ends
@@ -34,13 +36,31 @@ MAX_SYNCS_PER_DEVICE = 4
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended")
+    __slots__ = ("device", "wake", "ended", "polled")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
         self.wake = asyncio.Event()
+        # True when the last wake came from the safety poll, not from relay.
+        self.polled = False
         # XChatError, or a store error the RPC edge translates.
         self.ended: Exception | None = None
+
+    async def wait(self, timeout: float) -> None:
+        """Waits for a wake-up or ``timeout`` (then ``polled`` is set).
+
+        A timer handle rather than ``asyncio.wait_for``, which costs a task per
+        wait: an idle call holds no task of its own while it waits.
+        """
+        timer = asyncio.get_running_loop().call_later(timeout, self._poll)
+        try:
+            await self.wake.wait()
+        finally:
+            timer.cancel()
+
+    def _poll(self) -> None:
+        self.polled = True
+        self.wake.set()
 
     def end(self, error: Exception) -> None:
         if self.ended is None:
@@ -56,7 +76,7 @@ class Listeners:
         self._by_device: dict[DeviceId, dict[Listener, None]] = {}
         self._subscribed = False
         self._lock = asyncio.Lock()
-        store.on_reconnected(self.wake_all)
+        store.on_messages_lost(self.wake_all)
 
     async def _subscribe(self, nc: NatsClient) -> None:
         async with self._lock:

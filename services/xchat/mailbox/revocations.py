@@ -13,6 +13,10 @@ since are walked (their subjects name the devices) and only connected
 devices among them are re-read; when more records changed than devices are
 connected, every connected device is re-read instead. So a round costs one
 request plus min(changed records, connected devices).
+
+The same round notices a store that answers again after failing (a healed
+partition) and wakes every local call: wake-ups dropped on a cut route would
+otherwise wait for the safety poll.
 """
 
 from __future__ import annotations
@@ -60,12 +64,23 @@ class RevocationWatch:
 
     async def _run(self) -> None:
         # Runs while calls are open; the next call to open starts it again.
+        failing = False
         while self._listeners.count:
             await asyncio.sleep(self._interval)
             try:
                 await self.check()
             except STORE_ERRORS as exc:
+                failing = True
                 log.info("device re-check postponed: %s", type(exc).__name__)
+                continue
+            except Exception:  # noqa: BLE001 - a bug must not stop the watch for good
+                log.exception("device re-check failed")
+                continue
+            if failing:
+                # The store answers again (a partition healed): wake-ups sent
+                # meanwhile may have been dropped on a cut route.
+                failing = False
+                self._listeners.wake_all()
         self._seen = None
 
     async def check(self) -> None:

@@ -139,8 +139,9 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 await listener.wake.wait()
                 listener.wake.set()  # whatever woke us, read once more
                 continue
-            woken = listener.wake.is_set()
+            woken = listener.wake.is_set() and not listener.polled
             listener.wake.clear()
+            listener.polled = False
             batch = await self._reader.read_after(
                 listener.device, window.cursor, min(READ_BATCH, MAX_UNACKED - window.outstanding)
             )
@@ -163,5 +164,4 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 listener.wake.set()
                 continue
             lagging_retries = 0
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(listener.wake.wait(), random.uniform(SAFETY_POLL_MIN_S, SAFETY_POLL_MAX_S))
+            await listener.wait(random.uniform(SAFETY_POLL_MIN_S, SAFETY_POLL_MAX_S))
