@@ -16,7 +16,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import names, natsconfig, rollout
+from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
+
+from . import names, natsconfig, policies, rollout
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
 Obj = dict[str, Any]
@@ -25,6 +27,7 @@ NATS_CONFIG_DIR = "/etc/nats-config"
 NATS_PID_DIR = "/var/run/nats"
 SERVICE_SECRET_DIR = "/etc/xchat"
 SERVICE_TLS_DIR = "/etc/xchat/tls"
+BOOTSTRAP_SECRET_DIR = "/etc/xchat-bootstrap/nats"
 NATS_TERMINATION_GRACE_SECONDS = 60  # > lame_duck_duration, so clients move before SIGKILL
 CONFIG_HASH_ANNOTATION = "xchat.dev/config-hash"
 
@@ -173,7 +176,10 @@ def nats_services(spec: MeshSpec, region: Region) -> list[Obj]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(spec, names.nats_client_service(spec.name, region.name), "nats", region.name),
-        "spec": {"type": "ClusterIP", "selector": sel, "ports": [p for p in ports if p["name"] != "cluster"]},
+        # Clients only: /connz on the monitoring port shows which devices are online.
+        # The operator probes each pod's monitoring port directly (its IP from
+        # this Service's EndpointSlices), so nothing needs it here.
+        "spec": {"type": "ClusterIP", "selector": sel, "ports": [p for p in ports if p["name"] == "client"]},
     }
     return [headless, client]
 
@@ -334,6 +340,11 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
     if spec.tls.enabled:
         volumes.append(_tls_volume(spec))
         mounts.append({"name": "tls", "mountPath": SERVICE_TLS_DIR, "readOnly": True})
+    init = bootstrap_container(spec, service, region, cluster_domain, mounts)
+    if init is not None:
+        # Only the init container mounts the bootstrap password.
+        volumes.append({"name": "bootstrap", "secret": {"secretName": names.credentials_secret(spec.name),
+                                                        "items": [{"key": names.BOOTSTRAP_USER, "path": "password"}]}})
     container: Obj = {
         "name": service,
         "image": spec.image,
@@ -369,11 +380,36 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
                     "securityContext": pod_security(SERVICE_UID),
                     "nodeSelector": dict(region.node_selector),
                     "affinity": _anti_affinity(sel, region.topology_key),
+                    **({"initContainers": [init]} if init is not None else {}),
                     "containers": [container],
                     "volumes": volumes,
                 },
             },
         },
+    }
+
+
+def bootstrap_container(
+    spec: MeshSpec, service: str, region: Region, cluster_domain: str, mounts: Sequence[Obj]
+) -> Obj | None:
+    """Creates (or updates to the spec) the stream and buckets ``service`` owns, as the
+    ``bootstrap`` NATS user, before the service starts: running services hold no
+    STREAM.CREATE/UPDATE. None for a service that owns none (mailbox)."""
+    if not (OWNED_BUCKETS[service] or service == MAILBOX_OWNER):
+        return None
+    env = [e for e in service_env(spec, service, region, cluster_domain)
+           if e["name"] not in ("XCHAT_NATS_USER", "XCHAT_NATS_PASSWORD_FILE")]
+    env += [{"name": "XCHAT_NATS_USER", "value": names.BOOTSTRAP_USER},
+            {"name": "XCHAT_NATS_PASSWORD_FILE", "value": f"{BOOTSTRAP_SECRET_DIR}/password"}]
+    return {
+        "name": "bootstrap",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["python", "-m", "xchat.mesh.bootstrap", service],
+        "env": env,
+        "volumeMounts": [*(m for m in mounts if m["name"] != "nats"),
+                         {"name": "bootstrap", "mountPath": BOOTSTRAP_SECRET_DIR, "readOnly": True}],
+        "securityContext": dict(CONTAINER_SECURITY),
     }
 
 
@@ -408,7 +444,7 @@ def desired_objects(
     listed: Sequence[str] | None = None,
 ) -> list[Obj]:
     """Every object the mesh should own, except the generated Secrets."""
-    out = [endpoints_configmap(spec, cluster_domain, listed), nats_pdb(spec)]
+    out = [endpoints_configmap(spec, cluster_domain, listed), nats_pdb(spec), *policies.network_policies(spec, lambda name, component: _meta(spec, name, component))]
     for region in spec.regions:
         out += region_objects(spec, region, passwords, cluster_domain)
     return out

@@ -1,6 +1,7 @@
 """Secret material the operator generates once per mesh.
 
-* NATS passwords, one per service user plus the route user;
+* NATS passwords, one per service user plus the bootstrap and route users
+  (nats.conf gets bcrypt hashes of the user passwords, see ``natsconfig``);
 * the access-token Ed25519 key pair (the private half is mounted into auth only);
 * optionally a self-signed CA and one server/client certificate for all of the
   mesh's Services (when ``spec.tls.enabled`` and no ``secretName`` is given).
@@ -31,7 +32,8 @@ CERT_VALIDITY = datetime.timedelta(days=365)
 
 
 def nats_passwords() -> dict[str, str]:
-    return {user: _secrets.token_urlsafe(PASSWORD_BYTES) for user in (*SERVICE_NAMES, names.ROUTE_USER)}
+    users = (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.ROUTE_USER)
+    return {user: _secrets.token_urlsafe(PASSWORD_BYTES) for user in users}
 
 
 def token_key_pair() -> tuple[str, str]:

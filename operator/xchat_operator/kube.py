@@ -42,6 +42,7 @@ RESOURCES: Mapping[str, tuple[str, str, bool]] = {
     "Deployment": ("apps/v1", "deployments", True),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices", True),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies", True),
     "XChatMesh": ("xchat.dev/v1alpha1", "xchatmeshes", True),
     "Role": ("rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings", True),
@@ -53,7 +54,9 @@ RESOURCES: Mapping[str, tuple[str, str, bool]] = {
 }
 
 #: kinds the operator creates for a mesh and prunes when no longer desired
-OWNED_KINDS: tuple[str, ...] = ("ConfigMap", "Secret", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget")
+OWNED_KINDS: tuple[str, ...] = (
+    "ConfigMap", "Secret", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget", "NetworkPolicy",
+)
 
 
 def collection_path(kind: str, namespace: str | None) -> str:

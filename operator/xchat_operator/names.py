@@ -21,6 +21,11 @@ GRPC_PORT = 50051
 # Plaintext grpc.health.v1 only: kubelet's gRPC probes cannot speak TLS.
 HEALTH_PORT = 50052
 ROUTE_USER = "route"
+#: The NATS user of the bootstrap init containers (creates streams and buckets).
+BOOTSTRAP_USER = "bootstrap"
+#: Labels of the operator's own pods (the chart's selector labels): the only
+#: pods the NetworkPolicies let reach the NATS monitoring port.
+OPERATOR_POD_LABELS = {"app.kubernetes.io/component": "operator"}
 
 
 def nats_statefulset(mesh: str, region: str) -> str:
@@ -67,6 +72,11 @@ def generated_tls_secret(mesh: str) -> str:
 
 def tls_secret(spec: MeshSpec) -> str:
     return spec.tls.secret_name or generated_tls_secret(spec.name)
+
+
+def network_policy(mesh: str, component: str) -> str:
+    """``<mesh>-nats`` and ``<mesh>-services``: who may reach which port."""
+    return f"{mesh}-{component}"
 
 
 def endpoints_configmap(mesh: str) -> str:

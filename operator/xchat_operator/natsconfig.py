@@ -10,8 +10,11 @@ Owns the safety-critical knobs, none of which the CR can turn off:
   including drained and down regions: the operator never removes peers itself.
 
 Also owns the per-service NATS users and their least-privilege permissions
-(:data:`PERMISSIONS`).  The rendered text contains the route and user
-passwords, so it lives in a Secret, never a ConfigMap.
+(:data:`PERMISSIONS`), plus the ``bootstrap`` user of the init containers that
+create streams and buckets (no running service may). User passwords appear
+as bcrypt hashes only; the route password must stay plaintext (each server
+dials its peers with it), so the text still lives in a Secret. With TLS on,
+both the client port and the routes verify client certificates.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Union
 
-from xchat.core.permissions import permissions
+from xchat.core.permissions import BOOTSTRAP_USER, permissions
 from xchat.core.settings import SERVICE_NAMES
+from xchat.mesh.natsconf import password_hash
 
 from . import names
 from .spec import MeshSpec, Region
@@ -46,9 +50,9 @@ Value = Union[str, int, bool, Raw, Sequence["Value"], Mapping[str, "Value"]]
 #: Publish allow-list of each service's NATS user. The services own this
 #: list (``xchat.core.permissions``), and a mesh test runs every flow under
 #: exactly these permissions, so the operator renders it rather than guessing.
-PERMISSIONS: Mapping[str, tuple[str, ...]] = {svc: permissions(svc).publish for svc in SERVICE_NAMES}
-#: Subscribe allow-list of each service's NATS user (replies; mailbox wake-ups).
-SUBSCRIBE: Mapping[str, tuple[str, ...]] = {svc: permissions(svc).subscribe for svc in SERVICE_NAMES}
+PERMISSIONS: Mapping[str, tuple[str, ...]] = {u: permissions(u).publish for u in (*SERVICE_NAMES, BOOTSTRAP_USER)}
+#: Subscribe allow-list of each user (its own inbox prefix only; mailbox wake-ups).
+SUBSCRIBE: Mapping[str, tuple[str, ...]] = {u: permissions(u).subscribe for u in (*SERVICE_NAMES, BOOTSTRAP_USER)}
 
 
 def render(value: Value, indent: int = 0) -> str:
@@ -111,19 +115,22 @@ def nats_config(
 ) -> str:
     """The nats.conf of ``region``'s servers.
 
-    ``passwords`` maps each service name and ``"route"`` to its password.
+    ``passwords`` maps each service name, ``"bootstrap"`` and ``"route"`` to its password.
     ``$POD_NAME`` is resolved by nats-server from the pod's environment.
     """
     users: list[Value] = [
         {
             "user": svc,
-            "password": passwords[svc],
+            "password": password_hash(passwords[svc]),
             "permissions": {
                 "publish": {"allow": list(PERMISSIONS[svc])},
                 "subscribe": {"allow": list(SUBSCRIBE[svc])},
             },
         }
+        # ensure_secrets always has a bootstrap password; without one (older
+        # callers) no bootstrap user is rendered and bootstrap fails closed.
         for svc in PERMISSIONS
+        if svc != BOOTSTRAP_USER or svc in passwords
     ]
     cluster: dict[str, Value] = {
         "name": spec.name,
@@ -148,6 +155,7 @@ def nats_config(
         "authorization": {"users": users},
     }
     if spec.tls.enabled:
-        doc["tls"] = _tls_block(verify=False)
+        # Clients present a certificate of the mesh CA, or the handshake fails.
+        doc["tls"] = _tls_block(verify=True)
         cluster["tls"] = _tls_block(verify=True)
     return render_document(doc)

@@ -115,7 +115,7 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
             obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions}
             kube.apply(obj)
             created.append(tls_name)
-    return {u: passwords[u] for u in (*SERVICE_NAMES, names.ROUTE_USER)}, created
+    return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.ROUTE_USER)}, created
 
 
 def _owned_by(obj: Mapping[str, Any], spec: MeshSpec) -> bool:

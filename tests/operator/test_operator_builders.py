@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from xchat_operator import builders, names, natsconfig
 from xchat_operator.spec import RegionMode, parse_mesh
 
-PASSWORDS = {"auth": "pa", "keys": "pk", "relay": "pr", "mailbox": "pm", "route": "proute"}
+PASSWORDS = {"auth": "pa", "keys": "pk", "relay": "pr", "mailbox": "pm", "bootstrap": "pbootstrap", "route": "proute"}
 
 
 def mesh_body(**spec_overrides: object) -> dict:
@@ -48,7 +49,7 @@ def test_every_child_has_owner_reference_and_labels() -> None:
 def test_per_region_children() -> None:
     objs = objects()
     kinds = sorted({o["kind"] for o in objs})
-    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"]
+    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"]
     for region in ("eu", "us", "ap"):
         sts = get(objs, "StatefulSet", f"m-nats-{region}")
         assert sts["spec"]["serviceName"] == f"m-nats-{region}-headless"
@@ -93,10 +94,18 @@ def test_service_permissions_are_least_privilege() -> None:
     assert "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX" in p["mailbox"]
     assert not any("CONSUMER" in s for perms in p.values() for s in perms), "no consumers anywhere"
     assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
-    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX.>", "xchat.ntf.*")
+    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX_mailbox.>", "xchat.ntf.*")
+    # Each user reads only its own replies; none may reshape storage or list the mailbox stream.
+    for user, subscribe in natsconfig.SUBSCRIBE.items():
+        assert [x for x in subscribe if x.startswith("_INBOX")] == [f"_INBOX_{user}.>"]
+    for svc in ("auth", "keys", "relay", "mailbox"):
+        assert not any(op in x for x in p[svc] for op in ("STREAM.CREATE.", "STREAM.UPDATE.", "STREAM.DELETE."))
+        assert "$JS.API.STREAM.INFO.XCHAT_MAILBOX" not in p[svc]
+    assert "$JS.API.STREAM.UPDATE.XCHAT_MAILBOX" in p["bootstrap"]
+    assert not any(x.startswith(("$KV.", "xchat.", "$JS.API.DIRECT")) or "PURGE" in x or "DELETE" in x for x in p["bootstrap"])
     spec = parse_mesh(mesh_body())
     conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
-    assert conf.count('subscribe: {\n          allow: ["_INBOX.>"]') == 3
+    assert conf.count('subscribe: {\n          allow: ["_INBOX_auth.>"]') == 1
     assert '"$KV.xchat_prekeys.>"' in conf
 
 
@@ -199,3 +208,60 @@ def test_pods_never_mount_the_ca_key() -> None:
         if o["kind"] in ("Deployment", "StatefulSet"):
             vols = {v["name"]: v for v in o["spec"]["template"]["spec"]["volumes"]}
             assert [i["key"] for i in vols["tls"]["secret"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+
+
+def test_nats_conf_holds_bcrypt_hashes_and_verifies_client_certificates() -> None:
+    import bcrypt
+
+    spec = parse_mesh(mesh_body(tls={"enabled": True}))
+    conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
+    for user in ("auth", "keys", "relay", "mailbox", "bootstrap"):
+        assert f'"{PASSWORDS[user]}"' not in conf, user
+    hashes = re.findall(r'password: "(\$2b\$[^"]+)"', conf)
+    assert len(hashes) == 5 and bcrypt.checkpw(b"pbootstrap", hashes[-1].encode())
+    # Stable: the same passwords render the same text (no rolling restart per reconcile).
+    assert conf == natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
+    assert conf.count("verify: true") == 2  # client port and routes
+
+
+def test_monitoring_port_only_on_the_headless_service() -> None:
+    objs = objects()
+    client = get(objs, "Service", "m-nats-eu")
+    headless = get(objs, "Service", "m-nats-eu-headless")
+    assert [p["name"] for p in client["spec"]["ports"]] == ["client"]
+    assert "monitor" in [p["name"] for p in headless["spec"]["ports"]]
+
+
+def test_bootstrap_init_container_is_the_only_holder_of_the_bootstrap_password() -> None:
+    objs = objects()
+    for svc in ("auth", "keys", "relay", "mailbox"):
+        dep = get(objs, "Deployment", f"m-{svc}-eu")
+        pod = dep["spec"]["template"]["spec"]
+        main = pod["containers"][0]
+        assert {e["name"]: e.get("value") for e in main["env"]}["XCHAT_NATS_USER"] == svc
+        assert all(m["name"] != "bootstrap" for m in main["volumeMounts"])
+        if svc == "mailbox":  # owns no stream or bucket
+            assert "initContainers" not in pod
+            continue
+        (init,) = pod["initContainers"]
+        assert init["command"][-2:] == ["xchat.mesh.bootstrap", svc]
+        env = {e["name"]: e.get("value") for e in init["env"]}
+        assert env["XCHAT_NATS_USER"] == "bootstrap"
+        assert all(m["name"] != "nats" for m in init["volumeMounts"])  # not the service's password either
+        vol = next(v for v in pod["volumes"] if v["name"] == "bootstrap")
+        assert vol["secret"]["items"] == [{"key": "bootstrap", "path": "password"}]
+
+
+def test_network_policies() -> None:
+    objs = objects()
+    nats = get(objs, "NetworkPolicy", "m-nats")
+    services = get(objs, "NetworkPolicy", "m-services")
+    assert nats["metadata"]["ownerReferences"]
+    rules = {r["ports"][0]["port"]: r["from"] for r in nats["spec"]["ingress"]}
+    assert set(rules) == {4222, 6222, 8222}
+    assert rules[4222][0]["podSelector"]["matchExpressions"][0]["values"] == ["auth", "keys", "relay", "mailbox"]
+    assert rules[6222][0]["podSelector"]["matchExpressions"][0]["values"] == ["nats"]
+    assert rules[8222][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "operator"}}
+    assert all(r["from"] for r in nats["spec"]["ingress"])  # nothing open to everyone
+    (grpc,) = services["spec"]["ingress"]
+    assert "from" not in grpc and [p["port"] for p in grpc["ports"]] == [50051, 50052]

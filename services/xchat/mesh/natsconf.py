@@ -13,6 +13,8 @@ bcrypt hashes (:func:`password_hash`), never in plaintext.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 
 import bcrypt
@@ -32,9 +34,21 @@ CLUSTER_NAME = "xchat"
 BCRYPT_ROUNDS = 8
 
 
+_BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@functools.lru_cache(maxsize=256)
 def password_hash(password: str) -> str:
-    """The ``$2b$...`` bcrypt hash nats-server accepts in place of a plaintext password."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
+    """The ``$2b$...`` bcrypt hash nats-server accepts in place of a plaintext password.
+
+    The salt is derived from the password itself, so a config rendered twice is
+    identical (the operator rolls NATS when its config changes); each random
+    password still gets its own salt, which is all a salt is for.
+    """
+    digest = hashlib.sha256(b"xchat nats salt\0" + password.encode()).digest()
+    # 22 salt characters; the last carries 2 bits only, so keep its low 4 bits zero.
+    salt = "".join(_BCRYPT_ALPHABET[b % 64] for b in digest[:21]) + _BCRYPT_ALPHABET[(digest[21] % 4) * 16]
+    return bcrypt.hashpw(password.encode(), f"$2b${BCRYPT_ROUNDS:02d}${salt}".encode()).decode()
 
 
 @dataclass(frozen=True, slots=True)
