@@ -50,7 +50,7 @@ def _results() -> dict[str, Any]:
         "sdk": {"cross_region_256": phases, "same_region_256": phases, "cross_region_16k": phases},
         "backlog": {"queued": 100.0, "drain_per_s": 6000.0, "stored_bytes_per_message": 1800.0, "server_cpu_us": 200.0},
         "online": {"devices": 1000.0, "server_rss_bytes_per_device": 10240.0, "idle_server_cpu_share": 0.02,
-                   "idle_server_cpu_share_no_devices": 0.01},
+                   "idle_server_cpu_share_no_devices": 0.01, "delivered_per_s_while_online": 2400.0},
     }
 
 
@@ -62,7 +62,9 @@ def test_ratios_pair_each_figure_with_its_baseline_and_targets_are_judged() -> N
     assert report["ratios"]["cross_region_256"]["open_100"]["p99_ms"]["jetstream_256.publish_p99_ms"] == 5.0
     assert report["ratios"]["backlog"]["stored_bytes_per_message"]["jetstream_256.stored_bytes_per_message"] == 6.0
     assert report["ratios"]["online"]["idle_server_cpu_share"]["online.idle_server_cpu_share_no_devices"] == 2.0
+    assert report["ratios"]["online"]["delivered_per_s_while_online"]["sdk.cross_region_256.closed_64.delivered_per_s"] == 0.8
     met = {t["target"]: t["met"] for t in report["targets"]}
+    assert met["64 in flight with the devices online / without"] is False
     assert met["delivered msg/s, 64 in flight (cross-region)"] is True
     assert met["delivered msg/s, one at a time (cross-region)"] is False
     assert met["server KiB per online device"] is True and met["backlog drain msg/s"] is True

@@ -85,11 +85,14 @@ def test_smoke_profile_reports_every_section(tmp_path: Path) -> None:
     assert "open_half_peak" in report["sdk"]["cross_region_256"]
 
     backlog = report["backlog"]
-    for figure in ("queued", "drain_per_s", "stored_bytes_per_message", "server_cpu_us", "client_cpu_us"):
+    for figure in ("queued", "drain_per_s", "stored_bytes_per_message", "client_cpu_us"):
         assert _positive(backlog[figure]), (figure, backlog)
+    # A 50-message drain can finish within one 10 ms clock tick of the servers' CPU counters.
+    assert backlog["server_cpu_us"] >= 0
 
     online = report["online"]
     assert _positive(online["devices"]) and _positive(online["register_per_s"])
+    assert _positive(online["delivered_per_s_while_online"])
     for figure in ("server_rss_bytes_per_device", "idle_server_cpu_share", "idle_server_cpu_share_no_devices"):
         assert isinstance(online[figure], (int, float)), figure  # a small smoke run may measure ~0
 

@@ -8,6 +8,9 @@ device registered but none connected, then opens a receive stream on every
 device, lets them sit idle and measures again. Per device: the memory
 difference / N; idle: server CPU over the idle window as a share of one core,
 next to the same figure with no device online (the matching baseline).
+With every device still online, the caller's load phase runs once more (the
+cross-region 64-in-flight closed loop): its rate next to the same phase with
+no crowd shows what online devices cost the active ones.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import multiprocessing.connection
 import multiprocessing.process
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +127,11 @@ async def _idle(server: CpuMeter, clients: CpuMeter, seconds: float) -> tuple[fl
     return server_cost.total_s / server_cost.wall_s, client_cost.total_s / client_cost.wall_s
 
 
-async def online_devices(bench: BenchMesh, state_dir: Path, *, count: int, idle_s: float, prefix: str) -> Figures:
+async def online_devices(
+    bench: BenchMesh, state_dir: Path, *, count: int, idle_s: float, prefix: str,
+    load: Callable[[], Awaitable[Figures]] | None = None,
+) -> Figures:
+    """``load``: a phase run while every device is online (its delivered msg/s is reported)."""
     server = bench.server_meter()
     state_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{prefix}{i}" for i in range(count)]
@@ -147,6 +155,7 @@ async def online_devices(bench: BenchMesh, state_dir: Path, *, count: int, idle_
         await asyncio.sleep(SETTLE_S + SETTLE_PER_DEVICE_S * count)
         rss = server.rss()
         idle_cpu, client_cpu = await _idle(server, clients, idle_s)
+        loaded = await load() if load is not None else {}
         for crowd in crowds:
             crowd.conn.send("stop")
         for crowd in crowds:
@@ -165,4 +174,6 @@ async def online_devices(bench: BenchMesh, state_dir: Path, *, count: int, idle_
         "idle_server_cpu_share": idle_cpu,
         "idle_server_cpu_share_no_devices": base_cpu,
         "idle_client_cpu_share": client_cpu,
+        "delivered_per_s_while_online": loaded.get("delivered_per_s"),
+        "p99_ms_while_online": loaded.get("p99_ms"),
     }

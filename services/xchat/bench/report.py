@@ -50,13 +50,21 @@ BACKLOG_BASELINE = {
     "stored_bytes_per_message": "jetstream_256.stored_bytes_per_message",
     "server_cpu_us": "jetstream_256.server_cpu_us_per_publish",
 }
-ONLINE_BASELINE = {"idle_server_cpu_share": "online.idle_server_cpu_share_no_devices"}
+ONLINE_BASELINE = {
+    "idle_server_cpu_share": "online.idle_server_cpu_share_no_devices",
+    "delivered_per_s_while_online": f"sdk.cross_region_256.{CLOSED_N}.delivered_per_s",
+}
 
 
 def _lookup(results: Mapping[str, Any], dotted: str) -> float | None:
+    """``online.<figure>``, ``sdk.<variant>.<phase>.<figure>`` or ``<baseline>.<figure>``."""
     section, _, figure = dotted.partition(".")
-    source = results["online"] if section == "online" else results["baselines"].get(section, {})
-    value = source.get(figure)
+    if section == "online":
+        value = results["online"].get(figure)
+    elif section == "sdk":
+        return _get(results, *dotted.split("."))
+    else:
+        value = results["baselines"].get(section, {}).get(figure)
     return float(value) if value is not None else None
 
 
@@ -106,6 +114,10 @@ def targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("server KiB per online device", _scaled(_get(results, "online", "server_rss_bytes_per_device"), 1 / 1024), "<=", 20.0),
         ("idle server CPU, % of a core, devices online", _scaled(_get(results, "online", "idle_server_cpu_share"), 100), "<=", 5.0),
         ("backlog drain msg/s", _get(results, "backlog", "drain_per_s"), ">=", 5000.0),
+        (
+            f"{IN_FLIGHT} in flight with the devices online / without",
+            ratio(_get(results, "online", "delivered_per_s_while_online"), closed_n), ">=", 0.85,
+        ),
     ]
     return [
         {
@@ -230,6 +242,8 @@ def table(report: Mapping[str, Any]) -> str:
         f"| … of which services / NATS, KiB | {_n(_scaled(o.get('services_rss_bytes_per_device'), 1 / 1024), 1)} / {_n(_scaled(o.get('nats_rss_bytes_per_device'), 1 / 1024), 1)} |",
         f"| idle server CPU, % of a core (no devices online: {_n(_scaled(o.get('idle_server_cpu_share_no_devices'), 100), 1)}) | {_n(_scaled(o.get('idle_server_cpu_share'), 100), 1)} |",
         f"| idle client CPU (all devices' apps), % of a core | {_n(_scaled(o.get('idle_client_cpu_share'), 100), 1)} |",
+        f"| cross-region msg/s, {IN_FLIGHT} in flight, all devices online (× without) | "
+        f"{_n(o.get('delivered_per_s_while_online'))} ({first(report['ratios'].get('online', {}).get('delivered_per_s_while_online', {}))}) |",
         "",
         "| target (issue 18) | goal | measured | met |",
         "|---|---|---:|---|",

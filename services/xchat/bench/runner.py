@@ -3,7 +3,7 @@
 Order of a run: mesh up → raw baselines (JetStream, gRPC echo; both body sizes)
 → for each repeat, the SDK phases of every variant (cross-region a→c and
 same-region a→a; 256 B and 16 KiB) → backlog drain and stored bytes → online
-devices. The 50 %-of-peak open-loop rate of a variant is half the best
+devices (idle, then the cross-region 64-in-flight phase again among them). The 50 %-of-peak open-loop rate of a variant is half the best
 closed-loop rate that variant reached in the same repeat. Everything the run
 starts (mesh, echo server, receiver processes) is reaped by context managers.
 """
@@ -122,9 +122,19 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
             await workloads.backlog(bench, pairs["backlog"], count=profile.backlog, size=SMALL_BODY, drain_timeout_s=max(profile.drain_timeout_s, profile.backlog / 100))
             for _ in range(profile.backlog_repeats)
         ]
+        progress(f"online devices: {profile.online_devices} receive streams held open, then {IN_FLIGHT} sends in flight among them")
+
+        async def load() -> Figures:
+            return await workloads.closed_loop(
+                pairs["cross"], concurrency=IN_FLIGHT, duration_s=profile.throughput_s, size=SMALL_BODY, drain_timeout_s=profile.drain_timeout_s
+            )
+
+        held = await online.online_devices(
+            bench, state / "online", count=profile.online_devices, idle_s=profile.idle_s, prefix=f"online-{tag}-", load=load
+        )
     return {
         "variants": _median_tree(runs), "backlog": medians(backlogs), "runs": runs, "backlog_runs": backlogs,
-        "flamegraphs": flamegraphs,
+        "flamegraphs": flamegraphs, "online": held,
     }
 
 
@@ -154,8 +164,6 @@ async def run(
         state.mkdir(parents=True, exist_ok=True)
         raw = await _baselines(bench, profile, progress)
         sdk = await _sdk(bench, profile, state, progress, flame_dir)
-        progress(f"online devices: {profile.online_devices} Sync streams held open")
-        held = await online.online_devices(bench, state / "online", count=profile.online_devices, idle_s=profile.idle_s, prefix=f"online-{os.urandom(2).hex()}-")
         mesh_start_s = bench.started_in_s
     return {
         "profile": profile.name,
@@ -170,7 +178,7 @@ async def run(
         "baselines": raw,
         "sdk": sdk["variants"],
         "backlog": sdk["backlog"],
-        "online": held,
+        "online": sdk["online"],
         "flamegraphs": sdk["flamegraphs"],
         "runs": {"sdk": sdk["runs"], "backlog": sdk["backlog_runs"]},
         "duration_s": time.monotonic() - started,
