@@ -13,6 +13,7 @@ Modules, one concept each::
     echo        the gRPC echo server of the baseline
     baselines   raw JetStream R3 and gRPC figures
     receiver    the receiving app, a child process
+    pipes       replies from child processes, never blocking a shutdown
     workloads   closed-loop, open-loop and backlog phases through the SDK
     online      N idle devices holding receive streams open
     flames      optional py-spy flame graphs of the cross-region phases

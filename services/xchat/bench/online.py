@@ -22,11 +22,13 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from xchat.bench import pipes
 from xchat.bench.meshes import REGIONS, BenchMesh
 from xchat.bench.resources import CpuMeter
 from xchat.bench.stats import Figures
@@ -87,6 +89,8 @@ def crowd_main(conn: multiprocessing.connection.Connection, state_dir: str, endp
 
 class _Crowd:
     def __init__(self, bench: BenchMesh, state_dir: Path, names: list[str]) -> None:
+        self.stopping = threading.Event()
+        self.finished = False
         self.conn, child = multiprocessing.get_context("spawn").Pipe()
         endpoints = {r: bench.endpoints(r) for r in REGIONS}
         self.process: multiprocessing.process.BaseProcess = multiprocessing.get_context("spawn").Process(
@@ -94,9 +98,7 @@ class _Crowd:
         )
 
     def expect(self, what: str, timeout: float) -> tuple[Any, ...]:
-        if not self.conn.poll(timeout):
-            raise RuntimeError(f"online devices: no '{what}' from a crowd process within {timeout:.0f}s")
-        reply: tuple[Any, ...] = self.conn.recv()
+        reply = pipes.reply(self.conn, timeout, self.stopping, what=f"online devices: a crowd process (waiting for '{what}')")
         if reply[0] == "error":
             raise RuntimeError(str(reply[1]))
         if reply[0] != what:
@@ -104,12 +106,12 @@ class _Crowd:
         return reply
 
     def reap(self) -> None:
+        self.stopping.set()
         if self.process.pid is None:  # never started
             self.conn.close()
             return
-        with contextlib.suppress(OSError):
-            self.conn.send("stop")
-        self.process.join(15)
+        if self.finished:
+            self.process.join(15)  # closing its clients after a normal stop
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(10)
@@ -160,6 +162,7 @@ async def online_devices(
             crowd.conn.send("stop")
         for crowd in crowds:
             ended = (await asyncio.to_thread(crowd.expect, "stopped", 60))[1]
+            crowd.finished = True
             if ended:
                 raise RuntimeError(f"online devices: {ended} receive streams ended on their own")
     finally:

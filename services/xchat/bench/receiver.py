@@ -21,12 +21,14 @@ import multiprocessing.connection
 import multiprocessing.process
 import signal
 import struct
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from xchat.bench import pipes
 from xchat.bench.resources import own_cpu_seconds
 from xchat.client import Client, ClientError
 
@@ -150,6 +152,7 @@ class Receiver:
     def __init__(self, state: Path, endpoints: list[str], roots: bytes, account: str) -> None:
         self.account = account
         self.device_id = ""
+        self._stopping = threading.Event()
         self._conn, child = multiprocessing.get_context("spawn").Pipe()
         self._process: multiprocessing.process.BaseProcess = multiprocessing.get_context("spawn").Process(
             target=main, args=(child, str(state), endpoints, roots, account), name=f"xchat-bench-{account}", daemon=True
@@ -176,11 +179,13 @@ class Receiver:
         self._reap()
 
     def _reap(self) -> None:
+        self._stopping.set()
         try:
             self._conn.send(("stop",))
         except OSError:
             pass
-        self._process.join(10)
+        # A child busy in a long ``wait`` reads "stop" only afterwards: give it a moment, then end it.
+        self._process.join(5)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(10)
@@ -190,10 +195,7 @@ class Receiver:
         self._conn.close()
 
     def _reply(self, timeout: float) -> tuple[Any, ...]:
-        if not self._conn.poll(timeout):
-            raise RuntimeError(f"the receiving app {self.account} did not answer within {timeout:.0f}s")
-        reply: tuple[Any, ...] = self._conn.recv()
-        return reply
+        return pipes.reply(self._conn, timeout, self._stopping, what=f"the receiving app {self.account}")
 
     async def _ask(self, command: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
         # The pipe blocks: wait in a thread so the sender's event loop keeps running.
