@@ -186,3 +186,21 @@ def test_local_mesh_files_are_private_and_hold_no_plaintext_password(fresh_mesh_
     assert len(secret_files) >= 5
     for path in secret_files:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+@pytest.mark.parametrize("open_nats", [False, True])
+def test_xchat_up_runs_nats_with_per_service_users_unless_open(tmp_path: Path, open_nats: bool) -> None:
+    """`xchat up` was open by default (any local process could read every mailbox)."""
+    import subprocess
+    import sys
+
+    args = ["up", "--demo", "--exit-after-demo", "--workdir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "xchat", *args, *(["--open-nats"] if open_nats else [])],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    config = (tmp_path / "nats" / "a0.conf").read_text()
+    assert ("authorization" in config) is not open_nats
+    assert ("WARNING: --open-nats" in result.stderr) is open_nats
+    assert "demo: done" in result.stdout

@@ -13,7 +13,6 @@ import os
 import secrets
 import socket
 import ssl
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import nacl.signing
 from xchat.core.permissions import BOOTSTRAP_USER, Permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import NatsNode, nats_server_binary, password_hash, render
-from xchat.mesh.processes import Supervised, wait_until
+from xchat.mesh.processes import Supervised, run_to_completion, wait_until, write_private
 from xchat.mesh.readiness import grpc_serving, nats_ready
 from xchat.mesh.tls import TlsFiles, make_local_pki, role_files
 
@@ -33,15 +32,6 @@ __all__ = ["DEFAULT_REGIONS", "HOST", "LocalMesh", "Region", "free_port", "grpc_
 DEFAULT_REGIONS = ("a", "b", "c")
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0
-
-
-def write_private(path: Path, text: str) -> None:
-    """Keys, passwords and configs: 0600 from the first byte, in a 0700 directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    path.chmod(0o600)
 
 
 def free_port() -> int:
@@ -206,15 +196,10 @@ class LocalMesh:
         """Creates the stream and the buckets as the bootstrap user (xchat.mesh.bootstrap)."""
         region = next(iter(self.regions))
         env = {**self._nats_env(region, BOOTSTRAP_USER), "XCHAT_REGION": region, **self.extra_env}
-        log_path = self.workdir / "logs" / "bootstrap.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            done = subprocess.run(
-                [sys.executable, "-m", "xchat.mesh.bootstrap"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                timeout=START_TIMEOUT_S, check=False,
-            )
-        if done.returncode != 0:
-            raise RuntimeError(f"bootstrap failed:\n{log_path.read_text()[-2000:]}")
+        run_to_completion(
+            "bootstrap", [sys.executable, "-m", "xchat.mesh.bootstrap"], env=env,
+            log_path=self.workdir / "logs" / "bootstrap.log", timeout=START_TIMEOUT_S,
+        )
 
     def _service_process(
         self, region: Region, *, service: str = "all", listen: str | None = None

@@ -99,3 +99,21 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run_to_completion(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path, timeout: float) -> None:
+    """Runs a one-shot step (killed on timeout), its output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        done = subprocess.run(list(argv), env=dict(env), stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{log_path.read_text()[-2000:]}")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Keys, passwords and configs: 0600 from the first byte, in a 0700 directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
