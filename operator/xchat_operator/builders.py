@@ -52,10 +52,12 @@ def _meta(spec: MeshSpec, name: str, component: str, region: str | None = None) 
     }
 
 
-def _tls_volume(spec: MeshSpec) -> Obj:
+def _tls_volume(spec: MeshSpec, service: str | None = None) -> Obj:
     # Only these three keys: a generated Secret also holds ca.key, which no pod may see.
+    # Each service mounts its own certificate (it presents it to NATS, which verifies
+    # clients): no service pod holds the NATS servers' key or another service's.
     items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
-    return {"name": "tls", "secret": {"secretName": names.tls_secret(spec), "items": items}}
+    return {"name": "tls", "secret": {"secretName": names.pod_tls_secret(spec, service), "items": items}}
 
 
 # The users the images run as (charts/images/Dockerfile.*); pods pin them so the
@@ -338,7 +340,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
         {"name": "token", "mountPath": f"{SERVICE_SECRET_DIR}/token", "readOnly": True},
     ]
     if spec.tls.enabled:
-        volumes.append(_tls_volume(spec))
+        volumes.append(_tls_volume(spec, service))
         mounts.append({"name": "tls", "mountPath": SERVICE_TLS_DIR, "readOnly": True})
     init = bootstrap_container(spec, service, region, cluster_domain, mounts)
     if init is not None:

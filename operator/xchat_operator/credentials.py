@@ -3,8 +3,9 @@
 * NATS passwords, one per service user plus the bootstrap and route users
   (nats.conf gets bcrypt hashes of the user passwords, see ``natsconfig``);
 * the access-token Ed25519 key pair (the private half is mounted into auth only);
-* optionally a self-signed CA and one server/client certificate for all of the
-  mesh's Services (when ``spec.tls.enabled`` and no ``secretName`` is given).
+* optionally a self-signed CA, a certificate for the NATS servers, and one per
+  service naming only that service's Services (when ``spec.tls.enabled`` and no
+  ``secretName`` is given).
 
 Generated values are written once and then kept: ``reconcile`` never
 overwrites an existing Secret's data (rotating a key is a deliberate act:
@@ -117,6 +118,16 @@ def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = 
     ca_pem, ca_key_pem = ca or new_ca(common_name)
     crt, key = issue(ca_pem, ca_key_pem, common_name, dns_names, ips)
     return {"tls.crt": crt, "tls.key": key, "ca.crt": ca_pem, "ca.key": ca_key_pem}
+
+
+def service_dns_names(mesh: str, namespace: str, cluster_domain: str, service: str, regions: Sequence[str]) -> list[str]:
+    """The names of one service's Services in every region (no wildcard): its gRPC
+    server certificate and its NATS client certificate."""
+    out: list[str] = []
+    for region in regions:
+        host = names.service_workload(mesh, service, region)
+        out += [host, f"{host}.{namespace}", f"{host}.{namespace}.svc", f"{host}.{namespace}.svc.{cluster_domain}"]
+    return out
 
 
 def mesh_dns_names(mesh: str, namespace: str, cluster_domain: str, regions: Sequence[str]) -> list[str]:

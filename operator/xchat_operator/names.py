@@ -74,6 +74,19 @@ def tls_secret(spec: MeshSpec) -> str:
     return spec.tls.secret_name or generated_tls_secret(spec.name)
 
 
+def service_tls_secret(mesh: str, service: str) -> str:
+    """The generated certificate of one service (CN = its NATS user), same CA as the mesh's."""
+    return f"{mesh}-tls-{service}"
+
+
+def pod_tls_secret(spec: MeshSpec, service: str | None) -> str:
+    """What a pod mounts: NATS (``None``) the mesh certificate; a service its own,
+    unless the CR names one certificate for everything (``tls.secretName``)."""
+    if service is None or spec.tls.secret_name:
+        return tls_secret(spec)
+    return service_tls_secret(spec.name, service)
+
+
 def network_policy(mesh: str, component: str) -> str:
     """``<mesh>-nats`` and ``<mesh>-services``: who may reach which port."""
     return f"{mesh}-{component}"

@@ -60,10 +60,32 @@ def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
+def _ensure_service_certificates(kube: Kube, spec: MeshSpec, regions: str, cluster_domain: str) -> list[str]:
+    """One certificate per service from the mesh CA (re-issued when the regions or the CA change)."""
+    mesh = _decode(kube.get("Secret", spec.namespace, names.generated_tls_secret(spec.name)) or {})
+    created = []
+    for service in SERVICE_NAMES:
+        name = names.service_tls_secret(spec.name, service)
+        current = kube.get("Secret", spec.namespace, name)
+        covered = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TLS_REGIONS_ANNOTATION)
+        if current is not None and covered == regions and _decode(current).get("ca.crt") == mesh["ca.crt"]:
+            continue
+        dns = credentials.service_dns_names(spec.name, spec.namespace, cluster_domain, service,
+                                            [r.name for r in spec.regions])
+        crt, key = credentials.issue(mesh["ca.crt"], mesh["ca.key"], service, dns, ("127.0.0.1",))
+        obj = _secret(spec, name, "tls", {"tls.crt": crt, "tls.key": key, "ca.crt": mesh["ca.crt"]})
+        obj["type"] = "kubernetes.io/tls"
+        obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions}
+        kube.apply(obj)
+        created.append(name)
+    return created
+
+
 def generated_secret_names(spec: MeshSpec) -> set[str]:
     out = {names.credentials_secret(spec.name), names.signing_key_secret(spec.name), names.public_key_secret(spec.name)}
     if spec.tls.enabled and not spec.tls.secret_name:
         out.add(names.generated_tls_secret(spec.name))
+        out |= {names.service_tls_secret(spec.name, s) for s in SERVICE_NAMES}
     return out
 
 
@@ -115,6 +137,7 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
             obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions}
             kube.apply(obj)
             created.append(tls_name)
+        created += _ensure_service_certificates(kube, spec, regions, cluster_domain)
     return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.ROUTE_USER)}, created
 
 

@@ -265,3 +265,17 @@ def test_network_policies() -> None:
     assert all(r["from"] for r in nats["spec"]["ingress"])  # nothing open to everyone
     (grpc,) = services["spec"]["ingress"]
     assert "from" not in grpc and [p["port"] for p in grpc["ports"]] == [50051, 50052]
+
+
+def test_each_service_pod_mounts_its_own_certificate() -> None:
+    objs = objects(tls={"enabled": True})
+
+    def tls_secret(pod: dict) -> str:
+        return next(v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "tls")
+
+    assert tls_secret(get(objs, "StatefulSet", "m-nats-eu")["spec"]["template"]["spec"]) == "m-tls"
+    for svc in ("auth", "keys", "relay", "mailbox"):
+        assert tls_secret(get(objs, "Deployment", f"m-{svc}-eu")["spec"]["template"]["spec"]) == f"m-tls-{svc}"
+    # A certificate named in the CR serves everything (the operator cannot issue from its CA).
+    named = objects(tls={"enabled": True, "secretName": "mine"})
+    assert tls_secret(get(named, "Deployment", "m-relay-eu")["spec"]["template"]["spec"]) == "mine"
