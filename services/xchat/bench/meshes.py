@@ -1,7 +1,7 @@
 """The system under test: a private three-region loopback mesh with TLS on every hop.
 
-``BenchMesh`` wraps ``xchat.mesh.local.LocalMesh(tls=True)`` (the same code as
-``xchat up``) and adds what the bench reads from outside, as an operator
+``BenchMesh`` wraps ``xchat.mesh.local.LocalMesh(tls=True, nats_auth=True)``
+(the same code and shape as ``xchat up``) and adds what the bench reads from outside, as an operator
 would: the server processes' CPU and memory, an admin NATS connection for the
 raw JetStream baselines, and the bytes JetStream stores. The mesh is a context
 manager: every process it started is reaped on exit, error or Ctrl-C.
@@ -33,7 +33,8 @@ class BenchMesh:
             self._tmp = tempfile.TemporaryDirectory(prefix="xchat-bench-")
             workdir = Path(self._tmp.name)
         self.workdir = workdir
-        self.mesh = LocalMesh(workdir / "mesh", regions=REGIONS, tls=True, mailbox_quota=MAILBOX_QUOTA)
+        # The shape ``xchat up`` starts by default: TLS on every hop, one NATS user per service.
+        self.mesh = LocalMesh(workdir / "mesh", regions=REGIONS, tls=True, nats_auth=True, mailbox_quota=MAILBOX_QUOTA)
         self.started_in_s = 0.0
 
     def __enter__(self) -> BenchMesh:
