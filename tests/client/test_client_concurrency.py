@@ -90,7 +90,7 @@ def _outbox_rows(path: Path) -> int:
 async def test_64_concurrent_sends_are_acknowledged_once_and_received_in_order(
     mesh: LocalMesh, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=TRANSPORT_LOGGER)
+    caplog.set_level(logging.INFO, logger="xchat.client")
     alice_name, bob_name = _name("alice"), _name("bob")
     async with await Client.open(tmp_path / "alice.db", mesh.endpoints("a")) as alice, await Client.open(
         tmp_path / "bob.db", mesh.endpoints("c")
@@ -136,7 +136,7 @@ async def test_send_send_many_and_outbox_replay_keep_each_conversation_in_order(
         outcomes = await asyncio.gather(*stuck, return_exceptions=True)
         assert all(isinstance(o, ClientError) for o in outcomes)
 
-        caplog.set_level(logging.INFO, logger=TRANSPORT_LOGGER)
+        caplog.set_level(logging.INFO, logger="xchat.client")
         async with await Client.open(alice_db, mesh.endpoints("a")) as alice:
             calls: list[Awaitable[object]] = [alice.flush_outbox()]
             for i in range(16):

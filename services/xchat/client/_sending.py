@@ -51,8 +51,13 @@ Key = tuple[bytes, str]
 Outcome = SendReceipt | Failed
 # Envelopes per SendStream message: amortises gRPC's per-message cost (relay accepts ≤ 256).
 SEND_BATCH = 128
-# Envelopes per round: relay's STREAM_WINDOW, so one round never stalls on flow control.
+# Envelopes in flight on one stream: relay's STREAM_WINDOW, so it never stalls on flow control.
 ROUND_MAX = 1024
+# A burst is cut into about this many batches (of at least MIN_BATCH): results
+# return per batch, so waiting callers resume in waves and their next sends
+# overlap the envelopes still in flight.
+WAVES = 4
+MIN_BATCH = 8
 RECONNECT_BACKOFF_S = (0.05, 0.1, 0.3, 1.0, 2.0)
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
@@ -80,6 +85,10 @@ class Sender:
         self._encrypts: list[tuple[EncryptRequest, asyncio.Future[list[OutboxItem]]]] = []
         self._fetching: dict[str, asyncio.Future[list[str]]] = {}
         self._wake = asyncio.Event()
+        # Set when envelopes are queued or answered: the stream writer looks again.
+        self._progress = asyncio.Event()
+        # Sent on the current stream, no result yet (always the front of the queue).
+        self._awaiting: set[Key] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -151,6 +160,7 @@ class Sender:
                 self._queue[(item.message_id, item.recipient_device)] = item
             if not future.done():
                 future.set_result(outcome)
+        self._progress.set()
 
     async def _await(self, items: list[OutboxItem]) -> list[Outcome]:
         """Waits for these envelopes' outcomes, at most the transport's retry budget."""
@@ -192,17 +202,16 @@ class Sender:
 
     async def _flush_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
             # Someone waits: drain from the front. Nobody waits: what is left
             # stays in the outbox for the next send or flush (as before a restart).
-            while self._queue and self._waiters:
-                round_items = list(itertools.islice(self._queue.values(), ROUND_MAX))
+            while self._queue and self._waiters and not self._closed:
                 try:
-                    delivered = await self._round(round_items)
+                    delivered = await self._drain()
                 except ServiceUnavailable as exc:  # no token: login found no endpoint
-                    log.info("send round postponed: %s", exc)
+                    log.info("sending postponed: %s", exc)
                     delivered = False
                 except ClientError as exc:
                     # Login refused (device revoked): tell the waiting callers, keep the outbox.
@@ -214,49 +223,108 @@ class Sender:
                 await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
                 failures += 1
 
-    async def _round(self, items: list[OutboxItem]) -> bool:
-        """Sends ``items`` once; False when some stayed queued for a retryable reason."""
+    async def _drain(self) -> bool:
+        """Sends from the front of the queue until it is empty; False when something must be retried."""
         token = await self._tokens.token()
         target = self._transport.endpoint
         stub = relay_pb2_grpc.RelayStub(self._transport.channel("relay"))
+        front = list(itertools.islice(self._queue.values(), 2))
         try:
-            if len(items) == 1:
-                (item,) = items
-                result = await stub.Send(_request(item), timeout=self._transport.call_timeout, metadata=metadata(token))
+            if len(front) == 1:
+                # A lone envelope (one send at a time): a unary call is the cheapest round trip.
+                result = await stub.Send(_request(front[0]), timeout=self._transport.call_timeout, metadata=metadata(token))
                 self._settle([result])
-            else:
-                call = stub.SendStream(
-                    _batches(items), timeout=self._transport.call_timeout * 2, metadata=metadata(token)
-                )
-                async for batch_result in call:
-                    self._settle(batch_result.results)
+                return True
+            return await self._stream(stub, token, target)
         except grpc.aio.AioRpcError as exc:
+            log.info("send to %s failed: %s %s", target, exc.code().name, exc.details())
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                # grpc.aio reports a task cancelled mid-call this way: never a refusal.
+                if self._closed:
+                    raise asyncio.CancelledError() from exc
+                return False
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._tokens.invalidate()
             elif exc.code() in RETRYABLE:
                 self._transport.fail_over(target)
             else:
                 # Refused for good (bad input, rate limit): keeping them would only retry for ever.
-                still = [i for i in items if (i.message_id, i.recipient_device) in self._queue]
-                self._settle_refused(still, exc.code().name, exc.details() or "")
+                refused = front[:1] if len(front) == 1 else [self._queue[k] for k in self._awaiting if k in self._queue]
+                self._settle_refused(refused, exc.code().name, exc.details() or "")
                 return True
             return False
-        return not any((i.message_id, i.recipient_device) in self._queue for i in items)
+        finally:
+            self._awaiting.clear()
 
-    def _settle(self, results: Sequence[relay_pb2.SendResult]) -> None:
-        """Resolves answered envelopes; a retryable per-envelope failure stays queued, in place."""
+    async def _stream(self, stub: relay_pb2_grpc.RelayStub, token: str, target: str) -> bool:
+        """One SendStream that lives while there is work: new envelopes join it as they are queued.
+
+        Batches are written in queue order while up to ``ROUND_MAX`` envelopes
+        await their results; results come back per batch, so callers resume in
+        waves and their next envelopes overlap the ones in flight. A retryable
+        failure stops the writing: the stream ends once what is in flight
+        settled, and the next one starts again from the front (the failed
+        envelope first), so nothing newer overtakes it from here on.
+        """
+        halted = False
+
+        async def batches() -> AsyncIterator[relay_pb2.SendBatch]:
+            while not halted and self._waiters:
+                # In flight = the front of the queue: every envelope before the
+                # first unsent one was sent on this stream (or the stream halted).
+                room = ROUND_MAX - len(self._awaiting)
+                unsent = list(itertools.islice(self._queue.values(), len(self._awaiting), len(self._awaiting) + room))
+                if unsent:
+                    # Several batches for a small burst: their results return separately.
+                    size = min(SEND_BATCH, max(MIN_BATCH, -(-len(unsent) // WAVES)))
+                    for start in range(0, len(unsent), size):
+                        chunk = unsent[start : start + size]
+                        self._awaiting.update((i.message_id, i.recipient_device) for i in chunk)
+                        yield relay_pb2.SendBatch(envelopes=[_request(i) for i in chunk])
+                    continue
+                if not self._awaiting:
+                    return  # idle: end the stream; the next send starts a new one
+                self._progress.clear()
+                await self._progress.wait()
+
+        call = stub.SendStream(batches(), metadata=metadata(token))
+        try:
+            while True:
+                # Silence while envelopes are in flight means a frozen or cut-off region.
+                response = await asyncio.wait_for(call.read(), self._transport.call_timeout * 2)
+                if response is grpc.aio.EOF:
+                    break
+                assert isinstance(response, relay_pb2.SendBatchResult)
+                if not self._settle(response.results):
+                    halted = True
+        except asyncio.TimeoutError:
+            log.info("send stream to %s went silent with %d envelopes in flight", target, len(self._awaiting))
+            call.cancel()
+            self._transport.fail_over(target)
+            return False
+        finally:
+            call.cancel()
+        return not halted and not self._awaiting
+
+    def _settle(self, results: Sequence[relay_pb2.SendResult]) -> bool:
+        """Resolves answered envelopes; False when one must be retried (it stays queued, in place)."""
         done: list[tuple[Key, Outcome]] = []
+        all_settled = True
         for result in results:
             key = (bytes(result.message_id), result.recipient_device_id)
+            self._awaiting.discard(key)
             if key not in self._queue:
                 continue
             if result.error_code == 0:
                 done.append((key, SendReceipt(key[0], key[1], result.sequence, result.duplicate)))
             elif result.error_code == UNAVAILABLE:
+                all_settled = False
                 log.info("envelope %s not stored yet: %s", key[0].hex(), result.error_message)
             else:
                 done.append((key, Failed(key[0], key[1], _code_name(result.error_code), result.error_message)))
         self._resolve(done)
+        self._progress.set()
+        return all_settled
 
     def _settle_refused(self, items: list[OutboxItem], code: str, message: str) -> None:
         self._resolve(
@@ -287,6 +355,7 @@ class Sender:
 
     async def close(self) -> None:
         self._closed = True
+        self._wake.set()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -295,11 +364,6 @@ class Sender:
 
 def _request(item: OutboxItem) -> relay_pb2.SendRequest:
     return relay_pb2.SendRequest(recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext)
-
-
-async def _batches(items: list[OutboxItem]) -> AsyncIterator[relay_pb2.SendBatch]:
-    for start in range(0, len(items), SEND_BATCH):
-        yield relay_pb2.SendBatch(envelopes=[_request(i) for i in items[start : start + SEND_BATCH]])
 
 
 def _code_name(code: int) -> str:

@@ -60,6 +60,8 @@ class Relay:
         self._store = store
         self._devices = devices
         self._max_ciphertext = max_ciphertext_bytes
+        # Per recipient, the turn of the latest pipelined publish (see send_pipelined).
+        self._last_turn: dict[DeviceId, asyncio.Future[None]] = {}
 
     async def validate(self, sender: Principal, recipient: DeviceId, ciphertext: bytes) -> None:
         if not ciphertext:
@@ -99,18 +101,46 @@ class Relay:
         """Like ``send`` but shares one reply subscription across many in-flight publishes.
 
         Does not wake the recipient: the caller batches wake-ups with ``notify``.
+
+        Publishes to one recipient leave in the order the calls began (their
+        acks are still awaited concurrently): a call that waits in ``validate``
+        for a device lookup is not overtaken by a later one that finds the
+        cache warm, so a SendStream stores each conversation in its order.
         """
-        await self.validate(sender, recipient, ciphertext)
-        data, headers = self._message(recipient, message_id, ciphertext)
+        before, mine = self._turn(recipient)
+        try:
+            await self.validate(sender, recipient, ciphertext)
+            data, headers = self._message(recipient, message_id, ciphertext)
+            if before is not None:
+                await asyncio.shield(before)
+        except BaseException:
+            self._done(recipient, mine)
+            raise
 
         async def publish() -> PubAck:
-            future = await self._store.js.publish_async(
-                mailbox_subject(recipient), data, wait_stall=timeout, stream=MAILBOX_STREAM, headers=headers
-            )
+            try:
+                future = await self._store.js.publish_async(
+                    mailbox_subject(recipient), data, wait_stall=timeout, stream=MAILBOX_STREAM, headers=headers
+                )
+            finally:
+                self._done(recipient, mine)  # written to the connection (or failed): the next may go
             # publish_async futures have no deadline of their own.
             return await asyncio.wait_for(future, timeout)
 
         return await self._stored(recipient, message_id, publish, timeout=timeout)
+
+    def _turn(self, recipient: DeviceId) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """This call's place in the recipient's publish order: (the predecessor's turn, ours)."""
+        before = self._last_turn.get(recipient)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_turn[recipient] = mine
+        return (before if before is not None and not before.done() else None), mine
+
+    def _done(self, recipient: DeviceId, mine: asyncio.Future[None]) -> None:
+        if not mine.done():
+            mine.set_result(None)
+        if self._last_turn.get(recipient) is mine:
+            del self._last_turn[recipient]
 
     @staticmethod
     async def _stored(
