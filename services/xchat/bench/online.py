@@ -50,7 +50,9 @@ async def _listen(client: Client) -> None:
             await client.ack(message)
 
 
-async def _crowd(conn: multiprocessing.connection.Connection, state_dir: str, endpoints: dict[str, list[str]], roots: bytes, names: list[str]) -> None:
+async def _crowd(
+    conn: multiprocessing.connection.Connection, state_dir: str, endpoints: dict[str, list[str]], roots: bytes, names: list[str]
+) -> None:
     clients: list[Client] = []
     listeners: list[asyncio.Task[None]] = []
     try:
@@ -81,7 +83,9 @@ async def _crowd(conn: multiprocessing.connection.Connection, state_dir: str, en
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
-def crowd_main(conn: multiprocessing.connection.Connection, state_dir: str, endpoints: dict[str, list[str]], roots: bytes, names: list[str]) -> None:
+def crowd_main(
+    conn: multiprocessing.connection.Connection, state_dir: str, endpoints: dict[str, list[str]], roots: bytes, names: list[str]
+) -> None:
     """A crowd child's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this child in order
     asyncio.run(_crowd(conn, state_dir, endpoints, roots, names))

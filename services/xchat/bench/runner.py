@@ -31,6 +31,7 @@ from xchat.bench.stats import Figures, medians
 from xchat.client import Client
 
 Progress = Callable[[str], None]
+CLOSED_N = f"closed_{IN_FLIGHT}"
 
 
 def _variants(profile: Profile) -> list[tuple[str, str, int, bool]]:
@@ -43,22 +44,32 @@ def _variants(profile: Profile) -> list[tuple[str, str, int, bool]]:
     ]
 
 
-async def _variant(pair: workloads.Pair, profile: Profile, size: int, at_half_peak: bool, progress: Progress) -> dict[str, Figures]:
+async def _variant(
+    pair: workloads.Pair, profile: Profile, size: int, at_half_peak: bool, progress: Progress
+) -> dict[str, Figures]:
     drain = profile.drain_timeout_s
-    out: dict[str, Figures] = {}
-    out["closed_1"] = await workloads.closed_loop(pair, concurrency=1, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain)
+
+    async def closed(concurrency: int) -> Figures:
+        return await workloads.closed_loop(
+            pair, concurrency=concurrency, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain
+        )
+
+    async def open_(rate_per_s: float) -> Figures:
+        return await workloads.open_loop(
+            pair, rate_per_s=rate_per_s, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain
+        )
+
+    out: dict[str, Figures] = {"closed_1": await closed(1)}
     progress(f"  {IN_FLIGHT} sends in flight")
-    out[f"closed_{IN_FLIGHT}"] = await workloads.closed_loop(
-        pair, concurrency=IN_FLIGHT, duration_s=profile.throughput_s, size=size, drain_timeout_s=drain
-    )
+    out[CLOSED_N] = await closed(IN_FLIGHT)
     # The lighter open loop first: an overloaded phase leaves work behind in the SDK.
     if at_half_peak:
-        peak = max(out["closed_1"]["delivered_per_s"] or 0.0, out[f"closed_{IN_FLIGHT}"]["delivered_per_s"] or 0.0)
+        peak = max(out["closed_1"]["delivered_per_s"] or 0.0, out[CLOSED_N]["delivered_per_s"] or 0.0)
         half = min(max(peak * PEAK_SHARE, 1.0), profile.max_open_loop_rate)
         progress(f"  open loop at {half:.0f} msg/s (50 % of peak)")
-        out["open_half_peak"] = await workloads.open_loop(pair, rate_per_s=half, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain)
+        out["open_half_peak"] = await open_(half)
     progress(f"  open loop at {FIXED_RATE:g} msg/s")
-    out["open_100"] = await workloads.open_loop(pair, rate_per_s=FIXED_RATE, duration_s=profile.open_loop_s, size=size, drain_timeout_s=drain)
+    out["open_100"] = await open_(FIXED_RATE)
     return out
 
 
@@ -78,7 +89,7 @@ async def _flamegraphs(bench: BenchMesh, pair: workloads.Pair, profile: Profile,
         "services-c": bench.service_pid("c"),
     }
     files: list[str] = []
-    for phase, concurrency in (("closed_1", 1), (f"closed_{IN_FLIGHT}", IN_FLIGHT)):
+    for phase, concurrency in (("closed_1", 1), (CLOSED_N, IN_FLIGHT)):
         with flames.Recording(out_dir, phase, pids) as recording:
             await workloads.closed_loop(
                 pair, concurrency=concurrency, duration_s=max(profile.throughput_s, 3.0), size=SMALL_BODY,
@@ -118,15 +129,17 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
             progress(f"flame graphs: cross-region closed loops under py-spy (not measured) → {flame_dir}")
             flamegraphs = await _flamegraphs(bench, pairs["cross"], profile, flame_dir)
         progress(f"backlog: {profile.backlog} messages for one offline device")
+        drain = max(profile.drain_timeout_s, profile.backlog / 100)
         backlogs = [
-            await workloads.backlog(bench, pairs["backlog"], count=profile.backlog, size=SMALL_BODY, drain_timeout_s=max(profile.drain_timeout_s, profile.backlog / 100))
+            await workloads.backlog(bench, pairs["backlog"], count=profile.backlog, size=SMALL_BODY, drain_timeout_s=drain)
             for _ in range(profile.backlog_repeats)
         ]
         progress(f"online devices: {profile.online_devices} receive streams held open, then {IN_FLIGHT} sends in flight among them")
 
         async def load() -> Figures:
             return await workloads.closed_loop(
-                pairs["cross"], concurrency=IN_FLIGHT, duration_s=profile.throughput_s, size=SMALL_BODY, drain_timeout_s=profile.drain_timeout_s
+                pairs["cross"], concurrency=IN_FLIGHT, duration_s=profile.throughput_s, size=SMALL_BODY,
+                drain_timeout_s=profile.drain_timeout_s,
             )
 
         held = await online.online_devices(
