@@ -119,6 +119,8 @@ async def serve_forever(settings: ServiceSettings, *, ready_message: bool = True
     process = await ServiceProcess.start(settings)
     if ready_message:
         print(f"xchat {'+'.join(settings.services)} region={settings.region} listening on port {process.port}", flush=True)
+        if process.running.metrics_server is not None:
+            print(f"metrics on http://{settings.metrics_listen}/metrics (port {process.running.metrics_server.port})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from xchat.core import metrics
 from xchat.core.errors import ResourceExhausted
 
 MAX_KEYS = 100_000
@@ -87,6 +88,8 @@ class RateLimiter:
         """Spends ``cost`` tokens of ``key``'s bucket or raises RESOURCE_EXHAUSTED with a retry hint."""
         wait = self._spend(key, cost, now)
         if wait > 0:
+            # Labelled by what is limited (a handful of limiters), never by key.
+            metrics.rate_limited(f"{self._what}{self._per}".strip())
             raise ResourceExhausted(
                 f"rate limit: at most {self._rate.per_second:g} {self._what}/s{self._per} (burst {self._rate.burst:g});"
                 f" retry in {math.ceil(wait * 10) / 10:.1f}s",

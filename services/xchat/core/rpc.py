@@ -21,7 +21,8 @@ import grpc
 import grpc.aio
 
 from xchat.core.authz import bearer_token, current_principal
-from xchat.core.errors import XChatError, grpc_status, grpc_trailers
+from xchat.core.errors import ResourceExhausted, XChatError, grpc_status, grpc_trailers
+from xchat.core.observe import note_refusal, request_trailer
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.store import STORE_ERRORS, translate
 from xchat.core.tokens import Principal, TokenVerifier
@@ -61,7 +62,10 @@ class _RefusalLog:
         more = f" (+{self._suppressed} refusals not logged)" if self._suppressed else ""
         self._suppressed = 0
         # One line: the client's text is cut and repr'd so it cannot forge lines.
-        refusals.info("refused %s from %s: %s %r%s", method, peer, code.name, message[:200], more)
+        refusals.info(
+            "refused %s from %s: %s %r%s", method, peer, code.name, message[:200], more,
+            extra={"method": method, "code": code.name},
+        )
 
 
 _refusal_log = _RefusalLog()
@@ -74,11 +78,15 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException,
         error = translate(exc)
         code, message = grpc_status(error)
         trailers = grpc_trailers(error)
+        # A quota refusal carries no retry hint: waiting does not help, reading does.
+        note_refusal(code, quota=isinstance(error, ResourceExhausted) and error.retry_after_ms is None)
         _refusal_log.write(method, context.peer() or "unknown", code, message)
     else:
         log.exception("unexpected error in %s", method, exc_info=exc)
         code, message = grpc.StatusCode.INTERNAL, "internal error (logged on the server)"
-    await context.abort(code, message, trailing_metadata=trailers)
+        note_refusal(code, quota=False)
+    # Trailers given to abort replace those set before: the request id goes again.
+    await context.abort(code, message, trailing_metadata=(*trailers, *request_trailer()))
 
 
 def unary(

@@ -23,7 +23,9 @@ from grpc_reflection.v1alpha import reflection
 from xchat.core.addresses import ClientAddresses
 from xchat.core.authz import Authorizer, token_verifier
 from xchat.core.devices import DeviceDirectory
+from xchat.core import metrics
 from xchat.core.edge import Edge, Limits
+from xchat.core.observe import Observer
 from xchat.core.settings import ServiceSettings
 from xchat.core.sharedlimits import LimitGossip
 from xchat.core.store import BUCKET_DEVICES, Store
@@ -63,12 +65,14 @@ class RunningServer:
         port: int,
         health_server: grpc.aio.Server | None = None,
         gossip: LimitGossip | None = None,
+        metrics_server: metrics.MetricsServer | None = None,
     ) -> None:
         self.server = server
         self.health = health_servicer
         self.port = port
         self.health_server = health_server
         self.gossip = gossip
+        self.metrics_server = metrics_server
 
 
 async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -> grpc.aio.Server:
@@ -95,7 +99,8 @@ async def start_server(
 ) -> tuple[RunningServer, asyncio.Task[None]]:
     limits = Limits(settings)
     server = grpc.aio.server(
-        interceptors=[edge(settings, store, limits)],
+        # Observer first (outermost): it also sees, counts and ids the calls the edge refuses.
+        interceptors=[Observer(region=settings.region), edge(settings, store, limits)],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
@@ -121,15 +126,28 @@ async def start_server(
         await gossip.start()
     await server.start()
     health_server = await _start_health_only(health_servicer, settings.health_listen) if settings.health_listen else None
-    running = RunningServer(server, health_servicer, port, health_server, gossip)
-    watcher = asyncio.create_task(_watch_health(health_servicer, ["", *names], store))
+    metrics_server = (
+        metrics.serve_metrics(settings.metrics_listen, region=settings.region, services=settings.services)
+        if settings.metrics_listen else None
+    )
+    running = RunningServer(server, health_servicer, port, health_server, gossip, metrics_server)
+    watcher = asyncio.create_task(_watch(health_servicer, ["", *names], store, settings.nats_monitor_url))
     return running, watcher
+
+
+async def _watch(servicer: health.aio.HealthServicer, names: list[str], store: Store, monitor_url: str | None) -> None:
+    """Health, and the sampled backlog when a NATS monitoring URL is set; both end with the server."""
+    if monitor_url is None:
+        await _watch_health(servicer, names, store)
+        return
+    await asyncio.gather(_watch_health(servicer, names, store), metrics.sample_backlog(monitor_url))
 
 
 async def _watch_health(servicer: health.aio.HealthServicer, names: list[str], store: Store) -> None:
     last: bool | None = None
     while True:
         ok = await store.healthy()
+        metrics.STORE_UP.set(1 if ok else 0)
         if ok != last:
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             for name in names:
@@ -148,3 +166,5 @@ async def stop_server(running: RunningServer, watcher: asyncio.Task[None], *, gr
         await running.health_server.stop(0)
     if running.gossip is not None:
         await running.gossip.stop()
+    if running.metrics_server is not None:
+        running.metrics_server.stop()

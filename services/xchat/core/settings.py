@@ -130,6 +130,12 @@ class ServiceSettings:
     # access-token lifetime).
     token_extra_public_keys: tuple[bytes, ...] = ()
     services: tuple[str, ...] = field(default=SERVICE_NAMES)
+    # Prometheus /metrics over plain HTTP (host:port; port 0 picks one). None:
+    # no metrics port (the default, so tests and embedded servers open nothing).
+    metrics_listen: str | None = None
+    # nats-server monitoring URL (http://host:8222) from which the mailbox
+    # backlog is sampled (xchat.core.metrics); None: no backlog gauges.
+    nats_monitor_url: str | None = None
 
 
 def _read_key_file(path: str, name: str) -> bytes:
@@ -188,6 +194,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
         "trusted_proxy_header": env.get("XCHAT_TRUSTED_PROXY_HEADER") or None,
         "trusted_proxies": tuple(p.strip() for p in env.get("XCHAT_TRUSTED_PROXIES", "").split(",") if p.strip()),
         "token_audience": env.get("XCHAT_TOKEN_AUDIENCE") or DEFAULT_TOKEN_AUDIENCE,
+        "metrics_listen": env.get("XCHAT_METRICS_LISTEN") or None,
+        "nats_monitor_url": env.get("XCHAT_NATS_MONITOR_URL") or None,
     }
     if password_file := env.get("XCHAT_NATS_PASSWORD_FILE"):
         try:

@@ -45,6 +45,7 @@ class Region:
     name: str
     nodes: list[NatsNode]
     grpc_port: int
+    metrics_port: int = 0
     nats: list[Supervised] = field(default_factory=list)
     services: Supervised | None = None
 
@@ -67,11 +68,14 @@ class LocalMesh:
         route_url: Callable[[NatsNode, NatsNode], str] | None = None,
         tls: bool = False,
         nats_auth: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         """``route_url(node, peer)``: the URL ``node`` dials to reach ``peer`` (default: the peer's
         cluster port; the chaos drills pass proxy addresses to cut or slow inter-region links)."""
         self.workdir = workdir
         self.route_url = route_url
+        # Told each start-up step (``xchat up`` prints them: starting takes up to a minute).
+        self.progress = progress or (lambda _step: None)
         # TLS on every hop: SDK→gRPC, service→NATS, NATS route↔route (mutual).
         self.tls: TlsFiles | None = make_local_pki(workdir / "tls") if tls else None
         # One NATS user per service with exactly xchat.core.permissions; "all"
@@ -107,7 +111,7 @@ class LocalMesh:
                 )
                 for i in range(nodes_per_region)
             ]
-            self.regions[name] = Region(name, nodes, grpc_port=port())
+            self.regions[name] = Region(name, nodes, grpc_port=port(), metrics_port=port())
         self._write_token_keys()
 
     # -- configuration -------------------------------------------------
@@ -208,6 +212,9 @@ class LocalMesh:
             **self._nats_env(region.name, service),
             "XCHAT_REGION": region.name,
             "XCHAT_LISTEN": listen or region.endpoint,
+            # Split services (listen given) pick their own metrics port.
+            "XCHAT_METRICS_LISTEN": f"{HOST}:{0 if listen else region.metrics_port}",
+            "XCHAT_NATS_MONITOR_URL": f"http://{region.nodes[0].host}:{region.nodes[0].http_port}",
             # Every client of a loopback mesh is 127.0.0.1 and benchmarks push
             # one device hard: keep the limits on, but far above a person's.
             "XCHAT_AUTH_RATE": "2000",
@@ -266,12 +273,15 @@ class LocalMesh:
                 for proc in region.nats:
                     proc.start()
             for node in self.all_nodes:
+                self.progress(f"waiting for nats-server {node.name} (JetStream cluster forming)")
                 wait_until(lambda n=node: nats_ready(n), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")  # type: ignore[misc]
+            self.progress("creating the mailbox stream and buckets (bootstrap)")
             self.bootstrap()
             for region in self.regions.values():
                 region.services = self._service_process(region)
                 region.services.start()
             for region in self.regions.values():
+                self.progress(f"waiting for the services of region {region.name} to report SERVING")
                 self.wait_serving(region.name)
         except BaseException:
             self.stop()
@@ -379,6 +389,7 @@ class LocalMesh:
                 "grpc": r.endpoint,
                 "nats": [n.client_url for n in r.nodes],
                 "monitor": [f"http://{n.host}:{n.http_port}" for n in r.nodes],
+                "metrics": f"http://{HOST}:{r.metrics_port}/metrics",
             }
             for r in self.regions.values()
         ]
