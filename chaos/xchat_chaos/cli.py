@@ -38,12 +38,13 @@ def add_drill_parser(subparsers: Any) -> None:
         description="Scenarios:\n" + "\n".join(f"  {n:<17} {s.description}" for n, s in SCENARIOS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    drill.add_argument("scenario", choices=list(SCENARIOS))
-    drill.add_argument("--backend", choices=["local", "kind"], default="local")
+    drill.add_argument("scenario", choices=list(SCENARIOS), help="the fault to inject (listed above)")
+    drill.add_argument("--backend", choices=["local", "kind"], default="local",
+                       help="local: processes on this machine (default); kind: a real cluster")
     drill.add_argument("--out", help="report directory (default: drill-reports/<scenario>-<time>)")
     drill.add_argument("--workdir", help="mesh data and logs (local back end; default: a temp dir)")
     drill.add_argument("--regions", default="a,b,c", help="local back end: region names (default a,b,c)")
-    drill.add_argument("--users-per-region", type=int, default=2)
+    drill.add_argument("--users-per-region", type=int, default=2, help="sending users homed in each region (default 2)")
     drill.add_argument("--rate", type=float, default=3.0, help="messages/s per user (default 3)")
     drill.add_argument("--in-flight", type=_window, default=1,
                        help="concurrent send() calls per user (default 1: one at a time; load: e.g. 8)")
@@ -51,13 +52,15 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.add_argument("--fault", type=float, default=10.0, help="seconds a fault lasts")
     drill.add_argument("--settle", type=float, default=8.0, help="seconds of traffic after the fault")
     drill.add_argument("--latency-ms", type=int, default=50, help="link-latency: delay added each way")
-    drill.add_argument("--flaps", type=int, default=3)
-    drill.add_argument("--rto-bound", type=float, default=DEFAULT_RTO_BOUND_S)
-    drill.add_argument("--recovery-bound", type=float, default=DEFAULT_RECOVERY_BOUND_S)
+    drill.add_argument("--flaps", type=int, default=3, help="flapping scenarios: how many times the fault comes and goes")
+    drill.add_argument("--rto-bound", type=float, default=DEFAULT_RTO_BOUND_S,
+                       help=f"seconds delivery may stall through the fault before the drill fails (default {DEFAULT_RTO_BOUND_S:g})")
+    drill.add_argument("--recovery-bound", type=float, default=DEFAULT_RECOVERY_BOUND_S,
+                       help=f"seconds the mesh may take to regain full redundancy after the fault (default {DEFAULT_RECOVERY_BOUND_S:g})")
     drill.add_argument("--no-progress", action="store_true", help="no progress bar")
     kind = drill.add_argument_group("kind back end")
-    kind.add_argument("--kube-context", default="kind-xchat")
-    kind.add_argument("--namespace", default="xchat")
+    kind.add_argument("--kube-context", default="kind-xchat", help="kubeconfig context of the cluster (default kind-xchat)")
+    kind.add_argument("--namespace", default="xchat", help="namespace of the XChatMesh (default xchat)")
     kind.add_argument("--mesh", default="xchat", help="XChatMesh name (default xchat)")
     kind.add_argument(
         "--endpoints",

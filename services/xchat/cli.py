@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -18,8 +20,15 @@ from pathlib import Path
 
 from xchat.client.errors import ClientError
 from xchat.core.errors import XChatError
+from xchat.core.logs import LOG_FORMATS
+from xchat.core.logs import configure as configure_logs
+from xchat.core.metrics import version as _version
 from xchat.core.settings import SERVICE_NAMES, SettingsError, from_env
 
+# Exit codes (docs/observability.md): 0 done / healthy; 1 failed or unavailable
+# (a server did not answer, a region is degraded); 2 usage (a flag or setting is
+# wrong: fix the command); 130 interrupted.
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
@@ -34,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         nats_urls=tuple(args.nats.split(",")) if args.nats else None,
         replicas=args.replicas,
         services=services,
+        metrics_listen=args.metrics_listen,
     )
     asyncio.run(serve_forever(settings))
     return 0
@@ -58,21 +68,31 @@ def _up(args: argparse.Namespace) -> int:
         raise SettingsError("need at least one region (--regions a,b,c) and --nodes-per-region >= 1")
     if len(set(regions)) != len(regions):
         raise SettingsError(f"region names must be unique: {','.join(regions)}")
+    if len(regions) < 3:
+        raise SettingsError(f"--regions {args.regions}: three regions are the minimum (every write is replicated R3)")
+    if args.base_port is not None and not 1024 <= args.base_port <= 65535 - 1000:
+        raise SettingsError(f"--base-port {args.base_port}: choose 1024..{65535 - 1000} (the mesh takes up to 1000 ports)")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
+    started = time.monotonic()
     mesh = LocalMesh(
         workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port, tls=not args.insecure,
         nats_auth=not args.open_nats,
+        progress=lambda step: print(f"  {time.monotonic() - started:5.1f}s {step}", flush=True),
     )
     if args.open_nats:
         print("WARNING: --open-nats: any local process can read every mailbox and write every bucket", file=sys.stderr)
     print(f"starting {len(regions)} regions in {workdir} ...", flush=True)
-    started = time.monotonic()
     with mesh:
         print(f"mesh up in {time.monotonic() - started:.1f}s\n")
-        print(f"{'region':<8}{'gRPC (auth, keys, relay, mailbox)':<36}{'NATS':<28}monitor")
+        print(f"{'region':<8}{'gRPC (auth, keys, relay, mailbox)':<36}{'NATS':<28}{'monitor':<24}metrics")
         for row in mesh.describe():
-            print(f"{row['region']!s:<8}{row['grpc']!s:<36}{','.join(row['nats']):<28}{','.join(row['monitor'])}")  # type: ignore[arg-type]
-        print(f"\nlogs: {workdir / 'logs'}")
+            print(
+                f"{row['region']!s:<8}{row['grpc']!s:<36}{','.join(row['nats']):<28}"  # type: ignore[arg-type]
+                f"{','.join(row['monitor']):<24}{row['metrics']}"  # type: ignore[arg-type]
+            )
+        # What `xchat status --workdir` reads.
+        (workdir / "mesh.json").write_text(json.dumps({"regions": mesh.describe(), "ca": str(mesh.tls.ca) if mesh.tls else None}))
+        print(f"\nlogs: {workdir / 'logs'}   status: xchat status --workdir {workdir}")
         if mesh.tls is not None:
             print(f"TLS on every hop; clients trust the CA in {mesh.tls.ca}")
         if args.demo:
@@ -104,6 +124,55 @@ def _demo(args: argparse.Namespace) -> int:
     bob = args.bob_endpoints.split(",") if args.bob_endpoints else alice
     roots = Path(args.ca).read_bytes() if args.ca else None
     asyncio.run(run_demo(alice, bob, Path(tempfile.mkdtemp(prefix="xchat-demo-")), root_certificates=roots))
+    return 0
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, list[str]]:
+    """``REGION=ADDRESS`` flags (repeatable) grouped by region."""
+    out: dict[str, list[str]] = {}
+    for value in values or ():
+        region, sep, address = value.partition("=")
+        if not sep or not region or not address:
+            raise SettingsError(f"{flag} {value!r}: expected REGION=ADDRESS")
+        out.setdefault(region, []).append(address)
+    return out
+
+
+def _status(args: argparse.Namespace) -> int:
+    from xchat.status import Target, as_json, from_mesh_file, probe, table
+
+    ca = args.ca
+    if args.workdir:
+        try:
+            data = json.loads((Path(args.workdir) / "mesh.json").read_text())
+        except OSError as exc:
+            raise SettingsError(f"--workdir {args.workdir}: no mesh.json there (written by `xchat up`): {exc.strerror}") from exc
+        targets = from_mesh_file(data)
+        ca = ca or data.get("ca")
+    else:
+        grpcs, monitors = _pairs(args.grpc, "--grpc"), _pairs(args.monitor, "--monitor")
+        if not grpcs and not monitors:
+            raise SettingsError("nothing to probe: pass --workdir of `xchat up`, or --grpc/--monitor REGION=ADDRESS")
+        targets = [
+            Target(r, grpcs[r][0] if r in grpcs else None, tuple(monitors.get(r, ()))) for r in dict.fromkeys([*grpcs, *monitors])
+        ]
+    try:
+        roots = Path(ca).read_bytes() if ca else None
+    except OSError as exc:
+        raise SettingsError(f"--ca {ca}: {exc.strerror}") from exc
+    regions = probe(targets, root_certificates=roots)
+    print(as_json(regions) if args.json else table(regions))
+    return 0 if all(r.healthy for r in regions) else EXIT_FAILED
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from xchat.keygen import generate_token_keys, settings_hint
+
+    try:
+        signing, public = generate_token_keys(Path(args.out))
+    except FileExistsError as exc:
+        raise SettingsError(str(exc)) from exc
+    print(f"wrote {signing} and {public}; set:\n{settings_hint(signing, public)}")
     return 0
 
 
@@ -156,20 +225,24 @@ def _bench(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="xchat", description="End-to-end encrypted messaging that survives losing a region.")
     top.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
+    top.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json lines (env XCHAT_LOG_FORMAT)")
+    top.add_argument("--log-level", help="debug, info, warning or error (env XCHAT_LOG_LEVEL; default info for serve)")
     sub = top.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one service (or all four) for one region")
-    serve.add_argument("service", choices=[*SERVICE_NAMES, "all"])
+    serve.add_argument("service", choices=[*SERVICE_NAMES, "all"], help="which service this process runs ('all': the four)")
     serve.add_argument("--region", help="region name (env XCHAT_REGION)")
     serve.add_argument("--listen", help="gRPC address host:port (env XCHAT_LISTEN)")
     serve.add_argument("--health-listen", help="plaintext health-only address for kubelet probes (env XCHAT_HEALTH_LISTEN)")
     serve.add_argument("--nats", help="comma-separated NATS URLs, own region first (env XCHAT_NATS_URLS)")
     serve.add_argument("--replicas", type=int, help="JetStream replicas, one per region (env XCHAT_REPLICAS)")
+    serve.add_argument("--metrics-listen", help="Prometheus /metrics address host:port (env XCHAT_METRICS_LISTEN; default off)")
     serve.set_defaults(run=_serve)
 
     up = sub.add_parser("up", help="start a local multi-region mesh (nats-server + services per region)")
     up.add_argument("--regions", default="a,b,c", help="comma-separated region names (default a,b,c)")
-    up.add_argument("--nodes-per-region", type=int, default=1)
+    up.add_argument("--nodes-per-region", type=int, default=1, help="nats-server processes per region (default 1)")
     up.add_argument("--base-port", type=int, default=None, help="first port to use (default: free ports)")
     up.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     up.add_argument("--demo", action="store_true", help="run the two-user demo once the mesh is up")
@@ -186,6 +259,19 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--bob-endpoints", help="comma-separated gRPC endpoints for bob (default: alice's)")
     demo.add_argument("--ca", help="PEM file of the CA to trust (TLS endpoints)")
     demo.set_defaults(run=_demo)
+
+    status = sub.add_parser("status", help="health of each region: services (gRPC health) and NATS nodes (/healthz, /jsz)")
+    status.add_argument("--workdir", help="the workdir of a running `xchat up` (reads its mesh.json)")
+    status.add_argument("--grpc", action="append", metavar="REGION=HOST:PORT", help="a region's gRPC endpoint (repeatable)")
+    status.add_argument("--monitor", action="append", metavar="REGION=URL",
+                        help="a NATS node's monitoring URL, e.g. a=http://127.0.0.1:8222 (repeatable)")
+    status.add_argument("--ca", help="PEM file of the CA to trust for TLS endpoints (default: the mesh's, with --workdir)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(run=_status)
+
+    keygen = sub.add_parser("keygen", help="write the access-token key pair `xchat serve` needs (never overwrites)")
+    keygen.add_argument("--out", default=".", help="directory for token-signing.key and token-public.key (default: .)")
+    keygen.set_defaults(run=_keygen)
 
     bench = sub.add_parser("bench", help="measure delivery end to end on a private local mesh, next to same-run baselines")
     bench.add_argument("--profile", choices=["smoke", "default", "full"], default="default",
@@ -206,15 +292,22 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    fmt = args.log_format or os.environ.get("XCHAT_LOG_FORMAT") or "text"
+    default = logging.INFO if args.verbose or args.command == "serve" else logging.WARNING
+    try:
+        configure_logs(fmt=fmt, level=args.log_level or os.environ.get("XCHAT_LOG_LEVEL") or default)
+    except ValueError as exc:
+        print(f"xchat: log settings: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     try:
         code = args.run(args)
-    except (SettingsError, XChatError, ClientError) as exc:
+    except SettingsError as exc:
         print(f"xchat: {exc}", file=sys.stderr)
         code = EXIT_USAGE
+    except (XChatError, ClientError) as exc:
+        # A server refused or did not answer: not a usage mistake.
+        print(f"xchat: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(f"xchat: {exc}", file=sys.stderr)
         code = 1
