@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc.aio
@@ -64,8 +66,24 @@ async def register(channel: grpc.aio.Channel) -> tuple[str, str]:
     return reply.device_id, tokens.access_token
 
 
+def channel_to(mesh: LocalMesh, region: str) -> grpc.aio.Channel:
+    roots = mesh.root_certificates
+    if roots is None:
+        return grpc.aio.insecure_channel(mesh.regions[region].endpoint)
+    return grpc.aio.secure_channel(mesh.regions[region].endpoint, grpc.ssl_channel_credentials(roots))
+
+
+def nats_subscriptions(mesh: LocalMesh) -> int:
+    total = 0
+    for region in mesh.regions.values():
+        for node in region.nodes:
+            with urllib.request.urlopen(f"{mesh.monitor_url(node.name)}/varz", timeout=5) as reply:
+                total += int(json.load(reply)["subscriptions"])
+    return total
+
+
 async def idle(mesh: LocalMesh, streams: int, seconds: float) -> None:
-    channels = [grpc.aio.insecure_channel(mesh.regions["a"].endpoint) for _ in range(max(1, streams // 100))]
+    channels = [channel_to(mesh, "a") for _ in range(max(1, streams // 100))]
     gate = asyncio.Semaphore(32)
 
     async def reg(i: int) -> tuple[str, str]:
@@ -83,6 +101,7 @@ async def idle(mesh: LocalMesh, streams: int, seconds: float) -> None:
     b1, bn1, bt1 = cpu_s(service.pid), sum(cpu_s(p) for p in nats_pids), time.monotonic()
     print(f"no stream open:  service CPU {100 * (b1 - b0) / (bt1 - bt0):.1f}%, 3 nats-servers CPU {100 * (bn1 - bn0) / (bt1 - bt0):.1f}% of a core")
     rss0, nats_rss0 = rss_kib(service.pid), sum(rss_kib(p) for p in nats_pids)
+    subs0 = nats_subscriptions(mesh)
     stop = asyncio.Event()
 
     async def opener() -> object:
@@ -99,11 +118,13 @@ async def idle(mesh: LocalMesh, streams: int, seconds: float) -> None:
     await asyncio.sleep(seconds)
     c1, n1, t1 = cpu_s(service.pid), sum(cpu_s(p) for p in nats_pids), time.monotonic()
     rss1, nats_rss1 = rss_kib(service.pid), sum(rss_kib(p) for p in nats_pids)
+    subs1 = nats_subscriptions(mesh)
     print(f"streams={streams} window={t1 - t0:.0f}s")
     print(f"service process: CPU {100 * (c1 - c0) / (t1 - t0):.1f}% of a core, RSS {rss0} -> {rss1} KiB, {(rss1 - rss0) / streams:.1f} KiB/stream")
     print(
         f"3 nats-servers:  CPU {100 * (n1 - n0) / (t1 - t0):.1f}% of a core, RSS {nats_rss0} -> {nats_rss1} KiB, "
-        f"{(nats_rss1 - nats_rss0) / streams:.1f} KiB/stream"
+        f"{(nats_rss1 - nats_rss0) / streams:.1f} KiB/stream (Go returns memory lazily: noisy), "
+        f"subscriptions {subs0} -> {subs1}"
     )
     stop.set()
     for call in calls:
@@ -113,7 +134,7 @@ async def idle(mesh: LocalMesh, streams: int, seconds: float) -> None:
 
 
 async def acks(mesh: LocalMesh, messages: int, rounds: int) -> None:
-    channel = grpc.aio.insecure_channel(mesh.regions["a"].endpoint)
+    channel = channel_to(mesh, "a")
     device, token = await register(channel)
     md = (("authorization", f"Bearer {token}"),)
     relay = relay_pb2_grpc.RelayStub(channel)
@@ -172,8 +193,9 @@ def main() -> None:
     # At most 1,000 (the unacknowledged limit of a Sync call).
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tls", action="store_true", help="TLS on every hop, as the issue measured")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, LocalMesh(Path(tmp)) as mesh:
+    with tempfile.TemporaryDirectory() as tmp, LocalMesh(Path(tmp), tls=args.tls) as mesh:
         if args.what == "idle":
             asyncio.run(idle(mesh, args.streams, args.seconds))
         else:
