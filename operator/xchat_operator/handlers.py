@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import names, reconcile, safety, status
+from . import metrics, names, reconcile, safety, status
 from .errors import DependencyMissing, KubeError, OperatorError, to_kopf
 from .kube import Kube, load_connection
 from .probes import Check, RegionHealth, make_default_prober, not_probed
@@ -94,6 +94,13 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: A
         memo["prober"] = make_default_prober(cfg.probes.timeout) if cfg.probes.enabled else not_probed
     logger.info("xchat operator configured: identity=%s peering=%s priority=%s standalone=%s",
                 cfg.identity, settings.peering.name, settings.peering.priority, settings.peering.standalone)
+    if cfg.metrics_port:
+        logger.info("metrics on port %d", metrics.serve(cfg.metrics_port))
+
+
+@kopf.on.cleanup()
+def stop_metrics(**_: Any) -> None:
+    metrics.stop()
 
 
 def _parse(body: Mapping[str, Any]) -> MeshSpec:
@@ -120,6 +127,7 @@ def _report_failure(memo: kopf.Memo, body: Mapping[str, Any], spec: MeshSpec, re
     cond = status.condition("Reconciled", False, reason, message, spec.generation, previous.get("conditions") or ())
     same = [c for c in previous.get("conditions") or () if c.get("type") == "Reconciled"
             and c.get("status") == "False" and c.get("reason") == reason and c.get("message") == message]
+    metrics.ERRORS.labels(reason).inc()
     if same:
         return
     patch = status.with_condition(previous, cond)
@@ -154,7 +162,7 @@ def _identity(memo: kopf.Memo) -> str:
     return cfg.identity or "operator"
 
 
-def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any]) -> reconcile.ApplyResult | None:
+def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any], *, trigger: str = "change") -> reconcile.ApplyResult | None:
     """Apply under the mesh's lock; ``None`` if a newer generation was applied meanwhile.
 
     The timer runs concurrently with the change handlers (and the child-event
@@ -166,14 +174,18 @@ def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any]) -> reconcil
     with lock:
         applied: dict[str, int] = memo["applied"]
         if spec.generation < applied.get(key, 0):
+            metrics.RECONCILES.labels(trigger, "superseded").inc()
             return None
         try:
-            result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain,
-                                          health=_health(memo))
+            with metrics.RECONCILE_SECONDS.labels(trigger).time():
+                result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain,
+                                              health=_health(memo))
         except OperatorError as exc:
+            metrics.RECONCILES.labels(trigger, "failed").inc()
             _report_failure(memo, body, spec, _failure_reason(exc), str(exc))
             raise to_kopf(exc) from exc
         applied[key] = spec.generation
+        metrics.RECONCILES.labels(trigger, "applied").inc()
         return result
 
 
@@ -205,6 +217,7 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
     new["reconciledBy"] = _identity(memo)
     new["reconciles"] = int(previous.get("reconciles") or 0) + 1
     patch.status.update(new)
+    metrics.mesh_status(spec.namespace, spec.name, new, {})
     msg = f"{reason}: applied {result.applied} objects"
     if result.pruned:
         msg += f", pruned {', '.join(result.pruned)}"
@@ -229,7 +242,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     if await asyncio.to_thread(_refused, memo, fresh, spec):
         return
     # Drift: re-apply (a no-op when nothing changed); continues a held NATS roll.
-    result = await asyncio.to_thread(_apply, spec, memo, fresh)
+    result = await asyncio.to_thread(lambda: _apply(spec, memo, fresh, trigger="timer"))
     if result is None:
         return
     health: dict[str, RegionHealth] = {}
@@ -240,6 +253,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
         if isinstance(res, BaseException):
             # A broken probe is a not-ready region, never a crashed handler.
             c = Check(ok=False, reason="ProbeFailed", message=repr(res))
+            metrics.ERRORS.labels("ProbeFailed").inc()
             health[region.name] = RegionHealth(region=region.name, nats=c, services={"probe": c})
         else:
             health[region.name] = res
@@ -256,6 +270,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
         _post(body, reason=f"Phase{new['phase']}",
                   message=f"phase {previous.get('phase')} -> {new['phase']}, ready regions {new['readyRegions']}")
     patch.status.update(new)
+    metrics.mesh_status(spec.namespace, spec.name, new, {name: h.ready for name, h in health.items()})
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -265,6 +280,7 @@ def delete_mesh(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
         deleted = reconcile.cleanup(memo["kube"], spec)
     except OperatorError as exc:
         raise to_kopf(exc) from exc
+    metrics.forget(spec.namespace, spec.name)
     logger.info("deleted %d children of %s/%s (PVCs kept)", len(deleted), spec.namespace, spec.name)
 
 
@@ -304,6 +320,7 @@ def on_child_event(event: kopf.RawEvent, body: kopf.Body, resource: kopf.Resourc
     except OperatorError as exc:
         raise to_kopf(exc) from exc
     if done:
+        metrics.RECONCILES.labels("child", "repaired").inc()
         what = "Recreated" if etype == "DELETED" else "Corrected"
         _post(mesh, reason=what, message=f"{what.lower()} {kind}/{body['metadata']['name']} [{_identity(memo)}]")
 

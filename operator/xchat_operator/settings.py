@@ -55,6 +55,8 @@ class OperatorSettings:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     #: identity written to status (which replica reconciled); defaults to the pod name
     identity: str = ""
+    #: port of the operator's Prometheus /metrics (xchat_operator.metrics); 0: not served
+    metrics_port: int = 0
 
 
 def _bool(raw: str | None, default: bool) -> bool:
@@ -95,4 +97,5 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         ),
         cluster_domain=e.get("XCHAT_CLUSTER_DOMAIN", DEFAULT_CLUSTER_DOMAIN),
         identity=e.get("XCHAT_OPERATOR_IDENTITY") or e.get("POD_NAME") or e.get("HOSTNAME", ""),
+        metrics_port=_number(e, "XCHAT_OPERATOR_METRICS_PORT", 0, int),
     )
