@@ -18,7 +18,7 @@ from typing import Any
 
 from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
 
-from . import names, natsconfig, policies, rollout
+from . import monitoring, names, natsconfig, policies, rollout
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
 Obj = dict[str, Any]
@@ -266,7 +266,7 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
                     "terminationGracePeriodSeconds": NATS_TERMINATION_GRACE_SECONDS,
                     "nodeSelector": dict(region.node_selector),
                     "affinity": _anti_affinity(sel, region.topology_key),
-                    "containers": [container],
+                    "containers": [c for c in (container, monitoring.nats_exporter(spec, CONTAINER_SECURITY)) if c],
                     "volumes": volumes,
                 },
             },
@@ -305,6 +305,7 @@ def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: st
         {"name": "XCHAT_NATS_USER", "value": service},
         {"name": "XCHAT_NATS_PASSWORD_FILE", "value": f"{SERVICE_SECRET_DIR}/nats/password"},
         {"name": "XCHAT_REPLICAS", "value": str(spec.jetstream_replicas)},
+        *monitoring.service_env(),
     ]
     if service == "auth":
         env.append({"name": "XCHAT_TOKEN_SIGNING_KEY_FILE", "value": f"{SERVICE_SECRET_DIR}/token/signing.key"})
@@ -356,6 +357,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
         "ports": [
             {"name": "grpc", "containerPort": names.GRPC_PORT},
             {"name": "health", "containerPort": names.HEALTH_PORT},
+            monitoring.service_port(),
         ],
         # The probes use the plaintext health-only port, so they work with TLS on.
         "readinessProbe": {"grpc": {"port": names.HEALTH_PORT}, "periodSeconds": 5},

@@ -20,6 +20,9 @@ NATS_MONITOR_PORT = 8222
 GRPC_PORT = 50051
 # Plaintext grpc.health.v1 only: kubelet's gRPC probes cannot speak TLS.
 HEALTH_PORT = 50052
+# Prometheus /metrics of every service pod, and of the NATS pods' exporter sidecar.
+SERVICE_METRICS_PORT = 9090
+NATS_EXPORTER_PORT = 7777
 ROUTE_USER = "route"
 #: The NATS user of the bootstrap init containers (creates streams and buckets).
 BOOTSTRAP_USER = "bootstrap"

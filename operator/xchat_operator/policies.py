@@ -3,8 +3,9 @@
 * NATS pods: the client port only from this mesh's service pods, the route
   port only from this mesh's NATS pods, the monitoring port only from the
   operator's pods (its health probe; ``/connz`` shows which devices are online);
-* service pods: gRPC and the plaintext health port from anywhere (clients,
-  kubelet and the operator's probes).
+* service pods: gRPC, the plaintext health port and /metrics from anywhere
+  (clients, kubelet, the operator's probes, Prometheus);
+* the NATS exporter sidecar's /metrics (when enabled) from anywhere.
 
 Kubelet's own probes come from the node, which most CNIs (Calico, Cilium)
 always admit; the policies only narrow pod-to-pod traffic. They take effect
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import names
+from . import monitoring, names
 from .spec import SERVICE_NAMES, MeshSpec
 
 Obj = dict[str, Any]
@@ -46,6 +47,7 @@ def nats_policy(spec: MeshSpec, meta: Meta) -> Obj:
                 {"from": [services], "ports": [{"protocol": "TCP", "port": names.NATS_CLIENT_PORT}]},
                 {"from": [nats], "ports": [{"protocol": "TCP", "port": names.NATS_CLUSTER_PORT}]},
                 {"from": [operator], "ports": [{"protocol": "TCP", "port": names.NATS_MONITOR_PORT}]},
+                *([monitoring.ingress_rule(names.NATS_EXPORTER_PORT)] if spec.nats_exporter.enabled else []),
             ],
         },
     }
@@ -60,7 +62,8 @@ def services_policy(spec: MeshSpec, meta: Meta) -> Obj:
             "podSelector": _mesh_pods(spec, list(SERVICE_NAMES)),
             "policyTypes": ["Ingress"],
             "ingress": [{"ports": [{"protocol": "TCP", "port": names.GRPC_PORT},
-                                   {"protocol": "TCP", "port": names.HEALTH_PORT}]}],
+                                   {"protocol": "TCP", "port": names.HEALTH_PORT},
+                                   {"protocol": "TCP", "port": names.SERVICE_METRICS_PORT}]}],
         },
     }
 

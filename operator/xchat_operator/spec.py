@@ -26,6 +26,9 @@ KIND = "XChatMesh"
 
 DEFAULT_IMAGE = "xchat:0.1.0"
 DEFAULT_NATS_IMAGE = "nats:2.12-alpine"
+# Not pulled or run here (no image registry reachable when this was written): the
+# tag is the one the CRD defaults to; a mesh can name any release.
+DEFAULT_NATS_EXPORTER_IMAGE = "natsio/prometheus-nats-exporter:0.16.0"
 DEFAULT_STORAGE_SIZE = "10Gi"
 DEFAULT_NATS_NODES = 1
 DEFAULT_SERVICE_REPLICAS = 2
@@ -109,6 +112,14 @@ class PodSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class NatsExporter:
+    """``spec.monitoring.natsExporter``: the NATS pods' Prometheus sidecar (``xchat_operator.monitoring``)."""
+
+    enabled: bool = False
+    image: str = DEFAULT_NATS_EXPORTER_IMAGE
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MeshSpec:
     name: str
     namespace: str
@@ -123,6 +134,7 @@ class MeshSpec:
     nats_image: str = DEFAULT_NATS_IMAGE
     image_pull_policy: str = "IfNotPresent"
     pods: PodSettings = PodSettings()
+    nats_exporter: NatsExporter = NatsExporter()
     paused: bool = False
 
     def region(self, name: str) -> Region:
@@ -182,6 +194,7 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
     }
     tls_raw = spec.get("tls") or {}
     pods_raw = spec.get("pods") or {}
+    exporter_raw = (spec.get("monitoring") or {}).get("natsExporter") or {}
     annotations = meta.get("annotations") or {}
     return MeshSpec(
         name=str(meta["name"]),
@@ -198,6 +211,10 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
         image=str(spec.get("image", DEFAULT_IMAGE)),
         nats_image=str(spec.get("natsImage", DEFAULT_NATS_IMAGE)),
         image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
+        nats_exporter=NatsExporter(
+            enabled=bool(exporter_raw.get("enabled", False)),
+            image=str(exporter_raw.get("image", DEFAULT_NATS_EXPORTER_IMAGE)),
+        ),
         pods=PodSettings(
             image_pull_secrets=tuple(str(s["name"]) for s in pods_raw.get("imagePullSecrets") or ()),
             tolerations=tuple(dict(t) for t in pods_raw.get("tolerations") or ()),

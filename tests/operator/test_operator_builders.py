@@ -264,7 +264,8 @@ def test_network_policies() -> None:
     assert rules[8222][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "operator"}}
     assert all(r["from"] for r in nats["spec"]["ingress"])  # nothing open to everyone
     (grpc,) = services["spec"]["ingress"]
-    assert "from" not in grpc and [p["port"] for p in grpc["ports"]] == [50051, 50052]
+    # gRPC, health and /metrics (counts only: xchat.core.metrics has no per-user label).
+    assert "from" not in grpc and [p["port"] for p in grpc["ports"]] == [50051, 50052, 9090]
 
 
 def test_each_service_pod_mounts_its_own_certificate() -> None:
