@@ -164,8 +164,10 @@ def test_merge_and_patch(render: Render) -> None:
     assert mesh["spec"]["services"]["auth"]["replicas"] == 2  # untouched sibling kept
     assert mesh["metadata"]["annotations"] == {"xchat.dev/paused": "false"}
     assert "limits" not in mesh["spec"]["nats"]["resources"]
-    (pm,) = kinds["PodMonitor"]
-    assert pm["spec"]["selector"]["matchLabels"] == {"xchat.dev/mesh": "dev", "app.kubernetes.io/component": "nats"}
+    pm = next(p for p in kinds["PodMonitor"] if p["metadata"]["namespace"] == mesh["metadata"]["namespace"]
+              and p["spec"]["selector"]["matchLabels"].get("xchat.dev/mesh"))
+    assert pm["spec"]["selector"]["matchLabels"] == {"xchat.dev/mesh": "dev"}
+    assert pm["metadata"]["labels"]["release"] == "prometheus"
     (test_pod,) = kinds["Pod"]
     assert test_pod["spec"]["tolerations"] == [{"operator": "Exists"}]
     assert "XCHAT_TEST_CA" not in {e["name"] for e in test_pod["spec"]["containers"][0]["env"]}  # TLS off

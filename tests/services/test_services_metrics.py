@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import secrets
 import urllib.request
 from pathlib import Path
@@ -122,3 +124,19 @@ async def test_rate_limit_rejections_are_counted_and_every_call_carries_a_reques
     name = "xchat_rpc_requests_total"
     labels = {"service": "Keys", "method": "FetchBundles", "code": "RESOURCE_EXHAUSTED"}
     assert _total(after, name, **labels) >= _total(before, name, **labels) + refused
+
+
+def _families(url: str) -> set[str]:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return {family.name for family in text_string_to_metric_families(reply.read().decode())}
+
+
+async def test_every_service_metric_the_dashboard_queries_is_in_a_live_scrape(mesh: LocalMesh) -> None:
+    dashboard = Path(__file__).resolve().parents[2] / "charts" / "xchat" / "files" / "monitoring" / "dashboards" / "xchat.json"
+    exprs = [t["expr"] for panel in json.loads(dashboard.read_text())["panels"] for t in panel["targets"]]
+    queried = {n for e in exprs for n in re.findall(r"\b(xchat_[a-z0-9_]+)\b", e) if not n.startswith("xchat_operator_")}
+    # A family is declared (HELP/TYPE) even before its first labelled sample.
+    wanted = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in queried}
+    for row in mesh.describe():
+        declared = await asyncio.to_thread(_families, str(row["metrics"]))
+        assert wanted - declared == set(), row["region"]
