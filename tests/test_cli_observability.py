@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from xchat.cli import parser
@@ -69,3 +72,53 @@ def test_keygen_writes_keys_serve_accepts_and_never_overwrites(tmp_path: Path) -
     assert settings.token_signing_seed and settings.token_public_key
     again = _run("keygen", "--out", str(tmp_path))
     assert again.returncode == 2 and "refusing to replace" in again.stderr
+
+
+def _mesh_processes(workdir: Path) -> list[int]:
+    """Processes of the mesh in ``workdir`` (named on their command line or in their environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if str(workdir).encode() in seen:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_shows_progress_and_status_reads_its_mesh(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*XCHAT, "up", "--insecure", "--workdir", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line or time.monotonic() > deadline:
+                break
+        text = "".join(lines)
+        up_at = next(i for i, line in enumerate(lines) if line.startswith("mesh up"))
+        steps = [line for line in lines[:up_at] if "waiting for" in line or "bootstrap" in line]
+        assert len(steps) >= 5, text  # three NATS nodes, bootstrap, services of each region
+        assert "metrics" in text and "/metrics" in text
+        status = _run("status", "--workdir", str(tmp_path), "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert [r["healthy"] for r in json.loads(status.stdout)["regions"]] == [True, True, True]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        leftovers = _mesh_processes(tmp_path)
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not leftovers, "no process left behind"
