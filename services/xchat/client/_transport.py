@@ -79,11 +79,11 @@ class Transport:
                 self._channels[target] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         return self._channels[target]
 
-    def fail_over(self, failed: str) -> None:
+    def fail_over(self, failed: str, reason: str = "") -> None:
         """Moves to the next endpoint unless another caller already did."""
         if self.endpoint == failed:
             self._current = (self._current + 1) % len(self.endpoints)
-            log.info("endpoint %s unavailable; failing over to %s", failed, self.endpoint)
+            log.info("endpoint %s unavailable (%s); failing over to %s", failed, reason or "no answer", self.endpoint)
 
     async def call(
         self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, service: str, budget: float | None = None
@@ -107,7 +107,7 @@ class Transport:
                 if exc.code() not in RETRYABLE:
                     raise rejected(exc) from exc
                 last = exc
-                self.fail_over(target)
+                self.fail_over(target, f"{exc.code().name}: {exc.details()}")
             attempt += 1
             if attempt % len(self.endpoints) == 0:
                 rounds = attempt // len(self.endpoints)
