@@ -180,7 +180,7 @@ class Receiver:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     self._tokens.invalidate()
                 elif exc.code() in RETRYABLE or exc.code() in STREAM_RECONNECT:
-                    self._transport.fail_over(target)
+                    self._transport.fail_over(target, f"Sync {exc.code().name}: {exc.details()}")
                 else:
                     raise rejected(exc) from exc
                 await asyncio.sleep(_backoff(failures))
@@ -188,7 +188,7 @@ class Receiver:
             except ServiceUnavailable:
                 # A directory lookup while opening an envelope found no endpoint; the
                 # envelope is not acked, so it comes back after the reconnect.
-                self._transport.fail_over(target)
+                self._transport.fail_over(target, "directory lookup found no endpoint")
                 await asyncio.sleep(_backoff(failures))
                 failures += 1
             finally:

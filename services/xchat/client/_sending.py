@@ -137,7 +137,10 @@ class Sender:
 
     async def _encrypt(self, messages: Sequence[tuple[str, bytes]], content_type: str) -> list[list[OutboxItem]]:
         """Encrypts in order, in the loop turn's shared transaction; the envelopes are queued on return."""
-        requests = [EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type) for account, body in messages]
+        requests = [
+            EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type)
+            for account, body in messages
+        ]
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in requests]
         if not self._encrypts:
@@ -248,7 +251,7 @@ class Sender:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._tokens.invalidate()
             elif exc.code() in RETRYABLE:
-                self._transport.fail_over(target)
+                self._transport.fail_over(target, f"{exc.code().name}: {exc.details()}")
             else:
                 # Refused for good (bad input, rate limit): keeping them would only retry for ever.
                 refused = front[:1] if len(front) == 1 else [self._queue[k] for k in self._awaiting if k in self._queue]
@@ -301,7 +304,7 @@ class Sender:
         except asyncio.TimeoutError:
             log.info("send stream to %s went silent with %d envelopes in flight", target, len(self._awaiting))
             call.cancel()
-            self._transport.fail_over(target)
+            self._transport.fail_over(target, "send stream silent")
             return False
         finally:
             call.cancel()
@@ -364,7 +367,9 @@ class Sender:
 
 
 def _request(item: OutboxItem) -> relay_pb2.SendRequest:
-    return relay_pb2.SendRequest(recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext)
+    return relay_pb2.SendRequest(
+        recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
+    )
 
 
 def _code_name(code: int) -> str:

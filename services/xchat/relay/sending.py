@@ -89,7 +89,9 @@ class Relay:
         data, headers = self._message(recipient, message_id, ciphertext)
 
         def publish() -> Awaitable[PubAck]:
-            return self._store.js.publish(mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers)
+            return self._store.js.publish(
+                mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers
+            )
 
         receipt = await self._stored(recipient, message_id, publish, timeout=timeout)
         await self._notify(recipient)
