@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
@@ -71,6 +73,8 @@ TRANSIENT_API_ERRORS = frozenset({10005, 10008, 10023, 10074, None})
 # How long start-up keeps retrying resource creation while the cluster elects
 # its meta leader.
 ENSURE_DEADLINE_S = 60.0
+# A repeated NATS client error is logged at most this often.
+ERROR_LOG_INTERVAL_S = 30.0
 # The prekeys bucket holds ~30 KB of public keys per device (post-quantum keys
 # are 1,184 bytes each): it gets this many times ``bucket_max_bytes``.
 PREKEYS_BUCKET_FACTOR = 4
@@ -157,15 +161,18 @@ class Store:
             options["password"] = settings.nats_password or ""
             # Replies only below our own prefix: the user may subscribe nowhere else.
             options["inbox_prefix"] = inbox_prefix(settings.nats_user)
-        deadline = asyncio.get_running_loop().time() + ENSURE_DEADLINE_S
-        while True:
-            try:
-                nc = await nats.connect(**options)  # type: ignore[arg-type]
-                return cls(nc, settings, reconnect_hooks=hooks)
-            except (nats.errors.Error, OSError) as exc:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise Unavailable(f"cannot connect to NATS at {settings.nats_urls}: {exc}") from exc
-                await asyncio.sleep(0.5)
+        # With reconnects unbounded, nats-py's first connect also retries for ever:
+        # bounded here, so a process that never reached NATS ends with one line.
+        nc = NatsClient()
+        try:
+            await asyncio.wait_for(nc.connect(**options), ENSURE_DEADLINE_S)  # type: ignore[arg-type]
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            await nc.close()
+            reason = f": {nc.last_error}" if nc.last_error else ""
+            raise Unavailable(
+                f"cannot connect to NATS at {','.join(settings.nats_urls)} within {ENSURE_DEADLINE_S:.0f}s{reason}"
+            ) from exc
+        return cls(nc, settings, reconnect_hooks=hooks)
 
     async def ensure_resources(self, *, create: bool = False) -> None:
         """Opens the buckets this process's services use, waiting until they exist.
@@ -292,8 +299,20 @@ class Store:
 
 
 def _on_error(hooks: list[Callable[[], None]]) -> Callable[[Exception], Awaitable[None]]:
+    # nats-py reports every failed (re)connect attempt, twice a second while NATS is
+    # down: the same error is logged once, then at most every ERROR_LOG_INTERVAL_S.
+    last: dict[str, float] = {}
+    repeats: dict[str, int] = {}
+
     async def callback(exc: Exception) -> None:
-        log.warning("NATS error: %s", exc)
+        text, now = str(exc), time.monotonic()
+        if text in last and now - last[text] < ERROR_LOG_INTERVAL_S:
+            repeats[text] = repeats.get(text, 0) + 1
+        else:
+            more = f" (and {repeats.pop(text)} more times since)" if repeats.get(text) else ""
+            last.clear()
+            last[text] = now
+            log.warning("NATS error: %s%s", text, more)
         if isinstance(exc, nats.errors.SlowConsumerError):
             for hook in hooks:
                 hook()
