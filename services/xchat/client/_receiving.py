@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
@@ -83,8 +84,8 @@ class Receiver:
         self._on_new_session = on_new_session
         # Sequences to send on the live Sync stream (all of them are also pending in state).
         self._outgoing: list[int] = []
-        # Acks made since the current Sync call started (confirmed on close).
-        self._this_call: list[int] = []
+        # The latest acks made since the current Sync call started (confirmed on close).
+        self._this_call: deque[int] = deque(maxlen=CLOSE_CONFIRM_MAX)
         self._ack_wake = asyncio.Event()
         self._closed = False
 
@@ -122,7 +123,7 @@ class Receiver:
 
     async def _confirm_on_close(self, budget: float) -> None:
         """One unary ``Ack`` (answered after the deletes) for the latest acks of this call."""
-        sequences = sorted(set(self._this_call))[-CLOSE_CONFIRM_MAX:]
+        sequences = sorted(set(self._this_call))
         if not sequences:
             return
         request = mailbox_pb2.AckRequest(sequences=sequences)
@@ -157,7 +158,7 @@ class Receiver:
             # Pending before the call starts: confirmed or redelivered by its backlog.
             pending: set[int] | None = set(self._state.pending_acks())
             redelivered: set[int] = set()
-            self._this_call = []
+            self._this_call.clear()
             call = stub.Sync(self._frames(), metadata=metadata(token))
             try:
                 async for response in call:
