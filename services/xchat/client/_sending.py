@@ -4,17 +4,18 @@
 encrypts every request submitted in the same event-loop turn in one durable
 SQLite transaction (group commit: one fsync for many sends) and appends the
 ciphertexts to an in-memory queue that mirrors the outbox table, in outbox
-order. One flusher task drains the front of that queue in rounds: one unary
-``Send`` for a lone envelope, otherwise a ``SendStream`` of batches. Each
-caller waits on futures for its own envelopes only, so 64 concurrent sends
-cost one round trip or a few, not 64 × 64 deliveries.
+order. One flusher task drains the front of that queue: one unary ``Send``
+for a lone envelope, otherwise a ``SendStream`` that lives while work flows
+(envelopes queued meanwhile join it). Each caller waits on futures for its
+own envelopes only, so 64 concurrent sends cost a round trip or a few, not
+64 × 64 deliveries.
 
 Order: an envelope is queued behind every older one (the outbox's rowid
-order); a round always starts at the front of the queue and an envelope that
-was not acknowledged stays where it was, so a newer envelope to the same
-device is never sent before an older one was sent first (unary, streaming,
-replay after a failure, concurrent callers alike). What the relay stores for
-one device keeps the order it was sent in.
+order); a stream always starts at the front of the queue, and an envelope
+answered with a retryable failure stays where it was and halts the stream,
+so a newer envelope to the same device is never sent before an older one
+(unary, streaming, replay after a failure, concurrent callers alike). Relay
+stores one device's envelopes in the order a stream carried them.
 
 Exactly-once: the ciphertext and the advanced ratchet are durable before the
 envelope leaves; a retry or a restarted client resends the same bytes with
@@ -23,8 +24,9 @@ set past the relay's window). A row leaves the outbox after the relay's ack
 or a permanent refusal, never before.
 
 Failover: only when the call itself fails with UNAVAILABLE or
-DEADLINE_EXCEEDED. A per-envelope UNAVAILABLE on a stream that works is
-retried on the same endpoint.
+DEADLINE_EXCEEDED, or a stream with envelopes in flight stays silent for
+twice the call timeout. A per-envelope UNAVAILABLE on a stream that works is
+retried on the same endpoint. See docs/adr/0007-sdk-send-path.md.
 """
 
 from __future__ import annotations
