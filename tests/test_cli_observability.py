@@ -122,3 +122,23 @@ def test_up_shows_progress_and_status_reads_its_mesh(tmp_path: Path) -> None:
             except ProcessLookupError:
                 pass
     assert not leftovers, "no process left behind"
+
+
+def test_up_fails_at_once_naming_the_cause(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            result = _run("up", "--insecure", "--workdir", str(tmp_path), "--base-port", str(port), timeout=60)
+        finally:
+            leftovers = _mesh_processes(tmp_path)
+            for pid in leftovers:
+                os.kill(pid, signal.SIGKILL)
+    assert result.returncode == 1 and "address already in use" in result.stderr and "Traceback" not in result.stderr
+    assert not leftovers
+    for args, cause in ((["--base-port", "70000"], "--base-port 70000"), (["--regions", "a,b"], "three regions")):
+        result = _run("up", *args)
+        assert result.returncode == 2 and cause in result.stderr

@@ -274,7 +274,7 @@ class LocalMesh:
                     proc.start()
             for node in self.all_nodes:
                 self.progress(f"waiting for nats-server {node.name} (JetStream cluster forming)")
-                wait_until(lambda n=node: nats_ready(n), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")  # type: ignore[misc]
+                self.wait_node(node.name)
             self.progress("creating the mailbox stream and buckets (bootstrap)")
             self.bootstrap()
             for region in self.regions.values():
@@ -302,7 +302,7 @@ class LocalMesh:
         for proc in r.nats:
             proc.start()
         for node in r.nodes:
-            wait_until(lambda n=node: nats_ready(n), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")  # type: ignore[misc]
+            self.wait_node(node.name)
         if r.services is not None:
             r.services.start()
 
@@ -357,8 +357,18 @@ class LocalMesh:
     def start_node(self, name: str) -> None:
         region, i = self._node(name)
         region.nats[i].start()
-        node = region.nodes[i]
-        wait_until(lambda: nats_ready(node), timeout=START_TIMEOUT_S, what=f"nats-server {node.name}")
+        self.wait_node(name)
+
+    def wait_node(self, name: str) -> None:
+        """Until the node is ready; at once, with its log, if it exited (a port taken, a bad config)."""
+        region, i = self._node(name)
+
+        def ready() -> bool:
+            if not region.nats[i].alive:
+                raise RuntimeError(f"nats-server {name} exited:\n{region.nats[i].log_tail(5)}")
+            return nats_ready(region.nodes[i])
+
+        wait_until(ready, timeout=START_TIMEOUT_S, what=f"nats-server {name}")
 
     def restart_services(self, region: str) -> None:
         """Graceful stop and start of one region's service process; returns once it serves."""
