@@ -142,3 +142,14 @@ def test_up_fails_at_once_naming_the_cause(tmp_path: Path) -> None:
     for args, cause in ((["--base-port", "70000"], "--base-port 70000"), (["--regions", "a,b"], "three regions")):
         result = _run("up", *args)
         assert result.returncode == 2 and cause in result.stderr
+
+
+def test_unreachable_and_malformed_inputs_get_the_right_exit_codes(tmp_path: Path) -> None:
+    result = _run("demo", "--alice-endpoints", "127.0.0.1:1")
+    assert result.returncode == 1 and "no endpoint answered" in result.stderr and "Traceback" not in result.stderr
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate")
+    result = _run("demo", "--alice-endpoints", "127.0.0.1:1", "--ca", str(not_pem))
+    assert result.returncode == 2 and "no PEM certificate" in result.stderr and "TLS" not in result.stdout
+    result = _run("drill", "region-kill", "--rate", "-5")
+    assert result.returncode == 2 and "--rate" in result.stderr

@@ -44,18 +44,18 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.add_argument("--out", help="report directory (default: drill-reports/<scenario>-<time>)")
     drill.add_argument("--workdir", help="mesh data and logs (local back end; default: a temp dir)")
     drill.add_argument("--regions", default="a,b,c", help="local back end: region names (default a,b,c)")
-    drill.add_argument("--users-per-region", type=int, default=2, help="sending users homed in each region (default 2)")
-    drill.add_argument("--rate", type=float, default=3.0, help="messages/s per user (default 3)")
+    drill.add_argument("--users-per-region", type=_at_least(1, int), default=2, help="sending users homed in each region (default 2)")
+    drill.add_argument("--rate", type=_at_least(0.01, float), default=3.0, help="messages/s per user (default 3)")
     drill.add_argument("--in-flight", type=_window, default=1,
                        help="concurrent send() calls per user (default 1: one at a time; load: e.g. 8)")
-    drill.add_argument("--warmup", type=float, default=8.0, help="seconds of traffic before the fault")
-    drill.add_argument("--fault", type=float, default=10.0, help="seconds a fault lasts")
-    drill.add_argument("--settle", type=float, default=8.0, help="seconds of traffic after the fault")
-    drill.add_argument("--latency-ms", type=int, default=50, help="link-latency: delay added each way")
-    drill.add_argument("--flaps", type=int, default=3, help="flapping scenarios: how many times the fault comes and goes")
-    drill.add_argument("--rto-bound", type=float, default=DEFAULT_RTO_BOUND_S,
+    drill.add_argument("--warmup", type=_at_least(0, float), default=8.0, help="seconds of traffic before the fault")
+    drill.add_argument("--fault", type=_at_least(0.1, float), default=10.0, help="seconds a fault lasts")
+    drill.add_argument("--settle", type=_at_least(0, float), default=8.0, help="seconds of traffic after the fault")
+    drill.add_argument("--latency-ms", type=_at_least(0, int), default=50, help="link-latency: delay added each way")
+    drill.add_argument("--flaps", type=_at_least(1, int), default=3, help="flapping scenarios: how many times the fault comes and goes")
+    drill.add_argument("--rto-bound", type=_at_least(0.1, float), default=DEFAULT_RTO_BOUND_S,
                        help=f"seconds delivery may stall through the fault before the drill fails (default {DEFAULT_RTO_BOUND_S:g})")
-    drill.add_argument("--recovery-bound", type=float, default=DEFAULT_RECOVERY_BOUND_S,
+    drill.add_argument("--recovery-bound", type=_at_least(0.1, float), default=DEFAULT_RECOVERY_BOUND_S,
                        help=f"seconds the mesh may take to regain full redundancy after the fault (default {DEFAULT_RECOVERY_BOUND_S:g})")
     drill.add_argument("--no-progress", action="store_true", help="no progress bar")
     kind = drill.add_argument_group("kind back end")
@@ -71,6 +71,21 @@ def add_drill_parser(subparsers: Any) -> None:
     kind.add_argument("--ca", help="PEM file of the CA the services' TLS certificates chain to "
                       "(default: ca.crt of the mesh TLS Secret when TLS is on)")
     drill.set_defaults(run=_run)
+
+
+def _at_least(low: float, kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` no smaller than ``low`` (a negative rate is a usage error)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below the minimum {low:g}")
+        return value
+
+    return parse
 
 
 def _window(text: str) -> int:

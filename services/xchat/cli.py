@@ -123,6 +123,8 @@ def _demo(args: argparse.Namespace) -> int:
     alice = args.alice_endpoints.split(",")
     bob = args.bob_endpoints.split(",") if args.bob_endpoints else alice
     roots = Path(args.ca).read_bytes() if args.ca else None
+    if roots is not None and b"-----BEGIN CERTIFICATE-----" not in roots:
+        raise SettingsError(f"--ca {args.ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     asyncio.run(run_demo(alice, bob, Path(tempfile.mkdtemp(prefix="xchat-demo-")), root_certificates=roots))
     return 0
 
