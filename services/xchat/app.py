@@ -15,7 +15,7 @@ from xchat.auth.service import AuthServicer
 from xchat.core.authz import token_signer, token_verifier
 from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
-from xchat.core.server import Registration, RunningServer, start_server, stop_server
+from xchat.core.server import Registration, RunningServer, start_health, start_server, stop_server
 from xchat.core.settings import ServiceSettings
 from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_PREKEYS, Store
 from xchat.core.tokens import TokenVerifier
@@ -100,11 +100,20 @@ class ServiceProcess:
 
     @classmethod
     async def start(cls, settings: ServiceSettings) -> ServiceProcess:
-        store = await Store.connect(settings, name=f"xchat-{'+'.join(settings.services)}-{settings.region}")
+        # Health first (NOT_SERVING): probes are answered while NATS is still being reached.
+        early = await start_health(settings)
+        try:
+            store = await Store.connect(settings, name=f"xchat-{'+'.join(settings.services)}-{settings.region}")
+        except BaseException:
+            if early[1] is not None:
+                await early[1].stop(0)
+            raise
         try:
             await store.ensure_resources()
-            running, watcher = await start_server(registrations(settings, store), settings, store)
+            running, watcher = await start_server(registrations(settings, store), settings, store, early)
         except BaseException:
+            if early[1] is not None:
+                await early[1].stop(0)
             await store.close()
             raise
         return cls(store, running, watcher)

@@ -75,6 +75,15 @@ class RunningServer:
         self.metrics_server = metrics_server
 
 
+async def start_health(settings: ServiceSettings) -> tuple[health.aio.HealthServicer, grpc.aio.Server | None]:
+    """The health servicer, NOT_SERVING, and its plaintext port (if configured) started already:
+    kubelet's probes get an answer while the process is still reaching NATS."""
+    servicer = health.aio.HealthServicer()
+    await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    server = await _start_health_only(servicer, settings.health_listen) if settings.health_listen else None
+    return servicer, server
+
+
 async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -> grpc.aio.Server:
     """A plaintext server carrying only grpc.health.v1: nothing else is reachable on it."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4096)])
@@ -95,8 +104,12 @@ def edge(settings: ServiceSettings, store: Store, limits: Limits) -> Edge:
 
 
 async def start_server(
-    registrations: list[Registration], settings: ServiceSettings, store: Store
+    registrations: list[Registration],
+    settings: ServiceSettings,
+    store: Store,
+    early_health: tuple[health.aio.HealthServicer, grpc.aio.Server | None] | None = None,
 ) -> tuple[RunningServer, asyncio.Task[None]]:
+    """``early_health``: from :func:`start_health`, when it was started before the store."""
     limits = Limits(settings)
     server = grpc.aio.server(
         # Observer first (outermost): it also sees, counts and ids the calls the edge refuses.
@@ -108,7 +121,7 @@ async def start_server(
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ]
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = early_health[0] if early_health else health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [r.full_name for r in registrations]
     for registration in registrations:
@@ -125,7 +138,10 @@ async def start_server(
     if gossip is not None:
         await gossip.start()
     await server.start()
-    health_server = await _start_health_only(health_servicer, settings.health_listen) if settings.health_listen else None
+    if early_health is not None:
+        health_server = early_health[1]
+    else:
+        health_server = await _start_health_only(health_servicer, settings.health_listen) if settings.health_listen else None
     metrics_server = (
         metrics.serve_metrics(settings.metrics_listen, region=settings.region, services=settings.services)
         if settings.metrics_listen else None
