@@ -305,7 +305,7 @@ def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: st
         {"name": "XCHAT_NATS_USER", "value": service},
         {"name": "XCHAT_NATS_PASSWORD_FILE", "value": f"{SERVICE_SECRET_DIR}/nats/password"},
         {"name": "XCHAT_REPLICAS", "value": str(spec.jetstream_replicas)},
-        *monitoring.service_env(),
+        *monitoring.service_env(spec),
     ]
     if service == "auth":
         env.append({"name": "XCHAT_TOKEN_SIGNING_KEY_FILE", "value": f"{SERVICE_SECRET_DIR}/token/signing.key"})

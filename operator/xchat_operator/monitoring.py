@@ -1,4 +1,4 @@
-"""What the mesh's pods expose to Prometheus: the services' /metrics port and the NATS exporter sidecar.
+"""What the mesh's pods expose to operators: the services' /metrics port and log format, the NATS exporter sidecar.
 
 ``builders`` asks here for the pieces and puts them in its Deployments and
 StatefulSets; ``policies`` admits the ports. Both ports are named ``metrics``,
@@ -25,8 +25,13 @@ Obj = dict[str, Any]
 EXPORTER_ARGS = ("-varz", "-routez", "-jsz=streams")
 
 
-def service_env() -> list[Obj]:
-    return [{"name": "XCHAT_METRICS_LISTEN", "value": f"0.0.0.0:{names.SERVICE_METRICS_PORT}"}]
+def service_env(spec: MeshSpec) -> list[Obj]:
+    """Metrics port and log settings of a service container."""
+    return [
+        {"name": "XCHAT_METRICS_LISTEN", "value": f"0.0.0.0:{names.SERVICE_METRICS_PORT}"},
+        {"name": "XCHAT_LOG_FORMAT", "value": spec.log_format},
+        {"name": "XCHAT_LOG_LEVEL", "value": spec.log_level},
+    ]
 
 
 def service_port() -> Obj:

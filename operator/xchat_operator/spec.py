@@ -135,6 +135,9 @@ class MeshSpec:
     image_pull_policy: str = "IfNotPresent"
     pods: PodSettings = PodSettings()
     nats_exporter: NatsExporter = NatsExporter()
+    #: ``spec.logging``: XCHAT_LOG_FORMAT and XCHAT_LOG_LEVEL of the service pods
+    log_format: str = "text"
+    log_level: str = "info"
     paused: bool = False
 
     def region(self, name: str) -> Region:
@@ -211,6 +214,8 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
         image=str(spec.get("image", DEFAULT_IMAGE)),
         nats_image=str(spec.get("natsImage", DEFAULT_NATS_IMAGE)),
         image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
+        log_format=str((spec.get("logging") or {}).get("format", "text")),
+        log_level=str((spec.get("logging") or {}).get("level", "info")),
         nats_exporter=NatsExporter(
             enabled=bool(exporter_raw.get("enabled", False)),
             image=str(exporter_raw.get("image", DEFAULT_NATS_EXPORTER_IMAGE)),

@@ -84,3 +84,9 @@ def test_dashboard_configmap_for_grafana(render: Render, tmp_path: Path) -> None
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("dashboard")]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["xchat.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_log_settings_from_values_reach_the_mesh(render: Render, tmp_path: Path) -> None:
+    docs = render(_values(tmp_path, {"mesh": {"logging": {"format": "json", "level": "debug"}}}))
+    (mesh,) = [d for d in docs if d["kind"] == "XChatMesh"]
+    assert mesh["spec"]["logging"] == {"format": "json", "level": "debug"}

@@ -40,3 +40,14 @@ def test_nats_exporter_is_opt_in_and_never_exports_connections() -> None:
     assert exporter["securityContext"] == nats["securityContext"]
     policy = _one(objs, "NetworkPolicy", "m-nats")
     assert any(rule["ports"][0]["port"] == 7777 and "from" not in rule for rule in policy["spec"]["ingress"])
+
+
+def test_log_format_and_level_reach_every_service_container() -> None:
+    plain = _one(_objects(), "Deployment", "m-relay-us")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in plain["env"]}
+    assert (env["XCHAT_LOG_FORMAT"], env["XCHAT_LOG_LEVEL"]) == ("text", "info")
+    objs = _objects(logging={"format": "json", "level": "debug"})
+    for service in ("auth", "keys", "relay", "mailbox"):
+        (container,) = _one(objs, "Deployment", f"m-{service}-ap")["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert (env["XCHAT_LOG_FORMAT"], env["XCHAT_LOG_LEVEL"]) == ("json", "debug")
