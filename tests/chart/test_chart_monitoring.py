@@ -90,3 +90,16 @@ def test_log_settings_from_values_reach_the_mesh(render: Render, tmp_path: Path)
     docs = render(_values(tmp_path, {"mesh": {"logging": {"format": "json", "level": "debug"}}}))
     (mesh,) = [d for d in docs if d["kind"] == "XChatMesh"]
     assert mesh["spec"]["logging"] == {"format": "json", "level": "debug"}
+
+
+def test_alerts_use_only_exported_metrics(render: Render, tmp_path: Path) -> None:
+    assert not [d for d in render() if d["kind"] == "PrometheusRule"]
+    docs = render(_values(tmp_path, {"monitoring": {"prometheusRule": {"enabled": True, "labels": {"release": "p"}}}}))
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert {r["alert"] for r in rules} >= {"XChatRegionDown", "XChatStoreUnreachable", "XChatHighErrorRate", "XChatBacklogGrowing"}
+    used = {n for r in rules for n in re.findall(r"\b(xchat_[a-z0-9_]+)\b", r["expr"])}
+    assert used and used - SERVICE_METRICS - OPERATOR_METRICS == set()
+    # Prometheus templates survive helm: the annotation still holds {{ $labels.region }}.
+    down = next(r for r in rules if r["alert"] == "XChatRegionDown")
+    assert "{{ $labels.region }}" in down["annotations"]["summary"]
