@@ -52,6 +52,9 @@ def test_status_of_a_healthy_mesh_as_table_and_json(mesh: LocalMesh) -> None:
     report = json.loads(_run("status", "--json", *flags).stdout)
     assert report["healthy"] and [r["region"] for r in report["regions"]] == list(mesh.regions)
     assert all(node["meta_leader"] for r in report["regions"] for node in r["nodes"])
+    servers = {n.name for region in mesh.regions.values() for n in region.nodes}
+    assert all(node["mailbox_leader"] in servers and node["mailbox_lag"] is not None
+               for r in report["regions"] for node in r["nodes"])
 
 
 def test_status_of_an_unreachable_server_is_a_failure_not_a_usage_error() -> None:

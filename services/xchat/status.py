@@ -2,7 +2,8 @@
 
 Per region it reads the services' grpc.health.v1 (overall status "") and, per
 NATS node, nats-server's monitoring endpoints: ``/healthz`` (up, JetStream
-ready) and ``/jsz`` (meta leader, the mailbox stream's backlog). It uses only
+ready) and ``/jsz`` (meta leader, the mailbox stream's leader, replica lag
+and backlog). It uses only
 what any client may read: no NATS credentials, no tokens. A region is healthy
 when its services report SERVING and every one of its NATS nodes is healthy.
 
@@ -43,6 +44,8 @@ class NodeStatus:
     meta_leader: str | None = None
     backlog_messages: int | None = None
     backlog_bytes: int | None = None
+    mailbox_leader: str | None = None
+    mailbox_lag: int | None = None  # largest replica lag (operations) this node knows of
 
 
 @dataclass(slots=True)
@@ -97,6 +100,9 @@ def node_status(monitor: str) -> NodeStatus:
             if stream.get("name") == MAILBOX_STREAM:
                 state = stream.get("state") or {}
                 status.backlog_messages, status.backlog_bytes = int(state.get("messages", 0)), int(state.get("bytes", 0))
+                cluster = stream.get("cluster") or {}
+                status.mailbox_leader = cluster.get("leader")
+                status.mailbox_lag = max((int(r.get("lag", 0)) for r in cluster.get("replicas") or ()), default=0)
     return status
 
 
@@ -120,15 +126,17 @@ def as_json(regions: list[RegionStatus]) -> str:
 
 
 def table(regions: list[RegionStatus]) -> str:
-    lines = [f"{'region':<8}{'state':<10}{'services':<13}{'gRPC':<22}{'NATS nodes':<12}{'meta leader':<13}backlog"]
+    lines = [f"{'region':<8}{'state':<10}{'services':<13}{'gRPC':<22}{'NATS nodes':<12}{'leaders (meta/mbx)':<20}backlog"]
     for r in regions:
         up = sum(n.healthy for n in r.nodes)
-        leader = next((n.meta_leader for n in r.nodes if n.meta_leader), "-")
+        meta = next((n.meta_leader for n in r.nodes if n.meta_leader), "-")
+        mailbox = next((n.mailbox_leader for n in r.nodes if n.mailbox_leader), "-")
+        leader = f"{meta}/{mailbox}"
         backlog = next((n for n in r.nodes if n.backlog_messages is not None), None)
         held = f"{backlog.backlog_messages} msgs / {backlog.backlog_bytes} B" if backlog else "-"
         lines.append(
             f"{r.region:<8}{'healthy' if r.healthy else 'DEGRADED':<10}{r.services:<13}{r.grpc or '-':<22}"
-            f"{f'{up}/{len(r.nodes)} ok':<12}{leader:<13}{held}"
+            f"{f'{up}/{len(r.nodes)} ok':<12}{leader:<20}{held}"
         )
         lines += [f"        ! {n.monitor}: {n.error}" for n in r.nodes if n.error]
     return "\n".join(lines)
