@@ -156,3 +156,26 @@ def test_unreachable_and_malformed_inputs_get_the_right_exit_codes(tmp_path: Pat
     assert result.returncode == 2 and "no PEM certificate" in result.stderr and "TLS" not in result.stdout
     result = _run("drill", "region-kill", "--rate", "-5")
     assert result.returncode == 2 and "--rate" in result.stderr
+
+
+def test_status_turns_red_when_a_region_dies_and_green_when_it_returns(fresh_mesh_factory, tmp_path: Path) -> None:
+    mesh = fresh_mesh_factory()
+    flags = []
+    for row in mesh.describe():
+        flags += ["--grpc", f"{row['region']}={row['grpc']}"]
+        flags += [arg for url in row["monitor"] for arg in ("--monitor", f"{row['region']}={url}")]
+
+    def states() -> tuple[int, dict[str, bool]]:
+        result = _run("status", "--json", *flags)
+        return result.returncode, {r["region"]: r["healthy"] for r in json.loads(result.stdout)["regions"]}
+
+    mesh.kill_region("b")
+    code, healthy = states()
+    # a and c may blink too while a new JetStream meta leader is elected (if b held it).
+    assert code == 1 and healthy["b"] is False
+    mesh.start_region("b")
+    mesh.wait_serving("b")
+    deadline = time.monotonic() + 60
+    while states() != (0, {"a": True, "b": True, "c": True}):
+        assert time.monotonic() < deadline, "region b never reported healthy again"
+        time.sleep(0.5)
