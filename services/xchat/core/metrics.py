@@ -51,6 +51,7 @@ RPC_SECONDS = Histogram(
     buckets=RPC_BUCKETS,
 )
 RATE_LIMITED = Counter("xchat_rate_limited", "Requests refused by a rate limiter, by limiter", ["limiter"])
+ENVELOPE_OUTCOMES = ("accepted", "duplicate", "refused_quota", "refused", "delivered", "acknowledged")
 ENVELOPES = Counter(
     "xchat_envelopes", "Envelopes by outcome: accepted, duplicate, refused_quota, refused, delivered, acknowledged",
     ["outcome"],

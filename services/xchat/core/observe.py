@@ -42,6 +42,8 @@ SEND_STREAM = "/xchat.v1.Relay/SendStream"
 SYNC = "/xchat.v1.Mailbox/Sync"
 ACK = "/xchat.v1.Mailbox/Ack"
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+# Bound once: a SendStream result counts every envelope, so the label lookup is hoisted.
+OUTCOMES = {o: metrics.ENVELOPES.labels(o) for o in metrics.ENVELOPE_OUTCOMES}
 
 
 @dataclass(slots=True)
@@ -68,24 +70,24 @@ def request_trailer() -> tuple[tuple[str, str], ...]:
 
 def _count_response(method: str, response: Any) -> None:
     if method == SEND:
-        metrics.ENVELOPES.labels("duplicate" if response.duplicate else "accepted").inc()
+        OUTCOMES["duplicate" if response.duplicate else "accepted"].inc()
     elif method == SEND_STREAM:
         for result in response.results:
             if result.error_code == 0:
-                metrics.ENVELOPES.labels("duplicate" if result.duplicate else "accepted").inc()
+                OUTCOMES["duplicate" if result.duplicate else "accepted"].inc()
             else:
                 # Per-envelope RESOURCE_EXHAUSTED is the recipient's quota (rate limits end the whole stream).
-                metrics.ENVELOPES.labels("refused_quota" if result.error_code == RESOURCE_EXHAUSTED else "refused").inc()
+                OUTCOMES["refused_quota" if result.error_code == RESOURCE_EXHAUSTED else "refused"].inc()
     elif method == SYNC and response.envelopes:
-        metrics.ENVELOPES.labels("delivered").inc(len(response.envelopes))
+        OUTCOMES["delivered"].inc(len(response.envelopes))
     elif method == ACK and response.deleted:
-        metrics.ENVELOPES.labels("acknowledged").inc(response.deleted)
+        OUTCOMES["acknowledged"].inc(response.deleted)
 
 
 async def _counted_requests(method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
         if method == SYNC and getattr(request, "ack_sequences", None):
-            metrics.ENVELOPES.labels("acknowledged").inc(len(request.ack_sequences))
+            OUTCOMES["acknowledged"].inc(len(request.ack_sequences))
         yield request
 
 
@@ -127,7 +129,7 @@ class Observer(grpc.aio.ServerInterceptor):
         elif error is not None and not isinstance(error, grpc.aio.AbortError):
             record.code = grpc.StatusCode.UNKNOWN
         if method == SEND and record.quota:
-            metrics.ENVELOPES.labels("refused_quota").inc()
+            OUTCOMES["refused_quota"].inc()
         service, _, name = method[len(XCHAT_PREFIX):].partition("/")
         elapsed = perf_counter() - started
         metrics.RPCS.labels(service, name, record.code.name).inc()
