@@ -75,11 +75,12 @@ def test_smoke_profile_reports_every_section(tmp_path: Path) -> None:
         assert baseline and all(_positive(v) for v in baseline.values()), (name, baseline)
 
     assert set(report["sdk"]) >= {"cross_region_256", "same_region_256", "cross_region_16k"}
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line][:5]
     for variant, phases in report["sdk"].items():
         assert set(phases) >= set(PHASES[:3]), variant
         for phase, figures in phases.items():
             for figure in POSITIVE_SDK:
-                assert _positive(figures.get(figure)), (variant, phase, figure, figures)
+                assert _positive(figures.get(figure)), (variant, phase, figure, figures, warnings)
         for phase in ("open_100",):
             assert _positive(phases[phase]["p999_ms"]) and _positive(phases[phase]["rate_per_s"])
     assert "open_half_peak" in report["sdk"]["cross_region_256"]

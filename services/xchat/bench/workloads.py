@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from xchat.client import Client, ClientError, SendReceipt
 MAX_BEHIND_S = 2.0
 SEND_MANY_CHUNK = 500
 _runs = itertools.count(1)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,9 +83,23 @@ class _Costs:
 async def _send(pair: Pair, run: int, index: int, size: int) -> bool:
     try:
         receipts = await pair.sender.send(pair.receiver.account, body(run, index, size), content_type="application/octet-stream")
-    except ClientError:
+    except ClientError as exc:
+        _failure(run, f"{type(exc).__name__}: {exc}")
         return False
-    return bool(receipts) and all(isinstance(r, SendReceipt) for r in receipts)
+    refused = [r for r in receipts if not isinstance(r, SendReceipt)]
+    if refused or not receipts:
+        _failure(run, repr(refused[0]) if refused else "no receipt")
+    return bool(receipts) and not refused
+
+
+_reported: set[int] = set()
+
+
+def _failure(run: int, what: str) -> None:
+    """The first failed send of each phase is worth a line: the figures only count them."""
+    if run not in _reported:
+        _reported.add(run)
+        log.warning("a send failed (later failures of this phase are only counted): %s", what)
 
 
 async def warm_up(pair: Pair, *, size: int, timeout_s: float) -> None:
