@@ -93,7 +93,9 @@ def _mesh_processes(workdir: Path) -> list[int]:
 
 
 def test_up_shows_progress_and_status_reads_its_mesh(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*XCHAT, "up", "--insecure", "--workdir", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*XCHAT, "--log-format", "json", "up", "--insecure", "--workdir", str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -110,6 +112,9 @@ def test_up_shows_progress_and_status_reads_its_mesh(tmp_path: Path) -> None:
         status = _run("status", "--workdir", str(tmp_path), "--json")
         assert status.returncode == 0, status.stdout + status.stderr
         assert [r["healthy"] for r in json.loads(status.stdout)["regions"]] == [True, True, True]
+        service_log = (tmp_path / "logs" / "services-a.log").read_text().splitlines()
+        assert service_log and all(json.loads(line)["logger"] for line in service_log if line.startswith("{"))
+        assert any(line.startswith("{") for line in service_log), "the mesh's services log JSON lines"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:

@@ -78,6 +78,9 @@ def _up(args: argparse.Namespace) -> int:
         workdir, regions=regions, nodes_per_region=args.nodes_per_region, base_port=args.base_port, tls=not args.insecure,
         nats_auth=not args.open_nats,
         progress=lambda step: print(f"  {time.monotonic() - started:5.1f}s {step}", flush=True),
+        # The mesh's processes log as this command was asked to (their logs are in the workdir).
+        extra_env={k: v for k, v in (("XCHAT_LOG_FORMAT", args.log_format or os.environ.get("XCHAT_LOG_FORMAT")),
+                                     ("XCHAT_LOG_LEVEL", args.log_level or os.environ.get("XCHAT_LOG_LEVEL"))) if v},
     )
     if args.open_nats:
         print("WARNING: --open-nats: any local process can read every mailbox and write every bucket", file=sys.stderr)
