@@ -202,7 +202,9 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
     spec = _parse(body)
     previous = dict(body.get("status") or {})
     if spec.paused:
-        patch.status.update(status.paused_patch(spec, previous))
+        paused = status.paused_patch(spec, previous)
+        patch.status.update(paused)
+        metrics.mesh_status(spec.namespace, spec.name, paused, {})
         if previous.get("phase") != "Paused":
             _post(body, reason="Paused", message=f"reconciliation paused by annotation [{_identity(memo)}]")
         return
