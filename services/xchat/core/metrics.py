@@ -23,12 +23,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from threading import Thread
-from time import perf_counter
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -127,16 +124,9 @@ def rate_limited(limiter: str) -> None:
     RATE_LIMITED.labels(limiter).inc()
 
 
-@contextmanager
-def publishing() -> Iterator[None]:
-    """Times one envelope publish; a failure is counted by its exception class (a small fixed set)."""
-    started = perf_counter()
-    try:
-        yield
-    except BaseException as exc:
-        PUBLISH_ERRORS.labels(type(exc).__name__).inc()
-        raise
-    PUBLISH_SECONDS.observe(perf_counter() - started)
+def publish_failed(kind: str) -> None:
+    """An envelope publish failed: ``kind`` is an exception class name or a JetStream error name (a small set)."""
+    PUBLISH_ERRORS.labels(kind).inc()
 
 
 def _read_jsz(url: str) -> tuple[int, int] | None:
