@@ -59,6 +59,30 @@ STREAM_RECONNECT = {grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.St
 CLOSE_CONFIRM_MAX = 1000
 
 
+class SyncSilent(Exception):
+    """A Sync call gave no first answer in time (a stuck or frozen server)."""
+
+
+async def _opened_within(call: AsyncIterator[mailbox_pb2.SyncResponse], timeout: float) -> AsyncIterator[mailbox_pb2.SyncResponse]:
+    """The call's responses; the first must come within ``timeout`` seconds.
+
+    Every Sync answers at once (its first read: envelopes, or ``backlog_done``),
+    so silence after opening means the server is stuck before or in its first
+    read (e.g. a store it cannot reach): move on instead of waiting for ever.
+    Keepalive pings cannot tell: the server's HTTP/2 layer still answers them.
+    """
+    responses = call.__aiter__()
+    try:
+        first = await asyncio.wait_for(responses.__anext__(), timeout)
+    except StopAsyncIteration:
+        return
+    except asyncio.TimeoutError:
+        raise SyncSilent(f"Sync gave no first answer within {timeout:.1f}s") from None
+    yield first
+    async for response in responses:
+        yield response
+
+
 def _backoff(failures: int) -> float:
     return RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
 
@@ -161,7 +185,7 @@ class Receiver:
             self._this_call.clear()
             call = stub.Sync(self._frames(), metadata=metadata(token))
             try:
-                async for response in call:
+                async for response in _opened_within(call, self._transport.call_timeout):
                     failures = 0
                     if pending is not None:
                         redelivered.update(e.sequence for e in response.envelopes)
@@ -184,6 +208,11 @@ class Receiver:
                     self._transport.fail_over(target, f"Sync {exc.code().name}: {exc.details()}")
                 else:
                     raise rejected(exc) from exc
+                await asyncio.sleep(_backoff(failures))
+                failures += 1
+            except SyncSilent as exc:
+                # A server that accepted the call but never answered is as good as down.
+                self._transport.fail_over(target, str(exc))
                 await asyncio.sleep(_backoff(failures))
                 failures += 1
             except ServiceUnavailable:

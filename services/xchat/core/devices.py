@@ -20,6 +20,8 @@ from xchat.core.ids import AccountId, DeviceId
 
 CACHE_TTL_S = 2.0
 CACHE_MAX_ENTRIES = 100_000
+# Bound on one device-record read (s): a stuck store read turns into UNAVAILABLE.
+READ_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +60,12 @@ class DeviceRecord:
 
 
 class DeviceDirectory:
-    def __init__(self, bucket: KeyValue, *, cache_ttl_s: float = CACHE_TTL_S) -> None:
+    def __init__(self, bucket: KeyValue, *, cache_ttl_s: float = CACHE_TTL_S, timeout_s: float = READ_TIMEOUT_S) -> None:
         self._bucket = bucket
         self._ttl = cache_ttl_s
+        # Every read is bounded: callers (the RPC edge, Sync admission) share one
+        # in-flight read per device, so one unbounded read would stall them all.
+        self._timeout = timeout_s
         self._cache: dict[DeviceId, tuple[float, DeviceRecord | None]] = {}
         # Single flight: concurrent misses for one device share one store read.
         self._loading: dict[DeviceId, asyncio.Future[DeviceRecord | None]] = {}
@@ -68,7 +73,7 @@ class DeviceDirectory:
     async def get(self, device: DeviceId) -> tuple[DeviceRecord | None, int]:
         """The record and its revision (0 when absent), read from the store (and cached)."""
         try:
-            entry = await self._bucket.get(device)
+            entry = await asyncio.wait_for(self._bucket.get(device), self._timeout)
         except nats.js.errors.KeyNotFoundError:
             entry = None
         if entry is None or entry.value is None:
@@ -85,7 +90,7 @@ class DeviceDirectory:
             return hit[1]
         loading = self._loading.get(device)
         if loading is not None:
-            return await asyncio.shield(loading)
+            return await asyncio.wait_for(asyncio.shield(loading), self._timeout)
         future: asyncio.Future[DeviceRecord | None] = asyncio.get_running_loop().create_future()
         self._loading[device] = future
         try:

@@ -36,11 +36,14 @@ MAX_SYNCS_PER_DEVICE = 4
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled")
+    __slots__ = ("device", "wake", "ended", "polled", "announced")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
         self.wake = asyncio.Event()
+        # The highest stream sequence relay's wake-ups named for this device: a
+        # read that has not reached it is answered by a lagging replica.
+        self.announced = 0
         # True when the last wake came from the safety poll, not from relay.
         self.polled = False
         # XChatError, or a store error the RPC edge translates.
@@ -68,6 +71,13 @@ class Listener:
         self.wake.set()
 
 
+def _announced(payload: bytes) -> int:
+    """The sequence a wake-up names (ASCII digits); 0 for an empty or malformed payload."""
+    if not payload or len(payload) > 20 or not payload.isdigit():
+        return 0
+    return int(payload)
+
+
 class Listeners:
     def __init__(self, store: Store, *, max_per_device: int = MAX_SYNCS_PER_DEVICE) -> None:
         self._store = store
@@ -85,7 +95,10 @@ class Listeners:
                 self._subscribed = True
 
     async def _on_wakeup(self, msg: Msg) -> None:
-        for listener in self._by_device.get(DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :]), ()):
+        listeners = self._by_device.get(DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :]), ())
+        sequence = _announced(msg.data)
+        for listener in listeners:
+            listener.announced = max(listener.announced, sequence)
             listener.wake.set()
 
     def wake_all(self) -> None:

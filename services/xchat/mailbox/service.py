@@ -53,6 +53,13 @@ SAFETY_POLL_MAX_S = 30.0
 # A wake-up can arrive before the local replica has applied the write.
 LAGGING_REPLICA_RETRY_S = 0.01
 LAGGING_REPLICA_RETRIES = 5
+# A wake-up names the sequence relay stored; until the nearest replica has it, the
+# call re-reads with backoff (first delay, cap, and give-up bound, seconds). A
+# replica catching up after a healed partition can lag by seconds; past the bound
+# the safety poll still delivers.
+CATCH_UP_FIRST_S = 0.01
+CATCH_UP_MAX_S = 0.25
+CATCH_UP_BOUND_S = 10.0
 
 
 def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[mailbox_pb2.SyncResponse]:
@@ -131,6 +138,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         delivered = 0
         backlog_sent = False
         lagging_retries = 0
+        catch_up_delay = 0.0
+        catch_up_until = 0.0
         while True:
             if listener.ended is not None:
                 raise listener.ended
@@ -152,10 +161,25 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             delivered += len(batch.envelopes)
             if batch.last:
                 lagging_retries = 0
+                catch_up_delay = 0.0
                 continue
             if not backlog_sent:
                 backlog_sent = True
                 yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))
+            if listener.announced > window.cursor:
+                # Relay stored a later envelope than this replica has shown us: it lags.
+                now = asyncio.get_running_loop().time()
+                if catch_up_delay == 0.0:
+                    catch_up_until = now + CATCH_UP_BOUND_S
+                if now < catch_up_until:
+                    catch_up_delay = min(CATCH_UP_MAX_S, max(CATCH_UP_FIRST_S, catch_up_delay * 2))
+                    await listener.wait(catch_up_delay)
+                    listener.polled = False
+                    listener.wake.set()
+                    continue
+                # Gone meanwhile (acknowledged elsewhere, expired) or a stuck replica: the poll covers it.
+                listener.announced = window.cursor
+            catch_up_delay = 0.0
             if woken and lagging_retries < LAGGING_REPLICA_RETRIES:
                 # Woken but nothing new: the replica that answered may not
                 # have applied the write yet.

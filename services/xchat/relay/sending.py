@@ -11,8 +11,12 @@ message id is in process" (10158): that is not an outage, so the publish is
 repeated (bounded by the call's timeout) until the original's ack answers it.
 
 After the ack a tiny wake-up is published on ``xchat.ntf.<device>`` (core
-NATS, fire and forget) so the recipient's mailbox stream reads at once;
-mailbox also polls, so a lost wake-up only delays delivery.
+NATS, fire and forget) so the recipient's mailbox stream reads at once. Its
+payload is the stored sequence (ASCII digits): the mailbox reads from its
+nearest replica, which may not have applied the write yet when the wake-up
+arrives (the ack needs a quorum, not every region), and the sequence tells it
+to keep re-reading until that replica has caught up. Mailbox also polls, so a
+lost wake-up only delays delivery.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import nats.errors
@@ -94,7 +98,7 @@ class Relay:
             )
 
         receipt = await self._stored(recipient, message_id, publish, timeout=timeout)
-        await self._notify(recipient)
+        await self._notify(recipient, receipt.sequence)
         return receipt
 
     async def send_pipelined(
@@ -170,13 +174,14 @@ class Relay:
                 raise translate(exc) from exc
         return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
 
-    async def notify(self, recipients: set[DeviceId]) -> None:
-        for recipient in recipients:
-            await self._notify(recipient)
+    async def notify(self, stored: Mapping[DeviceId, int]) -> None:
+        """One wake-up per recipient, naming the highest sequence just stored for it."""
+        for recipient, sequence in stored.items():
+            await self._notify(recipient, sequence)
 
-    async def _notify(self, recipient: DeviceId) -> None:
+    async def _notify(self, recipient: DeviceId, sequence: int) -> None:
         try:
-            await self._store.nc.publish(notify_subject(recipient), b"")
+            await self._store.nc.publish(notify_subject(recipient), str(sequence).encode())
         except nats.errors.Error:
             pass  # the mailbox poll delivers anyway
 

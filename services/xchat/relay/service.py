@@ -101,8 +101,14 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
 
         async def send_batch(batch: relay_pb2.SendBatch) -> None:
             outcomes = await asyncio.gather(*(send_one(r) for r in batch.envelopes))
-            # One wake-up per recipient per batch, after its envelopes are durable.
-            await self._relay.notify({DeviceId(o.recipient_device_id) for o in outcomes if o.error_code == 0})
+            # One wake-up per recipient per batch, after its envelopes are durable,
+            # naming the highest sequence stored for it (the mailbox waits for its replica).
+            stored: dict[DeviceId, int] = {}
+            for o in outcomes:
+                if o.error_code == 0:
+                    device = DeviceId(o.recipient_device_id)
+                    stored[device] = max(stored.get(device, 0), o.sequence)
+            await self._relay.notify(stored)
             await results.put(relay_pb2.SendBatchResult(results=outcomes))
 
         async def read_batches() -> None:
