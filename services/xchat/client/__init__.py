@@ -6,6 +6,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
+    SecurityEvent   what ``Client.events()`` yields: SenderMismatch
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable
 
 The session cryptography is ``xchat.client.crypto``.
@@ -13,7 +14,7 @@ The session cryptography is ``xchat.client.crypto``.
 
 from xchat.client.client import Client
 from xchat.client.errors import ClientError, NotRegistered, RequestRejected, ServiceUnavailable
-from xchat.client.messages import Failed, Message, SendReceipt
+from xchat.client.messages import Failed, Message, SecurityEvent, SenderMismatch, SendReceipt
 
 __all__ = [
     "Client",
@@ -22,6 +23,8 @@ __all__ = [
     "Message",
     "NotRegistered",
     "RequestRejected",
+    "SecurityEvent",
     "SendReceipt",
+    "SenderMismatch",
     "ServiceUnavailable",
 ]

@@ -9,6 +9,7 @@ what it produced (outbox ciphertexts, inbox plaintexts).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xchat.client._state import InboxItem, LocalState, OutboxItem
@@ -29,6 +30,7 @@ from xchat.client.crypto import (
     unseal,
 )
 from xchat.client.errors import NotRegistered
+from xchat.client.messages import SecurityEvent, SenderMismatch
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,14 @@ class EncryptRequest:
     content_type: str
 
 
+def _ignore(event: SecurityEvent) -> None:
+    pass
+
+
 class SessionBook:
-    def __init__(self, state: LocalState) -> None:
+    def __init__(self, state: LocalState, *, on_event: Callable[[SecurityEvent], None] = _ignore) -> None:
         self._state = state
+        self._on_event = on_event
         self._identity: IdentityKeyPair | None = None
         self._prekeys: PrekeyStore | None = None
         self.undecryptable = 0
@@ -221,7 +228,26 @@ class SessionBook:
             self.undecryptable += 1
             log.warning("dropping envelope %s: its inner message id differs", message_id.hex())
             return None
+        if not opened.new_session:
+            # The session authenticates the device, and a device belongs to one
+            # account: the one its session was filed under (checked against the
+            # directory when it began). The sealed claim must name that account,
+            # on every message. (A new session's claim is checked by the caller,
+            # against the directory, before it is kept.)
+            bound = self._session_account(content.sender_device)
+            if bound is not None and bound != content.sender_account:
+                self.forget()
+                log.warning(
+                    "dropping envelope %s: device %s of %r claims to be %r",
+                    message_id.hex(), content.sender_device, bound, content.sender_account,
+                )
+                self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
+                return None
         return Opened(message_id, content, opened)
+
+    def _session_account(self, device: str) -> str | None:
+        staged = self._dirty.get(device)
+        return staged[0] if staged is not None else self._state.session_account(device)
 
     def _cached_session(self, device: str) -> Session | None:
         if self._open_cache is not None and device in self._open_cache:

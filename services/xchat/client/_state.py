@@ -145,6 +145,11 @@ class LocalState:
         row = self._db.execute("SELECT state FROM sessions WHERE peer_device = ?", (peer_device,)).fetchone()
         return bytes(row[0]) if row else None
 
+    def session_account(self, peer_device: str) -> str | None:
+        """The account the session with ``peer_device`` was filed under (None: no session)."""
+        row = self._db.execute("SELECT peer_account FROM sessions WHERE peer_device = ?", (peer_device,)).fetchone()
+        return str(row[0]) if row else None
+
     def session_devices(self, peer_account: str) -> list[str]:
         rows = self._db.execute("SELECT peer_device FROM sessions WHERE peer_account = ? ORDER BY peer_device", (peer_account,))
         return [r[0] for r in rows]

@@ -28,6 +28,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 
 from xchat.client import _codec
+from xchat.client._events import EventQueue
 from xchat.client._receiving import Receiver
 from xchat.client._sending import Sender
 from xchat.client._sessions import SessionBook
@@ -35,7 +36,7 @@ from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import Endpoint, Transport
 from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
-from xchat.client.messages import Failed, Message, SendReceipt
+from xchat.client.messages import Failed, Message, SecurityEvent, SendReceipt
 from xchat.statements import register_statement
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc
 
@@ -51,7 +52,8 @@ class Client:
     def __init__(self, state: LocalState, transport: Transport) -> None:
         self._state = state
         self._transport = transport
-        self._book = SessionBook(state)
+        self._events = EventQueue()
+        self._book = SessionBook(state, on_event=self._events.put)
         self._tokens = Tokens(state, self._book, transport)
         self.backlog_done = asyncio.Event()
         self._top_up: asyncio.Task[None] | None = None
@@ -175,6 +177,15 @@ class Client:
     def messages(self) -> AsyncGenerator[Message, None]:
         """Backlog, then live messages, for ever; reconnects and fails over on its own."""
         return self._receiver.messages()
+
+    def events(self) -> AsyncGenerator[SecurityEvent, None]:
+        """Security events the receive path raised (``SenderMismatch``), oldest first, for ever.
+
+        Read it beside ``messages()`` (e.g. in its own task) and show them: each
+        is something refused that the app never sees as a message. Several
+        readers share one queue (each event goes to one of them).
+        """
+        return self._events.stream()
 
     async def ack(self, message: Message) -> None:
         """Marks ``message`` processed: it is never shown again, and the server deletes it."""

@@ -41,3 +41,28 @@ class Failed:
     recipient_device: str
     code: str
     message: str
+
+
+# -- security events (``Client.events()``) --------------------------------------
+#
+# What the SDK refused or noticed on the receive path, for the app to show.
+# Delivered at least once: an event raised in a receive batch that is rolled
+# back (connection lost mid-batch) is raised again when the envelope returns.
+
+
+@dataclass(frozen=True, slots=True)
+class SenderMismatch:
+    """A device we have a session with sealed a message claiming another account.
+
+    The message authenticated under the session with ``device`` (which belongs
+    to ``account``) but named ``claimed_account`` as its sender: an impersonation
+    attempt by that contact. The message was dropped (acknowledged, never shown).
+    """
+
+    message_id: bytes
+    device: str
+    account: str
+    claimed_account: str
+
+
+SecurityEvent = SenderMismatch
