@@ -8,11 +8,12 @@ import xchat.client
 from xchat.client import Client
 
 EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "RequestRejected", "SendReceipt", "ServiceUnavailable",
-            "SecurityEvent", "SenderMismatch"}
+            "SecurityEvent", "SenderMismatch",
+            "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch"}
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
-    "events",
+    "events", "verify", "approve_identity",
 }
 
 

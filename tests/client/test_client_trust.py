@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from xchat.client import Client, Message, SenderMismatch
+import pytest
+
+from xchat.client import Client, IdentityChanged, IdentityNotApproved, Message, SafetyNumberMismatch, SenderMismatch
 from xchat.mesh.local import LocalMesh
 
 
@@ -68,4 +70,88 @@ async def test_contact_with_a_session_cannot_claim_another_account(mesh: LocalMe
         await carol.ack(got)
         await inbox.aclose()
         await carol_inbox.aclose()
+        await events.aclose()
+
+
+async def _swap_identity(mesh: LocalMesh, tmp_path: Path, alice_name: str, alice: Client, victim: Client, victim_name: str) -> Client:
+    """Whoever controls the directory publishes their own key for alice's device.
+
+    The hostile directory is simulated at the victim's one lookup (the SDK asks
+    it for a device's identity key); the impostor is a client with its own fresh
+    identity key that seals as alice's device.
+    """
+    impostor = await Client.open(tmp_path / "impostor.db", mesh.endpoints("c"))
+    await impostor.register(_name("impostor"))
+    impostor_key = impostor._book.identity.public
+    real_lookup = victim._directory_key
+
+    async def lying_directory(account: str, device: str) -> bytes | None:
+        if (account, device) == (alice_name, alice.device_id):
+            return impostor_key
+        return await real_lookup(account, device)
+
+    victim._receiver._directory_key = lying_directory
+    impostor._sender._sender = lambda: (alice_name, alice.device_id)
+    await impostor.send(victim_name, "it's alice, new phone")
+    return impostor
+
+
+async def test_changed_identity_key_raises_an_event(mesh: LocalMesh, tmp_path: Path) -> None:
+    alice_name, victim_name = _name("alice"), _name("victim")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "v.db", mesh.endpoints("b")
+    ) as victim:
+        await alice.register(alice_name)
+        await victim.register(victim_name)
+        inbox, events = victim.messages(), victim.events()
+        await alice.send(victim_name, "hello")
+        first = await _next(inbox)
+        await victim.ack(first)
+        old_number = victim.safety_number(alice_name)
+
+        impostor = await _swap_identity(mesh, tmp_path, alice_name, alice, victim, victim_name)
+        try:
+            message = await _next(inbox)  # unverified contact: trust on first use, then told
+            await victim.ack(message)
+            event = await _next(events)
+            assert isinstance(event, IdentityChanged)
+            assert (event.account, event.device) == (alice_name, alice.device_id)
+            assert event.old_fingerprint != event.new_fingerprint
+            assert victim.safety_number(alice_name) != old_number
+            await victim.send(alice_name, "not verified: sending is not blocked")
+        finally:
+            await impostor.close()
+        await inbox.aclose()
+        await events.aclose()
+
+
+async def test_changed_identity_of_a_verified_contact_blocks_sending_until_approved(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    alice_name, victim_name = _name("alice"), _name("victim")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "v.db", mesh.endpoints("b")
+    ) as victim:
+        await alice.register(alice_name)
+        await victim.register(victim_name)
+        inbox, events = victim.messages(), victim.events()
+        await alice.send(victim_name, "hello")
+        await victim.ack(await _next(inbox))
+        with pytest.raises(SafetyNumberMismatch):
+            victim.verify(alice_name, "0" * 60)
+        victim.verify(alice_name, alice.safety_number(victim_name))  # compared out of band
+
+        impostor = await _swap_identity(mesh, tmp_path, alice_name, alice, victim, victim_name)
+        try:
+            await victim.ack(await _next(inbox))
+            event = await _next(events)
+            assert isinstance(event, IdentityChanged) and event.account == alice_name
+            with pytest.raises(IdentityNotApproved) as err:
+                await victim.send(alice_name, "secret for alice")
+            assert err.value.account == alice_name
+            victim.approve_identity(alice_name)  # the user accepted the new safety number
+            await victim.send(alice_name, "approved")
+        finally:
+            await impostor.close()
+        await inbox.aclose()
         await events.aclose()

@@ -6,23 +6,34 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
-    SecurityEvent   what ``Client.events()`` yields: SenderMismatch
-    ClientError, NotRegistered, RequestRejected, ServiceUnavailable
+    SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged
+    ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
+    IdentityNotApproved, SafetyNumberMismatch
 
 The session cryptography is ``xchat.client.crypto``.
 """
 
 from xchat.client.client import Client
-from xchat.client.errors import ClientError, NotRegistered, RequestRejected, ServiceUnavailable
-from xchat.client.messages import Failed, Message, SecurityEvent, SenderMismatch, SendReceipt
+from xchat.client.errors import (
+    ClientError,
+    IdentityNotApproved,
+    NotRegistered,
+    RequestRejected,
+    SafetyNumberMismatch,
+    ServiceUnavailable,
+)
+from xchat.client.messages import Failed, IdentityChanged, Message, SecurityEvent, SenderMismatch, SendReceipt
 
 __all__ = [
     "Client",
     "ClientError",
     "Failed",
+    "IdentityChanged",
+    "IdentityNotApproved",
     "Message",
     "NotRegistered",
     "RequestRejected",
+    "SafetyNumberMismatch",
     "SecurityEvent",
     "SendReceipt",
     "SenderMismatch",

@@ -29,8 +29,9 @@ from xchat.client.crypto import (
     seal,
     unseal,
 )
-from xchat.client.errors import NotRegistered
-from xchat.client.messages import SecurityEvent, SenderMismatch
+from xchat.client.crypto.fingerprints import displayable_fingerprint
+from xchat.client.errors import IdentityNotApproved, NotRegistered, SafetyNumberMismatch
+from xchat.client.messages import IdentityChanged, SecurityEvent, SenderMismatch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Opened:
     message_id: bytes
     content: SealedContent
     opened: OpenedMessage
+    # The identity key pinned for the sender device before this message (None: first use).
+    pinned_identity: bytes | None = None
 
     @property
     def new_session(self) -> bool:
@@ -187,6 +190,8 @@ class SessionBook:
     ) -> list[OutboxItem]:
         sender_account, sender_device = sender
         account = request.account
+        if self._state.get_meta(f"unapproved:{account}") is not None:
+            raise IdentityNotApproved(account)
         payload = Payload.new(request.body, counter=self._state.next_counter(account), content_type=request.content_type)
         items = []
         for device in request.devices:
@@ -218,6 +223,7 @@ class SessionBook:
         try:
             content = unseal(self.identity, ciphertext)
             session = self._cached_session(content.sender_device)
+            pinned = session.their_identity_key if session is not None else None
             opened = open_message(content.inner, our_identity=self.identity, prekey_store=self.prekeys, session=session)
         except CryptoError as exc:
             self.undecryptable += 1
@@ -243,7 +249,7 @@ class SessionBook:
                 )
                 self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
                 return None
-        return Opened(message_id, content, opened)
+        return Opened(message_id, content, opened, pinned)
 
     def _session_account(self, device: str) -> str | None:
         staged = self._dirty.get(device)
@@ -295,8 +301,48 @@ class SessionBook:
             self._dirty[content.sender_device] = (content.sender_account, opened.opened.session)
         if opened.new_session:
             self._state.set_meta("prekeys", self.prekeys.to_bytes())
+            if opened.pinned_identity is not None and opened.pinned_identity != opened.their_identity_key:
+                self._identity_changed(content.sender_account, content.sender_device, opened)
         self._state.add_inbox(item)
         return item
+
+    # -- identity pinning ------------------------------------------------
+    #
+    # Trust on first use: a device's identity key is pinned by its first session
+    # (the session row holds it). A new session under another key replaces the
+    # pin only through here, which tells the app; for a verified account it also
+    # blocks sending (in the same transaction) until the user approves.
+
+    def _identity_changed(self, account: str, device: str, opened: Opened) -> None:
+        assert opened.pinned_identity is not None
+        log.warning("identity key of device %s of %r changed", device, account)
+        if self._state.get_meta(f"verified:{account}") is not None:
+            self._state.set_meta(f"unapproved:{account}", b"1")
+        self._on_event(
+            IdentityChanged(
+                account,
+                device,
+                displayable_fingerprint(opened.pinned_identity, account),
+                displayable_fingerprint(opened.their_identity_key, account),
+            )
+        )
+
+    def verify(self, *, our_account: str, peer_account: str, number: str) -> None:
+        """Marks ``peer_account`` verified if ``number`` is the current safety number with it."""
+        if "".join(number.split()) != self.safety_number(our_account=our_account, peer_account=peer_account):
+            raise SafetyNumberMismatch(peer_account)
+        with self._state.transaction():
+            self._state.set_meta(f"verified:{peer_account}", b"1")
+            self._state.delete_meta(f"unapproved:{peer_account}")
+
+    def approve_identity(self, account: str) -> None:
+        """Accepts a changed identity: sending resumes; the account is no longer verified."""
+        with self._state.transaction():
+            self._state.delete_meta(f"unapproved:{account}")
+            self._state.delete_meta(f"verified:{account}")
+
+    def is_verified(self, account: str) -> bool:
+        return self._state.get_meta(f"verified:{account}") is not None
 
     def forget(self) -> None:
         """Drops in-memory prekey consumption that was not committed (the envelope comes back)."""

@@ -140,6 +140,11 @@ class LocalState:
             self._synchronous(True)  # identity, prekeys, tokens: the server acts on them
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        if not self._db.in_transaction:
+            self._synchronous(True)
+        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- sessions ------------------------------------------------------
     def session(self, peer_device: str) -> bytes | None:
         row = self._db.execute("SELECT state FROM sessions WHERE peer_device = ?", (peer_device,)).fetchone()

@@ -145,6 +145,19 @@ class Client:
         """Digits to compare out of band with ``peer_account`` (first device with a session)."""
         return self._book.safety_number(our_account=self.account, peer_account=peer_account)
 
+    def verify(self, peer_account: str, safety_number: str) -> None:
+        """Records that the user compared ``safety_number`` with ``peer_account`` out of band.
+
+        Raises ``SafetyNumberMismatch`` if the digits differ (spaces ignored). From
+        then on a changed identity key of that account blocks sending to it
+        (``IdentityNotApproved``) until ``approve_identity``.
+        """
+        self._book.verify(our_account=self.account, peer_account=peer_account, number=safety_number)
+
+    def approve_identity(self, peer_account: str) -> None:
+        """Accepts ``peer_account``'s changed identity key: sending resumes, unverified (``verify`` again)."""
+        self._book.approve_identity(peer_account)
+
     # -- sending (``_sending``) ------------------------------------------
 
     async def _fetch_sessions(self, account: str) -> list[str]:
@@ -179,7 +192,7 @@ class Client:
         return self._receiver.messages()
 
     def events(self) -> AsyncGenerator[SecurityEvent, None]:
-        """Security events the receive path raised (``SenderMismatch``), oldest first, for ever.
+        """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``), oldest first, for ever.
 
         Read it beside ``messages()`` (e.g. in its own task) and show them: each
         is something refused that the app never sees as a message. Several

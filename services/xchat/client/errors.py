@@ -6,7 +6,10 @@
     ├── NotRegistered            no identity in this state file yet: call register()
     ├── RequestRejected          the service refused the call (bad input, quota, unknown
     │                            recipient); ``code`` is the gRPC status name
-    └── ServiceUnavailable       no endpoint answered, after trying each of them
+    ├── ServiceUnavailable       no endpoint answered, after trying each of them
+    ├── IdentityNotApproved      a verified contact's identity key changed: sending to
+    │                            ``account`` waits for ``Client.approve_identity``
+    └── SafetyNumberMismatch     ``Client.verify`` got digits that are not the safety number
 
 Session cryptography failures are ``xchat.client.crypto.CryptoError``.
 gRPC exceptions are translated in ``_transport`` and never reach the app.
@@ -32,3 +35,15 @@ class RequestRejected(ClientError):
 
 class ServiceUnavailable(ClientError):
     pass
+
+
+class IdentityNotApproved(ClientError):
+    def __init__(self, account: str) -> None:
+        super().__init__(f"the identity key of verified contact {account!r} changed: approve_identity() first")
+        self.account = account
+
+
+class SafetyNumberMismatch(ClientError):
+    def __init__(self, account: str) -> None:
+        super().__init__(f"that is not the safety number with {account!r}: not verified")
+        self.account = account

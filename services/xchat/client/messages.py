@@ -65,4 +65,22 @@ class SenderMismatch:
     claimed_account: str
 
 
-SecurityEvent = SenderMismatch
+@dataclass(frozen=True, slots=True)
+class IdentityChanged:
+    """A known device of ``account`` now speaks with another identity key.
+
+    Pinned on first use, the key changed: a reinstall, or whoever controls the
+    directory sitting in the middle. The new session is kept (its messages are
+    shown) and the safety number changes; show the user "safety number changed".
+    For an account the user verified (``Client.verify``), sending to it raises
+    ``IdentityNotApproved`` until ``Client.approve_identity``. Fingerprints are
+    the 30-digit displayable fingerprints of the old and new key.
+    """
+
+    account: str
+    device: str
+    old_fingerprint: str
+    new_fingerprint: str
+
+
+SecurityEvent = SenderMismatch | IdentityChanged
