@@ -189,6 +189,8 @@ def _bench(args: argparse.Namespace) -> int:
     _stop_on_signals()
     # nats-py closing a TLS connection trips a harmless asyncio warning; keep the output readable.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    # The SDK logs every refused message; the bench reports each phase's first failure and counts the rest.
+    logging.getLogger("xchat.client").setLevel(logging.ERROR)
     if args.online_devices is not None and args.online_devices < 1:
         raise SettingsError("--online-devices must be at least 1")
     if args.repeats is not None and args.repeats < 1:

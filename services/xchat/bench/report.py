@@ -211,6 +211,8 @@ def table(report: Mapping[str, Any]) -> str:
             load = PHASE_NAMES.get(phase, phase)
             if phase.startswith("open"):
                 load += f" ({_n(f.get('rate_per_s'))}/s{', overloaded' if f.get('overloaded') else ''})"
+            if f.get("failed_sends"):
+                load += f", **{_n(f.get('failed_sends'))} sends failed**"
             p999 = f" / {_n(f.get('p999_ms'), 1)}" if "p999_ms" in f else ""
             lines.append(
                 f"| {variant} | {load} | {_n(f.get('delivered_per_s'))} | {_r(report, variant, phase, 'delivered_per_s')} "
