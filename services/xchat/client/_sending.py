@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 import grpc
 import grpc.aio
@@ -53,6 +53,12 @@ Key = tuple[bytes, str]
 Outcome = SendReceipt | Failed
 # Envelopes per SendStream message: amortises gRPC's per-message cost (relay accepts ≤ 256).
 SEND_BATCH = 128
+# Bytes of ciphertext per SendStream message: relay accepts messages up to 1 MiB
+# (core/server.py MAX_RECEIVE_BYTES); 64 envelopes of 16 KiB already exceed it, and
+# a refused batch would fail every envelope in it. One envelope (≤ 128 KiB) always fits.
+SEND_BATCH_BYTES = 768 * 1024
+# Protobuf framing and ids per envelope, counted against SEND_BATCH_BYTES.
+ENVELOPE_OVERHEAD_BYTES = 128
 # Envelopes in flight on one stream: relay's STREAM_WINDOW, so it never stalls on flow control.
 ROUND_MAX = 1024
 # A burst may be cut into this many batches (of at least MIN_BATCH): results
@@ -64,6 +70,21 @@ WAVES = 1
 MIN_BATCH = 8
 RECONNECT_BACKOFF_S = (0.05, 0.1, 0.3, 1.0, 2.0)
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+def _chunks(items: list[OutboxItem], max_count: int, max_bytes: int) -> Iterator[list[OutboxItem]]:
+    """Consecutive runs of ``items`` (order kept) of at most ``max_count`` items and ``max_bytes`` bytes."""
+    chunk: list[OutboxItem] = []
+    size = 0
+    for item in items:
+        cost = len(item.ciphertext) + ENVELOPE_OVERHEAD_BYTES
+        if chunk and (len(chunk) >= max_count or size + cost > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 class Sender:
@@ -283,8 +304,7 @@ class Sender:
                 unsent = list(itertools.islice(self._queue.values(), len(self._awaiting), len(self._awaiting) + room))
                 if unsent:
                     size = min(SEND_BATCH, max(MIN_BATCH, -(-len(unsent) // WAVES)))
-                    for start in range(0, len(unsent), size):
-                        chunk = unsent[start : start + size]
+                    for chunk in _chunks(unsent, size, SEND_BATCH_BYTES):
                         self._awaiting.update((i.message_id, i.recipient_device) for i in chunk)
                         yield relay_pb2.SendBatch(envelopes=[_request(i) for i in chunk])
                     continue
