@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 
-from xchat.client import Client, IdentityChanged, IdentityNotApproved, Message, SafetyNumberMismatch, SenderMismatch
+from xchat.client import (
+    Client,
+    IdentityChanged,
+    IdentityNotApproved,
+    Message,
+    SafetyNumberMismatch,
+    SenderMismatch,
+    Undecryptable,
+)
+from xchat.client._state import OutboxItem
+from xchat.client.crypto import seal
 from xchat.mesh.local import LocalMesh
 
 
@@ -153,5 +163,45 @@ async def test_changed_identity_of_a_verified_contact_blocks_sending_until_appro
             await victim.send(alice_name, "approved")
         finally:
             await impostor.close()
+        await inbox.aclose()
+        await events.aclose()
+
+
+async def test_undecryptable_envelopes_are_reported_with_the_sender_device(mesh: LocalMesh, tmp_path: Path) -> None:
+    mallory_name, victim_name = _name("mallory"), _name("victim")
+    async with await Client.open(tmp_path / "m.db", mesh.endpoints("a")) as mallory, await Client.open(
+        tmp_path / "v.db", mesh.endpoints("b")
+    ) as victim:
+        await mallory.register(mallory_name)
+        await victim.register(victim_name)
+        inbox, events = victim.messages(), victim.events()
+        # Sealed to the victim (so the sender device is readable), garbage inside;
+        # then bytes that are not even sealed. A hostile client queues them as any envelope.
+        sealed_junk = seal(
+            sender_account=mallory_name,
+            sender_device=mallory.device_id,
+            inner=b"\x01" + secrets.token_bytes(80),
+            recipient_identity=victim._book.identity.public,
+        )
+        junk = [
+            OutboxItem(secrets.token_bytes(16), victim.device_id, victim_name, sealed_junk),
+            OutboxItem(secrets.token_bytes(16), victim.device_id, victim_name, secrets.token_bytes(120)),
+        ]
+        for item in junk:
+            mallory._sender._queue[(item.message_id, item.recipient_device)] = item
+        assert all(o.sequence > 0 for o in await mallory._sender._await(junk))  # type: ignore[union-attr]
+        await mallory.send(victim_name, "after the junk")
+
+        message = await _next(inbox)
+        assert message.text == "after the junk"  # the junk never reached the app
+        await victim.ack(message)
+        first, second = await _next(events), await _next(events)
+        assert isinstance(first, Undecryptable) and isinstance(second, Undecryptable)
+        assert (first.message_id, first.sender_account, first.sender_device) == (
+            junk[0].message_id, mallory_name, mallory.device_id
+        )
+        assert (second.message_id, second.sender_device) == (junk[1].message_id, None)
+        assert first.reason and second.reason
+        assert victim.undecryptable == 2
         await inbox.aclose()
         await events.aclose()

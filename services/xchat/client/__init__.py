@@ -6,7 +6,8 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
-    SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged
+    SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged,
+                    Undecryptable
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
     IdentityNotApproved, SafetyNumberMismatch
 
@@ -22,7 +23,15 @@ from xchat.client.errors import (
     SafetyNumberMismatch,
     ServiceUnavailable,
 )
-from xchat.client.messages import Failed, IdentityChanged, Message, SecurityEvent, SenderMismatch, SendReceipt
+from xchat.client.messages import (
+    Failed,
+    IdentityChanged,
+    Message,
+    SecurityEvent,
+    SenderMismatch,
+    SendReceipt,
+    Undecryptable,
+)
 
 __all__ = [
     "Client",
@@ -38,4 +47,5 @@ __all__ = [
     "SendReceipt",
     "SenderMismatch",
     "ServiceUnavailable",
+    "Undecryptable",
 ]

@@ -31,7 +31,7 @@ from xchat.client.crypto import (
 )
 from xchat.client.crypto.fingerprints import displayable_fingerprint
 from xchat.client.errors import IdentityNotApproved, NotRegistered, SafetyNumberMismatch
-from xchat.client.messages import IdentityChanged, SecurityEvent, SenderMismatch
+from xchat.client.messages import IdentityChanged, SecurityEvent, SenderMismatch, Undecryptable
 
 log = logging.getLogger(__name__)
 
@@ -220,19 +220,18 @@ class SessionBook:
         A new session consumes one-time prekeys in memory only: call ``commit``
         to keep the result or ``forget`` to undo it.
         """
+        content: SealedContent | None = None
         try:
             content = unseal(self.identity, ciphertext)
             session = self._cached_session(content.sender_device)
             pinned = session.their_identity_key if session is not None else None
             opened = open_message(content.inner, our_identity=self.identity, prekey_store=self.prekeys, session=session)
         except CryptoError as exc:
-            self.undecryptable += 1
-            log.warning("dropping undecryptable envelope %s: %s", message_id.hex(), exc)
+            self._undecryptable(message_id, content, f"{type(exc).__name__}: {exc}")
             return None
         if opened.payload.message_id != message_id:
             self.forget()
-            self.undecryptable += 1
-            log.warning("dropping envelope %s: its inner message id differs", message_id.hex())
+            self._undecryptable(message_id, content, "its inner message id differs")
             return None
         if not opened.new_session:
             # The session authenticates the device, and a device belongs to one
@@ -355,8 +354,14 @@ class SessionBook:
 
     def reject(self, opened: Opened, reason: str) -> None:
         self.forget()
+        self._undecryptable(opened.message_id, opened.content, reason)
+
+    def _undecryptable(self, message_id: bytes, content: SealedContent | None, reason: str) -> None:
+        """Counts, logs and reports an envelope dropped for good (never silently)."""
         self.undecryptable += 1
-        log.warning("dropping envelope %s: %s", opened.message_id.hex(), reason)
+        log.warning("dropping undecryptable envelope %s: %s", message_id.hex(), reason)
+        account, device = (content.sender_account, content.sender_device) if content is not None else (None, None)
+        self._on_event(Undecryptable(message_id, account, device, reason))
 
     def safety_number(self, *, our_account: str, peer_account: str) -> str:
         devices = self._state.session_devices(peer_account)

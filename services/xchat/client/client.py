@@ -114,7 +114,7 @@ class Client:
 
     @property
     def undecryptable(self) -> int:
-        """Envelopes dropped because they could never be read (tampered, forged, not for us)."""
+        """Envelopes dropped because they could never be read (each also an ``Undecryptable`` event)."""
         return self._book.undecryptable
 
     async def register(self, account: str, *, one_time_prekeys: int = DEFAULT_ONE_TIME_PREKEYS) -> str:
@@ -192,7 +192,8 @@ class Client:
         return self._receiver.messages()
 
     def events(self) -> AsyncGenerator[SecurityEvent, None]:
-        """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``), oldest first, for ever.
+        """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``,
+        ``Undecryptable``), oldest first, for ever.
 
         Read it beside ``messages()`` (e.g. in its own task) and show them: each
         is something refused that the app never sees as a message. Several

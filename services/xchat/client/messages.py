@@ -83,4 +83,20 @@ class IdentityChanged:
     new_fingerprint: str
 
 
-SecurityEvent = SenderMismatch | IdentityChanged
+@dataclass(frozen=True, slots=True)
+class Undecryptable:
+    """An envelope that can never be read was dropped (acknowledged, never shown).
+
+    ``sender_account`` and ``sender_device`` are what the sealed layer claims,
+    when it opened (None when the envelope was not even sealed to this device):
+    unauthenticated, yet what the app needs to ask that contact to resend.
+    ``reason`` is for logs and support, not for parsing.
+    """
+
+    message_id: bytes
+    sender_account: str | None
+    sender_device: str | None
+    reason: str
+
+
+SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable
