@@ -2,7 +2,8 @@
 
 Public surface (tested for drift in tests/client/test_client_api.py)::
 
-    Client          one device: register, send, send_many, messages, ack, safety_number
+    Client          one device: register, send, send_many, messages, ack, safety_number,
+                    events, verify, approve_identity
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
