@@ -19,8 +19,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from xchat.mesh.readiness import health_status
 
 MAILBOX_STREAM = "XCHAT_MAILBOX"
 PROBE_TIMEOUT_S = 2.0
@@ -65,16 +64,7 @@ class RegionStatus:
 
 
 def services_health(endpoint: str, *, root_certificates: bytes | None) -> str:
-    if root_certificates is not None:
-        channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates))
-    else:
-        channel = grpc.insecure_channel(endpoint)
-    with channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT_S)
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    return health_status(endpoint, PROBE_TIMEOUT_S, root_certificates=root_certificates)
 
 
 def _get_json(url: str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ def nats_ready(node: NatsNode) -> bool:
         return False
 
 
-def grpc_serving(endpoint: str, timeout: float = 1.0, *, root_certificates: bytes | None = None) -> bool:
+def health_status(endpoint: str, timeout: float = 1.0, *, root_certificates: bytes | None = None) -> str:
+    """``grpc.health.v1`` status name of the whole server (``SERVING``, ``NOT_SERVING``, ...), or ``UNREACHABLE``."""
     if root_certificates is not None:
         channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates))
     else:
@@ -28,5 +29,9 @@ def grpc_serving(endpoint: str, timeout: float = 1.0, *, root_certificates: byte
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def grpc_serving(endpoint: str, timeout: float = 1.0, *, root_certificates: bytes | None = None) -> bool:
+    return health_status(endpoint, timeout, root_certificates=root_certificates) == "SERVING"
