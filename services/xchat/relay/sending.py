@@ -31,6 +31,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import PubAck
 
+from xchat.core import metrics
 from xchat.core.devices import DeviceDirectory
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
@@ -157,7 +158,8 @@ class Relay:
         An id still in process is published again until the original's ack
         answers it (as a duplicate, with the original's sequence).
         """
-        deadline = asyncio.get_running_loop().time() + timeout
+        started = asyncio.get_running_loop().time()
+        deadline = started + timeout
         attempt = 0
         while True:
             try:
@@ -169,9 +171,14 @@ class Relay:
                     attempt += 1
                     await asyncio.sleep(pause)
                     continue
-                raise _publish_error(exc, recipient) from exc
+                error = _publish_error(exc, recipient)
+                if not isinstance(error, ResourceExhausted):  # a full mailbox is the recipient's quota, not a fault
+                    metrics.publish_failed(f"APIError {exc.err_code}")
+                raise error from exc
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                metrics.publish_failed(type(exc).__name__)
                 raise translate(exc) from exc
+        metrics.PUBLISH_SECONDS.observe(asyncio.get_running_loop().time() - started)
         return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
 
     async def notify(self, stored: Mapping[DeviceId, int]) -> None:
