@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import secrets
 from pathlib import Path
 
 import grpc
 import grpc.aio
 
+from xchat.client import Client
 from xchat.core.logs import JsonFormatter, request_id
 from xchat.v1 import keys_pb2, keys_pb2_grpc
 
@@ -60,3 +63,24 @@ def test_json_formatter_writes_one_object_per_line() -> None:
     assert "\n" not in text
     line = json.loads(text)
     assert line["message"] == "two\nlines here" and line["level"] == "warning" and line["request_id"] == "r1"
+
+
+async def test_sdk_calls_carry_their_own_request_ids(fresh_mesh_factory, tmp_path: Path) -> None:
+    mesh = fresh_mesh_factory(extra_env={"XCHAT_LOG_FORMAT": "json", "XCHAT_LOG_LEVEL": "debug"})
+    bob_name = f"bob{secrets.token_hex(4)}"
+    async with await Client.open(tmp_path / "b.db", mesh.endpoints("b")) as bob:
+        await bob.register(bob_name)
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice:
+        await alice.register(f"alice{secrets.token_hex(4)}")
+        await alice.send(bob_name, "logged by id, never by content")
+    log = mesh.workdir / "logs" / "services-a.log"
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        sends = [line for line in _lines(log) if line.get("logger") == "xchat.access"
+                 and str(line.get("method", "")).startswith("/xchat.v1.Relay/Send")]
+        if sends:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no access line for the SDK's send"
+        await asyncio.sleep(0.2)
+    # 16 hex digits: made by the SDK (the server's own are 32).
+    assert all(re.fullmatch(r"[0-9a-f]{16}", str(line["request_id"])) for line in sends)

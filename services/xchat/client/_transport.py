@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
@@ -144,4 +145,5 @@ def rejected(exc: grpc.aio.AioRpcError) -> RequestRejected:
 
 
 def metadata(token: str) -> tuple[tuple[str, Any], ...]:
-    return (("authorization", f"Bearer {token}"),)
+    """Call metadata: the token, and a fresh request id the server logs and echoes (docs/observability.md)."""
+    return (("authorization", f"Bearer {token}"), ("x-request-id", secrets.token_hex(8)))
