@@ -19,6 +19,7 @@ from typing import Any
 from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
 
 from . import monitoring, names, natsconfig, policies, rollout
+from .podspec import CONTAINER_SECURITY, NATS_UID, SERVICE_UID, anti_affinity, pod_scheduling, pod_security
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
 Obj = dict[str, Any]
@@ -58,42 +59,6 @@ def _tls_volume(spec: MeshSpec, service: str | None = None) -> Obj:
     # clients): no service pod holds the NATS servers' key or another service's.
     items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
     return {"name": "tls", "secret": {"secretName": names.pod_tls_secret(spec, service), "items": items}}
-
-
-# The users the images run as (charts/images/Dockerfile.*); pods pin them so the
-# restricted Pod Security profile admits them whatever the image declares.
-NATS_UID = 1000
-SERVICE_UID = 10001
-
-
-def pod_security(uid: int) -> Obj:
-    """Pod-level securityContext meeting the ``restricted`` Pod Security Standard.
-
-    ``fsGroup``: the NATS volume is writable by the server without world-writable
-    directories; ``OnRootMismatch`` skips the recursive chown on every restart.
-    """
-    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
-            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-CONTAINER_SECURITY: Obj = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "privileged": False,
-    "capabilities": {"drop": ["ALL"]},
-}
-
-
-def pod_scheduling(spec: MeshSpec) -> Obj:
-    """The pod settings an operator may set from ``spec.pods`` (pull secrets, tolerations, priority)."""
-    out: Obj = {"automountServiceAccountToken": False}  # no pod talks to the Kubernetes API
-    if spec.pods.image_pull_secrets:
-        out["imagePullSecrets"] = [{"name": n} for n in spec.pods.image_pull_secrets]
-    if spec.pods.tolerations:
-        out["tolerations"] = [dict(t) for t in spec.pods.tolerations]
-    if spec.pods.priority_class_name:
-        out["priorityClassName"] = spec.pods.priority_class_name
-    return out
 
 
 def _hash(text: str) -> str:
@@ -186,16 +151,6 @@ def nats_services(spec: MeshSpec, region: Region) -> list[Obj]:
     return [headless, client]
 
 
-def _anti_affinity(sel: Mapping[str, str], topology_key: str) -> Obj:
-    return {
-        "podAntiAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": topology_key}}
-            ]
-        }
-    }
-
-
 def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
     sel = names.selector(spec.name, "nats", region.name)
     mounts = [
@@ -265,7 +220,7 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
                     "securityContext": pod_security(NATS_UID),
                     "terminationGracePeriodSeconds": NATS_TERMINATION_GRACE_SECONDS,
                     "nodeSelector": dict(region.node_selector),
-                    "affinity": _anti_affinity(sel, region.topology_key),
+                    "affinity": anti_affinity(sel, region.topology_key),
                     "containers": [c for c in (container, monitoring.nats_exporter(spec, CONTAINER_SECURITY)) if c],
                     "volumes": volumes,
                 },
@@ -383,7 +338,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
                     **pod_scheduling(spec),
                     "securityContext": pod_security(SERVICE_UID),
                     "nodeSelector": dict(region.node_selector),
-                    "affinity": _anti_affinity(sel, region.topology_key),
+                    "affinity": anti_affinity(sel, region.topology_key),
                     **({"initContainers": [init]} if init is not None else {}),
                     "containers": [container],
                     "volumes": volumes,
