@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from xchat.core.permissions import BOOTSTRAP_USER, Permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import NatsNode, nats_server_binary, password_hash, render
 from xchat.mesh.processes import Supervised, run_to_completion, wait_until, write_private
+from xchat.mesh.ports import free_port
 from xchat.mesh.readiness import grpc_serving, nats_ready
 from xchat.mesh.tls import TlsFiles, make_local_pki, role_files
 
@@ -32,12 +32,6 @@ __all__ = ["DEFAULT_REGIONS", "HOST", "LocalMesh", "Region", "free_port", "grpc_
 DEFAULT_REGIONS = ("a", "b", "c")
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
