@@ -123,9 +123,12 @@ def test_ctrl_c_stops_the_bench_and_its_mesh(tmp_path: Path) -> None:
     try:
         assert proc.stderr is not None
         deadline = time.monotonic() + 120
+        seen: list[str] = []
         for line in proc.stderr:
+            seen.append(line)
             if "repeat 1/1" in line or time.monotonic() > deadline:
                 break
+        assert proc.poll() is None, "the bench ended before it could be interrupted:\n" + "".join(seen)[-3000:]
         assert _mesh_processes(workdir), "the mesh runs"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 130

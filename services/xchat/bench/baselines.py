@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -34,6 +35,22 @@ RAW_SUBJECTS = "xchat-bench-raw.>"
 RAW_SUBJECT_COUNT = 64
 
 
+# A new R3 stream answers publishes only once its Raft group has elected a
+# leader; on a loaded machine that takes seconds ("no response from stream").
+LEADER_WAIT_S = 60.0
+
+
+async def _wait_for_leader(jsm: Any, stream: str) -> None:
+    deadline = time.monotonic() + LEADER_WAIT_S
+    while True:
+        info = await jsm.stream_info(stream)
+        if info.cluster is not None and info.cluster.leader:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"stream {stream} has no leader after {LEADER_WAIT_S:.0f}s")
+        await asyncio.sleep(0.2)
+
+
 async def jetstream(bench: BenchMesh, profile: Profile, body_size: int) -> Figures:
     nc = await bench.nats("a")
     meter = bench.server_meter()
@@ -43,6 +60,7 @@ async def jetstream(bench: BenchMesh, profile: Profile, body_size: int) -> Figur
         await jsm.add_stream(
             StreamConfig(name=RAW_STREAM, subjects=[RAW_SUBJECTS], num_replicas=3, storage=StorageType.FILE)
         )
+        await _wait_for_leader(jsm, RAW_STREAM)
         try:
             sequential = max(profile.js_messages // 4, 10)
             latencies: list[float] = []
