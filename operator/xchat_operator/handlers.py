@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import metrics, names, reconcile, safety, status
+from . import drift, metrics, names, reconcile, safety, status
 from .errors import DependencyMissing, KubeError, OperatorError, to_kopf
 from .kube import Kube, load_connection
 from .probes import Check, RegionHealth, make_default_prober, not_probed
@@ -68,6 +68,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: A
     # Shared by every resource memo (shallow copies): per-mesh locks and applied generations.
     memo.setdefault("locks", {})
     memo.setdefault("applied", {})
+    memo.setdefault("ledgers", {})  # per mesh: what was applied last, to tell drift from change
     # Keep kopf's bookkeeping out of status (which has a strict schema) and under our prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="xchat.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -179,7 +180,7 @@ def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any], *, trigger:
         try:
             with metrics.RECONCILE_SECONDS.labels(trigger).time():
                 result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain,
-                                              health=_health(memo))
+                                              health=_health(memo), ledger=_ledger(memo, key))
         except OperatorError as exc:
             metrics.RECONCILES.labels(trigger, "failed").inc()
             _report_failure(memo, body, spec, _failure_reason(exc), str(exc))
@@ -187,6 +188,20 @@ def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any], *, trigger:
         applied[key] = spec.generation
         metrics.RECONCILES.labels(trigger, "applied").inc()
         return result
+
+
+def _ledger(memo: kopf.Memo, key: str) -> drift.Ledger:
+    ledgers: dict[str, drift.Ledger] = memo["ledgers"]
+    return ledgers.setdefault(key, drift.Ledger())
+
+
+def _report_drift(memo: kopf.Memo, body: Mapping[str, Any], result: reconcile.ApplyResult) -> None:
+    """One event per kind of correction, naming the objects put back."""
+    for what in (drift.RECREATED, drift.CORRECTED):
+        objs = [name for change, name in result.drifted if change == what]
+        if objs:
+            metrics.RECONCILES.labels("drift", what.lower()).inc(len(objs))
+            _post(body, reason=what, message=f"{what.lower()} {', '.join(objs)} [{_identity(memo)}]")
 
 
 def _health(memo: kopf.Memo) -> dict[str, RegionHealth]:
@@ -213,6 +228,7 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
     result = _apply(spec, memo, body)
     if result is None:
         return  # a newer generation is already applied; its handler writes the status
+    _report_drift(memo, body, result)
     new = status.mesh_status(spec, _health(memo), previous,
                              reconciled=(True, "Applied", f"{result.applied} objects applied"),
                              rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling))
@@ -247,6 +263,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     result = await asyncio.to_thread(lambda: _apply(spec, memo, fresh, trigger="timer"))
     if result is None:
         return
+    _report_drift(memo, fresh, result)
     health: dict[str, RegionHealth] = {}
     prober = memo["prober"]
     regions = [r for r in spec.regions if r.serving]
@@ -314,16 +331,17 @@ def on_child_event(event: kopf.RawEvent, body: kopf.Body, resource: kopf.Resourc
     kind = KIND_OF_PLURAL[resource.plural]
     if spec.paused:
         return
-    lock = memo["locks"].setdefault(spec.uid or f"{spec.namespace}/{spec.name}", threading.Lock())
+    key = spec.uid or f"{spec.namespace}/{spec.name}"
+    lock = memo["locks"].setdefault(key, threading.Lock())
     try:
         with lock:
-            done = reconcile.repair_child(kube, spec, kind, body["metadata"]["name"],
-                                          cluster_domain=memo["config"].cluster_domain)
+            # None when the timer put it back first (and reported it) or it is no longer desired.
+            what = reconcile.repair_child(kube, spec, kind, body["metadata"]["name"],
+                                          cluster_domain=memo["config"].cluster_domain, ledger=_ledger(memo, key))
     except OperatorError as exc:
         raise to_kopf(exc) from exc
-    if done:
+    if what is not None:
         metrics.RECONCILES.labels("child", "repaired").inc()
-        what = "Recreated" if etype == "DELETED" else "Corrected"
         _post(mesh, reason=what, message=f"{what.lower()} {kind}/{body['metadata']['name']} [{_identity(memo)}]")
 
 

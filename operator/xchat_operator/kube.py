@@ -214,9 +214,10 @@ class Kube:
             raise
 
     def merge_patch(self, kind: str, namespace: str | None, name: str, patch: Mapping[str, Any],
-                    *, subresource: str = "") -> Any:
+                    *, subresource: str = "", field_manager: str | None = None) -> Any:
         path = object_path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
-        return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        params = {"fieldManager": field_manager} if field_manager else None
+        return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json", params=params)
 
 
 def apply_all(kube: Kube, objs: Iterable[Mapping[str, Any]]) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import builders, credentials, names, rollout
+from . import builders, credentials, drift, names, rollout
 from .errors import DependencyMissing
 from .kube import OWNED_KINDS, Kube
 from .probes import NOT_PROBED, RegionHealth
@@ -39,6 +39,8 @@ class ApplyResult:
     pruned: tuple[str, ...]
     created_secrets: tuple[str, ...]
     rollout: rollout.Plan = rollout.Plan(held={}, rolling=())
+    # Objects someone else deleted or edited that this pass put back: (drift.RECREATED/CORRECTED, kind/name).
+    drifted: tuple[tuple[str, str], ...] = ()
 
 
 def _secret(spec: MeshSpec, name: str, component: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -146,17 +148,25 @@ def _owned_by(obj: Mapping[str, Any], spec: MeshSpec) -> bool:
     return any(r.get("uid") == spec.uid for r in refs)
 
 
-def prune(kube: Kube, spec: MeshSpec, desired: list[dict[str, Any]]) -> list[str]:
-    """Delete owned objects of this mesh that are no longer desired."""
+def owned_objects(kube: Kube, spec: MeshSpec) -> dict[tuple[str, str], Any]:
+    """Every object of the owned kinds labelled as this mesh's, by (kind, name)."""
+    return {
+        (kind, str(obj["metadata"]["name"])): obj
+        for kind in OWNED_KINDS
+        for obj in kube.list(kind, spec.namespace, labels={names.LABEL_MESH: spec.name})
+    }
+
+
+def prune(kube: Kube, spec: MeshSpec, desired: list[dict[str, Any]],
+          existing: Mapping[tuple[str, str], Any] | None = None) -> list[str]:
+    """Delete owned objects of this mesh that are no longer desired (``existing``: listed already)."""
     keep = {builders.key(o) for o in desired}
     keep |= {("Secret", n) for n in generated_secret_names(spec)}
     pruned: list[str] = []
-    for kind in OWNED_KINDS:
-        for obj in kube.list(kind, spec.namespace, labels={names.LABEL_MESH: spec.name}):
-            k = (kind, obj["metadata"]["name"])
-            if k not in keep and _owned_by(obj, spec):
-                kube.delete(kind, spec.namespace, k[1])
-                pruned.append(f"{kind}/{k[1]}")
+    for (kind, name), obj in (existing if existing is not None else owned_objects(kube, spec)).items():
+        if (kind, name) not in keep and _owned_by(obj, spec):
+            kube.delete(kind, spec.namespace, name)
+            pruned.append(f"{kind}/{name}")
     return pruned
 
 
@@ -207,10 +217,16 @@ def publish_endpoints(kube: Kube, spec: MeshSpec, health: Mapping[str, RegionHea
 
 
 def apply_mesh(
-    kube: Kube, spec: MeshSpec, *, cluster_domain: str, health: Mapping[str, RegionHealth] | None = None
+    kube: Kube, spec: MeshSpec, *, cluster_domain: str, health: Mapping[str, RegionHealth] | None = None,
+    ledger: drift.Ledger | None = None,
 ) -> ApplyResult:
-    """Apply every desired object, except NATS rolls that ``rollout`` holds back for now."""
+    """Apply every desired object, except NATS rolls that ``rollout`` holds back for now.
+
+    ``ledger`` (what this process applied last time) lets the pass tell which
+    objects it put back after someone else deleted or edited them.
+    """
     health = health or {}
+    ledger = ledger if ledger is not None else drift.Ledger()
     check_tls_secret(kube, spec)
     passwords, created = ensure_secrets(kube, spec, cluster_domain=cluster_domain)
     desired = builders.desired_objects(
@@ -222,30 +238,43 @@ def apply_mesh(
         if o["kind"] == "StatefulSet"
     }
     plan = rollout.plan(spec, desired, current, health)
+    existing = owned_objects(kube, spec)
     applied = 0
+    drifted: list[tuple[str, str]] = []
     for obj in desired:
         if obj["kind"] == "StatefulSet" and obj["metadata"]["name"] in plan.held:
             continue
-        kube.apply(obj)
+        after = kube.apply(obj)
         applied += 1
-    pruned = prune(kube, spec, desired)
-    return ApplyResult(applied=applied, pruned=tuple(pruned), created_secrets=tuple(created), rollout=plan)
+        key = builders.key(obj)
+        if key[0] in OWNED_KINDS and (change := ledger.classify(key, obj, existing.get(key), after)):
+            drifted.append((change, drift.describe(key)))
+    pruned = prune(kube, spec, desired, existing)
+    return ApplyResult(applied=applied, pruned=tuple(pruned), created_secrets=tuple(created), rollout=plan,
+                       drifted=tuple(drifted))
 
 
-def repair_child(kube: Kube, spec: MeshSpec, kind: str, name: str, *, cluster_domain: str) -> bool:
-    """Re-apply the desired version of one child; ``False`` if it is not (or no longer) desired."""
+def repair_child(kube: Kube, spec: MeshSpec, kind: str, name: str, *, cluster_domain: str,
+                 ledger: drift.Ledger | None = None) -> str | None:
+    """Re-apply the desired version of one child: drift.RECREATED, drift.CORRECTED, or None.
+
+    None when the object is not (or no longer) desired, or was already as
+    desired (the timer may have put it back first: it reports that itself).
+    """
     if kind == "Secret" and name in generated_secret_names(spec):
-        ensure_secrets(kube, spec, cluster_domain=cluster_domain)
-        return True
+        _, created = ensure_secrets(kube, spec, cluster_domain=cluster_domain)
+        return drift.RECREATED if name in created else None
     passwords, _ = ensure_secrets(kube, spec, cluster_domain=cluster_domain)
     listed = listed_regions(kube, spec, {})  # no fresh probes here: keep what was published
     desired = builders.find(
         builders.desired_objects(spec, passwords, cluster_domain=cluster_domain, listed=listed), kind, name
     )
     if desired is None:
-        return False
-    kube.apply(desired)
-    return True
+        return None
+    before = kube.get(kind, spec.namespace, name)
+    after = kube.apply(desired)
+    ledger = ledger if ledger is not None else drift.Ledger()
+    return ledger.classify((kind, name), desired, before, after)
 
 
 def cleanup(kube: Kube, spec: MeshSpec) -> list[str]:

@@ -122,9 +122,23 @@ def test_deleted_and_edited_children_come_back(kube, make_mesh) -> None:
     # An edit by someone else is undone.
     kube.merge_patch("StatefulSet", NS, "drift-nats-a", {"spec": {"replicas": 5}})
     eventually(lambda: kube.get("StatefulSet", NS, "drift-nats-a")["spec"]["replicas"] == 1, 60, what="reverted")
-    # Events are posted after the corrections they report.
-    eventually(lambda: {"Recreated", "Corrected"} <= {e["reason"] for e in events_for(kube, NS, "drift")},
-               60, what="Recreated and Corrected events")
+    # Events are posted after the corrections they report, whichever path (the child's event
+    # or the resync timer) made them, naming what was put back.
+    def drift_events() -> dict[str, str]:
+        return {e["reason"]: e["message"] for e in events_for(kube, NS, "drift") if e["reason"] in ("Recreated", "Corrected")}
+
+    eventually(lambda: {"Recreated", "Corrected"} <= set(drift_events()), 60, what="Recreated and Corrected events")
+    recreated = " ".join(e["message"] for e in events_for(kube, NS, "drift", "Recreated"))
+    assert "Deployment/drift-mailbox-b" in recreated and "Secret/drift-nats-c-config" in recreated
+    assert "StatefulSet/drift-nats-a" in drift_events()["Corrected"]
+    # An edit the child handler cannot tell from the operator's own (same field manager)
+    # is still undone by the timer, and reported by it.
+    kube.merge_patch("Service", NS, "drift-relay-c", {"metadata": {"labels": {"app.kubernetes.io/name": "edited"}}},
+                     field_manager="xchat-operator")
+    eventually(lambda: kube.get("Service", NS, "drift-relay-c")["metadata"]["labels"]["app.kubernetes.io/name"] == "xchat",
+               60, what="service edit reverted by the timer")
+    eventually(lambda: any("Service/drift-relay-c" in e["message"] for e in events_for(kube, NS, "drift", "Corrected")),
+               60, what="the timer's Corrected event")
 
 
 def test_delete_runs_finalizer_cleanup(kube, operator) -> None:
