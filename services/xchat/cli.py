@@ -111,11 +111,15 @@ def _up(args: argparse.Namespace) -> int:
             )
         if args.exit_after_demo:
             return 0
-        print("press Ctrl-C to stop", flush=True)
         try:
+            # Inside the try: a Ctrl-C that lands while this line is written is a stop, not a crash.
+            print("press Ctrl-C to stop", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
+            # The stop below is orderly; a second Ctrl-C or SIGTERM must not cut it short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             print("\nstopping ...", flush=True)
     return 0
 
