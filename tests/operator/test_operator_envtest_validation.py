@@ -102,7 +102,7 @@ def test_kubectl_printer_columns(kube, envtest_env) -> None:
                               "-n", NS, "printed"], capture_output=True, text=True, timeout=30)
         assert res.returncode == 0, res.stderr
         return res.stdout
-    text = eventually(out, 10)
+    text = eventually(out, 60)
     header, row = text.splitlines()[:2]
     assert header.split() == ["NAME", "READY", "PHASE", "AGE"]
     assert row.split()[:3] == ["printed", "2/3", "Degraded"]

@@ -11,7 +11,7 @@ async def test_probe_sees_serving_services_over_tls_and_refuses_a_wrong_name(fre
     mesh: LocalMesh = fresh_mesh_factory(tls=True, regions=("solo",), replicas=1)
     endpoint = mesh.regions["solo"].endpoint
     roots = mesh.root_certificates
-    good = await grpc_check(endpoint, 3.0, root_certificates=roots, server_name="localhost")
+    good = await _first_ok(lambda: grpc_check(endpoint, 3.0, root_certificates=roots, server_name="localhost"))
     assert good.ok and good.reason == "Serving"
     wrong_name = await grpc_check(endpoint, 3.0, root_certificates=roots, server_name="evil.example")
     assert not wrong_name.ok and wrong_name.reason == "Unreachable"
@@ -24,7 +24,7 @@ async def test_probe_reports_not_serving_when_jetstream_is_gone(fresh_mesh_facto
 
     mesh: LocalMesh = fresh_mesh_factory(regions=("solo",), replicas=1)
     endpoint = mesh.regions["solo"].endpoint
-    assert (await grpc_check(endpoint, 3.0)).ok
+    assert (await _first_ok(lambda: grpc_check(endpoint, 3.0))).ok
     for proc in mesh.regions["solo"].nats:
         proc.kill()
     for _ in range(50):
@@ -33,3 +33,16 @@ async def test_probe_reports_not_serving_when_jetstream_is_gone(fresh_mesh_facto
             break
         await asyncio.sleep(0.3)
     assert check.reason == "NotServing" and not check.ok
+
+
+async def _first_ok(check, within: float = 30.0):
+    """The first passing probe: a just-started mesh on a busy machine may miss one 3 s probe."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result.ok or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.5)
