@@ -9,10 +9,9 @@ import base64
 import binascii
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from xchat.core.tokens import DEFAULT_AUDIENCE
 
@@ -151,52 +150,158 @@ def _read_key_file(path: str, name: str) -> bytes:
     return key
 
 
-N = TypeVar("N", int, float)
+def _text(name: str, raw: str) -> object:
+    return raw
 
 
-def _number(env: Mapping[str, str], name: str, default: N) -> N:
-    """``env[name]`` parsed as the type of ``default``; the default when unset or empty."""
-    value = env.get(name)
-    if value is None or value == "":
-        return default
+def _integer(name: str, raw: str) -> object:
     try:
-        return type(default)(value)
+        return int(raw)
     except ValueError as exc:
-        kind = "an integer" if isinstance(default, int) else "a number"
-        raise SettingsError(f"{name}={value!r} is not {kind}") from exc
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+
+
+def _decimal(name: str, raw: str) -> object:
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a number") from exc
+
+
+def _positive(parse: Callable[[str, str], object]) -> Callable[[str, str], object]:
+    def positive(name: str, raw: str) -> object:
+        value = parse(name, raw)
+        assert isinstance(value, (int, float))
+        if not value > 0:
+            raise SettingsError(f"{name}={raw!r} must be greater than 0")
+        return value
+
+    return positive
+
+
+def _flag(name: str, raw: str) -> object:
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _list(name: str, raw: str) -> object:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Variable:
+    """One ``XCHAT_*`` variable: what it sets, its default and why (docs/configuration.md is generated from these)."""
+
+    name: str
+    meaning: str
+    group: str
+    #: the ServiceSettings field set by ``parse(name, value)``; None: read by :func:`from_env`'s
+    #: own code (files, TLS) or by the CLI (logs), ``default`` then says what unset means
+    field: str | None = None
+    parse: Callable[[str, str], object] = _text
+    default: object = None
+    flag: str | None = None
+
+
+REQUIRED, NETWORK, SECURITY, STORAGE, LIMITS, OBSERVABILITY = (
+    "Required", "Network", "Tokens, TLS and callers", "Storage (applied by bootstrap)", "Rate limits", "Observability",
+)
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(name="XCHAT_REGION", group=REQUIRED, field="region", default="", flag="--region",
+             meaning="the region this process serves (NATS servers carry the tag region:<name>)"),
+    Variable(name="XCHAT_TOKEN_SIGNING_KEY_FILE", group=REQUIRED, default=None,
+             meaning="auth only: file with the base64 Ed25519 seed that signs access tokens (`xchat keygen`)"),
+    Variable(name="XCHAT_TOKEN_PUBLIC_KEY_FILE", group=REQUIRED, default=None,
+             meaning="every other service: file with the matching base64 public key"),
+    Variable(name="XCHAT_LISTEN", group=NETWORK, field="listen", default=DEFAULT_LISTEN, flag="--listen",
+             meaning="gRPC address (host:port) of the application services"),
+    Variable(name="XCHAT_HEALTH_LISTEN", group=NETWORK, field="health_listen", flag="--health-listen",
+             meaning="plaintext grpc.health.v1-only address for kubelet probes (they cannot speak TLS); unset: health on the main port only"),
+    Variable(name="XCHAT_NATS_URLS", group=NETWORK, field="nats_urls", parse=_list, default=(DEFAULT_NATS_URL,), flag="--nats",
+             meaning="comma-separated NATS URLs, own region first"),
+    Variable(name="XCHAT_NATS_USER", group=NETWORK, field="nats_user",
+             meaning="the service's own least-privilege NATS user (`xchat.core.permissions`); unset: no authentication"),
+    Variable(name="XCHAT_NATS_PASSWORD_FILE", group=NETWORK, default=None,
+             meaning="file holding that user's NATS password"),
+    Variable(name="XCHAT_TLS_CERT_FILE", group=SECURITY, default=None,
+             meaning="PEM certificate of the gRPC server, also presented to NATS as client certificate; set with XCHAT_TLS_KEY_FILE; unset: plaintext"),
+    Variable(name="XCHAT_TLS_KEY_FILE", group=SECURITY, default=None, meaning="PEM private key of that certificate"),
+    Variable(name="XCHAT_TLS_CA_FILE", group=SECURITY, default=None,
+             meaning="PEM CA that verifies the NATS servers' certificates; unset: the system CAs (for tls:// URLs)"),
+    Variable(name="XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES", group=SECURITY, default=None,
+             meaning="comma-separated files of further accepted token keys (rotation: add the new key everywhere first, remove the old one after the access-token lifetime)"),
+    Variable(name="XCHAT_TOKEN_AUDIENCE", group=SECURITY, field="token_audience", default=DEFAULT_TOKEN_AUDIENCE,
+             meaning="audience of access tokens: a token minted for another deployment by the same key is refused"),
+    Variable(name="XCHAT_ACCESS_TOKEN_LIFETIME_MS", group=SECURITY, field="access_token_lifetime_ms",
+             parse=_positive(_integer), default=DEFAULT_ACCESS_TOKEN_LIFETIME_MS,
+             meaning="milliseconds an access token is valid; tokens are verified offline, so revocation takes effect within this"),
+    Variable(name="XCHAT_REFRESH_TOKEN_LIFETIME_S", group=SECURITY, field="refresh_token_lifetime_s",
+             parse=_positive(_integer), default=DEFAULT_REFRESH_TOKEN_LIFETIME_S,
+             meaning="seconds a refresh token is valid (also the TTL of the refresh-token bucket)"),
+    Variable(name="XCHAT_TRUSTED_PROXY_HEADER", group=SECURITY, field="trusted_proxy_header",
+             meaning="metadata key a trusted proxy sets to the client address (e.g. x-forwarded-for); unset: the TCP peer is the client"),
+    Variable(name="XCHAT_TRUSTED_PROXIES", group=SECURITY, field="trusted_proxies", parse=_list, default=(),
+             meaning="comma-separated CIDRs of the proxies whose header is believed"),
+    Variable(name="XCHAT_REPLICAS", group=STORAGE, field="replicas", parse=_integer, default=DEFAULT_REPLICAS, flag="--replicas",
+             meaning="JetStream replicas of every stream and bucket (1..5), one per region: an ack means a quorum of regions holds the write"),
+    Variable(name="XCHAT_MAILBOX_QUOTA", group=STORAGE, field="mailbox_quota", parse=_integer, default=DEFAULT_MAILBOX_QUOTA,
+             meaning="undelivered envelopes per device; sends beyond it fail with RESOURCE_EXHAUSTED"),
+    Variable(name="XCHAT_MAILBOX_MAX_BYTES", group=STORAGE, field="mailbox_max_bytes", parse=_integer, default=DEFAULT_MAILBOX_MAX_BYTES,
+             meaning="bytes the mailbox stream may hold, all devices together; reserved on every server holding a replica, so it must fit its max_file_store"),
+    Variable(name="XCHAT_MAILBOX_TTL_S", group=STORAGE, field="mailbox_ttl_s", parse=_integer, default=DEFAULT_MAILBOX_TTL_S,
+             meaning="seconds an undelivered envelope is kept (JetStream max_age)"),
+    Variable(name="XCHAT_BUCKET_MAX_BYTES", group=STORAGE, field="bucket_max_bytes", parse=_integer, default=DEFAULT_BUCKET_MAX_BYTES,
+             meaning="bytes each KV bucket may hold (the prekeys bucket four times this)"),
+    Variable(name="XCHAT_DUPLICATE_WINDOW_S", group=STORAGE, field="duplicate_window_s",
+             parse=_positive(_decimal), default=DEFAULT_DUPLICATE_WINDOW_S,
+             meaning="seconds JetStream de-duplicates a resent message id; beyond it the recipient SDK de-duplicates"),
+    Variable(name="XCHAT_MAX_CIPHERTEXT_BYTES", group=STORAGE, field="max_ciphertext_bytes",
+             parse=_positive(_integer), default=DEFAULT_MAX_CIPHERTEXT_BYTES,
+             meaning="largest end-to-end ciphertext relay accepts (the stream's max message size adds 4 KiB of headers)"),
+    Variable(name="XCHAT_STORE_TIMEOUT_S", group=NETWORK, field="store_timeout_s",
+             parse=_positive(_decimal), default=DEFAULT_STORE_TIMEOUT_S,
+             meaning="seconds a store operation may take before the call fails with UNAVAILABLE"),
+    Variable(name="XCHAT_SEND_RATE", group=LIMITS, field="send_rate", parse=_decimal, default=DEFAULT_SEND_RATE,
+             meaning="envelopes per second per device per process (Send, SendStream)"),
+    Variable(name="XCHAT_SEND_BURST", group=LIMITS, field="send_burst", parse=_decimal, default=DEFAULT_SEND_BURST,
+             meaning="burst of those envelopes"),
+    Variable(name="XCHAT_AUTH_RATE", group=LIMITS, field="auth_rate", parse=_decimal, default=DEFAULT_AUTH_RATE,
+             meaning="unauthenticated calls (Register, Challenge, Login, Refresh) per second per caller address"),
+    Variable(name="XCHAT_AUTH_BURST", group=LIMITS, field="auth_burst", parse=_decimal, default=DEFAULT_AUTH_BURST,
+             meaning="burst of those calls"),
+    Variable(name="XCHAT_CALL_RATE", group=LIMITS, field="call_rate", parse=_decimal, default=DEFAULT_CALL_RATE,
+             meaning="other authenticated calls per second per device"),
+    Variable(name="XCHAT_CALL_BURST", group=LIMITS, field="call_burst", parse=_decimal, default=DEFAULT_CALL_BURST,
+             meaning="burst of those calls"),
+    Variable(name="XCHAT_FETCH_RATE", group=LIMITS, field="fetch_rate", parse=_decimal, default=DEFAULT_FETCH_RATE,
+             meaning="prekey bundle fetches per second per device"),
+    Variable(name="XCHAT_FETCH_BURST", group=LIMITS, field="fetch_burst", parse=_decimal, default=DEFAULT_FETCH_BURST,
+             meaning="burst of those fetches"),
+    Variable(name="XCHAT_PREKEY_CLAIM_RATE", group=LIMITS, field="prekey_claim_rate", parse=_decimal, default=DEFAULT_PREKEY_CLAIM_RATE,
+             meaning="one-time prekeys handed out per second per target account and per fetching device; beyond it bundles come without one"),
+    Variable(name="XCHAT_PREKEY_CLAIM_BURST", group=LIMITS, field="prekey_claim_burst", parse=_decimal, default=DEFAULT_PREKEY_CLAIM_BURST,
+             meaning="burst of those prekeys"),
+    Variable(name="XCHAT_SHARED_LIMITS", group=LIMITS, field="shared_limits", parse=_flag, default=False,
+             meaning="1/true: replicas share what callers spent (xchat.core.sharedlimits); off: limits are per process"),
+    Variable(name="XCHAT_METRICS_LISTEN", group=OBSERVABILITY, field="metrics_listen", flag="--metrics-listen",
+             meaning="Prometheus /metrics address over plain HTTP (port 0 picks one); unset: no metrics port"),
+    Variable(name="XCHAT_NATS_MONITOR_URL", group=OBSERVABILITY, field="nats_monitor_url",
+             meaning="nats-server monitoring URL (http://host:8222) the mailbox backlog gauges are sampled from; unset: no backlog gauges"),
+    Variable(name="XCHAT_LOG_FORMAT", group=OBSERVABILITY, default="text", flag="--log-format",
+             meaning="text, or json (one object per line with the call's request id); read by the CLI"),
+    Variable(name="XCHAT_LOG_LEVEL", group=OBSERVABILITY, default="info", flag="--log-level",
+             meaning="debug (adds one access line per call), info (default of serve), warning (default of other commands), error; read by the CLI"),
+)
 
 
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> ServiceSettings:
-    """Builds settings from ``XCHAT_*`` variables; explicit overrides (CLI flags) win."""
+    """Builds settings from ``XCHAT_*`` variables (:data:`VARIABLES`); explicit overrides (CLI flags) win."""
     env = dict(os.environ if env is None else env)
-    values: dict[str, object] = {
-        "region": env.get("XCHAT_REGION", ""),
-        "listen": env.get("XCHAT_LISTEN", DEFAULT_LISTEN),
-        "health_listen": env.get("XCHAT_HEALTH_LISTEN") or None,
-        "nats_urls": tuple(u for u in env.get("XCHAT_NATS_URLS", DEFAULT_NATS_URL).split(",") if u),
-        "nats_user": env.get("XCHAT_NATS_USER") or None,
-        "replicas": _number(env, "XCHAT_REPLICAS", DEFAULT_REPLICAS),
-        "mailbox_quota": _number(env, "XCHAT_MAILBOX_QUOTA", DEFAULT_MAILBOX_QUOTA),
-        "mailbox_max_bytes": _number(env, "XCHAT_MAILBOX_MAX_BYTES", DEFAULT_MAILBOX_MAX_BYTES),
-        "bucket_max_bytes": _number(env, "XCHAT_BUCKET_MAX_BYTES", DEFAULT_BUCKET_MAX_BYTES),
-        "mailbox_ttl_s": _number(env, "XCHAT_MAILBOX_TTL_S", DEFAULT_MAILBOX_TTL_S),
-        "send_rate": _number(env, "XCHAT_SEND_RATE", DEFAULT_SEND_RATE),
-        "send_burst": _number(env, "XCHAT_SEND_BURST", DEFAULT_SEND_BURST),
-        "auth_rate": _number(env, "XCHAT_AUTH_RATE", DEFAULT_AUTH_RATE),
-        "auth_burst": _number(env, "XCHAT_AUTH_BURST", DEFAULT_AUTH_BURST),
-        "call_rate": _number(env, "XCHAT_CALL_RATE", DEFAULT_CALL_RATE),
-        "call_burst": _number(env, "XCHAT_CALL_BURST", DEFAULT_CALL_BURST),
-        "fetch_rate": _number(env, "XCHAT_FETCH_RATE", DEFAULT_FETCH_RATE),
-        "fetch_burst": _number(env, "XCHAT_FETCH_BURST", DEFAULT_FETCH_BURST),
-        "prekey_claim_rate": _number(env, "XCHAT_PREKEY_CLAIM_RATE", DEFAULT_PREKEY_CLAIM_RATE),
-        "prekey_claim_burst": _number(env, "XCHAT_PREKEY_CLAIM_BURST", DEFAULT_PREKEY_CLAIM_BURST),
-        "shared_limits": env.get("XCHAT_SHARED_LIMITS", "").strip().lower() in ("1", "true", "yes", "on"),
-        "trusted_proxy_header": env.get("XCHAT_TRUSTED_PROXY_HEADER") or None,
-        "trusted_proxies": tuple(p.strip() for p in env.get("XCHAT_TRUSTED_PROXIES", "").split(",") if p.strip()),
-        "token_audience": env.get("XCHAT_TOKEN_AUDIENCE") or DEFAULT_TOKEN_AUDIENCE,
-        "metrics_listen": env.get("XCHAT_METRICS_LISTEN") or None,
-        "nats_monitor_url": env.get("XCHAT_NATS_MONITOR_URL") or None,
-    }
+    values: dict[str, object] = {}
+    for var in VARIABLES:
+        raw = env.get(var.name)
+        if var.field is not None:
+            values[var.field] = var.default if raw is None or raw == "" else var.parse(var.name, raw)
     if password_file := env.get("XCHAT_NATS_PASSWORD_FILE"):
         try:
             values["nats_password"] = Path(password_file).read_text().strip()
