@@ -128,7 +128,9 @@ class TokenVerifier:
             )
         except nacl.exceptions.BadSignatureError as exc:
             raise Unauthenticated("access token signature is invalid") from exc
-        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        # RecursionError: deeply nested JSON claims (a 1 KiB token holds ~760
+        # levels) exhaust the interpreter's stack when verified under deep frames.
+        except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise Unauthenticated("access token is malformed") from exc
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         if principal.expires_at_ms + CLOCK_SKEW_MS < now:
