@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xchat.client.errors import ClientError
 from xchat.core.errors import XChatError
@@ -24,6 +25,10 @@ from xchat.core.logs import LOG_FORMATS
 from xchat.core.logs import configure as configure_logs
 from xchat.core.metrics import version as _version
 from xchat.core.settings import SERVICE_NAMES, SettingsError, from_env
+
+if TYPE_CHECKING:
+    from xchat.mesh.local import LocalMesh
+    from xchat.statuspage import StatusPage
 
 # Exit codes (docs/observability.md): 0 done / healthy; 1 failed or unavailable
 # (a server did not answer, a region is degraded); 2 usage (a flag or setting is
@@ -72,6 +77,8 @@ def _up(args: argparse.Namespace) -> int:
         raise SettingsError(f"--regions {args.regions}: three regions are the minimum (every write is replicated R3)")
     if args.base_port is not None and not 1024 <= args.base_port <= 65535 - 1000:
         raise SettingsError(f"--base-port {args.base_port}: choose 1024..{65535 - 1000} (the mesh takes up to 1000 ports)")
+    if not 0 <= args.status_port <= 65535:
+        raise SettingsError(f"--status-port {args.status_port}: choose 1..65535, or 0 for a free port")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="xchat-mesh-"))
     started = time.monotonic()
     mesh = LocalMesh(
@@ -85,7 +92,8 @@ def _up(args: argparse.Namespace) -> int:
     if args.open_nats:
         print("WARNING: --open-nats: any local process can read every mailbox and write every bucket", file=sys.stderr)
     print(f"starting {len(regions)} regions in {workdir} ...", flush=True)
-    with mesh:
+    # The status page (xchat.statuspage) starts once the mesh is up and stops before it.
+    with mesh, _status_page(mesh, args.status_port) as page:
         print(f"mesh up in {time.monotonic() - started:.1f}s\n")
         print(f"{'region':<8}{'gRPC (auth, keys, relay, mailbox)':<36}{'NATS':<28}{'monitor':<24}metrics")
         for row in mesh.describe():
@@ -96,6 +104,7 @@ def _up(args: argparse.Namespace) -> int:
         # What `xchat status --workdir` reads.
         (workdir / "mesh.json").write_text(json.dumps({"regions": mesh.describe(), "ca": str(mesh.tls.ca) if mesh.tls else None}))
         print(f"\nlogs: {workdir / 'logs'}   status: xchat status --workdir {workdir}")
+        print(f"status page: {page.url}")
         if mesh.tls is not None:
             print(f"TLS on every hop; clients trust the CA in {mesh.tls.ca}")
         if args.demo:
@@ -122,6 +131,15 @@ def _up(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             print("\nstopping ...", flush=True)
     return 0
+
+
+def _status_page(mesh: LocalMesh, port: int) -> StatusPage:
+    from xchat.statuspage import serve_status_page
+
+    try:
+        return serve_status_page(mesh.describe(), root_certificates=mesh.root_certificates, port=port)
+    except OSError as exc:  # the port chosen is taken: a usage mistake (the mesh stops again)
+        raise SettingsError(f"--status-port {port}: {exc.strerror or exc}") from exc
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -263,6 +281,8 @@ def parser() -> argparse.ArgumentParser:
         help="development only: NATS without users or permissions (default: one least-privilege user per service)",
     )
     up.add_argument("--exit-after-demo", action="store_true", help="stop the mesh when the demo ends")
+    up.add_argument("--status-port", type=int, default=0,
+                    help="port of the live status page on 127.0.0.1 (default 0: a free one; the URL is printed)")
     up.set_defaults(run=_up)
 
     demo = sub.add_parser("demo", help="two users in different regions exchange encrypted messages")
