@@ -216,11 +216,24 @@ class LocalState:
         self._db.execute("DELETE FROM inbox WHERE message_id = ?", (message_id,))
 
     # -- acknowledgements the server has not confirmed yet --------------
+    # Mailbox sequences are protobuf uint64; SQLite integers are signed 64-bit.
+    # Stored as two's complement, so any sequence a server sends fits (one
+    # >= 2**63 raised OverflowError out of the receive loop, on every reconnect).
     def add_pending_acks(self, sequences: Iterable[int]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO pending_acks(sequence) VALUES (?)", [(s,) for s in sequences])
+        self._db.executemany("INSERT OR IGNORE INTO pending_acks(sequence) VALUES (?)", [(_signed64(s),) for s in sequences])
 
     def pending_acks(self) -> list[int]:
-        return [int(r[0]) for r in self._db.execute("SELECT sequence FROM pending_acks ORDER BY sequence")]
+        return sorted(int(r[0]) % _U64 for r in self._db.execute("SELECT sequence FROM pending_acks"))
 
     def remove_pending_acks(self, sequences: Iterable[int]) -> None:
-        self._db.executemany("DELETE FROM pending_acks WHERE sequence = ?", [(s,) for s in sequences])
+        self._db.executemany("DELETE FROM pending_acks WHERE sequence = ?", [(_signed64(s),) for s in sequences])
+
+
+_U64 = 2**64
+
+
+def _signed64(sequence: int) -> int:
+    """A uint64 sequence as the signed 64-bit integer SQLite stores (inverse: ``% 2**64``)."""
+    if not 0 <= sequence < _U64:
+        raise ValueError(f"mailbox sequence {sequence} is not a uint64")
+    return sequence - _U64 if sequence >= 2**63 else sequence
