@@ -216,16 +216,20 @@ class Collector:
             self._event(wall, "leader", f"{what}: {self._leaders[key] or 'none'} \u2192 {leader or 'none'}")
         self._leaders[key] = leader
 
-    @staticmethod
-    def _majority(votes: list[str | None]) -> str | None:
+    def _majority(self, votes: list[str | None], nodes: list[NodeReading]) -> str | None:
         """The leader most answering nodes agree on; none while they disagree (an election, or a
-        restarted node still naming the leader it knew before it died)."""
+        restarted node still naming the leader it knew before it died), and none while the one
+        they name is a node of ours that does not answer (its followers have not noticed yet)."""
         named = [v for v in votes if v]
         leader = max(set(named), key=named.count) if named else None
-        return leader if leader and named.count(leader) * 2 > len(votes) else None
+        if not leader or named.count(leader) * 2 <= len(votes):
+            return None
+        if leader in self._server_regions and leader not in {n.name for n in nodes if n.healthy}:
+            return None
+        return leader
 
     def _meta_leader(self, nodes: list[NodeReading], wall: float) -> str | None:
-        leader = self._majority([n.meta_leader for n in nodes if n.healthy])
+        leader = self._majority([n.meta_leader for n in nodes if n.healthy], nodes)
         self._leader_change("$meta", leader, wall, "meta leader")
         return leader
 
@@ -237,7 +241,7 @@ class Collector:
                     views.setdefault(s.name, []).append((n.name, s))
         out = []
         for name in sorted(views, key=lambda s: (s != MAILBOX_STREAM, s)):
-            leader = self._majority([s.leader for _, s in views[name]])
+            leader = self._majority([s.leader for _, s in views[name]], nodes)
             self._leader_change(name, leader, wall, f"{name} leader")
             # The leader's own report is authoritative: it alone knows each replica's lag.
             own = next((s for node, s in views[name] if leader and node == leader), None)

@@ -70,6 +70,7 @@ function chart(history) {
   if (points.length < 2) return;
   const t0 = points[0][0], t1 = points[points.length - 1][0];
   const top = Math.max(1, ...points.map((h) => Math.max(h[1] || 0, h[2] || 0)));
+  document.getElementById("chart-scale").textContent = `(last ${Math.round(t1 - t0)} s, top of the chart: ${num(top)}/s)`;
   for (const [index, cls] of [[1, "accepted"], [2, "delivered"]]) {
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
     line.setAttribute("class", cls);
