@@ -1,12 +1,12 @@
 # Two commands on a fresh machine:
 #   make up     set up, start a local three-region mesh and run the demo (Ctrl-C stops)
-#   make test   set up (Python deps, Go-built test binaries cached in ~/.cache/xchat) and run every test
+#   make test   set up (Python deps, Go-built test binaries cached in ~/.cache/xchat, Debian's chromium) and run every test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export XCHAT_CACHE ?= $(HOME)/.cache/xchat
 
-.PHONY: up demo test tools lint unit sdk-wheel clean
+.PHONY: up demo test tools browser lint unit sdk-wheel clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,17 @@ tools:
 	chaos/tools/build-toxiproxy.sh >/dev/null & toxiproxy=$$!; \
 	wait $$envtest; wait $$toxiproxy
 
+# Headless chromium for the status page's browser test (tests/statuspage): Debian's
+# packages, installed only when missing (needs root, as on CI's fresh machine).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 lint: $(BIN)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/mypy services/xchat operator/xchat_operator chaos/xchat_chaos
 
-test: $(BIN)/.installed tools lint
+test: $(BIN)/.installed tools browser lint
 	$(BIN)/python -m pytest -q
 
 # Everything that needs no Go-built binary (no kube-apiserver, helm or toxiproxy):
