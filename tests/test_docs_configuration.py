@@ -1,4 +1,4 @@
-"""docs/configuration.md is generated from the settings table that ``from_env`` reads, and is current."""
+"""docs/configuration.md is generated from the settings tables (services' and operator's), and is current."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from xchat.core import settings_doc
 from xchat.core.settings import VARIABLES, ServiceSettings, SettingsError, from_env
+from xchat_operator import settings as operator_settings
+from xchat_operator import settings_doc
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "configuration.md"
@@ -24,12 +25,31 @@ def test_configuration_reference_is_current() -> None:
     assert DOC.read_text() == settings_doc.render(), f"docs/configuration.md is stale; regenerate: {settings_doc.REGENERATE}"
 
 
+def _read_by(*paths: Path) -> set[str]:
+    return {n for path in paths for n in re.findall(r"XCHAT_[A-Z_]*[A-Z]", path.read_text())}
+
+
 def test_every_variable_the_code_reads_is_in_the_table() -> None:
-    sources = [REPO / "services" / "xchat" / "core" / "settings.py", REPO / "services" / "xchat" / "cli.py"]
-    read = {n for path in sources for n in re.findall(r"XCHAT_[A-Z_]*[A-Z]", path.read_text())}
+    read = _read_by(REPO / "services" / "xchat" / "core" / "settings.py", REPO / "services" / "xchat" / "cli.py")
     read -= {"XCHAT_TLS"}  # the prefix of XCHAT_TLS_{CERT,KEY,CA}_FILE, built in a loop
     assert read - {v.name for v in VARIABLES} == set()
-    assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+    operator = REPO / "operator" / "xchat_operator"
+    read = _read_by(operator / "settings.py", operator / "__main__.py", operator / "handlers.py")
+    read -= {"XCHAT_OPERATOR"}  # XCHAT_OPERATOR_* in prose
+    assert read - {v.name for v in operator_settings.VARIABLES} == set()
+    names = [v.name for v in (*VARIABLES, *operator_settings.VARIABLES)]
+    assert len(set(names)) == len(names)
+
+
+def test_operator_defaults_are_what_from_env_gives() -> None:
+    loaded = operator_settings.from_env({})
+    for var in operator_settings.VARIABLES:
+        if var.field is None or var.default is None:
+            continue
+        value: object = loaded
+        for part in var.field.split("."):
+            value = getattr(value, part)
+        assert value == var.default, var.name
 
 
 def test_every_setting_can_be_set_from_the_environment() -> None:

@@ -194,8 +194,9 @@ class Variable:
     name: str
     meaning: str
     group: str
-    #: the ServiceSettings field set by ``parse(name, value)``; None: read by :func:`from_env`'s
-    #: own code (files, TLS) or by the CLI (logs), ``default`` then says what unset means
+    #: the ServiceSettings field set by ``parse(name, value)`` (the operator's table: a dotted
+    #: path in its settings); None: read by :func:`from_env`'s own code (files, TLS) or by the
+    #: CLI (logs), ``default`` then says what unset means
     field: str | None = None
     parse: Callable[[str, str], object] = _text
     default: object = None

@@ -1,21 +1,17 @@
-"""The configuration reference (docs/configuration.md), rendered from :data:`xchat.core.settings.VARIABLES`.
+"""Renders the configuration reference (docs/configuration.md) from tables of :class:`Variable`.
 
-The table that :func:`xchat.core.settings.from_env` reads is the one documented
-here, so a default or a variable cannot change without the reference changing;
+The table that :func:`xchat.core.settings.from_env` reads is the one documented,
+so a default or a variable cannot change without the reference changing;
 ``tests/test_docs_configuration.py`` fails when the committed file is stale.
-
-Regenerate with::
-
-    .venv/bin/python -m xchat.core.settings_doc > docs/configuration.md
+The full file adds the operator's table, which only the operator package may
+import: ``python -m xchat_operator.settings_doc`` composes and prints it.
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 
 from xchat.core.settings import VARIABLES, Variable
-
-REGENERATE = ".venv/bin/python -m xchat.core.settings_doc > docs/configuration.md"
 
 _UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
 _DURATIONS = (("d", 86400), ("h", 3600), ("min", 60))
@@ -45,23 +41,22 @@ def render_default(var: Variable) -> str:
     return f"`{value}`"
 
 
-def render() -> str:
+def render(variables: Sequence[Variable] = VARIABLES, *, regenerate: str) -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from xchat.core.settings.VARIABLES; do not edit. Regenerate:",
-        f"     {REGENERATE} -->",
+        "<!-- Generated from the settings tables (xchat.core.settings.VARIABLES,",
+        f"     xchat_operator.settings.VARIABLES); do not edit. Regenerate: {regenerate} -->",
         "",
         "`xchat serve` and `python -m xchat.mesh.bootstrap` read these `XCHAT_*` variables",
         "once at start; a command-line flag, where there is one, wins. A malformed value stops",
         "the process with a message naming the variable. Storage settings shape the stream",
         "and buckets, which only bootstrap creates or updates (running services never reshape",
-        "storage). The operator's own `XCHAT_OPERATOR_*` variables are in",
-        "[operator.md](operator.md); the operator sets the service variables from the",
-        "XChatMesh spec.",
+        "storage). On Kubernetes the operator sets the service variables from the XChatMesh",
+        "spec ([operator.md](operator.md)); its own variables are the last table.",
     ]
     groups: dict[str, list[Variable]] = {}
-    for var in VARIABLES:
+    for var in variables:
         groups.setdefault(var.group, []).append(var)
     for group, members in groups.items():
         lines += ["", f"## {group}", "", "| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
@@ -71,10 +66,3 @@ def render() -> str:
             lines.append(f"| `{var.name}` | {flag} | {render_default(var)} | {meaning} |")
     return "\n".join(lines) + "\n"
 
-
-def main() -> None:
-    sys.stdout.write(render())
-
-
-if __name__ == "__main__":
-    main()
