@@ -85,3 +85,12 @@ def test_settings_that_were_code_only_are_read_and_validated(tmp_path: Path) -> 
 
 def test_unset_and_empty_mean_the_default(tmp_path: Path) -> None:
     assert from_env(_env(tmp_path, XCHAT_STORE_TIMEOUT_S="")) == from_env(_env(tmp_path))
+
+
+def test_every_variable_the_operator_or_chart_sets_is_documented() -> None:
+    """What the operator puts in pod specs and the chart in its Deployment are product settings too."""
+    sources = [*(REPO / "operator" / "xchat_operator").glob("*.py"),
+               *(p for p in (REPO / "charts" / "xchat").rglob("*") if p.suffix in (".yaml", ".tpl") and "tests" not in p.parts)]
+    # XCHAT_CACHE: where the test tooling keeps built binaries (envtest); XCHAT_OPERATOR: the prefix in prose.
+    names = _read_by(*sources) - {"XCHAT_CACHE", "XCHAT_OPERATOR"}
+    assert names - {v.name for v in (*VARIABLES, *operator_settings.VARIABLES)} == set()
