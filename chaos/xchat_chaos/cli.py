@@ -58,6 +58,9 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.add_argument("--recovery-bound", type=_at_least(0.1, float), default=DEFAULT_RECOVERY_BOUND_S,
                        help=f"seconds the mesh may take to regain full redundancy after the fault (default {DEFAULT_RECOVERY_BOUND_S:g})")
     drill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    drill.add_argument("--status-port", type=int, default=None,
+                       help="local back end: serve the live status page on 127.0.0.1:PORT while the drill runs "
+                       "(0: a free port; the URL is printed; default off)")
     kind = drill.add_argument_group("kind back end")
     kind.add_argument("--kube-context", default="kind-xchat", help="kubeconfig context of the cluster (default kind-xchat)")
     kind.add_argument("--namespace", default="xchat", help="namespace of the XChatMesh (default xchat)")
@@ -190,6 +193,9 @@ def _run(args: argparse.Namespace) -> int:
     from xchat_chaos.drill import run_drill
 
     settings = _settings(args)
+    if args.status_port is not None and (args.backend != "local" or not 0 <= args.status_port <= 65535):
+        print(f"xchat drill: --status-port {args.status_port}: the local back end only, 0..65535", file=sys.stderr)
+        return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"xchat-drill-{args.scenario}-"))
     out = Path(args.out) if args.out else Path("drill-reports") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     describe, close = _progress_bar(settings, enabled=not args.no_progress and sys.stderr.isatty())
@@ -209,9 +215,18 @@ def _run(args: argparse.Namespace) -> int:
                 backend.stop()
         print(f"xchat drill {args.scenario} ({args.backend}): cannot run: {exc}", file=sys.stderr)
         return 2
+    page = None
     try:
+        if args.status_port is not None:  # the region going down, and delivery going on, live (xchat.statuspage)
+            from xchat.statuspage import serve_status_page
+
+            mesh = backend.mesh
+            page = serve_status_page(mesh.describe(), root_certificates=mesh.root_certificates, port=args.status_port)
+            print(f"status page: {page.url}", flush=True)
         result = asyncio.run(_ticking(lambda p: run_drill(args.scenario, backend, settings, workdir, progress=p), describe))
     finally:
+        if page is not None:
+            page.close()
         describe("stopping mesh")
         backend.stop()
         close()

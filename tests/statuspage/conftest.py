@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,3 +140,26 @@ class Traffic:
 def traffic(tmp_path: Path) -> Callable[[LocalMesh], Traffic]:
     """``with traffic(mesh) as flow:`` messages flow from the first region to the last."""
     return lambda mesh: Traffic(mesh, tmp_path / "clients")
+
+
+@pytest.fixture
+def reap() -> Callable[[Path], None]:
+    """``reap(workdir)`` kills what is left of a mesh a killed ``xchat`` command started in ``workdir``."""
+    return _reap
+
+
+def _reap(workdir: Path) -> None:
+    """Kills processes of the mesh in ``workdir`` (nats-servers name it on their command line,
+    service processes in their environment)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if str(workdir).encode() in seen:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from xchat.mesh.ports import free_port
@@ -25,7 +25,7 @@ def test_a_status_port_out_of_range_is_a_usage_error() -> None:
     assert result.returncode == 2 and "--status-port 70000" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_up_prints_the_page_url_and_serves_it_until_stopped(tmp_path: Path) -> None:
+def test_up_prints_the_page_url_and_serves_it_until_stopped(tmp_path: Path, reap: Callable[[Path], None]) -> None:
     port = free_port()
     proc = subprocess.Popen([*XCHAT, "up", "--workdir", str(tmp_path), "--status-port", str(port)],
                             stdout=subprocess.PIPE, text=True)
@@ -61,21 +61,5 @@ def test_up_prints_the_page_url_and_serves_it_until_stopped(tmp_path: Path) -> N
             proc.wait()
         reader.join(10)
         proc.stdout.close()
-        _reap(tmp_path)  # never leave a mesh behind, even when the test fails
+        reap(tmp_path)  # never leave a mesh behind, even when the test fails
 
-
-def _reap(workdir: Path) -> None:
-    """Kills processes of the mesh in ``workdir`` (nats-servers name it on their command line,
-    service processes in their environment)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if str(workdir).encode() in seen:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
