@@ -8,8 +8,9 @@ one reports it. The report must not depend on which path won the race.
 An apply is a correction when what it writes is what this operator process
 wrote last time (the desired object's digest is unchanged) and yet the server
 had to change the object (server-side apply leaves ``resourceVersion`` alone
-when nothing changes) or create it again. A change of the desired objects
-themselves (a spec edit, a region published) is never called drift.
+when nothing changes) or create it again (no object before, or a new uid). A
+change of the desired objects themselves (a spec edit, a region published) is
+never called drift.
 """
 
 from __future__ import annotations
@@ -44,15 +45,17 @@ class Ledger:
         self.applied[key] = text
         if previous is None or previous != text:
             return None  # first apply here, or a desired change: not drift
-        if before is None:
+        # ``before`` may have been read before a deletion (the timer lists the objects once,
+        # then applies): a new uid means the apply created it again.
+        if before is None or _meta(before, "uid") != _meta(after, "uid"):
             return RECREATED
-        if _version(before) != _version(after):
+        if _meta(before, "resourceVersion") != _meta(after, "resourceVersion"):
             return CORRECTED
         return None
 
 
-def _version(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+def _meta(obj: Mapping[str, Any], field: str) -> str:
+    return str((obj.get("metadata") or {}).get(field, ""))
 
 
 def describe(key: Key) -> str:
