@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shutil
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -101,6 +105,18 @@ class World:
 @functools.cache
 def _world() -> World:
     return World(Path(tempfile.mkdtemp(prefix="xchat-receive-props-")))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_the_world() -> Iterator[None]:
+    """The world is shared by the module's examples (strategies need it at import); removed after."""
+    yield
+    if _world.cache_info().currsize:
+        world = _world()
+        world.alice._state.close()  # noqa: SLF001
+        world.bob_state.close()
+        shutil.rmtree(world.folder, ignore_errors=True)
+        _world.cache_clear()
 
 
 def _open(world: World, envelopes: list[mailbox_pb2.Envelope]) -> tuple[list[object], list[int]]:
