@@ -19,10 +19,19 @@ One server interceptor, so no servicer can forget a step:
 
 Refusals are answered and logged by ``xchat.core.rpc.abort``, the one place
 that turns an error into a status code. Health and reflection pass untouched.
+
+A refused call that streams requests is answered once the client has
+half-closed or paused (its requests read and dropped, within the
+``REFUSAL_DRAIN_*`` bounds): grpc's asyncio client turns a write that fails
+because the server already ended the call into INTERNAL ("Internal error from
+Core", replacing the status it had received), so a refusal sent while the
+caller's first messages were in flight reached it as INTERNAL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +52,15 @@ XCHAT_PREFIX = "/xchat.v1."
 ANONYMOUS = "anonymous"  # limiter keyed by client address
 CALLS = "calls"  # limiter keyed by device: account and directory calls
 FETCH = "fetch"  # limiter keyed by device: prekey bundle fetches
+# A refused streaming call reads the client's messages until it half-closes,
+# pauses (REFUSAL_DRAIN_IDLE_S, s, between messages), or reaches
+# REFUSAL_DRAIN_MESSAGES or REFUSAL_DRAIN_S (s, in all): a client busy writing
+# its opening messages finishes (then no write of it can fail under the
+# refusal), one holding its stream open idle learns of the refusal within the
+# pause, and a refused caller holds a call, and the server's reads, briefly.
+REFUSAL_DRAIN_IDLE_S = 0.5
+REFUSAL_DRAIN_S = 5.0
+REFUSAL_DRAIN_MESSAGES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +179,11 @@ class Edge(grpc.aio.ServerInterceptor):
         serialize = handler.response_serializer
         admit = self._admit
 
-        async def enter(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            """Admits the call (binding its principal) or ends it (``abort`` raises)."""
+        async def enter(request: Any, context: grpc.aio.ServicerContext[Any, Any], requests: Any = None) -> None:
+            """Admits the call (binding its principal) or ends it (``abort`` raises).
+
+            ``requests``: a streaming call's request iterator, drained before a refusal is sent.
+            """
             try:
                 if isinstance(request, Malformed):
                     raise _malformed(request)
@@ -171,6 +192,8 @@ class Edge(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # noqa: BLE001 - answered by the one translation point
+                if requests is not None:
+                    await _drain(requests)
                 await abort(context, exc, method)
 
         if handler.unary_unary is not None:
@@ -185,7 +208,7 @@ class Edge(grpc.aio.ServerInterceptor):
             stream_stream = handler.stream_stream
 
             async def ss(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                await enter(None, context)
+                await enter(None, context, requests)
                 async for response in _responses(stream_stream(_checked(requests), context)):
                     yield response
 
@@ -202,10 +225,22 @@ class Edge(grpc.aio.ServerInterceptor):
         stream_unary = handler.stream_unary
 
         async def su(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await enter(None, context)
+            await enter(None, context, requests)
             return await stream_unary(_checked(requests), context)
 
         return grpc.stream_unary_rpc_method_handler(su, request_deserializer=deserialize, response_serializer=serialize)
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    """Reads and drops a refused call's requests until the client half-closes or pauses, within the bounds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REFUSAL_DRAIN_S
+    iterator = aiter(requests)
+    # Half-closed (StopAsyncIteration), paused or out of time (TimeoutError), or a
+    # broken request stream: the refusal is answered all the same.
+    with contextlib.suppress(Exception):
+        for _ in range(REFUSAL_DRAIN_MESSAGES):
+            await asyncio.wait_for(anext(iterator), min(REFUSAL_DRAIN_IDLE_S, deadline - loop.time()))
 
 
 async def _responses(result: Any) -> AsyncIterator[Any]:
