@@ -11,7 +11,7 @@ export XCHAT_CACHE ?= $(HOME)/.cache/xchat
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,operator,chaos]"
+	$(BIN)/pip install --quiet -e ".[test,operator,chaos,fuzz]"
 	touch $@
 
 up: $(BIN)/.installed
