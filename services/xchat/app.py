@@ -74,13 +74,15 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     if "mailbox" in settings.services:
+        mailbox = MailboxServicer(
+            store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
+        )
         out.append(
             Registration(
                 mailbox_pb2.DESCRIPTOR.services_by_name["Mailbox"].full_name,
                 mailbox_pb2_grpc.add_MailboxServicer_to_server,
-                MailboxServicer(
-                    store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
-                ),
+                mailbox,
+                prepare=mailbox.prepare,
             )
         )
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,13 @@ MAX_CONCURRENT_STREAMS = 1000
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """One servicer: how to add it and the full service name for health/reflection."""
+    """One servicer: how to add it, the full service name for health/reflection, and what it needs before serving."""
 
     full_name: str
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
+    # Awaited before the server starts (e.g. a subscription its first call relies on).
+    prepare: Callable[[], Awaitable[None]] | None = None
 
 
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
@@ -137,6 +139,9 @@ async def start_server(
     gossip = LimitGossip(store.nc, limits.groups) if settings.shared_limits else None
     if gossip is not None:
         await gossip.start()
+    for registration in registrations:
+        if registration.prepare is not None:
+            await registration.prepare()
     await server.start()
     if early_health is not None:
         health_server = early_health[1]

@@ -73,6 +73,11 @@ class AckWindow:
     def outstanding(self) -> int:
         return len(self.pending)
 
+    @property
+    def purged(self) -> int:
+        """Every record of the device up to this sequence is removed (0: nothing yet)."""
+        return self._purged
+
     def read(self, batch: Batch) -> None:
         """Records what the call has just read (before it is sent, so acks can never outrun it)."""
         self.cursor = max(self.cursor, batch.last)

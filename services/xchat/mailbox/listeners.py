@@ -1,13 +1,24 @@
 """The Sync calls open in this process, by device: wake-ups, the per-device cap, ending calls.
 
-One core-NATS subscription per process (``xchat.ntf.*``) instead of one per
-call: relay's wake-up for a device sets the event of each local call of that
-device; wake-ups for devices not connected here cost one dict miss. Wake-ups
-are core NATS (fire-and-forget), so every local call is woken whenever some
-may have been lost: after a NATS reconnect or a slow-consumer drop
+One core-NATS subscription per process (``xchat.ntf.*``), taken when the
+process starts (``subscribe``), instead of one per call: relay's wake-up for a
+device sets the event of each local call of that device. Wake-ups are core
+NATS (fire-and-forget), so every local call is woken whenever some may have
+been lost: after a NATS reconnect or a slow-consumer drop
 (``Store.on_messages_lost``), and when the store becomes reachable again
 after a failing period (``revocations``: a healed partition). The calls' rare
 safety poll bounds the delay of any other lost one (ADR 0008).
+
+Wake-ups are also remembered for ``RECENT_WAKEUP_S``, for calls that open
+after them. A send is acknowledged once a quorum of replicas holds the
+envelope, and its wake-up goes out at once; a device that opens a Sync just
+then (the app sent, then listened; a reconnect) may read its backlog from a
+replica that has not applied the write yet. Without the remembered sequence
+that call sees an empty backlog and waits for the safety poll (20-30 s); with
+it, the call re-reads until its replica has caught up (``announced``). A
+remembered envelope acknowledged meanwhile costs a new call a few re-reads,
+bounded by the catch-up bound; acknowledgements through a call of this
+process forget it at once (``removed_through``).
 
 At most ``MAX_SYNCS_PER_DEVICE`` calls per device per process: a new call ends
 the device's oldest one with RESOURCE_EXHAUSTED. The oldest, not the newest,
@@ -19,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from xchat.core.errors import ResourceExhausted
@@ -31,6 +42,15 @@ from xchat.core.store import NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
 log = logging.getLogger(__name__)
 
 MAX_SYNCS_PER_DEVICE = 4
+# How long a wake-up is remembered for calls opened after it (seconds): the
+# mailbox's catch-up bound (``CATCH_UP_BOUND_S``); a replica further behind
+# than that is left to the safety poll anyway.
+RECENT_WAKEUP_S = 10.0
+# Devices remembered at most (the least recently woken go first): every process
+# receives every wake-up; an entry costs about 300 bytes (measured), so 6 MB at
+# most. Past 2,000 woken devices a second the memory spans less than
+# RECENT_WAKEUP_S, still far more than a replica's usual lag (milliseconds).
+RECENT_WAKEUPS_MAX = 20_000
 
 
 class Listener:
@@ -84,22 +104,53 @@ class Listeners:
         self._max = max_per_device
         # Insertion order per device = age order (oldest first).
         self._by_device: dict[DeviceId, dict[Listener, None]] = {}
+        # Device -> (highest sequence woken for, loop time of the latest wake-up), least recent first.
+        self._recent: OrderedDict[DeviceId, tuple[int, float]] = OrderedDict()
         self._subscribed = False
         self._lock = asyncio.Lock()
         store.on_messages_lost(self.wake_all)
 
-    async def _subscribe(self, nc: NatsClient) -> None:
+    async def subscribe(self) -> None:
+        """Takes the process's wake-up subscription (at start: wake-ups before a device's call are remembered)."""
         async with self._lock:
             if not self._subscribed:
-                await nc.subscribe(NOTIFY_SUBJECTS, cb=self._on_wakeup)
+                await self._store.nc.subscribe(NOTIFY_SUBJECTS, cb=self._on_wakeup)
                 self._subscribed = True
 
     async def _on_wakeup(self, msg: Msg) -> None:
-        listeners = self._by_device.get(DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :]), ())
+        device = DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :])
         sequence = _announced(msg.data)
-        for listener in listeners:
+        if sequence:
+            self._remember(device, sequence)
+        for listener in self._by_device.get(device, ()):
             listener.announced = max(listener.announced, sequence)
             listener.wake.set()
+
+    def _remember(self, device: DeviceId, sequence: int) -> None:
+        now = asyncio.get_running_loop().time()
+        recent = self._recent
+        previous = recent.pop(device, None)
+        if previous is not None:
+            sequence = max(sequence, previous[0])
+        recent[device] = (sequence, now)
+        while recent:
+            oldest, (_, at) = next(iter(recent.items()))
+            if now - at < RECENT_WAKEUP_S and len(recent) <= RECENT_WAKEUPS_MAX:
+                break
+            del recent[oldest]
+
+    def recently_announced(self, device: DeviceId) -> int:
+        """The highest sequence woken for ``device`` in the last ``RECENT_WAKEUP_S`` (0: none)."""
+        entry = self._recent.get(device)
+        if entry is None or asyncio.get_running_loop().time() - entry[1] >= RECENT_WAKEUP_S:
+            return 0
+        return entry[0]
+
+    def removed_through(self, device: DeviceId, sequence: int) -> None:
+        """Everything of ``device`` up to ``sequence`` is gone: a later call has nothing there to wait for."""
+        entry = self._recent.get(device)
+        if entry is not None and entry[0] <= sequence:
+            del self._recent[device]
 
     def wake_all(self) -> None:
         for listeners in self._by_device.values():
@@ -114,9 +165,9 @@ class Listeners:
             listener.end(error)
 
     async def add(self, device: DeviceId) -> Listener:
-        """Registers a new call; subscribes the process on first use; ends the oldest over the cap."""
+        """Registers a new call (it knows recent wake-ups); ends the device's oldest over the cap."""
         if not self._subscribed:
-            await self._subscribe(self._store.nc)
+            await self.subscribe()
         listeners = self._by_device.setdefault(device, {})
         while len(listeners) >= self._max:
             oldest = next(iter(listeners))
@@ -127,6 +178,8 @@ class Listeners:
                 )
             )
         listener = Listener(device)
+        # Stored before this call could be woken: its backlog read must reach it.
+        listener.announced = self.recently_announced(device)
         listeners[listener] = None
         return listener
 

@@ -2,11 +2,14 @@
 
 Delivery loop of one Sync call: read what follows the cursor; when nothing
 does, wait for a wake-up from relay (``xchat.ntf.<device>``, dispatched by the
-process's one subscription in ``listeners``) or the safety poll, whichever
-comes first. Wake-ups drive reads; the poll is drawn from
-[``SAFETY_POLL_MIN_S``, ``SAFETY_POLL_MAX_S``] (jitter spreads idle calls), so
-a lost wake-up delays a message by at most ``SAFETY_POLL_MAX_S``, never loses
-it (ADR 0008).
+process's one subscription in ``listeners``, taken by ``prepare`` before the
+server serves) or the safety poll, whichever comes first. Wake-ups drive
+reads; the poll is drawn from [``SAFETY_POLL_MIN_S``, ``SAFETY_POLL_MAX_S``]
+(jitter spreads idle calls), so a lost wake-up delays a message by at most
+``SAFETY_POLL_MAX_S``, never loses it (ADR 0008). A call starts knowing the
+wake-ups of the last seconds (``listeners``): a backlog read answered by a
+replica that has not yet applied a just-acknowledged send is read again until
+it has (the catch-up below), not left to the poll.
 
 Bounds of one call:
 * at most ``MAX_UNACKED`` envelopes outstanding (backpressure);
@@ -88,6 +91,10 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._revocations = RevocationWatch(store, directory, self._listeners)
         self._directory = directory
 
+    async def prepare(self) -> None:
+        """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
+        await self._listeners.subscribe()
+
     @unary
     async def Ack(self, request: mailbox_pb2.AckRequest, context: Ctx) -> mailbox_pb2.AckResponse:
         caller = principal_of(context, self._verifier)
@@ -113,7 +120,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         window = AckWindow(self._reader, device)
         await window.settle(list(opener.ack_sequences))
         listener = await self._listeners.add(device)
-        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener))
+        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners))
         try:
             async for response in self._deliver(window, listener):
                 yield response
@@ -124,11 +131,14 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 await acks
 
     @staticmethod
-    async def _read_acks(requests: AsyncIterator[mailbox_pb2.SyncRequest], window: AckWindow, listener: Listener) -> None:
+    async def _read_acks(
+        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: AckWindow, listener: Listener, listeners: Listeners
+    ) -> None:
         try:
             async for request in requests:
                 full = window.outstanding >= MAX_UNACKED
                 await window.settle(list(request.ack_sequences))
+                listeners.removed_through(listener.device, window.purged)
                 if full and window.outstanding < MAX_UNACKED:
                     listener.wake.set()  # room again: resume delivery
         except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
