@@ -24,8 +24,12 @@ Public API (everything else is private to the package)::
       safety_number(our_key, our_id, their_key, their_id) -> 60 digits
 
     Sealed sender
-      seal(sender_account=, sender_device=, inner=, recipient_identity=) -> bytes
-      unseal(our_identity, sealed) -> SealedContent(sender_account, sender_device, inner)
+      seal(sender_account=, sender_device=, inner=, recipient_identity=, profile_key=b"") -> bytes
+      unseal(our_identity, sealed) -> SealedContent(sender_account, sender_device, inner, profile_key)
+
+    Delivery keys (unidentified delivery)
+      new_profile_key() -> 32 bytes; delivery_key(profile_key) -> 16 bytes;
+      delivery_verifier(delivery_key) -> SHA-256, registered with auth
 
     Errors: CryptoError and its tree (see ``errors``).
 
@@ -33,6 +37,7 @@ See docs/crypto.md for the construction and its security properties.
 """
 
 from .bundles import BUNDLE_VERSION, PrekeyBundle
+from .delivery import DELIVERY_KEY_SIZE, PROFILE_KEY_SIZE, delivery_key, delivery_verifier, new_profile_key
 from .errors import (
     BundleSignatureError,
     CryptoError,
@@ -52,7 +57,7 @@ from .errors import (
 )
 from .fingerprints import safety_number
 from .identity import IdentityKeyPair
-from .payload import MAX_BODY_SIZE, MESSAGE_ID_SIZE, PAYLOAD_VERSION, Payload
+from .payload import MAX_BODY_SIZE, MESSAGE_ID_SIZE, PADDING_BLOCK, PAYLOAD_VERSION, Payload
 from .pqxdh import KDF_INFO, InitialMessage
 from .prekey_store import PrekeyStore, PublicPrekeys
 from .prekeys import OneTimePrekey, PqPrekey, PrekeyKind, SignedPrekey, prekey_signature_message
@@ -76,6 +81,12 @@ from .sessions import (
 from .wire import WIRE_VERSION, MessageType
 
 __all__ = [
+    "DELIVERY_KEY_SIZE",
+    "PADDING_BLOCK",
+    "PROFILE_KEY_SIZE",
+    "delivery_key",
+    "delivery_verifier",
+    "new_profile_key",
     "SEALED_VERSION",
     "SealedContent",
     "seal",

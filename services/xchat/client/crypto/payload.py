@@ -14,6 +14,13 @@ version 1 (big-endian)::
 A fixed layout avoids coupling this layer to the protobuf schemas of the
 transport. Decoding rejects trailing bytes, so every payload has exactly one
 encoding.
+
+Version 2 (what ``encode`` writes) is version 1's fields followed by padding
+(issue 17): ``0x80`` then zeros up to the next multiple of ``PADDING_BLOCK``
+(160 bytes, Signal's block), so the ciphertext reveals the payload's length
+only to within a block. The padding is canonical (the fewest bytes that
+reach the block, at least the ``0x80``) and checked on decode; version 1
+(unpadded) is still read, for envelopes and fixtures written before.
 """
 
 from __future__ import annotations
@@ -30,17 +37,31 @@ __all__ = [
     "MAX_CONTENT_TYPE_LENGTH",
     "MAX_ENCODED_PAYLOAD_SIZE",
     "MESSAGE_ID_SIZE",
+    "PADDING_BLOCK",
     "PAYLOAD_VERSION",
     "Payload",
+    "padded_size",
 ]
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2
+UNPADDED_VERSION = 1
+# Encoded payloads are padded to a multiple of this many bytes.
+PADDING_BLOCK = 160
+PADDING_MARKER = 0x80
 MESSAGE_ID_SIZE = 16
 MAX_BODY_SIZE = 64 * 1024
 MAX_CONTENT_TYPE_LENGTH = 64
 _UINT64_MAX = (1 << 64) - 1
-MAX_ENCODED_PAYLOAD_SIZE = 1 + MESSAGE_ID_SIZE + 8 + 8 + 1 + MAX_CONTENT_TYPE_LENGTH + 4 + MAX_BODY_SIZE
+_MAX_FIELDS_SIZE = 1 + MESSAGE_ID_SIZE + 8 + 8 + 1 + MAX_CONTENT_TYPE_LENGTH + 4 + MAX_BODY_SIZE
 MIN_ENCODED_PAYLOAD_SIZE = 1 + MESSAGE_ID_SIZE + 8 + 8 + 1 + 1 + 4
+
+
+def padded_size(size: int) -> int:
+    """Length of ``size`` bytes of fields once padded: the marker, then up to the next block."""
+    return -(-(size + 1) // PADDING_BLOCK) * PADDING_BLOCK
+
+
+MAX_ENCODED_PAYLOAD_SIZE = padded_size(_MAX_FIELDS_SIZE)
 
 
 def _check_uint64(field: str, value: int) -> None:
@@ -98,12 +119,13 @@ class Payload:
         w = Writer().u8(PAYLOAD_VERSION).raw(self.message_id)
         w.u64(self.counter).u64(self.sent_at_ms)
         w.u8(len(ct)).raw(ct).u32(len(self.body)).raw(self.body)
-        return w.getvalue()
+        fields = w.getvalue()
+        return fields + bytes([PADDING_MARKER]) + bytes(padded_size(len(fields)) - len(fields) - 1)
 
     @classmethod
     def decode(cls, data: bytes) -> Payload:
         r = Reader(data, "payload")
-        r.version((PAYLOAD_VERSION,))
+        version = r.version((UNPADDED_VERSION, PAYLOAD_VERSION))
         message_id = r.take(MESSAGE_ID_SIZE, "message_id")
         counter = r.u64("counter")
         sent_at_ms = r.u64("sent_at_ms")
@@ -112,7 +134,13 @@ class Payload:
         if body_len > MAX_BODY_SIZE:
             raise PayloadError("body", f"{body_len} bytes exceeds {MAX_BODY_SIZE}")
         body = r.take(body_len, "body")
-        r.end()
+        if version == PAYLOAD_VERSION:
+            fields = len(data) - len(r.rest())
+            padding = data[fields:]
+            if len(data) != padded_size(fields) or padding[:1] != bytes([PADDING_MARKER]) or any(padding[1:]):
+                raise PayloadError("padding", "not the canonical 0x80 0x00.. up to the next block")
+        else:
+            r.end()
         try:
             content_type = ct_raw.decode("ascii")
         except UnicodeDecodeError as exc:
