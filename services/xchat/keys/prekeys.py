@@ -3,7 +3,9 @@
 Layout in the ``xchat_prekeys`` bucket, per device ``D``:
 ``D.spk`` signed X25519 prekey, ``D.pqlr`` last-resort ML-KEM-768 prekey,
 ``D.otk.<id>`` / ``D.pqotk.<id>`` one-time keys, and ``D.otk-index`` /
-``D.pqotk-index`` the ordered list of one-time ids still available.
+``D.pqotk-index`` the ordered list of one-time ids still available (and the
+highest id ever published: an upload retried after a lost answer publishes
+nothing twice, even keys handed out in between).
 
 Exactly-once hand-out: a fetch pops the first id from the index with a
 compare-and-set update on the revision it read. Two regions racing for the
@@ -91,6 +93,18 @@ def _check(key: PublicPrekey, *, kind: int | None, size: int, what: str, identit
         raise InvalidArgument(f"{what} {key.key_id}: signature does not verify with the device identity key")
 
 
+def _encode_index(ids: list[int], high: int) -> bytes:
+    return json.dumps({"ids": ids, "high": high}).encode()
+
+
+def _decode_index(value: bytes | None) -> tuple[list[int], int]:
+    """(ids, highest id ever published); the first format was the bare list."""
+    raw = json.loads(value or b"[]")
+    if isinstance(raw, list):
+        return [int(i) for i in raw], max(raw, default=-1)
+    return [int(i) for i in raw["ids"]], int(raw["high"])
+
+
 class PrekeyDirectory:
     def __init__(self, prekeys: KeyValue, accounts: KeyValue, devices: DeviceDirectory) -> None:
         self._kv = prekeys
@@ -126,22 +140,44 @@ class PrekeyDirectory:
         pqotk = await self._append(device, "pqotk", upload.pq_one_time)
         return otk, pqotk
 
-    async def _index(self, device: DeviceId, kind: str) -> tuple[list[int], int]:
+    async def _index(self, device: DeviceId, kind: str) -> tuple[list[int], int, int]:
+        """(ids still available in hand-out order, revision, highest id ever published)."""
         try:
             entry = await self._kv.get(f"{device}.{kind}-index")
         except nats.js.errors.KeyNotFoundError:
-            return [], 0
-        return json.loads(entry.value or b"[]"), entry.revision or 0
+            return [], 0, -1
+        ids, high = _decode_index(entry.value)
+        return ids, entry.revision or 0, high
+
+    async def _unpublished(self, device: DeviceId, kind: str, keys: tuple[PublicPrekey, ...],
+                           ids: list[int], high: int) -> tuple[PublicPrekey, ...]:
+        """``keys`` less those an earlier upload published (a retried call must succeed).
+
+        Ids at or below the highest ever published were published before: still
+        stored, they must be the same key (else INVALID_ARGUMENT); handed out
+        already, they are dropped, never published twice (a one-time key is used once).
+        """
+        available = set(ids)
+        fresh = []
+        for key in keys:
+            if key.key_id > high:
+                fresh.append(key)
+            elif key.key_id in available:
+                stored = await self._get(f"{device}.{kind}.{key.key_id}")
+                if stored is not None and stored != key:
+                    raise InvalidArgument(
+                        f"{kind} key id {key.key_id} is already published with another key; use fresh ids"
+                    )
+        return tuple(fresh)
 
     async def _append(self, device: DeviceId, kind: str, keys: tuple[PublicPrekey, ...]) -> int:
         written = False
         for _ in range(CAS_ATTEMPTS):
-            ids, revision = await self._index(device, kind)
+            ids, revision, high = await self._index(device, kind)
+            if not written:
+                keys = await self._unpublished(device, kind, keys, ids, high)
             if not keys:
                 return len(ids)
-            clash = set(ids) & {k.key_id for k in keys}
-            if clash:
-                raise InvalidArgument(f"{kind} key id {min(clash)} is already published; use fresh ids")
             if len(ids) + len(keys) > MAX_STORED_ONE_TIME:
                 raise ResourceExhausted(
                     f"at most {MAX_STORED_ONE_TIME} one-time prekeys may be stored; {len(ids)} are, {len(keys)} more given"
@@ -151,7 +187,10 @@ class PrekeyDirectory:
                 # until the index (below) names them.
                 await asyncio.gather(*(self._kv.put(f"{device}.{kind}.{k.key_id}", k.encode()) for k in keys))
                 written = True
-            body = json.dumps(ids + [k.key_id for k in keys]).encode()
+            clash = set(ids) & {k.key_id for k in keys}
+            if clash:  # a concurrent upload of the same ids won the race
+                raise InvalidArgument(f"{kind} key id {min(clash)} is already published; use fresh ids")
+            body = _encode_index(ids + [k.key_id for k in keys], max(high, *(k.key_id for k in keys)))
             try:
                 if revision:
                     await self._kv.update(f"{device}.{kind}-index", body, last=revision)
@@ -164,11 +203,11 @@ class PrekeyDirectory:
 
     async def _pop(self, device: DeviceId, kind: str) -> PublicPrekey | None:
         for _ in range(CAS_ATTEMPTS):
-            ids, revision = await self._index(device, kind)
+            ids, revision, high = await self._index(device, kind)
             if not ids:
                 return None
             try:
-                await self._kv.update(f"{device}.{kind}-index", json.dumps(ids[1:]).encode(), last=revision)
+                await self._kv.update(f"{device}.{kind}-index", _encode_index(ids[1:], high), last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 await asyncio.sleep(random.uniform(0, 0.01))
                 continue
