@@ -34,7 +34,7 @@ async def run_demo(
         started = time.perf_counter()
         receipts = await alice.send(bob_name, "Hi Bob! This was encrypted on my device.")
         ms = (time.perf_counter() - started) * 1000
-        _say("send", f"{alice_name} fetched {bob_name}'s bundle, ran PQXDH, sent; stored at seq {receipts[0].sequence} "
+        _say("send", f"{alice_name} fetched {bob_name}'s bundle, ran PQXDH, sent; stored (receipt {receipts[0].receipt.hex()[:8]}…) "
              f"on a quorum of regions ({ms:.0f} ms)")
         _say("offline", f"{bob_name} was offline: the envelope waits in his mailbox (the server sees ciphertext only)")
 

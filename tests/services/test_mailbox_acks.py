@@ -38,6 +38,18 @@ async def _stored(mesh: LocalMesh, device: str) -> list[int]:
         await nc.close()
 
 
+async def _sent(mesh: LocalMesh, sender, device: str, count: int) -> list[int]:
+    """Sends ``count`` envelopes and returns their stream sequences (relay answers only opaque receipts)."""
+    before = len(await _stored(mesh, device))
+    for _ in range(count):
+        await sender.relay.Send(_send(device), metadata=sender.md)
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(stored := await _stored(mesh, device)) < before + count:
+        assert asyncio.get_running_loop().time() < deadline, stored
+        await asyncio.sleep(0.05)
+    return stored[before:]
+
+
 async def _eventually_stored(mesh: LocalMesh, device: str, expected: list[int], timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while (got := await _stored(mesh, device)) != expected:
@@ -45,23 +57,23 @@ async def _eventually_stored(mesh: LocalMesh, device: str, expected: list[int], 
         await asyncio.sleep(0.05)
 
 
-async def test_acking_a_foreign_sequence_is_answered_like_acking_an_absent_one(connect) -> None:
+async def test_acking_a_foreign_sequence_is_answered_like_acking_an_absent_one(mesh: LocalMesh, connect) -> None:
     alice, bob, mallory = await connect("a"), await connect("b"), await connect("c")
-    sent = await alice.relay.Send(_send(bob.device_id), metadata=alice.md)
-    absent = sent.sequence + 10_000_000
+    (sequence,) = await _sent(mesh, alice, bob.device_id, 1)
+    absent = sequence + 10_000_000
 
     async def ack(who, sequences) -> int:
         reply = await who.mailbox.Ack(mailbox_pb2.AckRequest(sequences=sequences), metadata=who.md)
         return reply.deleted
 
-    before = (await ack(mallory, [sent.sequence]), await ack(mallory, [absent]))
-    assert await ack(bob, [sent.sequence]) == 1, "the recipient's own ack deletes"
-    after = (await ack(mallory, [sent.sequence]), await ack(mallory, [absent]))
+    before = (await ack(mallory, [sequence]), await ack(mallory, [absent]))
+    assert await ack(bob, [sequence]) == 1, "the recipient's own ack deletes"
+    after = (await ack(mallory, [sequence]), await ack(mallory, [absent]))
     assert before == after == (0, 0), "the same answer whether bob has read it or not"
 
     # Acking on a Sync call: the stranger's call carries on exactly as with nothing acked.
     async def frames():
-        yield mailbox_pb2.SyncRequest(ack_sequences=[sent.sequence, absent])
+        yield mailbox_pb2.SyncRequest(ack_sequences=[sequence, absent])
 
     call = mallory.mailbox.Sync(frames(), metadata=mallory.md)
     first = await asyncio.wait_for(call.read(), 10)
@@ -71,7 +83,7 @@ async def test_acking_a_foreign_sequence_is_answered_like_acking_an_absent_one(c
 
 async def test_contiguous_acks_leave_nothing_and_a_hole_stays_until_acked(mesh: LocalMesh, connect) -> None:
     alice, bob = await connect("a"), await connect("b")
-    sequences = [(await alice.relay.Send(_send(bob.device_id), metadata=alice.md)).sequence for _ in range(10)]
+    sequences = await _sent(mesh, alice, bob.device_id, 10)
     hole = sequences[4]
     frames: asyncio.Queue[list[int] | None] = asyncio.Queue()
 
@@ -109,7 +121,7 @@ async def test_contiguous_acks_leave_nothing_and_a_hole_stays_until_acked(mesh: 
 
 async def test_acks_from_an_earlier_call_sent_first_on_a_new_one_are_applied(mesh: LocalMesh, connect) -> None:
     alice, bob = await connect("a"), await connect("c")
-    sequences = [(await alice.relay.Send(_send(bob.device_id), metadata=alice.md)).sequence for _ in range(3)]
+    sequences = await _sent(mesh, alice, bob.device_id, 3)
 
     async def opener():
         yield mailbox_pb2.SyncRequest(ack_sequences=sequences[:2])

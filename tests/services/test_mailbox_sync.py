@@ -78,7 +78,7 @@ async def test_a_fifth_sync_of_one_device_ends_the_oldest(connect) -> None:
     sent = await alice.relay.Send(_send(bob.device_id), metadata=alice.md)
     for call, _ in calls[1:]:
         response = await asyncio.wait_for(call.read(), 10)
-        assert [e.sequence for e in response.envelopes] == [sent.sequence]
+        assert [e.message_id for e in response.envelopes] == [sent.message_id]
     for call, stop in calls:
         stop.set()
         call.cancel()

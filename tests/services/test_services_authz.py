@@ -4,6 +4,7 @@ matrix in docs/security.md (every RPC × caller) holds cell by cell on the real 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -185,6 +186,35 @@ async def _send_stream_once(device, to: str) -> str:
     return "OK"
 
 
+def _matrix_delivery_key(device) -> bytes:
+    """The delivery key this test registers for a device (any 16 bytes do)."""
+    return hashlib.sha256(b"matrix" + device.device_id.encode()).digest()[:16] if device.device_id else b""
+
+
+async def _send_sealed_once(caller, target, *, junk: bool) -> str:
+    """A sealed send to ``target`` (whose key the caller knows, or a junk key); no token on the call.
+
+    ``target`` registers its verifier first; relay sees it within its device cache bound.
+    """
+    key = secrets.token_bytes(16) if junk else _matrix_delivery_key(target)
+    verifier = hashlib.sha256(_matrix_delivery_key(target)).digest()
+    await target.auth.SetDeliveryVerifier(auth_pb2.SetDeliveryVerifierRequest(verifier=verifier), metadata=target.md)
+    deadline = asyncio.get_running_loop().time() + CACHE_BOUND_S
+    while True:
+        request = _send(target.device_id)
+        request.delivery_key = key
+
+        async def batches():
+            yield relay_pb2.SendBatch(envelopes=[request])
+
+        async for result in caller.relay.SendSealed(batches()):
+            status = _name(result.results[0].error_code) if result.results[0].error_code else "OK"
+            break
+        if status != "UNAUTHENTICATED" or junk or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.2)
+
+
 def _name(code: int) -> str:
     return next(c.name for c in grpc.StatusCode if c.value[0] == code)
 
@@ -237,6 +267,10 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         "Keys.FetchBundles": lambda: c.keys.FetchBundles(keys_pb2.FetchBundlesRequest(account=a1.account), metadata=md),
         "Relay.Send": lambda: c.relay.Send(_send(a1.device_id), metadata=md),
         "Relay.SendStream": lambda: _send_stream_once(c, a1.device_id),
+        "Auth.SetDeliveryVerifier": lambda: c.auth.SetDeliveryVerifier(
+            auth_pb2.SetDeliveryVerifierRequest(verifier=hashlib.sha256(_matrix_delivery_key(c)).digest()), metadata=md
+        ),
+        "Relay.SendSealed": lambda: _send_sealed_once(c, a1, junk=who == "anonymous"),
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
     }

@@ -22,7 +22,7 @@ async def test_send_in_one_region_is_received_in_another(connect) -> None:
     result = await alice.relay.Send(
         relay_pb2.SendRequest(recipient_device_id=bob.device_id, message_id=mid, ciphertext=b"opaque"), metadata=alice.md
     )
-    assert result.sequence > 0 and not result.duplicate
+    assert len(result.receipt) == 16 and result.sequence == 0 and not result.duplicate
 
     async def acks():
         yield mailbox_pb2.SyncRequest()
@@ -40,7 +40,7 @@ async def test_same_message_id_sent_three_times_is_stored_once(connect) -> None:
     request = relay_pb2.SendRequest(recipient_device_id=bob.device_id, message_id=secrets.token_bytes(16), ciphertext=b"x")
     results = [await alice.relay.Send(request, metadata=alice.md) for _ in range(3)]
     assert [r.duplicate for r in results] == [False, True, True]
-    assert len({r.sequence for r in results}) == 1
+    assert len({r.receipt for r in results}) == 1
 
     async def opener():
         yield mailbox_pb2.SyncRequest()

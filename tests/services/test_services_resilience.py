@@ -141,7 +141,7 @@ async def test_graceful_shutdown_finishes_in_flight_sends(fresh_mesh_factory, tm
         await asyncio.sleep(0.3)
         services.signal(signal.SIGTERM)
         outcomes = await sending
-        acked = {o.message_id for o in outcomes if hasattr(o, "sequence")}
+        acked = {o.message_id for o in outcomes if hasattr(o, "receipt")}
         assert await asyncio.to_thread(services.wait, 30) == 0, "clean exit after SIGTERM"
         inbox = bob.messages()
         received = set()

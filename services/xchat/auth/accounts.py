@@ -46,6 +46,8 @@ CHALLENGE_LIFETIME_MS = 60_000
 MAX_REFRESH_TOKEN_CHARS = 128
 CAS_ATTEMPTS = 20
 FAMILY_PREFIX = "family."
+# SHA-256 of a delivery access key (xchat.relay.sealed).
+DELIVERY_VERIFIER_BYTES = 32
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,22 @@ class Accounts:
                 return
             try:
                 await self._devices_kv.update(device, record.revoke().encode(), last=revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise FailedPrecondition("device record kept changing; retry")
+
+
+    async def set_delivery_verifier(self, device: DeviceId, verifier: bytes) -> None:
+        """Stores (or with b"" removes) the device's delivery verifier; compare-and-set on its record."""
+        if verifier:
+            exact_length(verifier, DELIVERY_VERIFIER_BYTES, field="verifier")
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self._devices.get(device)
+            if record is None or record.revoked:
+                raise Unauthenticated(f"device {device} is not registered or has been revoked")
+            try:
+                await self._devices_kv.update(device, record.with_verifier(verifier).encode(), last=revision)
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue

@@ -83,3 +83,11 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
                 for r in records
             ]
         )
+
+    @unary
+    async def SetDeliveryVerifier(
+        self, request: auth_pb2.SetDeliveryVerifierRequest, context: Ctx
+    ) -> auth_pb2.SetDeliveryVerifierResponse:
+        caller = require_principal()
+        await self._accounts.set_delivery_verifier(caller.device, request.verifier)
+        return auth_pb2.SetDeliveryVerifierResponse()

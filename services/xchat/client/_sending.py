@@ -23,6 +23,16 @@ the same message id, which the relay de-duplicates (and the recipient's seen
 set past the relay's window). A row leaves the outbox after the relay's ack
 or a permanent refusal, never before.
 
+Unidentified delivery (issue 17, ``_delivery``): an envelope to a device
+whose delivery key we know goes on ``SendSealed`` with that key and no
+access token, so relay never learns who sends; others go on the
+authenticated calls. A stream carries envelopes of one kind only: at the
+first envelope of the other kind it stops taking new ones and ends once what
+is in flight settled, and the next drain starts with the other kind (order
+kept as above). A sealed envelope refused as UNAUTHENTICATED (the recipient
+rotated its profile key, or never registered a verifier) stays in place, its
+key is forgotten, and it is resent on the authenticated path.
+
 Failover: only when the call itself fails with UNAVAILABLE or
 DEADLINE_EXCEEDED, or a stream with envelopes in flight stays silent for
 twice the call timeout. A per-envelope UNAVAILABLE on a stream that works is
@@ -70,6 +80,7 @@ WAVES = 1
 MIN_BATCH = 8
 RECONNECT_BACKOFF_S = (0.05, 0.1, 0.3, 1.0, 2.0)
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED.value[0]
 
 
 def _chunks(items: list[OutboxItem], max_count: int, max_bytes: int) -> Iterator[list[OutboxItem]]:
@@ -251,19 +262,24 @@ class Sender:
                 await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
                 failures += 1
 
+    def _sealed(self, item: OutboxItem) -> bool:
+        return self._book.delivery.key_for(item.recipient_device) is not None
+
     async def _drain(self) -> bool:
         """Sends from the front of the queue until it is empty; False when something must be retried."""
-        token = await self._tokens.token()
+        front = list(itertools.islice(self._queue.values(), 2))
+        sealed = self._sealed(front[0])
+        # No token on the sealed path: the call must not name us.
+        token = "" if sealed else await self._tokens.token()
         target = self._transport.endpoint
         stub = relay_pb2_grpc.RelayStub(self._transport.channel("relay"))
-        front = list(itertools.islice(self._queue.values(), 2))
         try:
-            if len(front) == 1:
+            if len(front) == 1 and not sealed:
                 # A lone envelope (one send at a time): a unary call is the cheapest round trip.
                 result = await stub.Send(_request(front[0]), timeout=self._transport.call_timeout, metadata=metadata(token))
                 self._settle([result])
                 return True
-            return await self._stream(stub, token, target)
+            return await self._stream(stub, token, target, sealed=sealed)
         except grpc.aio.AioRpcError as exc:
             log.info("send to %s failed: %s %s", target, exc.code().name, exc.details())
             if exc.code() == grpc.StatusCode.CANCELLED:
@@ -272,7 +288,10 @@ class Sender:
                     raise asyncio.CancelledError() from exc
                 return False
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                self._tokens.invalidate()
+                if sealed:
+                    self._book.delivery.forget(front[0].recipient_device)
+                else:
+                    self._tokens.invalidate()
             elif exc.code() in RETRYABLE:
                 self._transport.fail_over(target, f"{exc.code().name}: {exc.details()}")
             else:
@@ -284,7 +303,7 @@ class Sender:
         finally:
             self._awaiting.clear()
 
-    async def _stream(self, stub: relay_pb2_grpc.RelayStub, token: str, target: str) -> bool:
+    async def _stream(self, stub: relay_pb2_grpc.RelayStub, token: str, target: str, *, sealed: bool = False) -> bool:
         """One SendStream that lives while there is work: new envelopes join it as they are queued.
 
         Batches are written in queue order while up to ``ROUND_MAX`` envelopes
@@ -295,25 +314,30 @@ class Sender:
         envelope first), so nothing newer overtakes it from here on.
         """
         halted = False
+        fell_back = False
+
+        def same_kind(items: list[OutboxItem]) -> list[OutboxItem]:
+            """The leading run of ``items`` this stream may carry (sealed or not, like the stream)."""
+            return list(itertools.takewhile(lambda i: self._sealed(i) == sealed, items))
 
         async def batches() -> AsyncIterator[relay_pb2.SendBatch]:
             while not halted and self._waiters:
                 # In flight = the front of the queue: every envelope before the
                 # first unsent one was sent on this stream (or the stream halted).
                 room = ROUND_MAX - len(self._awaiting)
-                unsent = list(itertools.islice(self._queue.values(), len(self._awaiting), len(self._awaiting) + room))
+                unsent = same_kind(list(itertools.islice(self._queue.values(), len(self._awaiting), len(self._awaiting) + room)))
                 if unsent:
                     size = min(SEND_BATCH, max(MIN_BATCH, -(-len(unsent) // WAVES)))
                     for chunk in _chunks(unsent, size, SEND_BATCH_BYTES):
                         self._awaiting.update((i.message_id, i.recipient_device) for i in chunk)
-                        yield relay_pb2.SendBatch(envelopes=[_request(i) for i in chunk])
+                        yield relay_pb2.SendBatch(envelopes=[self._wire(i, sealed) for i in chunk])
                     continue
                 if not self._awaiting:
                     return  # idle: end the stream; the next send starts a new one
                 self._progress.clear()
                 await self._progress.wait()
 
-        call = stub.SendStream(batches(), metadata=metadata(token))
+        call = stub.SendSealed(batches()) if sealed else stub.SendStream(batches(), metadata=metadata(token))
         try:
             while True:
                 # Silence while envelopes are in flight means a frozen or cut-off region.
@@ -321,7 +345,9 @@ class Sender:
                 if response is grpc.aio.EOF:
                     break
                 assert isinstance(response, relay_pb2.SendBatchResult)
-                if not self._settle(response.results):
+                refused = self._refused_keys(response.results) if sealed else 0
+                fell_back = fell_back or refused > 0
+                if not self._settle(response.results, sealed=sealed):
                     halted = True
         except asyncio.TimeoutError:
             log.info("send stream to %s went silent with %d envelopes in flight", target, len(self._awaiting))
@@ -330,9 +356,24 @@ class Sender:
             return False
         finally:
             call.cancel()
-        return not halted and not self._awaiting
+        # A fallback to the authenticated path is progress, not a failure to back off from.
+        return (not halted or fell_back) and not self._awaiting
 
-    def _settle(self, results: Sequence[relay_pb2.SendResult]) -> bool:
+    def _wire(self, item: OutboxItem, sealed: bool) -> relay_pb2.SendRequest:
+        request = _request(item)
+        if sealed:
+            request.delivery_key = self._book.delivery.key_for(item.recipient_device) or b""
+        return request
+
+    def _refused_keys(self, results: Sequence[relay_pb2.SendResult]) -> int:
+        """Forgets the delivery keys sealed results refused; how many."""
+        refused = [r.recipient_device_id for r in results if r.error_code == UNAUTHENTICATED]
+        for device in refused:
+            log.info("device %s refused our delivery key: sending to it authenticated", device)
+            self._book.delivery.forget(device)
+        return len(refused)
+
+    def _settle(self, results: Sequence[relay_pb2.SendResult], *, sealed: bool = False) -> bool:
         """Resolves answered envelopes; False when one must be retried (it stays queued, in place)."""
         done: list[tuple[Key, Outcome]] = []
         all_settled = True
@@ -342,8 +383,9 @@ class Sender:
             if key not in self._queue:
                 continue
             if result.error_code == 0:
-                done.append((key, SendReceipt(key[0], key[1], result.sequence, result.duplicate)))
-            elif result.error_code == UNAVAILABLE:
+                done.append((key, SendReceipt(key[0], key[1], bytes(result.receipt), result.duplicate)))
+            elif result.error_code == UNAVAILABLE or (sealed and result.error_code == UNAUTHENTICATED):
+                # Sealed and refused: stays in place, resent authenticated (its key is forgotten).
                 all_settled = False
                 log.info("envelope %s not stored yet: %s", key[0].hex(), result.error_message)
             else:

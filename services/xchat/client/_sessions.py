@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from xchat.client._delivery import DeliveryKeys
 from xchat.client._state import InboxItem, LocalState, OutboxItem
 from xchat.client.crypto import (
     CryptoError,
@@ -73,6 +74,7 @@ class SessionBook:
     def __init__(self, state: LocalState, *, on_event: Callable[[SecurityEvent], None] = _ignore) -> None:
         self._state = state
         self._on_event = on_event
+        self.delivery = DeliveryKeys(state)
         self._identity: IdentityKeyPair | None = None
         self._prekeys: PrekeyStore | None = None
         self.undecryptable = 0
@@ -193,6 +195,7 @@ class SessionBook:
         if self._state.get_meta(f"unapproved:{account}") is not None:
             raise IdentityNotApproved(account)
         payload = Payload.new(request.body, counter=self._state.next_counter(account), content_type=request.content_type)
+        profile_key = self.delivery.shared()
         items = []
         for device in request.devices:
             if device in cache:
@@ -208,6 +211,7 @@ class SessionBook:
                 sender_device=sender_device,
                 inner=session.encrypt(payload),
                 recipient_identity=session.their_identity_key,
+                profile_key=profile_key,
             )
             item = OutboxItem(payload.message_id, device, account, wire)
             self._state.add_outbox(item)
@@ -302,6 +306,8 @@ class SessionBook:
             self._state.set_meta("prekeys", self.prekeys.to_bytes())
             if opened.pinned_identity is not None and opened.pinned_identity != opened.their_identity_key:
                 self._identity_changed(content.sender_account, content.sender_device, opened)
+        # After every sender check: the session authenticated this device.
+        self.delivery.learn(content.sender_device, content.profile_key)
         self._state.add_inbox(item)
         return item
 

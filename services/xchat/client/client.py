@@ -130,7 +130,28 @@ class Client:
         self._state.set_meta("account", reply.account.encode())
         self._state.set_meta("device_id", reply.device_id.encode())
         await self.publish_prekeys(one_time=one_time_prekeys, rotate_signed=True)
+        await self.register_delivery_key()
         return reply.device_id
+
+    # -- unidentified delivery (``_delivery``) -----------------------------
+
+    async def register_delivery_key(self) -> None:
+        """Registers this device's delivery verifier with auth (register() does it), so that
+        contacts we write to may send to us without naming themselves to the servers."""
+        verifier = self._book.delivery.verifier()
+        request = auth_pb2.SetDeliveryVerifierRequest(verifier=verifier)
+        await self._tokens.authed(
+            lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).SetDeliveryVerifier(request, timeout=t, metadata=md),
+            service="auth",
+        )
+        self._book.delivery.mark_registered(verifier)
+
+    async def rotate_profile_key(self) -> None:
+        """A new profile key (e.g. after blocking a contact): every delivery key derived from the
+        old one is refused within the servers' 2 s device cache; contacts we write to again learn
+        the new one, the others fall back to sending authenticated."""
+        self._book.delivery.rotate()
+        await self.register_delivery_key()
 
     async def publish_prekeys(
         self, *, one_time: int = DEFAULT_ONE_TIME_PREKEYS, pq: int = DEFAULT_PQ_PREKEYS, rotate_signed: bool = False

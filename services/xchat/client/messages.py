@@ -25,11 +25,15 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class SendReceipt:
-    """A recipient device's mailbox durably holds the message (quorum of regions)."""
+    """A recipient device's mailbox durably holds the message (quorum of regions).
+
+    ``receipt``: relay's opaque receipt (16 bytes, the same for every retry of
+    this message to this device); it reveals no mailbox position.
+    """
 
     message_id: bytes
     recipient_device: str
-    sequence: int
+    receipt: bytes
     duplicate: bool
 
 

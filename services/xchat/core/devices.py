@@ -3,6 +3,10 @@
 A record lives in the ``xchat_devices`` bucket under its device id. Readers
 on hot paths (relay checking a recipient) use a short-lived cache, so a
 revocation is seen everywhere within ``CACHE_TTL_S``.
+
+A record may hold the device's *delivery verifier* (SHA-256 of its delivery
+access key, issue 17): relay checks an unidentified sender's key against it,
+so a rotation is seen everywhere within the same bound.
 """
 
 from __future__ import annotations
@@ -31,18 +35,20 @@ class DeviceRecord:
     identity_key: bytes
     revoked: bool
     created_at_ms: int
+    # SHA-256 of the delivery access key; empty: no unidentified delivery.
+    delivery_verifier: bytes = b""
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "v": 1,
-                "account": self.account,
-                "identity_key": base64.b64encode(self.identity_key).decode(),
-                "revoked": self.revoked,
-                "created_at_ms": self.created_at_ms,
-            },
-            separators=(",", ":"),
-        ).encode()
+        raw: dict[str, object] = {
+            "v": 1,
+            "account": self.account,
+            "identity_key": base64.b64encode(self.identity_key).decode(),
+            "revoked": self.revoked,
+            "created_at_ms": self.created_at_ms,
+        }
+        if self.delivery_verifier:
+            raw["delivery_verifier"] = base64.b64encode(self.delivery_verifier).decode()
+        return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, device: DeviceId, data: bytes) -> DeviceRecord:
@@ -53,10 +59,14 @@ class DeviceRecord:
             identity_key=base64.b64decode(raw["identity_key"]),
             revoked=bool(raw["revoked"]),
             created_at_ms=int(raw["created_at_ms"]),
+            delivery_verifier=base64.b64decode(raw.get("delivery_verifier", "")),
         )
 
     def revoke(self) -> DeviceRecord:
         return replace(self, revoked=True)
+
+    def with_verifier(self, verifier: bytes) -> DeviceRecord:
+        return replace(self, delivery_verifier=verifier)
 
 
 class DeviceDirectory:

@@ -7,7 +7,8 @@ One server interceptor, so no servicer can forget a step:
    traceback in the log. Deserialisers are wrapped so a bad message becomes
    a ``Malformed`` marker, answered INVALID_ARGUMENT in one log line.
 2. **Authorise.** ``POLICIES`` names every method: anonymous ones (register,
-   challenge, login, refresh) are limited per client address; every other
+   challenge, login, refresh, and relay's sealed sends, authorised per
+   envelope by the recipient's delivery key) are limited per client address; every other
    method needs a valid token of an active device (``xchat.core.authz``),
    checked against the cached device record, or a fresh read for methods
    that change an account. A method missing from the table gets the strictest
@@ -52,6 +53,7 @@ XCHAT_PREFIX = "/xchat.v1."
 ANONYMOUS = "anonymous"  # limiter keyed by client address
 CALLS = "calls"  # limiter keyed by device: account and directory calls
 FETCH = "fetch"  # limiter keyed by device: prekey bundle fetches
+SEALED = "sealed"  # limiter keyed by client address: unidentified-delivery calls (relay limits envelopes per recipient)
 # A refused streaming call reads the client's messages until it half-closes,
 # pauses (REFUSAL_DRAIN_IDLE_S, s, between messages), or reaches
 # REFUSAL_DRAIN_MESSAGES or REFUSAL_DRAIN_S (s, in all): a client busy writing
@@ -80,11 +82,14 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Auth/AddDevice": Policy(fresh=True),
     "/xchat.v1.Auth/RevokeDevice": Policy(fresh=True),
     "/xchat.v1.Auth/ListDevices": Policy(),
+    "/xchat.v1.Auth/SetDeliveryVerifier": Policy(),
     "/xchat.v1.Keys/UploadPrekeys": Policy(),
     "/xchat.v1.Keys/CountPrekeys": Policy(),
     "/xchat.v1.Keys/FetchBundles": Policy(limit=FETCH),
     "/xchat.v1.Relay/Send": Policy(limit=None),
     "/xchat.v1.Relay/SendStream": Policy(limit=None),
+    # No token: the delivery key of each envelope authorises it (xchat.relay.sealed).
+    "/xchat.v1.Relay/SendSealed": Policy(anonymous=True, limit=SEALED),
     "/xchat.v1.Mailbox/Sync": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),
 }
@@ -132,6 +137,9 @@ class Limits:
             ANONYMOUS: RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="calls", per="client address"),
             CALLS: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="calls", per="device"),
             FETCH: RateLimiter(Rate(settings.fetch_rate, settings.fetch_burst), what="bundle fetches", per="device"),
+            # A sealed stream is one call for many envelopes: the call budget of an
+            # address is the authenticated calls' one; its envelopes pay per recipient in relay.
+            SEALED: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="sealed send calls", per="client address"),
         }
 
 

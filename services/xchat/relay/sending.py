@@ -38,6 +38,7 @@ from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unau
 from xchat.core.ids import DeviceId, MessageId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject, notify_subject, translate
 from xchat.core.tokens import Principal
+from xchat.relay.sealed import check_delivery_key, receipt_of
 
 # nats-server: JSStreamStoreFailedF carries "maximum messages per subject exceeded".
 PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
@@ -54,10 +55,13 @@ def dedup_id(recipient: DeviceId, message_id: MessageId) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
+    """``sequence`` stays inside relay (wake-ups); senders get ``receipt`` (``xchat.relay.sealed``)."""
+
     message_id: MessageId
     sequence: int
     duplicate: bool
     stored_at_ms: int
+    receipt: bytes
 
 
 class Relay:
@@ -68,11 +72,17 @@ class Relay:
         # Per recipient, the turn of the latest pipelined publish (see send_pipelined).
         self._last_turn: dict[DeviceId, asyncio.Future[None]] = {}
 
-    async def validate(self, sender: Principal, recipient: DeviceId, ciphertext: bytes) -> None:
+    async def validate(
+        self, sender: Principal | None, recipient: DeviceId, ciphertext: bytes, delivery_key: bytes | None = None
+    ) -> None:
+        """``sender`` None: unidentified delivery, authorised by ``delivery_key`` alone."""
         if not ciphertext:
             raise InvalidArgument("ciphertext is empty")
         if len(ciphertext) > self._max_ciphertext:
             raise InvalidArgument(f"ciphertext is {len(ciphertext)} bytes; the limit is {self._max_ciphertext}")
+        if sender is None:
+            await check_delivery_key(self._devices, recipient, delivery_key or b"")
+            return
         record = await self._devices.cached(recipient)
         if record is None or record.revoked:
             raise NotFound(f"recipient device {recipient} does not exist or has been revoked")
@@ -103,7 +113,14 @@ class Relay:
         return receipt
 
     async def send_pipelined(
-        self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
+        self,
+        sender: Principal | None,
+        recipient: DeviceId,
+        message_id: MessageId,
+        ciphertext: bytes,
+        *,
+        timeout: float,
+        delivery_key: bytes | None = None,
     ) -> Receipt:
         """Like ``send`` but shares one reply subscription across many in-flight publishes.
 
@@ -116,7 +133,7 @@ class Relay:
         """
         before, mine = self._turn(recipient)
         try:
-            await self.validate(sender, recipient, ciphertext)
+            await self.validate(sender, recipient, ciphertext, delivery_key)
             data, headers = self._message(recipient, message_id, ciphertext)
             if before is not None:
                 await asyncio.shield(before)
@@ -179,7 +196,7 @@ class Relay:
                 metrics.publish_failed(type(exc).__name__)
                 raise translate(exc) from exc
         metrics.PUBLISH_SECONDS.observe(asyncio.get_running_loop().time() - started)
-        return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000))
+        return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000), receipt_of(recipient, message_id))
 
     async def notify(self, stored: Mapping[DeviceId, int]) -> None:
         """One wake-up per recipient, naming the highest sequence just stored for it."""

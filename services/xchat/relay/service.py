@@ -1,7 +1,12 @@
-"""gRPC servicer for relay: unary and pipelined streaming sends.
+"""gRPC servicer for relay: unary and pipelined streaming sends, identified or sealed.
 
-The caller is authorised (active device) by ``xchat.core.edge``; sends are
-rate-limited here, per envelope, because the cost is in the content.
+Send and SendStream: the caller is authorised (active device) by
+``xchat.core.edge``; sends are rate-limited here, per envelope, because the
+cost is in the content. SendSealed (unidentified delivery,
+``xchat.relay.sealed``) has no caller: the edge limits its calls per client
+address, and each envelope is limited here per recipient and authorised by
+the recipient's delivery key. Results carry an opaque receipt, never the
+mailbox stream sequence (which stays inside relay, for wake-ups).
 
 SendStream holds at most ``STREAM_WINDOW`` envelopes per call between reading
 a request and the client reading its result: a permit is returned only when a
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 
@@ -27,6 +32,7 @@ from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import store_timeout, streaming, unary
 from xchat.core.store import translate
+from xchat.core.tokens import Principal
 from xchat.relay.sending import Receipt, Relay
 from xchat.v1 import relay_pb2, relay_pb2_grpc
 
@@ -41,11 +47,15 @@ MAX_BATCH = 256
 RESULTS_QUEUE = STREAM_WINDOW
 
 
+# Per-recipient keys of sealed sends in the relay's limiter (device ids are hex: no clash).
+SEALED_KEY_PREFIX = "sealed-to:"
+
+
 def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
     return relay_pb2.SendResult(
         recipient_device_id=recipient,
         message_id=receipt.message_id,
-        sequence=receipt.sequence,
+        receipt=receipt.receipt,
         duplicate=receipt.duplicate,
         stored_at_ms=receipt.stored_at_ms,
     )
@@ -74,49 +84,71 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
     async def SendStream(
         self, request_iterator: AsyncIterator[relay_pb2.SendBatch], context: Ctx
     ) -> AsyncIterator[relay_pb2.SendBatchResult]:
-        sender = require_principal()
+        async with contextlib.aclosing(self._stream(request_iterator, require_principal())) as results:
+            async for result in results:
+                yield result
+
+    @streaming
+    async def SendSealed(
+        self, request_iterator: AsyncIterator[relay_pb2.SendBatch], context: Ctx
+    ) -> AsyncIterator[relay_pb2.SendBatchResult]:
+        async with contextlib.aclosing(self._stream(request_iterator, None)) as results:
+            async for result in results:
+                yield result
+
+    async def _stream(
+        self, request_iterator: AsyncIterator[relay_pb2.SendBatch], sender: Principal | None
+    ) -> AsyncGenerator[relay_pb2.SendBatchResult, None]:
+        """One send stream; ``sender`` None: sealed (each envelope names its recipient's delivery key)."""
         results: asyncio.Queue[relay_pb2.SendBatchResult | None] = asyncio.Queue(RESULTS_QUEUE + 1)
         # Counts envelopes, not batches: bounded work per call whatever the batch size.
         window = asyncio.Semaphore(STREAM_WINDOW)
         in_flight: set[asyncio.Task[None]] = set()
 
-        async def send_one(request: relay_pb2.SendRequest) -> relay_pb2.SendResult:
+        async def send_one(request: relay_pb2.SendRequest) -> tuple[relay_pb2.SendResult, int]:
+            """The envelope's result and (0 on failure) its stream sequence, for the wake-up."""
             try:
+                recipient = device_id(request.recipient_device_id, field="recipient_device_id")
+                if sender is None:
+                    self._limiter.take(SEALED_KEY_PREFIX + recipient)
                 receipt = await self._relay.send_pipelined(
                     sender,
-                    device_id(request.recipient_device_id, field="recipient_device_id"),
+                    recipient,
                     message_id(request.message_id),
                     request.ciphertext,
                     timeout=self._timeout,
+                    delivery_key=request.delivery_key if sender is None else None,
                 )
-                return _result(receipt, request.recipient_device_id)
+                return _result(receipt, request.recipient_device_id), receipt.sequence
             except (XChatError, nats.errors.Error, asyncio.TimeoutError) as exc:
                 code, text = grpc_status(translate(exc))
-                return relay_pb2.SendResult(
+                failed = relay_pb2.SendResult(
                     message_id=request.message_id,
                     recipient_device_id=request.recipient_device_id[:64],
                     error_code=code.value[0],
                     error_message=text,
                 )
+                return failed, 0
 
         async def send_batch(batch: relay_pb2.SendBatch) -> None:
             outcomes = await asyncio.gather(*(send_one(r) for r in batch.envelopes))
             # One wake-up per recipient per batch, after its envelopes are durable,
             # naming the highest sequence stored for it (the mailbox waits for its replica).
             stored: dict[DeviceId, int] = {}
-            for o in outcomes:
+            for o, sequence in outcomes:
                 if o.error_code == 0:
                     device = DeviceId(o.recipient_device_id)
-                    stored[device] = max(stored.get(device, 0), o.sequence)
+                    stored[device] = max(stored.get(device, 0), sequence)
             await self._relay.notify(stored)
-            await results.put(relay_pb2.SendBatchResult(results=outcomes))
+            await results.put(relay_pb2.SendBatchResult(results=[o for o, _ in outcomes]))
 
         async def read_batches() -> None:
             try:
                 async for batch in request_iterator:
                     if not 0 < len(batch.envelopes) <= MAX_BATCH:
                         raise InvalidArgument(f"a batch holds 1..{MAX_BATCH} envelopes, got {len(batch.envelopes)}")
-                    self._limiter.take(sender.device, len(batch.envelopes))
+                    if sender is not None:  # sealed sends: per recipient, in send_one
+                        self._limiter.take(sender.device, len(batch.envelopes))
                     for _ in batch.envelopes:
                         await window.acquire()
                     task = asyncio.create_task(send_batch(batch))

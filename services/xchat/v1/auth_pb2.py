@@ -25,37 +25,41 @@ _sym_db = _symbol_database.Default()
 from xchat.v1 import common_pb2 as xchat_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13xchat/v1/auth.proto\x12\x08xchat.v1\x1a\x15xchat/v1/common.proto\"K\n\x0fRegisterRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x14\n\x0cidentity_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\";\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x14\n\x0cidentity_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"6\n\x10RegisterResponse\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"%\n\x10\x43hallengeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"9\n\x11\x43hallengeResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\"C\n\x0cLoginRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x9d\x01\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x1c\n\x14\x61\x63\x63\x65ss_expires_at_ms\x18\x02 \x01(\x03\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x1d\n\x15refresh_expires_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\x12\x11\n\tdevice_id\x18\x06 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"(\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"%\n\x12ListDevicesRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"8\n\x13ListDevicesResponse\x12!\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x10.xchat.v1.Device2\xe7\x03\n\x04\x41uth\x12\x41\n\x08Register\x12\x19.xchat.v1.RegisterRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x43\n\tAddDevice\x12\x1a.xchat.v1.AddDeviceRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x44\n\tChallenge\x12\x1a.xchat.v1.ChallengeRequest\x1a\x1b.xchat.v1.ChallengeResponse\x12\x38\n\x05Login\x12\x16.xchat.v1.LoginRequest\x1a\x17.xchat.v1.TokenResponse\x12<\n\x07Refresh\x12\x18.xchat.v1.RefreshRequest\x1a\x17.xchat.v1.TokenResponse\x12M\n\x0cRevokeDevice\x12\x1d.xchat.v1.RevokeDeviceRequest\x1a\x1e.xchat.v1.RevokeDeviceResponse\x12J\n\x0bListDevices\x12\x1c.xchat.v1.ListDevicesRequest\x1a\x1d.xchat.v1.ListDevicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13xchat/v1/auth.proto\x12\x08xchat.v1\x1a\x15xchat/v1/common.proto\".\n\x1aSetDeliveryVerifierRequest\x12\x10\n\x08verifier\x18\x01 \x01(\x0c\"\x1d\n\x1bSetDeliveryVerifierResponse\"K\n\x0fRegisterRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x14\n\x0cidentity_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\";\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x14\n\x0cidentity_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"6\n\x10RegisterResponse\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"%\n\x10\x43hallengeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"9\n\x11\x43hallengeResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\"C\n\x0cLoginRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x9d\x01\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x1c\n\x14\x61\x63\x63\x65ss_expires_at_ms\x18\x02 \x01(\x03\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x1d\n\x15refresh_expires_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\x12\x11\n\tdevice_id\x18\x06 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"(\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"%\n\x12ListDevicesRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"8\n\x13ListDevicesResponse\x12!\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x10.xchat.v1.Device2\xcb\x04\n\x04\x41uth\x12\x41\n\x08Register\x12\x19.xchat.v1.RegisterRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x43\n\tAddDevice\x12\x1a.xchat.v1.AddDeviceRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x44\n\tChallenge\x12\x1a.xchat.v1.ChallengeRequest\x1a\x1b.xchat.v1.ChallengeResponse\x12\x38\n\x05Login\x12\x16.xchat.v1.LoginRequest\x1a\x17.xchat.v1.TokenResponse\x12<\n\x07Refresh\x12\x18.xchat.v1.RefreshRequest\x1a\x17.xchat.v1.TokenResponse\x12M\n\x0cRevokeDevice\x12\x1d.xchat.v1.RevokeDeviceRequest\x1a\x1e.xchat.v1.RevokeDeviceResponse\x12J\n\x0bListDevices\x12\x1c.xchat.v1.ListDevicesRequest\x1a\x1d.xchat.v1.ListDevicesResponse\x12\x62\n\x13SetDeliveryVerifier\x12$.xchat.v1.SetDeliveryVerifierRequest\x1a%.xchat.v1.SetDeliveryVerifierResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xchat.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERREQUEST']._serialized_start=56
-  _globals['_REGISTERREQUEST']._serialized_end=131
-  _globals['_ADDDEVICEREQUEST']._serialized_start=133
-  _globals['_ADDDEVICEREQUEST']._serialized_end=192
-  _globals['_REGISTERRESPONSE']._serialized_start=194
-  _globals['_REGISTERRESPONSE']._serialized_end=248
-  _globals['_CHALLENGEREQUEST']._serialized_start=250
-  _globals['_CHALLENGEREQUEST']._serialized_end=287
-  _globals['_CHALLENGERESPONSE']._serialized_start=289
-  _globals['_CHALLENGERESPONSE']._serialized_end=346
-  _globals['_LOGINREQUEST']._serialized_start=348
-  _globals['_LOGINREQUEST']._serialized_end=415
-  _globals['_TOKENRESPONSE']._serialized_start=418
-  _globals['_TOKENRESPONSE']._serialized_end=575
-  _globals['_REFRESHREQUEST']._serialized_start=577
-  _globals['_REFRESHREQUEST']._serialized_end=616
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=618
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=658
-  _globals['_REVOKEDEVICERESPONSE']._serialized_start=660
-  _globals['_REVOKEDEVICERESPONSE']._serialized_end=682
-  _globals['_LISTDEVICESREQUEST']._serialized_start=684
-  _globals['_LISTDEVICESREQUEST']._serialized_end=721
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=723
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=779
-  _globals['_AUTH']._serialized_start=782
-  _globals['_AUTH']._serialized_end=1269
+  _globals['_SETDELIVERYVERIFIERREQUEST']._serialized_start=56
+  _globals['_SETDELIVERYVERIFIERREQUEST']._serialized_end=102
+  _globals['_SETDELIVERYVERIFIERRESPONSE']._serialized_start=104
+  _globals['_SETDELIVERYVERIFIERRESPONSE']._serialized_end=133
+  _globals['_REGISTERREQUEST']._serialized_start=135
+  _globals['_REGISTERREQUEST']._serialized_end=210
+  _globals['_ADDDEVICEREQUEST']._serialized_start=212
+  _globals['_ADDDEVICEREQUEST']._serialized_end=271
+  _globals['_REGISTERRESPONSE']._serialized_start=273
+  _globals['_REGISTERRESPONSE']._serialized_end=327
+  _globals['_CHALLENGEREQUEST']._serialized_start=329
+  _globals['_CHALLENGEREQUEST']._serialized_end=366
+  _globals['_CHALLENGERESPONSE']._serialized_start=368
+  _globals['_CHALLENGERESPONSE']._serialized_end=425
+  _globals['_LOGINREQUEST']._serialized_start=427
+  _globals['_LOGINREQUEST']._serialized_end=494
+  _globals['_TOKENRESPONSE']._serialized_start=497
+  _globals['_TOKENRESPONSE']._serialized_end=654
+  _globals['_REFRESHREQUEST']._serialized_start=656
+  _globals['_REFRESHREQUEST']._serialized_end=695
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=697
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=737
+  _globals['_REVOKEDEVICERESPONSE']._serialized_start=739
+  _globals['_REVOKEDEVICERESPONSE']._serialized_end=761
+  _globals['_LISTDEVICESREQUEST']._serialized_start=763
+  _globals['_LISTDEVICESREQUEST']._serialized_end=800
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=802
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=858
+  _globals['_AUTH']._serialized_start=861
+  _globals['_AUTH']._serialized_end=1448
 # @@protoc_insertion_point(module_scope)

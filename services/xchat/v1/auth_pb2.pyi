@@ -7,6 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SetDeliveryVerifierRequest(_message.Message):
+    __slots__ = ("verifier",)
+    VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    verifier: bytes
+    def __init__(self, verifier: _Optional[bytes] = ...) -> None: ...
+
+class SetDeliveryVerifierResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class RegisterRequest(_message.Message):
     __slots__ = ("account", "identity_key", "signature")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]

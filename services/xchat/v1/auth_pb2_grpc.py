@@ -69,6 +69,11 @@ class AuthStub:
                 request_serializer=xchat_dot_v1_dot_auth__pb2.ListDevicesRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_auth__pb2.ListDevicesResponse.FromString,
                 _registered_method=True)
+        self.SetDeliveryVerifier = channel.unary_unary(
+                '/xchat.v1.Auth/SetDeliveryVerifier',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServicer:
@@ -126,6 +131,16 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDeliveryVerifier(self, request, context):
+        """Registers (or rotates, or with an empty verifier removes) the caller
+        device's delivery verifier: SHA-256 of its 16-byte delivery access key,
+        which senders present on Relay.SendSealed instead of an access token.
+        INVALID_ARGUMENT unless the verifier is empty or 32 bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +178,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.ListDevices,
                     request_deserializer=xchat_dot_v1_dot_auth__pb2.ListDevicesRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_auth__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'SetDeliveryVerifier': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeliveryVerifier,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +374,33 @@ class Auth:
             '/xchat.v1.Auth/ListDevices',
             xchat_dot_v1_dot_auth__pb2.ListDevicesRequest.SerializeToString,
             xchat_dot_v1_dot_auth__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeliveryVerifier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/SetDeliveryVerifier',
+            xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierResponse.FromString,
             options,
             channel_credentials,
             insecure,

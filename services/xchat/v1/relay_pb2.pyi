@@ -19,17 +19,19 @@ class SendBatchResult(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...
 
 class SendRequest(_message.Message):
-    __slots__ = ("recipient_device_id", "message_id", "ciphertext")
+    __slots__ = ("recipient_device_id", "message_id", "ciphertext", "delivery_key")
     RECIPIENT_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_KEY_FIELD_NUMBER: _ClassVar[int]
     recipient_device_id: str
     message_id: bytes
     ciphertext: bytes
-    def __init__(self, recipient_device_id: _Optional[str] = ..., message_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    delivery_key: bytes
+    def __init__(self, recipient_device_id: _Optional[str] = ..., message_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., delivery_key: _Optional[bytes] = ...) -> None: ...
 
 class SendResult(_message.Message):
-    __slots__ = ("message_id", "sequence", "duplicate", "stored_at_ms", "error_code", "error_message", "recipient_device_id")
+    __slots__ = ("message_id", "sequence", "duplicate", "stored_at_ms", "error_code", "error_message", "recipient_device_id", "receipt")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +39,7 @@ class SendResult(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     message_id: bytes
     sequence: int
     duplicate: bool
@@ -44,4 +47,5 @@ class SendResult(_message.Message):
     error_code: int
     error_message: str
     recipient_device_id: str
-    def __init__(self, message_id: _Optional[bytes] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., stored_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., recipient_device_id: _Optional[str] = ...) -> None: ...
+    receipt: bytes
+    def __init__(self, message_id: _Optional[bytes] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., stored_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., recipient_device_id: _Optional[str] = ..., receipt: _Optional[bytes] = ...) -> None: ...

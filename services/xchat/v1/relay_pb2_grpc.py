@@ -44,6 +44,11 @@ class RelayStub:
                 request_serializer=xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
                 _registered_method=True)
+        self.SendSealed = channel.stream_stream(
+                '/xchat.v1.Relay/SendSealed',
+                request_serializer=xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
+                _registered_method=True)
 
 
 class RelayServicer:
@@ -69,6 +74,17 @@ class RelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendSealed(self, request_iterator, context):
+        """Unidentified delivery: like SendStream, without an access token; every
+        envelope carries the recipient device's delivery_key (16 bytes). A wrong
+        key, a recipient without a registered verifier and an unknown or revoked
+        recipient are one and the same per-envelope UNAUTHENTICATED, so the call
+        tells a stranger nothing about which devices exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RelayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +95,11 @@ def add_RelayServicer_to_server(servicer, server):
             ),
             'SendStream': grpc.stream_stream_rpc_method_handler(
                     servicer.SendStream,
+                    request_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatch.FromString,
+                    response_serializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.SerializeToString,
+            ),
+            'SendSealed': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendSealed,
                     request_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatch.FromString,
                     response_serializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.SerializeToString,
             ),
@@ -135,6 +156,33 @@ class Relay:
             request_iterator,
             target,
             '/xchat.v1.Relay/SendStream',
+            xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
+            xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendSealed(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/xchat.v1.Relay/SendSealed',
             xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
             xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
             options,

@@ -1,0 +1,71 @@
+"""Delivery keys of unidentified delivery (issue 17): ours, and our contacts' devices'.
+
+Our device holds a random profile key (``xchat.client.crypto.delivery``). Once
+its verifier is registered with auth, every sealed message we send carries
+it, so each contact may send to us without naming itself: relay checks the
+derived delivery key, not an access token. A contact's profile key is kept
+only from a message whose inner layer authenticated that device (the caller,
+``SessionBook.stage``, runs after every sender check).
+
+The send path asks ``key_for(device)``: a key means "send sealed"; none (we
+never heard from that device, or it refused the key) means the authenticated
+path. A refusal (``forget``) lasts until that device's next message brings
+its current profile key. ``rotate`` (e.g. after blocking a contact) makes
+every key derived from the old profile key fail once the new verifier is
+registered.
+
+State: SQLite ``meta`` rows ``profile_key``, ``delivery_registered`` (the
+verifier auth holds) and ``peer_profile:<device>``.
+"""
+
+from __future__ import annotations
+
+from xchat.client._state import LocalState
+from xchat.client.crypto import delivery_key, delivery_verifier, new_profile_key
+
+PEER_PREFIX = "peer_profile:"
+
+
+class DeliveryKeys:
+    def __init__(self, state: LocalState) -> None:
+        self._state = state
+
+    def profile_key(self) -> bytes:
+        """Our profile key, created on first use."""
+        key = self._state.get_meta("profile_key")
+        if key is None:
+            key = new_profile_key()
+            self._state.set_meta("profile_key", key)
+        return key
+
+    def rotate(self) -> None:
+        """A new profile key; contacts learn it from our next messages (register its verifier first)."""
+        self._state.set_meta("profile_key", new_profile_key())
+
+    def verifier(self) -> bytes:
+        """What auth must hold for our current delivery key."""
+        return delivery_verifier(delivery_key(self.profile_key()))
+
+    def registered(self) -> bool:
+        return self._state.get_meta("delivery_registered") == self.verifier()
+
+    def mark_registered(self, verifier: bytes) -> None:
+        self._state.set_meta("delivery_registered", verifier)
+
+    def shared(self) -> bytes:
+        """The profile key our sealed messages carry: ours once auth holds its verifier, else none."""
+        return self.profile_key() if self.registered() else b""
+
+    def learn(self, device: str, profile_key: bytes) -> None:
+        """A contact device's profile key, from one of its authenticated messages (inside a transaction)."""
+        if profile_key and self._state.get_meta(PEER_PREFIX + device) != profile_key:
+            self._state.set_meta(PEER_PREFIX + device, profile_key)
+
+    def key_for(self, device: str) -> bytes | None:
+        """The delivery key to send to ``device`` unidentified; None: use the authenticated path."""
+        profile = self._state.get_meta(PEER_PREFIX + device)
+        return delivery_key(profile) if profile else None
+
+    def forget(self, device: str) -> None:
+        """``device`` refused our key (rotated, or never registered): authenticated until it tells us a new one."""
+        self._state.delete_meta(PEER_PREFIX + device)
