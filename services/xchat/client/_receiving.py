@@ -33,6 +33,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -184,6 +185,15 @@ class Receiver:
             redelivered: set[int] = set()
             self._this_call.clear()
             call = stub.Sync(self._frames(), metadata=metadata(token))
+            # Back home (the transport saw it serve again): this stream ends and reopens there.
+            moved = asyncio.Event()
+
+            def follow(previous: str, call: Any = call, target: str = target, moved: asyncio.Event = moved) -> None:
+                if previous == target:
+                    moved.set()
+                    call.cancel()
+
+            stop_following = self._transport.on_move(follow)
             try:
                 async for response in _opened_within(call, self._transport.call_timeout):
                     failures = 0
@@ -210,6 +220,12 @@ class Receiver:
                     raise rejected(exc) from exc
                 await asyncio.sleep(_backoff(failures))
                 failures += 1
+            except asyncio.CancelledError:
+                # grpc.aio raises this for a call cancelled here: only the move home is ours to absorb.
+                current = asyncio.current_task()
+                if not moved.is_set() or self._closed or (current is not None and current.cancelling()):
+                    raise
+                log.info("Sync moves home to %s", self._transport.endpoint)
             except SyncSilent as exc:
                 # A server that accepted the call but never answered is as good as down.
                 self._transport.fail_over(target, str(exc))
@@ -222,6 +238,7 @@ class Receiver:
                 await asyncio.sleep(_backoff(failures))
                 failures += 1
             finally:
+                stop_following()
                 call.cancel()
 
     async def _open_batch(self, envelopes: Sequence[mailbox_pb2.Envelope]) -> list[Message]:

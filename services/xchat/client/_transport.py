@@ -8,6 +8,11 @@ the current region; when it fails with UNAVAILABLE or DEADLINE_EXCEEDED
 (region down, frozen or cut off) the transport moves to the next region and
 retries, so an app never handles a region failure itself. Every unary call
 has a deadline, so a frozen region is noticed within ``call_timeout``.
+
+Away from home, the transport probes the home region's gRPC health every
+``HOME_PROBE_INTERVAL_S``; after ``HOME_HEALTHY_PROBES`` SERVING answers in a
+row it moves back, and tells its listeners (the Sync stream moves too): users
+do not stay on a foreign region, with its longer round trips, for ever.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ DEFAULT_CALL_TIMEOUT_S = 5.0
 DEFAULT_RETRY_BUDGET_S = 10.0
 ROUND_BACKOFF_S = 0.25
 MAX_ROUND_BACKOFF_S = 1.0
+HOME_PROBE_INTERVAL_S = 5.0
+HOME_HEALTHY_PROBES = 2
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}, encoded
 # HTTP/2 pings notice a silent (frozen, partitioned) server on long streams.
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 5000),
@@ -65,13 +74,18 @@ class Transport:
         self.retry_budget = max(DEFAULT_RETRY_BUDGET_S, 2 * call_timeout)
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.home_probe_interval = HOME_PROBE_INTERVAL_S
+        self._home_probe: asyncio.Task[None] | None = None
+        self._move_listeners: list[Callable[[str], None]] = []
 
     @property
     def endpoint(self) -> str:
         return self.endpoints[self._current]
 
     def channel(self, service: str) -> grpc.aio.Channel:
-        target = self._sites[self._current][service]
+        return self._channel(self._sites[self._current][service])
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
         if target not in self._channels:
             if self._root is not None:
                 credentials = grpc.ssl_channel_credentials(root_certificates=self._root)
@@ -85,6 +99,44 @@ class Transport:
         if self.endpoint == failed:
             self._current = (self._current + 1) % len(self.endpoints)
             log.info("endpoint %s unavailable (%s); failing over to %s", failed, reason or "no answer", self.endpoint)
+        if self._current != 0:
+            self._watch_home()
+
+    def on_move(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Calls ``listener(previous_endpoint)`` when the transport moves back home; returns the unsubscriber."""
+        self._move_listeners.append(listener)
+        return lambda: self._move_listeners.remove(listener) if listener in self._move_listeners else None
+
+    def _watch_home(self) -> None:
+        if self._home_probe is not None and not self._home_probe.done():
+            return
+        try:
+            self._home_probe = asyncio.get_running_loop().create_task(self._probe_home())
+        except RuntimeError:
+            pass  # no loop (closing): the next failover starts it
+
+    async def _probe_home(self) -> None:
+        healthy = 0
+        while self._current != 0:
+            await asyncio.sleep(self.home_probe_interval)
+            healthy = healthy + 1 if await self._serving(self._sites[0]) else 0
+            if healthy >= HOME_HEALTHY_PROBES and self._current != 0:
+                away = self.endpoint
+                self._current = 0
+                log.info("home endpoint %s serves again; moving back from %s", self.endpoint, away)
+                for listener in list(self._move_listeners):
+                    listener(away)
+
+    async def _serving(self, site: Mapping[str, str]) -> bool:
+        """Every distinct address of ``site`` answers its overall gRPC health with SERVING."""
+        for target in dict.fromkeys(site.values()):
+            check: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel(target).unary_unary(HEALTH_CHECK)
+            try:
+                if await check(b"", timeout=self.call_timeout) != SERVING:
+                    return False
+            except grpc.aio.AioRpcError:
+                return False
+        return True
 
     async def call(
         self, invoke: Callable[[grpc.aio.Channel, float], Awaitable[T]], *, service: str, budget: float | None = None
@@ -121,6 +173,10 @@ class Transport:
         )
 
     async def close(self) -> None:
+        if self._home_probe is not None:
+            self._home_probe.cancel()
+            await asyncio.gather(self._home_probe, return_exceptions=True)
+            self._home_probe = None
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
