@@ -23,17 +23,23 @@ async def _status(awaitable) -> tuple[grpc.StatusCode, str]:
 
 
 async def _backlog(device) -> list[bytes]:
+    return [message_id for message_id, _ in await _backlog_with_sequences(device)]
+
+
+async def _backlog_with_sequences(device) -> list[tuple[bytes, int]]:
+    """(message id, mailbox sequence) of the device's backlog: senders get only opaque receipts."""
+
     async def opener():
         yield mailbox_pb2.SyncRequest()
 
     call = device.mailbox.Sync(opener(), metadata=device.md)
-    ids = []
+    out = []
     async for response in call:
-        ids.extend(e.message_id for e in response.envelopes)
+        out.extend((e.message_id, e.sequence) for e in response.envelopes)
         if response.HasField("backlog_done"):
             break
     call.cancel()
-    return ids
+    return out
 
 
 def _send(to: str, ciphertext: bytes = b"c", mid: bytes | None = None) -> relay_pb2.SendRequest:
@@ -177,7 +183,8 @@ async def test_reading_or_acking_another_devices_mailbox_is_denied(connect) -> N
         await call.read()
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "cannot read the mailbox" in err.value.details()
     # Answered like acking nothing: no read receipt (tests/services/test_mailbox_acks.py).
-    reply = await mallory.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[sent.sequence]), metadata=mallory.md)
+    (sequence,) = [seq for mid, seq in await _backlog_with_sequences(bob) if mid == sent.message_id]
+    reply = await mallory.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[sequence]), metadata=mallory.md)
     assert reply.deleted == 0
     assert await _backlog(bob) == [sent.message_id], "bob's envelope is untouched"
 

@@ -29,6 +29,10 @@ PEER_PREFIX = "peer_profile:"
 class DeliveryKeys:
     def __init__(self, state: LocalState) -> None:
         self._state = state
+        # Contacts' delivery keys as read or last written (the send path asks per envelope).
+        # A key learnt in a receive batch that is rolled back stays here: harmless, the
+        # envelope returns and teaches it again, and a refused key is forgotten anyway.
+        self._keys: dict[str, bytes | None] = {}
 
     def profile_key(self) -> bytes:
         """Our profile key, created on first use."""
@@ -60,12 +64,16 @@ class DeliveryKeys:
         """A contact device's profile key, from one of its authenticated messages (inside a transaction)."""
         if profile_key and self._state.get_meta(PEER_PREFIX + device) != profile_key:
             self._state.set_meta(PEER_PREFIX + device, profile_key)
+            self._keys[device] = delivery_key(profile_key)
 
     def key_for(self, device: str) -> bytes | None:
         """The delivery key to send to ``device`` unidentified; None: use the authenticated path."""
-        profile = self._state.get_meta(PEER_PREFIX + device)
-        return delivery_key(profile) if profile else None
+        if device not in self._keys:
+            profile = self._state.get_meta(PEER_PREFIX + device)
+            self._keys[device] = delivery_key(profile) if profile else None
+        return self._keys[device]
 
     def forget(self, device: str) -> None:
         """``device`` refused our key (rotated, or never registered): authenticated until it tells us a new one."""
         self._state.delete_meta(PEER_PREFIX + device)
+        self._keys[device] = None

@@ -137,9 +137,10 @@ class Limits:
             ANONYMOUS: RateLimiter(Rate(settings.auth_rate, settings.auth_burst), what="calls", per="client address"),
             CALLS: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="calls", per="device"),
             FETCH: RateLimiter(Rate(settings.fetch_rate, settings.fetch_burst), what="bundle fetches", per="device"),
-            # A sealed stream is one call for many envelopes: the call budget of an
-            # address is the authenticated calls' one; its envelopes pay per recipient in relay.
-            SEALED: RateLimiter(Rate(settings.call_rate, settings.call_burst), what="sealed send calls", per="client address"),
+            # Sealed sends have no device to charge: each call is charged to the client
+            # address at the envelope rate (the SDK opens one call per burst of sends,
+            # even for a lone envelope); its envelopes pay per recipient in relay.
+            SEALED: RateLimiter(Rate(settings.send_rate, settings.send_burst), what="sealed send calls", per="client address"),
         }
 
 
