@@ -85,6 +85,8 @@ class Workload:
         self._sending = asyncio.Event()
         self._stopping = False
         self._warm: set[str] = set()
+        # Users that heard back from their peer (so they know its delivery key).
+        self._warm_back: set[str] = set()
 
     def now(self) -> float:
         return time.monotonic() - self._epoch
@@ -113,10 +115,19 @@ class Workload:
             self.resume_receiver(user)
         await asyncio.gather(*(u.client.send(u.peer, json.dumps({"warmup": True})) for u in self.users))
         # Every session is open (and its prekey spent) before checked traffic starts.
+        await self._wait_warm(self._warm)
+        # Each user answers the one who writes to it: that sender learns its profile key,
+        # so the checked traffic goes over unidentified delivery (Relay.SendSealed), the
+        # SDK's data path between contacts.
+        predecessor = {u.peer: u.name for u in self.users}
+        await asyncio.gather(*(u.client.send(predecessor[u.name], json.dumps({"warmup": "back"})) for u in self.users))
+        await self._wait_warm(self._warm_back)
+
+    async def _wait_warm(self, warm: set[str]) -> None:
         deadline = time.monotonic() + WARMUP_TIMEOUT_S
-        while len(self._warm) < len(self.users) and time.monotonic() < deadline:
+        while len(warm) < len(self.users) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        if len(self._warm) < len(self.users):
+        if len(warm) < len(self.users):
             raise RuntimeError(f"warm-up messages not delivered within {WARMUP_TIMEOUT_S:.0f}s: the mesh is not healthy")
 
     # -- receiving -----------------------------------------------------
@@ -145,7 +156,7 @@ class Workload:
             self._record("deliver", "?", user.name, -1, user.name)
             return
         if body.get("warmup"):
-            self._warm.add(user.name)
+            (self._warm_back if body["warmup"] == "back" else self._warm).add(user.name)
             return
         self._record("deliver", str(body.get("s")), str(body.get("r")), int(body.get("n", -1)), user.name)
 
