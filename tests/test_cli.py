@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from xchat.mesh.leftovers import kill, processes_of
+
 XCHAT = [sys.executable, "-m", "xchat"]
 
 
@@ -38,8 +40,8 @@ def test_up_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         result = _run("up", "--demo", "--exit-after-demo", "--workdir", str(tmp_path), timeout=180)
     finally:
-        leftovers = _children_of(tmp_path)
-        _reap(leftovers)
+        leftovers = processes_of(tmp_path)
+        kill(leftovers)
     assert result.returncode == 0, result.stderr
     assert "region  gRPC" in result.stdout and "TLS on every hop" in result.stdout
     assert "both sides compute the same number: True" in result.stdout and "demo: done" in result.stdout
@@ -54,7 +56,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         for line in proc.stdout:
             if "press Ctrl-C" in line or time.monotonic() > deadline:
                 break
-        assert _children_of(tmp_path), "the mesh runs"
+        assert processes_of(tmp_path), "the mesh runs"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:
@@ -63,30 +65,6 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-        leftovers = _children_of(tmp_path)
-        _reap(leftovers)  # never leave a mesh behind, even when the test fails
+        leftovers = processes_of(tmp_path)
+        kill(leftovers)  # never leave a mesh behind, even when the test fails
     assert not leftovers, "no process left behind"
-
-
-def _reap(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _children_of(workdir: Path) -> list[int]:
-    """Processes of the mesh in ``workdir``: nats-servers name it on their command line,
-    service processes in their environment (key and certificate paths)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if str(workdir).encode() in seen:
-            found.append(int(entry.name))
-    return found

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from xchat.mesh.leftovers import kill, processes_of
 from xchat.cli import parser
 from xchat.core.settings import from_env
 from xchat.mesh.local import LocalMesh
@@ -77,21 +77,6 @@ def test_keygen_writes_keys_serve_accepts_and_never_overwrites(tmp_path: Path) -
     assert again.returncode == 2 and "refusing to replace" in again.stderr
 
 
-def _mesh_processes(workdir: Path) -> list[int]:
-    """Processes of the mesh in ``workdir`` (named on their command line or in their environment)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if str(workdir).encode() in seen:
-            found.append(int(entry.name))
-    return found
-
-
 def test_up_shows_progress_and_status_reads_its_mesh(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [*XCHAT, "--log-format", "json", "up", "--insecure", "--workdir", str(tmp_path)], stdout=subprocess.PIPE, text=True
@@ -123,12 +108,8 @@ def test_up_shows_progress_and_status_reads_its_mesh(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-        leftovers = _mesh_processes(tmp_path)
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        leftovers = processes_of(tmp_path)
+        kill(leftovers)
     assert not leftovers, "no process left behind"
 
 
@@ -142,9 +123,8 @@ def test_up_fails_at_once_naming_the_cause(tmp_path: Path) -> None:
         try:
             result = _run("up", "--insecure", "--workdir", str(tmp_path), "--base-port", str(port), timeout=60)
         finally:
-            leftovers = _mesh_processes(tmp_path)
-            for pid in leftovers:
-                os.kill(pid, signal.SIGKILL)
+            leftovers = processes_of(tmp_path)
+            kill(leftovers)
     assert result.returncode == 1 and "address already in use" in result.stderr and "Traceback" not in result.stderr
     assert not leftovers
     for args, cause in ((["--base-port", "70000"], "--base-port 70000"), (["--regions", "a,b"], "three regions")):

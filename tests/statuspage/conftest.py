@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from xchat.mesh.leftovers import kill, processes_of
 from xchat.client import Client
 from xchat.client.errors import ClientError
 from xchat.mesh.local import LocalMesh
@@ -149,17 +149,4 @@ def reap() -> Callable[[Path], None]:
 
 
 def _reap(workdir: Path) -> None:
-    """Kills processes of the mesh in ``workdir`` (nats-servers name it on their command line,
-    service processes in their environment)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if str(workdir).encode() in seen:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    kill(processes_of(workdir))
