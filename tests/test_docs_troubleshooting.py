@@ -78,7 +78,7 @@ def _grpcurl() -> str | None:
     return str(cached) if cached.exists() else shutil.which("grpcurl")
 
 
-@pytest.mark.skipif(_grpcurl() is None, reason="grpcurl not installed (the doc's examples are not run; nothing here builds it)")
+@pytest.mark.skipif(_grpcurl() is None, reason="grpcurl not built: chaos/tools/build-grpcurl.sh (make tools builds it)")
 def test_documented_grpcurl_health_check_runs(fresh_mesh_factory: Callable[..., LocalMesh]) -> None:
     line = next(ln for ln in DOC.splitlines() if ln.startswith("grpcurl") and "Health/Check" in ln)
     mesh = fresh_mesh_factory(tls=True)
