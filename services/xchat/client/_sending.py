@@ -44,11 +44,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 import grpc.aio
 
+from xchat.client._batches import LOST_STATUS_RETRIES, SEND_BATCH, SEND_BATCH_BYTES, chunks, code_name, request, status_lost
 from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._state import LocalState, OutboxItem
 from xchat.client._tokens import Tokens
@@ -61,14 +62,6 @@ log = logging.getLogger(__name__)
 
 Key = tuple[bytes, str]
 Outcome = SendReceipt | Failed
-# Envelopes per SendStream message: amortises gRPC's per-message cost (relay accepts ≤ 256).
-SEND_BATCH = 128
-# Bytes of ciphertext per SendStream message: relay accepts messages up to 1 MiB
-# (core/server.py MAX_RECEIVE_BYTES); 64 envelopes of 16 KiB already exceed it, and
-# a refused batch would fail every envelope in it. One envelope (≤ 128 KiB) always fits.
-SEND_BATCH_BYTES = 768 * 1024
-# Protobuf framing and ids per envelope, counted against SEND_BATCH_BYTES.
-ENVELOPE_OVERHEAD_BYTES = 128
 # Envelopes in flight on one stream: relay's STREAM_WINDOW, so it never stalls on flow control.
 ROUND_MAX = 1024
 # A burst may be cut into this many batches (of at least MIN_BATCH): results
@@ -81,23 +74,6 @@ MIN_BATCH = 8
 RECONNECT_BACKOFF_S = (0.05, 0.1, 0.3, 1.0, 2.0)
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED.value[0]
-
-
-def _chunks(items: list[OutboxItem], max_count: int, max_bytes: int) -> Iterator[list[OutboxItem]]:
-    """Consecutive runs of ``items`` (order kept) of at most ``max_count`` items and ``max_bytes`` bytes."""
-    chunk: list[OutboxItem] = []
-    size = 0
-    for item in items:
-        cost = len(item.ciphertext) + ENVELOPE_OVERHEAD_BYTES
-        if chunk and (len(chunk) >= max_count or size + cost > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += cost
-    if chunk:
-        yield chunk
-
-
 class Sender:
     def __init__(
         self,
@@ -127,6 +103,7 @@ class Sender:
         self._awaiting: set[Key] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        self._lost_statuses = 0  # streams in a row whose status grpc.aio lost (see _drain)
 
     # -- the callers' side ----------------------------------------------
 
@@ -257,7 +234,7 @@ class Sender:
                     self._release_waiters(getattr(exc, "code", "UNAUTHENTICATED"), str(exc))
                     break
                 if delivered:
-                    failures = 0
+                    failures = self._lost_statuses = 0
                     continue
                 await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
                 failures += 1
@@ -276,7 +253,7 @@ class Sender:
         try:
             if len(front) == 1 and not sealed:
                 # A lone envelope (one send at a time): a unary call is the cheapest round trip.
-                result = await stub.Send(_request(front[0]), timeout=self._transport.call_timeout, metadata=metadata(token))
+                result = await stub.Send(request(front[0]), timeout=self._transport.call_timeout, metadata=metadata(token))
                 self._settle([result])
                 return True
             return await self._stream(stub, token, target, sealed=sealed)
@@ -294,6 +271,11 @@ class Sender:
                     self._tokens.invalidate()
             elif exc.code() in RETRYABLE:
                 self._transport.fail_over(target, f"{exc.code().name}: {exc.details()}")
+            elif status_lost(exc) and self._lost_statuses < LOST_STATUS_RETRIES:
+                # grpc.aio puts INTERNAL in place of the server's status when the server ends
+                # a stream while one of our writes is in flight: the answer is unknown, so the
+                # same envelopes go again (relay de-duplicates by message id), a bounded number of times.
+                self._lost_statuses += 1
             else:
                 # Refused for good (bad input, rate limit): keeping them would only retry for ever.
                 refused = front[:1] if len(front) == 1 else [self._queue[k] for k in self._awaiting if k in self._queue]
@@ -328,7 +310,7 @@ class Sender:
                 unsent = same_kind(list(itertools.islice(self._queue.values(), len(self._awaiting), len(self._awaiting) + room)))
                 if unsent:
                     size = min(SEND_BATCH, max(MIN_BATCH, -(-len(unsent) // WAVES)))
-                    for chunk in _chunks(unsent, size, SEND_BATCH_BYTES):
+                    for chunk in chunks(unsent, size, SEND_BATCH_BYTES):
                         self._awaiting.update((i.message_id, i.recipient_device) for i in chunk)
                         yield relay_pb2.SendBatch(envelopes=[self._wire(i, sealed) for i in chunk])
                     continue
@@ -360,10 +342,10 @@ class Sender:
         return (not halted or fell_back) and not self._awaiting
 
     def _wire(self, item: OutboxItem, sealed: bool) -> relay_pb2.SendRequest:
-        request = _request(item)
+        wire = request(item)
         if sealed:
-            request.delivery_key = self._book.delivery.key_for(item.recipient_device) or b""
-        return request
+            wire.delivery_key = self._book.delivery.key_for(item.recipient_device) or b""
+        return wire
 
     def _refused_keys(self, results: Sequence[relay_pb2.SendResult]) -> int:
         """Forgets the delivery keys sealed results refused; how many."""
@@ -389,7 +371,7 @@ class Sender:
                 all_settled = False
                 log.info("envelope %s not stored yet: %s", key[0].hex(), result.error_message)
             else:
-                done.append((key, Failed(key[0], key[1], _code_name(result.error_code), result.error_message)))
+                done.append((key, Failed(key[0], key[1], code_name(result.error_code), result.error_message)))
         self._resolve(done)
         self._progress.set()
         return all_settled
@@ -428,16 +410,3 @@ class Sender:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         self._release_waiters("UNAVAILABLE", "the client closed; kept in the outbox")
-
-
-def _request(item: OutboxItem) -> relay_pb2.SendRequest:
-    return relay_pb2.SendRequest(
-        recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
-    )
-
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)

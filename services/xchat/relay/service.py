@@ -27,7 +27,7 @@ import grpc.aio
 import nats.errors
 
 from xchat.core.authz import require_principal
-from xchat.core.errors import InvalidArgument, XChatError, grpc_status
+from xchat.core.errors import InvalidArgument, ResourceExhausted, XChatError, grpc_status
 from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import store_timeout, streaming, unary
@@ -147,10 +147,17 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 async for batch in request_iterator:
                     if not 0 < len(batch.envelopes) <= MAX_BATCH:
                         raise InvalidArgument(f"a batch holds 1..{MAX_BATCH} envelopes, got {len(batch.envelopes)}")
-                    if sender is not None:  # sealed sends: per recipient, in send_one
-                        self._limiter.take(sender.device, len(batch.envelopes))
                     for _ in batch.envelopes:
                         await window.acquire()
+                    if sender is not None:  # sealed sends: per recipient, in send_one
+                        try:
+                            self._limiter.take(sender.device, len(batch.envelopes))
+                        except ResourceExhausted as exc:
+                            # Answered per envelope, the stream goes on: ending the call while the
+                            # client writes makes grpc.aio report INTERNAL instead (edge.py), and
+                            # the app would lose the retry hint.
+                            await results.put(_refused(batch, exc))
+                            continue
                     task = asyncio.create_task(send_batch(batch))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
@@ -174,6 +181,16 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             await _settle(in_flight)
+
+
+def _refused(batch: relay_pb2.SendBatch, exc: XChatError) -> relay_pb2.SendBatchResult:
+    """Every envelope of ``batch`` refused for ``exc`` (nothing of it was stored)."""
+    code, text = grpc_status(exc)
+    return relay_pb2.SendBatchResult(results=[
+        relay_pb2.SendResult(message_id=r.message_id, recipient_device_id=r.recipient_device_id[:64],
+                             error_code=code.value[0], error_message=text)
+        for r in batch.envelopes
+    ])
 
 
 async def _settle(tasks: set[asyncio.Task[None]]) -> None:
