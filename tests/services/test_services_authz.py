@@ -152,9 +152,25 @@ async def _world(connect) -> World:
     b1 = await connect("b")
     await b1.publish_keys()
     anon = await connect("c", register=False)
-    sent = await b1.relay.Send(_send(a1.device_id), metadata=b1.md)
+    await b1.relay.Send(_send(a1.device_id), metadata=b1.md)
+    stored = await _first_stored_sequence(a1)  # senders get an opaque receipt, not the sequence
     await asyncio.sleep(CACHE_BOUND_S)
-    return World(a1, a_spare, a_rev, b1, anon, sent.sequence)
+    return World(a1, a_spare, a_rev, b1, anon, stored)
+
+
+async def _first_stored_sequence(device) -> int:
+    """The mailbox sequence of the first envelope waiting for ``device`` (what its Ack names)."""
+    async def opener():
+        yield mailbox_pb2.SyncRequest(device_id=device.device_id)
+
+    call = device.mailbox.Sync(opener(), metadata=device.md)
+    try:
+        async for response in call:
+            if response.envelopes:
+                return int(response.envelopes[0].sequence)
+    finally:
+        call.cancel()
+    raise AssertionError("the envelope never reached the mailbox")
 
 
 def _caller(world: World, who: str):
