@@ -22,9 +22,11 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from .bearer import BearerToken
 from .errors import KubeConflict, KubeError
 
 FIELD_MANAGER = "xchat-operator"
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 REQUEST_TIMEOUT_SECONDS = 15.0  # a slow API server should surface as a retry, not a hang
 
 #: kind -> (API group/version, plural, namespaced)
@@ -78,6 +80,7 @@ def object_path(kind: str, namespace: str | None, name: str) -> str:
 class Connection:
     host: str
     token: str | None = None
+    token_file: str | None = None  # read again as the kubelet rotates it (in a pod)
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -89,8 +92,10 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
     from kubernetes import client, config
 
     cfg = client.Configuration()
+    token_file = None
     try:
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        token_file = SERVICE_ACCOUNT_TOKEN
     except config.ConfigException:
         # Pass the path explicitly: the kubernetes package reads $KUBECONFIG only at its import.
         path = kubeconfig or os.environ.get("KUBECONFIG") or None
@@ -100,8 +105,8 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
     token = raw.get("BearerToken") or raw.get("authorization") or None
     if token and token.lower().startswith("bearer "):
         token = token[7:]
-    return Connection(host=cfg.host, token=token, ca_file=cfg.ssl_ca_cert, cert_file=cfg.cert_file,
-                      key_file=cfg.key_file, verify=bool(cfg.verify_ssl))
+    return Connection(host=cfg.host, token=token, token_file=token_file, ca_file=cfg.ssl_ca_cert,
+                      cert_file=cfg.cert_file, key_file=cfg.key_file, verify=bool(cfg.verify_ssl))
 
 
 class Kube:
@@ -112,6 +117,7 @@ class Kube:
         *,
         host: str,
         token: str | None = None,
+        token_file: str | None = None,
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
@@ -120,7 +126,7 @@ class Kube:
         http: urllib3.PoolManager | None = None,
     ) -> None:
         self.host = host.rstrip("/")
-        self._token = token
+        self._token = BearerToken(token=token, token_file=token_file)
         self._headers = dict(headers or {})
         if http is None:
             ctx = ssl.create_default_context(cafile=ca_file) if verify else ssl._create_unverified_context()
@@ -134,7 +140,7 @@ class Kube:
     def from_environment(cls, kubeconfig: str | None = None) -> Kube:
         """In-cluster service account if present, otherwise the kubeconfig."""
         c = load_connection(kubeconfig)
-        return cls(host=c.host, token=c.token, ca_file=c.ca_file, cert_file=c.cert_file,
+        return cls(host=c.host, token=c.token, token_file=c.token_file, ca_file=c.ca_file, cert_file=c.cert_file,
                    key_file=c.key_file, verify=c.verify)
 
     def with_headers(self, headers: Mapping[str, str]) -> Kube:
@@ -154,17 +160,11 @@ class Kube:
         content_type: str = "application/json",
     ) -> Any:
         url = self.host + path + (f"?{urlencode(params)}" if params else "")
-        headers = {"Accept": "application/json", **self._headers}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = json.dumps(body).encode()
-        try:
-            resp = self._http.request(method, url, body=data, headers=headers)
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeError(f"{method} {path}: {exc}", status=0) from exc
+        data = None if body is None else json.dumps(body).encode()
+        resp = self._send(method, url, path, data, content_type)
+        if resp.status == 401 and self._token.rotates:
+            self._token.refresh()  # rotated by the kubelet since we last read it
+            resp = self._send(method, url, path, data, content_type)
         payload: Any = None
         if resp.data:
             try:
@@ -177,6 +177,18 @@ class Kube:
             err = KubeConflict if resp.status == 409 else KubeError
             raise err(f"{method} {path}: {resp.status} {message}", status=resp.status, reason=reason)
         return payload
+
+    def _send(self, method: str, url: str, path: str, data: bytes | None, content_type: str) -> Any:
+        headers = {"Accept": "application/json", **self._headers}
+        token = self._token.value()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if data is not None:
+            headers["Content-Type"] = content_type
+        try:
+            return self._http.request(method, url, body=data, headers=headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError(f"{method} {path}: {exc}", status=0) from exc
 
     # --- conveniences -------------------------------------------------------
 
