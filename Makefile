@@ -20,14 +20,16 @@ up: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/xchat up --demo --exit-after-demo
 
-# Go-built binaries (kube-apiserver, etcd, kubectl, helm, toxiproxy): built once
-# from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present. The two
-# scripts run side by side (toxiproxy is small; the envtest script runs its own lanes).
+# Go-built binaries (kube-apiserver, etcd, kubectl, helm, toxiproxy, prometheus): built
+# once from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present. The
+# scripts run side by side (toxiproxy is small, prometheus about 4 minutes alone; the
+# envtest script runs its own lanes).
 tools:
 	@set -e; \
 	operator/envtest/build-binaries.sh & envtest=$$!; \
 	chaos/tools/build-toxiproxy.sh >/dev/null & toxiproxy=$$!; \
-	wait $$envtest; wait $$toxiproxy
+	charts/tools/build-prometheus.sh >/dev/null & prometheus=$$!; \
+	wait $$envtest; wait $$toxiproxy; wait $$prometheus
 
 # Headless chromium for the status page's browser test (tests/statuspage): Debian's
 # packages, installed only when missing (needs root, as on CI's fresh machine).
@@ -42,7 +44,7 @@ lint: $(BIN)/.installed
 test: $(BIN)/.installed tools browser lint
 	$(BIN)/python -m pytest -q
 
-# Everything that needs no Go-built binary (no kube-apiserver, helm or toxiproxy):
+# Everything that needs no Go-built binary (no kube-apiserver, helm, toxiproxy or prometheus):
 # a first run on a fresh machine without the ~15-minute builds.
 unit: $(BIN)/.installed lint
 	$(BIN)/python -m pytest -q -m "not envtest and not slow" --ignore=tests/chart
