@@ -20,14 +20,14 @@ up: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/xchat up --demo --exit-after-demo
 
-# Go-built binaries (kube-apiserver, etcd, kubectl, helm, toxiproxy, prometheus): built
-# once from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present. The
-# scripts run side by side (toxiproxy is small, prometheus about 4 minutes alone; the
-# envtest script runs its own lanes).
+# Go-built binaries (kube-apiserver, etcd, kubectl, helm, toxiproxy, grpcurl, prometheus):
+# built once from the Go module proxy into $(XCHAT_CACHE)/bin, reused when present. The
+# scripts run side by side (toxiproxy and grpcurl are small and share a lane, prometheus
+# about 4 minutes alone; the envtest script runs its own lanes).
 tools:
 	@set -e; \
 	operator/envtest/build-binaries.sh & envtest=$$!; \
-	chaos/tools/build-toxiproxy.sh >/dev/null & toxiproxy=$$!; \
+	{ chaos/tools/build-toxiproxy.sh && chaos/tools/build-grpcurl.sh; } >/dev/null & toxiproxy=$$!; \
 	charts/tools/build-prometheus.sh >/dev/null & prometheus=$$!; \
 	wait $$envtest; wait $$toxiproxy; wait $$prometheus
 
