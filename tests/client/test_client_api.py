@@ -13,7 +13,7 @@ EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "Requ
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
-    "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key",
+    "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
 }
 
 

@@ -8,6 +8,8 @@ what it produced (outbox ciphertexts, inbox plaintexts).
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +83,12 @@ class SessionBook:
         # Sessions parsed once per receive batch (``batch_begin``..``batch_end``):
         # valid only while nothing else writes sessions, i.e. inside one transaction.
         self._open_cache: dict[str, Session] | None = None
+        # Cleared while a new session's prekey use is only in memory (the receive
+        # path awaits the directory before staging it): whoever persists the
+        # prekey store for another reason (rotation) waits, so it never commits
+        # a consumption that may still be forgotten.
+        self.prekeys_settled = asyncio.Event()
+        self.prekeys_settled.set()
         self._dirty: dict[str, tuple[str, Session]] = {}
         seed = state.get_meta("identity")
         if seed is not None:
@@ -112,7 +120,11 @@ class SessionBook:
         stored = self._state.get_meta("prekeys")
         self._prekeys = PrekeyStore.from_bytes(stored, self.identity) if stored else PrekeyStore(self.identity)
 
-    def new_prekeys(self, *, one_time: int, pq: int, rotate_signed: bool) -> PublicPrekeys:
+    def save_prekeys(self) -> None:
+        """Persists the prekey store (inside the caller's transaction, if one is open)."""
+        self._state.set_meta("prekeys", self.prekeys.to_bytes())
+
+    def new_prekeys(self, *, one_time: int, pq: int, rotate_signed: bool, now_ms: int | None = None) -> PublicPrekeys:
         """Generates prekeys, persists their private halves, returns the public part to upload.
 
         Only the new one-time keys are returned; the signed and last-resort keys
@@ -120,8 +132,8 @@ class SessionBook:
         """
         store = self.prekeys
         if rotate_signed:
-            store.generate_signed_prekey()
-            store.generate_last_resort_pq()
+            store.generate_signed_prekey(now_ms=now_ms)
+            store.generate_last_resort_pq(now_ms=now_ms)
         new_one_time = store.generate_one_time_prekeys(one_time) if one_time else ()
         new_pq = store.generate_pq_prekeys(pq) if pq else ()
         # Persist the private halves before the server can hand out the public ones.
@@ -252,6 +264,8 @@ class SessionBook:
                 )
                 self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
                 return None
+        if opened.new_session:
+            self.prekeys_settled.clear()
         return Opened(message_id, content, opened, pinned)
 
     def _session_account(self, device: str) -> str | None:
@@ -304,6 +318,7 @@ class SessionBook:
             self._dirty[content.sender_device] = (content.sender_account, opened.opened.session)
         if opened.new_session:
             self._state.set_meta("prekeys", self.prekeys.to_bytes())
+            self.prekeys_settled.set()
             if opened.pinned_identity is not None and opened.pinned_identity != opened.their_identity_key:
                 self._identity_changed(content.sender_account, content.sender_device, opened)
         # After every sender check: the session authenticated this device.
@@ -357,6 +372,7 @@ class SessionBook:
             self.batch_flush()
             self._open_cache.clear()
         self._reload_prekeys()
+        self.prekeys_settled.set()
 
     def reject(self, opened: Opened, reason: str) -> None:
         self.forget()

@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterable, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from xchat.client import _codec
 from xchat.client._events import EventQueue
 from xchat.client._receiving import Receiver
+from xchat.client._rotation import PrekeyRotation
 from xchat.client._sending import Sender
 from xchat.client._sessions import SessionBook
 from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import Endpoint, Transport
+from xchat.client.crypto import PublicPrekeys
 from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, Message, SecurityEvent, SendReceipt
 from xchat.statements import register_statement
@@ -49,7 +52,7 @@ PREKEY_LOW_WATER = 10
 
 
 class Client:
-    def __init__(self, state: LocalState, transport: Transport) -> None:
+    def __init__(self, state: LocalState, transport: Transport, *, clock: Callable[[], float] = time.time) -> None:
         self._state = state
         self._transport = transport
         self._events = EventQueue()
@@ -74,6 +77,9 @@ class Client:
             directory_key=self._directory_key,
             on_new_session=self._schedule_top_up,
         )
+        self._rotation = PrekeyRotation(
+            state, self._book, upload=self._upload_prekeys, clock_ms=lambda: int(clock() * 1000)
+        )
 
     @classmethod
     async def open(
@@ -83,13 +89,20 @@ class Client:
         *,
         root_certificates: bytes | None = None,
         call_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> Client:
         """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first).
 
         Each endpoint is one address serving all four services, or a mapping
         ``{"auth": ..., "keys": ..., "relay": ..., "mailbox": ...}`` for one region.
+        ``clock`` (seconds, like ``time.time``) dates the signed prekeys: a
+        registered client whose keys are older than the rotation age starts
+        replacing them in the background here (``rotate_prekeys``).
         """
-        return cls(LocalState(state_path), Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout))
+        transport = Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout)
+        client = cls(LocalState(state_path), transport, clock=clock)
+        client._rotation.check()
+        return client
 
     # -- identity ------------------------------------------------------
 
@@ -157,7 +170,20 @@ class Client:
         self, *, one_time: int = DEFAULT_ONE_TIME_PREKEYS, pq: int = DEFAULT_PQ_PREKEYS, rotate_signed: bool = False
     ) -> None:
         """Generates and uploads one-time prekeys (and a new signed prekey when ``rotate_signed``)."""
-        request = _codec.upload_request(self._book.new_prekeys(one_time=one_time, pq=pq, rotate_signed=rotate_signed))
+        now_ms = self._rotation.now_ms()
+        await self._upload_prekeys(
+            self._book.new_prekeys(one_time=one_time, pq=pq, rotate_signed=rotate_signed, now_ms=now_ms)
+        )
+        if rotate_signed:
+            self._rotation.published(now_ms)
+
+    async def rotate_prekeys(self) -> None:
+        """Replaces the signed prekey and the PQ last-resort prekey now (done on its own every
+        ``PREKEY_ROTATION_AGE_MS``); the replaced ones still open first messages for a grace period."""
+        await self._rotation.rotate()
+
+    async def _upload_prekeys(self, public: PublicPrekeys) -> None:
+        request = _codec.upload_request(public)
         await self._tokens.authed(
             lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).UploadPrekeys(request, timeout=t, metadata=md), service="keys"
         )
@@ -194,6 +220,7 @@ class Client:
         Concurrent calls coalesce into shared rounds; each returns once its own
         envelopes are acknowledged. Whatever an earlier call left queued goes first.
         """
+        self._rotation.check()
         return await self._sender.send(account, _bytes(body), content_type)
 
     async def flush_outbox(self) -> list[SendReceipt | Failed]:
@@ -204,6 +231,7 @@ class Client:
         self, messages: Iterable[tuple[str, bytes | str]], *, content_type: str = "text/plain"
     ) -> list[SendReceipt | Failed]:
         """Encrypts all (in order, one transaction), then sends them pipelined over SendStream."""
+        self._rotation.check()
         return await self._sender.send_many([(account, _bytes(body)) for account, body in messages], content_type)
 
     # -- receiving (``_receiving``) ----------------------------------------
@@ -271,6 +299,7 @@ class Client:
     async def close(self) -> None:
         """Stops sending (unsent envelopes stay in the outbox) and receiving; acks are confirmed first, bounded."""
         await self._sender.close()
+        await self._rotation.close()
         await self._receiver.close(confirm_within=self._transport.call_timeout)
         if self._top_up is not None:
             self._top_up.cancel()
