@@ -107,3 +107,19 @@ async def test_a_rotation_waits_for_a_new_sessions_prekey_use_to_be_staged_or_fo
     bob.commit(again)
     assert bob.undecryptable == 0
     state.close()
+
+
+async def test_an_upload_that_succeeds_late_keeps_the_replaced_keys_a_full_grace(tmp_path: Path) -> None:
+    directory, now = Directory(), [1_000_000]
+    state, book, rotation = _device(tmp_path / "s.db", directory, now)
+    book.new_prekeys(one_time=0, pq=0, rotate_signed=True, now_ms=now[0])
+    rotation.published(now[0])
+    directory.down = True
+    with pytest.raises(ServiceUnavailable):
+        await rotation.rotate()
+    now[0] += 40 * 24 * 3600 * 1000  # offline for longer than the grace
+    directory.down = False
+    await rotation.rotate(only_if_due=True)
+    # The directory served key 1 until a moment ago: messages built on it still open.
+    book.prekeys.signed_prekey_private(1)
+    state.close()

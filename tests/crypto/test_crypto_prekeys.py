@@ -32,6 +32,7 @@ from xchat.client.crypto import (
     prekey_signature_message,
     respond_to_session,
 )
+from xchat.client.crypto.prekey_store import PREKEY_GRACE_MS
 
 
 def test_sizes_match_contract() -> None:
@@ -170,6 +171,21 @@ def test_signed_prekey_rotation_keeps_previous_for_grace_period(party, make_payl
     with pytest.raises(UnknownPrekeyError) as info:
         respond_to_session(bob.identity, bob.store, wire)
     assert info.value.kind == "signed_prekey"
+
+
+def test_a_late_publication_starts_the_replaced_keys_grace_then(party) -> None:
+    bob = party()
+    first_spk = bob.store.public_prekeys().signed_prekey.key_id
+    first_lr = bob.store.public_prekeys().last_resort_pq_prekey.key_id
+    bob.store.generate_signed_prekey(now_ms=1_000)  # generated, then uploaded much later
+    bob.store.generate_last_resort_pq(now_ms=1_000)
+    bob.store.mark_published(now_ms=1_000 + PREKEY_GRACE_MS)
+    assert bob.store.prune_retired(now_ms=1_000 + PREKEY_GRACE_MS + 1) == 0, "served until published"
+    bob.store.signed_prekey_private(first_spk)
+    bob.store.pq_prekey_private(first_lr, last_resort=True)
+    assert bob.store.prune_retired(now_ms=1_000 + 2 * PREKEY_GRACE_MS) == 2
+    with pytest.raises(UnknownPrekeyError):
+        bob.store.signed_prekey_private(first_spk)
 
 
 def test_one_time_keys_consumed_only_after_success(party, make_payload) -> None:

@@ -16,8 +16,9 @@ Order, so that a crash at any point loses nothing (docs/crypto.md, "Prekey lifec
    (the previous keys are now retired but kept: the directory still serves them);
 2. upload them (``UploadPrekeys`` with only the two signed keys: an idempotent
    overwrite of the device's current ones);
-3. commit ``prekeys_rotated_ms``, clear ``prekeys_unpublished`` and delete the
-   retired keys past their grace.
+3. commit ``prekeys_rotated_ms``, clear ``prekeys_unpublished``, start the
+   replaced pair's grace (it was served until now) and delete the retired
+   keys past their grace.
 
 A crash after 1 or 2 leaves ``prekeys_unpublished``: the next check uploads the
 same keys again (never new ones), then does 3. The directory never serves a
@@ -134,10 +135,13 @@ class PrekeyRotation:
                 )
             )
             await self._book.prekeys_settled.wait()
+            published = self._clock_ms()
             with self._state.transaction():  # step 3
-                pruned = store.prune_retired(now_ms=now, grace_ms=self._grace_ms)
+                # The replaced pair was served until now: its grace starts now.
+                store.mark_published(now_ms=published)
+                pruned = store.prune_retired(now_ms=published, grace_ms=self._grace_ms)
                 self._book.save_prekeys()
-                self._state.set_meta(_ROTATED, str(now).encode())
+                self._state.set_meta(_ROTATED, str(published).encode())
                 self._state.delete_meta(_UNPUBLISHED)
             spk_id = current.signed_prekey.key_id if current.signed_prekey is not None else 0
             log.info("signed prekeys rotated: signed prekey %d is current, %d retired key(s) deleted", spk_id, pruned)

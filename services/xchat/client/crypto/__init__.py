@@ -6,7 +6,7 @@ Public API (everything else is private to the package)::
       IdentityKeyPair.generate() / .public / .sign() / .to_bytes() / .from_bytes()
       PrekeyStore(identity)            device-private prekeys: generate_signed_prekey(),
                                        generate_one_time_prekeys(n), generate_pq_prekeys(n),
-                                       generate_last_resort_pq(), prune_retired(),
+                                       generate_last_resort_pq(), mark_published(), prune_retired(),
                                        public_prekeys(), to_bytes()/from_bytes(data, identity)
       SignedPrekey, OneTimePrekey, PqPrekey, PublicPrekeys   public upload material
       PrekeyKind, prekey_signature_message(kind, key_id, public)   server-verified contract

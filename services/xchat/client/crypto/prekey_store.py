@@ -162,6 +162,22 @@ class PrekeyStore:
                 entry.retired_ms = now
         return self._new_pq(True, now)
 
+    def mark_published(self, *, now_ms: int | None = None) -> None:
+        """The current signed and last-resort keys reached the directory only now.
+
+        The keys they replaced were served until now, so their grace period
+        starts now (not when the new keys were generated: an upload can come
+        days later, e.g. after a crash or offline).
+        """
+        now = _now_ms(now_ms)
+        latest_signed = max((e for e in self._signed.values() if e.retired_ms), key=lambda e: e.retired_ms, default=None)
+        if latest_signed is not None:
+            latest_signed.retired_ms = max(latest_signed.retired_ms, now)
+        retired_pq = (e for e in self._pq.values() if e.last_resort and e.retired_ms)
+        latest_pq = max(retired_pq, key=lambda e: e.retired_ms, default=None)
+        if latest_pq is not None:
+            latest_pq.retired_ms = max(latest_pq.retired_ms, now)
+
     def prune_retired(self, *, now_ms: int | None = None, grace_ms: int = PREKEY_GRACE_MS) -> int:
         """Delete retired signed / last-resort keys older than ``grace_ms``; return how many."""
         cutoff = _now_ms(now_ms) - grace_ms
