@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xchat.client._rotation import PREKEY_ROTATION_AGE_MS, PrekeyRotation
+from xchat.client._rotation import PREKEY_ROTATION_AGE_MS, ROTATION_CHECK_MS, PrekeyRotation
 from xchat.client._sessions import SessionBook
 from xchat.client._state import LocalState
 from xchat.client.crypto import PrekeyBundle, PublicPrekeys, UnknownPrekeyError
@@ -122,4 +122,24 @@ async def test_an_upload_that_succeeds_late_keeps_the_replaced_keys_a_full_grace
     await rotation.rotate(only_if_due=True)
     # The directory served key 1 until a moment ago: messages built on it still open.
     book.prekeys.signed_prekey_private(1)
+    state.close()
+
+
+async def test_the_age_is_compared_at_most_once_an_hour(tmp_path: Path) -> None:
+    directory, now = Directory(), [1_000_000]
+    state, book, rotation = _device(tmp_path / "s.db", directory, now)
+    book.new_prekeys(one_time=0, pq=0, rotate_signed=True, now_ms=now[0])
+    rotation.published(now[0])
+    minute = 60_000
+    now[0] += PREKEY_ROTATION_AGE_MS - 30 * minute
+    rotation.check()  # young keys: nothing to do, and nothing compared for an hour
+    now[0] += 45 * minute  # due by age now, but checked 45 minutes ago
+    rotation.check()
+    await asyncio.sleep(0.05)
+    assert directory.uploads == [] and rotation._task is None, "checked less than an hour ago"
+    now[0] += ROTATION_CHECK_MS - 45 * minute
+    rotation.check()
+    assert rotation._task is not None
+    await asyncio.wait_for(rotation._task, 5)
+    assert [u.signed_prekey.key_id for u in directory.uploads if u.signed_prekey] == [2]
     state.close()
