@@ -52,6 +52,13 @@ PREKEY_LOW_WATER = 10
 
 
 class Client:
+    """One device of one account: open it with ``await Client.open(state_path, endpoints)``.
+
+    Use it as an async context manager (``async with await Client.open(...) as c``)
+    or call ``close()``. All end-to-end cryptography happens here; the servers see
+    ciphertext only. Calls fail over across the given regions on their own.
+    """
+
     def __init__(self, state: LocalState, transport: Transport, *, clock: Callable[[], float] = time.time) -> None:
         self._state = state
         self._transport = transport
@@ -108,6 +115,7 @@ class Client:
 
     @property
     def account(self) -> str:
+        """This device's account name (``NotRegistered`` before ``register``)."""
         value = self._state.get_meta("account")
         if value is None:
             raise NotRegistered("this client has no account yet: call register()")
@@ -115,6 +123,7 @@ class Client:
 
     @property
     def device_id(self) -> str:
+        """This device's id, given by the server at registration (``NotRegistered`` before)."""
         value = self._state.get_meta("device_id")
         if value is None:
             raise NotRegistered("this client has no device yet: call register()")
