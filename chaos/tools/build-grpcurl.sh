@@ -4,17 +4,5 @@
 # Usage: chaos/tools/build-grpcurl.sh   (prints the binary's path)
 set -euo pipefail
 VERSION="${GRPCURL_VERSION:-v1.9.4}"
-CACHE="${XCHAT_CACHE:-$HOME/.cache/xchat}"
-BIN="$CACHE/bin/grpcurl-$VERSION"
-if [[ -x "$BIN" ]]; then
-  echo "$BIN"
-  exit 0
-fi
-mkdir -p "$CACHE/bin"
-GOBIN_DIR="$(mktemp -d)"
-trap 'rm -rf "$GOBIN_DIR"' EXIT
-GOBIN="$GOBIN_DIR" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
-  go install -ldflags "-X main.version=$VERSION" "github.com/fullstorydev/grpcurl/cmd/grpcurl@$VERSION" >&2
-mv "$GOBIN_DIR/grpcurl" "$BIN"
-ln -sf "$(basename "$BIN")" "$CACHE/bin/grpcurl"
-echo "$BIN"
+exec "$(dirname "$0")/go-install-cached.sh" grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$VERSION" \
+  -ldflags "-X main.version=$VERSION"
