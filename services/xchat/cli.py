@@ -124,7 +124,10 @@ def _up(args: argparse.Namespace) -> int:
             # Inside the try: a Ctrl-C that lands while this line is written is a stop, not a crash.
             print("press Ctrl-C to stop", flush=True)
             while True:
-                time.sleep(3600)
+                # Short sleeps: the kernel may deliver SIGINT to one of the status page's
+                # threads, which does not interrupt a long sleep here; Python runs the
+                # handler at this thread's next wake-up (a one-hour sleep hung Ctrl-C).
+                time.sleep(0.5)
         except KeyboardInterrupt:
             # The stop below is orderly; a second Ctrl-C or SIGTERM must not cut it short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
