@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xchat_chaos.monitoring import MAILBOX_STREAM
+from xchat_chaos.monitoring import HEDGE_STREAM, MAILBOX_STREAM
 
 if TYPE_CHECKING:
     from xchat_chaos.drill import Drill
@@ -29,6 +29,16 @@ async def _hard_target(d: Drill) -> str:
         if topo.mailbox_leader_region == target:
             break
         await d.call(d.backend.prefer_leader, MAILBOX_STREAM, target)
+        await asyncio.sleep(1.0)
+        topo = await d.call(d.backend.topology)
+    # The hedge stream's leader lives away from the mailbox stream's (ADR 0013): the
+    # mesh keeps it so, and the drill checks that sends survive exactly this case.
+    others = [r for r in d.backend.regions if r != target]
+    for _ in range(3):
+        hedge_region = topo.region_of(topo.stream_leaders.get(HEDGE_STREAM))
+        if hedge_region is None or hedge_region != target or not others:
+            break
+        await d.call(d.backend.prefer_leader, HEDGE_STREAM, others[0])
         await asyncio.sleep(1.0)
         topo = await d.call(d.backend.topology)
     d.note("target", target)

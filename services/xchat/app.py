@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 STOP_DEADLINE_S = 20.0
 
 
+def _directory(store: Store) -> DeviceDirectory:
+    """Device records for hot paths: leader reads, a replica when the leader is slow (ADR 0013)."""
+    return DeviceDirectory(store.bucket(BUCKET_DEVICES), replica=store.replica(BUCKET_DEVICES))
+
+
 def _verifier(settings: ServiceSettings) -> TokenVerifier:
     return token_verifier(settings)
 
@@ -61,7 +66,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     if "relay" in settings.services:
-        relay = Relay(store, DeviceDirectory(store.bucket(BUCKET_DEVICES)), max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        relay = Relay(store, _directory(store), max_ciphertext_bytes=settings.max_ciphertext_bytes)
         out.append(
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
@@ -75,7 +80,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
         )
     if "mailbox" in settings.services:
         mailbox = MailboxServicer(
-            store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
+            store, verifier, _directory(store), store_timeout_s=settings.store_timeout_s
         )
         out.append(
             Registration(

@@ -33,6 +33,10 @@ from dataclasses import dataclass
 
 MAILBOX_STREAM = "XCHAT_MAILBOX"
 MAILBOX_SUBJECTS = "xchat.mbx.*"
+#: The hedge stream (ADR 0013): relay writes here when the mailbox stream has no
+#: leader; its leader is kept in another region than the mailbox stream's.
+HEDGE_STREAM = "XCHAT_MAILBOX_HEDGE"
+HEDGE_SUBJECTS = "xchat.mbh.*"
 NOTIFY_SUBJECTS = "xchat.ntf.*"
 BUCKET_ACCOUNTS = "xchat_accounts"
 BUCKET_DEVICES = "xchat_devices"
@@ -92,7 +96,7 @@ def _stream_admin(stream: str) -> list[str]:
 def bootstrap_permissions() -> Permissions:
     """Create/update (never delete or purge) the mailbox stream and every bucket; no data."""
     buckets = dict.fromkeys(b for owned in OWNED_BUCKETS.values() for b in owned)
-    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM)]
+    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM), *_stream_admin(HEDGE_STREAM)]
     for bucket in buckets:
         publish += _stream_admin(f"KV_{bucket}")
     return Permissions(tuple(publish), (f"{inbox_prefix(BOOTSTRAP_USER)}.>",))
@@ -115,7 +119,7 @@ def permissions(service: str) -> Permissions:
     for bucket in READ_BUCKETS[service]:
         publish += _bucket_read(bucket)
     if service == MAILBOX_OWNER:
-        publish += [MAILBOX_SUBJECTS, NOTIFY_SUBJECTS]
+        publish += [MAILBOX_SUBJECTS, HEDGE_SUBJECTS, NOTIFY_SUBJECTS]
     if service == MAILBOX_READER:
         publish += [
             f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}",
@@ -124,6 +128,9 @@ def permissions(service: str) -> Permissions:
             # (NATS cannot check the request body: this user could purge the whole
             # stream; docs/security.md lists it as the remaining gap.)
             f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}",
+            f"$JS.API.DIRECT.GET.{HEDGE_STREAM}",
+            f"$JS.API.STREAM.MSG.DELETE.{HEDGE_STREAM}",
+            f"$JS.API.STREAM.PURGE.{HEDGE_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))

@@ -99,7 +99,10 @@ async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -
 def edge(settings: ServiceSettings, store: Store, limits: Limits) -> Edge:
     """The interceptor that parses, authorises and limits every call (``xchat.core.edge``)."""
     return Edge(
-        Authorizer(token_verifier(settings), DeviceDirectory(store.bucket(BUCKET_DEVICES))),
+        Authorizer(
+            token_verifier(settings),
+            DeviceDirectory(store.bucket(BUCKET_DEVICES), replica=store.replica(BUCKET_DEVICES)),
+        ),
         limits,
         ClientAddresses.from_settings(settings.trusted_proxy_header, settings.trusted_proxies),
     )

@@ -34,6 +34,7 @@ from xchat.core.permissions import (
     BUCKET_DEVICES,
     BUCKET_PREKEYS,
     BUCKET_REFRESH,
+    HEDGE_STREAM,
     MAILBOX_OWNER,
     MAILBOX_STREAM,
     NOTIFY_SUBJECTS,
@@ -49,11 +50,14 @@ __all__ = [
     "BUCKET_DEVICES",
     "BUCKET_PREKEYS",
     "BUCKET_REFRESH",
+    "HEDGE_STREAM",
+    "HEDGE_WAKEUP_PREFIX",
     "MAILBOX_STREAM",
     "NOTIFY_SUBJECTS",
     "NOTIFY_SUBJECT_PREFIX",
     "STORE_ERRORS",
     "Store",
+    "hedge_subject",
     "mailbox_subject",
     "notify_subject",
     "translate",
@@ -62,6 +66,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAILBOX_SUBJECT_PREFIX = "xchat.mbx."
+HEDGE_SUBJECT_PREFIX = "xchat.mbh."
+# The hedge stream only holds what was sent while the mailbox stream had no
+# leader (seconds of traffic, read and acknowledged like the rest): a quarter
+# of the mailbox stream's byte limit, so both fit a server's max_file_store.
+HEDGE_BYTES_DIVISOR = 4
 CHALLENGE_TTL_S = 120.0
 # JetStream API error codes we react to (nats-server errors.json).
 ERR_STREAM_NAME_IN_USE = 10058
@@ -83,10 +92,17 @@ T = TypeVar("T")
 
 
 NOTIFY_SUBJECT_PREFIX = "xchat.ntf."
+# A wake-up for an envelope relay stored in the hedge stream: b"h" + its sequence (ADR 0013).
+HEDGE_WAKEUP_PREFIX = b"h"
 
 
 def mailbox_subject(device: str) -> str:
     return f"{MAILBOX_SUBJECT_PREFIX}{device}"
+
+
+def hedge_subject(device: str) -> str:
+    """The device's subject in the hedge stream (ADR 0013)."""
+    return f"{HEDGE_SUBJECT_PREFIX}{device}"
 
 
 def notify_subject(device: str) -> str:
@@ -124,6 +140,12 @@ class Store:
         """Calls ``hook`` after a NATS reconnect or a slow-consumer drop: core-NATS
         messages (wake-ups) sent meanwhile may have been lost."""
         self._reconnect_hooks.append(hook)
+
+    def replica(self, name: str) -> KeyValue:
+        """``name`` read by direct gets from any replica (usually this region's), for reads that must
+        not wait for a leader election; a replica can lag, so a miss there proves nothing (ADR 0013)."""
+        self.bucket(name)  # opened by this process (permissions)
+        return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=self.js, direct=True)
 
     def bucket(self, name: str) -> KeyValue:
         """An opened bucket; only those the process's services own or read are opened."""
@@ -185,6 +207,7 @@ class Store:
         services = set(self.settings.services)
         if create and MAILBOX_OWNER in services:
             await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
+            await self._retry(lambda: self._ensure_stream(self._hedge_config()))
         # Services never wait on the mailbox stream: STREAM.INFO on it would list
         # every mailbox holder; until bootstrap made it, sends and reads are UNAVAILABLE.
         owned = [b for s in self.settings.services for b in OWNED_BUCKETS[s]]
@@ -195,11 +218,16 @@ class Store:
             read, owned = list(dict.fromkeys([*owned, *read])), []
         for name in dict.fromkeys(owned):
             config = self._bucket_config(name)
-            self._buckets[name] = await self._retry(lambda c=config: self._ensure_bucket(c))  # type: ignore[misc]
+            await self._retry(lambda c=config: self._ensure_bucket(c))  # type: ignore[misc]
+            self._buckets[name] = self._leader_reads(name)
         for name in dict.fromkeys(read):
-            self._buckets[name] = await self._retry(
-                lambda n=name: self._wait_for(lambda: self.js.key_value(n), n)  # type: ignore[misc]
-            )
+            await self._retry(lambda n=name: self._wait_for(lambda: self.js.key_value(n), n))  # type: ignore[misc]
+            self._buckets[name] = self._leader_reads(name)
+
+    def _leader_reads(self, name: str) -> KeyValue:
+        # Reads go to the bucket's leader (read-your-writes; compare-and-set reads
+        # its revision) even where the bucket also allows direct gets (``replica``).
+        return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=self.js, direct=False)
 
     def _bucket_config(self, name: str) -> KeyValueConfig:
         s = self.settings
@@ -207,7 +235,15 @@ class Store:
         # Bounded: a full bucket refuses writes (discard new) instead of filling a volume.
         max_bytes = s.bucket_max_bytes * (PREKEYS_BUCKET_FACTOR if name == BUCKET_PREKEYS else 1)
         return KeyValueConfig(
-            bucket=name, replicas=s.replicas, history=1, ttl=ttl, storage=StorageType.FILE, max_bytes=max_bytes
+            bucket=name,
+            replicas=s.replicas,
+            history=1,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            max_bytes=max_bytes,
+            # Device records are read on every send: direct gets from a local
+            # replica answer while the bucket elects a leader (ADR 0013).
+            direct=name == BUCKET_DEVICES,
         )
 
     async def _wait_for(self, open_: Callable[[], Awaitable[T]], what: str) -> T:
@@ -240,6 +276,14 @@ class Store:
             allow_direct=True,
             max_msg_size=s.max_ciphertext_bytes + 4096,
         )
+
+    def _hedge_config(self) -> StreamConfig:
+        """Same limits as the mailbox stream, its own subjects, a quarter of the bytes (ADR 0013)."""
+        config = self._mailbox_config()
+        config.name = HEDGE_STREAM
+        config.subjects = [f"{HEDGE_SUBJECT_PREFIX}*"]
+        config.max_bytes = max(1, self.settings.mailbox_max_bytes // HEDGE_BYTES_DIVISOR)
+        return config
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:

@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 
 from xchat.core.errors import ResourceExhausted
 from xchat.core.ids import DeviceId
-from xchat.core.store import NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
+from xchat.core.store import HEDGE_WAKEUP_PREFIX, NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ RECENT_WAKEUPS_MAX = 20_000
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled", "announced")
+    __slots__ = ("device", "wake", "ended", "polled", "announced", "hedge_announced")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
@@ -64,6 +64,8 @@ class Listener:
         # The highest stream sequence relay's wake-ups named for this device: a
         # read that has not reached it is answered by a lagging replica.
         self.announced = 0
+        # The same for the hedge stream (wake-ups ``h<seq>``, ADR 0013).
+        self.hedge_announced = 0
         # True when the last wake came from the safety poll, not from relay.
         self.polled = False
         # XChatError, or a store error the RPC edge translates.
@@ -119,6 +121,12 @@ class Listeners:
 
     async def _on_wakeup(self, msg: Msg) -> None:
         device = DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :])
+        if msg.data.startswith(HEDGE_WAKEUP_PREFIX):
+            hedged = _announced(msg.data[len(HEDGE_WAKEUP_PREFIX) :])
+            for listener in self._by_device.get(device, ()):
+                listener.hedge_announced = max(listener.hedge_announced, hedged)
+                listener.wake.set()
+            return
         sequence = _announced(msg.data)
         if sequence:
             self._remember(device, sequence)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -108,10 +109,28 @@ class Replies:
 
 
 class MailboxReader:
-    def __init__(self, store: Store, *, timeout: float) -> None:
+    """One stream's device subjects: the mailbox stream, or (``stream``/``subject_of``) the hedge stream (ADR 0013)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        timeout: float,
+        stream: str = MAILBOX_STREAM,
+        subject_of: Callable[[str], str] = mailbox_subject,
+        replies: Replies | None = None,
+    ) -> None:
         self._nc = store.nc
         self._timeout = timeout
-        self._replies = Replies(store.nc)
+        self._replies = replies if replies is not None else Replies(store.nc)
+        self._subject_of = subject_of
+        self._direct_get = f"$JS.API.DIRECT.GET.{stream}"
+        self._delete = f"$JS.API.STREAM.MSG.DELETE.{stream}"
+        self._purge = f"$JS.API.STREAM.PURGE.{stream}"
+
+    @property
+    def replies(self) -> Replies:
+        return self._replies
 
     async def direct_batch(self, *, start: int, subject: str, limit: int) -> list[Raw]:
         """Up to ``limit`` mailbox records on ``subject`` from sequence ``start``, in order.
@@ -125,7 +144,7 @@ class MailboxReader:
         try:
             request = {"seq": start, "next_by_subj": subject, "batch": limit}
             try:
-                await self._nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=reply)
+                await self._nc.publish(self._direct_get, json.dumps(request).encode(), reply=reply)
             except nats.errors.Error as exc:
                 raise Unavailable("mailbox store unreachable") from exc
             while len(out) < limit:
@@ -149,7 +168,7 @@ class MailboxReader:
 
     async def read_after(self, device: DeviceId, cursor: int, limit: int) -> Batch:
         """Up to ``limit`` records of ``device`` with sequence > cursor, in order."""
-        raw = await self.direct_batch(start=cursor + 1, subject=mailbox_subject(device), limit=limit)
+        raw = await self.direct_batch(start=cursor + 1, subject=self._subject_of(device), limit=limit)
         envelopes: list[Stored] = []
         undecodable: list[int] = []
         for record in raw:
@@ -168,14 +187,14 @@ class MailboxReader:
         path and give the same answer: no one learns whether someone else's
         envelope is still there (no read receipt through acks).
         """
-        got = await self.direct_batch(start=sequence, subject=mailbox_subject(device), limit=1)
+        got = await self.direct_batch(start=sequence, subject=self._subject_of(device), limit=1)
         return bool(got) and got[0].sequence == sequence
 
     async def purge_through(self, device: DeviceId, floor: int) -> None:
         """Removes every record of ``device`` with sequence ≤ ``floor``: one replicated operation."""
-        request = {"filter": mailbox_subject(device), "seq": floor + 1}
+        request = {"filter": self._subject_of(device), "seq": floor + 1}
         try:
-            reply = await self._nc.request(PURGE, json.dumps(request).encode(), timeout=self._timeout)
+            reply = await self._nc.request(self._purge, json.dumps(request).encode(), timeout=self._timeout)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise Unavailable("mailbox store did not confirm an acknowledgement; retry it") from exc
         body = json.loads(reply.data or b"{}")
@@ -190,7 +209,7 @@ class MailboxReader:
             async with gate:
                 try:
                     reply = await self._nc.request(
-                        DELETE, json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=self._timeout
+                        self._delete, json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=self._timeout
                     )
                 except (nats.errors.Error, asyncio.TimeoutError) as exc:
                     raise Unavailable("mailbox store did not confirm an acknowledgement; retry it") from exc

@@ -36,12 +36,12 @@ import grpc.aio
 from xchat.core.devices import DeviceDirectory
 from xchat.core.errors import PermissionDenied
 from xchat.core.rpc import principal_of, streaming, unary
-from xchat.core.store import Store
+from xchat.core.store import HEDGE_STREAM, Store, hedge_subject
 from xchat.core.tokens import TokenVerifier
-from xchat.mailbox.acks import AckWindow, ack_outside_sync
 from xchat.mailbox.listeners import Listener, Listeners
 from xchat.mailbox.reader import MailboxReader, Stored
 from xchat.mailbox.revocations import RevocationWatch
+from xchat.mailbox.streams import DeviceStreams, ack_both
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -86,6 +86,10 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
     def __init__(self, store: Store, verifier: TokenVerifier, directory: DeviceDirectory, *, store_timeout_s: float) -> None:
         self._store = store
         self._reader = MailboxReader(store, timeout=store_timeout_s)
+        # The hedge stream (ADR 0013): its replies share the reader's one subscription.
+        self._hedge_reader = MailboxReader(
+            store, timeout=store_timeout_s, stream=HEDGE_STREAM, subject_of=hedge_subject, replies=self._reader.replies
+        )
         self._verifier = verifier
         self._listeners = Listeners(store)
         self._revocations = RevocationWatch(store, directory, self._listeners)
@@ -101,7 +105,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         record = await self._directory.cached(caller.device)
         if record is None or record.revoked:
             raise PermissionDenied(f"device {caller.device} is revoked or unknown; log in with an active device")
-        deleted = await ack_outside_sync(self._reader, caller.device, list(request.sequences))
+        deleted = await ack_both(self._reader, self._hedge_reader, caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
 
     @streaming
@@ -117,7 +121,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         if opener.device_id and opener.device_id != device:
             raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
         await self._revocations.admit(device)
-        window = AckWindow(self._reader, device)
+        window = DeviceStreams(self._reader, self._hedge_reader, device)
         await window.settle(list(opener.ack_sequences))
         listener = await self._listeners.add(device)
         acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners))
@@ -132,19 +136,19 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
 
     @staticmethod
     async def _read_acks(
-        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: AckWindow, listener: Listener, listeners: Listeners
+        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: DeviceStreams, listener: Listener, listeners: Listeners
     ) -> None:
         try:
             async for request in requests:
                 full = window.outstanding >= MAX_UNACKED
                 await window.settle(list(request.ack_sequences))
-                listeners.removed_through(listener.device, window.purged)
+                listeners.removed_through(listener.device, window.primary.purged)
                 if full and window.outstanding < MAX_UNACKED:
                     listener.wake.set()  # room again: resume delivery
         except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
             listener.end(exc)
 
-    async def _deliver(self, window: AckWindow, listener: Listener) -> AsyncIterator[mailbox_pb2.SyncResponse]:
+    async def _deliver(self, window: DeviceStreams, listener: Listener) -> AsyncIterator[mailbox_pb2.SyncResponse]:
         delivered = 0
         backlog_sent = False
         lagging_retries = 0
@@ -159,24 +163,21 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 listener.wake.set()  # whatever woke us, read once more
                 continue
             woken = listener.wake.is_set() and not listener.polled
+            hedge = listener.polled or listener.hedge_announced > window.hedge.cursor
             listener.wake.clear()
             listener.polled = False
-            batch = await self._reader.read_after(
-                listener.device, window.cursor, min(READ_BATCH, MAX_UNACKED - window.outstanding)
-            )
-            # Recorded before sending, so an ack can never arrive for a sequence the window does not know.
-            window.read(batch)
-            for response in responses(batch.envelopes):
+            envelopes, consumed = await window.read(min(READ_BATCH, MAX_UNACKED - window.outstanding), hedge=hedge)
+            for response in responses(envelopes):
                 yield response
-            delivered += len(batch.envelopes)
-            if batch.last:
+            delivered += len(envelopes)
+            if consumed:
                 lagging_retries = 0
                 catch_up_delay = 0.0
                 continue
             if not backlog_sent:
                 backlog_sent = True
                 yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))
-            if listener.announced > window.cursor:
+            if listener.announced > window.primary.cursor or listener.hedge_announced > window.hedge.cursor:
                 # Relay stored a later envelope than this replica has shown us: it lags.
                 now = asyncio.get_running_loop().time()
                 if catch_up_delay == 0.0:
@@ -188,7 +189,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                     listener.wake.set()
                     continue
                 # Gone meanwhile (acknowledged elsewhere, expired) or a stuck replica: the poll covers it.
-                listener.announced = window.cursor
+                listener.announced = window.primary.cursor
+                listener.hedge_announced = window.hedge.cursor
             catch_up_delay = 0.0
             if woken and lagging_retries < LAGGING_REPLICA_RETRIES:
                 # Woken but nothing new: the replica that answered may not

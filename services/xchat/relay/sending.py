@@ -17,6 +17,17 @@ nearest replica, which may not have applied the write yet when the wake-up
 arrives (the ack needs a quorum, not every region), and the sequence tells it
 to keep re-reading until that replica has caught up. Mailbox also polls, so a
 lost wake-up only delays delivery.
+
+Hedged writes (ADR 0013): a publish waits at most ``HEDGE_AFTER_S`` for the
+mailbox stream; when it has no leader (no responders, timeout, JetStream
+unavailable) the same bytes, with the same ``Nats-Msg-Id``, go to the hedge
+stream, whose leader is kept in another region, so a send is acknowledged
+after a quorum write without waiting for the mailbox stream's election
+(4-9 s). The answer is the same (a quorum of regions holds the envelope): RPO
+stays 0. A primary publish that was still in flight may also commit later:
+the recipient's SDK drops the copy by message id. Envelopes carry relay's
+accept time (strictly increasing per process), by which mailbox merges the
+two streams. Hedged wake-ups name the sequence as ``h<seq>``.
 """
 
 from __future__ import annotations
@@ -36,7 +47,17 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
 from xchat.core.ids import DeviceId, MessageId
-from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject, notify_subject, translate
+from xchat.core.store import (
+    HEDGE_STREAM,
+    HEDGE_WAKEUP_PREFIX,
+    MAILBOX_STREAM,
+    TRANSIENT_API_ERRORS,
+    Store,
+    hedge_subject,
+    mailbox_subject,
+    notify_subject,
+    translate,
+)
 from xchat.core.tokens import Principal
 from xchat.relay.sealed import check_delivery_key, receipt_of
 
@@ -46,6 +67,18 @@ PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
 DUPLICATE_IN_PROCESS = 10158
 # Pauses between publishes of an id still in process (the original's quorum write takes a round trip).
 IN_PROCESS_RETRY_S = (0.005, 0.01, 0.02, 0.05, 0.1)
+# How long a publish waits for the mailbox stream before writing to the hedge
+# stream instead (ADR 0013). A publish ack takes ~1-3 ms with a leader; an
+# election takes 4-9 s. Shorter hedges more often under load spikes (each one
+# costs a second quorum write and, sometimes, a duplicate the SDK drops).
+HEDGE_AFTER_S = 0.5
+
+
+def _leaderless(exc: BaseException) -> bool:
+    """The mailbox stream cannot take a write now (no leader or no quorum), as opposed to a refusal."""
+    if isinstance(exc, nats.js.errors.APIError):
+        return isinstance(exc, nats.js.errors.ServiceUnavailableError) or exc.err_code in TRANSIENT_API_ERRORS
+    return isinstance(exc, (nats.errors.Error, asyncio.TimeoutError))
 
 
 def dedup_id(recipient: DeviceId, message_id: MessageId) -> str:
@@ -62,6 +95,8 @@ class Receipt:
     duplicate: bool
     stored_at_ms: int
     receipt: bytes
+    # Stored in the hedge stream (its sequence is that stream's).
+    hedged: bool = False
 
 
 class Relay:
@@ -71,6 +106,8 @@ class Relay:
         self._max_ciphertext = max_ciphertext_bytes
         # Per recipient, the turn of the latest pipelined publish (see send_pipelined).
         self._last_turn: dict[DeviceId, asyncio.Future[None]] = {}
+        # Accept times handed out, strictly increasing: mailbox merges the streams by them.
+        self._last_stamp = 0
 
     async def validate(
         self, sender: Principal | None, recipient: DeviceId, ciphertext: bytes, delivery_key: bytes | None = None
@@ -90,9 +127,12 @@ class Relay:
         if sender_record is None or sender_record.revoked:
             raise Unauthenticated(f"your device {sender.device} has been revoked; register it again")
 
-    @staticmethod
-    def _message(recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
-        envelope = StoredEnvelope(message_id, ciphertext, int(time.time() * 1000))
+    def _stamp(self) -> int:
+        self._last_stamp = max(int(time.time() * 1000), self._last_stamp + 1)
+        return self._last_stamp
+
+    def _message(self, recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
+        envelope = StoredEnvelope(message_id, ciphertext, self._stamp())
         # Stored with the message: derived from nothing of the sender's, and one
         # retry from another region or connection still hits the same id.
         return envelope.encode(), {"Nats-Msg-Id": dedup_id(recipient, message_id)}
@@ -103,14 +143,20 @@ class Relay:
         await self.validate(sender, recipient, ciphertext)
         data, headers = self._message(recipient, message_id, ciphertext)
 
-        def publish() -> Awaitable[PubAck]:
+        def publish(wait: float) -> Awaitable[PubAck]:
             return self._store.js.publish(
-                mailbox_subject(recipient), data, timeout=timeout, stream=MAILBOX_STREAM, headers=headers
+                mailbox_subject(recipient), data, timeout=wait, stream=MAILBOX_STREAM, headers=headers
             )
 
-        receipt = await self._stored(recipient, message_id, publish, timeout=timeout)
-        await self._notify(recipient, receipt.sequence)
+        receipt = await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
+        await self._notify(recipient, receipt.sequence, hedged=receipt.hedged)
         return receipt
+
+    def _hedge(self, recipient: DeviceId, data: bytes, headers: dict[str, str]) -> Callable[[float], Awaitable[PubAck]]:
+        def publish(wait: float) -> Awaitable[PubAck]:
+            return self._store.js.publish(hedge_subject(recipient), data, timeout=wait, stream=HEDGE_STREAM, headers=headers)
+
+        return publish
 
     async def send_pipelined(
         self,
@@ -134,24 +180,33 @@ class Relay:
         before, mine = self._turn(recipient)
         try:
             await self.validate(sender, recipient, ciphertext, delivery_key)
-            data, headers = self._message(recipient, message_id, ciphertext)
             if before is not None:
                 await asyncio.shield(before)
+            # Stamped in turn order: the stamp orders the two streams' records.
+            data, headers = self._message(recipient, message_id, ciphertext)
         except BaseException:
             self._done(recipient, mine)
             raise
 
-        async def publish() -> PubAck:
+        first = True
+
+        async def publish(wait: float) -> PubAck:
+            nonlocal first
             try:
                 future = await self._store.js.publish_async(
-                    mailbox_subject(recipient), data, wait_stall=timeout, stream=MAILBOX_STREAM, headers=headers
+                    mailbox_subject(recipient), data, wait_stall=wait, stream=MAILBOX_STREAM, headers=headers
                 )
             finally:
-                self._done(recipient, mine)  # written to the connection (or failed): the next may go
+                if first:
+                    first = False
+                    self._done(recipient, mine)  # written to the connection (or failed): the next may go
             # publish_async futures have no deadline of their own.
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, wait)
 
-        return await self._stored(recipient, message_id, publish, timeout=timeout)
+        try:
+            return await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
+        finally:
+            self._done(recipient, mine)
 
     def _turn(self, recipient: DeviceId) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
         """This call's place in the recipient's publish order: (the predecessor's turn, ours)."""
@@ -168,44 +223,73 @@ class Relay:
 
     @staticmethod
     async def _stored(
-        recipient: DeviceId, message_id: MessageId, publish: Callable[[], Awaitable[PubAck]], *, timeout: float
+        recipient: DeviceId,
+        message_id: MessageId,
+        publish: Callable[[float], Awaitable[PubAck]],
+        hedge: Callable[[float], Awaitable[PubAck]],
+        *,
+        timeout: float,
     ) -> Receipt:
         """Awaits the publish ack (quorum of regions) and translates store errors.
 
-        An id still in process is published again until the original's ack
-        answers it (as a duplicate, with the original's sequence).
+        The mailbox stream gets ``HEDGE_AFTER_S``; when it has no leader the
+        envelope goes to the hedge stream with the rest of ``timeout``. An id
+        still in process is published again until the original's ack answers
+        it (as a duplicate, with the original's sequence).
         """
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         deadline = started + timeout
         attempt = 0
+        hedged = False
         while True:
+            target = hedge if hedged else publish
+            wait = deadline - loop.time() if hedged else min(HEDGE_AFTER_S, timeout)
             try:
-                ack = await publish()
+                ack = await target(max(wait, 0.001))
                 break
             except nats.js.errors.APIError as exc:
                 pause = IN_PROCESS_RETRY_S[min(attempt, len(IN_PROCESS_RETRY_S) - 1)]
-                if exc.err_code == DUPLICATE_IN_PROCESS and asyncio.get_running_loop().time() + pause < deadline:
+                if exc.err_code == DUPLICATE_IN_PROCESS and loop.time() + pause < deadline:
                     attempt += 1
                     await asyncio.sleep(pause)
+                    continue
+                if not hedged and _leaderless(exc) and loop.time() < deadline:
+                    hedged = True
+                    metrics.publish_failed("hedged")
                     continue
                 error = _publish_error(exc, recipient)
                 if not isinstance(error, ResourceExhausted):  # a full mailbox is the recipient's quota, not a fault
                     metrics.publish_failed(f"APIError {exc.err_code}")
                 raise error from exc
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                if not hedged and loop.time() < deadline:
+                    hedged = True
+                    metrics.publish_failed("hedged")
+                    continue
                 metrics.publish_failed(type(exc).__name__)
                 raise translate(exc) from exc
-        metrics.PUBLISH_SECONDS.observe(asyncio.get_running_loop().time() - started)
-        return Receipt(message_id, ack.seq, bool(ack.duplicate), int(time.time() * 1000), receipt_of(recipient, message_id))
+        metrics.PUBLISH_SECONDS.observe(loop.time() - started)
+        return Receipt(
+            message_id,
+            ack.seq,
+            bool(ack.duplicate),
+            int(time.time() * 1000),
+            receipt_of(recipient, message_id),
+            hedged=hedged,
+        )
 
-    async def notify(self, stored: Mapping[DeviceId, int]) -> None:
-        """One wake-up per recipient, naming the highest sequence just stored for it."""
+    async def notify(self, stored: Mapping[DeviceId, int], hedged: Mapping[DeviceId, int] | None = None) -> None:
+        """One wake-up per recipient and stream, naming the highest sequence just stored for it."""
         for recipient, sequence in stored.items():
             await self._notify(recipient, sequence)
+        for recipient, sequence in (hedged or {}).items():
+            await self._notify(recipient, sequence, hedged=True)
 
-    async def _notify(self, recipient: DeviceId, sequence: int) -> None:
+    async def _notify(self, recipient: DeviceId, sequence: int, *, hedged: bool = False) -> None:
+        payload = str(sequence).encode()
         try:
-            await self._store.nc.publish(notify_subject(recipient), str(sequence).encode())
+            await self._store.nc.publish(notify_subject(recipient), HEDGE_WAKEUP_PREFIX + payload if hedged else payload)
         except nats.errors.Error:
             pass  # the mailbox poll delivers anyway
 
