@@ -22,13 +22,17 @@ Scenario = Callable[["Drill"], Awaitable[None]]
 
 
 async def _hard_target(d: Drill) -> str:
-    """The region holding the meta leader, with the mailbox stream leader moved there too."""
+    """The region holding the meta leader, with the mailbox stream's and every bucket's leader moved there too."""
     topo = await d.call(d.backend.topology)
     target = topo.meta_leader_region or d.backend.regions[0]
     for _ in range(3):
-        if topo.mailbox_leader_region == target:
+        # Every leader but the hedge stream's (issue 10: "the lost region held the meta
+        # leader and every stream leader"); the devices bucket is read on every send.
+        away = [s for s, leader in topo.stream_leaders.items() if s != HEDGE_STREAM and topo.region_of(leader) != target]
+        if topo.mailbox_leader_region == target and not away:
             break
-        await d.call(d.backend.prefer_leader, MAILBOX_STREAM, target)
+        for stream in away or [MAILBOX_STREAM]:
+            await d.call(d.backend.prefer_leader, stream, target)
         await asyncio.sleep(1.0)
         topo = await d.call(d.backend.topology)
     # The hedge stream's leader lives away from the mailbox stream's (ADR 0013): the
@@ -44,6 +48,10 @@ async def _hard_target(d: Drill) -> str:
     d.note("target", target)
     d.note("leaders_at_fault", {"meta": topo.meta_leader, "streams": topo.stream_leaders})
     d.note("meta_and_mailbox_leader_in_target", topo.meta_leader_region == target and topo.mailbox_leader_region == target)
+    d.note(
+        "every_leader_but_the_hedge_in_target",
+        all(topo.region_of(leader) == target for s, leader in topo.stream_leaders.items() if s != HEDGE_STREAM),
+    )
     return target
 
 

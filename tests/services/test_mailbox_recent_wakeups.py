@@ -71,7 +71,7 @@ class LaggingReplica:
 class EmptyReplica:
     """The hedge stream with nothing for the device."""
 
-    async def read_after(self, device: DeviceId, cursor: int, limit: int) -> Batch:
+    async def read_after(self, device: DeviceId, cursor: int, limit: int, *, leader_s: float = 0.0) -> Batch:
         return Batch([], [], 0)
 
 

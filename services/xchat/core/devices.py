@@ -142,15 +142,27 @@ class DeviceDirectory:
             return (await asyncio.wait_for(self.get(device), LEADER_READ_S))[0]
         except (asyncio.TimeoutError, nats.errors.Error) as exc:
             leader_error: BaseException = exc
-        try:
-            entry = await asyncio.wait_for(self._replica.get(device), self._timeout)
-        except nats.js.errors.KeyNotFoundError:
-            entry = None
+        entry = await self._replica_get(device)
         if entry is None or entry.value is None:
             raise Unavailable(f"device directory has no leader and no replica here knows device {device}; retry") from leader_error
         record = DeviceRecord.decode(device, entry.value)
         self._remember(device, record)
         return record
+
+    async def _replica_get(self, device: DeviceId) -> KeyValue.Entry | None:
+        """A replica's entry: asked again every ``LEADER_READ_S`` (a request routed to a frozen
+        replica is never answered), until the read timeout."""
+        assert self._replica is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                return await asyncio.wait_for(self._replica.get(device), min(LEADER_READ_S, max(deadline - loop.time(), 0.001)))
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                if loop.time() >= deadline:
+                    raise
 
     def _remember(self, device: DeviceId, record: DeviceRecord | None) -> None:
         if len(self._cache) >= CACHE_MAX_ENTRIES:

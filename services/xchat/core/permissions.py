@@ -129,6 +129,8 @@ def permissions(service: str) -> Permissions:
             # stream; docs/security.md lists it as the remaining gap.)
             f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}",
             f"$JS.API.DIRECT.GET.{HEDGE_STREAM}",
+            # Hedge reads ask the leader first (ADR 0013): a thawed replica answers from a stale view.
+            f"$JS.API.STREAM.MSG.GET.{HEDGE_STREAM}",
             f"$JS.API.STREAM.MSG.DELETE.{HEDGE_STREAM}",
             f"$JS.API.STREAM.PURGE.{HEDGE_STREAM}",
         ]

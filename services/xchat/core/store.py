@@ -170,6 +170,10 @@ class Store:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
             "connect_timeout": 2,
+            # The list is ordered own region first (``LocalMesh.nats_urls``, the operator):
+            # nats-py shuffles it by default, which put a region's services on another
+            # region's server, so freezing that region stalled them too (ADR 0013).
+            "dont_randomize": True,
             "ping_interval": 5,
             "max_outstanding_pings": 2,
             "error_cb": _on_error(hooks),

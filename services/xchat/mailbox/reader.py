@@ -15,6 +15,7 @@ has acknowledged everything below it), ``delete`` removes single sequences
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ ERR_SEQUENCE_NOT_FOUND = 10057
 # Replies buffered for all reads of the process before NATS calls it a slow
 # consumer: several full batches (128 × 128 KiB each).
 REPLIES_PENDING_BYTES = 256 * 1024 * 1024
+# A direct get answers in ~1 ms from a live replica; one that reached a frozen
+# replica is asked again after this long (seconds), not after the store timeout.
+DIRECT_ATTEMPT_S = 0.5
+
+
+class _NoFirstReply(Exception):
+    """No replica answered one attempt of a read (it may have gone to a frozen one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,7 @@ class MailboxReader:
         self._direct_get = f"$JS.API.DIRECT.GET.{stream}"
         self._delete = f"$JS.API.STREAM.MSG.DELETE.{stream}"
         self._purge = f"$JS.API.STREAM.PURGE.{stream}"
+        self._leader_get = f"$JS.API.STREAM.MSG.GET.{stream}"
 
     @property
     def replies(self) -> Replies:
@@ -138,7 +147,23 @@ class MailboxReader:
         One batched direct get (nats-server ≥ 2.11): a replica streams the
         batch to the reply subject and ends it with a 204 (or 404 when nothing
         matches), so a backlog costs one round trip per batch.
+
+        A request that reached a frozen or cut-off replica (its routes not yet
+        closed) is never answered: when nothing came back within
+        ``DIRECT_ATTEMPT_S`` it is asked again (any replica may answer; a read
+        is idempotent), until the store timeout (ADR 0013).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            attempt = min(DIRECT_ATTEMPT_S, max(deadline - loop.time(), 0.001))
+            try:
+                return await self._direct_batch_once(start=start, subject=subject, limit=limit, first_reply_s=attempt)
+            except _NoFirstReply as exc:
+                if loop.time() >= deadline:
+                    raise Unavailable("mailbox store did not answer a read in time") from exc
+
+    async def _direct_batch_once(self, *, start: int, subject: str, limit: int, first_reply_s: float) -> list[Raw]:
         reply, queue = await self._replies.open()
         out: list[Raw] = []
         try:
@@ -147,14 +172,18 @@ class MailboxReader:
                 await self._nc.publish(self._direct_get, json.dumps(request).encode(), reply=reply)
             except nats.errors.Error as exc:
                 raise Unavailable("mailbox store unreachable") from exc
+            first = True
             while len(out) < limit:
                 if queue.empty():  # wait_for costs a task: only when we must wait
                     try:
-                        msg = await asyncio.wait_for(queue.get(), self._timeout)
+                        msg = await asyncio.wait_for(queue.get(), first_reply_s if first else self._timeout)
                     except asyncio.TimeoutError as exc:
+                        if first:
+                            raise _NoFirstReply() from exc
                         raise Unavailable("mailbox store did not answer a read in time") from exc
                 else:
                     msg = queue.get_nowait()
+                first = False
                 headers = msg.headers or {}
                 status = headers.get("Status")
                 if status in ("204", "404"):
@@ -166,9 +195,52 @@ class MailboxReader:
             self._replies.close(reply)
         return out
 
-    async def read_after(self, device: DeviceId, cursor: int, limit: int) -> Batch:
-        """Up to ``limit`` records of ``device`` with sequence > cursor, in order."""
-        raw = await self.direct_batch(start=cursor + 1, subject=self._subject_of(device), limit=limit)
+    async def leader_batch(self, *, start: int, subject: str, limit: int, timeout: float) -> list[Raw]:
+        """Like ``direct_batch``, but answered by the stream's leader (one request per record).
+
+        A replica that has just come back (thawed, restarted) answers direct
+        gets from a stale view; the leader holds every acknowledged record. For
+        the hedge stream's rare reads where that matters (ADR 0013).
+        """
+        out: list[Raw] = []
+        seq = start
+        while len(out) < limit:
+            request = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
+            try:
+                reply = await self._nc.request(self._leader_get, request, timeout=timeout)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                raise Unavailable("the stream's leader did not answer a read") from exc
+            body = json.loads(reply.data or b"{}")
+            if "error" in body:
+                if body["error"].get("code") == 404:
+                    break
+                raise Unavailable(f"mailbox store refused a read: {body['error'].get('description')}")
+            message = body.get("message") or {}
+            seq = int(message.get("seq", 0))
+            if seq < start:
+                break
+            out.append(Raw(seq, message.get("subject", ""), base64.b64decode(message.get("data") or "")))
+            seq += 1
+        return out
+
+    async def read_after(self, device: DeviceId, cursor: int, limit: int, *, leader_s: float = 0.0) -> Batch:
+        """Up to ``limit`` records of ``device`` with sequence > cursor, in order.
+
+        ``leader_s`` > 0: asked of the stream's leader first (that long per
+        record), then of any replica if the leader does not answer.
+        """
+        subject = self._subject_of(device)
+        if leader_s > 0:
+            try:
+                raw = await self.leader_batch(start=cursor + 1, subject=subject, limit=limit, timeout=leader_s)
+                return self._batch(raw)
+            except Unavailable:
+                pass  # no leader (its region is down): a replica's view is the best there is
+        raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
+        return self._batch(raw)
+
+    @staticmethod
+    def _batch(raw: list[Raw]) -> Batch:
         envelopes: list[Stored] = []
         undecodable: list[int] = []
         for record in raw:

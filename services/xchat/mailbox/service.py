@@ -143,6 +143,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 full = window.outstanding >= MAX_UNACKED
                 await window.settle(list(request.ack_sequences))
                 listeners.removed_through(listener.device, window.primary.purged)
+                listeners.removed_through(listener.device, window.hedge.purged, hedge=True)
                 if full and window.outstanding < MAX_UNACKED:
                     listener.wake.set()  # room again: resume delivery
         except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
@@ -163,6 +164,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 listener.wake.set()  # whatever woke us, read once more
                 continue
             woken = listener.wake.is_set() and not listener.polled
+            # A poll, or relay announced a hedge record this call has not read: read the hedge stream too.
             hedge = listener.polled or listener.hedge_announced > window.hedge.cursor
             listener.wake.clear()
             listener.polled = False

@@ -17,21 +17,40 @@ SDK's acks and cursors need no new field and old SDKs work unchanged.
 The hedge stream is read at the start of a call, after a hedge wake-up,
 while its last read found something, and on the safety poll; otherwise a read
 costs what it cost before (one direct get).
+
+Order against a lagging replica: a replica answering direct gets may not yet
+hold a hedge record (a region thawed or restarted a moment ago: measured, it
+answers from its stale view), and a merge without it would let newer
+mailbox-stream records overtake it. So hedge reads ask the hedge stream's
+leader first (it holds every acknowledged record), any replica only when the
+leader does not answer (its own region is down).
+
+Acknowledgements a stream cannot apply now (its leader is being elected) do
+not end the call: the envelopes stay stored, come back in a later backlog and
+are acknowledged again (the SDK's seen-set keeps them from the app), so
+delivery is never held up by a store that cannot delete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.ids import DeviceId
-from xchat.core.errors import InvalidArgument
+from xchat.core.errors import InvalidArgument, Unavailable
 from xchat.mailbox.acks import MAX_ACKS_PER_REQUEST, AckWindow, ack_outside_sync
 from xchat.mailbox.reader import Batch, MailboxReader, Stored
 
+log = logging.getLogger(__name__)
+
 HEDGE_SEQUENCE_BASE = 1 << 48
+# Hedge reads ask the hedge stream's leader first (per record, seconds), then any
+# replica: a replica just thawed or restarted answers from a stale view, and the
+# hedge is read rarely (ADR 0013).
+HEDGE_LEADER_READ_S = 0.5
 
 Record = tuple[int, StoredEnvelope | None]
 
@@ -103,6 +122,8 @@ class DeviceStreams:
         self.hedge = AckWindow(hedge, device)
         # Read the hedge stream on the next read (the call's first read: its backlog).
         self._hedge_due = True
+        # Acknowledgements the store could not apply (they come back in a later backlog).
+        self.deferred_acks = 0
 
     @property
     def outstanding(self) -> int:
@@ -111,9 +132,17 @@ class DeviceStreams:
     async def settle(self, sequences: list[int]) -> None:
         primary, hedge = split(sequences)
         if hedge:
-            await asyncio.gather(self.primary.settle(primary), self.hedge.settle(hedge))
+            await asyncio.gather(self._settle(self.primary, primary), self._settle(self.hedge, hedge))
         else:
-            await self.primary.settle(primary)
+            await self._settle(self.primary, primary)
+
+    async def _settle(self, window: AckWindow, sequences: list[int]) -> None:
+        try:
+            await window.settle(sequences)
+        except Unavailable as exc:
+            # No leader to delete with: the envelopes stay and are acknowledged again later.
+            self.deferred_acks += len(sequences)
+            log.info("acknowledgement deferred (%s): %d sequence(s)", exc, len(sequences))
 
     async def read(self, limit: int, *, hedge: bool = False) -> tuple[list[Stored], int]:
         """The next envelopes in delivery order, and how many records (decodable or not) were consumed.
@@ -126,7 +155,7 @@ class DeviceStreams:
         if read_hedge:
             p, h = await asyncio.gather(
                 primary_reader.read_after(self._device, self.primary.cursor, limit),
-                hedge_reader.read_after(self._device, self.hedge.cursor, limit),
+                hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S),
             )
         else:
             p, h = await primary_reader.read_after(self._device, self.primary.cursor, limit), Batch([], [], 0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -72,6 +73,17 @@ IN_PROCESS_RETRY_S = (0.005, 0.01, 0.02, 0.05, 0.1)
 # election takes 4-9 s. Shorter hedges more often under load spikes (each one
 # costs a second quorum write and, sometimes, a duplicate the SDK drops).
 HEDGE_AFTER_S = 0.5
+# A leader that dies right after acknowledging a write may take it with it from
+# the followers' view until the next leader is elected (followers learn a commit
+# with the leader's next append): so before the first hedged envelope for a
+# recipient, relay copies the envelopes the mailbox stream acknowledged for it in
+# the last RECENT_PRIMARY_S to the hedge stream too (same bytes and message id),
+# and the recipient reads them in order (the later copy is dropped by message id).
+RECENT_PRIMARY_S = 2.0
+RECENT_PRIMARY_PER_RECIPIENT = 32
+RECENT_PRIMARY_RECIPIENTS = 10_000
+# Bytes of envelopes kept for that, all recipients together (the oldest go first).
+RECENT_PRIMARY_MAX_BYTES = 16 * 1024 * 1024
 
 
 def _leaderless(exc: BaseException) -> bool:
@@ -108,6 +120,11 @@ class Relay:
         self._last_turn: dict[DeviceId, asyncio.Future[None]] = {}
         # Accept times handed out, strictly increasing: mailbox merges the streams by them.
         self._last_stamp = 0
+        # Per recipient: (loop time, bytes, headers) of recent mailbox-stream writes (RECENT_PRIMARY_S).
+        self._recent_primary: OrderedDict[DeviceId, deque[tuple[float, bytes, dict[str, str]]]] = OrderedDict()
+        self._recent_bytes = 0
+        # Hedged writes of one recipient leave one at a time, in the order they began.
+        self._hedge_locks: dict[DeviceId, asyncio.Lock] = {}
 
     async def validate(
         self, sender: Principal | None, recipient: DeviceId, ciphertext: bytes, delivery_key: bytes | None = None
@@ -149,14 +166,57 @@ class Relay:
             )
 
         receipt = await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
+        if not receipt.hedged:
+            self._note_primary(recipient, data, headers)
         await self._notify(recipient, receipt.sequence, hedged=receipt.hedged)
         return receipt
 
+    def _note_primary(self, recipient: DeviceId, data: bytes, headers: dict[str, str]) -> None:
+        now = asyncio.get_running_loop().time()
+        recent = self._recent_primary.pop(recipient, None) or deque()
+        recent.append((now, data, headers))
+        self._recent_bytes += len(data)
+        while recent and (len(recent) > RECENT_PRIMARY_PER_RECIPIENT or recent[0][0] < now - RECENT_PRIMARY_S):
+            self._recent_bytes -= len(recent.popleft()[1])
+        self._recent_primary[recipient] = recent  # most recently written last
+        while self._recent_primary and (
+            len(self._recent_primary) > RECENT_PRIMARY_RECIPIENTS or self._recent_bytes > RECENT_PRIMARY_MAX_BYTES
+        ):
+            _, dropped = self._recent_primary.popitem(last=False)
+            self._recent_bytes -= sum(len(d) for _, d, _ in dropped)
+
     def _hedge(self, recipient: DeviceId, data: bytes, headers: dict[str, str]) -> Callable[[float], Awaitable[PubAck]]:
-        def publish(wait: float) -> Awaitable[PubAck]:
-            return self._store.js.publish(hedge_subject(recipient), data, timeout=wait, stream=HEDGE_STREAM, headers=headers)
+        async def publish(wait: float) -> PubAck:
+            deadline = asyncio.get_running_loop().time() + wait
+            lock = self._hedge_locks.setdefault(recipient, asyncio.Lock())
+            try:
+                async with lock:
+                    await self._copy_recent(recipient, deadline)
+                    left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+                    return await self._store.js.publish(
+                        hedge_subject(recipient), data, timeout=left, stream=HEDGE_STREAM, headers=headers
+                    )
+            finally:
+                if not lock.locked() and self._hedge_locks.get(recipient) is lock:
+                    del self._hedge_locks[recipient]
 
         return publish
+
+    async def _copy_recent(self, recipient: DeviceId, deadline: float) -> None:
+        """Copies the recipient's recent mailbox-stream writes to the hedge stream, oldest first (once)."""
+        recent = self._recent_primary.pop(recipient, None)
+        if not recent:
+            return
+        self._recent_bytes -= sum(len(d) for _, d, _ in recent)
+        horizon = asyncio.get_running_loop().time() - RECENT_PRIMARY_S
+        for at, data, headers in recent:
+            if at < horizon:
+                continue
+            left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+            try:
+                await self._store.js.publish(hedge_subject(recipient), data, timeout=left, stream=HEDGE_STREAM, headers=headers)
+            except (nats.errors.Error, asyncio.TimeoutError):
+                return  # the hedged envelope itself is what the caller waits for
 
     async def send_pipelined(
         self,
@@ -204,9 +264,12 @@ class Relay:
             return await asyncio.wait_for(future, wait)
 
         try:
-            return await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
+            receipt = await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
         finally:
             self._done(recipient, mine)
+        if not receipt.hedged:
+            self._note_primary(recipient, data, headers)
+        return receipt
 
     def _turn(self, recipient: DeviceId) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
         """This call's place in the recipient's publish order: (the predecessor's turn, ours)."""
