@@ -30,7 +30,7 @@ CACHE_MAX_ENTRIES = 100_000
 READ_TIMEOUT_S = 5.0
 # A cache fill waits this long for the bucket's leader, then asks a replica
 # (direct get): a leader election takes 4-9 s, a send must not (ADR 0013).
-LEADER_READ_S = 0.5
+LEADER_READ_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)

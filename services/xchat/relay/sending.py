@@ -72,7 +72,7 @@ IN_PROCESS_RETRY_S = (0.005, 0.01, 0.02, 0.05, 0.1)
 # stream instead (ADR 0013). A publish ack takes ~1-3 ms with a leader; an
 # election takes 4-9 s. Shorter hedges more often under load spikes (each one
 # costs a second quorum write and, sometimes, a duplicate the SDK drops).
-HEDGE_AFTER_S = 0.5
+HEDGE_AFTER_S = 0.25
 # A leader that dies right after acknowledging a write may take it with it from
 # the followers' view until the next leader is elected (followers learn a commit
 # with the leader's next append): so before the first hedged envelope for a
