@@ -51,6 +51,9 @@ class FakeStore:
     def on_messages_lost(self, hook: object) -> None:
         pass
 
+    def troubled_within(self, seconds: float) -> bool:
+        return False
+
 
 class LaggingReplica:
     """Holds ``DEVICE``'s envelope at ``sequence``, but the first ``lag_reads`` reads do not see it yet."""

@@ -135,6 +135,23 @@ class Store:
         self.settings = settings
         self._buckets: dict[str, KeyValue] = {}
         self._reconnect_hooks = reconnect_hooks if reconnect_hooks is not None else []
+        # Loop time of the last sign that this process's view of the store may be
+        # incomplete (JetStream unreachable, a reconnect): mailbox then reads the
+        # hedge stream on every read, from its leader (ADR 0013). -inf: never.
+        self.trouble_at = float("-inf")
+        self._reconnect_hooks.append(self.note_trouble)
+
+    def note_trouble(self) -> None:
+        try:
+            self.trouble_at = asyncio.get_running_loop().time()
+        except RuntimeError:
+            pass  # no loop: nothing reads it
+
+    def troubled_within(self, seconds: float) -> bool:
+        try:
+            return asyncio.get_running_loop().time() - self.trouble_at < seconds
+        except RuntimeError:
+            return False
 
     def on_messages_lost(self, hook: Callable[[], None]) -> None:
         """Calls ``hook`` after a NATS reconnect or a slow-consumer drop: core-NATS
@@ -330,11 +347,13 @@ class Store:
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when this process can reach JetStream with a working meta leader."""
         if not self.nc.is_connected:
+            self.note_trouble()
             return False
         try:
             await asyncio.wait_for(self.js.account_info(), timeout)
             return True
         except STORE_ERRORS:
+            self.note_trouble()
             return False
 
     async def close(self) -> None:

@@ -63,6 +63,11 @@ LAGGING_REPLICA_RETRIES = 5
 CATCH_UP_FIRST_S = 0.01
 CATCH_UP_MAX_S = 0.25
 CATCH_UP_BOUND_S = 10.0
+# After a sign of trouble in this process's view of the store (``Store.trouble_at``),
+# every read also reads the hedge stream for this long: wake-ups for hedged
+# envelopes may have been lost meanwhile (a partition), and the mailbox stream's
+# newer records must not overtake them (ADR 0013).
+TROUBLE_HEDGE_READS_S = 30.0
 
 
 def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[mailbox_pb2.SyncResponse]:
@@ -124,7 +129,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         window = DeviceStreams(self._reader, self._hedge_reader, device)
         await window.settle(list(opener.ack_sequences))
         listener = await self._listeners.add(device)
-        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners))
+        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners, self._store))
         try:
             async for response in self._deliver(window, listener):
                 yield response
@@ -136,12 +141,19 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
 
     @staticmethod
     async def _read_acks(
-        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: DeviceStreams, listener: Listener, listeners: Listeners
+        requests: AsyncIterator[mailbox_pb2.SyncRequest],
+        window: DeviceStreams,
+        listener: Listener,
+        listeners: Listeners,
+        store: Store,
     ) -> None:
         try:
             async for request in requests:
                 full = window.outstanding >= MAX_UNACKED
+                deferred = window.deferred_acks
                 await window.settle(list(request.ack_sequences))
+                if window.deferred_acks > deferred:
+                    store.note_trouble()  # no leader to delete with: wake-ups may be getting lost too
                 listeners.removed_through(listener.device, window.primary.purged)
                 listeners.removed_through(listener.device, window.hedge.purged, hedge=True)
                 if full and window.outstanding < MAX_UNACKED:
@@ -164,8 +176,14 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 listener.wake.set()  # whatever woke us, read once more
                 continue
             woken = listener.wake.is_set() and not listener.polled
-            # A poll, or relay announced a hedge record this call has not read: read the hedge stream too.
-            hedge = listener.polled or listener.hedge_announced > window.hedge.cursor
+            # A poll, relay announced a hedge record this call has not read, or this process
+            # may have missed wake-ups (its region was cut off, frozen, reconnecting): read the
+            # hedge stream too, from its leader (a replica here may still be catching up).
+            hedge = (
+                listener.polled
+                or listener.hedge_announced > window.hedge.cursor
+                or self._store.troubled_within(TROUBLE_HEDGE_READS_S)
+            )
             listener.wake.clear()
             listener.polled = False
             envelopes, consumed = await window.read(min(READ_BATCH, MAX_UNACKED - window.outstanding), hedge=hedge)

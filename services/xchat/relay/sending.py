@@ -124,7 +124,7 @@ class Relay:
         self._recent_primary: OrderedDict[DeviceId, deque[tuple[float, bytes, dict[str, str]]]] = OrderedDict()
         self._recent_bytes = 0
         # Hedged writes of one recipient leave one at a time, in the order they began.
-        self._hedge_locks: dict[DeviceId, asyncio.Lock] = {}
+        self._hedge_locks: dict[DeviceId, tuple[asyncio.Lock, int]] = {}
 
     async def validate(
         self, sender: Principal | None, recipient: DeviceId, ciphertext: bytes, delivery_key: bytes | None = None
@@ -188,7 +188,8 @@ class Relay:
     def _hedge(self, recipient: DeviceId, data: bytes, headers: dict[str, str]) -> Callable[[float], Awaitable[PubAck]]:
         async def publish(wait: float) -> PubAck:
             deadline = asyncio.get_running_loop().time() + wait
-            lock = self._hedge_locks.setdefault(recipient, asyncio.Lock())
+            lock, users = self._hedge_locks.get(recipient) or (asyncio.Lock(), 0)
+            self._hedge_locks[recipient] = (lock, users + 1)
             try:
                 async with lock:
                     await self._copy_recent(recipient, deadline)
@@ -197,8 +198,12 @@ class Relay:
                         hedge_subject(recipient), data, timeout=left, stream=HEDGE_STREAM, headers=headers
                     )
             finally:
-                if not lock.locked() and self._hedge_locks.get(recipient) is lock:
+                # The lock lives while anyone holds or awaits it (a new one would let two writers race).
+                lock, users = self._hedge_locks[recipient]
+                if users == 1:
                     del self._hedge_locks[recipient]
+                else:
+                    self._hedge_locks[recipient] = (lock, users - 1)
 
         return publish
 
