@@ -49,8 +49,14 @@ log = logging.getLogger(__name__)
 HEDGE_SEQUENCE_BASE = 1 << 48
 # Hedge reads ask the hedge stream's leader first (per record, seconds), then any
 # replica: a replica just thawed or restarted answers from a stale view, and the
-# hedge is read rarely (ADR 0013).
-HEDGE_LEADER_READ_S = 0.5
+# hedge is read rarely (ADR 0013). 0.5 s timed out on a machine at load 57 and the
+# stale fallback reordered a backlog; a dead hedge leader costs this once per read.
+HEDGE_LEADER_READ_S = 1.0
+# A mailbox-stream record accepted this long (ms) after the last one this call
+# delivered makes the call ask the hedge stream's leader first: the pause may be an
+# outage whose hedged envelopes' wake-ups this process never got (a partition).
+# Costs one leader request per resumption after a pause of a device's traffic.
+HEDGE_GAP_MS = 1000
 
 Record = tuple[int, StoredEnvelope | None]
 
@@ -124,6 +130,8 @@ class DeviceStreams:
         self._hedge_due = True
         # Acknowledgements the store could not apply (they come back in a later backlog).
         self.deferred_acks = 0
+        # The newest accept time delivered by this call (ms).
+        self._last_stamp = 0
 
     @property
     def outstanding(self) -> int:
@@ -159,6 +167,11 @@ class DeviceStreams:
             )
         else:
             p, h = await primary_reader.read_after(self._device, self.primary.cursor, limit), Batch([], [], 0)
+            if p.envelopes and p.envelopes[0].envelope.stored_at_ms - self._last_stamp > HEDGE_GAP_MS:
+                # A pause before this record: writes may have gone to the hedge stream
+                # meanwhile with their wake-ups lost (a partition); ask its leader first.
+                read_hedge = True
+                h = await hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S)
         primary_full = len(p.envelopes) + len(p.undecodable) >= limit
         hedge_full = len(h.envelopes) + len(h.undecodable) >= limit
         taken_p, taken_h, envelopes = merge(p, primary_full, h, hedge_full)
@@ -166,6 +179,8 @@ class DeviceStreams:
         self.primary.read(taken_p)
         self.hedge.read(taken_h)
         consumed_h = len(taken_h.envelopes) + len(taken_h.undecodable)
+        if envelopes:
+            self._last_stamp = max(self._last_stamp, max(e.envelope.stored_at_ms for e in envelopes))
         # More may follow while the hedge stream answers with records (taken now or left for later).
         self._hedge_due = read_hedge and bool(h.envelopes or h.undecodable)
         return envelopes, len(taken_p.envelopes) + len(taken_p.undecodable) + consumed_h
