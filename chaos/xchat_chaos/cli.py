@@ -168,7 +168,8 @@ async def _ticking(coro: Any, describe: Callable[[str], None]) -> DrillResult:
 def _backend(args: argparse.Namespace, workdir: Path) -> Any:
     spec = SCENARIOS[args.scenario]
     if args.backend == "kind":
-        from xchat_chaos.kind import KindBackend, parse_endpoints
+        from xchat_chaos.kind import KindBackend
+        from xchat_chaos.kind_commands import parse_endpoints
 
         try:
             endpoints = parse_endpoints(args.endpoints or "")
