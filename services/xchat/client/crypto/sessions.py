@@ -15,29 +15,49 @@ Every decrypt is transactional: on any error the session (and the prekey
 store) is left unchanged, so the next genuine message still opens. Sessions
 are mutable; persist :meth:`Session.to_bytes` after every encrypt/decrypt.
 
-Serialised form, version 1 (big-endian)::
+Serialised form, version 2 (big-endian)::
 
-    version u8 = 1 || role u8 (0 initiator, 1 responder)
+    version u8 = 2 || role u8 (0 initiator, 1 responder)
     our identity 32 || their identity 32 || initial-message digest 32 (SHA-256)
     has_pending u8 [|| len u16 || pending initial message]   initiator until first reply
-    ratchet state (see RatchetState.write)
+    ratchet state (see RatchetState.write; each skipped key dated, u64 ms)
+
+Version 1 (still read) is the same without the skipped keys' dates.
+
+Sessions that heal (libsignal's ``SessionRecord``, re-derived, not copied):
+the SDK stores one :class:`SessionRecord` per peer device, the current
+session plus up to :data:`ARCHIVED_SESSIONS_MAX` archived ones, newest first.
+A session that replaces the current one (the peer reinstalled, both sides
+started one at the same moment, a reset) archives it; :func:`open_record`
+tries the current session, then the archived ones, and an archived one that
+opens a message becomes current again (promotion), so two devices that
+crossed first messages converge on whichever session was used last and no
+message is lost. An archived session speaking under another identity key
+than the current one opens its messages but is never promoted (a pinned key
+changes only through a new session, which the SDK reports).
+
+Record form: ``0x81 || archived count u8 || (len u32 || session)`` for the
+current and then each archived session; a bare session blob (first byte 1
+or 2, what earlier SDKs stored) reads as a record without archive.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
 from .bundles import PrekeyBundle
 from .encoding import Reader, Writer
-from .errors import IdentityMismatchError, MalformedMessageError, NoSessionError, SessionMismatchError
+from .errors import CryptoError, IdentityMismatchError, MalformedMessageError, NoSessionError, SessionMismatchError
 from .identity import IdentityKeyPair
 from .payload import Payload
 from .pqxdh import InitialMessage, associated_data, initiate, respond
 from .prekey_store import PrekeyStore
 from .primitives import ED25519_PUBLIC_KEY_SIZE
 from .ratchet import (
+    MAX_SKIP,
     RatchetState,
     ratchet_decrypt,
     ratchet_encrypt,
@@ -47,16 +67,31 @@ from .ratchet import (
 from .wire import MessageType, WireMessage, frame, parse_wire
 
 __all__ = [
+    "ARCHIVED_SESSIONS_MAX",
     "SESSION_FORMAT_VERSION",
     "OpenedMessage",
+    "OpenedRecord",
     "Role",
     "Session",
+    "SessionRecord",
     "initiate_session",
     "open_message",
+    "open_record",
     "respond_to_session",
 ]
 
-SESSION_FORMAT_VERSION = 1
+SESSION_FORMAT_VERSION = 2
+_READABLE_SESSION_VERSIONS = (1, 2)
+# Archived sessions kept per peer device. libsignal keeps 40; each of ours may
+# hold up to MAX_SKIPPED_KEYS skipped keys (380 KB), and every extra one is
+# a failed trial decryption for a message no state opens. Ten cover a
+# reinstall, crossed first contacts and several resets in a row.
+ARCHIVED_SESSIONS_MAX = 10
+# Skip bound when trying an archived session: what it may still hold is a few
+# messages in flight when it was replaced, and a forged message is tried on
+# every archived session (bounds that work to ~3.5 ms each).
+ARCHIVED_MAX_SKIP = 1000
+RECORD_FORMAT = 0x81
 
 
 class Role(IntEnum):
@@ -113,23 +148,24 @@ class Session:
             head = frame(MessageType.NORMAL, None)
         return ratchet_encrypt(self._state, payload.encode(), ad=self._ad, frame=head)
 
-    def decrypt(self, wire: bytes) -> Payload:
+    def decrypt(self, wire: bytes, *, now_ms: int | None = None) -> Payload:
         """Open a wire message of this session; the session is unchanged on error."""
-        return self._decrypt_parsed(parse_wire(wire))
+        return self._decrypt_parsed(parse_wire(wire), now_ms)
 
-    def _decrypt_parsed(self, message: WireMessage) -> Payload:
+    def _decrypt_parsed(self, message: WireMessage, now_ms: int | None = None, max_skip: int = MAX_SKIP) -> Payload:
         if message.type is MessageType.PREKEY:
             # Only the responder receives PREKEY messages, and only those
             # carrying the initial message that created this session.
             assert message.initial_bytes is not None
             if self.role is not Role.RESPONDER or _digest(message.initial_bytes) != self.initial_digest:
                 raise SessionMismatchError("PREKEY message for a different session")
-        new_state, plaintext = ratchet_decrypt(
-            self._state, message.header, message.ciphertext, aad=self._ad + message.authenticated
+        plaintext, commit = ratchet_decrypt(
+            self._state, message.header, message.ciphertext, aad=self._ad + message.authenticated, now_ms=now_ms,
+            max_skip=max_skip,
         )
         payload = Payload.decode(plaintext)
         # Commit only now: the AEAD verified and the payload parsed.
-        self._state = new_state
+        commit()
         self._pending_initial = None
         return payload
 
@@ -147,7 +183,7 @@ class Session:
     @classmethod
     def from_bytes(cls, data: bytes) -> Session:
         r = Reader(data, "session")
-        r.version((SESSION_FORMAT_VERSION,))
+        version = r.version(_READABLE_SESSION_VERSIONS)
         raw_role = r.u8("role")
         if raw_role not in (Role.INITIATOR, Role.RESPONDER):
             raise MalformedMessageError(f"session: unknown role {raw_role}")
@@ -161,7 +197,7 @@ class Session:
             sub = Reader(pending, "pending initial message")
             InitialMessage.read(sub)
             sub.end()
-        state = RatchetState.read(r)
+        state = RatchetState.read(r, timed=version >= 2)
         r.end()
         return cls(
             role=Role(raw_role),
@@ -267,3 +303,138 @@ def open_message(
             return OpenedMessage(session, session._decrypt_parsed(message), False)
     new, payload = _respond_parsed(our_identity, prekey_store, message)
     return OpenedMessage(new, payload, True)
+
+
+class SessionRecord:
+    """The sessions with one peer device: the current one and the archived ones, newest first.
+
+    Immutable in shape: every change returns a new record (its sessions
+    shared), so a caller that drops an opened result keeps the record it had.
+    Archived sessions stay serialised until a message needs them.
+    """
+
+    __slots__ = ("_archived", "current")
+
+    def __init__(self, current: Session, archived: tuple[Session | bytes, ...] = ()) -> None:
+        self.current = current
+        self._archived = archived[:ARCHIVED_SESSIONS_MAX]
+
+    @property
+    def archived_count(self) -> int:
+        return len(self._archived)
+
+    def archived(self, index: int) -> Session:
+        """The archived session at ``index`` (0 = most recently archived), parsed once."""
+        entry = self._archived[index]
+        return entry if isinstance(entry, Session) else Session.from_bytes(entry)
+
+    def replaced_by(self, session: Session) -> SessionRecord:
+        """``session`` becomes current; the current one is archived (the oldest beyond the bound go)."""
+        return SessionRecord(session, (self.current, *self._archived))
+
+    def _promoted(self, index: int, session: Session) -> SessionRecord:
+        rest = self._archived[:index] + self._archived[index + 1 :]
+        return SessionRecord(session, (self.current, *rest))
+
+    def _updated(self, index: int, session: Session) -> SessionRecord:
+        return SessionRecord(self.current, self._archived[:index] + (session,) + self._archived[index + 1 :])
+
+    def to_bytes(self) -> bytes:
+        w = Writer().u8(RECORD_FORMAT).u8(len(self._archived))
+        for entry in (self.current, *self._archived):
+            blob = entry if isinstance(entry, bytes) else entry.to_bytes()
+            w.u32(len(blob)).raw(blob)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionRecord:
+        if data[:1] != bytes([RECORD_FORMAT]):
+            return cls(Session.from_bytes(data))  # a bare session, stored before records
+        r = Reader(data, "session record")
+        r.u8("record format")
+        count = r.u8("archived count")
+        if count > ARCHIVED_SESSIONS_MAX:
+            raise MalformedMessageError(f"session record: {count} archived sessions (at most {ARCHIVED_SESSIONS_MAX})")
+        current = Session.from_bytes(r.take(r.u32("current length"), "current session"))
+        archived = tuple(r.take(r.u32("archived length"), "archived session") for _ in range(count))
+        r.end()
+        return cls(current, archived)
+
+    def __repr__(self) -> str:
+        return f"SessionRecord(current={self.current!r}, archived={len(self._archived)})"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedRecord:
+    """Result of :func:`open_record`: store ``record`` in place of the one given."""
+
+    record: SessionRecord
+    # The session that opened the message (``record.current`` unless an
+    # archived one under another identity key opened it).
+    session: Session
+    payload: Payload
+    new_session: bool
+    # An archived session opened it and is current again.
+    promoted: bool
+
+
+def _candidates(record: SessionRecord) -> Iterator[tuple[int, Session]]:
+    """(index, session) for the current (-1) then each archived session, parsed lazily."""
+    yield -1, record.current
+    for index in range(record.archived_count):
+        try:
+            yield index, record.archived(index)
+        except CryptoError:
+            continue  # an unreadable archived blob never blocks the others
+
+
+def _skip_bound(index: int) -> int:
+    return MAX_SKIP if index < 0 else ARCHIVED_MAX_SKIP
+
+
+def _opened(record: SessionRecord, index: int, session: Session, payload: Payload) -> OpenedRecord:
+    if index < 0:
+        return OpenedRecord(record, session, payload, new_session=False, promoted=False)
+    if session.their_identity_key != record.current.their_identity_key:
+        return OpenedRecord(record._updated(index, session), session, payload, new_session=False, promoted=False)
+    return OpenedRecord(record._promoted(index, session), session, payload, new_session=False, promoted=True)
+
+
+def open_record(
+    wire: bytes,
+    *,
+    our_identity: IdentityKeyPair,
+    prekey_store: PrekeyStore,
+    record: SessionRecord | None,
+    now_ms: int | None = None,
+) -> OpenedRecord:
+    """Open any incoming wire message from one peer device, trying every session it has.
+
+    A PREKEY message opens under the (current or archived) responder session
+    it created, or else starts a new session (the current one is archived).
+    A NORMAL message is tried on the current session, then on each archived
+    one; the first that opens it wins (and is promoted). When none does, the
+    current session's error is raised. Nothing changes on error.
+    """
+    message = parse_wire(wire)
+    if record is None:
+        new, payload = _respond_parsed(our_identity, prekey_store, message)
+        return OpenedRecord(SessionRecord(new), new, payload, new_session=True, promoted=False)
+    if record.current.our_identity_key != our_identity.public:
+        raise IdentityMismatchError("session belongs to another identity")
+    if message.type is MessageType.PREKEY:
+        assert message.initial_bytes is not None
+        digest = _digest(message.initial_bytes)
+        for index, session in _candidates(record):
+            if session.role is Role.RESPONDER and session.initial_digest == digest:
+                return _opened(record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index)))
+        new, payload = _respond_parsed(our_identity, prekey_store, message)
+        return OpenedRecord(record.replaced_by(new), new, payload, new_session=True, promoted=False)
+    first_error: CryptoError | None = None
+    for index, session in _candidates(record):
+        try:
+            return _opened(record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index)))
+        except CryptoError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
