@@ -190,6 +190,16 @@ async def _sync_once(device, mailbox_of: str) -> None:
         call.cancel()
 
 
+async def _sync_stream_once(device, mailbox_of: str) -> None:
+    call = device.mailbox.SyncStream(mailbox_pb2.SyncRequest(device_id=mailbox_of), metadata=device.md)
+    try:
+        async for response in call:
+            if response.HasField("backlog_done"):
+                return
+    finally:
+        call.cancel()
+
+
 async def _send_stream_once(device, to: str) -> str:
     """The call's status, or the envelope's when the call itself succeeded."""
 
@@ -288,6 +298,7 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         ),
         "Relay.SendSealed": lambda: _send_sealed_once(c, a1, junk=who == "anonymous"),
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
+        "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
     }
     return cells[rpc]

@@ -10,7 +10,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged,
                     Undecryptable
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
-    IdentityNotApproved, SafetyNumberMismatch
+    IdentityNotApproved, SafetyNumberMismatch, StateKeyError
 
 The session cryptography is ``xchat.client.crypto``.
 """
@@ -23,6 +23,7 @@ from xchat.client.errors import (
     RequestRejected,
     SafetyNumberMismatch,
     ServiceUnavailable,
+    StateKeyError,
 )
 from xchat.client.messages import (
     Failed,
@@ -48,5 +49,6 @@ __all__ = [
     "SendReceipt",
     "SenderMismatch",
     "ServiceUnavailable",
+    "StateKeyError",
     "Undecryptable",
 ]

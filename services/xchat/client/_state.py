@@ -18,16 +18,38 @@ would reuse a message key. Book-keeping whose loss only repeats harmless work
 ``durable=False`` (``synchronous=NORMAL``: lost on power loss only, never on a
 process crash); ``set_meta`` outside a transaction is durable. Callers group
 many rows into one transaction.
+
+At rest (docs/adr/0011-state-at-rest.md): with a ``state_key`` every secret
+value (meta values, sessions, inbox plaintexts, outbox envelopes) is sealed
+by ``_atrest.AeadFields`` bound to its row; without one, stored as it is.
+
+Secure deletion: ``secure_delete`` zeroes what a delete or a replacement
+frees in the database file, but the WAL keeps every earlier version of a
+page until a checkpoint and then only resets its write position. So a
+committed transaction that replaced or deleted a secret (a session's
+superseded chain keys, a consumed prekey, an acknowledged plaintext)
+schedules ``wal_checkpoint(TRUNCATE)``: the pages' last versions go to the
+database file and the WAL file is cut to zero bytes. Scrubs are coalesced
+(at most one per ``SCRUB_DELAY_S`` when an event loop runs; at once
+otherwise) because each costs two fsyncs; one also runs at open (a crash may
+have left a WAL) and at close.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from xchat.client._atrest import CHECK_META_KEY, AeadFields, FieldCipher, PlainFields, location
+from xchat.client.errors import StateKeyError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -46,6 +68,11 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS seen (message_id BLOB PRIMARY KEY, acked_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending_acks (sequence INTEGER PRIMARY KEY);
 """
+# Meta rows read before the key is known, or that are the key check: never sealed.
+_PLAIN_META = frozenset({"schema_version", CHECK_META_KEY})
+# Longest a superseded key or acknowledged plaintext stays in the WAL while the
+# client runs: coalesces the scrubs of a burst of commits (each scrub ~2 fsyncs).
+SCRUB_DELAY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,26 +96,134 @@ def _now() -> int:
 
 
 class LocalState:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, state_key: bytes | None = None, scrub_delay: float = SCRUB_DELAY_S) -> None:
+        """Opens (or creates) the state file; ``state_key`` seals every secret value in it.
+
+        A plain file opened with a key is encrypted in place (one transaction).
+        Raises ``StateKeyError`` (and changes nothing) when the file is
+        encrypted and the key is missing or wrong.
+        """
+        fields: FieldCipher = AeadFields(state_key) if state_key is not None else PlainFields()
+        self._fields = fields
+        self._scrub_delay = scrub_delay
+        self._scrub_pending = False
+        self._scrub_handle: asyncio.TimerHandle | None = None
+        self._closed = False
         self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # The connection's default is NORMAL (the frequent, book-keeping
-        # commits: acks, outbox removals); ``transaction()`` raises it to FULL
-        # for the durable ones (a batch each).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._durable = False
-        self._db.executescript(SCHEMA)
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
-        elif int(version) > SCHEMA_VERSION:
-            raise RuntimeError(f"state file {path} is from a newer SDK (schema {int(version)})")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            # The connection's default is NORMAL (the frequent, book-keeping
+            # commits: acks, outbox removals); ``transaction()`` raises it to FULL
+            # for the durable ones (a batch each).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._durable = False
+            self._db.executescript(SCHEMA)
+            self._unlock(fields, path)
+            version = self.get_meta("schema_version")
+            if version is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
+            elif int(version) > SCHEMA_VERSION:
+                raise RuntimeError(f"state file {path} is from a newer SDK (schema {int(version)})")
+            self._scrub_now()  # a run that crashed may have left superseded keys in the WAL
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def encrypted(self) -> bool:
+        """True when secret values are sealed under the app's state key."""
+        return self._fields.encrypted
+
+    def _unlock(self, fields: FieldCipher, path: Path | str) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (CHECK_META_KEY,)).fetchone()
+        check = bytes(row[0]) if row else None
+        if isinstance(fields, AeadFields):
+            if check is None:
+                self._seal_existing(fields)
+            elif not fields.matches(check):
+                raise StateKeyError(f"state file {path} is encrypted under another state_key: nothing was read or changed")
+        elif check is not None:
+            raise StateKeyError(f"state file {path} is encrypted: pass its state_key to Client.open")
+
+    def _seal_existing(self, fields: AeadFields) -> None:
+        """Encrypts every value of a plain file in place, and records the key check, atomically."""
+        with self.transaction():
+            meta = self._db.execute("SELECT key, value FROM meta").fetchall()
+            for key, value in meta:
+                if key not in _PLAIN_META:
+                    sealed = fields.seal(location("meta", key), bytes(value))
+                    self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (sealed, key))
+            for device, account, state in self._db.execute("SELECT peer_device, peer_account, state FROM sessions").fetchall():
+                sealed = fields.seal(_session_at(device, account), bytes(state))
+                self._db.execute("UPDATE sessions SET state = ? WHERE peer_device = ?", (sealed, device))
+            inbox = self._db.execute("SELECT message_id, sender_account, sender_device, payload FROM inbox").fetchall()
+            for message_id, account, device, payload in inbox:
+                sealed = fields.seal(_inbox_at(bytes(message_id), account, device), bytes(payload))
+                self._db.execute("UPDATE inbox SET payload = ? WHERE message_id = ?", (sealed, message_id))
+            outbox = self._db.execute("SELECT message_id, recipient_device, recipient_account, ciphertext FROM outbox")
+            for message_id, device, account, ciphertext in outbox.fetchall():
+                sealed = fields.seal(_outbox_at(bytes(message_id), device, account), bytes(ciphertext))
+                self._db.execute(
+                    "UPDATE outbox SET ciphertext = ? WHERE message_id = ? AND recipient_device = ?",
+                    (sealed, message_id, device),
+                )
+            self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (CHECK_META_KEY, fields.check_value()))
+            self._scrub_pending = True  # the plain values' pages
 
     def close(self) -> None:
+        if self._closed:
+            return
+        if self._scrub_handle is not None:
+            self._scrub_handle.cancel()
+            self._scrub_handle = None
+        if self._scrub_pending and not self._db.in_transaction:
+            self._scrub_now()
+        self._closed = True
         self._db.close()
+
+    # -- secure deletion -------------------------------------------------
+    def _superseded(self) -> None:
+        """A secret was replaced or deleted: scrub the WAL once this is committed."""
+        self._scrub_pending = True
+        if not self._db.in_transaction:
+            self._schedule_scrub()
+
+    def _schedule_scrub(self) -> None:
+        if self._scrub_handle is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._scrub_now()  # no event loop to coalesce on (tools, tests): now
+            return
+        self._scrub_handle = loop.call_later(self._scrub_delay, self._scrub_due)
+
+    def _scrub_due(self) -> None:
+        self._scrub_handle = None
+        if self._closed or not self._scrub_pending:
+            return
+        if self._db.in_transaction:
+            self._schedule_scrub()  # a transaction spans an await: after it
+            return
+        try:
+            self._scrub_now()
+        except sqlite3.Error as exc:
+            log.warning("could not scrub the state file's WAL (will retry): %s", exc)
+            self._scrub_pending = True
+            self._schedule_scrub()
+
+    def _scrub_now(self) -> None:
+        """Moves the WAL's last page versions into the database file and truncates the WAL to zero."""
+        self._scrub_pending = False
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            self._scrub_pending = True  # another connection reads: the next commit retries
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
+        if self._scrub_pending:
+            self._schedule_scrub()
 
     def rollback(self) -> None:
         self._db.execute("ROLLBACK")
@@ -133,22 +268,29 @@ class LocalState:
     # -- meta ----------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return bytes(row[0]) if row else None
+        if row is None:
+            return None
+        return bytes(row[0]) if key in _PLAIN_META else self._fields.open(location("meta", key), bytes(row[0]))
 
     def set_meta(self, key: str, value: bytes) -> None:
         if not self._db.in_transaction:
             self._synchronous(True)  # identity, prekeys, tokens: the server acts on them
-        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        stored = value if key in _PLAIN_META else self._fields.seal(location("meta", key), value)
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, stored))
+        self._superseded()  # the value it replaced (a prekey store, a profile key)
 
     def delete_meta(self, key: str) -> None:
         if not self._db.in_transaction:
             self._synchronous(True)
         self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        self._superseded()
 
     # -- sessions ------------------------------------------------------
     def session(self, peer_device: str) -> bytes | None:
-        row = self._db.execute("SELECT state FROM sessions WHERE peer_device = ?", (peer_device,)).fetchone()
-        return bytes(row[0]) if row else None
+        row = self._db.execute(
+            "SELECT state, peer_account FROM sessions WHERE peer_device = ?", (peer_device,)
+        ).fetchone()
+        return self._fields.open(_session_at(peer_device, row[1]), bytes(row[0])) if row else None
 
     def session_account(self, peer_device: str) -> str | None:
         """The account the session with ``peer_device`` was filed under (None: no session)."""
@@ -160,10 +302,12 @@ class LocalState:
         return [r[0] for r in rows]
 
     def put_session(self, peer_device: str, peer_account: str, state: bytes) -> None:
+        stored = self._fields.seal(_session_at(peer_device, peer_account), state)
         self._db.execute(
             "INSERT OR REPLACE INTO sessions(peer_device, peer_account, state, updated_ms) VALUES (?, ?, ?, ?)",
-            (peer_device, peer_account, state, _now()),
+            (peer_device, peer_account, stored, _now()),
         )
+        self._superseded()  # the previous state's chain keys
 
     def next_counter(self, peer_account: str) -> int:
         row = self._db.execute("SELECT next FROM counters WHERE peer_account = ?", (peer_account,)).fetchone()
@@ -175,8 +319,11 @@ class LocalState:
     def add_outbox(self, item: OutboxItem) -> None:
         self._db.execute(
             "INSERT INTO outbox(message_id, recipient_device, recipient_account, ciphertext, created_ms) VALUES (?, ?, ?, ?, ?)",
-            (item.message_id, item.recipient_device, item.recipient_account, item.ciphertext, _now()),
+            (item.message_id, item.recipient_device, item.recipient_account, self._seal_outbox(item), _now()),
         )
+
+    def _seal_outbox(self, item: OutboxItem) -> bytes:
+        return self._fields.seal(_outbox_at(item.message_id, item.recipient_device, item.recipient_account), item.ciphertext)
 
     def remove_outbox(self, message_id: bytes, recipient_device: str) -> None:
         """The message left the outbox: stored by the server, or refused for good."""
@@ -193,19 +340,31 @@ class LocalState:
         rows = self._db.execute(
             "SELECT message_id, recipient_device, recipient_account, ciphertext FROM outbox ORDER BY rowid"
         )
-        return [OutboxItem(bytes(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+        return [
+            OutboxItem(bytes(r[0]), r[1], r[2], self._fields.open(_outbox_at(bytes(r[0]), r[1], r[2]), bytes(r[3])))
+            for r in rows
+        ]
 
     # -- inbox and seen ------------------------------------------------
     def inbox_item(self, message_id: bytes) -> InboxItem | None:
         row = self._db.execute(
             "SELECT sender_account, sender_device, payload FROM inbox WHERE message_id = ?", (message_id,)
         ).fetchone()
-        return InboxItem(message_id, row[0], row[1], bytes(row[2])) if row else None
+        if row is None:
+            return None
+        payload = self._fields.open(_inbox_at(message_id, row[0], row[1]), bytes(row[2]))
+        return InboxItem(message_id, row[0], row[1], payload)
 
     def add_inbox(self, item: InboxItem) -> None:
         self._db.execute(
             "INSERT OR IGNORE INTO inbox(message_id, sender_account, sender_device, payload, received_ms) VALUES (?, ?, ?, ?, ?)",
-            (item.message_id, item.sender_account, item.sender_device, item.payload, _now()),
+            (
+                item.message_id,
+                item.sender_account,
+                item.sender_device,
+                self._fields.seal(_inbox_at(item.message_id, item.sender_account, item.sender_device), item.payload),
+                _now(),
+            ),
         )
 
     def was_seen(self, message_id: bytes) -> bool:
@@ -214,6 +373,7 @@ class LocalState:
     def mark_seen(self, message_id: bytes) -> None:
         self._db.execute("INSERT OR IGNORE INTO seen(message_id, acked_ms) VALUES (?, ?)", (message_id, _now()))
         self._db.execute("DELETE FROM inbox WHERE message_id = ?", (message_id,))
+        self._superseded()  # the acknowledged plaintext
 
     # -- acknowledgements the server has not confirmed yet --------------
     # Mailbox sequences are protobuf uint64; SQLite integers are signed 64-bit.
@@ -230,6 +390,18 @@ class LocalState:
 
 
 _U64 = 2**64
+
+
+def _session_at(peer_device: str, peer_account: str) -> str:
+    return location("session", peer_device, peer_account)
+
+
+def _inbox_at(message_id: bytes, sender_account: str, sender_device: str) -> str:
+    return location("inbox", message_id.hex(), sender_account, sender_device)
+
+
+def _outbox_at(message_id: bytes, recipient_device: str, recipient_account: str) -> str:
+    return location("outbox", message_id.hex(), recipient_device, recipient_account)
 
 
 def _signed64(sequence: int) -> int:

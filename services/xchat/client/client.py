@@ -97,6 +97,7 @@ class Client:
         root_certificates: bytes | None = None,
         call_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        state_key: bytes | None = None,
     ) -> Client:
         """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first).
 

@@ -9,7 +9,10 @@
     ├── ServiceUnavailable       no endpoint answered, after trying each of them
     ├── IdentityNotApproved      a verified contact's identity key changed: sending to
     │                            ``account`` waits for ``Client.approve_identity``
-    └── SafetyNumberMismatch     ``Client.verify`` got digits that are not the safety number
+    ├── SafetyNumberMismatch     ``Client.verify`` got digits that are not the safety number
+    └── StateKeyError            the state file is encrypted and the ``state_key`` given to
+                                 ``Client.open`` is missing or wrong, or a stored value failed
+                                 authentication (file damaged or edited); nothing was changed
 
 Session cryptography failures are ``xchat.client.crypto.CryptoError``.
 gRPC exceptions are translated in ``_transport`` and never reach the app.
@@ -47,3 +50,27 @@ class SafetyNumberMismatch(ClientError):
     def __init__(self, account: str) -> None:
         super().__init__(f"that is not the safety number with {account!r}: not verified")
         self.account = account
+
+
+class StateKeyError(ClientError):
+    """The local state cannot be read with the key given (missing, wrong, or the file was altered)."""
+
+
+class UntrustedDeviceList(ClientError):
+    """The device list the directory serves for ``account`` cannot be trusted (docs/adr/0011).
+
+    ``problem``: "unsigned" (no account key or list), "signature" (not signed by
+    the account key), "account_key_changed" (not the key pinned on first use),
+    "rollback" (older than a version already verified, or another list of the
+    same version). Nothing is sent to that account until a trustworthy list is
+    served; each refusal is also a ``DeviceListRejected`` event.
+    """
+
+    def __init__(self, account: str, problem: str, detail: str) -> None:
+        super().__init__(f"device list of {account!r} refused ({problem}): {detail}")
+        self.account = account
+        self.problem = problem
+
+
+class LinkFailed(ClientError):
+    """``Client.open_linked`` could not use the code: unknown, expired, already used, or not a link code."""

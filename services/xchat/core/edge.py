@@ -91,6 +91,7 @@ POLICIES: dict[str, Policy] = {
     # No token: the delivery key of each envelope authorises it (xchat.relay.sealed).
     "/xchat.v1.Relay/SendSealed": Policy(anonymous=True, limit=SEALED),
     "/xchat.v1.Mailbox/Sync": Policy(),
+    "/xchat.v1.Mailbox/SyncStream": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),
 }
 STRICTEST = Policy()

@@ -35,6 +35,7 @@ import grpc.aio
 
 from xchat.core.devices import DeviceDirectory
 from xchat.core.errors import PermissionDenied
+from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import Store
 from xchat.core.tokens import TokenVerifier
@@ -42,6 +43,7 @@ from xchat.mailbox.acks import AckWindow, ack_outside_sync
 from xchat.mailbox.listeners import Listener, Listeners
 from xchat.mailbox.reader import MailboxReader, Stored
 from xchat.mailbox.revocations import RevocationWatch
+from xchat.mailbox.streams import AckFeeds, follow_acks
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -90,6 +92,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._listeners = Listeners(store)
         self._revocations = RevocationWatch(store, directory, self._listeners)
         self._directory = directory
+        self._feeds = AckFeeds()
 
     async def prepare(self) -> None:
         """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
@@ -102,6 +105,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         if record is None or record.revoked:
             raise PermissionDenied(f"device {caller.device} is revoked or unknown; log in with an active device")
         deleted = await ack_outside_sync(self._reader, caller.device, list(request.sequences))
+        self._feeds.acknowledged(caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
 
     @streaming
@@ -114,12 +118,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         opener = await anext(aiter(request_iterator), None)
         if opener is None:
             return
-        if opener.device_id and opener.device_id != device:
-            raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
-        await self._revocations.admit(device)
-        window = AckWindow(self._reader, device)
-        await window.settle(list(opener.ack_sequences))
-        listener = await self._listeners.add(device)
+        window, listener = await self._open(device, opener)
         acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners))
         try:
             async for response in self._deliver(window, listener):
@@ -130,10 +129,39 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await acks
 
+    async def _open(self, device: DeviceId, opener: mailbox_pb2.SyncRequest) -> tuple[AckWindow, Listener]:
+        """What opens Sync and SyncStream alike: the mailbox named, the device active, the acks sent first settled."""
+        if opener.device_id and opener.device_id != device:
+            raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
+        await self._revocations.admit(device)
+        window = AckWindow(self._reader, device)
+        await window.settle(list(opener.ack_sequences))
+        return window, await self._listeners.add(device)
+
+    @streaming
+    async def SyncStream(self, request: mailbox_pb2.SyncRequest, context: Ctx) -> AsyncIterator[mailbox_pb2.SyncResponse]:
+        """Sync with acknowledgements by unary Ack (gRPC-web): the same checks and delivery loop (``streams``)."""
+        device = principal_of(context, self._verifier).device
+        window, listener = await self._open(device, request)
+        feed = self._feeds.open(device)
+        acks = asyncio.create_task(follow_acks(feed, window, listener, self._reader, max_unacked=MAX_UNACKED))
+        try:
+            async for response in self._deliver(window, listener):
+                yield response
+        finally:
+            self._feeds.close(device, feed)
+            self._listeners.remove(listener)
+            acks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await acks
+
     @staticmethod
     async def _read_acks(
         requests: AsyncIterator[mailbox_pb2.SyncRequest], window: AckWindow, listener: Listener, listeners: Listeners
     ) -> None:
+        # Purges linger to fold several acks into one (acks.PURGE_LINGER_S): they report here.
+        window.on_purged = lambda floor: listeners.removed_through(listener.device, floor)
+        window.on_failure = listener.end
         try:
             async for request in requests:
                 full = window.outstanding >= MAX_UNACKED
@@ -161,9 +189,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             woken = listener.wake.is_set() and not listener.polled
             listener.wake.clear()
             listener.polled = False
-            batch = await self._reader.read_after(
-                listener.device, window.cursor, min(READ_BATCH, MAX_UNACKED - window.outstanding)
-            )
+            limit = min(READ_BATCH, MAX_UNACKED - window.outstanding)
+            batch = await self._reader.read_after(listener.device, window.cursor, limit)
             # Recorded before sending, so an ack can never arrive for a sequence the window does not know.
             window.read(batch)
             for response in responses(batch.envelopes):
@@ -172,7 +199,11 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             if batch.last:
                 lagging_retries = 0
                 catch_up_delay = 0.0
-                continue
+                if len(batch.envelopes) + len(batch.undecodable) >= limit:
+                    continue  # a full batch: more may follow
+                # A short batch ended where the replica's records end: no second read to learn
+                # that it is empty (a read per wake-up, not two). The next store wakes us.
+                woken = False
             if not backlog_sent:
                 backlog_sent = True
                 yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))

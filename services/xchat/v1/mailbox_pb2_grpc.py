@@ -39,6 +39,11 @@ class MailboxStub:
                 request_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
                 _registered_method=True)
+        self.SyncStream = channel.unary_stream(
+                '/xchat.v1.Mailbox/SyncStream',
+                request_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
+                _registered_method=True)
         self.Ack = channel.unary_unary(
                 '/xchat.v1.Mailbox/Ack',
                 request_serializer=xchat_dot_v1_dot_mailbox__pb2.AckRequest.SerializeToString,
@@ -52,6 +57,18 @@ class MailboxServicer:
     def Sync(self, request_iterator, context):
         """The client's first request opens the call (it may be empty); delivery
         starts after it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncStream(self, request, context):
+        """Sync for clients that cannot stream requests (browsers through gRPC-web,
+        docs/grpc-web.md): the one request opens the call exactly as Sync's first
+        does, and the client acknowledges with Ack. Same authorisation, bounds
+        and revocation checks as Sync; at most 1000 envelopes are outstanding
+        until Acks free the window (re-checked against the store every few
+        seconds when the Acks reach another mailbox process).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,6 +88,11 @@ def add_MailboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Sync': grpc.stream_stream_rpc_method_handler(
                     servicer.Sync,
+                    request_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.SerializeToString,
+            ),
+            'SyncStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SyncStream,
                     request_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.SerializeToString,
             ),
@@ -105,6 +127,33 @@ class Mailbox:
             request_iterator,
             target,
             '/xchat.v1.Mailbox/Sync',
+            xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
+            xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/xchat.v1.Mailbox/SyncStream',
             xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
             xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
             options,
