@@ -106,9 +106,17 @@ class Client:
         ``clock`` (seconds, like ``time.time``) dates the signed prekeys: a
         registered client whose keys are older than the rotation age starts
         replacing them in the background here (``rotate_prekeys``).
+
+        ``state_key`` (32 random bytes the app keeps outside the state file, e.g.
+        in the platform key store) encrypts every secret the state file holds:
+        identity seed, prekeys, sessions, message plaintexts, tokens. A plain
+        file opened with a key is encrypted in place. Without a key secrets are
+        stored in clear (protect the file by other means). A missing or wrong
+        key for an encrypted file raises ``StateKeyError`` and changes nothing.
         """
+        state = LocalState(state_path, state_key=state_key)
         transport = Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout)
-        client = cls(LocalState(state_path), transport, clock=clock)
+        client = cls(state, transport, clock=clock)
         client._rotation.check()
         return client
 
