@@ -50,6 +50,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     if "keys" in settings.services:
+        claims = PrekeyClaims(Rate(settings.prekey_claim_rate, settings.prekey_claim_burst))
         directory = PrekeyDirectory(
             store.bucket(BUCKET_PREKEYS), store.bucket(BUCKET_ACCOUNTS), DeviceDirectory(store.bucket(BUCKET_DEVICES))
         )
@@ -57,11 +58,13 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             Registration(
                 keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
                 keys_pb2_grpc.add_KeysServicer_to_server,
-                KeysServicer(directory, PrekeyClaims(Rate(settings.prekey_claim_rate, settings.prekey_claim_burst))),
+                KeysServicer(directory, claims),
+                limiters=claims.limiters,
             )
         )
     if "relay" in settings.services:
         relay = Relay(store, DeviceDirectory(store.bucket(BUCKET_DEVICES)), max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        envelopes = RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes")
         out.append(
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
@@ -69,8 +72,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 RelayServicer(
                     relay,
                     store_timeout_s=settings.store_timeout_s,
-                    limiter=RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes"),
+                    limiter=envelopes,
                 ),
+                limiters={"envelopes": envelopes},
             )
         )
     if "mailbox" in settings.services:

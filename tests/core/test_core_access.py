@@ -149,7 +149,8 @@ async def test_replicas_share_heavy_spending_and_send_nothing_for_light_callers(
     bus = _Bus()
     rate = Rate(per_second=1, burst=8)
     here, there = RateLimiter(rate, what="calls"), RateLimiter(rate, what="calls")
-    gossip_here, gossip_there = LimitGossip(bus, {"calls": here}), LimitGossip(bus, {"calls": there})  # type: ignore[arg-type]
+    gossip_here = LimitGossip(bus, {"calls": here}, services=("auth",))  # type: ignore[arg-type]
+    gossip_there = LimitGossip(bus, {"calls": there}, services=("auth",))  # type: ignore[arg-type]
     await gossip_here.start()
     await gossip_there.start()
     try:

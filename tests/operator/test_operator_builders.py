@@ -94,7 +94,12 @@ def test_service_permissions_are_least_privilege() -> None:
     assert "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX" in p["mailbox"]
     assert not any("CONSUMER" in s for perms in p.values() for s in perms), "no consumers anywhere"
     assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
-    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX_mailbox.>", "xchat.ntf.*")
+    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX_mailbox.>", "xchat.limits.mailbox", "xchat.ntf.*")
+    # Shared rate limits: each service on its own subject only (xchat.core.sharedlimits).
+    for svc in ("auth", "keys", "relay", "mailbox"):
+        assert [x for x in p[svc] if x.startswith("xchat.limits")] == [f"xchat.limits.{svc}"]
+        assert [x for x in natsconfig.SUBSCRIBE[svc] if x.startswith("xchat.limits")] == [f"xchat.limits.{svc}"]
+    assert not any(x.startswith("xchat.limits") for x in p["bootstrap"] + natsconfig.SUBSCRIBE["bootstrap"])
     # Each user reads only its own replies; none may reshape storage or list the mailbox stream.
     for user, subscribe in natsconfig.SUBSCRIBE.items():
         assert [x for x in subscribe if x.startswith("_INBOX")] == [f"_INBOX_{user}.>"]
@@ -105,7 +110,7 @@ def test_service_permissions_are_least_privilege() -> None:
     assert not any(x.startswith(("$KV.", "xchat.", "$JS.API.DIRECT")) or "PURGE" in x or "DELETE" in x for x in p["bootstrap"])
     spec = parse_mesh(mesh_body())
     conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
-    assert conf.count('subscribe: {\n          allow: ["_INBOX_auth.>"]') == 1
+    assert conf.count('subscribe: {\n          allow: ["_INBOX_auth.>", "xchat.limits.auth"]') == 1
     assert '"$KV.xchat_prekeys.>"' in conf
 
 

@@ -20,6 +20,11 @@ Three rules shape the lists (docs/security.md, "NATS least privilege"):
   update, delete or purge-all a stream or bucket; the ``bootstrap`` user
   (:data:`BOOTSTRAP_USER`, used once by ``xchat up`` / the operator's
   bootstrap init container) does that, see ``xchat.mesh.bootstrap``.
+* **Rate limits are shared per service.** Each service publishes and
+  subscribes only its own ``xchat.limits.<service>`` (:func:`limits_subject`,
+  ``xchat.core.sharedlimits``): relay's credentials can neither charge auth's
+  or keys' buckets (lock someone out of login) nor read which devices fetch
+  bundles.
 * **No subject listing.** ``STREAM.INFO`` with a subject filter lists every
   subject of a stream: on the mailbox stream that is every mailbox holder,
   so no user but bootstrap may ask for the mailbox stream's info. KV bucket
@@ -56,6 +61,8 @@ READ_BUCKETS: dict[str, tuple[str, ...]] = {
     "relay": (BUCKET_DEVICES,),
     "mailbox": (BUCKET_DEVICES,),
 }
+#: Core NATS subjects (no JetStream) on which replicas share rate-limit spending.
+LIMITS_SUBJECTS = "xchat.limits"
 MAILBOX_OWNER = "relay"
 MAILBOX_READER = "mailbox"
 
@@ -69,6 +76,11 @@ class Permissions:
 def inbox_prefix(user: str) -> str:
     """The reply-subject prefix of ``user``'s connections (``_INBOX_relay``, ...)."""
     return f"_INBOX_{user}"
+
+
+def limits_subject(service: str) -> str:
+    """Where ``service``'s replicas share what callers spent (``xchat.limits.relay``, ...)."""
+    return f"{LIMITS_SUBJECTS}.{service}"
 
 
 def _bucket_read(bucket: str) -> list[str]:
@@ -110,6 +122,9 @@ def permissions(service: str) -> Permissions:
         return Permissions(tuple(union), (f"{inbox_prefix('all')}.>", *wakeups))
     publish = ["$JS.API.INFO"]  # health: JetStream reachable with a meta leader
     subscribe = [f"{inbox_prefix(service)}.>"]  # replies to every request above, and only ours
+    # Shared rate limits: this service's replicas only (xchat.core.sharedlimits).
+    publish.append(limits_subject(service))
+    subscribe.append(limits_subject(service))
     for bucket in OWNED_BUCKETS[service]:
         publish += _bucket_write(bucket)
     for bucket in READ_BUCKETS[service]:

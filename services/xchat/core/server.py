@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core import metrics
 from xchat.core.edge import Edge, Limits
 from xchat.core.observe import Observer
+from xchat.core.ratelimit import RateLimiter
 from xchat.core.settings import ServiceSettings
 from xchat.core.sharedlimits import LimitGossip
 from xchat.core.store import BUCKET_DEVICES, Store
@@ -49,6 +50,9 @@ class Registration:
     servicer: Any
     # Awaited before the server starts (e.g. a subscription its first call relies on).
     prepare: Callable[[], Awaitable[None]] | None = None
+    # The servicer's own rate limiters by group name, shared with the other replicas
+    # like the edge's (xchat.core.sharedlimits).
+    limiters: Mapping[str, RateLimiter] = field(default_factory=dict)
 
 
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
@@ -136,7 +140,8 @@ async def start_server(
         port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
-    gossip = LimitGossip(store.nc, limits.groups) if settings.shared_limits else None
+    shared = {**limits.groups, **{g: lim for r in registrations for g, lim in r.limiters.items()}}
+    gossip = LimitGossip(store.nc, shared, services=settings.services) if settings.shared_limits else None
     if gossip is not None:
         await gossip.start()
     for registration in registrations:

@@ -118,9 +118,9 @@ class ServiceSettings:
     # Metadata key a trusted proxy sets to the client address (e.g.
     # "x-forwarded-for"); believed only from peers within ``trusted_proxies``
     # (CIDRs). Unset: the TCP peer is the client.
-    # Replicas share what callers spent (xchat.core.sharedlimits); off: per
-    # process. Opt-in until the NATS users are granted its subject.
-    shared_limits: bool = False
+    # Replicas share what callers spent (xchat.core.sharedlimits, on each
+    # service's own xchat.limits.<service>); off: per process (the fall-back).
+    shared_limits: bool = True
     trusted_proxy_header: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     token_audience: str = DEFAULT_TOKEN_AUDIENCE
@@ -282,8 +282,8 @@ VARIABLES: tuple[Variable, ...] = (
              meaning="one-time prekeys handed out per second per target account and per fetching device; beyond it bundles come without one"),
     Variable(name="XCHAT_PREKEY_CLAIM_BURST", group=LIMITS, field="prekey_claim_burst", parse=_decimal, default=DEFAULT_PREKEY_CLAIM_BURST,
              meaning="burst of those prekeys"),
-    Variable(name="XCHAT_SHARED_LIMITS", group=LIMITS, field="shared_limits", parse=_flag, default=False,
-             meaning="1/true: replicas share what callers spent (xchat.core.sharedlimits); off: limits are per process"),
+    Variable(name="XCHAT_SHARED_LIMITS", group=LIMITS, field="shared_limits", parse=_flag, default=True,
+             meaning="1/true (default): replicas share what callers spent on core NATS (xchat.core.sharedlimits); 0: limits are per process"),
     Variable(name="XCHAT_METRICS_LISTEN", group=OBSERVABILITY, field="metrics_listen", flag="--metrics-listen",
              meaning="Prometheus /metrics address over plain HTTP (port 0 picks one); unset: no metrics port"),
     Variable(name="XCHAT_NATS_MONITOR_URL", group=OBSERVABILITY, field="nats_monitor_url",
