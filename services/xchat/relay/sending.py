@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
+from nats.js.client import JetStreamContext
 
 from xchat.core import metrics
 from xchat.core.devices import DeviceDirectory
@@ -64,9 +66,36 @@ class Receipt:
     receipt: bytes
 
 
+def ack_errors_on_futures(js: JetStreamContext) -> None:
+    """Makes ``publish_async`` futures fail with the server's refusal instead of never resolving.
+
+    nats.py (2.16, issue nats-io/nats.py#985, fix proposed in #994) builds the
+    error of an ack that refuses a publish with ``APIError.from_error``, which
+    raises instead of returning: the exception escapes into the subscription
+    task and the future is left pending, so a pipelined send to a full mailbox
+    waited for its timeout and was answered UNAVAILABLE (the SDK then retried it
+    in every region) instead of RESOURCE_EXHAUSTED. Installed before the first
+    ``publish_async``, whose reply subscription takes the handler from the instance.
+    """
+    original = js._handle_async_reply
+
+    async def handle(msg: Msg) -> None:
+        try:
+            await original(msg)
+        except nats.js.errors.APIError as exc:
+            # The reply subject is <inbox prefix>.<nuid>.<token>; futures are keyed by token.
+            futures: dict[str, asyncio.Future[PubAck]] = getattr(js, "_publish_async_futures", {})
+            future = futures.get(msg.subject.rsplit(".", 1)[-1])
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+    setattr(js, "_handle_async_reply", handle)
+
+
 class Relay:
     def __init__(self, store: Store, devices: DeviceDirectory, *, max_ciphertext_bytes: int) -> None:
         self._store = store
+        ack_errors_on_futures(store.js)
         self._devices = devices
         self._max_ciphertext = max_ciphertext_bytes
         # Per recipient, the turn of the latest pipelined publish (see send_pipelined).
