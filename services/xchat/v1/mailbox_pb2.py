@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xchat/v1/mailbox.proto\x12\x08xchat.v1\"7\n\x0bSyncRequest\x12\x15\n\rack_sequences\x18\x01 \x03(\x04\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\x88\x01\n\x08\x45nvelope\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\x14\n\x0cstored_at_ms\x18\x06 \x01(\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x0esender_accountR\x10sender_device_id\" \n\x0b\x42\x61\x63klogDone\x12\x11\n\tdelivered\x18\x01 \x01(\x04\"b\n\x0cSyncResponse\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.xchat.v1.Envelope\x12+\n\x0c\x62\x61\x63klog_done\x18\x02 \x01(\x0b\x32\x15.xchat.v1.BacklogDone\"\x1f\n\nAckRequest\x12\x11\n\tsequences\x18\x01 \x03(\x04\"\x1e\n\x0b\x41\x63kResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r2\xb7\x01\n\x07Mailbox\x12\x39\n\x04Sync\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse(\x01\x30\x01\x12=\n\nSyncStream\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse0\x01\x12\x32\n\x03\x41\x63k\x12\x14.xchat.v1.AckRequest\x1a\x15.xchat.v1.AckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xchat/v1/mailbox.proto\x12\x08xchat.v1\"7\n\x0bSyncRequest\x12\x15\n\rack_sequences\x18\x01 \x03(\x04\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\x88\x01\n\x08\x45nvelope\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\x14\n\x0cstored_at_ms\x18\x06 \x01(\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x0esender_accountR\x10sender_device_id\" \n\x0b\x42\x61\x63klogDone\x12\x11\n\tdelivered\x18\x01 \x01(\x04\"b\n\x0cSyncResponse\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.xchat.v1.Envelope\x12+\n\x0c\x62\x61\x63klog_done\x18\x02 \x01(\x0b\x32\x15.xchat.v1.BacklogDone\"\x1f\n\nAckRequest\x12\x11\n\tsequences\x18\x01 \x03(\x04\"\x1e\n\x0b\x41\x63kResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r2\xb7\x01\n\x07Mailbox\x12\x39\n\x04Sync\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse(\x01\x30\x01\x12=\n\nSyncStream\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse0\x01\x12\x32\n\x03\x41\x63k\x12\x14.xchat.v1.AckRequest\x1a\x15.xchat.v1.AckResponseBk\n\x08xchat.v1B\x0cMailboxProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xchat.v1.mailbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\010xchat.v1B\014MailboxProtoP\001Z\035xchat/gen/go/xchat/v1;xchatv1\242\002\003XCX\252\002\010XChat.V1\272\002\007XChatV1\312\002\010XChat\\V1\352\002\tXChat::V1'
   _globals['_SYNCREQUEST']._serialized_start=36
   _globals['_SYNCREQUEST']._serialized_end=91
   _globals['_ENVELOPE']._serialized_start=94
