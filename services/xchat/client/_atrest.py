@@ -5,7 +5,7 @@ way into and out of SQLite: meta values (identity seed, prekey private keys,
 profile keys, the refresh token, ...), ratchet sessions (root, chain and
 skipped message keys), inbox plaintexts and outbox envelopes. Row keys stay
 in clear so SQLite can index them: peer device ids, account names, message
-ids, mailbox sequences, timestamps (docs/adr/0011-state-at-rest.md weighs
+ids, mailbox sequences, timestamps (docs/adr/0012-sdk-state-at-rest.md weighs
 this against SQLCipher, which would hide them too).
 
 Sealed field::

@@ -19,7 +19,7 @@ would reuse a message key. Book-keeping whose loss only repeats harmless work
 process crash); ``set_meta`` outside a transaction is durable. Callers group
 many rows into one transaction.
 
-At rest (docs/adr/0011-state-at-rest.md): with a ``state_key`` every secret
+At rest (docs/adr/0012-sdk-state-at-rest.md): with a ``state_key`` every secret
 value (meta values, sessions, inbox plaintexts, outbox envelopes) is sealed
 by ``_atrest.AeadFields`` bound to its row; without one, stored as it is.
 
