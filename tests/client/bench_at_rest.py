@@ -14,7 +14,7 @@ running event loop so the WAL scrubs coalesce as in the SDK. Three modes:
 
 Prints JSON: wall and CPU µs per message (median of 3 runs), the AEAD cost
 of sealing + opening one session-sized value, and what one scrub (the
-checkpoint a lone message triggers 0.2 s later, on the event loop) takes.
+checkpoint a lone message triggers 1 s later, on the event loop) takes.
 """
 
 from __future__ import annotations
