@@ -6,12 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export XCHAT_CACHE ?= $(HOME)/.cache/xchat
 
-.PHONY: up demo test tools browser lint unit sdk-wheel proto-snapshot clean
+.PHONY: up demo test tools browser lint unit sdk-wheel proto-snapshot release clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,operator,chaos,fuzz]"
+	$(BIN)/pip install --quiet -e ".[test,operator,chaos,fuzz,release]"
 	touch $@
 
 up: $(BIN)/.installed
@@ -52,6 +52,13 @@ unit: $(BIN)/.installed lint
 # The client SDK alone (xchat-sdk wheel, no server code) into dist/.
 sdk-wheel: $(BIN)/.installed
 	$(BIN)/python -m xchat.client.sdk_wheel dist
+
+# Versioned artifacts into dist/release/<version>: Python sdist + wheels (server, SDK), the packaged
+# chart, the proto module, a CycloneDX SBOM and SHA256SUMS (docs/chart.md). RELEASE_FLAGS=--images
+# adds `docker save` archives of images charts/images/build.sh built (as root) beforehand.
+release: $(BIN)/.installed
+	@test -x $(XCHAT_CACHE)/bin/helm || operator/envtest/build-binaries.sh helm
+	charts/tools/release.sh $(RELEASE_FLAGS)
 
 # At a release: the API as released, what `buf breaking` compares against (docs/proto.md).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
