@@ -61,6 +61,7 @@ from xchat_chaos.kind_commands import (
     run_command,
     services_selector,
 )
+from xchat_chaos.kind_mesh import MeshEditor, ready_region_names
 from xchat_chaos.monitoring import JSZ_QUERY, Redundancy, Topology, redundancy, topology
 
 
@@ -80,6 +81,10 @@ class KindBackend:
         runner: Runner = run_command,
         forwarder: Forwarder = TcpForward,
         sleep: Callable[[float], None] = time.sleep,
+        release: str = "xchat",
+        chart: str = "charts/xchat",
+        upgrade_image_tag: str | None = None,
+        upgrade_nats_tag: str | None = None,
     ) -> None:
         self.context = context
         self.namespace = namespace
@@ -99,6 +104,15 @@ class KindBackend:
         self._partitioned: dict[str, str] = {}  # node -> its address before the partition
         self.nats_selector = nats_selector(mesh)
         self.services_selector = services_selector(mesh)
+        # scale-region and upgrade: spec edits and helm, waiting on the mesh's status.
+        self.editor = MeshEditor(run=runner, context=context, namespace=namespace, mesh=mesh, sleep=sleep)
+        self.release = release
+        self.chart = chart
+        self.upgrade_image_tag = upgrade_image_tag
+        self.upgrade_nats_tag = upgrade_nats_tag
+        # The mesh's regions (spec) once started: a node labelled for a region the
+        # mesh does not have yet (scale-region's new one) is not a region of the drill.
+        self._mesh_regions: list[str] | None = None
 
     # -- discovery -----------------------------------------------------
 
@@ -122,7 +136,8 @@ class KindBackend:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        return tuple(self._node_map())
+        known = self._mesh_regions
+        return tuple(r for r in self._node_map() if known is None or r in known)
 
     def nodes(self, region: str) -> list[str]:
         return list(self._node_map()[region])
@@ -144,6 +159,10 @@ class KindBackend:
     def start(self) -> None:
         """The cluster is provisioned outside the drill (kind + helm); check it is there and reach it."""
         self._node_map()
+        try:
+            self._mesh_regions = self.editor.spec_regions() or None
+        except (BackendError, ValueError):
+            self._mesh_regions = None  # reported with its reason by _mesh_ca below
         if self.root_certificates is None:
             self.root_certificates = self._mesh_ca()
         if self._expose:
@@ -387,6 +406,57 @@ class KindBackend:
         self._kubectl(
             "wait", "-n", self.namespace, "--for=condition=Ready", "pod", "-l", selector, f"--timeout={READY_TIMEOUT_S:.0f}s"
         )
+
+    # -- topology changes and upgrades (xchat_chaos.kind_mesh) ------------
+
+    def add_region(self, region: str) -> None:
+        if region not in self._node_map():
+            raise BackendError(
+                f"no kind node is labelled {REGION_LABEL}={region}: label a worker for the new region first "
+                f"(kubectl label node <worker> {REGION_LABEL}={region})"
+            )
+        self.editor.add_region(region)
+        self._mesh_regions = self.editor.spec_regions()
+
+    def drain_region(self, region: str) -> dict[str, list[str]]:
+        self.editor.drain_region(region)
+        placement: dict[str, list[str]] = {}
+        for doc in self._monitor(JSZ_QUERY).values():
+            for account in doc.get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    cluster = stream.get("cluster") or {}
+                    if cluster.get("leader"):
+                        placement[stream["name"]] = [cluster["leader"], *(r.get("name") for r in cluster.get("replicas") or [])]
+        return placement
+
+    def remove_region(self, region: str) -> None:
+        self.editor.remove_region(region)
+        self._mesh_regions = self.editor.spec_regions()
+
+    def upgrade_plan(self) -> list[str | None]:
+        return [None]  # one helm upgrade; the operator rolls the regions one at a time
+
+    def upgrade(self, step: str | None) -> dict[str, Any]:
+        values: dict[str, str] = {}
+        images: dict[str, str] = {}
+        if self.upgrade_image_tag:
+            values["image.tag"] = self.upgrade_image_tag
+            images |= {service: f":{self.upgrade_image_tag}" for service in SERVICES}
+        if self.upgrade_nats_tag:
+            values["natsImage.tag"] = self.upgrade_nats_tag
+            images["nats"] = f":{self.upgrade_nats_tag}"
+        if not values:
+            raise BackendError("upgrade on kind needs the new version: --upgrade-image-tag and/or --upgrade-nats-tag")
+        started = time.monotonic()
+        argv = self.editor.helm_upgrade(release=self.release, chart=self.chart, values=values)
+        running = self.editor.wait_rolled(images)
+        return {"helm": " ".join(argv), "rolled_in_s": round(time.monotonic() - started, 1), "running": running}
+
+    def ready_regions(self) -> list[str]:
+        try:
+            return ready_region_names(self.editor.document())
+        except (BackendError, ValueError):
+            return []  # the API server unreachable counts as nothing known to be ready
 
     # -- observation ---------------------------------------------------
 
