@@ -16,6 +16,7 @@ unacknowledged plaintext are found, so the scan does see what is stored.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from pathlib import Path
@@ -42,9 +43,17 @@ def _raw(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in files if p.exists())
 
 
+def _found(value: bytes, raw: bytes) -> bool:
+    """Any 48-byte piece of ``value`` in ``raw``: a value longer than a page lies in overflow
+    pages, each starting with a 4-byte pointer, so it is never stored in one piece."""
+    if len(value) <= 48:
+        return value in raw
+    return any(value[i : i + 48] in raw for i in range(0, len(value) - 47, 48))
+
+
 def _session_keys(session: Session) -> set[bytes]:
     state = session._state  # noqa: SLF001 - test-only look at the key material
-    keys = {state.rk, *state.skipped.values()}
+    keys = {state.rk, *(mk for mk, _derived_ms in state.skipped.values())}
     return keys | {k for k in (state.cks, state.ckr) if k is not None}
 
 
@@ -83,6 +92,7 @@ async def test_superseded_keys_and_acknowledged_plaintexts_are_not_in_the_state_
         alice_inbox, bob_inbox = alice.messages(), bob.messages()
         seen_keys: set[bytes] = set()
         acked: list[str] = []
+        acked_by: dict[str, Path] = {}
         for turn in range(ROUNDS):
             for sender, receiver, inbox, to in ((alice, bob, bob_inbox, bob_name), (bob, alice, alice_inbox, alice_name)):
                 marker = f"acked-marker-{turn}-{secrets.token_hex(8)}"
@@ -91,6 +101,7 @@ async def test_superseded_keys_and_acknowledged_plaintexts_are_not_in_the_state_
                 assert message.text == marker
                 await receiver.ack(message)
                 acked.append(marker)
+                acked_by[marker] = bob_db if receiver is bob else alice_db
                 seen_keys |= _ratchet_keys(alice) | _ratchet_keys(bob)
         held = f"unacked-marker-{secrets.token_hex(8)}"
         await alice.send(bob_name, held)
@@ -106,7 +117,8 @@ async def test_superseded_keys_and_acknowledged_plaintexts_are_not_in_the_state_
         deadline = time.monotonic() + SCRUB_WAIT_S
         while True:
             raw = _raw(alice_db) + _raw(bob_db)
-            left = [m for m in acked if m.encode() in raw]
+            # The receiver's copy (the sender may keep what it sent, for a peer's retry request).
+            left = [m for m in acked if m.encode() in _raw(acked_by[m])]
             left += [f"superseded ratchet key {k.hex()[:12]}" for k in superseded if k in raw]
             left += [f"consumed {name} prekey" for name, value in consumed.items() if value in raw]
             if not left or time.monotonic() > deadline:
@@ -120,5 +132,47 @@ async def test_superseded_keys_and_acknowledged_plaintexts_are_not_in_the_state_
         await bob_inbox.aclose()
 
     raw = _raw(alice_db) + _raw(bob_db)
-    assert not [m for m in acked if m.encode() in raw]
+    assert not [m for m in acked if m.encode() in _raw(acked_by[m])]
     assert not [k for k in superseded if k in raw]
+
+
+def _stored_secrets(client: Client) -> set[bytes]:
+    """The sealed bytes as stored right now: session records, inbox rows, meta values."""
+    db = client._state._db  # noqa: SLF001
+    rows = db.execute("SELECT state FROM sessions").fetchall()
+    rows += db.execute("SELECT payload FROM inbox").fetchall()
+    rows += db.execute("SELECT value FROM meta WHERE key NOT IN ('schema_version', 'state_key_check')").fetchall()
+    return {bytes(r[0]) for r in rows}
+
+
+async def test_with_a_state_key_superseded_sealed_values_are_gone_too(mesh: LocalMesh, tmp_path: Path) -> None:
+    """A key leaked later must not open superseded keys: their sealed bytes leave the files as well."""
+    alice_db, bob_db = tmp_path / "alice.db", tmp_path / "bob.db"
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with await Client.open(alice_db, mesh.endpoints("a"), state_key=os.urandom(32)) as alice, await Client.open(
+        bob_db, mesh.endpoints("c"), state_key=os.urandom(32)
+    ) as bob:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        alice_inbox, bob_inbox = alice.messages(), bob.messages()
+        stored: set[bytes] = set()
+        for turn in range(2):
+            for sender, receiver, inbox, to in ((alice, bob, bob_inbox, bob_name), (bob, alice, alice_inbox, alice_name)):
+                await sender.send(to, f"turn {turn}")
+                message = await _next(inbox)
+                stored |= _stored_secrets(alice) | _stored_secrets(bob)
+                await receiver.ack(message)
+        current = _stored_secrets(alice) | _stored_secrets(bob)
+        superseded = stored - current
+        assert len(superseded) >= 8  # session records of every turn, acknowledged inbox rows
+        deadline = time.monotonic() + SCRUB_WAIT_S
+        while True:
+            raw = _raw(alice_db) + _raw(bob_db)
+            left = [v[:8].hex() for v in superseded if _found(v, raw)]
+            if not left or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert not left, f"superseded sealed values still in the files after {SCRUB_WAIT_S} s: {left}"
+        assert all(_found(v, raw) for v in current)  # the scan sees what is stored
+        await alice_inbox.aclose()
+        await bob_inbox.aclose()
