@@ -9,11 +9,13 @@ from xchat.client import Client
 
 EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "RequestRejected", "SendReceipt", "ServiceUnavailable",
             "SecurityEvent", "SenderMismatch",
-            "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable", "StateKeyError"}
+            "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable", "StateKeyError",
+            "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList"}
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
     "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
+    "link_device", "open_linked", "devices", "revoke_device",
 }
 
 

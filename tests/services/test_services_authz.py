@@ -297,11 +297,28 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
             auth_pb2.SetDeliveryVerifierRequest(verifier=hashlib.sha256(_matrix_delivery_key(c)).digest()), metadata=md
         ),
         "Relay.SendSealed": lambda: _send_sealed_once(c, a1, junk=who == "anonymous"),
+        "Auth.PublishDeviceList": lambda: c.auth.PublishDeviceList(
+            auth_pb2.PublishDeviceListRequest(
+                device_list=auth_pb2.SignedDeviceList(body=b"\x01", signature=fresh.sign(b"x").signature)
+            ),
+            metadata=md,
+        ),
+        "Auth.PutProvisioning": lambda: c.auth.PutProvisioning(
+            auth_pb2.PutProvisioningRequest(rendezvous_id=secrets.token_bytes(16), ciphertext=b"c"), metadata=md
+        ),
+        "Auth.TakeProvisioning": lambda: _take_provisioning(c, a1, md),
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
         "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
     }
     return cells[rpc]
+
+
+async def _take_provisioning(caller, owner, md) -> object:
+    """Takes what A's device put at a fresh rendezvous id (whoever holds the id may)."""
+    rendezvous = secrets.token_bytes(16)
+    await owner.auth.PutProvisioning(auth_pb2.PutProvisioningRequest(rendezvous_id=rendezvous, ciphertext=b"c"), metadata=owner.md)
+    return await caller.auth.TakeProvisioning(auth_pb2.TakeProvisioningRequest(rendezvous_id=rendezvous), metadata=md)
 
 
 def test_the_matrix_names_every_rpc() -> None:

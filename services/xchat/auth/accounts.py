@@ -21,6 +21,7 @@ device record from the store.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -32,13 +33,15 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from xchat.auth import devicelists
+from xchat.auth.provisioning import Provisioning
 from xchat.core.devices import DeviceDirectory, DeviceRecord
 from xchat.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from xchat.core.ids import ED25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES, AccountId, DeviceId, exact_length, new_device_id
 from xchat.core.signatures import verify_signature
 from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_CHALLENGES, BUCKET_DEVICES, BUCKET_REFRESH, Store
 from xchat.core.tokens import TokenSigner
-from xchat.statements import login_statement, register_statement
+from xchat.statements import DeviceListBody, MalformedDeviceList, login_statement, register_statement
 
 MAX_DEVICES_PER_ACCOUNT = 16
 NONCE_BYTES = 32
@@ -72,6 +75,8 @@ class Accounts:
         self._devices_kv: KeyValue = store.bucket(BUCKET_DEVICES)
         self._devices = DeviceDirectory(self._devices_kv)
         self._challenges: KeyValue = store.bucket(BUCKET_CHALLENGES)
+        # Linking devices: ciphertext only, in auth's short-lived bucket (xchat.auth.provisioning).
+        self.provisioning = Provisioning(self._challenges)
         self._refresh: KeyValue = store.bucket(BUCKET_REFRESH)
         self._signer = signer
         self._refresh_lifetime_ms = refresh_lifetime_s * 1000
@@ -83,10 +88,22 @@ class Accounts:
         if not verify_signature(identity_key, register_statement(account, identity_key), signature):
             raise InvalidArgument("signature does not verify with identity_key over the register statement")
 
-    async def register(self, account: AccountId, identity_key: bytes, signature: bytes) -> DeviceId:
+    async def register(
+        self,
+        account: AccountId,
+        identity_key: bytes,
+        signature: bytes,
+        *,
+        account_key: bytes = b"",
+        account_key_signature: bytes = b"",
+    ) -> DeviceId:
         self._check_key(identity_key, signature, account)
+        record: dict[str, object] = {"v": 1, "created_at_ms": _now_ms()}
+        if account_key or account_key_signature:
+            devicelists.check_account_key(account, account_key, account_key_signature)
+            record["account_key"] = base64.b64encode(account_key).decode()
         device = await self._create_device(account, identity_key)
-        body = json.dumps({"v": 1, "devices": [device], "created_at_ms": _now_ms()}).encode()
+        body = json.dumps({**record, "devices": [device]}).encode()
         try:
             await self._accounts.create(account, body)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
@@ -104,11 +121,14 @@ class Accounts:
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not remove the record of unregistered device %s", device)
 
-    async def add_device(self, account: AccountId, identity_key: bytes, signature: bytes) -> DeviceId:
+    async def add_device(
+        self, account: AccountId, identity_key: bytes, signature: bytes, account_signature: bytes = b""
+    ) -> DeviceId:
         self._check_key(identity_key, signature, account)
         for _ in range(CAS_ATTEMPTS):
             entry = await self._get_account(account)
             raw = json.loads(entry.value or b"{}")
+            devicelists.check_admission(raw, account, identity_key, account_signature)
             if len(raw["devices"]) >= MAX_DEVICES_PER_ACCOUNT:
                 raise ResourceExhausted(f"account {account!r} already has {MAX_DEVICES_PER_ACCOUNT} devices")
             device = await self._create_device(account, identity_key)
@@ -227,6 +247,47 @@ class Accounts:
                 raise Unauthenticated("this login was revoked (a refresh token was reused): log in again") from exc
         record = await self._usable_device(DeviceId(raw["device"]))
         return await self._issue(record, family)
+
+    async def publish_device_list(self, account: AccountId, body: bytes, signature: bytes) -> int:
+        """Stores a list signed by the account key (``xchat.auth.devicelists``); returns its version."""
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self._get_account(account)
+            raw = json.loads(entry.value or b"{}")
+            updated = await devicelists.checked_list(raw, account, body, signature, self._devices)
+            try:
+                await self._accounts.update(account, devicelists.encode_record(updated), last=entry.revision)
+                return int(updated["device_list"]["version"])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # another change: check the list again against what won
+        raise ResourceExhausted("too much concurrent change on this account; retry")
+
+    async def signed_device_list(self, account: AccountId) -> tuple[bytes, devicelists.SignedList | None]:
+        """The account key (b"": none) and the latest signed list (None: none yet)."""
+        raw = json.loads((await self._get_account(account)).value or b"{}")
+        return devicelists.account_key(raw), devicelists.signed_list(raw)
+
+    async def revoke_listed(
+        self, caller_account: AccountId, device: DeviceId, body: bytes, signature: bytes
+    ) -> None:
+        """Revokes ``device``; an account with an account key must first publish a list without it."""
+        account_key, _ = await self.signed_device_list(caller_account)
+        if account_key:
+            if not body:
+                raise PermissionDenied(
+                    "this account has an account key: RevokeDevice needs device_list, the next list "
+                    "signed by the account key without that device (Client.revoke_device does it)"
+                )
+            record, _ = await self._devices.get(device)
+            if record is None or record.account != caller_account:
+                raise PermissionDenied("you can only revoke devices of your own account")
+            try:
+                listed = DeviceListBody.decode(body).key_of(device) is not None
+            except MalformedDeviceList as exc:
+                raise InvalidArgument(f"device_list.body: {exc}") from exc
+            if listed:
+                raise InvalidArgument(f"device_list still lists {device}: sign a list without it")
+            await self.publish_device_list(caller_account, body, signature)
+        await self.revoke(caller_account, device)
 
     async def revoke(self, caller_account: AccountId, device: DeviceId) -> None:
         for _ in range(CAS_ATTEMPTS):

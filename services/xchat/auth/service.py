@@ -39,13 +39,21 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     @unary
     async def Register(self, request: auth_pb2.RegisterRequest, context: Ctx) -> auth_pb2.RegisterResponse:
         account = account_id(request.account)
-        device = await self._accounts.register(account, request.identity_key, request.signature)
+        device = await self._accounts.register(
+            account,
+            request.identity_key,
+            request.signature,
+            account_key=request.account_key,
+            account_key_signature=request.account_key_signature,
+        )
         return auth_pb2.RegisterResponse(account=account, device_id=device)
 
     @unary
     async def AddDevice(self, request: auth_pb2.AddDeviceRequest, context: Ctx) -> auth_pb2.RegisterResponse:
         caller = require_principal()
-        device = await self._accounts.add_device(caller.account, request.identity_key, request.signature)
+        device = await self._accounts.add_device(
+            caller.account, request.identity_key, request.signature, request.account_signature
+        )
         return auth_pb2.RegisterResponse(account=caller.account, device_id=device)
 
     @unary
@@ -65,13 +73,19 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     @unary
     async def RevokeDevice(self, request: auth_pb2.RevokeDeviceRequest, context: Ctx) -> auth_pb2.RevokeDeviceResponse:
         caller = require_principal()
-        await self._accounts.revoke(caller.account, device_id(request.device_id))
+        await self._accounts.revoke_listed(
+            caller.account, device_id(request.device_id), request.device_list.body, request.device_list.signature
+        )
         return auth_pb2.RevokeDeviceResponse()
 
     @unary
     async def ListDevices(self, request: auth_pb2.ListDevicesRequest, context: Ctx) -> auth_pb2.ListDevicesResponse:
-        records = await self._accounts.list_devices(account_id(request.account))
+        account = account_id(request.account)
+        records = await self._accounts.list_devices(account)
+        account_key, signed = await self._accounts.signed_device_list(account)
         return auth_pb2.ListDevicesResponse(
+            account_key=account_key,
+            device_list=auth_pb2.SignedDeviceList(body=signed.body, signature=signed.signature) if signed else None,
             devices=[
                 common_pb2.Device(
                     device_id=r.device,
@@ -91,3 +105,29 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         caller = require_principal()
         await self._accounts.set_delivery_verifier(caller.device, request.verifier)
         return auth_pb2.SetDeliveryVerifierResponse()
+
+    @unary
+    async def PublishDeviceList(
+        self, request: auth_pb2.PublishDeviceListRequest, context: Ctx
+    ) -> auth_pb2.PublishDeviceListResponse:
+        caller = require_principal()
+        version = await self._accounts.publish_device_list(
+            caller.account, request.device_list.body, request.device_list.signature
+        )
+        return auth_pb2.PublishDeviceListResponse(version=version)
+
+    @unary
+    async def PutProvisioning(
+        self, request: auth_pb2.PutProvisioningRequest, context: Ctx
+    ) -> auth_pb2.PutProvisioningResponse:
+        require_principal()
+        expires = await self._accounts.provisioning.put(request.rendezvous_id, request.ciphertext)
+        return auth_pb2.PutProvisioningResponse(expires_at_ms=expires)
+
+    @unary
+    async def TakeProvisioning(
+        self, request: auth_pb2.TakeProvisioningRequest, context: Ctx
+    ) -> auth_pb2.TakeProvisioningResponse:
+        # Anonymous: the new device has no token; the rendezvous id is 128 random bits.
+        ciphertext = await self._accounts.provisioning.take(request.rendezvous_id)
+        return auth_pb2.TakeProvisioningResponse(ciphertext=ciphertext)

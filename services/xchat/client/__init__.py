@@ -3,29 +3,35 @@
 Public surface (tested for drift in tests/client/test_client_api.py)::
 
     Client          one device: register, send, send_many, messages, ack, safety_number,
-                    events, verify, approve_identity
+                    events, verify, approve_identity, link_device, open_linked, devices,
+                    revoke_device
+    LinkedDevice    a device of our account, as its signed device list names it
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
     SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged,
-                    Undecryptable
+                    Undecryptable, DeviceListRejected
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
-    IdentityNotApproved, SafetyNumberMismatch, StateKeyError
+    IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList, LinkFailed
 
 The session cryptography is ``xchat.client.crypto``.
 """
 
+from xchat.client._devices import LinkedDevice
 from xchat.client.client import Client
 from xchat.client.errors import (
     ClientError,
     IdentityNotApproved,
+    LinkFailed,
     NotRegistered,
     RequestRejected,
     SafetyNumberMismatch,
     ServiceUnavailable,
     StateKeyError,
+    UntrustedDeviceList,
 )
 from xchat.client.messages import (
+    DeviceListRejected,
     Failed,
     IdentityChanged,
     Message,
@@ -38,9 +44,12 @@ from xchat.client.messages import (
 __all__ = [
     "Client",
     "ClientError",
+    "DeviceListRejected",
     "Failed",
     "IdentityChanged",
     "IdentityNotApproved",
+    "LinkFailed",
+    "LinkedDevice",
     "Message",
     "NotRegistered",
     "RequestRejected",
@@ -51,4 +60,5 @@ __all__ = [
     "ServiceUnavailable",
     "StateKeyError",
     "Undecryptable",
+    "UntrustedDeviceList",
 ]

@@ -84,6 +84,8 @@ class Sender:
         *,
         sender: Callable[[], tuple[str, str]],
         fetch_sessions: Callable[[str], Awaitable[list[str]]],
+        ready_devices: Callable[[str], list[str] | None] | None = None,
+        device_gone: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self._state = state
         self._book = book
@@ -91,6 +93,11 @@ class Sender:
         self._tokens = tokens
         self._sender = sender
         self._fetch_sessions = fetch_sessions
+        # The devices to send to without the network (None: ask ``fetch_sessions``): ``_fanout``.
+        self._ready_devices = ready_devices or (lambda account: book.devices_with_sessions(account) or None)
+        # Asked when relay answers NOT_FOUND for a device: True when the account's refreshed,
+        # signed device list no longer names it (revoked), so that send is not a failure.
+        self._device_gone = device_gone
         # The outbox in memory, in outbox order; what a previous run left is delivered first.
         self._queue: dict[Key, OutboxItem] = {(i.message_id, i.recipient_device): i for i in state.pending_outbox()}
         self._waiters: dict[Key, list[asyncio.Future[Outcome]]] = {}
@@ -112,6 +119,9 @@ class Sender:
         receipts = []
         for outcome in await self._await(items):
             if isinstance(outcome, Failed):
+                if outcome.code == "NOT_FOUND" and self._device_gone is not None:
+                    if await self._device_gone(account, outcome.recipient_device):
+                        continue
                 if outcome.code == "UNAVAILABLE":
                     raise ServiceUnavailable(f"not acknowledged, kept in the outbox: {outcome.message}")
                 raise RequestRejected(outcome.code, outcome.message)
@@ -127,8 +137,8 @@ class Sender:
 
     async def _sessions_for(self, account: str) -> list[str]:
         """Devices of ``account`` with a session; one bundle fetch per account however many callers wait."""
-        devices = self._book.devices_with_sessions(account)
-        if devices:
+        devices = self._ready_devices(account)
+        if devices is not None:
             return devices
         fetching = self._fetching.get(account)
         if fetching is not None:

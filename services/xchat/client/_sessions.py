@@ -80,6 +80,8 @@ class SessionBook:
         self._identity: IdentityKeyPair | None = None
         self._prekeys: PrekeyStore | None = None
         self.undecryptable = 0
+        # Set by the facade: the safety number over both account keys (None: not both known).
+        self.account_safety_number: Callable[[str, str], str | None] = lambda ours, theirs: None
         # Sessions parsed once per receive batch (``batch_begin``..``batch_end``):
         # valid only while nothing else writes sessions, i.e. inside one transaction.
         self._open_cache: dict[str, Session] | None = None
@@ -386,6 +388,9 @@ class SessionBook:
         self._on_event(Undecryptable(message_id, account, device, reason))
 
     def safety_number(self, *, our_account: str, peer_account: str) -> str:
+        by_account = self.account_safety_number(our_account, peer_account)
+        if by_account is not None:
+            return by_account
         devices = self._state.session_devices(peer_account)
         if not devices:
             raise NotRegistered(f"no session with {peer_account!r} yet: send or receive a message first")

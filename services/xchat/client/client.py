@@ -29,7 +29,9 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from xchat.client import _codec
+from xchat.client._devices import Devices, LinkedDevice, redeem
 from xchat.client._events import EventQueue
+from xchat.client._fanout import Fanout
 from xchat.client._receiving import Receiver
 from xchat.client._rotation import PrekeyRotation
 from xchat.client._sending import Sender
@@ -37,7 +39,7 @@ from xchat.client._sessions import SessionBook
 from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import Endpoint, Transport
-from xchat.client.crypto import PublicPrekeys
+from xchat.client.crypto import PublicPrekeys, safety_number
 from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, Message, SecurityEvent, SendReceipt
 from xchat.statements import register_statement
@@ -65,6 +67,9 @@ class Client:
         self._events = EventQueue()
         self._book = SessionBook(state, on_event=self._events.put)
         self._tokens = Tokens(state, self._book, transport)
+        self._devices = Devices(state, transport, self._tokens, on_event=self._events.put)
+        self._book.account_safety_number = self._account_safety_number
+        self._fanout = Fanout(self._devices, self._book, self._tokens, me=lambda: (self.account, self.device_id))
         self.backlog_done = asyncio.Event()
         self._top_up: asyncio.Task[None] | None = None
         self._sender = Sender(
@@ -73,7 +78,9 @@ class Client:
             transport,
             self._tokens,
             sender=lambda: (self.account, self.device_id),
-            fetch_sessions=self._fetch_sessions,
+            fetch_sessions=self._fanout.fetch,
+            ready_devices=self._fanout.ready,
+            device_gone=self._fanout.gone,
         )
         self._receiver = Receiver(
             state,
@@ -120,6 +127,39 @@ class Client:
         client._rotation.check()
         return client
 
+    @classmethod
+    async def open_linked(
+        cls,
+        code: str,
+        state_path: Path | str,
+        endpoints: Sequence[Endpoint],
+        *,
+        root_certificates: bytes | None = None,
+        call_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        state_key: bytes | None = None,
+    ) -> Client:
+        """A new device of an existing account, from the code ``link_device()`` gave on one of its devices.
+
+        ``state_path`` must be a new state file (``state_key`` as for ``open``).
+        The code is usable once, for 120 s; ``LinkFailed`` if it is unknown,
+        expired, used or altered. The device receives the account identity
+        and profile key, then publishes its own prekeys: it is reachable once
+        this returns.
+        """
+        state = LocalState(state_path, state_key=state_key)
+        transport = Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout)
+        try:
+            await redeem(state, transport, code)
+        except BaseException:
+            state.close()
+            await transport.close()
+            raise
+        client = cls(state, transport, clock=clock)
+        await client.publish_prekeys(one_time=DEFAULT_ONE_TIME_PREKEYS, rotate_signed=True)
+        await client.register_delivery_key()
+        return client
+
     # -- identity ------------------------------------------------------
 
     @property
@@ -151,15 +191,25 @@ class Client:
     async def register(self, account: str, *, one_time_prekeys: int = DEFAULT_ONE_TIME_PREKEYS) -> str:
         """Creates the account with this device, logs in and publishes prekeys; returns the device id."""
         if self._state.get_meta("device_id") is not None:
+            if not self._devices.published():  # an earlier register() stopped after Register
+                await self._devices.publish_first(self.account, self.device_id, self._book.identity.public)
             return self.device_id
         identity = self._book.ensure_identity()
+        account_key = self._devices.ensure_account_key()
         signature = identity.sign(register_statement(account, identity.public))
-        request = auth_pb2.RegisterRequest(account=account, identity_key=identity.public, signature=signature)
+        request = auth_pb2.RegisterRequest(
+            account=account,
+            identity_key=identity.public,
+            signature=signature,
+            account_key=account_key.public,
+            account_key_signature=account_key.proof(account),
+        )
         reply: auth_pb2.RegisterResponse = await self._transport.call(
             lambda ch, t: auth_pb2_grpc.AuthStub(ch).Register(request, timeout=t), service="auth"
         )
         self._state.set_meta("account", reply.account.encode())
         self._state.set_meta("device_id", reply.device_id.encode())
+        await self._devices.publish_first(reply.account, reply.device_id, identity.public)
         await self.publish_prekeys(one_time=one_time_prekeys, rotate_signed=True)
         await self.register_delivery_key()
         return reply.device_id
@@ -207,8 +257,35 @@ class Client:
         )
 
     def safety_number(self, peer_account: str) -> str:
-        """Digits to compare out of band with ``peer_account`` (first device with a session)."""
+        """Digits to compare out of band with ``peer_account``: over both account identity keys,
+        so one number covers every device of both accounts."""
         return self._book.safety_number(our_account=self.account, peer_account=peer_account)
+
+    def _account_safety_number(self, our_account: str, peer_account: str) -> str | None:
+        ours, theirs = self._devices.account_key, self._devices.pinned_key(peer_account)
+        if ours is None or theirs is None:
+            return None  # an account without an account key: per device (first device with a session)
+        return safety_number(ours.public, our_account, theirs, peer_account)
+
+    # -- linked devices (``_devices``) ---------------------------------------
+
+    async def link_device(self) -> str:
+        """Admits a new device to this account and returns the code to give it (``Client.open_linked``).
+
+        The code (show it as a QR code) works once, within 120 s. The new device
+        is in the signed device list from now on: ``revoke_device`` it if the
+        code is never used.
+        """
+        code, _device = await self._devices.link(self.account, self._book.delivery.profile_key())
+        return code
+
+    async def devices(self) -> list[LinkedDevice]:
+        """This account's devices as its signed device list names them (verified with the account key)."""
+        return await self._devices.devices(self.account, self.device_id)
+
+    async def revoke_device(self, device_id: str) -> None:
+        """Removes ``device_id`` from this account: a new signed list without it, then auth revokes it."""
+        await self._devices.revoke(self.account, device_id)
 
     def verify(self, peer_account: str, safety_number: str) -> None:
         """Records that the user compared ``safety_number`` with ``peer_account`` out of band.
@@ -224,13 +301,6 @@ class Client:
         self._book.approve_identity(peer_account)
 
     # -- sending (``_sending``) ------------------------------------------
-
-    async def _fetch_sessions(self, account: str) -> list[str]:
-        request = keys_pb2.FetchBundlesRequest(account=account)
-        reply = await self._tokens.authed(
-            lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).FetchBundles(request, timeout=t, metadata=md), service="keys"
-        )
-        return self._book.start_sessions(account, [(pb.device_id, _codec.bundle(pb)) for pb in reply.bundles])
 
     async def send(self, account: str, body: bytes | str, *, content_type: str = "text/plain") -> list[SendReceipt]:
         """Encrypts ``body`` for each device of ``account`` and stores it durably; one receipt per device.
@@ -273,19 +343,11 @@ class Client:
         await self._receiver.ack(message)
 
     async def _directory_key(self, account: str, device: str) -> bytes | None:
-        """The identity key the directory publishes for ``device`` of ``account``."""
-        request = auth_pb2.ListDevicesRequest(account=account)
+        """The identity key ``account``'s signed device list gives ``device`` (None: not listed or untrusted)."""
         try:
-            reply: auth_pb2.ListDevicesResponse = await self._tokens.authed(
-                lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).ListDevices(request, timeout=t, metadata=md),
-                service="auth",
-            )
+            return await self._devices.listed_key(account, device)
         except RequestRejected:
             return None
-        for entry in reply.devices:
-            if entry.device_id == device and not entry.revoked:
-                return bytes(entry.identity_key)
-        return None
 
     # -- prekeys -----------------------------------------------------------
 

@@ -103,4 +103,22 @@ class Undecryptable:
     reason: str
 
 
-SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable
+@dataclass(frozen=True, slots=True)
+class DeviceListRejected:
+    """The directory served something about ``account``'s devices that its account key did not sign.
+
+    ``problem``: "unsigned", "signature", "account_key_changed", "rollback"
+    (the whole list was refused: ``UntrustedDeviceList``), "unlisted" (a
+    device the signed list does not name: added by the server or by a token
+    alone; it gets no session and its messages are dropped) or "key_mismatch"
+    (a bundle or sender whose identity key is not the listed one). ``device``
+    is None when the whole list was refused.
+    """
+
+    account: str
+    device: str | None
+    problem: str
+    detail: str
+
+
+SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected

@@ -83,6 +83,11 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Auth/RevokeDevice": Policy(fresh=True),
     "/xchat.v1.Auth/ListDevices": Policy(),
     "/xchat.v1.Auth/SetDeliveryVerifier": Policy(),
+    # Changes who speaks for the account: read the caller's record fresh.
+    "/xchat.v1.Auth/PublishDeviceList": Policy(fresh=True),
+    "/xchat.v1.Auth/PutProvisioning": Policy(fresh=True),
+    # No token yet (a device being linked): the rendezvous id is the capability.
+    "/xchat.v1.Auth/TakeProvisioning": Policy(anonymous=True, limit=ANONYMOUS),
     "/xchat.v1.Keys/UploadPrekeys": Policy(),
     "/xchat.v1.Keys/CountPrekeys": Policy(),
     "/xchat.v1.Keys/FetchBundles": Policy(limit=FETCH),

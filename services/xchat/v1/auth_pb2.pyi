@@ -7,6 +7,52 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SignedDeviceList(_message.Message):
+    __slots__ = ("body", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class PublishDeviceListRequest(_message.Message):
+    __slots__ = ("device_list",)
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    device_list: SignedDeviceList
+    def __init__(self, device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
+
+class PublishDeviceListResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class PutProvisioningRequest(_message.Message):
+    __slots__ = ("rendezvous_id", "ciphertext")
+    RENDEZVOUS_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    rendezvous_id: bytes
+    ciphertext: bytes
+    def __init__(self, rendezvous_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class PutProvisioningResponse(_message.Message):
+    __slots__ = ("expires_at_ms",)
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    expires_at_ms: int
+    def __init__(self, expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class TakeProvisioningRequest(_message.Message):
+    __slots__ = ("rendezvous_id",)
+    RENDEZVOUS_ID_FIELD_NUMBER: _ClassVar[int]
+    rendezvous_id: bytes
+    def __init__(self, rendezvous_id: _Optional[bytes] = ...) -> None: ...
+
+class TakeProvisioningResponse(_message.Message):
+    __slots__ = ("ciphertext",)
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    ciphertext: bytes
+    def __init__(self, ciphertext: _Optional[bytes] = ...) -> None: ...
+
 class SetDeliveryVerifierRequest(_message.Message):
     __slots__ = ("verifier",)
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
@@ -18,22 +64,28 @@ class SetDeliveryVerifierResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("account", "identity_key", "signature")
+    __slots__ = ("account", "identity_key", "signature", "account_key", "account_key_signature")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     account: str
     identity_key: bytes
     signature: bytes
-    def __init__(self, account: _Optional[str] = ..., identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    account_key: bytes
+    account_key_signature: bytes
+    def __init__(self, account: _Optional[str] = ..., identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., account_key: _Optional[bytes] = ..., account_key_signature: _Optional[bytes] = ...) -> None: ...
 
 class AddDeviceRequest(_message.Message):
-    __slots__ = ("identity_key", "signature")
+    __slots__ = ("identity_key", "signature", "account_signature")
     IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     identity_key: bytes
     signature: bytes
-    def __init__(self, identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    account_signature: bytes
+    def __init__(self, identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., account_signature: _Optional[bytes] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("account", "device_id")
@@ -90,10 +142,12 @@ class RefreshRequest(_message.Message):
     def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
 
 class RevokeDeviceRequest(_message.Message):
-    __slots__ = ("device_id",)
+    __slots__ = ("device_id", "device_list")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
     device_id: str
-    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+    device_list: SignedDeviceList
+    def __init__(self, device_id: _Optional[str] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
 
 class RevokeDeviceResponse(_message.Message):
     __slots__ = ()
@@ -106,7 +160,11 @@ class ListDevicesRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
-    __slots__ = ("devices",)
+    __slots__ = ("devices", "account_key", "device_list")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
-    def __init__(self, devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+    account_key: bytes
+    device_list: SignedDeviceList
+    def __init__(self, devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., account_key: _Optional[bytes] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
