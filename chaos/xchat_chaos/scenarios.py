@@ -123,12 +123,17 @@ class _ReadyWatch:
     def __init__(self, d: Drill) -> None:
         self.d = d
         self.samples: list[tuple[float, int]] = []
+        self.errors: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
-            ready = await self.d.call(self.d.backend.ready_regions)
-            self.samples.append((round(self.d.now(), 2), len(ready)))
+            try:
+                ready = await self.d.call(self.d.backend.ready_regions)
+            except Exception as exc:  # noqa: BLE001 - a probe: counted and reported, never the drill's end
+                self.errors.append(f"t={self.d.now():.1f}: {exc}")
+            else:
+                self.samples.append((round(self.d.now(), 2), len(ready)))
             await asyncio.sleep(READY_SAMPLE_S)
 
     async def __aenter__(self) -> _ReadyWatch:
@@ -144,6 +149,8 @@ class _ReadyWatch:
         lowest = min(counts) if counts else None
         self.d.note("min_ready_regions", lowest)
         self.d.note("ready_regions_samples", len(counts))
+        if self.errors:
+            self.d.note("ready_regions_probe_errors", self.errors[:20])
         # Only the changes: (t, ready regions) whenever the count moved.
         self.d.note("ready_regions_timeline", [s for i, s in enumerate(self.samples) if i == 0 or s[1] != self.samples[i - 1][1]])
         if lowest is not None and lowest < MIN_READY_REGIONS:

@@ -77,7 +77,8 @@ def add_region(mesh: LocalMesh, name: str, *, prepare: Callable[[Region], None] 
         for i in range(len(first.nodes))
     ]
     region = Region(name, nodes, grpc_port=free_port(), metrics_port=free_port())
-    mesh.regions[name] = region
+    # Rebound, never mutated: drills read the regions from other threads while this runs.
+    mesh.regions = {**mesh.regions, name: region}
     try:
         if prepare is not None:
             prepare(region)
@@ -94,7 +95,7 @@ def add_region(mesh: LocalMesh, name: str, *, prepare: Callable[[Region], None] 
     except BaseException:
         for proc in [*([region.services] if region.services else []), *region.nats]:
             proc.stop()
-        del mesh.regions[name]
+        mesh.regions = {k: v for k, v in mesh.regions.items() if k != name}
         raise
     return region
 
@@ -133,7 +134,7 @@ def remove_region(mesh: LocalMesh, name: str) -> None:
         raise MembershipError(f"region {name} still holds replicas of {holding}: drain it first")
     for proc in [*([region.services] if region.services else []), *region.nats]:
         proc.stop()
-    del mesh.regions[name]
+    mesh.regions = {k: v for k, v in mesh.regions.items() if k != name}
     reload_configs(mesh, mesh.all_nodes)
     if mesh.system_password is None:
         raise MembershipError(
