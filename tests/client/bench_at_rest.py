@@ -40,7 +40,7 @@ def _state(path: Path, mode: str) -> LocalState:
     state = LocalState(path, state_key=os.urandom(32) if mode == "key+scrub" else None)
     if mode == "before":
         state._db.execute("PRAGMA secure_delete=OFF")  # noqa: SLF001
-        state._scrub_now = lambda: None  # type: ignore[method-assign]  # noqa: SLF001
+        state._scrubber.now = lambda: None  # type: ignore[method-assign]  # noqa: SLF001
     return state
 
 
@@ -87,7 +87,7 @@ def _scrub_cost(samples: int = 30) -> float:
         bob.ensure_identity()
         bob.new_prekeys(one_time=3, pq=3, rotate_signed=True)
         alice.start_sessions("bob", [(BOB_DEV, PrekeyBundle.from_store(bob.prekeys))])
-        bob_state._schedule_scrub = lambda: None  # type: ignore[method-assign]  # noqa: SLF001 - timed below
+        bob_state._scrubber.schedule = lambda: None  # type: ignore[method-assign]  # noqa: SLF001 - timed below
         took = []
         for _ in range(samples):
             [item] = alice.encrypt(
@@ -97,7 +97,7 @@ def _scrub_cost(samples: int = 30) -> float:
             assert opened is not None
             bob.commit(opened)
             start = time.perf_counter()
-            bob_state._scrub_now()  # noqa: SLF001
+            bob_state._scrubber.now()  # noqa: SLF001
             took.append(time.perf_counter() - start)
         alice_state.close()
         bob_state.close()

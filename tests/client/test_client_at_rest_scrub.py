@@ -20,13 +20,13 @@ DELAY = 0.3
 
 def _counting(state: LocalState) -> list[float]:
     calls: list[float] = []
-    scrub = state._scrub_now  # noqa: SLF001
+    scrub = state._scrubber.now  # noqa: SLF001
 
     def counted() -> None:
         calls.append(time.monotonic())
         scrub()
 
-    state._scrub_now = counted  # type: ignore[method-assign]  # noqa: SLF001
+    state._scrubber.now = counted  # type: ignore[method-assign]  # noqa: SLF001
     return calls
 
 

@@ -23,22 +23,14 @@ At rest (docs/adr/0012-sdk-state-at-rest.md): with a ``state_key`` every secret
 value (meta values, sessions, inbox plaintexts, outbox envelopes) is sealed
 by ``_atrest.AeadFields`` bound to its row; without one, stored as it is.
 
-Secure deletion: ``secure_delete`` zeroes what a delete or a replacement
-frees in the database file, but the WAL keeps every earlier version of a
-page until a checkpoint and then only resets its write position. So a
-committed transaction that replaced or deleted a secret (a session's
-superseded chain keys, a consumed prekey, an acknowledged plaintext)
-schedules ``wal_checkpoint(TRUNCATE)``: the pages' last versions go to the
-database file and the WAL file is cut to zero bytes. Scrubs are coalesced
-(at most one per ``SCRUB_DELAY_S`` when an event loop runs; at once
-otherwise) because each costs two fsyncs; one also runs at open (a crash may
-have left a WAL) and at close.
+Secure deletion: ``secure_delete=ON``, and every method that replaces or
+deletes a secret calls ``_superseded()``, so that the commit has
+``_scrub.WalScrubber`` checkpoint and truncate the WAL (coalesced, at most
+one per ``SCRUB_DELAY_S``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -47,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xchat.client._atrest import CHECK_META_KEY, AeadFields, FieldCipher, PlainFields, location
+from xchat.client._scrub import WalScrubber
 from xchat.client.errors import StateKeyError
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -107,11 +98,9 @@ class LocalState:
         """
         fields: FieldCipher = AeadFields(state_key) if state_key is not None else PlainFields()
         self._fields = fields
-        self._scrub_delay = scrub_delay
-        self._scrub_pending = False
-        self._scrub_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._scrubber = WalScrubber(self._db, delay=scrub_delay)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA secure_delete=ON")
@@ -127,7 +116,7 @@ class LocalState:
                 self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
             elif int(version) > SCHEMA_VERSION:
                 raise RuntimeError(f"state file {path} is from a newer SDK (schema {int(version)})")
-            self._scrub_now()  # a run that crashed may have left superseded keys in the WAL
+            self._scrubber.now()  # a run that crashed may have left superseded keys in the WAL
         except BaseException:
             self._db.close()
             raise
@@ -171,61 +160,22 @@ class LocalState:
                     (sealed, message_id, device),
                 )
             self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (CHECK_META_KEY, fields.check_value()))
-            self._scrub_pending = True  # the plain values' pages
+            self._scrubber.pending = True  # the plain values' pages
 
     def close(self) -> None:
         if self._closed:
             return
-        if self._scrub_handle is not None:
-            self._scrub_handle.cancel()
-            self._scrub_handle = None
-        if self._scrub_pending and not self._db.in_transaction:
-            self._scrub_now()
+        self._scrubber.close()
         self._closed = True
         self._db.close()
 
-    # -- secure deletion -------------------------------------------------
     def _superseded(self) -> None:
         """A secret was replaced or deleted: scrub the WAL once this is committed."""
-        self._scrub_pending = True
-        if not self._db.in_transaction:
-            self._schedule_scrub()
-
-    def _schedule_scrub(self) -> None:
-        if self._scrub_handle is not None or self._closed:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._scrub_now()  # no event loop to coalesce on (tools, tests): now
-            return
-        self._scrub_handle = loop.call_later(self._scrub_delay, self._scrub_due)
-
-    def _scrub_due(self) -> None:
-        self._scrub_handle = None
-        if self._closed or not self._scrub_pending:
-            return
-        if self._db.in_transaction:
-            self._schedule_scrub()  # a transaction spans an await: after it
-            return
-        try:
-            self._scrub_now()
-        except sqlite3.Error as exc:
-            log.warning("could not scrub the state file's WAL (will retry): %s", exc)
-            self._scrub_pending = True
-            self._schedule_scrub()
-
-    def _scrub_now(self) -> None:
-        """Moves the WAL's last page versions into the database file and truncates the WAL to zero."""
-        self._scrub_pending = False
-        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:
-            self._scrub_pending = True  # another connection reads: the next commit retries
+        self._scrubber.superseded()
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
-        if self._scrub_pending:
-            self._schedule_scrub()
+        self._scrubber.committed()
 
     def rollback(self) -> None:
         self._db.execute("ROLLBACK")
