@@ -61,7 +61,7 @@ from xchat_chaos.kind_commands import (
     run_command,
     services_selector,
 )
-from xchat_chaos.kind_mesh import MeshEditor, ready_region_names
+from xchat_chaos.kind_mesh import MeshEditor, placements, ready_region_names
 from xchat_chaos.monitoring import JSZ_QUERY, Redundancy, Topology, redundancy, topology
 
 
@@ -420,14 +420,7 @@ class KindBackend:
 
     def drain_region(self, region: str) -> dict[str, list[str]]:
         self.editor.drain_region(region)
-        placement: dict[str, list[str]] = {}
-        for doc in self._monitor(JSZ_QUERY).values():
-            for account in doc.get("account_details") or []:
-                for stream in account.get("stream_detail") or []:
-                    cluster = stream.get("cluster") or {}
-                    if cluster.get("leader"):
-                        placement[stream["name"]] = [cluster["leader"], *(r.get("name") for r in cluster.get("replicas") or [])]
-        return placement
+        return placements(self._monitor(JSZ_QUERY).values())
 
     def remove_region(self, region: str) -> None:
         self.editor.remove_region(region)
@@ -437,20 +430,9 @@ class KindBackend:
         return [None]  # one helm upgrade; the operator rolls the regions one at a time
 
     def upgrade(self, step: str | None) -> dict[str, Any]:
-        values: dict[str, str] = {}
-        images: dict[str, str] = {}
-        if self.upgrade_image_tag:
-            values["image.tag"] = self.upgrade_image_tag
-            images |= {service: f":{self.upgrade_image_tag}" for service in SERVICES}
-        if self.upgrade_nats_tag:
-            values["natsImage.tag"] = self.upgrade_nats_tag
-            images["nats"] = f":{self.upgrade_nats_tag}"
-        if not values:
-            raise BackendError("upgrade on kind needs the new version: --upgrade-image-tag and/or --upgrade-nats-tag")
-        started = time.monotonic()
-        argv = self.editor.helm_upgrade(release=self.release, chart=self.chart, values=values)
-        running = self.editor.wait_rolled(images)
-        return {"helm": " ".join(argv), "rolled_in_s": round(time.monotonic() - started, 1), "running": running}
+        return self.editor.upgrade(
+            release=self.release, chart=self.chart, image_tag=self.upgrade_image_tag, nats_tag=self.upgrade_nats_tag
+        )
 
     def ready_regions(self) -> list[str]:
         try:

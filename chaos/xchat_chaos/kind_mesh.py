@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from xchat_chaos.backend import BackendError
-from xchat_chaos.kind_commands import READY_TIMEOUT_S, Runner, nats_selector, services_selector
+from xchat_chaos.kind_commands import READY_TIMEOUT_S, SERVICES, Runner, nats_selector, services_selector
 
 MESH_POLL_S = 2.0
 # Copied from an existing region to a new one (equal natsNodes is a CRD rule).
@@ -186,6 +186,23 @@ class MeshEditor:
 
     # -- upgrades --------------------------------------------------------
 
+    def upgrade(self, *, release: str, chart: str, image_tag: str | None, nats_tag: str | None) -> dict[str, Any]:
+        """One ``helm upgrade`` to the new tags, then the wait for the operator's roll."""
+        values: dict[str, str] = {}
+        images: dict[str, str] = {}
+        if image_tag:
+            values["image.tag"] = image_tag
+            images |= {service: f":{image_tag}" for service in SERVICES}
+        if nats_tag:
+            values["natsImage.tag"] = nats_tag
+            images["nats"] = f":{nats_tag}"
+        if not values:
+            raise BackendError("upgrade on kind needs the new version: --upgrade-image-tag and/or --upgrade-nats-tag")
+        started = time.monotonic()
+        argv = self.helm_upgrade(release=release, chart=chart, values=values)
+        running = self.wait_rolled(images)
+        return {"helm": " ".join(argv), "rolled_in_s": round(time.monotonic() - started, 1), "running": running}
+
     def helm_upgrade(self, *, release: str, chart: str, values: Mapping[str, str]) -> list[str]:
         argv = ["helm", "upgrade", release, chart, "--namespace", self.namespace, "--kube-context", self.context, "--reuse-values"]
         for key, value in values.items():
@@ -227,3 +244,15 @@ def _images(item: Mapping[str, Any]) -> str:
 def _runs(item: Mapping[str, Any], images: Mapping[str, str]) -> bool:
     """Each container named in ``images`` (if the workload has it) runs an image containing its value."""
     return all(str(c.get("image", "")).endswith(images[c.get("name", "")]) for c in _containers(item) if c.get("name") in images)
+
+
+def placements(documents: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """stream -> [leader, followers...] from ``/jsz?streams=true`` documents."""
+    out: dict[str, list[str]] = {}
+    for doc in documents:
+        for account in doc.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                cluster = stream.get("cluster") or {}
+                if cluster.get("leader"):
+                    out[stream["name"]] = [cluster["leader"], *(str(r.get("name")) for r in cluster.get("replicas") or [])]
+    return out
