@@ -15,6 +15,13 @@ running event loop so the WAL scrubs coalesce as in the SDK. Three modes:
 Prints JSON: wall and CPU µs per message (median of 3 runs), the AEAD cost
 of sealing + opening one session-sized value, and what one scrub (the
 checkpoint a lone message triggers 1 s later, on the event loop) takes.
+
+``--only MODE --pause S`` runs one mode once, sleeping S seconds between
+messages with the scrub delay at S/2 (a quiet conversation: one scrub per
+message), for a syscall count that load does not blur::
+
+    strace -f -c -e trace=fsync,fdatasync,pwrite64,ftruncate \
+        .venv/bin/python tests/client/bench_at_rest.py --only scrub --messages 100 --pause 0.02
 """
 
 from __future__ import annotations
@@ -30,23 +37,24 @@ from pathlib import Path
 
 from xchat.client._atrest import AeadFields
 from xchat.client._sessions import SessionBook
-from xchat.client._state import LocalState
+from xchat.client._state import SCRUB_DELAY_S, LocalState
 from xchat.client.crypto import PrekeyBundle
 
 ALICE_DEV, BOB_DEV = "a" * 32, "b" * 32
 
 
-def _state(path: Path, mode: str) -> LocalState:
-    state = LocalState(path, state_key=os.urandom(32) if mode == "key+scrub" else None)
+def _state(path: Path, mode: str, scrub_delay: float = SCRUB_DELAY_S) -> LocalState:
+    state = LocalState(path, state_key=os.urandom(32) if mode == "key+scrub" else None, scrub_delay=scrub_delay)
     if mode == "before":
         state._db.execute("PRAGMA secure_delete=OFF")  # noqa: SLF001
         state._scrubber.now = lambda: None  # type: ignore[method-assign]  # noqa: SLF001
     return state
 
 
-async def _run(mode: str, n: int) -> tuple[float, float]:
+async def _run(mode: str, n: int, pause: float = 0.0) -> tuple[float, float]:
+    delay = pause / 2 if pause else SCRUB_DELAY_S
     with tempfile.TemporaryDirectory() as folder:
-        alice_state, bob_state = _state(Path(folder) / "a.db", mode), _state(Path(folder) / "b.db", mode)
+        alice_state, bob_state = _state(Path(folder) / "a.db", mode, delay), _state(Path(folder) / "b.db", mode, delay)
         alice, bob = SessionBook(alice_state), SessionBook(bob_state)
         alice.ensure_identity()
         bob.ensure_identity()
@@ -62,7 +70,7 @@ async def _run(mode: str, n: int) -> tuple[float, float]:
             bob.commit(opened)
             with bob_state.transaction(durable=False):
                 bob_state.mark_seen(item.message_id)
-            await asyncio.sleep(0)  # let due scrubs run, as the SDK's awaits do
+            await asyncio.sleep(pause)  # let due scrubs run, as the SDK's awaits do
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         alice_state.close()
         bob_state.close()
@@ -107,7 +115,14 @@ def _scrub_cost(samples: int = 30) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=300)
-    n = parser.parse_args().messages
+    parser.add_argument("--only", choices=("before", "scrub", "key+scrub"))
+    parser.add_argument("--pause", type=float, default=0.0)
+    args = parser.parse_args()
+    n = args.messages
+    if args.only:
+        wall_us, cpu_us = asyncio.run(_run(args.only, n, args.pause))
+        print(json.dumps({"mode": args.only, "messages": n, "pause_s": args.pause, "cpu_us_per_message": round(cpu_us)}))
+        return
     result: dict[str, object] = {
         "messages": n,
         "aead_seal_open_1500B_us": round(_aead_cost(), 1),
