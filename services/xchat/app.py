@@ -65,6 +65,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
     if "relay" in settings.services:
         relay = Relay(store, DeviceDirectory(store.bucket(BUCKET_DEVICES)), max_ciphertext_bytes=settings.max_ciphertext_bytes)
         envelopes = RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes")
+        strangers = RateLimiter(
+            Rate(settings.stranger_rate, settings.stranger_burst), what="sealed envelopes from strangers", per="recipient device"
+        )
         out.append(
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
@@ -73,8 +76,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                     relay,
                     store_timeout_s=settings.store_timeout_s,
                     limiter=envelopes,
+                    strangers=strangers,
                 ),
-                limiters={"envelopes": envelopes},
+                limiters={"envelopes": envelopes, "strangers": strangers},
             )
         )
     if "mailbox" in settings.services:

@@ -15,6 +15,7 @@ CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
     "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
+    "accept_sealed_from_anyone",
     "link_device", "open_linked", "devices", "revoke_device",
 }
 

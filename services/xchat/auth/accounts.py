@@ -306,8 +306,9 @@ class Accounts:
         raise FailedPrecondition("device record kept changing; retry")
 
 
-    async def set_delivery_verifier(self, device: DeviceId, verifier: bytes) -> None:
-        """Stores (or with b"" removes) the device's delivery verifier; compare-and-set on its record."""
+    async def set_delivery_verifier(self, device: DeviceId, verifier: bytes, *, sealed_from_anyone: bool = False) -> None:
+        """Stores (or with b"" removes) the device's delivery verifier and its opt-in to sealed sends
+        from anyone (unrestricted unidentified delivery); compare-and-set on its record."""
         if verifier:
             exact_length(verifier, DELIVERY_VERIFIER_BYTES, field="verifier")
         for _ in range(CAS_ATTEMPTS):
@@ -315,7 +316,8 @@ class Accounts:
             if record is None or record.revoked:
                 raise Unauthenticated(f"device {device} is not registered or has been revoked")
             try:
-                await self._devices_kv.update(device, record.with_verifier(verifier).encode(), last=revision)
+                updated = record.with_verifier(verifier, sealed_from_anyone=sealed_from_anyone)
+                await self._devices_kv.update(device, updated.encode(), last=revision)
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue

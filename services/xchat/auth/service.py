@@ -103,7 +103,9 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         self, request: auth_pb2.SetDeliveryVerifierRequest, context: Ctx
     ) -> auth_pb2.SetDeliveryVerifierResponse:
         caller = require_principal()
-        await self._accounts.set_delivery_verifier(caller.device, request.verifier)
+        await self._accounts.set_delivery_verifier(
+            caller.device, request.verifier, sealed_from_anyone=request.sealed_from_anyone
+        )
         return auth_pb2.SetDeliveryVerifierResponse()
 
     @unary

@@ -220,12 +220,24 @@ class Client:
         """Registers this device's delivery verifier with auth (register() does it), so that
         contacts we write to may send to us without naming themselves to the servers."""
         verifier = self._book.delivery.verifier()
-        request = auth_pb2.SetDeliveryVerifierRequest(verifier=verifier)
+        request = auth_pb2.SetDeliveryVerifierRequest(
+            verifier=verifier, sealed_from_anyone=self._book.delivery.from_anyone()
+        )
         await self._tokens.authed(
             lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).SetDeliveryVerifier(request, timeout=t, metadata=md),
             service="auth",
         )
         self._book.delivery.mark_registered(verifier)
+
+    async def accept_sealed_from_anyone(self, accept: bool = True) -> None:
+        """Lets anyone, even a stranger who has no delivery key for this device, send to it sealed
+        (Signal's unrestricted unidentified access; off by default), so that their first message
+        names no sender to the servers. The price: a stranger's messages reach this device with
+        no account the servers could hold to account; relay limits them per sender address and
+        per recipient (``XCHAT_STRANGER_RATE``), apart from what contacts may send. Kept in the
+        local state and registered with auth at once (needs a registered device)."""
+        self._book.delivery.set_from_anyone(accept)
+        await self.register_delivery_key()
 
     async def rotate_profile_key(self) -> None:
         """A new profile key (e.g. after blocking a contact): every delivery key derived from the

@@ -45,6 +45,11 @@ DEFAULT_MAX_CIPHERTEXT_BYTES = 128 * 1024
 # people, tight enough that one device cannot monopolise a region.
 DEFAULT_SEND_RATE = 500.0
 DEFAULT_SEND_BURST = 5000.0
+# Sealed sends from strangers to a device that accepts them from anyone
+# (no delivery key), per recipient device: a person's first messages, not a
+# campaign; contacts with the key and authenticated senders do not pay it.
+DEFAULT_STRANGER_RATE = 1.0
+DEFAULT_STRANGER_BURST = 20.0
 # Unauthenticated calls (register, challenge), per caller address per process.
 DEFAULT_AUTH_RATE = 20.0
 DEFAULT_AUTH_BURST = 100.0
@@ -107,6 +112,8 @@ class ServiceSettings:
     max_ciphertext_bytes: int = DEFAULT_MAX_CIPHERTEXT_BYTES
     send_rate: float = DEFAULT_SEND_RATE
     send_burst: float = DEFAULT_SEND_BURST
+    stranger_rate: float = DEFAULT_STRANGER_RATE
+    stranger_burst: float = DEFAULT_STRANGER_BURST
     auth_rate: float = DEFAULT_AUTH_RATE
     auth_burst: float = DEFAULT_AUTH_BURST
     call_rate: float = DEFAULT_CALL_RATE
@@ -265,6 +272,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_SEND_RATE", group=LIMITS, field="send_rate", parse=_decimal, default=DEFAULT_SEND_RATE,
              meaning="envelopes per second per device per process (Send, SendStream)"),
     Variable(name="XCHAT_SEND_BURST", group=LIMITS, field="send_burst", parse=_decimal, default=DEFAULT_SEND_BURST,
+             meaning="burst of those envelopes"),
+    Variable(name="XCHAT_STRANGER_RATE", group=LIMITS, field="stranger_rate", parse=_decimal, default=DEFAULT_STRANGER_RATE,
+             meaning="sealed envelopes without a valid delivery key per second per recipient device that accepts sealed sends from anyone"),
+    Variable(name="XCHAT_STRANGER_BURST", group=LIMITS, field="stranger_burst", parse=_decimal, default=DEFAULT_STRANGER_BURST,
              meaning="burst of those envelopes"),
     Variable(name="XCHAT_AUTH_RATE", group=LIMITS, field="auth_rate", parse=_decimal, default=DEFAULT_AUTH_RATE,
              meaning="unauthenticated calls (Register, Challenge, Login, Refresh) per second per caller address"),

@@ -62,6 +62,7 @@ GROUP_SERVICES: dict[str, tuple[str, ...]] = {
     "fetch": ("keys",),
     "sealed": ("relay",),
     "envelopes": ("relay",),
+    "strangers": ("relay",),
     "prekey-claims-by-caller": ("keys",),
     "prekey-claims-by-target": ("keys",),
 }

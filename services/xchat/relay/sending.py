@@ -40,7 +40,7 @@ from xchat.core.errors import InvalidArgument, NotFound, ResourceExhausted, Unau
 from xchat.core.ids import DeviceId, MessageId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject, notify_subject, translate
 from xchat.core.tokens import Principal
-from xchat.relay.sealed import check_delivery_key, receipt_of
+from xchat.relay.sealed import Access, check_delivery_key, receipt_of, sealed_access
 
 # nats-server: JSStreamStoreFailedF carries "maximum messages per subject exceeded".
 PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
@@ -100,6 +100,10 @@ class Relay:
         self._max_ciphertext = max_ciphertext_bytes
         # Per recipient, the turn of the latest pipelined publish (see send_pipelined).
         self._last_turn: dict[DeviceId, asyncio.Future[None]] = {}
+
+    async def sealed_access(self, recipient: DeviceId, delivery_key: bytes) -> Access:
+        """How a sealed send to ``recipient`` is authorised (``xchat.relay.sealed``); Unauthenticated if not."""
+        return await sealed_access(self._devices, recipient, delivery_key)
 
     async def validate(
         self, sender: Principal | None, recipient: DeviceId, ciphertext: bytes, delivery_key: bytes | None = None

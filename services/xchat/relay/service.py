@@ -5,7 +5,9 @@ Send and SendStream: the caller is authorised (active device) by
 cost is in the content. SendSealed (unidentified delivery,
 ``xchat.relay.sealed``) has no caller: the edge limits its calls per client
 address, and each envelope is limited here per recipient and authorised by
-the recipient's delivery key. Results carry an opaque receipt, never the
+the recipient's delivery key, or by the recipient's opt-in to sealed sends
+from anyone (then limited per recipient by the separate stranger budget,
+``xchat.relay.sealed``). Results carry an opaque receipt, never the
 mailbox stream sequence (which stays inside relay, for wake-ups).
 
 SendStream holds at most ``STREAM_WINDOW`` envelopes per call between reading
@@ -33,6 +35,7 @@ from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import store_timeout, streaming, unary
 from xchat.core.store import translate
 from xchat.core.tokens import Principal
+from xchat.relay.sealed import Access
 from xchat.relay.sending import Receipt, Relay
 from xchat.v1 import relay_pb2, relay_pb2_grpc
 
@@ -49,6 +52,7 @@ RESULTS_QUEUE = STREAM_WINDOW
 
 # Per-recipient keys of sealed sends in the relay's limiter (device ids are hex: no clash).
 SEALED_KEY_PREFIX = "sealed-to:"
+STRANGER_KEY_PREFIX = "stranger-to:"
 
 
 def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
@@ -62,10 +66,14 @@ def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
 
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):
-    def __init__(self, relay: Relay, *, store_timeout_s: float, limiter: RateLimiter) -> None:
+    def __init__(
+        self, relay: Relay, *, store_timeout_s: float, limiter: RateLimiter, strangers: RateLimiter | None = None
+    ) -> None:
         self._relay = relay
         self._timeout = store_timeout_s
         self._limiter = limiter
+        # Sealed envelopes without a valid key to a device accepting them from anyone, per recipient.
+        self._strangers = strangers or limiter
 
     @unary
     async def Send(self, request: relay_pb2.SendRequest, context: Ctx) -> relay_pb2.SendResult:
@@ -110,7 +118,12 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             try:
                 recipient = device_id(request.recipient_device_id, field="recipient_device_id")
                 if sender is None:
-                    self._limiter.take(SEALED_KEY_PREFIX + recipient)
+                    # Contacts (the key) and strangers (the recipient's opt-in) pay separate budgets:
+                    # a stranger's flood never spends what the recipient's contacts may send.
+                    if await self._relay.sealed_access(recipient, request.delivery_key) is Access.ANYONE:
+                        self._strangers.take(STRANGER_KEY_PREFIX + recipient)
+                    else:
+                        self._limiter.take(SEALED_KEY_PREFIX + recipient)
                 receipt = await self._relay.send_pipelined(
                     sender,
                     recipient,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from xchat.v1 import common_pb2 as xchat_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13xchat/v1/auth.proto\x12\x08xchat.v1\x1a\x15xchat/v1/common.proto\"3\n\x10SignedDeviceList\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"K\n\x18PublishDeviceListRequest\x12/\n\x0b\x64\x65vice_list\x18\x01 \x01(\x0b\x32\x1a.xchat.v1.SignedDeviceList\",\n\x19PublishDeviceListResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"C\n\x16PutProvisioningRequest\x12\x15\n\rrendezvous_id\x18\x01 \x01(\x0c\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"0\n\x17PutProvisioningResponse\x12\x15\n\rexpires_at_ms\x18\x01 \x01(\x03\"0\n\x17TakeProvisioningRequest\x12\x15\n\rrendezvous_id\x18\x01 \x01(\x0c\".\n\x18TakeProvisioningResponse\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\".\n\x1aSetDeliveryVerifierRequest\x12\x10\n\x08verifier\x18\x01 \x01(\x0c\"\x1d\n\x1bSetDeliveryVerifierResponse\"\x7f\n\x0fRegisterRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x14\n\x0cidentity_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x13\n\x0b\x61\x63\x63ount_key\x18\x04 \x01(\x0c\x12\x1d\n\x15\x61\x63\x63ount_key_signature\x18\x05 \x01(\x0c\"V\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x14\n\x0cidentity_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x19\n\x11\x61\x63\x63ount_signature\x18\x03 \x01(\x0c\"6\n\x10RegisterResponse\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"%\n\x10\x43hallengeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"9\n\x11\x43hallengeResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\"C\n\x0cLoginRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x9d\x01\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x1c\n\x14\x61\x63\x63\x65ss_expires_at_ms\x18\x02 \x01(\x03\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x1d\n\x15refresh_expires_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\x12\x11\n\tdevice_id\x18\x06 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"Y\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12/\n\x0b\x64\x65vice_list\x18\x02 \x01(\x0b\x32\x1a.xchat.v1.SignedDeviceList\"\x16\n\x14RevokeDeviceResponse\"%\n\x12ListDevicesRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"~\n\x13ListDevicesResponse\x12!\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x10.xchat.v1.Device\x12\x13\n\x0b\x61\x63\x63ount_key\x18\x02 \x01(\x0c\x12/\n\x0b\x64\x65vice_list\x18\x03 \x01(\x0b\x32\x1a.xchat.v1.SignedDeviceList2\xdc\x06\n\x04\x41uth\x12\x41\n\x08Register\x12\x19.xchat.v1.RegisterRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x43\n\tAddDevice\x12\x1a.xchat.v1.AddDeviceRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x44\n\tChallenge\x12\x1a.xchat.v1.ChallengeRequest\x1a\x1b.xchat.v1.ChallengeResponse\x12\x38\n\x05Login\x12\x16.xchat.v1.LoginRequest\x1a\x17.xchat.v1.TokenResponse\x12<\n\x07Refresh\x12\x18.xchat.v1.RefreshRequest\x1a\x17.xchat.v1.TokenResponse\x12M\n\x0cRevokeDevice\x12\x1d.xchat.v1.RevokeDeviceRequest\x1a\x1e.xchat.v1.RevokeDeviceResponse\x12J\n\x0bListDevices\x12\x1c.xchat.v1.ListDevicesRequest\x1a\x1d.xchat.v1.ListDevicesResponse\x12\x62\n\x13SetDeliveryVerifier\x12$.xchat.v1.SetDeliveryVerifierRequest\x1a%.xchat.v1.SetDeliveryVerifierResponse\x12\\\n\x11PublishDeviceList\x12\".xchat.v1.PublishDeviceListRequest\x1a#.xchat.v1.PublishDeviceListResponse\x12V\n\x0fPutProvisioning\x12 .xchat.v1.PutProvisioningRequest\x1a!.xchat.v1.PutProvisioningResponse\x12Y\n\x10TakeProvisioning\x12!.xchat.v1.TakeProvisioningRequest\x1a\".xchat.v1.TakeProvisioningResponseBh\n\x08xchat.v1B\tAuthProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13xchat/v1/auth.proto\x12\x08xchat.v1\x1a\x15xchat/v1/common.proto\"3\n\x10SignedDeviceList\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"K\n\x18PublishDeviceListRequest\x12/\n\x0b\x64\x65vice_list\x18\x01 \x01(\x0b\x32\x1a.xchat.v1.SignedDeviceList\",\n\x19PublishDeviceListResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"C\n\x16PutProvisioningRequest\x12\x15\n\rrendezvous_id\x18\x01 \x01(\x0c\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"0\n\x17PutProvisioningResponse\x12\x15\n\rexpires_at_ms\x18\x01 \x01(\x03\"0\n\x17TakeProvisioningRequest\x12\x15\n\rrendezvous_id\x18\x01 \x01(\x0c\".\n\x18TakeProvisioningResponse\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\"J\n\x1aSetDeliveryVerifierRequest\x12\x10\n\x08verifier\x18\x01 \x01(\x0c\x12\x1a\n\x12sealed_from_anyone\x18\x02 \x01(\x08\"\x1d\n\x1bSetDeliveryVerifierResponse\"\x7f\n\x0fRegisterRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x14\n\x0cidentity_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x13\n\x0b\x61\x63\x63ount_key\x18\x04 \x01(\x0c\x12\x1d\n\x15\x61\x63\x63ount_key_signature\x18\x05 \x01(\x0c\"V\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x14\n\x0cidentity_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x19\n\x11\x61\x63\x63ount_signature\x18\x03 \x01(\x0c\"6\n\x10RegisterResponse\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"%\n\x10\x43hallengeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"9\n\x11\x43hallengeResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\"C\n\x0cLoginRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x9d\x01\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x1c\n\x14\x61\x63\x63\x65ss_expires_at_ms\x18\x02 \x01(\x03\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x1d\n\x15refresh_expires_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\x12\x11\n\tdevice_id\x18\x06 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"Y\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12/\n\x0b\x64\x65vice_list\x18\x02 \x01(\x0b\x32\x1a.xchat.v1.SignedDeviceList\"\x16\n\x14RevokeDeviceResponse\"%\n\x12ListDevicesRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"~\n\x13ListDevicesResponse\x12!\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x10.xchat.v1.Device\x12\x13\n\x0b\x61\x63\x63ount_key\x18\x02 \x01(\x0c\x12/\n\x0b\x64\x65vice_list\x18\x03 \x01(\x0b\x32\x1a.xchat.v1.SignedDeviceList2\xdc\x06\n\x04\x41uth\x12\x41\n\x08Register\x12\x19.xchat.v1.RegisterRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x43\n\tAddDevice\x12\x1a.xchat.v1.AddDeviceRequest\x1a\x1a.xchat.v1.RegisterResponse\x12\x44\n\tChallenge\x12\x1a.xchat.v1.ChallengeRequest\x1a\x1b.xchat.v1.ChallengeResponse\x12\x38\n\x05Login\x12\x16.xchat.v1.LoginRequest\x1a\x17.xchat.v1.TokenResponse\x12<\n\x07Refresh\x12\x18.xchat.v1.RefreshRequest\x1a\x17.xchat.v1.TokenResponse\x12M\n\x0cRevokeDevice\x12\x1d.xchat.v1.RevokeDeviceRequest\x1a\x1e.xchat.v1.RevokeDeviceResponse\x12J\n\x0bListDevices\x12\x1c.xchat.v1.ListDevicesRequest\x1a\x1d.xchat.v1.ListDevicesResponse\x12\x62\n\x13SetDeliveryVerifier\x12$.xchat.v1.SetDeliveryVerifierRequest\x1a%.xchat.v1.SetDeliveryVerifierResponse\x12\\\n\x11PublishDeviceList\x12\".xchat.v1.PublishDeviceListRequest\x1a#.xchat.v1.PublishDeviceListResponse\x12V\n\x0fPutProvisioning\x12 .xchat.v1.PutProvisioningRequest\x1a!.xchat.v1.PutProvisioningResponse\x12Y\n\x10TakeProvisioning\x12!.xchat.v1.TakeProvisioningRequest\x1a\".xchat.v1.TakeProvisioningResponseBh\n\x08xchat.v1B\tAuthProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,33 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TAKEPROVISIONINGRESPONSE']._serialized_start=401
   _globals['_TAKEPROVISIONINGRESPONSE']._serialized_end=447
   _globals['_SETDELIVERYVERIFIERREQUEST']._serialized_start=449
-  _globals['_SETDELIVERYVERIFIERREQUEST']._serialized_end=495
-  _globals['_SETDELIVERYVERIFIERRESPONSE']._serialized_start=497
-  _globals['_SETDELIVERYVERIFIERRESPONSE']._serialized_end=526
-  _globals['_REGISTERREQUEST']._serialized_start=528
-  _globals['_REGISTERREQUEST']._serialized_end=655
-  _globals['_ADDDEVICEREQUEST']._serialized_start=657
-  _globals['_ADDDEVICEREQUEST']._serialized_end=743
-  _globals['_REGISTERRESPONSE']._serialized_start=745
-  _globals['_REGISTERRESPONSE']._serialized_end=799
-  _globals['_CHALLENGEREQUEST']._serialized_start=801
-  _globals['_CHALLENGEREQUEST']._serialized_end=838
-  _globals['_CHALLENGERESPONSE']._serialized_start=840
-  _globals['_CHALLENGERESPONSE']._serialized_end=897
-  _globals['_LOGINREQUEST']._serialized_start=899
-  _globals['_LOGINREQUEST']._serialized_end=966
-  _globals['_TOKENRESPONSE']._serialized_start=969
-  _globals['_TOKENRESPONSE']._serialized_end=1126
-  _globals['_REFRESHREQUEST']._serialized_start=1128
-  _globals['_REFRESHREQUEST']._serialized_end=1167
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=1169
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=1258
-  _globals['_REVOKEDEVICERESPONSE']._serialized_start=1260
-  _globals['_REVOKEDEVICERESPONSE']._serialized_end=1282
-  _globals['_LISTDEVICESREQUEST']._serialized_start=1284
-  _globals['_LISTDEVICESREQUEST']._serialized_end=1321
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=1323
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=1449
-  _globals['_AUTH']._serialized_start=1452
-  _globals['_AUTH']._serialized_end=2312
+  _globals['_SETDELIVERYVERIFIERREQUEST']._serialized_end=523
+  _globals['_SETDELIVERYVERIFIERRESPONSE']._serialized_start=525
+  _globals['_SETDELIVERYVERIFIERRESPONSE']._serialized_end=554
+  _globals['_REGISTERREQUEST']._serialized_start=556
+  _globals['_REGISTERREQUEST']._serialized_end=683
+  _globals['_ADDDEVICEREQUEST']._serialized_start=685
+  _globals['_ADDDEVICEREQUEST']._serialized_end=771
+  _globals['_REGISTERRESPONSE']._serialized_start=773
+  _globals['_REGISTERRESPONSE']._serialized_end=827
+  _globals['_CHALLENGEREQUEST']._serialized_start=829
+  _globals['_CHALLENGEREQUEST']._serialized_end=866
+  _globals['_CHALLENGERESPONSE']._serialized_start=868
+  _globals['_CHALLENGERESPONSE']._serialized_end=925
+  _globals['_LOGINREQUEST']._serialized_start=927
+  _globals['_LOGINREQUEST']._serialized_end=994
+  _globals['_TOKENRESPONSE']._serialized_start=997
+  _globals['_TOKENRESPONSE']._serialized_end=1154
+  _globals['_REFRESHREQUEST']._serialized_start=1156
+  _globals['_REFRESHREQUEST']._serialized_end=1195
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=1197
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=1286
+  _globals['_REVOKEDEVICERESPONSE']._serialized_start=1288
+  _globals['_REVOKEDEVICERESPONSE']._serialized_end=1310
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1312
+  _globals['_LISTDEVICESREQUEST']._serialized_end=1349
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=1351
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1477
+  _globals['_AUTH']._serialized_start=1480
+  _globals['_AUTH']._serialized_end=2340
 # @@protoc_insertion_point(module_scope)

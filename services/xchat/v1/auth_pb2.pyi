@@ -54,10 +54,12 @@ class TakeProvisioningResponse(_message.Message):
     def __init__(self, ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class SetDeliveryVerifierRequest(_message.Message):
-    __slots__ = ("verifier",)
+    __slots__ = ("verifier", "sealed_from_anyone")
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FROM_ANYONE_FIELD_NUMBER: _ClassVar[int]
     verifier: bytes
-    def __init__(self, verifier: _Optional[bytes] = ...) -> None: ...
+    sealed_from_anyone: bool
+    def __init__(self, verifier: _Optional[bytes] = ..., sealed_from_anyone: _Optional[bool] = ...) -> None: ...
 
 class SetDeliveryVerifierResponse(_message.Message):
     __slots__ = ()
