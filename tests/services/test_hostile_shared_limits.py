@@ -117,7 +117,7 @@ async def test_a_sender_spreading_over_two_relay_processes_gets_one_rate(two_pro
             # Shared: rate x elapsed, plus what one sharing interval (0.25 s) leaves unseen per process.
             # Measured over 3.1 s: 7 accepted shared, 19 per process (XCHAT_SHARED_LIMITS=0: the
             # second process still held its whole burst).
-            assert accepted <= SEND_RATE * elapsed + 3, (accepted, elapsed)
+            assert accepted <= SEND_RATE * elapsed + 5, (accepted, elapsed)
             assert accepted >= 2, "the rate refills"
             # Another sender is untouched on either process.
             carol = await _device(one)
