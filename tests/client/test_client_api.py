@@ -10,7 +10,7 @@ from xchat.client import Client
 EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "RequestRejected", "SendReceipt", "ServiceUnavailable",
             "SecurityEvent", "SenderMismatch",
             "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable", "StateKeyError",
-            "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList"}
+            "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList", "SessionReset"}
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",

@@ -10,7 +10,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
     SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged,
-                    Undecryptable, DeviceListRejected
+                    Undecryptable, DeviceListRejected, SessionReset
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
     IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList, LinkFailed
 
@@ -38,6 +38,7 @@ from xchat.client.messages import (
     SecurityEvent,
     SenderMismatch,
     SendReceipt,
+    SessionReset,
     Undecryptable,
 )
 
@@ -58,6 +59,7 @@ __all__ = [
     "SendReceipt",
     "SenderMismatch",
     "ServiceUnavailable",
+    "SessionReset",
     "StateKeyError",
     "Undecryptable",
     "UntrustedDeviceList",

@@ -268,6 +268,8 @@ class Receiver:
             self._book.batch_end()
         if skipped:
             self._queue_acks(skipped)
+        if self._book.heal.due:
+            self._book.on_heal()  # committed: retry requests to send or answer (``_healing``)
         return messages
 
     async def _open(self, envelope: mailbox_pb2.Envelope) -> InboxItem | None:

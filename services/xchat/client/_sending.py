@@ -132,6 +132,15 @@ class Sender:
         batches = await self._encrypt(messages, content_type)
         return await self._await([item for items in batches for item in items])
 
+    async def send_request(self, request: EncryptRequest) -> list[Outcome]:
+        """One request to exactly the devices it lists, no lookup (``_healing``: retry requests, re-sends)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[OutboxItem]] = loop.create_future()
+        if not self._encrypts:
+            loop.call_soon(self._commit_encrypts)
+        self._encrypts.append((request, future))
+        return await self._await(await future)
+
     async def flush(self) -> list[Outcome]:
         return await self._await(list(self._queue.values()))
 

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     payload BLOB NOT NULL, received_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (message_id BLOB PRIMARY KEY, acked_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending_acks (sequence INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS resendable (
+    message_id BLOB NOT NULL, recipient_device TEXT NOT NULL, recipient_account TEXT NOT NULL,
+    payload BLOB NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (message_id, recipient_device));
 """
 # Meta rows read before the key is known, or that are the key check: never sealed.
 _PLAIN_META = frozenset({"schema_version", CHECK_META_KEY})
@@ -157,6 +161,13 @@ class LocalState:
                 sealed = fields.seal(_outbox_at(bytes(message_id), device, account), bytes(ciphertext))
                 self._db.execute(
                     "UPDATE outbox SET ciphertext = ? WHERE message_id = ? AND recipient_device = ?",
+                    (sealed, message_id, device),
+                )
+            resendable = self._db.execute("SELECT message_id, recipient_device, recipient_account, payload FROM resendable")
+            for message_id, device, account, payload in resendable.fetchall():
+                sealed = fields.seal(_resendable_at(bytes(message_id), device, account), bytes(payload))
+                self._db.execute(
+                    "UPDATE resendable SET payload = ? WHERE message_id = ? AND recipient_device = ?",
                     (sealed, message_id, device),
                 )
             self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (CHECK_META_KEY, fields.check_value()))
@@ -327,6 +338,44 @@ class LocalState:
         self._db.execute("DELETE FROM inbox WHERE message_id = ?", (message_id,))
         self._superseded()  # the acknowledged plaintext
 
+    # -- sent plaintexts kept for a peer's retry request (``_healing``) --
+    def add_resendable(self, message_id: bytes, recipient_device: str, recipient_account: str, payload: bytes) -> None:
+        at = _resendable_at(message_id, recipient_device, recipient_account)
+        self._db.execute(
+            "INSERT OR REPLACE INTO resendable(message_id, recipient_device, recipient_account, payload, created_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (message_id, recipient_device, recipient_account, self._fields.seal(at, payload), _now()),
+        )
+
+    def take_resendable(self, recipient_device: str, recipient_account: str, message_ids: Iterable[bytes]) -> list[bytes]:
+        """The payloads sent to exactly this device of this account under these ids, deleted as they are read."""
+        found = []
+        for message_id in message_ids:
+            row = self._db.execute(
+                "SELECT payload FROM resendable WHERE message_id = ? AND recipient_device = ? AND recipient_account = ?",
+                (message_id, recipient_device, recipient_account),
+            ).fetchone()
+            if row is None:
+                continue
+            at = _resendable_at(message_id, recipient_device, recipient_account)
+            found.append(self._fields.open(at, bytes(row[0])))
+            self._db.execute(
+                "DELETE FROM resendable WHERE message_id = ? AND recipient_device = ?", (message_id, recipient_device)
+            )
+        if found:
+            self._superseded()
+        return found
+
+    def prune_resendable(self, *, older_than_ms: int, keep: int) -> None:
+        """Deletes sent plaintexts created before ``older_than_ms``, and all but the newest ``keep``."""
+        cursor = self._db.execute("DELETE FROM resendable WHERE created_ms < ?", (older_than_ms,))
+        deleted = cursor.rowcount
+        cursor = self._db.execute(
+            "DELETE FROM resendable WHERE rowid NOT IN (SELECT rowid FROM resendable ORDER BY rowid DESC LIMIT ?)", (keep,)
+        )
+        if deleted + cursor.rowcount > 0:
+            self._superseded()
+
     # -- acknowledgements the server has not confirmed yet --------------
     # Mailbox sequences are protobuf uint64; SQLite integers are signed 64-bit.
     # Stored as two's complement, so any sequence a server sends fits (one
@@ -346,6 +395,10 @@ _U64 = 2**64
 
 def _session_at(peer_device: str, peer_account: str) -> str:
     return location("session", peer_device, peer_account)
+
+
+def _resendable_at(message_id: bytes, recipient_device: str, recipient_account: str) -> str:
+    return location("resendable", message_id.hex(), recipient_device, recipient_account)
 
 
 def _inbox_at(message_id: bytes, sender_account: str, sender_device: str) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from xchat.client import _codec
 from xchat.client._devices import Devices, LinkedDevice, redeem
 from xchat.client._events import EventQueue
+from xchat.client._healing import Healer
 from xchat.client._fanout import Fanout
 from xchat.client._receiving import Receiver
 from xchat.client._rotation import PrekeyRotation
@@ -81,6 +82,9 @@ class Client:
             fetch_sessions=self._fanout.fetch,
             ready_devices=self._fanout.ready,
             device_gone=self._fanout.gone,
+        )
+        self._healer = Healer(
+            self._book, self._tokens, send=self._sender.send_request, directory_key=self._directory_key, on_event=self._events.put
         )
         self._receiver = Receiver(
             state,
@@ -390,6 +394,7 @@ class Client:
 
     async def close(self) -> None:
         """Stops sending (unsent envelopes stay in the outbox) and receiving; acks are confirmed first, bounded."""
+        await self._healer.close()
         await self._sender.close()
         await self._rotation.close()
         await self._receiver.close(confirm_within=self._transport.call_timeout)

@@ -121,4 +121,21 @@ class DeviceListRejected:
     detail: str
 
 
-SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected
+@dataclass(frozen=True, slots=True)
+class SessionReset:
+    """``device`` of ``account`` could not read what we sent it, and the SDK started over.
+
+    That device asked (authenticated by its session) for messages it could
+    not decrypt; the SDK began a new session from its fresh prekey bundle
+    (unless it had just started one itself) and re-sent ``resent`` of them as
+    new messages (new ids, same body and content type). Only what was sent to
+    that device in the last 24 hours (at most 2,000 kept) can be re-sent.
+    Informational: show "messages re-sent to ..." if the app wants to.
+    """
+
+    account: str
+    device: str
+    resent: int
+
+
+SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset
