@@ -118,6 +118,37 @@ def nats_config(
     ``passwords`` maps each service name, ``"bootstrap"`` and ``"route"`` to its password.
     ``$POD_NAME`` is resolved by nats-server from the pod's environment.
     """
+    return render_document(_document(spec, region, passwords, cluster_domain))
+
+
+# Parts of the config nats-server applies on a reload (SIGHUP), per its
+# configuration-reloading docs: users, passwords and permissions, the route
+# credentials and the route list (routes are diffed: added ones dialled,
+# removed ones torn down). The TLS blocks name fixed paths; rotated files
+# behind them are reloaded too. Everything else (listeners, server name and
+# tags, JetStream, cluster name) needs a restart.
+RELOADABLE: tuple[tuple[str, ...], ...] = (("authorization",), ("cluster", "authorization"), ("cluster", "routes"))
+_PLACEHOLDER = "reloadable"
+
+
+def restart_fingerprint(spec: MeshSpec, region: Region) -> str:
+    """The config of ``region`` without its reloadable parts: what a change of forces a restart.
+
+    The NATS pods carry its hash, so a password rotation or a region added to
+    the route list changes only the config Secret; the reloader sidecar
+    (:mod:`.reloader`) signals nats-server to apply it, no pod restarts.
+    """
+    placeholders = {name: _PLACEHOLDER for name in (*PERMISSIONS, names.ROUTE_USER)}
+    doc = _document(spec, region, placeholders, "cluster.local")
+    for path in RELOADABLE:
+        parent: dict[str, Value] = doc
+        for key in path[:-1]:
+            parent = parent[key]  # type: ignore[assignment]
+        parent.pop(path[-1], None)
+    return render_document(doc)
+
+
+def _document(spec: MeshSpec, region: Region, passwords: Mapping[str, str], cluster_domain: str) -> dict[str, Value]:
     users: list[Value] = [
         {
             "user": svc,
@@ -158,4 +189,4 @@ def nats_config(
         # Clients present a certificate of the mesh CA, or the handshake fails.
         doc["tls"] = _tls_block(verify=True)
         cluster["tls"] = _tls_block(verify=True)
-    return render_document(doc)
+    return doc

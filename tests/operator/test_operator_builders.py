@@ -172,11 +172,21 @@ def test_down_region_out_of_endpoints() -> None:
     assert get(objs, "StatefulSet", "m-nats-eu")["spec"]["replicas"] == 1  # never touched while unreachable
 
 
-def test_config_hash_rolls_nats_on_config_change() -> None:
-    a = get(objects(), "StatefulSet", "m-nats-eu")
-    b = get(objects(regions=[{"name": "eu"}, {"name": "us"}, {"name": "ap"}, {"name": "sa"}]), "StatefulSet", "m-nats-eu")
+def test_config_hash_rolls_nats_only_on_a_change_a_reload_cannot_apply() -> None:
+    """A region added changes only the route list, which nats-server reloads: no roll (the
+    config Secret changes and the reloader sidecar signals the server). TLS on/off needs a restart."""
     key = builders.CONFIG_HASH_ANNOTATION
-    assert a["spec"]["template"]["metadata"]["annotations"][key] != b["spec"]["template"]["metadata"]["annotations"][key]
+
+    def config_hash(**kwargs: object) -> str:
+        return get(objects(**kwargs), "StatefulSet", "m-nats-eu")["spec"]["template"]["metadata"]["annotations"][key]
+
+    def config_text(**kwargs: object) -> str:
+        return get(objects(**kwargs), "Secret", "m-nats-eu-config")["stringData"]["nats.conf"]
+
+    four = [{"name": "eu"}, {"name": "us"}, {"name": "ap"}, {"name": "sa"}]
+    assert config_text() != config_text(regions=four)  # the routes to sa are in the Secret...
+    assert config_hash() == config_hash(regions=four)  # ...and reach the servers by reload
+    assert config_hash(tls={"enabled": True}) != config_hash(tls={"enabled": False})
 
 
 def test_spec_defaults_and_modes() -> None:
