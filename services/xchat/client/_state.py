@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS resendable (
     message_id BLOB NOT NULL, recipient_device TEXT NOT NULL, recipient_account TEXT NOT NULL,
     payload BLOB NOT NULL, created_ms INTEGER NOT NULL,
     PRIMARY KEY (message_id, recipient_device));
+CREATE INDEX IF NOT EXISTS resendable_by_age ON resendable(created_ms);
 """
 # Meta rows read before the key is known, or that are the key check: never sealed.
 _PLAIN_META = frozenset({"schema_version", CHECK_META_KEY})
@@ -370,8 +371,10 @@ class LocalState:
         """Deletes sent plaintexts created before ``older_than_ms``, and all but the newest ``keep``."""
         cursor = self._db.execute("DELETE FROM resendable WHERE created_ms < ?", (older_than_ms,))
         deleted = cursor.rowcount
+        # Rowids grow with every insert: all but the last ``keep`` inserted (fewer rows when
+        # some were deleted since), found through the rowid b-tree instead of a scan.
         cursor = self._db.execute(
-            "DELETE FROM resendable WHERE rowid NOT IN (SELECT rowid FROM resendable ORDER BY rowid DESC LIMIT ?)", (keep,)
+            "DELETE FROM resendable WHERE rowid <= (SELECT max(rowid) FROM resendable) - ?", (keep,)
         )
         if deleted + cursor.rowcount > 0:
             self._superseded()
