@@ -18,7 +18,7 @@ from typing import Any
 
 from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
 
-from . import monitoring, names, natsconfig, policies, reloader, rollout
+from . import exposure, monitoring, names, natsconfig, policies, reloader, rollout
 from .podspec import CONTAINER_SECURITY, NATS_UID, SERVICE_UID, anti_affinity, pod_scheduling, pod_security
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
@@ -418,7 +418,7 @@ def desired_objects(
     out = [endpoints_configmap(spec, cluster_domain, listed), nats_pdb(spec), *policies.network_policies(spec, lambda name, component: _meta(spec, name, component))]
     for region in spec.regions:
         out += region_objects(spec, region, passwords, cluster_domain)
-    return out
+    return out + exposure.external_services(spec, owner_reference(spec))
 
 
 def key(obj: Mapping[str, Any]) -> tuple[str, str]:
