@@ -68,6 +68,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
         strangers = RateLimiter(
             Rate(settings.stranger_rate, settings.stranger_burst), what="sealed envelopes from strangers", per="recipient device"
         )
+        stranger_senders = RateLimiter(
+            Rate(settings.stranger_rate, settings.stranger_burst), what="sealed envelopes to strangers", per="client address"
+        )
         out.append(
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
@@ -77,8 +80,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                     store_timeout_s=settings.store_timeout_s,
                     limiter=envelopes,
                     strangers=strangers,
+                    stranger_senders=stranger_senders,
                 ),
-                limiters={"envelopes": envelopes, "strangers": strangers},
+                limiters={"envelopes": envelopes, "strangers": strangers, "stranger-senders": stranger_senders},
             )
         )
     if "mailbox" in settings.services:

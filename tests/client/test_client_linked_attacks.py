@@ -22,6 +22,7 @@ import nats
 import pytest
 
 from xchat.client import Client, DeviceListRejected, Message, SecurityEvent, Undecryptable
+from xchat.client._sentsync import SENT_CONTENT_TYPE, wrap
 from xchat.core.devices import DeviceRecord
 from xchat.core.ids import AccountId, DeviceId, new_device_id
 from xchat.mesh.local import LocalMesh
@@ -243,3 +244,22 @@ async def test_a_revoked_peer_device_does_not_break_sends(mesh: LocalMesh, tmp_p
             message = await _next(inbox)
             texts.add(message.text)
             await alice.ack(message)
+
+
+async def test_a_contact_cannot_pass_a_message_off_as_sent_by_us(mesh: LocalMesh, tmp_path: Path) -> None:
+    victim_name, mallory_name = _name("victim"), _name("mallory")
+    async with await Client.open(tmp_path / "v.db", mesh.endpoints("a")) as victim, await Client.open(
+        tmp_path / "m.db", mesh.endpoints("b")
+    ) as mallory:
+        await victim.register(victim_name)
+        await mallory.register(mallory_name)
+        with pytest.raises(ValueError):  # the app cannot send the sync content type
+            await mallory.send(victim_name, "x", content_type=SENT_CONTENT_TYPE)
+        # A hostile client can: a "copy of what the victim sent to carol" from mallory's account.
+        forged = wrap("carol", "text/plain", b"I owe mallory 1000")
+        await mallory._sender.send(victim_name, forged, SENT_CONTENT_TYPE)
+        inbox = victim.messages()
+        got: Message = await _next(inbox)
+        assert got.sent_to is None and got.sender_account == mallory_name
+        assert got.content_type == SENT_CONTENT_TYPE  # shown as what it is, from mallory
+        await victim.ack(got)

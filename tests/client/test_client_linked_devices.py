@@ -59,20 +59,30 @@ async def test_three_linked_devices_and_a_contact_with_two_share_one_safety_numb
         assert {d.device_id for d in listed} == {alice1.device_id, alice2.device_id, alice3.device_id}
         assert [d.device_id for d in listed if d.this_device] == [alice3.device_id]
 
-        # Bob writes to alice: each of her three devices reads it.
+        # Bob writes to alice: each of her three devices reads it, and bob's other device
+        # sees it as sent by him (sent-message sync).
         streams = {c: c.messages() for c in (alice1, alice2, alice3, bob1, bob2)}
         receipts = await bob1.send(alice_name, "hello all of alice")
         assert {r.recipient_device for r in receipts} == {alice1.device_id, alice2.device_id, alice3.device_id}
         for device in (alice1, alice2, alice3):
             got = await _receive(device, streams[device])
             assert (got.sender_account, got.sender_device, got.text) == (bob_name, bob1.device_id, "hello all of alice")
+            assert got.sent_to is None
+        copy = await _receive(bob2, streams[bob2])
+        assert (copy.sender_account, copy.sender_device, copy.sent_to, copy.text) == (
+            bob_name, bob1.device_id, alice_name, "hello all of alice"
+        )
+        assert copy.content_type == "text/plain"
 
-        # Alice's third device answers: both of bob's devices read it.
+        # Alice's third device answers: both of bob's devices read it, alice's other two see it as sent.
         receipts = await alice3.send(bob_name, "hi bob")
         assert {r.recipient_device for r in receipts} == {bob1.device_id, bob2.device_id}
         for device in (bob1, bob2):
             got = await _receive(device, streams[device])
-            assert (got.sender_account, got.text) == (alice_name, "hi bob")
+            assert (got.sender_account, got.text, got.sent_to) == (alice_name, "hi bob", None)
+        for device in (alice1, alice2):
+            copy = await _receive(device, streams[device])
+            assert (copy.sender_device, copy.sent_to, copy.text) == (alice3.device_id, bob_name, "hi bob")
 
         # One safety number, the same on every device of both accounts, each way.
         numbers = {c.safety_number(bob_name) for c in (alice1, alice2, alice3)}
@@ -121,3 +131,32 @@ async def test_revoke_device_removes_it_from_the_signed_list(mesh: LocalMesh, tm
         assert [d.device_id for d in await owner.devices()] == [owner.device_id]
     finally:
         await owner.close()
+
+
+async def test_a_contacts_device_linked_later_is_reached_after_the_list_refresh(
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xchat.client._fanout as fanout
+
+    monkeypatch.setattr(fanout, "LIST_REFRESH_S", 0.2)  # a minute by default
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        assert [r.recipient_device for r in await bob.send(alice_name, "one")] == [alice.device_id]
+        alice2 = await _linked(alice, tmp_path / "a2.db", mesh, "c")
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # the pinned list is refreshed in the background; later sends include the new device
+                await asyncio.sleep(0.3)
+                reached = {r.recipient_device for r in await bob.send(alice_name, "again")}
+                if alice2.device_id in reached or asyncio.get_running_loop().time() > deadline:
+                    break
+            assert reached == {alice.device_id, alice2.device_id}
+            inbox = alice2.messages()
+            got = await _receive(alice2, inbox)
+            assert (got.sender_account, got.text) == (bob_name, "again")
+        finally:
+            await alice2.close()

@@ -52,6 +52,9 @@ def open_mesh(fresh_mesh_factory) -> LocalMesh:
             "XCHAT_LOG_LEVEL": "debug",
             "XCHAT_STRANGER_RATE": "0.2",
             "XCHAT_STRANGER_BURST": str(STRANGER_BURST),
+            # Hostile clients below come "through a gateway" from addresses of their choosing.
+            "XCHAT_TRUSTED_PROXY_HEADER": "x-forwarded-for",
+            "XCHAT_TRUSTED_PROXIES": "127.0.0.1/32",
         }
     )
 
@@ -79,7 +82,7 @@ async def _relay_calls_after(mesh: LocalMesh, before: int, count: int) -> list[d
     return _relay_calls(mesh)[before:]
 
 
-async def _sealed_flood(mesh: LocalMesh, to: str, count: int, key: bytes = b"") -> list[str]:
+async def _sealed_flood(mesh: LocalMesh, to: str, count: int, key: bytes = b"", *, via: str | None = None) -> list[str]:
     """A hostile client's raw SendSealed of ``count`` envelopes in one call: each one's status name."""
     requests = [
         relay_pb2.SendRequest(recipient_device_id=to, message_id=secrets.token_bytes(16), ciphertext=b"spam", delivery_key=key)
@@ -92,7 +95,8 @@ async def _sealed_flood(mesh: LocalMesh, to: str, count: int, key: bytes = b"") 
     names = {c.value[0]: c.name for c in grpc.StatusCode}
     async with grpc.aio.insecure_channel(mesh.regions["a"].endpoint) as channel:
         out: list[str] = []
-        async for result in relay_pb2_grpc.RelayStub(channel).SendSealed(batches()):
+        metadata = (("x-forwarded-for", via),) if via else None
+        async for result in relay_pb2_grpc.RelayStub(channel).SendSealed(batches(), metadata=metadata):
             out += [names[r.error_code] for r in result.results]
         return out
 
@@ -193,3 +197,22 @@ async def test_a_stranger_flooding_an_opted_in_device_is_limited_and_its_contact
             await bob.ack(message)
         await bob_inbox.aclose()
         await erin_inbox.aclose()
+
+
+async def test_one_stranger_address_cannot_spread_a_flood_over_many_opted_in_devices(
+    open_mesh: LocalMesh, tmp_path: Path
+) -> None:
+    async with await Client.open(tmp_path / "g.db", open_mesh.endpoints("a")) as gina, await Client.open(
+        tmp_path / "h.db", open_mesh.endpoints("b")
+    ) as hugo:
+        for client, name in ((gina, _name("gina")), (hugo, _name("hugo"))):
+            await client.register(name)
+            await client.accept_sealed_from_anyone()
+        spammer, other = "198.51.100.7", "203.0.113.9"
+        first = await _sealed_flood(open_mesh, gina.device_id, 10, via=spammer)
+        assert first.count("OK") == STRANGER_BURST and first[-1] == "RESOURCE_EXHAUSTED", first
+        # The same address to another opted-in device: its own budget is spent, not hugo's.
+        assert await _sealed_flood(open_mesh, hugo.device_id, 1, via=spammer) == ["RESOURCE_EXHAUSTED"]
+        assert await _sealed_flood(open_mesh, hugo.device_id, 1, via=other) == ["OK"]
+        # And gina's stranger budget is spent for everybody (per recipient).
+        assert await _sealed_flood(open_mesh, gina.device_id, 1, via=other) == ["RESOURCE_EXHAUSTED"]

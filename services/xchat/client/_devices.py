@@ -185,7 +185,9 @@ class Devices:
         """Version 1, right after ``register``: this device alone."""
         key = self._own_key()
         self._state.set_meta(f"acct_key:{account}", key.public)
-        await self._publish(key.sign_list(account, 1, {device: identity_key}))
+        listed = key.sign_list(account, 1, {device: identity_key})
+        await self._publish(listed)
+        self.trust(account, key.public, listed.body, listed.signature)
         self._state.set_meta("device_list_published", b"1")
 
     def published(self) -> bool:

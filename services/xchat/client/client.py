@@ -32,7 +32,9 @@ from xchat.client import _codec
 from xchat.client._devices import Devices, LinkedDevice, redeem
 from xchat.client._events import EventQueue
 from xchat.client._healing import Healer
+from xchat.client import _sentsync
 from xchat.client._fanout import Fanout
+from xchat.client._sentsync import SENT_CONTENT_TYPE
 from xchat.client._receiving import Receiver
 from xchat.client._rotation import PrekeyRotation
 from xchat.client._sending import Sender
@@ -321,11 +323,30 @@ class Client:
     async def send(self, account: str, body: bytes | str, *, content_type: str = "text/plain") -> list[SendReceipt]:
         """Encrypts ``body`` for each device of ``account`` and stores it durably; one receipt per device.
 
+        A copy goes to this account's other devices too (sent-message sync: they see it
+        with ``Message.sent_to``); its failure never fails this call.
+
         Concurrent calls coalesce into shared rounds; each returns once its own
         envelopes are acknowledged. Whatever an earlier call left queued goes first.
         """
         self._rotation.check()
-        return await self._sender.send(account, _bytes(body), content_type)
+        if content_type == SENT_CONTENT_TYPE:
+            raise ValueError(f"content type {SENT_CONTENT_TYPE!r} is the SDK's own (sent-message sync)")
+        data = _bytes(body)
+        own = self.account
+        if account == own or self._fanout.ready(own) == []:
+            return await self._sender.send(account, data, content_type)
+        # Sent-message sync: a copy to our other devices, encrypted in the same group commit.
+        sent, synced = await asyncio.gather(
+            self._sender.send(account, data, content_type),
+            self._sender.send(own, _sentsync.wrap(account, content_type, data), SENT_CONTENT_TYPE),
+            return_exceptions=True,
+        )
+        if isinstance(synced, BaseException):
+            log.info("sent-message sync to our other devices failed (the message itself is unaffected): %s", synced)
+        if isinstance(sent, BaseException):
+            raise sent
+        return sent
 
     async def flush_outbox(self) -> list[SendReceipt | Failed]:
         """Resends what a previous run encrypted but did not get acknowledged (same bytes, same ids)."""
@@ -340,9 +361,18 @@ class Client:
 
     # -- receiving (``_receiving``) ----------------------------------------
 
-    def messages(self) -> AsyncGenerator[Message, None]:
-        """Backlog, then live messages, for ever; reconnects and fails over on its own."""
-        return self._receiver.messages()
+    async def messages(self) -> AsyncGenerator[Message, None]:
+        """Backlog, then live messages, for ever; reconnects and fails over on its own.
+
+        What another device of our account sent comes here too, with ``sent_to`` set
+        (sent-message sync): show it as sent by us.
+        """
+        inner = self._receiver.messages()
+        try:
+            async for message in inner:
+                yield _sentsync.unwrap(message, self.account)
+        finally:
+            await inner.aclose()
 
     def events(self) -> AsyncGenerator[SecurityEvent, None]:
         """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``,
@@ -396,6 +426,7 @@ class Client:
         """Stops sending (unsent envelopes stay in the outbox) and receiving; acks are confirmed first, bounded."""
         await self._healer.close()
         await self._sender.close()
+        await self._fanout.close()
         await self._rotation.close()
         await self._receiver.close(confirm_within=self._transport.call_timeout)
         if self._top_up is not None:

@@ -17,6 +17,9 @@ class Message:
     content_type: str
     body: bytes
     sequence: int
+    # Set on a copy of what another device of our own account sent (sent-message
+    # sync): the account it was sent to. None for a message received from someone.
+    sent_to: str | None = None
 
     @property
     def text(self) -> str:

@@ -42,7 +42,7 @@ import grpc
 import grpc.aio
 
 from xchat.core.addresses import ClientAddresses
-from xchat.core.authz import Authorizer, bind_principal
+from xchat.core.authz import Authorizer, bind_client_address, bind_principal
 from xchat.core.errors import InvalidArgument
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.rpc import abort
@@ -161,8 +161,10 @@ class Edge(grpc.aio.ServerInterceptor):
     async def _admit(self, method: str, policy: Policy, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
         metadata = tuple(context.invocation_metadata() or ())
         if policy.anonymous:
+            client = self._addresses.key(context.peer() or "", metadata)
+            bind_client_address(client)  # per-address limits inside the call (relay's sealed strangers)
             if policy.limit is not None:
-                self._limits.groups[policy.limit].take(self._addresses.key(context.peer() or "", metadata))
+                self._limits.groups[policy.limit].take(client)
             return None
         principal = self._authorizer.authenticate(metadata)
         # Limited before the device check: a flood of valid tokens never reaches the store.

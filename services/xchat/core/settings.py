@@ -274,7 +274,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_SEND_BURST", group=LIMITS, field="send_burst", parse=_decimal, default=DEFAULT_SEND_BURST,
              meaning="burst of those envelopes"),
     Variable(name="XCHAT_STRANGER_RATE", group=LIMITS, field="stranger_rate", parse=_decimal, default=DEFAULT_STRANGER_RATE,
-             meaning="sealed envelopes without a valid delivery key per second per recipient device that accepts sealed sends from anyone"),
+             meaning="sealed envelopes without a valid delivery key per second per recipient device that accepts sealed sends from anyone, and per sender address"),
     Variable(name="XCHAT_STRANGER_BURST", group=LIMITS, field="stranger_burst", parse=_decimal, default=DEFAULT_STRANGER_BURST,
              meaning="burst of those envelopes"),
     Variable(name="XCHAT_AUTH_RATE", group=LIMITS, field="auth_rate", parse=_decimal, default=DEFAULT_AUTH_RATE,

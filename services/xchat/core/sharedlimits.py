@@ -63,6 +63,7 @@ GROUP_SERVICES: dict[str, tuple[str, ...]] = {
     "sealed": ("relay",),
     "envelopes": ("relay",),
     "strangers": ("relay",),
+    "stranger-senders": ("relay",),
     "prekey-claims-by-caller": ("keys",),
     "prekey-claims-by-target": ("keys",),
 }

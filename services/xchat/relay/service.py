@@ -28,7 +28,7 @@ from typing import Any
 import grpc.aio
 import nats.errors
 
-from xchat.core.authz import require_principal
+from xchat.core.authz import current_client_address, require_principal
 from xchat.core.errors import InvalidArgument, ResourceExhausted, XChatError, grpc_status
 from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.ratelimit import RateLimiter
@@ -53,6 +53,7 @@ RESULTS_QUEUE = STREAM_WINDOW
 # Per-recipient keys of sealed sends in the relay's limiter (device ids are hex: no clash).
 SEALED_KEY_PREFIX = "sealed-to:"
 STRANGER_KEY_PREFIX = "stranger-to:"
+STRANGER_FROM_PREFIX = "stranger-from:"
 
 
 def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
@@ -67,13 +68,21 @@ def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):
     def __init__(
-        self, relay: Relay, *, store_timeout_s: float, limiter: RateLimiter, strangers: RateLimiter | None = None
+        self,
+        relay: Relay,
+        *,
+        store_timeout_s: float,
+        limiter: RateLimiter,
+        strangers: RateLimiter | None = None,
+        stranger_senders: RateLimiter | None = None,
     ) -> None:
         self._relay = relay
         self._timeout = store_timeout_s
         self._limiter = limiter
-        # Sealed envelopes without a valid key to a device accepting them from anyone, per recipient.
+        # Sealed envelopes without a valid key to a device accepting them from anyone:
+        # per recipient, and per sender address.
         self._strangers = strangers or limiter
+        self._stranger_senders = stranger_senders or self._strangers
 
     @unary
     async def Send(self, request: relay_pb2.SendRequest, context: Ctx) -> relay_pb2.SendResult:
@@ -121,6 +130,9 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     # Contacts (the key) and strangers (the recipient's opt-in) pay separate budgets:
                     # a stranger's flood never spends what the recipient's contacts may send.
                     if await self._relay.sealed_access(recipient, request.delivery_key) is Access.ANYONE:
+                        # Per sender address too: one address cannot spread a flood over many
+                        # opted-in devices (it pays first: a refusal then spends nothing of the recipient's).
+                        self._stranger_senders.take(STRANGER_FROM_PREFIX + current_client_address())
                         self._strangers.take(STRANGER_KEY_PREFIX + recipient)
                     else:
                         self._limiter.take(SEALED_KEY_PREFIX + recipient)
