@@ -199,7 +199,14 @@ class LocalBackend:
             roll = upgrades.roll_region(self.mesh, step, self.upgrade_version)
         except (upgrades.UpgradeError, TimeoutError) as exc:
             raise BackendError(f"upgrading region {step}: {exc}") from exc
-        return dataclasses.asdict(roll)
+        # Proof the new version runs: every server of the region reports its tag (/varz).
+        running = {}
+        for node in self.mesh.regions[step].nodes:
+            varz = fetch_jsz(self.mesh.monitor_url(node.name), query="/varz") or {}
+            running[node.name] = [t for t in varz.get("tags") or [] if str(t).startswith("version:")]
+            if running[node.name] != [f"version:{self.upgrade_version}"]:
+                raise BackendError(f"{node.name} runs {running[node.name] or 'no version tag'} after its roll")
+        return {**dataclasses.asdict(roll), "running": running}
 
     def ready_regions(self) -> list[str]:
         ca = self.mesh.root_certificates
