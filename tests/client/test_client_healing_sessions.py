@@ -328,3 +328,56 @@ async def test_an_app_cannot_send_control_payloads(mesh: LocalMesh, tmp_path: Pa
             assert "SDK's own" in str(exc)
         else:
             raise AssertionError("a control content type was accepted from the app")
+
+
+async def test_a_replayed_retry_request_resends_and_resets_nothing(mesh: LocalMesh, tmp_path: Path) -> None:
+    """A malicious mailbox (or anyone who captured it) delivers bob's genuine retry request
+    again, under its own id and under a new one: alice re-sends nothing more, resets nothing more."""
+    alice_name, bob_name, mallory_name = _name("alice"), _name("bob"), _name("mallory")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob, await Client.open(tmp_path / "m.db", mesh.endpoints("c")) as mallory:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        await mallory.register(mallory_name)
+        alice_reader, bob_reader = Reader(alice), Reader(bob)
+        restarts: list[str] = []
+        real_restart = alice._healer._restart
+
+        async def counting_restart(account: str, device: str) -> bool:
+            restarts.append(device)
+            return await real_restart(account, device)
+
+        alice._healer._restart = counting_restart  # type: ignore[method-assign]
+        captured: list[OutboxItem] = []
+        real_encrypt = bob._book.encrypt_many
+
+        def capturing(**kwargs: Any) -> Any:
+            outcomes = real_encrypt(**kwargs)
+            captured.extend(i for o in outcomes if isinstance(o, list) for i in o)
+            return outcomes
+
+        bob._book.encrypt_many = capturing  # type: ignore[method-assign]
+        try:
+            (sent,) = await alice.send(bob_name, "once")
+            assert await bob_reader.texts(1) == ["once"]
+            await bob._sender.send_request(
+                EncryptRequest(alice_name, (alice.device_id,), encode_retry([sent.message_id]), RETRY_CONTENT_TYPE, control=True)
+            )
+            assert await bob_reader.texts(1) == ["once"]  # re-sent, once
+            await _until(lambda: any(isinstance(e, SessionReset) for e in alice_reader.events))
+            (request,) = [i for i in captured if i.recipient_device == alice.device_id]
+            replays = [request, OutboxItem(secrets.token_bytes(16), request.recipient_device, request.recipient_account, request.ciphertext)]
+            for item in replays:
+                mallory._sender._queue[(item.message_id, item.recipient_device)] = item
+                await mallory._sender._await([item])
+            await bob.send(alice_name, "after the replays")
+            assert await alice_reader.texts(1) == ["after the replays"]
+            await _settled(alice)
+            await alice.send(bob_name, "marker")
+            assert await bob_reader.texts(1) == ["marker"]  # nothing re-sent before it
+            assert restarts == [bob.device_id]
+            assert [e.resent for e in alice_reader.events if isinstance(e, SessionReset)] == [1]
+        finally:
+            await alice_reader.stop()
+            await bob_reader.stop()
