@@ -56,7 +56,7 @@ RECENT_WAKEUPS_MAX = 20_000
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled", "announced")
+    __slots__ = ("device", "wake", "ended", "polled", "announced", "lost")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
@@ -66,6 +66,9 @@ class Listener:
         self.announced = 0
         # True when the last wake came from the safety poll, not from relay.
         self.polled = False
+        # True when wake-ups may have been lost or named no sequence (a NATS reconnect, a
+        # healed partition): ``announced`` is then no guide, and an empty read is retried.
+        self.lost = False
         # XChatError, or a store error the RPC edge translates.
         self.ended: Exception | None = None
 
@@ -124,6 +127,7 @@ class Listeners:
             self._remember(device, sequence)
         for listener in self._by_device.get(device, ()):
             listener.announced = max(listener.announced, sequence)
+            listener.lost = listener.lost or not sequence
             listener.wake.set()
 
     def _remember(self, device: DeviceId, sequence: int) -> None:
@@ -155,6 +159,7 @@ class Listeners:
     def wake_all(self) -> None:
         for listeners in self._by_device.values():
             for listener in listeners:
+                listener.lost = True
                 listener.wake.set()
 
     def devices(self) -> Iterable[DeviceId]:
