@@ -381,3 +381,42 @@ async def test_a_replayed_retry_request_resends_and_resets_nothing(mesh: LocalMe
         finally:
             await alice_reader.stop()
             await bob_reader.stop()
+
+
+async def test_a_directory_swapping_the_key_during_a_reset_gets_nothing(mesh: LocalMesh, tmp_path: Path) -> None:
+    """Bob genuinely asks for a resend; the directory (keys and device list alike) now serves
+    mallory's identity key for bob's device. Alice starts no session with that key and re-sends
+    in the session pinned to bob's key, which only bob can read."""
+    alice_name, bob_name, mallory_name = _name("alice"), _name("bob"), _name("mallory")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob, await Client.open(tmp_path / "m.db", mesh.endpoints("c")) as mallory:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        await mallory.register(mallory_name)
+        alice_reader, bob_reader = Reader(alice), Reader(bob)
+        mallory_bundle = mallory._book.prekeys  # the key material a lying directory would serve
+
+        async def lying_directory(account: str, device: str) -> Any:
+            from xchat.client.crypto import PrekeyBundle
+
+            return PrekeyBundle.from_store(mallory_bundle)
+
+        alice._healer._fresh_bundle = lying_directory  # type: ignore[method-assign]
+        try:
+            (sent,) = await alice.send(bob_name, "for bob only")
+            assert await bob_reader.texts(1) == ["for bob only"]
+            bob_key = alice._book.pinned_identity(bob.device_id)
+            await bob._sender.send_request(
+                EncryptRequest(alice_name, (alice.device_id,), encode_retry([sent.message_id]), RETRY_CONTENT_TYPE, control=True)
+            )
+            assert await bob_reader.texts(1) == ["for bob only"]  # re-sent, readable by bob: the pinned session
+            assert alice._book.pinned_identity(bob.device_id) == bob_key != mallory._book.identity.public
+            record = SessionRecord.from_bytes(alice._state.session(bob.device_id) or b"")
+            keys = {record.current.their_identity_key} | {
+                record.archived(i).their_identity_key for i in range(record.archived_count)
+            }
+            assert mallory._book.identity.public not in keys
+        finally:
+            await alice_reader.stop()
+            await bob_reader.stop()

@@ -41,7 +41,7 @@ from xchat.client import _codec
 from xchat.client._retries import RETRY_CONTENT_TYPE, RETRY_IDS_MAX, encode_retry
 from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._tokens import Tokens
-from xchat.client.crypto import CryptoError, Payload
+from xchat.client.crypto import CryptoError, Payload, PrekeyBundle
 from xchat.client.errors import ClientError
 from xchat.client.messages import SecurityEvent, SessionReset
 from xchat.v1 import keys_pb2, keys_pb2_grpc
@@ -83,10 +83,13 @@ class Healer:
         self._waiting: dict[Peer, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._requesting: set[Peer] = set()
+        self._closed = False
         book.on_heal = self.wake
 
     def wake(self) -> None:
         """Called after a receive batch committed: act on what it noted."""
+        if self._closed:
+            return
         for peer, ids in self._book.heal.take_unreadable().items():
             self._want_retry(peer, ids)
         for request in self._book.heal.take_requests():
@@ -154,7 +157,29 @@ class Healer:
         self._on_event(SessionReset(account, device, len(payloads)))
 
     async def _restart(self, account: str, device: str) -> bool:
-        """A new session with ``device`` from its fresh bundle, its key checked against the directory."""
+        """A new session with ``device`` from its fresh bundle; False (nothing changed) when there is none.
+
+        The bundle's identity key must be the directory's and, when we hold a
+        session with that device, the one pinned there: a directory that swaps
+        the key as a peer asks for a resend gets neither a session nor the
+        re-sent plaintexts (they go in the current, pinned session).
+        """
+        try:
+            bundle = await self._fresh_bundle(account, device)
+        except (ClientError, CryptoError) as exc:
+            log.info("no fresh bundle for device %s of %r: %s", device, account, exc)
+            return False
+        if bundle is None:
+            return False
+        pinned = self._book.pinned_identity(device)
+        if pinned is not None and pinned != bundle.identity_key:
+            log.warning("not resetting with device %s of %r: its bundle's key is not the pinned one", device, account)
+            return False
+        self._book.restart_session(account, device, bundle)
+        return True
+
+    async def _fresh_bundle(self, account: str, device: str) -> PrekeyBundle | None:
+        """``device``'s bundle from keys (verified), its identity key checked against the directory."""
         request = keys_pb2.FetchBundlesRequest(account=account, device_id=device)
         reply: keys_pb2.FetchBundlesResponse = await self._tokens.authed(
             lambda ch, t, md: keys_pb2_grpc.KeysStub(ch).FetchBundles(request, timeout=t, metadata=md),
@@ -162,15 +187,15 @@ class Healer:
         )
         bundles = [pb for pb in reply.bundles if pb.device_id == device]
         if not bundles:
-            return False
+            return None
         bundle = _codec.bundle(bundles[0])
         if await self._directory_key(account, device) != bundle.identity_key:
             log.warning("not resetting with device %s of %r: its bundle's key is not the directory's", device, account)
-            return False
-        self._book.restart_session(account, device, bundle)
-        return True
+            return None
+        return bundle
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

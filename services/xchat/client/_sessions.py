@@ -195,6 +195,11 @@ class SessionBook:
     def has_session(self, device: str) -> bool:
         return self._state.session(device) is not None
 
+    def pinned_identity(self, device: str) -> bytes | None:
+        """The identity key of the current session with ``device`` (None: no session)."""
+        blob = self._state.session(device)
+        return SessionRecord.from_bytes(blob).current.their_identity_key if blob else None
+
     def restart_session(self, account: str, device: str, bundle: PrekeyBundle) -> None:
         """A new session with ``device`` from a fresh (verified) bundle; the current one is archived."""
         session, _initial = initiate_session(self.identity, bundle)
