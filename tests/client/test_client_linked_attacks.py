@@ -263,3 +263,36 @@ async def test_a_contact_cannot_pass_a_message_off_as_sent_by_us(mesh: LocalMesh
         assert got.sent_to is None and got.sender_account == mallory_name
         assert got.content_type == SENT_CONTENT_TYPE  # shown as what it is, from mallory
         await victim.ack(got)
+
+
+async def test_a_revoked_device_no_longer_speaks_for_the_account(mesh: LocalMesh, tmp_path: Path) -> None:
+    """A revoked device keeps its session with a contact and the contact's delivery key: relay cannot
+    tell (sealed sends are anonymous), the contact's SDK must, once it holds the list without it."""
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        alice2 = await Client.open_linked(await alice.link_device(), tmp_path / "a2.db", mesh.endpoints("c"))
+        try:
+            await bob.send(alice_name, "hello both")
+            inbox2 = alice2.messages()
+            await alice2.ack(await _next(inbox2))  # alice2 now has a session with bob and his delivery key
+            await inbox2.aclose()
+            await alice.revoke_device(alice2.device_id)
+            # Bob's SDK learns the new list (relay refuses the revoked device; the refreshed list lacks it).
+            deadline = time.monotonic() + 15
+            while alice2.device_id in {r.recipient_device for r in await bob.send(alice_name, "after")}:
+                assert time.monotonic() < deadline
+
+            events, inbox = bob.events(), bob.messages()
+            await alice2.send(bob_name, "still alice, honest")  # sealed: relay stores it
+            await alice.send(bob_name, "the real alice")
+            got: Message = await _next(inbox)
+            assert (got.sender_device, got.text) == (alice.device_id, "the real alice")
+            event = await _next(events)
+            assert isinstance(event, DeviceListRejected)
+            assert (event.account, event.device, event.problem) == (alice_name, alice2.device_id, "unlisted")
+        finally:
+            await alice2.close()

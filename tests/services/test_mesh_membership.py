@@ -97,3 +97,22 @@ async def test_a_region_rolled_to_a_new_version_serves_on_it(fresh_mesh_factory,
         assert grpc_serving(mesh.regions["b"].endpoint)
         await alice.send("bob", "after the roll")
         assert await _receive(bob, 1) == ["after the roll"]
+
+
+async def test_a_region_joins_a_mesh_with_tls_and_nats_users_as_configured(fresh_mesh_factory, tmp_path: Path) -> None:
+    """Mutual TLS on routes and clients, one NATS user per role: the new region's server and
+    services get the same (routes would be refused, services could not connect otherwise)."""
+    mesh: LocalMesh = fresh_mesh_factory(system_account=True, tls=True, nats_auth=True)
+    await asyncio.to_thread(membership.add_region, mesh, "d")
+    ca = mesh.root_certificates
+    assert grpc_serving(mesh.regions["d"].endpoint, root_certificates=ca)
+    async with await Client.open(tmp_path / "dan.db", mesh.endpoints("d"), root_certificates=ca) as dan, await Client.open(
+        tmp_path / "ann.db", mesh.endpoints("a"), root_certificates=ca
+    ) as ann:
+        await dan.register("dan")
+        await ann.register("ann")
+        await asyncio.to_thread(membership.drain_region, mesh, "a")
+        await asyncio.to_thread(membership.remove_region, mesh, "a")
+        assert jsadmin.meta_group(mesh)[1] == {"b0", "c0", "d0"}
+        await ann.send("dan", "over TLS, home region gone")
+        assert await _receive(dan, 1) == ["over TLS, home region gone"]

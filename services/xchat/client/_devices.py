@@ -75,6 +75,8 @@ class Devices:
         self._transport = transport
         self._tokens = tokens
         self._on_event = on_event
+        # Pinned lists parsed once (the receive path asks on every message); written through by ``trust``.
+        self._pinned: dict[str, DeviceListBody | None] = {}
 
     # -- our account key ---------------------------------------------------
 
@@ -127,12 +129,20 @@ class Devices:
         with self._state.transaction():
             self._state.set_meta(f"acct_key:{account}", account_key)
             self._state.set_meta(f"acct_list:{account}", body)
+        self._pinned[account] = verified.devices
         return verified
 
     def pinned_list(self, account: str) -> DeviceListBody | None:
         """The latest list of ``account`` verified here (None: never fetched)."""
-        body = self._state.get_meta(f"acct_list:{account}")
-        return DeviceListBody.decode(body) if body is not None else None
+        if account not in self._pinned:
+            body = self._state.get_meta(f"acct_list:{account}")
+            self._pinned[account] = DeviceListBody.decode(body) if body is not None else None
+        return self._pinned[account]
+
+    def lists(self, account: str, device: str) -> bool:
+        """False when the pinned list of ``account`` does not name ``device`` (True: it does, or none pinned)."""
+        listed = self.pinned_list(account)
+        return listed is None or listed.key_of(device) is not None
 
     async def fetch(self, account: str) -> SignedDeviceList:
         """``account``'s device list from the directory, verified and pinned."""

@@ -43,7 +43,7 @@ from xchat.client.crypto import (
 from xchat.client.crypto.fingerprints import displayable_fingerprint
 from xchat.client.crypto.sessions import OpenedRecord, SessionRecord, open_record
 from xchat.client.errors import IdentityNotApproved, NotRegistered, SafetyNumberMismatch
-from xchat.client.messages import IdentityChanged, SecurityEvent, SenderMismatch, Undecryptable
+from xchat.client.messages import DeviceListRejected, IdentityChanged, SecurityEvent, SenderMismatch, Undecryptable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class SessionBook:
         self.undecryptable = 0
         # Set by the facade: the safety number over both account keys (None: not both known).
         self.account_safety_number: Callable[[str, str], str | None] = lambda ours, theirs: None
+        # Set by the facade: False when the account's pinned signed list does not name the device.
+        self.device_listed: Callable[[str, str], bool] = lambda account, device: True
         # Sessions parsed once per receive batch (``batch_begin``..``batch_end``):
         # valid only while nothing else writes sessions, i.e. inside one transaction.
         self._open_cache: dict[str, SessionRecord] | None = None
@@ -313,6 +315,15 @@ class SessionBook:
                     message_id.hex(), content.sender_device, bound, content.sender_account,
                 )
                 self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
+                return None
+            if not self.device_listed(content.sender_account, content.sender_device):
+                # Its session still authenticates the device, but the account's signed list
+                # no longer names it (revoked): it no longer speaks for the account (ADR 0011).
+                self.forget()
+                log.warning("dropping envelope %s: device %s is not in %r's signed device list",
+                            message_id.hex(), content.sender_device, content.sender_account)
+                self._on_event(DeviceListRejected(content.sender_account, content.sender_device, "unlisted",
+                                                  "a device the account's signed list no longer names"))
                 return None
         if opened.new_session:
             self.prekeys_settled.clear()

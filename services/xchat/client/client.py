@@ -72,6 +72,7 @@ class Client:
         self._tokens = Tokens(state, self._book, transport)
         self._devices = Devices(state, transport, self._tokens, on_event=self._events.put)
         self._book.account_safety_number = self._account_safety_number
+        self._book.device_listed = self._devices.lists
         self._fanout = Fanout(self._devices, self._book, self._tokens, me=lambda: (self.account, self.device_id))
         self.backlog_done = asyncio.Event()
         self._top_up: asyncio.Task[None] | None = None
