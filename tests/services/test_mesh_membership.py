@@ -82,6 +82,7 @@ async def test_changes_that_would_break_redundancy_are_refused_before_anything_s
     assert all(set(p.peers) == {"a0", "b0", "c0"} and p.settled_without() for p in placements)
 
 
+@pytest.mark.slow  # the upgrade drill (slow) rolls every region too
 async def test_a_region_rolled_to_a_new_version_serves_on_it(fresh_mesh_factory, tmp_path: Path) -> None:
     mesh: LocalMesh = fresh_mesh_factory(system_account=True)
     async with await Client.open(tmp_path / "alice.db", mesh.endpoints("a")) as alice, await Client.open(
@@ -99,6 +100,7 @@ async def test_a_region_rolled_to_a_new_version_serves_on_it(fresh_mesh_factory,
         assert await _receive(bob, 1) == ["after the roll"]
 
 
+@pytest.mark.slow  # a fourth mesh start with TLS: kept out of `make test`
 async def test_a_region_joins_a_mesh_with_tls_and_nats_users_as_configured(fresh_mesh_factory, tmp_path: Path) -> None:
     """Mutual TLS on routes and clients, one NATS user per role: the new region's server and
     services get the same (routes would be refused, services could not connect otherwise)."""
