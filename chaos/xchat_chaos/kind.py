@@ -61,7 +61,7 @@ from xchat_chaos.kind_commands import (
     run_command,
     services_selector,
 )
-from xchat_chaos.kind_mesh import MeshEditor, placements, ready_region_names
+from xchat_chaos.kind_mesh import MeshEditor, placements, ready_by_workloads
 from xchat_chaos.monitoring import JSZ_QUERY, Redundancy, Topology, redundancy, topology
 
 
@@ -435,8 +435,10 @@ class KindBackend:
         )
 
     def ready_regions(self) -> list[str]:
+        """From the pods' readiness (StatefulSets and Deployments), sampled often during a roll;
+        the operator's per-region Ready lags behind by its probe period."""
         try:
-            return ready_region_names(self.editor.document())
+            return ready_by_workloads(self.editor.workloads(), self.regions)
         except (BackendError, ValueError):
             return []  # the API server unreachable counts as nothing known to be ready
 

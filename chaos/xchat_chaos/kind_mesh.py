@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from xchat_chaos.backend import BackendError
-from xchat_chaos.kind_commands import READY_TIMEOUT_S, SERVICES, Runner, nats_selector, services_selector
+from xchat_chaos.kind_commands import READY_TIMEOUT_S, REGION_POD_LABEL, SERVICES, Runner, nats_selector, services_selector
 
 MESH_POLL_S = 2.0
 # Copied from an existing region to a new one (equal natsNodes is a CRD rule).
@@ -79,6 +79,22 @@ def ready_region_names(doc: Mapping[str, Any]) -> list[str]:
         for r in (doc.get("status") or {}).get("regions") or ()
         if condition(r.get("conditions"), "Ready").get("status") == "True"
     ]
+
+
+def ready_by_workloads(items: Iterable[Mapping[str, Any]], regions: Iterable[str]) -> list[str]:
+    """Regions whose NATS StatefulSet has every pod ready and whose service Deployments
+    each have a ready pod (what the pods say now, not the operator's last probe)."""
+    nats_ok: dict[str, bool] = {}
+    services_ok: dict[str, bool] = {}
+    for item in items:
+        region = str(((item.get("metadata") or {}).get("labels") or {}).get(REGION_POD_LABEL, ""))
+        want = int((item.get("spec") or {}).get("replicas", 1))
+        ready = int((item.get("status") or {}).get("readyReplicas") or 0)
+        if item.get("kind") == "StatefulSet":
+            nats_ok[region] = nats_ok.get(region, True) and want > 0 and ready == want
+        else:
+            services_ok[region] = services_ok.get(region, True) and ready >= 1
+    return [r for r in regions if nats_ok.get(r) and services_ok.get(r)]
 
 
 def rolled(item: Mapping[str, Any]) -> bool:

@@ -19,7 +19,7 @@ import pytest
 from xchat_chaos.backend import BackendError
 from xchat_chaos.kind import KindBackend
 from xchat_chaos.kind_commands import REGION_LABEL
-from xchat_chaos.kind_mesh import ready_region_names
+from xchat_chaos.kind_mesh import ready_by_workloads
 
 NODES = {"a": "w1", "b": "w2", "c": "w3", "d": "w4"}
 LAG = 2  # polls before the simulated operator reports a spec change
@@ -58,14 +58,32 @@ class FakeCluster:
         }
         self.observed = copy.deepcopy(self.spec)
         self.pending_polls = 0
-        self.workloads: dict[str, list[dict[str, Any]]] = {
-            "statefulset": [_workload("statefulset", f"xchat-nats-{r}", r, "nats", "xchat-nats:2.15.1") for r in "abc"],
-            "deployment": [_workload("deployment", f"xchat-relay-{r}", r, "relay", "xchat:0.1.0") for r in "abc"],
-        }
+        self.images = {"nats": "xchat-nats:2.15.1", "relay": "xchat:0.1.0"}
+        self.rolled_to: dict[str, dict[str, str]] = {}  # region -> images its pods run once rolled
         self.rolling: list[str] = []  # regions the operator still has to roll, in order
         self.ready_history: list[int] = []
 
     # -- the simulated operator -----------------------------------------
+    def workloads(self, kind: str) -> list[dict[str, Any]]:
+        out = []
+        for region in self.observed["regions"]:
+            name, mode = region["name"], region.get("mode", "Active")
+            running = self.rolled_to.get(name, self.images)
+            if kind == "statefulset":
+                item = _workload(kind, f"xchat-nats-{name}", name, "nats", self.images["nats"])
+                item["spec"]["replicas"] = 0 if mode == "Drained" else 1
+                ready = 0 if mode == "Drained" or name == self._unready else 1
+            else:
+                item = _workload(kind, f"xchat-relay-{name}", name, "relay", self.images["relay"])
+                item["spec"]["replicas"] = 1 if mode == "Active" else 0
+                ready = 1 if mode == "Active" and name != self._unready else 0
+            item["status"]["readyReplicas"] = ready
+            if running != self.images:  # the template changed, its pods not yet replaced
+                item["metadata"]["generation"] = 2
+                item["status"]["updateRevision"] = "r2"
+            out.append(item)
+        return out
+
     def _tick(self) -> None:
         if self.operator_stuck:
             return
@@ -74,17 +92,13 @@ class FakeCluster:
             if self.pending_polls == 0:
                 self.observed = copy.deepcopy(self.spec)
         if self.rolling:
-            region = self.rolling.pop(0)
-            for items in self.workloads.values():
-                for item in items:
-                    if item["metadata"]["labels"]["xchat.dev/region"] == region:
-                        item["status"] |= {"observedGeneration": item["metadata"]["generation"], "readyReplicas": 1,
-                                           "updatedReplicas": 1, "currentRevision": "r2", "updateRevision": "r2"}
-            if self.rolling:  # the next region goes down for its roll
-                self._unready = self.rolling[0]
-            else:
-                self._unready = None
-        self.ready_history.append(len(ready_region_names(self.mesh())))
+            self.rolled_to.pop(self.rolling.pop(0), None)  # that region now runs the new images
+            self._unready = self.rolling[0] if self.rolling else None
+        self.ready_history.append(len(ready_by_workloads(
+            [{"kind": "StatefulSet", **i} for i in self.workloads("statefulset")]
+            + [{"kind": "Deployment", **i} for i in self.workloads("deployment")],
+            [r["name"] for r in self.observed["regions"]],
+        )))
 
     _unready: str | None = None
 
@@ -133,17 +147,14 @@ class FakeCluster:
 
     def _helm(self, argv: list[str]) -> None:
         sets = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--set")
-        for kind, items in self.workloads.items():
-            for item in items:
-                container = item["spec"]["template"]["spec"]["containers"][0]
-                repo = container["image"].split(":")[0]
-                tag = sets.get("natsImage.tag" if container["name"] == "nats" else "image.tag")
-                if tag:
-                    container["image"] = f"{repo}:{tag}"
-                    item["metadata"]["generation"] += 1
-                    item["status"]["updateRevision"] = "r2"
-        self.rolling = ["a", "b", "c"]
-        self._unready = "a"
+        old = dict(self.images)
+        if "natsImage.tag" in sets:
+            self.images["nats"] = "xchat-nats:" + sets["natsImage.tag"]
+        if "image.tag" in sets:
+            self.images["relay"] = "xchat:" + sets["image.tag"]
+        self.rolled_to = {r["name"]: old for r in self.observed["regions"]}
+        self.rolling = [r["name"] for r in self.observed["regions"]]
+        self._unready = self.rolling[0]
 
     def __call__(self, argv: Sequence[str]) -> str:
         argv = list(argv)
@@ -165,7 +176,7 @@ class FakeCluster:
         if rest[:2] in (["get", "statefulset"], ["get", "deployment"]):
             if rest[1] == "statefulset":
                 self._tick()  # time passes between polls, whatever they read
-            return json.dumps({"items": self.workloads[rest[1]]})
+            return json.dumps({"items": self.workloads(rest[1])})
         if rest[:2] == ["get", "pods"]:
             return json.dumps({"items": []})
         raise AssertionError(f"unexpected command {argv}")
@@ -263,3 +274,17 @@ def test_upgrade_without_a_new_version_is_refused() -> None:
     kind = backend(FakeCluster())
     with pytest.raises(BackendError, match="--upgrade-image-tag"):
         kind.upgrade(None)
+
+
+def test_ready_regions_come_from_the_pods_not_the_operators_last_probe() -> None:
+    def item(kind: str, region: str, want: int, ready: int) -> dict[str, Any]:
+        return {"kind": kind, "metadata": {"labels": {"xchat.dev/region": region}},
+                "spec": {"replicas": want}, "status": {"readyReplicas": ready}}
+
+    items = [
+        item("StatefulSet", "a", 1, 1), item("Deployment", "a", 1, 1), item("Deployment", "a", 2, 1),
+        item("StatefulSet", "b", 1, 0), item("Deployment", "b", 1, 1),  # NATS restarting
+        item("StatefulSet", "c", 1, 1), item("Deployment", "c", 1, 0),  # a service with no ready pod
+        item("StatefulSet", "d", 0, 0), item("Deployment", "d", 0, 0),  # drained
+    ]
+    assert ready_by_workloads(items, ["a", "b", "c", "d"]) == ["a"]
