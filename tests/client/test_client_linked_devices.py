@@ -160,3 +160,31 @@ async def test_a_contacts_device_linked_later_is_reached_after_the_list_refresh(
             assert (got.sender_account, got.text) == (bob_name, "again")
         finally:
             await alice2.close()
+
+
+async def test_a_first_message_from_a_pinned_device_asks_the_directory_nothing(mesh: LocalMesh, tmp_path: Path) -> None:
+    """Sealed sender: a directory lookup right after a first message would tell auth who wrote to us."""
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        alice2 = await _linked(alice, tmp_path / "a2.db", mesh, "c")
+        try:
+            await bob.send(alice_name, "hi")  # bob verifies and pins alice's list (both devices)
+            lookups: list[str] = []
+            real_fetch = bob._devices.fetch
+
+            async def counting_fetch(account: str) -> Any:
+                lookups.append(account)
+                return await real_fetch(account)
+
+            bob._devices.fetch = counting_fetch  # type: ignore[method-assign]
+            await alice2.send(bob_name, "first message from my second device")  # a new session at bob
+            inbox = bob.messages()
+            got = await _receive(bob, inbox)
+            assert (got.sender_device, got.text) == (alice2.device_id, "first message from my second device")
+            assert lookups == []
+        finally:
+            await alice2.close()

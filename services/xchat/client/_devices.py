@@ -27,7 +27,7 @@ import base64
 import binascii
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from xchat.client._state import LocalState
@@ -77,6 +77,8 @@ class Devices:
         self._on_event = on_event
         # Pinned lists parsed once (the receive path asks on every message); written through by ``trust``.
         self._pinned: dict[str, DeviceListBody | None] = {}
+        # Key transparency (``_transparency``, set by the Client): checks each fetched list against the log.
+        self.transparency: Callable[[str, bytes, bytes, bytes], Awaitable[None]] | None = None
 
     # -- our account key ---------------------------------------------------
 
@@ -150,7 +152,25 @@ class Devices:
         reply: auth_pb2.ListDevicesResponse = await self._tokens.authed(
             lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).ListDevices(request, timeout=t, metadata=md), service="auth"
         )
-        return self.trust(account, bytes(reply.account_key), bytes(reply.device_list.body), bytes(reply.device_list.signature))
+        key, body, signature = bytes(reply.account_key), bytes(reply.device_list.body), bytes(reply.device_list.signature)
+        prior = self.pinned_key(account), self._state.get_meta(f"acct_list:{account}")
+        listed = self.trust(account, key, body, signature)
+        if self.transparency is not None:
+            try:
+                await self.transparency(account, key, body, signature)  # docs/adr/0014
+            except UntrustedDeviceList:
+                self._unpin(account, *prior)  # not in the log: the directory's word is not kept
+                raise
+        return listed
+
+    def _unpin(self, account: str, key: bytes | None, body: bytes | None) -> None:
+        with self._state.transaction():
+            for row, value in ((f"acct_key:{account}", key), (f"acct_list:{account}", body)):
+                if value is None:
+                    self._state.delete_meta(row)
+                else:
+                    self._state.set_meta(row, value)
+        self._pinned.pop(account, None)
 
     def is_listed(self, account: str, listed: SignedDeviceList, device: str, identity_key: bytes) -> bool:
         """True when the signed list names ``device`` with ``identity_key``; an event otherwise.
@@ -170,7 +190,15 @@ class Devices:
         return True
 
     async def listed_key(self, account: str, device: str) -> bytes | None:
-        """The identity key the signed list of ``account`` gives ``device`` (None: refused, with an event)."""
+        """The identity key the signed list of ``account`` gives ``device`` (None: refused, with an event).
+
+        A device the pinned list already names is answered from it, without asking the
+        directory: a lookup right after a sealed first message would tell auth who wrote
+        to us. A device it does not name (linked since, or planted) is looked up.
+        """
+        pinned = self.pinned_list(account)
+        if pinned is not None and pinned.key_of(device) is not None:
+            return pinned.key_of(device)
         try:
             listed = await self.fetch(account)
         except UntrustedDeviceList:
