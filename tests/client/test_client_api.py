@@ -11,12 +11,14 @@ EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "Requ
             "SecurityEvent", "SenderMismatch",
             "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable", "StateKeyError",
             "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList", "SessionReset"}
+EXPECTED |= {"Group", "GroupChanged", "GroupError", "GroupRefused"}  # docs/adr/0015
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
     "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
     "accept_sealed_from_anyone",
     "link_device", "open_linked", "devices", "revoke_device",
+    "create_group", "add_members", "remove_members", "leave_group", "rename_group", "group", "send_group",
 }
 
 

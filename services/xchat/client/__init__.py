@@ -6,6 +6,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
                     events, verify, approve_identity, link_device, open_linked, devices,
                     revoke_device
     LinkedDevice    a device of our account, as its signed device list names it
+    Group, GroupChanged, GroupRefused, GroupError   groups (create_group, send_group, ...)
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
@@ -19,6 +20,7 @@ The session cryptography is ``xchat.client.crypto``.
 
 from xchat.client._devices import LinkedDevice
 from xchat.client.client import Client
+from xchat.client.groups import Group, GroupChanged, GroupError, GroupRefused
 from xchat.client.errors import (
     ClientError,
     IdentityNotApproved,
@@ -43,6 +45,10 @@ from xchat.client.messages import (
 )
 
 __all__ = [
+    "Group",
+    "GroupChanged",
+    "GroupError",
+    "GroupRefused",
     "Client",
     "ClientError",
     "DeviceListRejected",

@@ -34,6 +34,9 @@ from xchat.client._events import EventQueue
 from xchat.client._healing import Healer
 from xchat.client import _sentsync
 from xchat.client._fanout import Fanout
+from xchat.client._group_state import GROUP_TYPES
+from xchat.client._groups import Groups
+from xchat.client.groups import Group, GroupEvent
 from xchat.client._sentsync import SENT_CONTENT_TYPE
 from xchat.client._receiving import Receiver
 from xchat.client._rotation import PrekeyRotation
@@ -100,6 +103,14 @@ class Client:
         )
         self._rotation = PrekeyRotation(
             state, self._book, upload=self._upload_prekeys, clock_ms=lambda: int(clock() * 1000)
+        )
+        self._groups = Groups(
+            state,
+            me=lambda: (self.account, self.device_id),
+            send_many=self._sender.send_many,
+            own_devices=lambda: self._fanout.ready(self.account) != [],
+            ack=self._receiver.ack,
+            on_event=self._events.put,
         )
 
     @classmethod
@@ -333,6 +344,8 @@ class Client:
         self._rotation.check()
         if content_type == SENT_CONTENT_TYPE:
             raise ValueError(f"content type {SENT_CONTENT_TYPE!r} is the SDK's own (sent-message sync)")
+        if content_type in GROUP_TYPES:
+            raise ValueError(f"content type {content_type!r} is the SDK's own (groups: use send_group)")
         data = _bytes(body)
         own = self.account
         if account == own or self._fanout.ready(own) == []:
@@ -360,6 +373,50 @@ class Client:
         self._rotation.check()
         return await self._sender.send_many([(account, _bytes(body)) for account, body in messages], content_type)
 
+    # -- groups (``_groups``, docs/adr/0015) -----------------------------------
+
+    async def create_group(self, name: str, members: Iterable[str]) -> str:
+        """A new group of this account and ``members`` (account names); returns its id.
+
+        Its state (name, members, version) goes end-to-end encrypted to every device of
+        every member, which sees it as a ``GroupChanged`` event; the servers never learn it.
+        Any member may change the group; a removed member's changes are refused.
+        """
+        return await self._groups.create(name, list(members))
+
+    async def add_members(self, group_id: str, members: Iterable[str]) -> Group:
+        """Adds accounts to the group: they read what is sent from now on, nothing earlier."""
+        return await self._groups.change(group_id, add=list(members))
+
+    async def remove_members(self, group_id: str, members: Iterable[str]) -> Group:
+        """Removes accounts from the group; every remaining member's device starts a new sender
+        key at its next group message, so the removed ones read nothing sent after."""
+        return await self._groups.change(group_id, remove=list(members))
+
+    async def leave_group(self, group_id: str) -> None:
+        """Takes this account out of the group (all its devices): the others rotate their keys."""
+        await self._groups.change(group_id, remove=[self.account])
+
+    async def rename_group(self, group_id: str, name: str) -> Group:
+        """Renames the group (at most 128 characters) on every member device."""
+        return await self._groups.change(group_id, name=name)
+
+    def group(self, group_id: str) -> Group | None:
+        """The group as this device knows it (None: unknown here)."""
+        return self._groups.group(group_id)
+
+    async def send_group(
+        self, group_id: str, body: bytes | str, *, content_type: str = "text/plain"
+    ) -> list[SendReceipt | Failed]:
+        """Encrypts ``body`` once under this device's sender key for the group and sends the same
+        ciphertext to every device of every member (our other devices too); one outcome per device.
+
+        Members read it from ``messages()`` with ``Message.group_id`` set. ``GroupError`` when
+        this account is not (or no longer) in the group.
+        """
+        self._rotation.check()
+        return await self._groups.send(group_id, _bytes(body), content_type)
+
     # -- receiving (``_receiving``) ----------------------------------------
 
     async def messages(self) -> AsyncGenerator[Message, None]:
@@ -371,11 +428,16 @@ class Client:
         inner = self._receiver.messages()
         try:
             async for message in inner:
+                if message.content_type in GROUP_TYPES:
+                    # Group control messages are applied here; group messages come out decrypted.
+                    for shown in await self._groups.receive(message):
+                        yield shown
+                    continue
                 yield _sentsync.unwrap(message, self.account)
         finally:
             await inner.aclose()
 
-    def events(self) -> AsyncGenerator[SecurityEvent, None]:
+    def events(self) -> AsyncGenerator[SecurityEvent | GroupEvent, None]:
         """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``,
         ``Undecryptable``), oldest first, for ever.
 
@@ -388,6 +450,7 @@ class Client:
     async def ack(self, message: Message) -> None:
         """Marks ``message`` processed: it is never shown again, and the server deletes it."""
         await self._receiver.ack(message)
+        self._groups.acked(message)
 
     async def _directory_key(self, account: str, device: str) -> bytes | None:
         """The identity key ``account``'s signed device list gives ``device`` (None: not listed or untrusted)."""

@@ -20,6 +20,8 @@ class Message:
     # Set on a copy of what another device of our own account sent (sent-message
     # sync): the account it was sent to. None for a message received from someone.
     sent_to: str | None = None
+    # The group it was sent to (``Client.send_group``); None for a one-to-one message.
+    group_id: str | None = None
 
     @property
     def text(self) -> str:

@@ -1,0 +1,169 @@
+"""Groups with Sender Keys through the public SDK on the real three-region mesh (issue 14, docs/adr/0015).
+
+Three accounts in three regions, alice with two linked devices: every group
+message on every member device exactly once; a member added later reads what
+is sent after, not before; a removed member reads nothing sent after (its
+old sender keys do not open the new ciphertexts); a rename converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xchat.client import Client, GroupChanged, GroupError, Message
+from xchat.client._group_state import GROUP_MESSAGE_TYPE
+from xchat.client.crypto import CryptoError
+from xchat.mesh.local import LocalMesh
+
+WAIT_S = 30.0
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+class Device:
+    """One client with its messages and events read (and acked) in the background."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.messages: list[Message] = []
+        self.events: list[Any] = []
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+
+    async def _read(self) -> None:
+        async for message in self.client.messages():
+            self.messages.append(message)
+            await self.client.ack(message)
+
+    async def _watch(self) -> None:
+        async for event in self.client.events():
+            self.events.append(event)
+
+    def group_texts(self, group_id: str) -> list[str]:
+        return [m.text for m in self.messages if m.group_id == group_id]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    """Bounded polling: a slow, loaded machine gets time, a broken feature fails with a name."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def open_devices(mesh: LocalMesh, tmp_path: Path, names: dict[str, str], *, linked: dict[str, str]) -> dict[str, Device]:
+    """``names``: key -> region of a new account's first device; ``linked``: key -> (first device key) region b."""
+    clients: dict[str, Client] = {}
+    for key, region in names.items():
+        clients[key] = await Client.open(tmp_path / f"{key}.db", mesh.endpoints(region))
+        await clients[key].register(_name(key))
+    for key, first in linked.items():
+        code = await clients[first].link_device()
+        clients[key] = await Client.open_linked(code, tmp_path / f"{key}.db", mesh.endpoints("b"))
+    return {key: Device(c) for key, c in clients.items()}
+
+
+async def test_three_accounts_across_three_regions_every_device_reads_each_message_once(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    devices = await open_devices(mesh, tmp_path, {"alice": "a", "bob": "b", "carol": "c", "dave": "a"}, linked={"alice2": "alice"})
+    try:
+        alice, alice2, bob, carol, dave = (devices[k] for k in ("alice", "alice2", "bob", "carol", "dave"))
+        group_id = await alice.client.create_group("trip", [bob.client.account, carol.client.account])
+        members = tuple(sorted({alice.client.account, bob.client.account, carol.client.account}))
+        everyone = (alice, alice2, bob, carol)
+        await until(lambda: all((d.client.group(group_id) or _none).members == members for d in everyone), "the group everywhere")
+        assert any(isinstance(e, GroupChanged) and e.changed_by == alice.client.account for e in bob.events)
+
+        sent = {alice: "from alice's phone", alice2: "from alice's laptop", bob: "bob here", carol: "carol too"}
+        for device, text in sent.items():
+            outcomes = await device.client.send_group(group_id, text)
+            # One ciphertext to every other member device: 4 devices in the group, the sender's excluded.
+            assert len(outcomes) == 3, outcomes
+        for reader in everyone:
+            expected = sorted(text for device, text in sent.items() if device is not reader)
+            await until(lambda: sorted(reader.group_texts(group_id)) == expected, f"group messages on {reader.client.device_id}")
+        for reader in everyone:
+            for message in reader.messages:
+                assert message.group_id == group_id and message.content_type == "text/plain"
+            by_sender = {m.text: (m.sender_account, m.sender_device) for m in reader.messages}
+            for device, text in sent.items():
+                if device is not reader:
+                    assert by_sender[text] == (device.client.account, device.client.device_id)
+
+        # A rename by any member converges everywhere.
+        await bob.client.rename_group(group_id, "trip 2026")
+        await until(lambda: all((d.client.group(group_id) or _none).name == "trip 2026" for d in everyone), "the rename")
+        assert {(d.client.group(group_id) or _none).version for d in everyone} == {2}
+
+        # Dave, added, reads what is sent from then on, and none of the earlier messages.
+        await carol.client.add_members(group_id, [dave.client.account])
+        await until(lambda: dave.client.group(group_id) is not None, "dave's invitation")
+        await until(lambda: all(dave.client.account in (d.client.group(group_id) or _none).members for d in everyone), "dave added")
+        await alice.client.send_group(group_id, "welcome dave")
+        await until(lambda: dave.group_texts(group_id) == ["welcome dave"], "dave reads the message after his addition")
+        await until(lambda: "welcome dave" in bob.group_texts(group_id), "bob reads it too")
+        await dave.client.send_group(group_id, "hi all")
+        for reader in everyone:
+            await until(lambda: "hi all" in reader.group_texts(group_id), "dave's message")
+
+        # Carol is removed: nothing sent after reaches her, and her old keys open none of it.
+        captured: list[bytes] = []
+        real_send_many = alice.client._groups._send_many
+
+        async def capture(messages: Any, content_type: str) -> Any:
+            if content_type == GROUP_MESSAGE_TYPE:
+                captured.extend(body for _, body in messages)
+            return await real_send_many(messages, content_type)
+
+        alice.client._groups._send_many = capture
+        await alice.client.remove_members(group_id, [carol.client.account])
+        await until(lambda: any(isinstance(e, GroupChanged) and e.removed_us for e in carol.events), "carol told she was removed")
+        await until(lambda: carol.client.account not in (bob.client.group(group_id) or _none).members, "bob applies the removal")
+        assert not (carol.client.group(group_id) or _none).active
+        await alice.client.send_group(group_id, "carol cannot read this")
+        await bob.client.send_group(group_id, "nor this")
+        for reader in (alice2, bob, dave):
+            await until(lambda: "carol cannot read this" in reader.group_texts(group_id), "the message after removal")
+        await until(lambda: "nor this" in alice.group_texts(group_id), "bob's message after removal")
+        assert "carol cannot read this" not in carol.group_texts(group_id)
+        assert "nor this" not in carol.group_texts(group_id)
+        with pytest.raises(GroupError):
+            await carol.client.send_group(group_id, "still here?")
+        # Given the very ciphertext, carol's copy of alice's sender key does not open it: alice rotated.
+        old_key = carol.client._groups._store.received_key(group_id, alice.client.account, alice.client.device_id)
+        assert old_key is not None and captured
+        with pytest.raises(CryptoError):
+            old_key.decrypt(captured[-1])
+
+        # Exactly once: no group message twice on any device.
+        for reader in (*everyone, dave):
+            texts = reader.group_texts(group_id)
+            assert len(texts) == len(set(texts)), texts
+    finally:
+        for device in devices.values():
+            await device.stop()
+
+
+class _NoGroup:
+    members: tuple[str, ...] = ()
+    name = ""
+    version = 0
+    active = False
+
+
+_none: Any = _NoGroup()
