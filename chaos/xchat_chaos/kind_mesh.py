@@ -6,8 +6,9 @@ The ``kind`` back end's topology changes and upgrades (``scale-region``,
 - **add a region**: a JSON patch appending ``{name, natsNodes, storage}`` (copied
   from the first region) to ``spec.regions``; done when the mesh's status has
   observed that generation and ``readyRegions`` counts it ready.
-- **drain**: ``mode: Draining`` (clients leave: ``Draining`` reason
-  ``ClientsDrained``), then ``mode: Drained`` (NATS scaled to 0: reason
+- **drain**: ``mode: Draining`` (clients leave, then the operator moves the
+  region's replicas to the others with its ``jsadmin`` NATS user: ``Draining``
+  reason ``ReplicasMoved``), then ``mode: Drained`` (NATS scaled to 0: reason
   ``NatsScaledDown``). Every patch carries a JSON-patch ``test`` of the region's
   name at its index, so a concurrent edit fails the patch instead of draining
   the wrong region.
@@ -19,11 +20,11 @@ The ``kind`` back end's topology changes and upgrades (``scale-region``,
   ``RollingOut`` false. The operator rolls NATS one region at a time: the drill
   samples the mesh's ready regions meanwhile (``ready_regions``).
 
-What this cannot do on kind: move replicas off a drained region. That needs
-``STREAM.PEER.REMOVE`` and ``SERVER.REMOVE`` with a NATS identity allowed the
-JetStream admin API (the system account), which neither the operator nor the
-NATS image (no ``nats`` CLI) provides today; after ``Drained`` the streams run
-on two of their three replicas and the drill's redundancy check says so.
+The operator hands leaderships over and peer-removes the draining region's
+servers from every stream (``xchat_operator.replicas``); it does not remove
+them from the meta group (``SERVER.REMOVE`` needs the system account, which it
+is not given): after the region is removed the meta group keeps its server as
+an offline peer until a human removes it.
 
 Polling is bounded by a number of attempts with an injected ``sleep``, so the
 unit tests run against a fake kubectl/helm without waiting.
@@ -189,7 +190,7 @@ class MeshEditor:
         self.wait(reached, f"region {region} to report Draining={reason}")
 
     def drain_region(self, region: str) -> None:
-        self._set_mode(region, "Draining", "ClientsDrained")
+        self._set_mode(region, "Draining", "ReplicasMoved")
         self._set_mode(region, "Drained", "NatsScaledDown")
 
     def remove_region(self, region: str) -> None:

@@ -7,11 +7,13 @@ Owns the safety-critical knobs, none of which the CR can turn off:
 * ``jetstream.sync_interval: always`` (Jepsen, NATS 2.12.1: the 2-minute default
   lost acknowledged writes on coordinated power loss);
 * routes from every region to every pod of every region (headless DNS names),
-  including drained and down regions: the operator never removes peers itself.
+  including drained and down regions: the operator removes stream peers only
+  from a region an operator marked ``Draining`` (``replicas``), never servers.
 
 Also owns the per-service NATS users and their least-privilege permissions
 (:data:`PERMISSIONS`), plus the ``bootstrap`` user of the init containers that
-create streams and buckets (no running service may). User passwords appear
+create streams and buckets (no running service may) and the operator's
+``jsadmin`` user that moves a draining region's replicas (``replicas``). User passwords appear
 as bcrypt hashes only; the route password must stay plaintext (each server
 dials its peers with it), so the text still lives in a Secret. With TLS on,
 both the client port and the routes verify client certificates.
@@ -24,7 +26,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Union
 
-from xchat.core.permissions import BOOTSTRAP_USER, permissions
+from xchat.core.permissions import BOOTSTRAP_USER, JSADMIN_USER, permissions
 from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import password_hash
 
@@ -50,9 +52,9 @@ Value = Union[str, int, bool, Raw, Sequence["Value"], Mapping[str, "Value"]]
 #: Publish allow-list of each service's NATS user. The services own this
 #: list (``xchat.core.permissions``), and a mesh test runs every flow under
 #: exactly these permissions, so the operator renders it rather than guessing.
-PERMISSIONS: Mapping[str, tuple[str, ...]] = {u: permissions(u).publish for u in (*SERVICE_NAMES, BOOTSTRAP_USER)}
+PERMISSIONS: Mapping[str, tuple[str, ...]] = {u: permissions(u).publish for u in (*SERVICE_NAMES, BOOTSTRAP_USER, JSADMIN_USER)}
 #: Subscribe allow-list of each user (its own inbox prefix only; mailbox wake-ups).
-SUBSCRIBE: Mapping[str, tuple[str, ...]] = {u: permissions(u).subscribe for u in (*SERVICE_NAMES, BOOTSTRAP_USER)}
+SUBSCRIBE: Mapping[str, tuple[str, ...]] = {u: permissions(u).subscribe for u in (*SERVICE_NAMES, BOOTSTRAP_USER, JSADMIN_USER)}
 
 
 def render(value: Value, indent: int = 0) -> str:
@@ -158,10 +160,10 @@ def _document(spec: MeshSpec, region: Region, passwords: Mapping[str, str], clus
                 "subscribe": {"allow": list(SUBSCRIBE[svc])},
             },
         }
-        # ensure_secrets always has a bootstrap password; without one (older
-        # callers) no bootstrap user is rendered and bootstrap fails closed.
+        # ensure_secrets always has bootstrap and jsadmin passwords; without one
+        # (older callers) that user is not rendered and its work fails closed.
         for svc in PERMISSIONS
-        if svc != BOOTSTRAP_USER or svc in passwords
+        if svc not in (BOOTSTRAP_USER, JSADMIN_USER) or svc in passwords
     ]
     cluster: dict[str, Value] = {
         "name": spec.name,

@@ -26,7 +26,7 @@ LAG = 2  # polls before the simulated operator reports a spec change
 
 
 def _status_entry(name: str, mode: str, ready: bool) -> dict[str, Any]:
-    reason = {"Active": "Active", "Draining": "ClientsDrained", "Drained": "NatsScaledDown"}[mode]
+    reason = {"Active": "Active", "Draining": "ReplicasMoved", "Drained": "NatsScaledDown"}[mode]
     return {
         "name": name,
         "mode": mode,

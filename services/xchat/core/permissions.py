@@ -115,6 +115,8 @@ def permissions(service: str) -> Permissions:
     ``bootstrap`` = the storage-shaping user)."""
     if service == BOOTSTRAP_USER:
         return bootstrap_permissions()
+    if service == JSADMIN_USER:
+        return jsadmin_permissions()
     if service == "all":
         parts = [permissions(s) for s in OWNED_BUCKETS]
         union = dict.fromkeys(p for part in parts for p in part.publish)
@@ -142,3 +144,19 @@ def permissions(service: str) -> Permissions:
         ]
         subscribe.append(NOTIFY_SUBJECTS)
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))
+
+
+#: The operator's NATS user for moving replicas off a draining region, and nothing else.
+JSADMIN_USER = "jsadmin"
+
+
+def jsadmin_permissions() -> Permissions:
+    """List streams, hand a stream's leadership over, take a server out of a stream's group.
+
+    No data, no stream shaping, no subject listing (``STREAM.LIST`` carries
+    counts, never a mailbox's subject), no system account: the meta group's own
+    changes (``SERVER.REMOVE``) stay a human's act. The operator alone reads the
+    password (never mounted into a pod).
+    """
+    publish = ("$JS.API.STREAM.LIST", "$JS.API.STREAM.LEADER.STEPDOWN.*", "$JS.API.STREAM.PEER.REMOVE.*")
+    return Permissions(publish, (f"{inbox_prefix(JSADMIN_USER)}.>",))
