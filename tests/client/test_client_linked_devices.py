@@ -188,3 +188,21 @@ async def test_a_first_message_from_a_pinned_device_asks_the_directory_nothing(m
             assert lookups == []
         finally:
             await alice2.close()
+
+
+async def test_two_devices_linking_at_once_both_land_in_the_list(mesh: LocalMesh, tmp_path: Path) -> None:
+    owner = await Client.open(tmp_path / "o.db", mesh.endpoints("a"))
+    opened = [owner]
+    try:
+        await owner.register(_name("owner"))
+        second = await _linked(owner, tmp_path / "s.db", mesh, "b")
+        opened.append(second)
+        # Both sign version 3 at the same moment; auth keeps one, the other signs again on top.
+        codes = await asyncio.gather(owner.link_device(), second.link_device())
+        for i, code in enumerate(codes):
+            opened.append(await Client.open_linked(code, tmp_path / f"n{i}.db", mesh.endpoints("c")))
+        listed = {d.device_id for d in await owner.devices()}
+        assert listed == {c.device_id for c in opened} and len(listed) == 4
+    finally:
+        for client in opened:
+            await client.close()

@@ -49,6 +49,8 @@ from xchat.v1 import auth_pb2, auth_pb2_grpc
 
 LINK_CODE_PREFIX = "xchat-link-1:"
 PROVISIONING_FORMAT = 1
+# Tries to sign the next list when other devices change it at the same moment.
+LIST_UPDATE_ATTEMPTS = 5
 RENDEZVOUS_BYTES = 16
 LINK_SECRET_BYTES = 32
 
@@ -239,18 +241,42 @@ class Devices:
         listed = await self.own(account)
         return [LinkedDevice(d, k, d == this_device) for d, k in listed.devices.devices]
 
-    async def revoke(self, account: str, device: str) -> None:
+    async def _next_list(
+        self,
+        account: str,
+        change: Callable[[dict[str, bytes]], dict[str, bytes]],
+        store: Callable[[SignedDeviceList], Awaitable[object]],
+    ) -> SignedDeviceList:
+        """Signs ``change`` of the current list as the next version and has ``store`` send it.
+
+        Two devices changing the list at once sign the same version; auth keeps
+        one (compare-and-set) and refuses the other (FAILED_PRECONDITION), which
+        reads the list again and signs on top, at most ``LIST_UPDATE_ATTEMPTS`` times.
+        """
         key = self._own_key()
-        current = await self.own(account)
-        remaining = {d: k for d, k in current.devices.devices if d != device}
-        listed = key.sign_list(account, current.version + 1, remaining)
-        request = auth_pb2.RevokeDeviceRequest(
-            device_id=device, device_list=auth_pb2.SignedDeviceList(body=listed.body, signature=listed.signature)
-        )
-        await self._tokens.authed(
-            lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).RevokeDevice(request, timeout=t, metadata=md), service="auth"
-        )
-        self.trust(account, key.public, listed.body, listed.signature)
+        for attempt in range(LIST_UPDATE_ATTEMPTS):
+            current = await self.own(account)
+            listed = key.sign_list(account, current.version + 1, change(dict(current.devices.devices)))
+            try:
+                await store(listed)
+            except RequestRejected as exc:
+                if exc.code != "FAILED_PRECONDITION" or attempt == LIST_UPDATE_ATTEMPTS - 1:
+                    raise
+                continue
+            self.trust(account, key.public, listed.body, listed.signature)
+            return listed
+        raise AssertionError("unreachable")
+
+    async def revoke(self, account: str, device: str) -> None:
+        async def store(listed: SignedDeviceList) -> object:
+            request = auth_pb2.RevokeDeviceRequest(
+                device_id=device, device_list=auth_pb2.SignedDeviceList(body=listed.body, signature=listed.signature)
+            )
+            return await self._tokens.authed(
+                lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).RevokeDevice(request, timeout=t, metadata=md), service="auth"
+            )
+
+        await self._next_list(account, lambda devices: {d: k for d, k in devices.items() if d != device}, store)
 
     # -- linking ------------------------------------------------------------
 
@@ -267,10 +293,7 @@ class Devices:
             lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).AddDevice(add, timeout=t, metadata=md), service="auth"
         )
         device = reply.device_id
-        current = await self.own(account)
-        listed = key.sign_list(account, current.version + 1, {**dict(current.devices.devices), device: identity.public})
-        await self._publish(listed)
-        self.trust(account, key.public, listed.body, listed.signature)
+        await self._next_list(account, lambda devices: {**devices, device: identity.public}, self._publish)
         payload = json.dumps(
             {
                 "v": PROVISIONING_FORMAT,
