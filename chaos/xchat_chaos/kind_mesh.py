@@ -38,7 +38,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from xchat_chaos.backend import BackendError
-from xchat_chaos.kind_commands import READY_TIMEOUT_S, REGION_POD_LABEL, SERVICES, Runner, nats_selector, services_selector
+from xchat_chaos.kind_commands import (
+    READY_TIMEOUT_S, REGION_LABEL, REGION_POD_LABEL, SERVICES, Runner, nats_selector, services_selector,
+)
 
 MESH_POLL_S = 2.0
 # Copied from an existing region to a new one (equal natsNodes is a CRD rule).
@@ -168,6 +170,11 @@ class MeshEditor:
             raise BackendError(f"XChatMesh {self.namespace}/{self.mesh} already has region {region!r}")
         template = regions[0] if regions else {}
         entry = {"name": region, **{k: template[k] for k in REGION_TEMPLATE_FIELDS if k in template}}
+        # The chart pins each region to the nodes labelled with it; so is the new one
+        # (copied as is, it would put region d's pods on region a's node).
+        selector = dict(template.get("nodeSelector") or {})
+        if REGION_LABEL in selector:
+            entry["nodeSelector"] = {**selector, REGION_LABEL: region}
         self._patch([{"op": "add", "path": "/spec/regions/-", "value": entry}])
 
         def serving(d: dict[str, Any]) -> bool:

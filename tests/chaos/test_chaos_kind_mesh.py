@@ -210,6 +210,15 @@ def test_add_region_appends_a_copy_of_the_first_region_and_waits_for_it_ready() 
     assert "d" in kind.ready_regions()
 
 
+def test_a_new_region_is_pinned_to_its_own_nodes_like_the_charts_regions() -> None:
+    cluster = FakeCluster()
+    for r in cluster.spec["regions"]:
+        r["nodeSelector"] = {REGION_LABEL: r["name"], "pool": "mesh"}
+    backend(cluster).add_region("d")
+    (added,) = [op["value"] for ops in patches(cluster) for op in ops if op["op"] == "add"]
+    assert added["nodeSelector"] == {REGION_LABEL: "d", "pool": "mesh"}
+
+
 def test_add_region_without_a_node_for_it_is_refused_before_any_edit() -> None:
     cluster = FakeCluster()
     kind = backend(cluster)
