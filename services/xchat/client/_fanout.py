@@ -47,13 +47,16 @@ class Fanout:
         self._book = book
         self._tokens = tokens
         self._me = me
+        self._whoami: tuple[str, str] | None = None
         self._no_bundle: dict[tuple[str, str], float] = {}
         self._fetched: dict[str, float] = {}  # account -> monotonic time of its last verified fetch
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
     def _wanted(self, account: str, listed: list[str]) -> list[str]:
-        my_account, my_device = self._me()
+        if self._whoami is None:  # read once: a device's account and id never change
+            self._whoami = self._me()
+        my_account, my_device = self._whoami
         return [d for d in listed if not (account == my_account and d == my_device)]
 
     def _missing(self, account: str, wanted: list[str], sessions: set[str]) -> list[str]:
