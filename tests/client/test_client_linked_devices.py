@@ -206,3 +206,22 @@ async def test_two_devices_linking_at_once_both_land_in_the_list(mesh: LocalMesh
     finally:
         for client in opened:
             await client.close()
+
+
+async def test_send_many_is_synced_to_our_other_devices_too(mesh: LocalMesh, tmp_path: Path) -> None:
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        alice2 = await _linked(alice, tmp_path / "a2.db", mesh, "c")
+        try:
+            await alice.send(bob_name, "first")  # alice's SDK pins her own list (with alice2)
+            outcomes = await alice.send_many([(bob_name, "x"), (bob_name, "y")])
+            assert [o.recipient_device for o in outcomes] == [bob.device_id, bob.device_id]
+            inbox = alice2.messages()
+            copies = [await _receive(alice2, inbox) for _ in range(3)]
+            assert [(c.sent_to, c.text) for c in copies] == [(bob_name, "first"), (bob_name, "x"), (bob_name, "y")]
+        finally:
+            await alice2.close()

@@ -369,9 +369,29 @@ class Client:
     async def send_many(
         self, messages: Iterable[tuple[str, bytes | str]], *, content_type: str = "text/plain"
     ) -> list[SendReceipt | Failed]:
-        """Encrypts all (in order, one transaction), then sends them pipelined over SendStream."""
+        """Encrypts all (in order, one transaction), then sends them pipelined over SendStream.
+
+        Our other devices get a copy of each (sent-message sync, as for ``send``); only
+        the outcomes of the messages themselves are returned.
+        """
         self._rotation.check()
-        return await self._sender.send_many([(account, _bytes(body)) for account, body in messages], content_type)
+        if content_type == SENT_CONTENT_TYPE:
+            raise ValueError(f"content type {SENT_CONTENT_TYPE!r} is the SDK's own (sent-message sync)")
+        batch = [(account, _bytes(body)) for account, body in messages]
+        own = self.account
+        copies = [(own, _sentsync.wrap(account, content_type, body)) for account, body in batch if account != own]
+        if not copies or self._fanout.ready(own) == []:
+            return await self._sender.send_many(batch, content_type)
+        sent, synced = await asyncio.gather(
+            self._sender.send_many(batch, content_type),
+            self._sender.send_many(copies, SENT_CONTENT_TYPE),
+            return_exceptions=True,
+        )
+        if isinstance(synced, BaseException):
+            log.info("sent-message sync to our other devices failed (the messages themselves are unaffected): %s", synced)
+        if isinstance(sent, BaseException):
+            raise sent
+        return sent
 
     # -- groups (``_groups``, docs/adr/0015) -----------------------------------
 
