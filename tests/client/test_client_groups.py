@@ -167,3 +167,37 @@ class _NoGroup:
 
 
 _none: Any = _NoGroup()
+
+
+async def test_a_device_linked_after_the_group_exists_joins_it(mesh: LocalMesh, tmp_path: Path) -> None:
+    devices = await open_devices(mesh, tmp_path, {"alice": "a", "bob": "c"}, linked={})
+    alice, bob = devices["alice"], devices["bob"]
+    try:
+        group_id = await alice.client.create_group("pair", [bob.client.account])
+        await alice.client.send_group(group_id, "before bob's laptop")
+        await until(lambda: bob.group_texts(group_id) == ["before bob's laptop"], "bob's first device")
+        await bob.client.send_group(group_id, "from bob's phone")
+        await until(lambda: alice.group_texts(group_id) == ["from bob's phone"], "alice reading bob")
+
+        code = await bob.client.link_device()
+        devices["bob2"] = bob2 = Device(await Client.open_linked(code, tmp_path / "bob2.db", mesh.endpoints("b")))
+        # Alice's send path sees bob's new device (device-list refresh) and sends it the group
+        # state and her key before the message; bob's phone does the same for its own.
+        await _refresh_now(alice.client, bob.client.account)
+        await _refresh_now(bob.client, bob.client.account)
+        await alice.client.send_group(group_id, "after bob's laptop")
+        await bob.client.send_group(group_id, "phone to laptop")
+        await until(lambda: sorted(bob2.group_texts(group_id)) == ["after bob's laptop", "phone to laptop"], "bob's new device")
+        assert (bob2.client.group(group_id) or _none).members == tuple(sorted({alice.client.account, bob.client.account}))
+        await bob2.client.send_group(group_id, "from bob's laptop")
+        await until(lambda: "from bob's laptop" in alice.group_texts(group_id), "alice reading bob's laptop")
+        await until(lambda: "from bob's laptop" in bob.group_texts(group_id), "bob's phone reading his laptop")
+        assert alice.group_texts(group_id).count("from bob's laptop") == 1
+    finally:
+        for device in devices.values():
+            await device.stop()
+
+
+async def _refresh_now(client: Client, account: str) -> None:
+    """The pinned device list is refreshed at the next send once 60 s old: here, at once."""
+    await client._fanout.fetch(account)

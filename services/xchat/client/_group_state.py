@@ -19,7 +19,7 @@ state it receives from the authenticated pairwise sender ``S``:
 
 Stored in the state file's sealed meta table: ``group:<id>`` (the state and
 whether we are still in it), ``group_key:<id>`` (our sender key and which
-accounts have it), ``group_rkey:<id>:<account>:<device>`` (others' keys),
+devices have it), ``group_rkey:<id>:<account>:<device>`` (others' keys),
 ``group_read:<message id>`` (a group message decrypted, not yet acked).
 """
 
@@ -103,7 +103,12 @@ def judge(current: Group | None, incoming: Group, *, sender: str, me: str) -> st
 @dataclass
 class OwnKey:
     key: SenderKey
-    holders: set[str]  # accounts we sent its distribution to
+    # account -> its devices relay acknowledged our distribution for (a device linked since is not in it)
+    holders: dict[str, set[str]]
+
+    def lacking(self, account: str, devices: list[str] | None) -> bool:
+        """Does ``account`` have a device (as far as the send path knows it: None = unknown) without this key?"""
+        return devices is None or not set(devices) <= self.holders.get(account, set())
 
 
 class GroupStore:
@@ -129,11 +134,12 @@ class GroupStore:
         raw, holders = self._state.get_meta(f"group_key:{group_id}"), self._state.get_meta(f"group_key_to:{group_id}")
         if raw is None:
             return None
-        return OwnKey(SenderKey.from_bytes(raw), set(json.loads(holders or b"[]")))
+        return OwnKey(SenderKey.from_bytes(raw), {a: set(d) for a, d in json.loads(holders or b"{}").items()})
 
     def put_own_key(self, group_id: str, own: OwnKey) -> None:
         self._state.set_meta(f"group_key:{group_id}", own.key.to_bytes())
-        self._state.set_meta(f"group_key_to:{group_id}", json.dumps(sorted(own.holders)).encode())
+        holders = {a: sorted(d) for a, d in sorted(own.holders.items())}
+        self._state.set_meta(f"group_key_to:{group_id}", json.dumps(holders).encode())
 
     def drop_own_key(self, group_id: str) -> None:
         """Rotation: the next group message starts a new sender key, sent to the members of then."""

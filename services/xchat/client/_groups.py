@@ -80,6 +80,7 @@ class Groups:
         me: Callable[[], tuple[str, str]],
         send_many: SendMany,
         own_devices: Callable[[], bool],
+        devices_of: Callable[[str], list[str] | None],
         ack: Callable[[Message], Awaitable[None]],
         on_event: Callable[[GroupEvent], None],
     ) -> None:
@@ -88,6 +89,7 @@ class Groups:
         self._me = me
         self._send_many = send_many
         self._own_devices = own_devices
+        self._devices_of = devices_of
         self._ack = ack
         self._on_event = on_event
         self._held: list[Message] = []
@@ -160,14 +162,21 @@ class Groups:
             group = self._active(group_id)
             own = self._store.own_key(group_id)
             if own is None:
-                own = OwnKey(SenderKey.generate(bytes.fromhex(group_id)), set())
+                own = OwnKey(SenderKey.generate(bytes.fromhex(group_id)), {})
                 with self._state.transaction():
                     self._store.put_own_key(group_id, own)
-            missing = [a for a in self._recipients(group.members) if a not in own.holders]
+            missing = [a for a in self._recipients(group.members) if own.lacking(a, self._devices_of(a))]
             if missing:
-                # Queued before the message in the outbox, so every device reads the key first.
-                await self._send_many([(a, own.key.distribution()) for a in missing], SENDER_KEY_TYPE)
-                own.holders.update(missing)
+                # A device linked since (or never reached) gets the state first, then our key; devices
+                # that hold both ignore the copies (stale state, same key id). Both are queued before
+                # the message in the outbox, so every device reads them first.
+                state, distribution = rules.encode(group), own.key.distribution()
+                await self._send_many([(a, state) for a in missing], GROUP_STATE_TYPE)
+                outcomes = await asyncio.gather(*(self._send_many([(a, distribution)], SENDER_KEY_TYPE) for a in missing))
+                for account, sent in zip(missing, outcomes):
+                    own.holders.setdefault(account, set()).update(
+                        o.recipient_device for o in sent if isinstance(o, SendReceipt)
+                    )
             plaintext = _content(content_type, int(time.time() * 1000), body)
             wire = own.key.encrypt(sender_account=me, sender_device=device, plaintext=plaintext)
             with self._state.transaction():

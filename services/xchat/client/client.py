@@ -109,6 +109,7 @@ class Client:
             me=lambda: (self.account, self.device_id),
             send_many=self._sender.send_many,
             own_devices=lambda: self._fanout.ready(self.account) != [],
+            devices_of=self._fanout.ready,
             ack=self._receiver.ack,
             on_event=self._events.put,
         )
