@@ -128,11 +128,14 @@ class MailboxReader:
                 await self._nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=reply)
             except nats.errors.Error as exc:
                 raise Unavailable("mailbox store unreachable") from exc
+            loop = asyncio.get_running_loop()
             while len(out) < limit:
-                if queue.empty():  # wait_for costs a task: only when we must wait
+                if queue.empty():
+                    # A deadline per wait, without the task asyncio.wait_for would start for each.
                     try:
-                        msg = await asyncio.wait_for(queue.get(), self._timeout)
-                    except asyncio.TimeoutError as exc:
+                        async with asyncio.timeout_at(loop.time() + self._timeout):
+                            msg = await queue.get()
+                    except TimeoutError as exc:
                         raise Unavailable("mailbox store did not answer a read in time") from exc
                 else:
                     msg = queue.get_nowait()
