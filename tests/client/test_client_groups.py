@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from xchat.client import Client, GroupChanged, GroupError, Message
-from xchat.client._group_state import GROUP_MESSAGE_TYPE
+from xchat.client._group_state import GROUP_MESSAGE_TYPE, GROUP_STATE_TYPE
 from xchat.client.crypto import CryptoError
 from xchat.mesh.local import LocalMesh
 
@@ -201,3 +201,36 @@ async def test_a_device_linked_after_the_group_exists_joins_it(mesh: LocalMesh, 
 async def _refresh_now(client: Client, account: str) -> None:
     """The pinned device list is refreshed at the next send once 60 s old: here, at once."""
     await client._fanout.fetch(account)
+
+
+async def test_a_new_members_messages_wait_for_the_state_that_added_him(mesh: LocalMesh, tmp_path: Path) -> None:
+    """Carol adds dave; dave writes at once; his key and message reach bob before carol's state
+    (held back here): bob holds them, then reads dave's message once the state arrives."""
+    devices = await open_devices(mesh, tmp_path, {"bob": "a", "carol": "b", "dave": "c"}, linked={})
+    bob, carol, dave = devices["bob"], devices["carol"], devices["dave"]
+    try:
+        group_id = await carol.client.create_group("late", [bob.client.account])
+        await until(lambda: bob.client.group(group_id) is not None, "bob's invitation")
+        held_back: list[tuple[str, bytes]] = []
+        real_send_many = carol.client._groups._send_many
+
+        async def not_to_bob(messages: Any, content_type: str) -> Any:
+            held_back.extend(m for m in messages if m[0] == bob.client.account)
+            return await real_send_many([m for m in messages if m[0] != bob.client.account], content_type)
+
+        carol.client._groups._send_many = not_to_bob
+        await carol.client.add_members(group_id, [dave.client.account])
+        carol.client._groups._send_many = real_send_many
+        await until(lambda: dave.client.group(group_id) is not None, "dave's invitation")
+        await dave.client.send_group(group_id, "dave, new here")
+        # Dave's copy of the state (from a sender bob does not know as a member yet), his key, his message.
+        await until(lambda: len(bob.client._groups._held) == 3, "bob holding dave's state, key and message")
+        assert bob.group_texts(group_id) == []
+
+        await real_send_many(held_back, GROUP_STATE_TYPE)
+        await until(lambda: bob.group_texts(group_id) == ["dave, new here"], "bob reading dave after the state")
+        assert bob.client._groups._held == []
+        assert dave.client.account in (bob.client.group(group_id) or _none).members
+    finally:
+        for device in devices.values():
+            await device.stop()

@@ -114,6 +114,7 @@ async def test_a_non_member_cannot_inject_state_keys_or_messages(mesh: LocalMesh
     devices = await _group_of(mesh, tmp_path, ["alice", "bob", "eve"], "abc")
     alice, bob, eve = devices["alice"], devices["bob"], devices["eve"]
     try:
+        bob.client._groups.hold_s = 0.0
         group_id = await alice.client.create_group("club", [bob.client.account])
         await until(lambda: bob.client.group(group_id) is not None, "bob's invitation")
         before = bob.client.group(group_id)
@@ -145,6 +146,7 @@ async def test_a_removed_member_cannot_re_add_itself(mesh: LocalMesh, tmp_path: 
     devices = await _group_of(mesh, tmp_path, ["alice", "bob", "mallory"], "bca")
     alice, bob, mallory = devices["alice"], devices["bob"], devices["mallory"]
     try:
+        alice.client._groups.hold_s = bob.client._groups.hold_s = 0.0
         group_id = await alice.client.create_group("club", [bob.client.account, mallory.client.account])
         await until(lambda: mallory.client.group(group_id) is not None, "mallory's invitation")
         await alice.client.remove_members(group_id, [mallory.client.account])

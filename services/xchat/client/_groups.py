@@ -16,9 +16,10 @@ Receiving: the pairwise layer authenticates the device a state or a key comes
 from; a group message is authenticated by its sender key's signature (a member
 holds the chain, not the signing key) and accepted only from a current member.
 What arrives before the group or the key it needs (states and keys from
-different members race) is held unacknowledged, at most ``HELD_MAX``, and tried
-again after every accepted state or key; it returns after a restart since it
-was never acked.
+different members race), or from an account not in the state held here (its
+addition may be on its way from another member), is held unacknowledged, at
+most ``HELD_MAX`` for at most ``HOLD_S``, and tried again after every accepted
+state or key; then refused. It returns after a restart since it was never acked.
 
 Removal and leave rotate: every member device that applies a state in which
 someone left drops its own sender key, so its next group message starts a new
@@ -33,7 +34,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from xchat.client import _group_state as rules
 from xchat.client._group_state import (
@@ -53,8 +54,22 @@ from xchat.client.messages import Failed, Message, SendReceipt
 
 log = logging.getLogger(__name__)
 
-# Pairwise messages waiting for a group state or sender key (never acked while held).
+# Pairwise messages waiting for a group state or sender key (never acked while held): at most
+# this many, each at most HOLD_S, then refused (``GroupRefused`` with the reason it waited).
 HELD_MAX = 256
+# Long enough for a state or key delayed behind a failover (a Raft election is 4-9 s, a
+# sender's retry budget more); a stranger's injection is refused this late, and only
+# checked when a group control message or group message arrives.
+HOLD_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why a message waits: "unknown_group", "no_sender_key", "not_a_member" (its sender's
+    addition may be on its way from another member)."""
+
+    group_id: str
+    reason: str
 
 SendMany = Callable[[Sequence[tuple[str, bytes]], str], Awaitable[list[SendReceipt | Failed]]]
 
@@ -92,7 +107,8 @@ class Groups:
         self._devices_of = devices_of
         self._ack = ack
         self._on_event = on_event
-        self._held: list[Message] = []
+        self._held: list[tuple[Message, float, Hold]] = []  # (message, give up at (monotonic s), why)
+        self.hold_s = HOLD_S
         self._lock = asyncio.Lock()  # one sender-key setup per group at a time
 
     # -- changes we make -------------------------------------------------
@@ -187,18 +203,19 @@ class Groups:
 
     async def receive(self, message: Message) -> list[Message]:
         """The app's messages this pairwise message yields now (a group message, or held ones released)."""
+        await self._expire()
         if message.content_type == GROUP_MESSAGE_TYPE:
             opened = self._open(message)
-            if opened is None:
-                await self._hold(message)
+            if isinstance(opened, Hold):
+                await self._hold(message, opened)
                 return []
             if isinstance(opened, Message):
                 return [opened]
             await self._ack(message)
             return []
         applied = self._control(message)
-        if applied is None:
-            await self._hold(message)
+        if isinstance(applied, Hold):
+            await self._hold(message, applied)
             return []
         await self._ack(message)
         return await self._release() if applied else []
@@ -208,8 +225,8 @@ class Groups:
         self._on_event(GroupRefused(group_id, message.sender_account, message.sender_device, reason))
         return False
 
-    def _control(self, message: Message) -> bool | None:
-        """True: applied; False: refused or stale (ack it); None: hold it for a group we do not know yet."""
+    def _control(self, message: Message) -> bool | Hold:
+        """True: applied; False: refused or stale (ack it); a ``Hold`` until a state or key it needs."""
         me, _ = self._me()
         if message.content_type == GROUP_STATE_TYPE:
             try:
@@ -220,6 +237,9 @@ class Groups:
             verdict = rules.judge(current, incoming, sender=message.sender_account, me=me)
             if verdict == "stale":
                 return False  # a copy we already applied, or a change that lost (rule 3)
+            if verdict == "not_a_member" and current is not None and current.active:
+                # Perhaps added by a state still on its way from another member: wait for it, bounded.
+                return Hold(incoming.group_id, verdict)
             if verdict is not None:
                 return self._refuse(message, incoming.group_id, verdict)
             with self._state.transaction():
@@ -232,9 +252,9 @@ class Groups:
         group_id = key.group_id.hex()
         group = self._store.group(group_id)
         if group is None:
-            return None
+            return Hold(group_id, "unknown_group")
         if message.sender_account not in group.members:
-            return self._refuse(message, group_id, "not_a_member")
+            return Hold(group_id, "not_a_member") if group.active else self._refuse(message, group_id, "not_a_member")
         held = self._store.received_key(group_id, message.sender_account, message.sender_device)
         if held is not None and held.key_id == key.key_id:
             return False  # a replayed distribution must not rewind the chain we read
@@ -242,8 +262,8 @@ class Groups:
             self._store.put_received_key(group_id, message.sender_account, message.sender_device, key)
         return True
 
-    def _open(self, message: Message) -> Message | bool | None:
-        """The group message to show; False when refused (the caller acks it); None to hold."""
+    def _open(self, message: Message) -> Message | bool | Hold:
+        """The group message to show; False when refused (the caller acks it); a ``Hold`` to wait."""
         cached = self._store.read(message.message_id)
         try:
             header = parse_header(message.body)
@@ -253,14 +273,16 @@ class Groups:
         if cached is None:
             group = self._store.group(group_id)
             if group is None:
-                return None
+                return Hold(group_id, "unknown_group")
             if not group.active:
                 return self._refuse(message, group_id, "not_a_member")
             if header.sender_account not in group.members:
-                return self._refuse(message, group_id, "not_a_member")
+                return Hold(group_id, "not_a_member")
             key = self._store.received_key(group_id, header.sender_account, header.sender_device)
-            if key is None or key.key_id != header.key_id:
-                return None if key is None else self._refuse(message, group_id, "no_sender_key")
+            if key is None:
+                return Hold(group_id, "no_sender_key")
+            if key.key_id != header.key_id:
+                return self._refuse(message, group_id, "no_sender_key")
             try:
                 _, cached = key.decrypt(message.body)
             except SenderKeySignatureError:
@@ -286,14 +308,28 @@ class Groups:
             group_id=group_id,
         )
 
-    async def _hold(self, message: Message) -> None:
-        if any(m.message_id == message.message_id for m in self._held):
+    async def _hold(self, message: Message, hold: Hold) -> None:
+        if any(m.message_id == message.message_id for m, _, _ in self._held):
             return
-        self._held.append(message)
+        if self.hold_s <= 0:
+            self._refuse(message, hold.group_id, hold.reason)
+            await self._ack(message)
+            return
+        self._held.append((message, time.monotonic() + self.hold_s, hold))
         if len(self._held) > HELD_MAX:
-            oldest = self._held.pop(0)
-            self._refuse(oldest, "", "held_too_long")
+            oldest, _, why = self._held.pop(0)
+            self._refuse(oldest, why.group_id, why.reason)
             await self._ack(oldest)
+
+    async def _expire(self) -> None:
+        """Held past ``hold_s``: what it waited for is not coming (a non-member, a group never shared)."""
+        now = time.monotonic()
+        due = [entry for entry in self._held if entry[1] <= now]
+        for entry in due:
+            self._held.remove(entry)
+            message, _, hold = entry
+            self._refuse(message, hold.group_id, hold.reason)
+            await self._ack(message)
 
     async def _release(self) -> list[Message]:
         """Tries the held messages again, in arrival order, until nothing more opens."""
@@ -301,23 +337,17 @@ class Groups:
         progress = True
         while progress and self._held:
             progress = False
-            for message in list(self._held):
-                if message.content_type == GROUP_MESSAGE_TYPE:
-                    opened = self._open(message)
-                    if opened is None:
-                        continue
-                    self._held.remove(message)
-                    if isinstance(opened, Message):
-                        released.append(opened)
-                    else:
-                        await self._ack(message)
+            for entry in list(self._held):
+                message = entry[0]
+                outcome = self._open(message) if message.content_type == GROUP_MESSAGE_TYPE else self._control(message)
+                if isinstance(outcome, Hold):
                     continue
-                applied = self._control(message)
-                if applied is None:
+                self._held.remove(entry)
+                if isinstance(outcome, Message):
+                    released.append(outcome)
                     continue
-                self._held.remove(message)
                 await self._ack(message)
-                progress = progress or applied
+                progress = progress or outcome is True
         return released
 
     def acked(self, message: Message) -> None:
