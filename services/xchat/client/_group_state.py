@@ -9,7 +9,8 @@ state it receives from the authenticated pairwise sender ``S``:
 
 1. Only members change a group: ``S`` must be a member of the state this
    device holds now. A removed member (or anyone else) is refused
-   (``GroupRefused "not_a_member"``), so a removed member cannot re-add itself.
+   (``GroupRefused "not_a_member"``, after ``_groups.HOLD_S`` in case a state
+   adding ``S`` is late), so a removed member cannot re-add itself.
 2. A group we do not know is accepted only when both ``S`` and this account
    are in it (an invitation).
 3. The higher ``(version, digest)`` wins; equal or lower is stale and

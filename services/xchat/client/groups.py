@@ -47,9 +47,10 @@ class GroupChanged:
 class GroupRefused:
     """A group control message or group message from ``device`` of ``account`` was refused and
     dropped. ``reason``: "not_a_member" (a non-member or a removed member changing the group,
-    distributing a key or writing to it), "signature" (a group message whose signature is not
-    the named sender's: a member forging another's), "no_sender_key", "replayed", "malformed",
-    "undecryptable", "held_too_long" (waited for a group or key that never came)."""
+    distributing a key or writing to it; refused once its addition has not come within 60 s),
+    "signature" (a group message whose signature is not the named sender's: a member forging
+    another's), "unknown_group" and "no_sender_key" (waited 60 s for a group state or key that
+    never came), "replayed", "malformed", "undecryptable"."""
 
     group_id: str
     account: str
