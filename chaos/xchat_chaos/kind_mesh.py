@@ -8,23 +8,22 @@ The ``kind`` back end's topology changes and upgrades (``scale-region``,
   observed that generation and ``readyRegions`` counts it ready.
 - **drain**: ``mode: Draining`` (clients leave, then the operator moves the
   region's replicas to the others with its ``jsadmin`` NATS user: ``Draining``
-  reason ``ReplicasMoved``), then ``mode: Drained`` (NATS scaled to 0: reason
-  ``NatsScaledDown``). Every patch carries a JSON-patch ``test`` of the region's
-  name at its index, so a concurrent edit fails the patch instead of draining
-  the wrong region.
-- **remove**: the entry deleted (the CRD refuses unless it is ``Drained``); done
-  when the status no longer lists it and the mesh is ``Ready``.
+  reason ``ReplicasMoved``; NATS keeps running, as in the local drain). Every
+  patch carries a JSON-patch ``test`` of the region's name at its index, so a
+  concurrent edit fails the patch instead of draining the wrong region.
+- **remove**: ``mode: Drained`` (NATS scaled to 0: reason ``NatsScaledDown``),
+  then the entry deleted (the CRD refuses unless it is ``Drained``); done when
+  the status no longer lists it and the mesh is ``Ready``. The operator then
+  takes the region's servers out of the meta group (``jsmeta``, the system
+  account's one user), which the drill's redundancy check waits for.
 - **upgrade**: ``helm upgrade --reuse-values`` with the new xchat image tag and
   NATS tag; done when every NATS StatefulSet and service Deployment of the mesh
   runs its latest revision with all pods ready, and the mesh is ``Ready`` with
   ``RollingOut`` false. The operator rolls NATS one region at a time: the drill
   samples the mesh's ready regions meanwhile (``ready_regions``).
 
-The operator hands leaderships over and peer-removes the draining region's
-servers from every stream (``xchat_operator.replicas``); it does not remove
-them from the meta group (``SERVER.REMOVE`` needs the system account, which it
-is not given): after the region is removed the meta group keeps its server as
-an offline peer until a human removes it.
+The replica moves and the meta-group removal are the operator's
+(``xchat_operator.replicas``); the drill only edits the spec and waits.
 
 Polling is bounded by a number of attempts with an injected ``sleep``, so the
 unit tests run against a fake kubectl/helm without waiting.
@@ -197,10 +196,13 @@ class MeshEditor:
         self.wait(reached, f"region {region} to report Draining={reason}")
 
     def drain_region(self, region: str) -> None:
+        # Clients leave, the operator moves the replicas; NATS keeps running (the local drain).
         self._set_mode(region, "Draining", "ReplicasMoved")
-        self._set_mode(region, "Drained", "NatsScaledDown")
 
     def remove_region(self, region: str) -> None:
+        # NATS scaled to 0, then the entry deleted; the operator then takes the region's
+        # servers out of the meta group (the local remove's SERVER.REMOVE).
+        self._set_mode(region, "Drained", "NatsScaledDown")
         index = self._index(region)
         self._patch([
             {"op": "test", "path": f"/spec/regions/{index}/name", "value": region},

@@ -1,6 +1,6 @@
 """Secret material the operator generates once per mesh.
 
-* NATS passwords, one per service user plus the bootstrap, jsadmin and route users
+* NATS passwords, one per service user plus the bootstrap, jsadmin, jsmeta and route users
   (nats.conf gets bcrypt hashes of the user passwords, see ``natsconfig``);
 * the access-token Ed25519 key pair (the private half is mounted into auth only);
 * optionally a self-signed CA, a certificate for the NATS servers, and one per
@@ -43,7 +43,7 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 
 
 def nats_passwords() -> dict[str, str]:
-    users = (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.ROUTE_USER)
+    users = (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.JSMETA_USER, names.ROUTE_USER)
     return {user: _secrets.token_urlsafe(PASSWORD_BYTES) for user in users}
 
 

@@ -321,10 +321,20 @@ async def _move_replicas(memo: kopf.Memo, spec: MeshSpec) -> None:
                                         cluster_domain=memo["config"].cluster_domain)
         moves[region.name] = (state, requested)
         if previous is None or previous.reason != state.reason:
-            _post({"apiVersion": f"{GROUP}/{VERSION}", "kind": "XChatMesh",
-                   "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": spec.uid}},
-                  reason=state.reason, message=f"region {region.name}: {state.message}",
+            _post(_mesh_ref(spec), reason=state.reason, message=f"region {region.name}: {state.message}",
                   warning=state.reason in (replicas.NO_REGION_FREE, replicas.UNAVAILABLE))
+    removed, problem = await replicas.remove_departed(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
+    if removed:
+        _post(_mesh_ref(spec), reason="ServersRemoved",
+              message=f"removed {', '.join(removed)} (no region of the spec) from the JetStream meta group")
+    if problem and memo.get("meta_problem") != problem:
+        _post(_mesh_ref(spec), reason="ServerRemoveFailed", message=problem, warning=True)
+    memo["meta_problem"] = problem
+
+
+def _mesh_ref(spec: MeshSpec) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "XChatMesh",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": spec.uid}}
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -26,7 +26,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Union
 
-from xchat.core.permissions import BOOTSTRAP_USER, JSADMIN_USER, permissions
+from xchat.core.permissions import BOOTSTRAP_USER, JSADMIN_USER, JSMETA_USER, jsmeta_permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import password_hash
 
@@ -35,6 +35,7 @@ from .spec import MeshSpec, Region
 
 STORE_DIR = "/data/jetstream"
 TLS_DIR = "/etc/nats-tls"
+SYSTEM_ACCOUNT = "SYS"
 LAME_DUCK_DURATION = "30s"  # lets clients move before a server stops
 ROUTE_CONNECT_RETRIES = 120  # keep dialling a region that is down instead of giving up
 
@@ -140,7 +141,7 @@ def restart_fingerprint(spec: MeshSpec, region: Region) -> str:
     the route list changes only the config Secret; the reloader sidecar
     (:mod:`.reloader`) signals nats-server to apply it, no pod restarts.
     """
-    placeholders = {name: _PLACEHOLDER for name in (*PERMISSIONS, names.ROUTE_USER)}
+    placeholders = {name: _PLACEHOLDER for name in (*PERMISSIONS, names.ROUTE_USER, JSMETA_USER)}
     doc = _document(spec, region, placeholders, "cluster.local")
     for path in RELOADABLE:
         parent: dict[str, Value] = doc
@@ -187,6 +188,16 @@ def _document(spec: MeshSpec, region: Region, passwords: Mapping[str, str], clus
         "cluster": cluster,
         "authorization": {"users": users},
     }
+    if JSMETA_USER in passwords:
+        # The system account holds one user, the operator's: SERVER.REMOVE of a removed
+        # region's servers (``replicas``). nats-server answers the meta API there only.
+        meta = jsmeta_permissions()
+        doc["accounts"] = {SYSTEM_ACCOUNT: {"users": [{
+            "user": JSMETA_USER,
+            "password": password_hash(passwords[JSMETA_USER]),
+            "permissions": {"publish": {"allow": list(meta.publish)}, "subscribe": {"allow": list(meta.subscribe)}},
+        }]}}
+        doc["system_account"] = SYSTEM_ACCOUNT
     if spec.tls.enabled:
         # Clients present a certificate of the mesh CA, or the handshake fails.
         doc["tls"] = _tls_block(verify=True)

@@ -152,7 +152,7 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
             kube.apply(obj)
             created.append(tls_name)
         created += _ensure_service_certificates(kube, spec, regions, cluster_domain)
-    return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.ROUTE_USER)}, created
+    return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.JSMETA_USER, names.ROUTE_USER)}, created
 
 
 def _owned_by(obj: Mapping[str, Any], spec: MeshSpec) -> bool:

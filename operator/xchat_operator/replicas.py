@@ -21,6 +21,12 @@ stream has all its replicas current; ``Drained`` (NATS scaled to 0) is still
 the operator's spec edit. Each step is idempotent: a pass that finds a peer
 already removed and its replacement catching up only waits.
 
+After a region is removed from the spec, its servers are offline members of
+the meta group; :func:`remove_departed` takes them out (``SERVER.REMOVE``) with
+the ``jsmeta`` user, the one user of the system account
+(:func:`xchat.core.permissions.jsmeta_permissions`: that subject and its inbox).
+Only offline servers named like this mesh's pods and absent from the spec.
+
 The identity is the ``jsadmin`` NATS user (:func:`xchat.core.permissions.jsadmin_permissions`:
 those three subjects and its own inbox, no data, no system account); its
 password sits in the mesh's credentials Secret under a key no pod mounts. With
@@ -159,12 +165,13 @@ def _tls_context(data: Mapping[str, str], workdir: str) -> ssl.SSLContext:
     return ctx
 
 
-async def connect(urls: Sequence[str], password: str, tls: ssl.SSLContext | None) -> Any:
+async def connect(urls: Sequence[str], password: str, tls: ssl.SSLContext | None, *,
+                  user: str = names.JSADMIN_USER) -> Any:
     async def quiet(_exc: Exception) -> None:
         return None
 
-    return await nats.connect(servers=list(urls), user=names.JSADMIN_USER, password=password, tls=tls,
-                              inbox_prefix=inbox_prefix(names.JSADMIN_USER).encode(), connect_timeout=CONNECT_TIMEOUT_S,
+    return await nats.connect(servers=list(urls), user=user, password=password, tls=tls,
+                              inbox_prefix=inbox_prefix(user).encode(), connect_timeout=CONNECT_TIMEOUT_S,
                               max_reconnect_attempts=1, allow_reconnect=False, error_cb=quiet)
 
 
@@ -195,6 +202,76 @@ async def move_off(kube: Kube, spec: MeshSpec, region: Region, requested: set[tu
             await nc.close()
     except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:
         return MoveState(reason=UNAVAILABLE, message=f"JetStream admin API: {exc!r}"[:300])
+
+
+def departed(meta: Mapping[str, Any], known: Iterable[str], prefix: str) -> list[str]:
+    """Offline meta-group peers named like this mesh's NATS pods that no region of the spec has.
+
+    Never a live server, never another mesh's: only what a removed region (or a
+    smaller ``natsNodes``) left behind as an offline member.
+    """
+    keep = set(known)
+    return sorted(str(p["name"]) for p in meta.get("replicas") or ()
+                  if p.get("offline") and str(p.get("name", "")).startswith(prefix) and p["name"] not in keep)
+
+
+async def remove_servers(system_nc: Any, servers: Iterable[str]) -> list[str]:
+    """``SERVER.REMOVE`` of each server over a ``jsmeta`` (system account) connection."""
+    removed = []
+    for server in servers:
+        await jsadmin.remove_server(system_nc, server)
+        removed.append(server)
+    return removed
+
+
+async def remove_departed(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[list[str], str]:
+    """Takes a removed region's servers out of the meta group: (removed, problem or "").
+
+    Without it the meta group keeps them as offline members and needs one more
+    live server for its quorum (4 members, 3 live: one more lost region halts it).
+    """
+    import aiohttp
+
+    serving = [r for r in spec.regions if r.serving]
+    if not serving:
+        return [], ""
+    known = [s for r in spec.regions for s in servers_of(spec, r)]
+    prefix = f"{spec.name}-nats-"
+    try:
+        meta: Mapping[str, Any] = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_S)) as session:
+            for region in serving:
+                host = names.fqdn(names.nats_client_service(spec.name, region.name), spec.namespace, cluster_domain)
+                try:
+                    async with session.get(f"http://{host}:{names.NATS_MONITOR_PORT}/jsz?leader-only=true") as resp:
+                        doc = await resp.json(content_type=None)
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    continue
+                meta = (doc or {}).get("meta_cluster") or {}
+                if meta.get("leader"):
+                    break
+        gone = departed(meta, known, prefix)
+        if not gone:
+            return [], ""
+        secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.credentials_secret(spec.name))
+        password = _decoded(secret).get(names.JSMETA_USER)
+        if not password:
+            return [], f"no {names.JSMETA_USER} password in the credentials Secret yet"
+        urls = [f"{'tls' if spec.tls.enabled else 'nats'}://"
+                f"{names.fqdn(names.nats_client_service(spec.name, r.name), spec.namespace, cluster_domain)}"
+                f":{names.NATS_CLIENT_PORT}" for r in serving]
+        with tempfile.TemporaryDirectory(prefix="xchat-jsmeta-") as workdir:
+            tls = None
+            if spec.tls.enabled:
+                tls_secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.tls_secret(spec))
+                tls = _tls_context(_decoded(tls_secret), workdir)
+            nc = await connect(urls, password, tls, user=names.JSMETA_USER)
+        try:
+            return await asyncio.wait_for(remove_servers(nc, gone), STEP_TIMEOUT_S), ""
+        finally:
+            await nc.close()
+    except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:
+        return [], f"JetStream meta API: {exc!r}"[:300]
 
 
 def _decoded(secret: Mapping[str, Any] | None) -> dict[str, str]:

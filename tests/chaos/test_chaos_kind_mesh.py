@@ -227,18 +227,21 @@ def test_add_region_without_a_node_for_it_is_refused_before_any_edit() -> None:
     assert patches(cluster) == []
 
 
-def test_drain_goes_draining_then_drained_each_guarded_by_the_region_name() -> None:
+def test_drain_is_draining_remove_is_drained_then_gone_each_guarded_by_the_region_name() -> None:
+    """Drain: clients leave and the operator moves the replicas (NATS still runs, as the
+    local drain); remove: NATS scaled to 0, then the entry deleted (the local remove)."""
     cluster = FakeCluster()
     kind = backend(cluster)
     kind.add_region("d")
     kind.drain_region("a")
-    drain = patches(cluster)[1:]
-    assert drain == [
+    assert patches(cluster)[1:] == [
         [{"op": "test", "path": "/spec/regions/0/name", "value": "a"}, {"op": "replace", "path": "/spec/regions/0/mode", "value": "Draining"}],
-        [{"op": "test", "path": "/spec/regions/0/name", "value": "a"}, {"op": "replace", "path": "/spec/regions/0/mode", "value": "Drained"}],
     ]
     kind.remove_region("a")
-    assert patches(cluster)[-1] == [{"op": "test", "path": "/spec/regions/0/name", "value": "a"}, {"op": "remove", "path": "/spec/regions/0"}]
+    assert patches(cluster)[2:] == [
+        [{"op": "test", "path": "/spec/regions/0/name", "value": "a"}, {"op": "replace", "path": "/spec/regions/0/mode", "value": "Drained"}],
+        [{"op": "test", "path": "/spec/regions/0/name", "value": "a"}, {"op": "remove", "path": "/spec/regions/0"}],
+    ]
     assert kind.regions == ("b", "c", "d")
     assert sorted(kind.ready_regions()) == ["b", "c", "d"]
 

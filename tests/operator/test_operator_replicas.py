@@ -84,3 +84,28 @@ def test_the_draining_condition_reports_the_move() -> None:
         reasons[state.reason if state else None] = (draining["status"], draining["reason"])
     assert reasons == {None: ("True", "ClientsDrained"), replicas.MOVING: ("True", "MovingReplicas"),
                        replicas.MOVED: ("True", "ReplicasMoved")}
+
+
+def test_the_system_account_holds_only_jsmeta_with_server_remove() -> None:
+    spec = parse_mesh(_mesh({"a": "Active", "b": "Active", "c": "Active"}))
+    passwords = credentials.nats_passwords()
+    conf = natsconfig._document(spec, spec.regions[0], passwords, "cluster.local")
+    assert conf["system_account"] == "SYS"
+    (user,) = conf["accounts"]["SYS"]["users"]  # type: ignore[index]
+    assert user["user"] == "jsmeta" and bcrypt.checkpw(passwords["jsmeta"].encode(), user["password"].encode())
+    assert user["permissions"] == {"publish": {"allow": ["$JS.API.SERVER.REMOVE"]},
+                                   "subscribe": {"allow": ["_INBOX_jsmeta.>"]}}
+    # A password rotation of jsmeta is a reload, not a restart (its hash is not in the fingerprint).
+    other = {**passwords, "jsmeta": "rotated"}
+    assert natsconfig.restart_fingerprint(spec, spec.regions[0]) == natsconfig.restart_fingerprint(spec, spec.regions[0])
+    assert natsconfig.nats_config(spec, spec.regions[0], other) != natsconfig.nats_config(spec, spec.regions[0], passwords)
+
+
+def test_departed_servers_are_offline_ours_and_not_in_the_spec() -> None:
+    meta = {"leader": "m-nats-b-0", "replicas": [
+        {"name": "m-nats-a-0", "offline": True},   # region a removed: departed
+        {"name": "m-nats-c-0", "offline": True},   # still in the spec (down for now): kept
+        {"name": "m-nats-d-0", "current": True},   # live: kept
+        {"name": "other-nats-a-0", "offline": True},  # another mesh's: kept
+    ]}
+    assert replicas.departed(meta, ["m-nats-b-0", "m-nats-c-0", "m-nats-d-0"], "m-nats-") == ["m-nats-a-0"]

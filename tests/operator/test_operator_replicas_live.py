@@ -23,7 +23,7 @@ from typing import Any
 import nats
 import pytest
 
-from xchat.core.permissions import JSADMIN_USER, inbox_prefix, permissions
+from xchat.core.permissions import JSADMIN_USER, JSMETA_USER, inbox_prefix, permissions
 from xchat.mesh import jsadmin
 from xchat.mesh.natsconf import NatsNode, nats_server_binary, password_hash, render
 from xchat.mesh.ports import free_port
@@ -40,22 +40,47 @@ MOVE_TIMEOUT_S = 90.0
 def cluster(tmp_path: Path) -> Iterator[tuple[list[NatsNode], dict[str, str]]]:
     nodes = [NatsNode(name=f"n-{r}", region=r, host="127.0.0.1", client_port=free_port(), cluster_port=free_port(),
                       http_port=free_port(), store_dir=tmp_path / f"js-{r}") for r in REGIONS]
-    passwords = {"admin": secrets.token_urlsafe(12), JSADMIN_USER: secrets.token_urlsafe(12)}
+    passwords = {"admin": secrets.token_urlsafe(12), JSADMIN_USER: secrets.token_urlsafe(12),
+                 JSMETA_USER: secrets.token_urlsafe(12)}
     users = {"admin": (password_hash(passwords["admin"]), None),
              JSADMIN_USER: (password_hash(passwords[JSADMIN_USER]), permissions(JSADMIN_USER))}
+    meta = permissions(JSMETA_USER)
+    # The system account exactly as the operator renders it: one user, jsmeta.
+    system = ("accounts { SYS: { users: [ { user: %s, password: %s, permissions: { publish: { allow: %s },"
+              " subscribe: { allow: %s } } } ] } }\nsystem_account: SYS\n") % (
+        json.dumps(JSMETA_USER), json.dumps(password_hash(passwords[JSMETA_USER])),
+        json.dumps(list(meta.publish)), json.dumps(list(meta.subscribe)))
     procs = []
     for node in nodes:
         conf = tmp_path / f"{node.name}.conf"
-        conf.write_text(render(node, nodes, users=users))
+        conf.write_text(render(node, nodes, users=users) + system)
         proc = Supervised(node.name, [str(nats_server_binary()), "-c", str(conf)], log_path=tmp_path / f"{node.name}.log")
         proc.start()
         procs.append(proc)
     try:
         wait_until(lambda: _meta_ready(nodes), timeout=60, interval=0.3, what="a JetStream meta leader over 4 servers")
+        PROCS[:] = procs
         yield nodes, passwords
     finally:
         for proc in procs:
             proc.stop()
+
+
+PROCS: list[Supervised] = []  # the cluster's processes, for a test that stops one
+
+
+def _meta_leader_view(nodes: list[NatsNode]) -> dict[str, Any]:
+    import urllib.request
+
+    for node in nodes:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/jsz?leader-only=true", timeout=1) as resp:
+                meta = json.loads(resp.read()).get("meta_cluster") or {}
+        except (OSError, ValueError):
+            continue
+        if meta.get("leader") == node.name:
+            return meta
+    return {}
 
 
 def _meta_ready(nodes: list[NatsNode]) -> bool:
@@ -191,5 +216,54 @@ async def test_the_jsadmin_identity_is_refused_everything_else(
         while sum("permissions violation" in v.lower() for v in violations) < len(FORBIDDEN_REQUESTS) + 2:
             assert time.monotonic() < wait_for, violations
             await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+async def test_a_removed_regions_offline_server_leaves_the_meta_group(
+        cluster: tuple[list[NatsNode], dict[str, str]]) -> None:
+    nodes, passwords = cluster
+    PROCS[0].stop()  # region a is gone: its server n-a is offline
+    live = nodes[1:]
+    wait_until(lambda: "n-a" in replicas.departed(_meta_leader_view(live), [n.name for n in live], "n-"),
+               timeout=60, interval=0.5, what="n-a offline in the meta group")
+    # Live servers and servers another mesh names are never candidates.
+    view = _meta_leader_view(live)
+    assert replicas.departed(view, [n.name for n in live], "other-") == []
+    assert replicas.departed(view, [n.name for n in nodes], "n-") == []
+    nc = await _connect(live, JSMETA_USER, passwords[JSMETA_USER])
+    try:
+        assert await replicas.remove_servers(nc, ["n-a"]) == ["n-a"]
+    finally:
+        await nc.close()
+    wait_until(lambda: {p["name"] for p in _meta_leader_view(live).get("replicas") or []} | {
+        _meta_leader_view(live).get("leader")} == {"n-b", "n-c", "n-d"}, timeout=30, interval=0.5,
+        what="a meta group of exactly n-b, n-c, n-d")
+
+
+async def test_the_jsmeta_identity_is_refused_the_rest_of_the_system_account(
+        cluster: tuple[list[NatsNode], dict[str, str]]) -> None:
+    nodes, passwords = cluster
+    violations: list[str] = []
+
+    async def record(exc: Exception) -> None:
+        violations.append(str(exc))
+
+    nc = await nats.connect(servers=[f"nats://127.0.0.1:{n.client_port}" for n in nodes], user=JSMETA_USER,
+                            password=passwords[JSMETA_USER], inbox_prefix=inbox_prefix(JSMETA_USER).encode(),
+                            error_cb=record)
+    try:
+        for subject in ("$JS.API.META.LEADER.STEPDOWN", "$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.PING.CONNZ",
+                        "$SYS.REQ.ACCOUNT.PING.CONNZ", "$JS.API.STREAM.LIST"):
+            with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+                await nc.request(subject, b"{}", timeout=1)
+        await nc.subscribe("$SYS.>")  # every connect/disconnect event of every account: refused
+        await nc.flush()
+        wait_for = time.monotonic() + 5
+        while sum("permissions violation" in v.lower() for v in violations) < 6:
+            assert time.monotonic() < wait_for, violations
+            await asyncio.sleep(0.1)
+        assert {p["name"] for p in _meta_leader_view(nodes).get("replicas") or []} | {
+            _meta_leader_view(nodes).get("leader")} == {n.name for n in nodes}  # nothing was removed
     finally:
         await nc.close()

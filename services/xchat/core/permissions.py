@@ -117,6 +117,8 @@ def permissions(service: str) -> Permissions:
         return bootstrap_permissions()
     if service == JSADMIN_USER:
         return jsadmin_permissions()
+    if service == JSMETA_USER:
+        return jsmeta_permissions()
     if service == "all":
         parts = [permissions(s) for s in OWNED_BUCKETS]
         union = dict.fromkeys(p for part in parts for p in part.publish)
@@ -160,3 +162,13 @@ def jsadmin_permissions() -> Permissions:
     """
     publish = ("$JS.API.STREAM.LIST", "$JS.API.STREAM.LEADER.STEPDOWN.*", "$JS.API.STREAM.PEER.REMOVE.*")
     return Permissions(publish, (f"{inbox_prefix(JSADMIN_USER)}.>",))
+
+
+#: The operator's NATS user in the system account: takes a removed region's servers out of the meta group.
+JSMETA_USER = "jsmeta"
+
+
+def jsmeta_permissions() -> Permissions:
+    """``$JS.API.SERVER.REMOVE`` and its own inbox, nothing else of the system account
+    (no server events, no account or connection listings)."""
+    return Permissions(("$JS.API.SERVER.REMOVE",), (f"{inbox_prefix(JSMETA_USER)}.>",))
