@@ -114,6 +114,7 @@ class Client:
             send_many=self._sender.send_many,
             own_devices=lambda: self._fanout.ready(self.account) != [],
             devices_of=self._fanout.ready,
+            reach=self._fanout.fetch,
             ack=self._receiver.ack,
             on_event=self._events.put,
         )
