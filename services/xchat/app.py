@@ -10,25 +10,24 @@ import asyncio
 import logging
 import signal
 
+import nacl.signing
+
 from xchat.auth.accounts import Accounts
+from xchat.auth.keylog import KeyLog
 from xchat.auth.service import AuthServicer
 from xchat.core.authz import token_signer, token_verifier
 from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_health, start_server, stop_server
 from xchat.core.settings import ServiceSettings
-from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_ATTACHMENT_QUOTA, BUCKET_DEVICES, BUCKET_PREKEYS, Store
+from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_PREKEYS, Store
 from xchat.core.tokens import TokenVerifier
 from xchat.keys.claims import PrekeyClaims
 from xchat.keys.prekeys import PrekeyDirectory
 from xchat.keys.service import KeysServicer
 from xchat.mailbox.service import MailboxServicer
-from xchat.relay.attachment_quota import AttachmentQuota, QuotaLimits
-from xchat.relay.attachments import Attachments
-from xchat.relay.attachments_service import AttachmentsServicer
 from xchat.relay.sending import Relay
 from xchat.relay.service import RelayServicer
-from xchat.v1 import attachments_pb2, attachments_pb2_grpc
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -44,13 +43,25 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
     verifier = _verifier(settings)
     out: list[Registration] = []
     if "auth" in settings.services:
-        accounts = Accounts(store, token_signer(settings), refresh_lifetime_s=settings.refresh_token_lifetime_s)
+        signer = token_signer(settings)  # asserts auth's signing seed; the directory signs with it too (ADR 0014)
+        assert settings.token_signing_seed is not None
+        keylog = KeyLog(
+            store.js,
+            nacl.signing.SigningKey(settings.token_signing_seed),
+            interval_s=settings.kt_epoch_interval_s,
+            known_keys=settings.token_extra_public_keys,
+            stopped=lambda: store.nc.is_closed,
+        )
+        accounts = Accounts(
+            store, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s, keylog=keylog
+        )
         out.append(
             Registration(
                 auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
                 auth_pb2_grpc.add_AuthServicer_to_server,
                 # Authorisation and per-address limits: xchat.core.edge.
                 AuthServicer(accounts),
+                prepare=keylog.start,  # the key transparency sealer (docs/adr/0014)
             )
         )
     if "keys" in settings.services:
@@ -89,7 +100,6 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 limiters={"envelopes": envelopes, "strangers": strangers, "stranger-senders": stranger_senders},
             )
         )
-        out.append(_attachments(settings, store))
     if "mailbox" in settings.services:
         mailbox = MailboxServicer(
             store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
@@ -103,25 +113,6 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     return out
-
-
-def _attachments(settings: ServiceSettings, store: Store) -> Registration:
-    """Attachments ride in the relay process (docs/attachments.md): it owns the bucket."""
-    quota = AttachmentQuota(
-        store.bucket(BUCKET_ATTACHMENT_QUOTA),
-        QuotaLimits(bytes=settings.attachment_quota_bytes, count=settings.attachment_quota_count),
-    )
-    attachments = Attachments(
-        store.nc, store.js, quota,
-        max_bytes=settings.attachment_max_bytes, ttl_s=settings.attachment_ttl_s, timeout_s=settings.store_timeout_s,
-    )
-    servicer = AttachmentsServicer(attachments)
-    return Registration(
-        attachments_pb2.DESCRIPTOR.services_by_name["Attachments"].full_name,
-        attachments_pb2_grpc.add_AttachmentsServicer_to_server,
-        servicer,
-        limiters={"attachment-bytes": servicer.upload_bytes},
-    )
 
 
 class ServiceProcess:

@@ -12,16 +12,16 @@ EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "Requ
             "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable", "StateKeyError",
             "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList", "SessionReset"}
 EXPECTED |= {"Group", "GroupChanged", "GroupError", "GroupRefused"}  # docs/adr/0015
+EXPECTED |= {"KeyTransparencyAlarm", "KeyTransparencyError"}  # docs/adr/0014
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
     "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
     "accept_sealed_from_anyone",
     "link_device", "open_linked", "devices", "revoke_device",
+    "monitor_account",
     "create_group", "add_members", "remove_members", "leave_group", "rename_group", "group", "send_group",
 }
-EXPECTED |= {"Attachment", "AttachmentError"}  # issue 14, attachments (docs/attachments.md)
-CLIENT_METHODS |= {"send_attachment", "attachment", "download_attachment"}
 
 
 def test_all_is_exactly_the_documented_surface() -> None:

@@ -29,11 +29,13 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import nats.js.errors
 from nats.js.kv import KeyValue
 
 from xchat.auth import devicelists
+from xchat.auth.keylog import KeyLog
 from xchat.auth.provisioning import Provisioning
 from xchat.core.devices import DeviceDirectory, DeviceRecord
 from xchat.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
@@ -70,7 +72,11 @@ def _now_ms() -> int:
 
 
 class Accounts:
-    def __init__(self, store: Store, signer: TokenSigner, *, refresh_lifetime_s: int) -> None:
+    def __init__(
+        self, store: Store, signer: TokenSigner, *, refresh_lifetime_s: int, keylog: KeyLog | None = None
+    ) -> None:
+        # Key transparency (docs/adr/0014): every stored device list is appended here.
+        self.keylog = keylog
         self._accounts: KeyValue = store.bucket(BUCKET_ACCOUNTS)
         self._devices_kv: KeyValue = store.bucket(BUCKET_DEVICES)
         self._devices = DeviceDirectory(self._devices_kv)
@@ -253,13 +259,27 @@ class Accounts:
         for _ in range(CAS_ATTEMPTS):
             entry = await self._get_account(account)
             raw = json.loads(entry.value or b"{}")
+            stored = devicelists.signed_list(raw)
+            if stored is not None and (stored.body, stored.signature) == (body, signature):
+                # A retry of a list already stored (its log append may have failed): append again
+                # (de-duplicated by the log) and answer as the first time did.
+                await self._append(account, raw, stored)
+                return stored.version
             updated = await devicelists.checked_list(raw, account, body, signature, self._devices)
             try:
                 await self._accounts.update(account, devicelists.encode_record(updated), last=entry.revision)
-                return int(updated["device_list"]["version"])
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # another change: check the list again against what won
+            listed = devicelists.signed_list(updated)
+            assert listed is not None
+            await self._append(account, updated, listed)
+            return listed.version
         raise ResourceExhausted("too much concurrent change on this account; retry")
+
+    async def _append(self, account: AccountId, raw: dict[str, Any], listed: devicelists.SignedList) -> None:
+        if self.keylog is not None:
+            key = devicelists.account_key(raw)
+            await self.keylog.append(account, key, listed.version, listed.body, listed.signature)
 
     async def signed_device_list(self, account: AccountId) -> tuple[bytes, devicelists.SignedList | None]:
         """The account key (b"": none) and the latest signed list (None: none yet)."""

@@ -13,6 +13,9 @@ from typing import Any
 import grpc.aio
 
 from xchat.auth.accounts import Accounts, Tokens
+from xchat.auth.keylog import Entry, KeyLog
+from xchat.client.crypto.transparency import EpochHead
+from xchat.core.errors import FailedPrecondition
 from xchat.core.authz import require_principal
 from xchat.core.ids import account_id, device_id
 from xchat.core.rpc import unary
@@ -29,6 +32,20 @@ def _tokens(tokens: Tokens) -> auth_pb2.TokenResponse:
         refresh_expires_at_ms=tokens.refresh_expires_at_ms,
         account=tokens.account,
         device_id=tokens.device,
+    )
+
+
+def _head(head: EpochHead) -> auth_pb2.EpochHead:
+    return auth_pb2.EpochHead(
+        epoch=head.epoch, map_root=head.map_root, entries_upto=head.entries_upto, time_ms=head.time_ms,
+        log_root=head.log_root, key_id=head.key_id, signature=head.signature,
+    )
+
+
+def _entry(entry: Entry) -> auth_pb2.LogEntry:
+    return auth_pb2.LogEntry(
+        sequence=entry.sequence, account=entry.account, account_key=entry.account_key, version=entry.version,
+        device_list=auth_pb2.SignedDeviceList(body=entry.body, signature=entry.signature),
     )
 
 
@@ -133,3 +150,41 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         # Anonymous: the new device has no token; the rendezvous id is 128 random bits.
         ciphertext = await self._accounts.provisioning.take(request.rendezvous_id)
         return auth_pb2.TakeProvisioningResponse(ciphertext=ciphertext)
+
+    def _keylog(self) -> KeyLog:
+        if self._accounts.keylog is None:
+            raise FailedPrecondition("key transparency is not enabled on this auth process")
+        return self._accounts.keylog
+
+    @unary
+    async def LookupKey(self, request: auth_pb2.LookupKeyRequest, context: Ctx) -> auth_pb2.LookupKeyResponse:
+        require_principal()
+        account = account_id(request.account)
+        known = request.known_epoch if request.HasField("known_epoch") else None
+        found = await self._keylog().lookup(account, known)
+        reply = auth_pb2.LookupKeyResponse(
+            head=_head(found.head),
+            directory_key=found.directory_key,
+            found=found.leaf is not None,
+            map_siblings=list(found.map_proof.siblings),
+            path_leaf_key=found.map_proof.leaf_key,
+            path_leaf_value=found.map_proof.leaf_value,
+            consistency_proof=found.consistency,
+            head_inclusion_proof=found.head_inclusion,
+            epoch_interval_ms=found.interval_ms,
+        )
+        if found.leaf is not None:
+            reply.account_key = found.leaf.account_key
+            reply.version = found.leaf.version
+            reply.device_list.CopyFrom(auth_pb2.SignedDeviceList(body=found.leaf.body, signature=found.leaf.signature))
+        return reply
+
+    @unary
+    async def AuditLog(self, request: auth_pb2.AuditLogRequest, context: Ctx) -> auth_pb2.AuditLogResponse:
+        # Anonymous: an auditor needs no account; limited per client address by the edge.
+        heads, entries, keys = await self._keylog().audit_page(request.from_epoch, request.after_entry, request.max_epochs)
+        return auth_pb2.AuditLogResponse(
+            heads=[_head(h) for h in heads],
+            entries=[_entry(e) for e in entries],
+            directory_keys=[auth_pb2.DirectoryKey(key_id=k, public_key=v) for k, v in keys.items()],
+        )

@@ -4,29 +4,28 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
 
     Client          one device: register, send, send_many, messages, ack, safety_number,
                     events, verify, approve_identity, link_device, open_linked, devices,
-                    revoke_device
+                    revoke_device, monitor_account
     LinkedDevice    a device of our account, as its signed device list names it
-    Attachment      an encrypted file a message references (send_attachment, download_attachment)
     Group, GroupChanged, GroupRefused, GroupError   groups (create_group, send_group, ...)
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
     SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged,
-                    Undecryptable, DeviceListRejected, SessionReset
+                    Undecryptable, DeviceListRejected, SessionReset, KeyTransparencyAlarm
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
-    IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList, LinkFailed
+    IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList,
+    KeyTransparencyError, LinkFailed
 
 The session cryptography is ``xchat.client.crypto``.
 """
 
-from xchat.client._attachments import Attachment
 from xchat.client._devices import LinkedDevice
 from xchat.client.client import Client
 from xchat.client.groups import Group, GroupChanged, GroupError, GroupRefused
 from xchat.client.errors import (
-    AttachmentError,
     ClientError,
     IdentityNotApproved,
+    KeyTransparencyError,
     LinkFailed,
     NotRegistered,
     RequestRejected,
@@ -39,6 +38,7 @@ from xchat.client.messages import (
     DeviceListRejected,
     Failed,
     IdentityChanged,
+    KeyTransparencyAlarm,
     Message,
     SecurityEvent,
     SenderMismatch,
@@ -48,8 +48,6 @@ from xchat.client.messages import (
 )
 
 __all__ = [
-    "Attachment",
-    "AttachmentError",
     "Group",
     "GroupChanged",
     "GroupError",
@@ -60,6 +58,8 @@ __all__ = [
     "Failed",
     "IdentityChanged",
     "IdentityNotApproved",
+    "KeyTransparencyAlarm",
+    "KeyTransparencyError",
     "LinkFailed",
     "LinkedDevice",
     "Message",

@@ -143,4 +143,26 @@ class SessionReset:
     resent: int
 
 
-SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset
+@dataclass(frozen=True, slots=True)
+class KeyTransparencyAlarm:
+    """The key transparency log contradicts what the directory served (docs/adr/0014).
+
+    ``problem``: "not_in_log" (a key or device list for ``account`` other than
+    the log's: shown to this client only), "stale" (an older list than the
+    log's), "missing" (a served list still not in the log after a few epochs,
+    or a change dropped from it), "fork" (a log that does not extend the one
+    this device saw, e.g. another region's history), "rollback" (an epoch
+    older than one already verified), "bad_proof" / "signature" /
+    "directory_key_changed" (proofs or heads that do not verify), and for our
+    own account "account_key_changed" or "unsigned_change" (a key or device
+    list this account did not make). Nothing is sent to or accepted from
+    ``account`` meanwhile (``KeyTransparencyError``). Show it: it means the
+    directory, or a region of it, is lying.
+    """
+
+    account: str
+    problem: str
+    detail: str
+
+
+SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset | KeyTransparencyAlarm

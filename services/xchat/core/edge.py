@@ -88,6 +88,8 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Auth/PutProvisioning": Policy(fresh=True),
     # No token yet (a device being linked): the rendezvous id is the capability.
     "/xchat.v1.Auth/TakeProvisioning": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Auth/LookupKey": Policy(),
+    "/xchat.v1.Auth/AuditLog": Policy(anonymous=True, limit=ANONYMOUS),
     "/xchat.v1.Keys/UploadPrekeys": Policy(),
     "/xchat.v1.Keys/CountPrekeys": Policy(),
     "/xchat.v1.Keys/FetchBundles": Policy(limit=FETCH),
@@ -95,11 +97,6 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Relay/SendStream": Policy(limit=None),
     # No token: the delivery key of each envelope authorises it (xchat.relay.sealed).
     "/xchat.v1.Relay/SendSealed": Policy(anonymous=True, limit=SEALED),
-    # Attachments: ids are capabilities (any device holding one may download);
-    # chunks are limited in bytes by the servicer.
-    "/xchat.v1.Attachments/BeginUpload": Policy(),
-    "/xchat.v1.Attachments/UploadChunk": Policy(limit=None),
-    "/xchat.v1.Attachments/Download": Policy(),
     "/xchat.v1.Mailbox/Sync": Policy(),
     "/xchat.v1.Mailbox/SyncStream": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),

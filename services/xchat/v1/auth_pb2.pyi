@@ -170,3 +170,99 @@ class ListDevicesResponse(_message.Message):
     account_key: bytes
     device_list: SignedDeviceList
     def __init__(self, devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., account_key: _Optional[bytes] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
+
+class EpochHead(_message.Message):
+    __slots__ = ("epoch", "map_root", "entries_upto", "time_ms", "log_root", "key_id", "signature")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAP_ROOT_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_UPTO_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    LOG_ROOT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    map_root: bytes
+    entries_upto: int
+    time_ms: int
+    log_root: bytes
+    key_id: str
+    signature: bytes
+    def __init__(self, epoch: _Optional[int] = ..., map_root: _Optional[bytes] = ..., entries_upto: _Optional[int] = ..., time_ms: _Optional[int] = ..., log_root: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class LookupKeyRequest(_message.Message):
+    __slots__ = ("account", "known_epoch")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    known_epoch: int
+    def __init__(self, account: _Optional[str] = ..., known_epoch: _Optional[int] = ...) -> None: ...
+
+class LookupKeyResponse(_message.Message):
+    __slots__ = ("head", "directory_key", "found", "account_key", "version", "device_list", "map_siblings", "path_leaf_key", "path_leaf_value", "consistency_proof", "head_inclusion_proof", "epoch_interval_ms")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_KEY_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    MAP_SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    PATH_LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
+    PATH_LEAF_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    HEAD_INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    head: EpochHead
+    directory_key: bytes
+    found: bool
+    account_key: bytes
+    version: int
+    device_list: SignedDeviceList
+    map_siblings: _containers.RepeatedScalarFieldContainer[bytes]
+    path_leaf_key: bytes
+    path_leaf_value: bytes
+    consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    head_inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    epoch_interval_ms: int
+    def __init__(self, head: _Optional[_Union[EpochHead, _Mapping]] = ..., directory_key: _Optional[bytes] = ..., found: _Optional[bool] = ..., account_key: _Optional[bytes] = ..., version: _Optional[int] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ..., map_siblings: _Optional[_Iterable[bytes]] = ..., path_leaf_key: _Optional[bytes] = ..., path_leaf_value: _Optional[bytes] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., head_inclusion_proof: _Optional[_Iterable[bytes]] = ..., epoch_interval_ms: _Optional[int] = ...) -> None: ...
+
+class AuditLogRequest(_message.Message):
+    __slots__ = ("from_epoch", "after_entry", "max_epochs")
+    FROM_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    from_epoch: int
+    after_entry: int
+    max_epochs: int
+    def __init__(self, from_epoch: _Optional[int] = ..., after_entry: _Optional[int] = ..., max_epochs: _Optional[int] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("sequence", "account", "account_key", "version", "device_list")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    account: str
+    account_key: bytes
+    version: int
+    device_list: SignedDeviceList
+    def __init__(self, sequence: _Optional[int] = ..., account: _Optional[str] = ..., account_key: _Optional[bytes] = ..., version: _Optional[int] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
+
+class DirectoryKey(_message.Message):
+    __slots__ = ("key_id", "public_key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key: bytes
+    def __init__(self, key_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class AuditLogResponse(_message.Message):
+    __slots__ = ("heads", "entries", "directory_keys")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[EpochHead]
+    entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
+    directory_keys: _containers.RepeatedCompositeFieldContainer[DirectoryKey]
+    def __init__(self, heads: _Optional[_Iterable[_Union[EpochHead, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., directory_keys: _Optional[_Iterable[_Union[DirectoryKey, _Mapping]]] = ...) -> None: ...

@@ -89,6 +89,16 @@ class AuthStub:
                 request_serializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningResponse.FromString,
                 _registered_method=True)
+        self.LookupKey = channel.unary_unary(
+                '/xchat.v1.Auth/LookupKey',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.LookupKeyRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.LookupKeyResponse.FromString,
+                _registered_method=True)
+        self.AuditLog = channel.unary_unary(
+                '/xchat.v1.Auth/AuditLog',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServicer:
@@ -184,6 +194,24 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupKey(self, request, context):
+        """Key transparency (docs/adr/0014): the latest signed epoch, the account's
+        leaf (its account key and latest signed device list) with an inclusion
+        proof, or a non-inclusion proof, and the log's consistency proof from the
+        caller's last seen epoch. UNAVAILABLE before the first epoch is sealed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditLog(self, request, context):
+        """Anonymous (auditors have no account): the log's epoch heads in stream
+        order and the entries they seal, a page at a time (`xchat audit`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +269,16 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.TakeProvisioning,
                     request_deserializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningResponse.SerializeToString,
+            ),
+            'LookupKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupKey,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.LookupKeyRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.LookupKeyResponse.SerializeToString,
+            ),
+            'AuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditLog,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -540,6 +578,60 @@ class Auth:
             '/xchat.v1.Auth/TakeProvisioning',
             xchat_dot_v1_dot_auth__pb2.TakeProvisioningRequest.SerializeToString,
             xchat_dot_v1_dot_auth__pb2.TakeProvisioningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/LookupKey',
+            xchat_dot_v1_dot_auth__pb2.LookupKeyRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.LookupKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/AuditLog',
+            xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,
