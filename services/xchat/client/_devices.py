@@ -130,9 +130,10 @@ class Devices:
                 raise self._refuse(
                     account, "rollback", f"version {verified.version} after version {known_version} was verified"
                 )
-        with self._state.transaction():
-            self._state.set_meta(f"acct_key:{account}", account_key)
-            self._state.set_meta(f"acct_list:{account}", body)
+        if pinned != account_key or known != body:  # unchanged: no write (each refresh would re-seal both)
+            with self._state.transaction():
+                self._state.set_meta(f"acct_key:{account}", account_key)
+                self._state.set_meta(f"acct_list:{account}", body)
         self._pinned[account] = verified.devices
         return verified
 
