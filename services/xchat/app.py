@@ -20,14 +20,18 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_health, start_server, stop_server
 from xchat.core.settings import ServiceSettings
-from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_PREKEYS, Store
+from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_ATTACHMENT_QUOTA, BUCKET_DEVICES, BUCKET_PREKEYS, Store
 from xchat.core.tokens import TokenVerifier
 from xchat.keys.claims import PrekeyClaims
 from xchat.keys.prekeys import PrekeyDirectory
 from xchat.keys.service import KeysServicer
 from xchat.mailbox.service import MailboxServicer
+from xchat.relay.attachment_quota import AttachmentQuota, QuotaLimits
+from xchat.relay.attachments import Attachments
+from xchat.relay.attachments_service import AttachmentsServicer
 from xchat.relay.sending import Relay
 from xchat.relay.service import RelayServicer
+from xchat.v1 import attachments_pb2, attachments_pb2_grpc
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 limiters={"envelopes": envelopes, "strangers": strangers, "stranger-senders": stranger_senders},
             )
         )
+        out.append(_attachments(settings, store))
     if "mailbox" in settings.services:
         mailbox = MailboxServicer(
             store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
@@ -113,6 +118,25 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     return out
+
+
+def _attachments(settings: ServiceSettings, store: Store) -> Registration:
+    """Attachments ride in the relay process (docs/attachments.md): it owns the bucket."""
+    quota = AttachmentQuota(
+        store.bucket(BUCKET_ATTACHMENT_QUOTA),
+        QuotaLimits(bytes=settings.attachment_quota_bytes, count=settings.attachment_quota_count),
+    )
+    attachments = Attachments(
+        store.nc, store.js, quota,
+        max_bytes=settings.attachment_max_bytes, ttl_s=settings.attachment_ttl_s, timeout_s=settings.store_timeout_s,
+    )
+    servicer = AttachmentsServicer(attachments)
+    return Registration(
+        attachments_pb2.DESCRIPTOR.services_by_name["Attachments"].full_name,
+        attachments_pb2_grpc.add_AttachmentsServicer_to_server,
+        servicer,
+        limiters={"attachment-bytes": servicer.upload_bytes},
+    )
 
 
 class ServiceProcess:

@@ -22,6 +22,8 @@ CLIENT_METHODS = {
     "monitor_account",
     "create_group", "add_members", "remove_members", "leave_group", "rename_group", "group", "send_group",
 }
+EXPECTED |= {"Attachment", "AttachmentError"}  # issue 14, attachments (docs/attachments.md)
+CLIENT_METHODS |= {"send_attachment", "attachment", "download_attachment"}
 
 
 def test_all_is_exactly_the_documented_surface() -> None:

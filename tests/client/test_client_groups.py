@@ -283,3 +283,20 @@ async def test_a_group_message_read_but_not_acked_comes_back_once_after_a_restar
 async def _collect(client: Client, into: list[Any]) -> None:
     async for event in client.events():
         into.append(event)
+
+
+async def test_adding_an_account_that_does_not_exist_changes_nothing(mesh: LocalMesh, tmp_path: Path) -> None:
+    devices = await open_devices(mesh, tmp_path, {"alice": "a", "bob": "b"}, linked={})
+    alice, bob = devices["alice"], devices["bob"]
+    try:
+        with pytest.raises(GroupError, match="cannot add 'nobody"):
+            await alice.client.create_group("typo", [bob.client.account, "nobody-" + secrets.token_hex(4)])
+        group_id = await alice.client.create_group("fine", [bob.client.account])
+        with pytest.raises(GroupError, match="cannot add"):
+            await alice.client.add_members(group_id, ["nobody-" + secrets.token_hex(4)])
+        assert (alice.client.group(group_id) or _none).version == 1
+        await until(lambda: (bob.client.group(group_id) or _none).version == 1, "bob's invitation")
+        assert [e.group_id for e in alice.events if isinstance(e, GroupChanged)] == [group_id]
+    finally:
+        for device in devices.values():
+            await device.stop()

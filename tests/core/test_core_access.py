@@ -222,9 +222,9 @@ def test_identifiers_are_valid_or_invalid_argument(text: str) -> None:
 
 
 def _methods():
-    from xchat.v1 import auth_pb2, keys_pb2, mailbox_pb2, relay_pb2
+    from xchat.v1 import attachments_pb2, auth_pb2, keys_pb2, mailbox_pb2, relay_pb2
 
-    for module in (auth_pb2, keys_pb2, mailbox_pb2, relay_pb2):
+    for module in (auth_pb2, keys_pb2, mailbox_pb2, relay_pb2, attachments_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 yield f"/{service.full_name}/{method.name}", getattr(module, method.input_type.name)

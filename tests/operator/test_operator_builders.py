@@ -112,6 +112,12 @@ def test_service_permissions_are_least_privilege() -> None:
     assert not any("XCHAT_KT" in x or x.startswith("xchat.kt") for svc in ("keys", "relay", "mailbox") for x in p[svc])
     assert "$JS.API.STREAM.UPDATE.XCHAT_KT" in p["bootstrap"]
     assert not any(x.startswith(("$KV.", "xchat.", "$JS.API.DIRECT")) or "PURGE" in x or "DELETE" in x for x in p["bootstrap"])
+    # Attachments (docs/attachments.md): relay writes chunks and claims and reads them; no listing, no delete.
+    assert {"$O.xchat_attachments.C.>", "$O.xchat_attachments.M.>", "$JS.API.DIRECT.GET.OBJ_xchat_attachments",
+            "$JS.API.STREAM.MSG.GET.OBJ_xchat_attachments", "$KV.xchat_attachment_quota.>"} <= set(p["relay"])
+    assert not any("attachment" in x for svc in ("auth", "keys", "mailbox") for x in p[svc])
+    assert not any("OBJ_xchat_attachments" in x and ("INFO" in x or "DELETE" in x or "PURGE" in x) for x in p["relay"])
+    assert {"$JS.API.STREAM.UPDATE.OBJ_xchat_attachments", "$JS.API.STREAM.CREATE.KV_xchat_attachment_quota"} <= set(p["bootstrap"])
     spec = parse_mesh(mesh_body())
     conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
     assert conf.count('subscribe: {\n          allow: ["_INBOX_auth.>", "xchat.limits.auth"]') == 1

@@ -16,6 +16,7 @@ import nacl.signing
 import pytest
 
 from xchat.statements import login_statement, register_statement
+from xchat.v1 import attachments_pb2, attachments_pb2_grpc
 from xchat.v1 import auth_pb2, common_pb2, keys_pb2, mailbox_pb2, relay_pb2
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -309,11 +310,30 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         "Auth.TakeProvisioning": lambda: _take_provisioning(c, a1, md),
         "Auth.LookupKey": lambda: c.auth.LookupKey(auth_pb2.LookupKeyRequest(account=a1.account), metadata=md),
         "Auth.AuditLog": lambda: c.auth.AuditLog(auth_pb2.AuditLogRequest(from_epoch=0, max_epochs=1), metadata=md),
+        "Attachments.BeginUpload": lambda: _attachment_cell(c, a1, md, "begin"),
+        "Attachments.UploadChunk": lambda: _attachment_cell(c, a1, md, "chunk"),
+        "Attachments.Download": lambda: _attachment_cell(c, a1, md, "download"),
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
         "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
     }
     return cells[rpc]
+
+
+async def _attachment_cell(caller, owner, md, step: str) -> object:
+    """A's device claims a fresh attachment id (and for a download uploads it); the caller then
+    resumes the claim, writes its one chunk, or downloads it."""
+    mine = attachments_pb2_grpc.AttachmentsStub(owner.channel)
+    theirs = attachments_pb2_grpc.AttachmentsStub(caller.channel)
+    ident = secrets.token_bytes(16)
+    await mine.BeginUpload(attachments_pb2.BeginUploadRequest(attachment_id=ident, size=1000), metadata=owner.md)
+    chunk = attachments_pb2.UploadChunkRequest(attachment_id=ident, index=0, data=secrets.token_bytes(1000))
+    if step == "begin":
+        return await theirs.BeginUpload(attachments_pb2.BeginUploadRequest(attachment_id=ident, size=1000), metadata=md)
+    if step == "chunk":
+        return await theirs.UploadChunk(chunk, metadata=md)
+    await mine.UploadChunk(chunk, metadata=owner.md)
+    return [r async for r in theirs.Download(attachments_pb2.DownloadRequest(attachment_id=ident), metadata=md)]
 
 
 async def _take_provisioning(caller, owner, md) -> object:
@@ -324,11 +344,11 @@ async def _take_provisioning(caller, owner, md) -> object:
 
 
 def test_the_matrix_names_every_rpc() -> None:
-    from xchat.v1 import auth_pb2 as a, keys_pb2 as k, mailbox_pb2 as m, relay_pb2 as r
+    from xchat.v1 import attachments_pb2 as x, auth_pb2 as a, keys_pb2 as k, mailbox_pb2 as m, relay_pb2 as r
 
     rpcs = {
         f"{service.name}.{method.name}"
-        for module in (a, k, m, r)
+        for module in (a, k, m, r, x)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }

@@ -6,6 +6,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
                     events, verify, approve_identity, link_device, open_linked, devices,
                     revoke_device, monitor_account
     LinkedDevice    a device of our account, as its signed device list names it
+    Attachment      an encrypted file a message references (send_attachment, download_attachment)
     Group, GroupChanged, GroupRefused, GroupError   groups (create_group, send_group, ...)
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
@@ -19,10 +20,12 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
 The session cryptography is ``xchat.client.crypto``.
 """
 
+from xchat.client._attachments import Attachment
 from xchat.client._devices import LinkedDevice
 from xchat.client.client import Client
 from xchat.client.groups import Group, GroupChanged, GroupError, GroupRefused
 from xchat.client.errors import (
+    AttachmentError,
     ClientError,
     IdentityNotApproved,
     KeyTransparencyError,
@@ -48,6 +51,8 @@ from xchat.client.messages import (
 )
 
 __all__ = [
+    "Attachment",
+    "AttachmentError",
     "Group",
     "GroupChanged",
     "GroupError",

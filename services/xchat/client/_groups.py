@@ -49,6 +49,7 @@ from xchat.client._state import LocalState
 from xchat.client.crypto import CryptoError
 from xchat.client.crypto.sender_keys import ReceivedSenderKey, SenderKey, SenderKeySignatureError, parse_header
 from xchat.client.crypto.errors import ReplayedMessageError
+from xchat.client.errors import ClientError
 from xchat.client.groups import Group, GroupChanged, GroupError, GroupEvent, GroupRefused
 from xchat.client.messages import Failed, Message, SendReceipt
 
@@ -96,6 +97,7 @@ class Groups:
         send_many: SendMany,
         own_devices: Callable[[], bool],
         devices_of: Callable[[str], list[str] | None],
+        reach: Callable[[str], Awaitable[object]],
         ack: Callable[[Message], Awaitable[None]],
         on_event: Callable[[GroupEvent], None],
     ) -> None:
@@ -105,6 +107,7 @@ class Groups:
         self._send_many = send_many
         self._own_devices = own_devices
         self._devices_of = devices_of
+        self._reach = reach
         self._ack = ack
         self._on_event = on_event
         self._held: list[tuple[Message, float, Hold]] = []  # (message, give up at (monotonic s), why)
@@ -124,6 +127,7 @@ class Groups:
     async def create(self, name: str, members: Sequence[str]) -> str:
         me, _ = self._me()
         group = Group(group_id=secrets.token_hex(16), name=name, version=1, members=tuple(sorted({me, *members})))
+        await self._check_new(group.members)
         await self._publish(group, notify=group.members)
         return group.group_id
 
@@ -136,8 +140,21 @@ class Groups:
         if not members:
             raise GroupError("a group keeps at least one member: leave_group instead")
         changed = replace(current, version=current.version + 1, members=tuple(sorted(members)), name=current.name if name is None else name)
+        await self._check_new([a for a in add if a not in current.members])
         await self._publish(changed, notify=sorted(set(current.members) | members))
         return self._active(group_id) if me in members else changed
+
+    async def _check_new(self, accounts: Sequence[str]) -> None:
+        """Every account about to join exists and is reachable (its signed device list verified,
+        sessions started), before anything changes here: a typo fails the call, not the group."""
+        me, _ = self._me()
+        others = [a for a in accounts if a != me]
+        outcomes = await asyncio.gather(*(self._reach(a) for a in others), return_exceptions=True)
+        for account, outcome in zip(others, outcomes):
+            if isinstance(outcome, ClientError):
+                raise GroupError(f"cannot add {account!r} to the group: {outcome}") from outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _active(self, group_id: str) -> Group:
         group = self._store.group(group_id)

@@ -27,8 +27,11 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from xchat.client import _codec
+from xchat.client._attachments import CONTENT_TYPE as ATTACHMENT_TYPE
+from xchat.client._attachments import Attachment, Attachments, Progress, pointer
 from xchat.client._devices import Devices, LinkedDevice, redeem
 from xchat.client._events import EventQueue
 from xchat.client._transparency import Transparency
@@ -47,7 +50,7 @@ from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import Endpoint, Transport
 from xchat.client.crypto import PublicPrekeys, safety_number
-from xchat.client.errors import NotRegistered, RequestRejected, ServiceUnavailable
+from xchat.client.errors import AttachmentError, NotRegistered, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, Message, SecurityEvent, SendReceipt
 from xchat.statements import register_statement
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc
@@ -79,6 +82,7 @@ class Client:
             state, self._tokens, on_event=self._events.put, own=self._own_account_key
         )
         self._devices.transparency = self._transparency.check
+        self._attachments = Attachments(state, transport, self._tokens)
         self._book.account_safety_number = self._account_safety_number
         self._book.device_listed = self._devices.lists
         self._fanout = Fanout(self._devices, self._book, self._tokens, me=lambda: (self.account, self.device_id))
@@ -115,6 +119,7 @@ class Client:
             send_many=self._sender.send_many,
             own_devices=lambda: self._fanout.ready(self.account) != [],
             devices_of=self._fanout.ready,
+            reach=self._fanout.fetch,
             ack=self._receiver.ack,
             on_event=self._events.put,
         )
@@ -454,6 +459,53 @@ class Client:
         """
         self._rotation.check()
         return await self._groups.send(group_id, _bytes(body), content_type)
+
+    # -- attachments (``_attachments``, docs/attachments.md) ----------------
+
+    async def send_attachment(
+        self,
+        account: str,
+        source: str | Path | BinaryIO,
+        *,
+        content_type: str = "application/octet-stream",
+        name: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[SendReceipt]:
+        """Encrypts a file (a path, or a seekable binary file) under a fresh key, uploads it, then sends
+        ``account`` a message carrying its id, key, size and SHA-256; one receipt per device, as ``send``.
+
+        Up to the server's limit (128 MiB by default); memory stays bounded whatever the size.
+        Outages are resumed from the last stored chunk in any region; if this still fails
+        (``ServiceUnavailable`` after two minutes, or the client closed), calling it again with
+        the same unchanged path resumes the upload. ``progress(done, total)``: bytes stored so far.
+        Refusals are ``RequestRejected`` (INVALID_ARGUMENT over the size limit,
+        RESOURCE_EXHAUSTED over the account's quota). The recipient reads it with
+        ``attachment(message)`` and ``download_attachment``.
+        """
+        attachment, pending = await self._attachments.upload(source, content_type=content_type, name=name, progress=progress)
+        receipts = await self.send(account, attachment.body(), content_type=ATTACHMENT_TYPE)
+        self._attachments.forget_pending(pending)
+        return receipts
+
+    def attachment(self, message: Message) -> Attachment | None:
+        """The attachment ``message`` references, or None for any other message."""
+        return pointer(message)
+
+    async def download_attachment(
+        self, message: Message | Attachment, dest: str | Path, *, progress: Progress | None = None
+    ) -> Path:
+        """Downloads, decrypts and verifies an attachment into ``dest``; returns ``dest``.
+
+        Each 64 KiB chunk is authenticated as it arrives and the file's size and SHA-256 are
+        checked at the end: ``AttachmentError`` (``problem`` tampered, truncated, size, digest)
+        and nothing at ``dest`` if any check fails. Until it returns the bytes live in
+        ``dest`` + ``.xchat-part``; an interrupted download (outage, client closed) resumes
+        from there when called again. ``progress(done, total)``: ciphertext bytes received.
+        """
+        attachment = message if isinstance(message, Attachment) else pointer(message)
+        if attachment is None:
+            raise AttachmentError("not_attachment", f"message of type {message.content_type!r} carries no attachment")
+        return await self._attachments.download(attachment, Path(dest), progress)
 
     # -- receiving (``_receiving``) ----------------------------------------
 

@@ -10,6 +10,8 @@
     ├── IdentityNotApproved      a verified contact's identity key changed: sending to
     │                            ``account`` waits for ``Client.approve_identity``
     ├── SafetyNumberMismatch     ``Client.verify`` got digits that are not the safety number
+    ├── AttachmentError          a downloaded attachment failed a check (``problem``: tampered,
+    │                            truncated, size, digest, ...); nothing unverified is left at ``dest``
     ├── UntrustedDeviceList      the directory's device list for ``account`` is not the account
     │   │                        key's (unsigned, another key, a rollback)
     │   └── KeyTransparencyError the key transparency log contradicts what the directory served
@@ -85,3 +87,18 @@ class KeyTransparencyError(UntrustedDeviceList):
 
 class LinkFailed(ClientError):
     """``Client.open_linked`` could not use the code: unknown, expired, already used, or not a link code."""
+
+class AttachmentError(ClientError):
+    """An attachment failed a check (docs/attachments.md).
+
+    ``problem``: "tampered" (a chunk failed authentication: altered, moved or cut
+    short), "truncated" (the server ended before the last byte), "size" (the
+    server's size is not the one the message promised), "digest" (the file's
+    SHA-256 is not the one the message carried), "not_attachment" (the message
+    carries no attachment), "source_changed" (the file changed while uploading).
+    """
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"attachment {problem}: {detail}")
+        self.problem = problem
+        self.detail = detail

@@ -97,6 +97,11 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Relay/SendStream": Policy(limit=None),
     # No token: the delivery key of each envelope authorises it (xchat.relay.sealed).
     "/xchat.v1.Relay/SendSealed": Policy(anonymous=True, limit=SEALED),
+    # Attachments: ids are capabilities (any device holding one may download);
+    # chunks are limited in bytes by the servicer.
+    "/xchat.v1.Attachments/BeginUpload": Policy(),
+    "/xchat.v1.Attachments/UploadChunk": Policy(limit=None),
+    "/xchat.v1.Attachments/Download": Policy(),
     "/xchat.v1.Mailbox/Sync": Policy(),
     "/xchat.v1.Mailbox/SyncStream": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),

@@ -44,6 +44,13 @@ BUCKET_DEVICES = "xchat_devices"
 BUCKET_CHALLENGES = "xchat_challenges"
 BUCKET_REFRESH = "xchat_refresh"
 BUCKET_PREKEYS = "xchat_prekeys"
+#: Attachments (docs/attachments.md): a JetStream object-store bucket (stream
+#: OBJ_<bucket>, subjects $O.<bucket>.C.> for chunks and .M.> for claims) that
+#: relay writes and reads; per-account quota records in their own KV bucket.
+ATTACHMENTS_BUCKET = "xchat_attachments"
+ATTACHMENTS_STREAM = f"OBJ_{ATTACHMENTS_BUCKET}"
+BUCKET_ATTACHMENT_QUOTA = "xchat_attachment_quota"
+ATTACHMENTS_OWNER = "relay"
 #: Key transparency (docs/adr/0014): auth appends entries and signed epoch heads
 #: to one stream that denies deletes and purges; nobody else touches it.
 KT_STREAM = "XCHAT_KT"
@@ -58,7 +65,7 @@ BOOTSTRAP_USER = "bootstrap"
 OWNED_BUCKETS: dict[str, tuple[str, ...]] = {
     "auth": (BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_CHALLENGES, BUCKET_REFRESH),
     "keys": (BUCKET_PREKEYS,),
-    "relay": (),
+    "relay": (BUCKET_ATTACHMENT_QUOTA,),
     "mailbox": (),
 }
 #: Buckets a service only reads.
@@ -111,7 +118,7 @@ def _stream_admin(stream: str) -> list[str]:
 def bootstrap_permissions() -> Permissions:
     """Create/update (never delete or purge) the mailbox stream and every bucket; no data."""
     buckets = dict.fromkeys(b for owned in OWNED_BUCKETS.values() for b in owned)
-    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM), *_stream_admin(KT_STREAM)]
+    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM), *_stream_admin(KT_STREAM), *_stream_admin(ATTACHMENTS_STREAM)]
     for bucket in buckets:
         publish += _stream_admin(f"KV_{bucket}")
     return Permissions(tuple(publish), (f"{inbox_prefix(BOOTSTRAP_USER)}.>",))
@@ -142,6 +149,16 @@ def permissions(service: str) -> Permissions:
         publish += _bucket_read(bucket)
     if service == MAILBOX_OWNER:
         publish += [MAILBOX_SUBJECTS, NOTIFY_SUBJECTS]
+    if service == ATTACHMENTS_OWNER:
+        # Chunks and claims (each write compare-and-set by subject), direct gets by subject; no info
+        # (a subject listing names every attachment id), no delete or purge (expiry is max_age).
+        publish += [
+            f"$O.{ATTACHMENTS_BUCKET}.C.>",
+            f"$O.{ATTACHMENTS_BUCKET}.M.>",
+            f"$JS.API.DIRECT.GET.{ATTACHMENTS_STREAM}",
+            f"$JS.API.DIRECT.GET.{ATTACHMENTS_STREAM}.>",
+            f"$JS.API.STREAM.MSG.GET.{ATTACHMENTS_STREAM}",  # the leader's view, for decisions
+        ]
     if service == KT_OWNER:
         # Append entries and heads, read them back by sequence; no delete, purge or info.
         publish += [

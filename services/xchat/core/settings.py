@@ -29,7 +29,7 @@ DEFAULT_MAILBOX_TTL_S = 14 * 24 * 3600
 DEFAULT_MAILBOX_QUOTA = 10_000
 # Bytes the mailbox stream may hold, all devices together; beyond it sends are
 # refused. JetStream reserves it on every server holding a replica, so it must
-# fit that server's max_file_store (2 GB in the local mesh).
+# fit that server's max_file_store (6 GB in the local mesh).
 DEFAULT_MAILBOX_MAX_BYTES = 1024**3
 # Bytes each KV bucket may hold (the prekeys bucket four times this: ~30 KB of
 # keys per device).
@@ -41,6 +41,17 @@ DEFAULT_DUPLICATE_WINDOW_S = 3600.0
 DEFAULT_STORE_TIMEOUT_S = 5.0
 # Largest end-to-end ciphertext accepted by relay.
 DEFAULT_MAX_CIPHERTEXT_BYTES = 128 * 1024
+# Attachments (docs/attachments.md): the largest one (ciphertext; the SDK adds
+# 16 bytes per 64 KiB, so a 127.9 MiB file fits), what one account may hold,
+# how long they are kept, and the bucket's bytes all accounts together (reserved
+# on every server holding a replica, like the mailbox stream: it must fit
+# max_file_store beside it).
+DEFAULT_ATTACHMENT_MAX_BYTES = 128 * 1024**2
+DEFAULT_ATTACHMENT_QUOTA_BYTES = 1024**3
+DEFAULT_ATTACHMENT_TTL_S = 30 * 24 * 3600
+DEFAULT_ATTACHMENTS_MAX_BYTES = 2 * 1024**3
+# Attachments one account may hold at once (bounds its quota record).
+DEFAULT_ATTACHMENT_QUOTA_COUNT = 500
 # Per device, per relay process: envelopes per second and burst. Generous for
 # people, tight enough that one device cannot monopolise a region.
 DEFAULT_SEND_RATE = 500.0
@@ -114,6 +125,11 @@ class ServiceSettings:
     duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     max_ciphertext_bytes: int = DEFAULT_MAX_CIPHERTEXT_BYTES
+    attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
+    attachment_quota_bytes: int = DEFAULT_ATTACHMENT_QUOTA_BYTES
+    attachment_quota_count: int = DEFAULT_ATTACHMENT_QUOTA_COUNT
+    attachment_ttl_s: int = DEFAULT_ATTACHMENT_TTL_S
+    attachments_max_bytes: int = DEFAULT_ATTACHMENTS_MAX_BYTES
     send_rate: float = DEFAULT_SEND_RATE
     send_burst: float = DEFAULT_SEND_BURST
     stranger_rate: float = DEFAULT_STRANGER_RATE
@@ -271,6 +287,21 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_MAX_CIPHERTEXT_BYTES", group=STORAGE, field="max_ciphertext_bytes",
              parse=_positive(_integer), default=DEFAULT_MAX_CIPHERTEXT_BYTES,
              meaning="largest end-to-end ciphertext relay accepts (the stream's max message size adds 4 KiB of headers)"),
+    Variable(name="XCHAT_ATTACHMENT_MAX_BYTES", group=STORAGE, field="attachment_max_bytes",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_MAX_BYTES,
+             meaning="largest attachment (ciphertext bytes; the SDK adds 16 bytes per 64 KiB of file); larger uploads are INVALID_ARGUMENT"),
+    Variable(name="XCHAT_ATTACHMENT_QUOTA_BYTES", group=STORAGE, field="attachment_quota_bytes",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_QUOTA_BYTES,
+             meaning="attachment bytes one account may hold until they expire; beyond it uploads are RESOURCE_EXHAUSTED"),
+    Variable(name="XCHAT_ATTACHMENT_QUOTA_COUNT", group=STORAGE, field="attachment_quota_count",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_QUOTA_COUNT,
+             meaning="attachments one account may hold until they expire"),
+    Variable(name="XCHAT_ATTACHMENT_TTL_S", group=STORAGE, field="attachment_ttl_s",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_TTL_S,
+             meaning="seconds an attachment is kept after its upload began (the bucket's max_age)"),
+    Variable(name="XCHAT_ATTACHMENTS_MAX_BYTES", group=STORAGE, field="attachments_max_bytes",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENTS_MAX_BYTES,
+             meaning="bytes the attachment bucket may hold, all accounts together; reserved on every server holding a replica, so it must fit its max_file_store beside the mailbox stream"),
     Variable(name="XCHAT_KT_EPOCH_INTERVAL_S", group=SECURITY, field="kt_epoch_interval_s",
              parse=_positive(_decimal), default=DEFAULT_KT_EPOCH_INTERVAL_S,
              meaning="auth: seconds between key transparency epochs at most (sealed only when a device list changed)"),

@@ -29,7 +29,11 @@ from nats.js.kv import KeyValue
 
 from xchat.core.errors import Unavailable, XChatError
 from xchat.core.permissions import (
+    ATTACHMENTS_BUCKET,
+    ATTACHMENTS_OWNER,
+    ATTACHMENTS_STREAM,
     BUCKET_ACCOUNTS,
+    BUCKET_ATTACHMENT_QUOTA,
     BUCKET_CHALLENGES,
     BUCKET_DEVICES,
     BUCKET_PREKEYS,
@@ -49,6 +53,7 @@ from xchat.core.settings import ServiceSettings
 
 __all__ = [
     "BUCKET_ACCOUNTS",
+    "BUCKET_ATTACHMENT_QUOTA",
     "BUCKET_CHALLENGES",
     "BUCKET_DEVICES",
     "BUCKET_PREKEYS",
@@ -84,6 +89,8 @@ ERROR_LOG_INTERVAL_S = 30.0
 PREKEYS_BUCKET_FACTOR = 4
 # A key transparency entry: a device list (under 1.2 KB) and keys, base64 in JSON.
 KT_MAX_MESSAGE_BYTES = 8 * 1024
+# An attachment chunk (256 KiB, xchat.relay.attachments) and its headers.
+ATTACHMENT_MAX_MESSAGE_BYTES = 256 * 1024 + 4096
 
 T = TypeVar("T")
 
@@ -193,6 +200,8 @@ class Store:
             await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
         if create and KT_OWNER in services:
             await self._retry(lambda: self._ensure_stream(self._key_log_config()))
+        if create and ATTACHMENTS_OWNER in services:
+            await self._retry(lambda: self._ensure_stream(self._attachments_config()))
         # Services never wait on the mailbox stream: STREAM.INFO on it would list
         # every mailbox holder; until bootstrap made it, sends and reads are UNAVAILABLE.
         owned = [b for s in self.settings.services for b in OWNED_BUCKETS[s]]
@@ -211,7 +220,8 @@ class Store:
 
     def _bucket_config(self, name: str) -> KeyValueConfig:
         s = self.settings
-        ttl = {BUCKET_CHALLENGES: CHALLENGE_TTL_S, BUCKET_REFRESH: float(s.refresh_token_lifetime_s)}.get(name)
+        ttl = {BUCKET_CHALLENGES: CHALLENGE_TTL_S, BUCKET_REFRESH: float(s.refresh_token_lifetime_s),
+               BUCKET_ATTACHMENT_QUOTA: float(s.attachment_ttl_s)}.get(name)
         # Bounded: a full bucket refuses writes (discard new) instead of filling a volume.
         max_bytes = s.bucket_max_bytes * (PREKEYS_BUCKET_FACTOR if name == BUCKET_PREKEYS else 1)
         return KeyValueConfig(
@@ -247,6 +257,24 @@ class Store:
             duplicate_window=s.duplicate_window_s,
             allow_direct=True,
             max_msg_size=s.max_ciphertext_bytes + 4096,
+        )
+
+    def _attachments_config(self) -> StreamConfig:
+        """The attachment object-store bucket (the stream nats-py's ``create_object_store`` makes,
+        bounded and aged by settings; layout in ``xchat.relay.attachments``)."""
+        s = self.settings
+        return StreamConfig(
+            name=ATTACHMENTS_STREAM,
+            subjects=[f"$O.{ATTACHMENTS_BUCKET}.C.>", f"$O.{ATTACHMENTS_BUCKET}.M.>"],
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            max_age=float(s.attachment_ttl_s),
+            max_bytes=s.attachments_max_bytes,
+            discard=DiscardPolicy.NEW,
+            allow_rollup_hdrs=True,
+            allow_direct=True,
+            duplicate_window=s.duplicate_window_s,
+            max_msg_size=ATTACHMENT_MAX_MESSAGE_BYTES,
         )
 
     def _key_log_config(self) -> StreamConfig:

@@ -123,7 +123,7 @@ jetstream {{
   store_dir: "{node.store_dir}"
   sync_interval: always
   unique_tag: "region:"
-  max_file_store: 2GB
+  max_file_store: 6GB
   max_memory_store: 256MB
 }}
 {cluster_block}"""
