@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -91,6 +92,46 @@ async def test_quota_exceeded_is_resource_exhausted_with_a_clear_message(quota_m
         assert counted.value.code == "RESOURCE_EXHAUSTED"
         # Another account's quota is its own.
         await rita.send_attachment(quentin.account, tmp_path / "three.bin")
+
+
+async def test_a_download_whose_region_dies_fails_over_and_resumes(
+    quota_mesh: LocalMesh, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bob (home b) downloads; b's service process is SIGKILLed past 1 MiB; the download goes on in
+    another region from the last verified chunk, and the file is exact."""
+    alice = await Client.open(tmp_path / "alice.db", quota_mesh.endpoints("c"))
+    bob = await Client.open(tmp_path / "bob.db", quota_mesh.endpoints("b"))
+    region_b = quota_mesh.regions["b"].services
+    assert region_b is not None
+    try:
+        await alice.register(_name("alice"))
+        bob_name = _name("bob")
+        await bob.register(bob_name)
+        size = 4 * 1024 * 1024 + 5
+        digest = _file(tmp_path / "song.bin", size)
+        await alice.send_attachment(bob_name, tmp_path / "song.bin")
+        inbox = bob.messages()
+        got = await _attachments(inbox, until=1, quiet_s=0)
+        await inbox.aclose()
+        killed_at: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            if done >= 1024 * 1024 and not killed_at:
+                killed_at.append(done)
+                region_b.kill()
+
+        caplog.set_level(logging.INFO, logger="xchat.client._attachments")
+        await asyncio.wait_for(bob.download_attachment(got[0], tmp_path / "song.out", progress=progress), 120)
+        # Resumed (the same call went on from its verified offset), not restarted from byte 0.
+        assert any("download interrupted" in r.getMessage() for r in caplog.records)
+        assert killed_at and bob.endpoint != quota_mesh.endpoints("b")[0]
+        with (tmp_path / "song.out").open("rb") as f:
+            assert hashlib.file_digest(f, "sha256").hexdigest() == digest
+    finally:
+        await alice.close()
+        await bob.close()
+        region_b.start()
+        quota_mesh.wait_serving("b")
 
 
 async def test_a_region_killed_mid_upload_fails_over_and_delivers_exactly_once(quota_mesh: LocalMesh, tmp_path: Path) -> None:
