@@ -112,7 +112,7 @@ class Groups:
         self._on_event = on_event
         self._held: list[tuple[Message, float, Hold]] = []  # (message, give up at (monotonic s), why)
         self.hold_s = HOLD_S
-        self._lock = asyncio.Lock()  # one sender-key setup per group at a time
+        self._locks: dict[str, asyncio.Lock] = {}  # per group: one sender-key setup and encryption at a time
 
     # -- changes we make -------------------------------------------------
 
@@ -191,7 +191,7 @@ class Groups:
 
     async def send(self, group_id: str, body: bytes, content_type: str) -> list[SendReceipt | Failed]:
         me, device = self._me()
-        async with self._lock:
+        async with self._locks.setdefault(group_id, asyncio.Lock()):
             group = self._active(group_id)
             own = self._store.own_key(group_id)
             if own is None:
