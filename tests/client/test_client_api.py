@@ -13,11 +13,14 @@ EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "Requ
             "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList", "SessionReset"}
 EXPECTED |= {"Group", "GroupChanged", "GroupError", "GroupRefused"}  # docs/adr/0015
 EXPECTED |= {"KeyTransparencyAlarm", "KeyTransparencyError"}  # docs/adr/0014
+EXPECTED |= {"ConversationEvent", "ConversationSettings", "MessagesDelivered", "MessagesRead", "MessageEdited",
+             "MessageDeleted", "MessageExpired", "DisappearingTimerChanged", "ControlRejected", "EditRefused"}  # issue 14
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
     "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
     "accept_sealed_from_anyone",
+    "conversation_settings", "set_disappearing", "set_read_receipts", "mark_read", "edit", "delete_for_everyone",
     "link_device", "open_linked", "devices", "revoke_device",
     "monitor_account",
     "create_group", "add_members", "remove_members", "leave_group", "rename_group", "group", "send_group",

@@ -17,6 +17,12 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList,
     KeyTransparencyError, LinkFailed
 
+    ConversationEvent what ``Client.events()`` also yields (issue 14): MessagesDelivered,
+                    MessagesRead, MessageEdited, MessageDeleted, MessageExpired,
+                    DisappearingTimerChanged, ControlRejected
+    ConversationSettings  a conversation's disappearing timer and read-receipt choice
+    EditRefused     ``edit`` / ``delete_for_everyone`` of a message not ours or too old
+
 The session cryptography is ``xchat.client.crypto``.
 """
 
@@ -27,6 +33,7 @@ from xchat.client.groups import Group, GroupChanged, GroupError, GroupRefused
 from xchat.client.errors import (
     AttachmentError,
     ClientError,
+    EditRefused,
     IdentityNotApproved,
     KeyTransparencyError,
     LinkFailed,
@@ -38,6 +45,15 @@ from xchat.client.errors import (
     UntrustedDeviceList,
 )
 from xchat.client.messages import (
+    ControlRejected,
+    ConversationEvent,
+    ConversationSettings,
+    DisappearingTimerChanged,
+    MessageDeleted,
+    MessageEdited,
+    MessageExpired,
+    MessagesDelivered,
+    MessagesRead,
     DeviceListRejected,
     Failed,
     IdentityChanged,
@@ -51,6 +67,16 @@ from xchat.client.messages import (
 )
 
 __all__ = [
+    "ControlRejected",
+    "ConversationEvent",
+    "ConversationSettings",
+    "DisappearingTimerChanged",
+    "EditRefused",
+    "MessageDeleted",
+    "MessageEdited",
+    "MessageExpired",
+    "MessagesDelivered",
+    "MessagesRead",
     "Attachment",
     "AttachmentError",
     "Group",

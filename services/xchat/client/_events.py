@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import AsyncGenerator
 
 from xchat.client.groups import GroupEvent
-from xchat.client.messages import SecurityEvent
+from xchat.client.messages import ConversationEvent, SecurityEvent
 
-Event = SecurityEvent | GroupEvent
+Event = SecurityEvent | GroupEvent | ConversationEvent
 
 # Unread events kept: far more than an app that reads them ever has waiting,
 # and small enough that one that never reads costs nothing.

@@ -114,8 +114,8 @@ class Sender:
 
     # -- the callers' side ----------------------------------------------
 
-    async def send(self, account: str, body: bytes, content_type: str) -> list[SendReceipt]:
-        (items,) = await self._encrypt([(account, body)], content_type)
+    async def send(self, account: str, body: bytes, content_type: str, *, ttl_s: int = 0) -> list[SendReceipt]:
+        (items,) = await self._encrypt([(account, body)], content_type, ttl_s=ttl_s)
         receipts = []
         for outcome in await self._await(items):
             if isinstance(outcome, Failed):
@@ -165,10 +165,12 @@ class Sender:
             del self._fetching[account]
         return devices
 
-    async def _encrypt(self, messages: Sequence[tuple[str, bytes]], content_type: str) -> list[list[OutboxItem]]:
+    async def _encrypt(
+        self, messages: Sequence[tuple[str, bytes]], content_type: str, *, ttl_s: int = 0
+    ) -> list[list[OutboxItem]]:
         """Encrypts in order, in the loop turn's shared transaction; the envelopes are queued on return."""
         requests = [
-            EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type)
+            EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type, ttl_s=ttl_s)
             for account, body in messages
         ]
         loop = asyncio.get_running_loop()

@@ -77,6 +77,8 @@ class EncryptRequest:
     content_type: str
     # The SDK's own (``_healing``): may use a control content type, sent to the listed devices as is.
     control: bool = False
+    # Disappearing messages (``_conversation``): relay's TTL hint for the stored envelopes, seconds.
+    ttl_s: int = 0
 
 
 def _ignore(event: SecurityEvent) -> None:
@@ -113,6 +115,10 @@ class SessionBook:
         # which ``on_heal`` takes once the batch that noted it is committed.
         self.heal = HealNotes()
         self.on_heal: Callable[[], None] = _nothing
+        # Set by the facade (``_conversation``), called inside the receive transaction: a message
+        # stored for the app, and a control payload other than a retry request (True: handled).
+        self.on_stored: Callable[[InboxItem, Payload], None] = lambda item, payload: None
+        self.on_control: Callable[[str, str, Payload], bool] = lambda account, device, payload: False
         seed = state.get_meta("identity")
         if seed is not None:
             self._identity = IdentityKeyPair.from_bytes(seed)
@@ -274,7 +280,7 @@ class SessionBook:
                 recipient_identity=session.their_identity_key,
                 profile_key=profile_key,
             )
-            item = OutboxItem(payload.message_id, device, account, wire)
+            item = OutboxItem(payload.message_id, device, account, wire, request.ttl_s)
             self._state.add_outbox(item)
             if not control:
                 # Kept (bounded, see ``_retries``) in case that device cannot read it.
@@ -398,6 +404,7 @@ class SessionBook:
             self._control(opened)
             return None
         self._state.add_inbox(item)
+        self.on_stored(item, payload)
         return item
 
     def _latest(self, device: str) -> SessionRecord | None:
@@ -412,6 +419,8 @@ class SessionBook:
         content, payload = opened.content, opened.opened.payload
         self._state.mark_seen(opened.message_id)
         if payload.content_type != RETRY_CONTENT_TYPE:
+            if self.on_control(content.sender_account, content.sender_device, payload):
+                return
             log.info("ignoring control payload %r from device %s", payload.content_type, content.sender_device)
             return
         try:

@@ -51,7 +51,7 @@ CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions(peer_account);
 CREATE TABLE IF NOT EXISTS counters (peer_account TEXT PRIMARY KEY, next INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     message_id BLOB NOT NULL, recipient_device TEXT NOT NULL, recipient_account TEXT NOT NULL,
-    ciphertext BLOB NOT NULL, created_ms INTEGER NOT NULL,
+    ciphertext BLOB NOT NULL, created_ms INTEGER NOT NULL, ttl_s INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (message_id, recipient_device));
 CREATE TABLE IF NOT EXISTS inbox (
     message_id BLOB PRIMARY KEY, sender_account TEXT NOT NULL, sender_device TEXT NOT NULL,
@@ -79,6 +79,8 @@ class OutboxItem:
     recipient_device: str
     recipient_account: str
     ciphertext: bytes
+    # The relay's TTL hint (disappearing messages, ``_conversation``): 0 = the mailbox's own.
+    ttl_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class LocalState:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._durable = False
             self._db.executescript(SCHEMA)
+            _add_outbox_ttl(self._db)
             self._unlock(fields, path)
             version = self.get_meta("schema_version")
             if version is None:
@@ -184,6 +187,37 @@ class LocalState:
     def _superseded(self) -> None:
         """A secret was replaced or deleted: scrub the WAL once this is committed."""
         self._scrubber.superseded()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for SDK modules that own tables of their own (``_conversation``):
+        they write in the same transactions, and call ``scrub_after_commit`` after deleting a secret."""
+        return self._db
+
+    def scrub_after_commit(self) -> None:
+        self._superseded()
+
+    def seal_field(self, at: str, value: bytes) -> bytes:
+        """``value`` sealed under the state key (as stored), bound to ``at``; as is without a key."""
+        return self._fields.seal(at, value)
+
+    def open_field(self, at: str, stored: bytes) -> bytes:
+        return self._fields.open(at, stored)
+
+    def replace_inbox_payload(self, message_id: bytes, payload: bytes) -> bool:
+        """Replaces the plaintext of an unacknowledged message (an edit); False when it is not in the inbox."""
+        row = self._db.execute("SELECT sender_account, sender_device FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
+        if row is None:
+            return False
+        sealed = self._fields.seal(_inbox_at(message_id, row[0], row[1]), payload)
+        self._db.execute("UPDATE inbox SET payload = ? WHERE message_id = ?", (sealed, message_id))
+        self._superseded()  # the text it replaced
+        return True
+
+    def delete_resendable(self, message_ids: Iterable[bytes]) -> None:
+        """Forgets sent plaintexts kept for re-sending (disappearing messages that are due)."""
+        self._db.executemany("DELETE FROM resendable WHERE message_id = ?", [(m,) for m in message_ids])
+        self._superseded()
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
@@ -282,8 +316,9 @@ class LocalState:
     # -- outbox --------------------------------------------------------
     def add_outbox(self, item: OutboxItem) -> None:
         self._db.execute(
-            "INSERT INTO outbox(message_id, recipient_device, recipient_account, ciphertext, created_ms) VALUES (?, ?, ?, ?, ?)",
-            (item.message_id, item.recipient_device, item.recipient_account, self._seal_outbox(item), _now()),
+            "INSERT INTO outbox(message_id, recipient_device, recipient_account, ciphertext, created_ms, ttl_s)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (item.message_id, item.recipient_device, item.recipient_account, self._seal_outbox(item), _now(), item.ttl_s),
         )
 
     def _seal_outbox(self, item: OutboxItem) -> bytes:
@@ -302,10 +337,10 @@ class LocalState:
         # rowid is insertion order (always above every row present); a wall
         # clock can step back, so created_ms must not decide the order.
         rows = self._db.execute(
-            "SELECT message_id, recipient_device, recipient_account, ciphertext FROM outbox ORDER BY rowid"
+            "SELECT message_id, recipient_device, recipient_account, ciphertext, ttl_s FROM outbox ORDER BY rowid"
         )
         return [
-            OutboxItem(bytes(r[0]), r[1], r[2], self._fields.open(_outbox_at(bytes(r[0]), r[1], r[2]), bytes(r[3])))
+            OutboxItem(bytes(r[0]), r[1], r[2], self._fields.open(_outbox_at(bytes(r[0]), r[1], r[2]), bytes(r[3])), int(r[4]))
             for r in rows
         ]
 
@@ -394,6 +429,13 @@ class LocalState:
 
 
 _U64 = 2**64
+
+
+def _add_outbox_ttl(db: sqlite3.Connection) -> None:
+    """State files from before disappearing messages: the outbox gains its TTL column (0 = none)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    if "ttl_s" not in columns:
+        db.execute("ALTER TABLE outbox ADD COLUMN ttl_s INTEGER NOT NULL DEFAULT 0")
 
 
 def _session_at(peer_device: str, peer_account: str) -> str:

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +38,8 @@ from xchat.client._events import EventQueue
 from xchat.client._transparency import Transparency
 from xchat.client._healing import Healer
 from xchat.client import _sentsync
+from xchat.client._conversation import Ledger
+from xchat.client._conversation_tasks import Conversations
 from xchat.client._fanout import Fanout
 from xchat.client._group_state import GROUP_TYPES
 from xchat.client._groups import Groups
@@ -45,13 +48,13 @@ from xchat.client._sentsync import SENT_CONTENT_TYPE
 from xchat.client._receiving import Receiver
 from xchat.client._rotation import PrekeyRotation
 from xchat.client._sending import Sender
-from xchat.client._sessions import SessionBook
+from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import Endpoint, Transport
 from xchat.client.crypto import PublicPrekeys, safety_number
 from xchat.client.errors import AttachmentError, NotRegistered, RequestRejected, ServiceUnavailable
-from xchat.client.messages import Failed, Message, SecurityEvent, SendReceipt
+from xchat.client.messages import ConversationEvent, ConversationSettings, Failed, Message, SecurityEvent, SendReceipt
 from xchat.statements import register_statement
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc
 
@@ -113,6 +116,14 @@ class Client:
         self._rotation = PrekeyRotation(
             state, self._book, upload=self._upload_prekeys, clock_ms=lambda: int(clock() * 1000)
         )
+        # Receipts, disappearing timers, edits and deletes (issue 14): applied inside the receive transaction.
+        self._conversations = Conversations(
+            Ledger(state, me=lambda: self.account, on_event=self._events.put),
+            me=lambda: self.account,
+            send_control=self._send_control,
+        )
+        self._book.on_stored = self._conversations.ledger.stored
+        self._book.on_control = self._conversations.ledger.control
         self._groups = Groups(
             state,
             me=lambda: (self.account, self.device_id),
@@ -371,19 +382,26 @@ class Client:
             raise ValueError(f"content type {content_type!r} is the SDK's own (groups: use send_group)")
         data = _bytes(body)
         own = self.account
+        # A disappearing conversation's envelopes expire at the server with its timer.
+        ttl = self._conversations.ttl_for(account) if account != own else 0
+        self._conversations.start()
         if account == own or self._fanout.ready(own) == []:
-            return await self._sender.send(account, data, content_type)
-        # Sent-message sync: a copy to our other devices, encrypted in the same group commit.
-        sent, synced = await asyncio.gather(
-            self._sender.send(account, data, content_type),
-            self._sender.send(own, _sentsync.wrap(account, content_type, data), SENT_CONTENT_TYPE),
-            return_exceptions=True,
-        )
-        if isinstance(synced, BaseException):
-            log.info("sent-message sync to our other devices failed (the message itself is unaffected): %s", synced)
-        if isinstance(sent, BaseException):
-            raise sent
-        return sent
+            receipts = await self._sender.send(account, data, content_type, ttl_s=ttl)
+        else:
+            # Sent-message sync: a copy to our other devices, encrypted in the same group commit.
+            sent, synced = await asyncio.gather(
+                self._sender.send(account, data, content_type, ttl_s=ttl),
+                self._sender.send(own, _sentsync.wrap(account, content_type, data), SENT_CONTENT_TYPE, ttl_s=ttl),
+                return_exceptions=True,
+            )
+            if isinstance(synced, BaseException):
+                log.info("sent-message sync to our other devices failed (the message itself is unaffected): %s", synced)
+            if isinstance(sent, BaseException):
+                raise sent
+            receipts = sent
+        if receipts and account != own:
+            self._conversations.sent(account, receipts[0].message_id)
+        return receipts
 
     async def flush_outbox(self) -> list[SendReceipt | Failed]:
         """Resends what a previous run encrypted but did not get acknowledged (same bytes, same ids)."""
@@ -507,6 +525,54 @@ class Client:
             raise AttachmentError("not_attachment", f"message of type {message.content_type!r} carries no attachment")
         return await self._attachments.download(attachment, Path(dest), progress)
 
+    # -- conversations: receipts, disappearing messages, edits (``_conversation``) --
+
+    def conversation_settings(self, account: str) -> ConversationSettings:
+        """The disappearing timer and the read-receipt choice of the conversation with ``account``."""
+        return self._conversations.settings(account)
+
+    async def set_disappearing(self, account: str, seconds: int) -> None:
+        """Sets the conversation's disappearing timer (0: off; at most four weeks) for every device of
+        both accounts; the latest setting wins everywhere (``DisappearingTimerChanged`` on the others).
+
+        Each message sent or received from then on is deleted by every device ``seconds`` after it
+        sent or received it (``MessageExpired``), and the server's copy expires no later.
+        """
+        await self._conversations.set_timer(account, seconds)
+
+    def set_read_receipts(self, account: str, enabled: bool) -> None:
+        """Read receipts on or off for the conversation with ``account`` (on by default; this
+        device only): off, ``mark_read`` sends none and the other side's are not reported."""
+        self._conversations.set_read_receipts(account, enabled)
+
+    async def mark_read(self, *messages: Message) -> None:
+        """Tells the senders that their user read ``messages``: one end-to-end encrypted read receipt
+        per sender account for all of them (``MessagesRead`` on their devices). Delivered receipts
+        (``MessagesDelivered``) go on their own once a message is durably received."""
+        await self._conversations.mark_read(messages)
+
+    async def edit(self, message_id: bytes, body: bytes | str) -> None:
+        """Replaces the body of a message this device sent (``SendReceipt.message_id``), within 24 h:
+        every device of both accounts gets ``MessageEdited``. ``EditRefused`` otherwise."""
+        await self._conversations.edit(message_id, _bytes(body))
+
+    async def delete_for_everyone(self, message_id: bytes) -> None:
+        """Deletes a message this device sent, within 24 h, on every device of both accounts
+        (``MessageDeleted``; one not yet shown never reaches ``messages()``). ``EditRefused`` otherwise."""
+        await self._conversations.delete_for_everyone(message_id)
+
+    async def _send_control(self, account: str, content_type: str, body: bytes) -> None:
+        """A conversation control to every listed device of ``account`` (ours: the other ones)."""
+        devices = self._fanout.ready(account)
+        if devices is None:
+            devices = await self._fanout.fetch(account)
+        if not devices:
+            return
+        outcomes = await self._sender.send_request(EncryptRequest(account, tuple(devices), body, content_type, control=True))
+        for outcome in outcomes:
+            if isinstance(outcome, Failed) and outcome.code == "UNAVAILABLE":
+                raise ServiceUnavailable(f"not acknowledged, kept in the outbox: {outcome.message}")
+
     # -- receiving (``_receiving``) ----------------------------------------
 
     async def messages(self) -> AsyncGenerator[Message, None]:
@@ -515,6 +581,7 @@ class Client:
         What another device of our account sent comes here too, with ``sent_to`` set
         (sent-message sync): show it as sent by us.
         """
+        self._conversations.start()
         inner = self._receiver.messages()
         try:
             async for message in inner:
@@ -523,11 +590,16 @@ class Client:
                     for shown in await self._groups.receive(message):
                         yield shown
                     continue
-                yield _sentsync.unwrap(message, self.account)
+                shown = _sentsync.unwrap(message, self.account)
+                if self._conversations.ledger.gone(shown.message_id):
+                    await self._receiver.ack(shown)  # deleted for everyone, or disappeared, meanwhile
+                    continue
+                expires = self._conversations.ledger.expires_at(shown.message_id)
+                yield shown if expires is None else replace(shown, expires_at_ms=expires)
         finally:
             await inner.aclose()
 
-    def events(self) -> AsyncGenerator[SecurityEvent | GroupEvent, None]:
+    def events(self) -> AsyncGenerator[SecurityEvent | GroupEvent | ConversationEvent, None]:
         """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``,
         ``Undecryptable``), oldest first, for ever.
 
@@ -579,6 +651,7 @@ class Client:
     async def close(self) -> None:
         """Stops sending (unsent envelopes stay in the outbox) and receiving; acks are confirmed first, bounded."""
         await self._healer.close()
+        await self._conversations.close()
         await self._sender.close()
         await self._fanout.close()
         await self._rotation.close()

@@ -10,6 +10,8 @@
     ├── IdentityNotApproved      a verified contact's identity key changed: sending to
     │                            ``account`` waits for ``Client.approve_identity``
     ├── SafetyNumberMismatch     ``Client.verify`` got digits that are not the safety number
+    ├── EditRefused              ``Client.edit`` / ``delete_for_everyone`` of a message this
+    │                            device did not send, or sent more than 24 h ago
     ├── AttachmentError          a downloaded attachment failed a check (``problem``: tampered,
     │                            truncated, size, digest, ...); nothing unverified is left at ``dest``
     ├── UntrustedDeviceList      the directory's device list for ``account`` is not the account
@@ -83,6 +85,16 @@ class KeyTransparencyError(UntrustedDeviceList):
     ``problem`` as in the ``KeyTransparencyAlarm`` event raised with it. An
     ``UntrustedDeviceList``: nothing is sent to that account meanwhile.
     """
+
+
+class EditRefused(ClientError):
+    """``Client.edit`` or ``Client.delete_for_everyone`` refused ``message_id``: not a message this
+    device sent to another account, already deleted or disappeared, or outside the 24 h window."""
+
+    def __init__(self, message_id: bytes, reason: str) -> None:
+        super().__init__(f"message {message_id.hex()}: {reason}")
+        self.message_id = message_id
+        self.reason = reason
 
 
 class LinkFailed(ClientError):

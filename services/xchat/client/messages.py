@@ -22,6 +22,9 @@ class Message:
     sent_to: str | None = None
     # The group it was sent to (``Client.send_group``); None for a one-to-one message.
     group_id: str | None = None
+    # Disappearing messages: when the SDK deletes it (ms since the Unix epoch; a
+    # ``MessageExpired`` event then), None when the conversation has no timer.
+    expires_at_ms: int | None = None
 
     @property
     def text(self) -> str:
@@ -166,3 +169,111 @@ class KeyTransparencyAlarm:
 
 
 SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset | KeyTransparencyAlarm
+
+# -- conversation events (``Client.events()``, issue 14, ``_conversation``) ------------
+#
+# What the other party's (or our other devices') control messages did: receipts,
+# edits, deletes, timer changes, and the control messages that were refused.
+# Delivered at least once, like the security events.
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSettings:
+    """What this device holds for the conversation with another account (``Client.conversation_settings``).
+
+    ``disappearing_s``: the timer both parties share (0: off); ``timer_set_at_ms`` and
+    ``timer_set_by`` are its version (the latest setting wins on every device).
+    ``read_receipts``: this device's own choice; off, it neither sends read receipts
+    in this conversation nor reports the other side's.
+    """
+
+    disappearing_s: int = 0
+    read_receipts: bool = True
+    timer_set_at_ms: int = 0
+    timer_set_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesDelivered:
+    """``device`` of ``account`` (the account they were sent to) durably holds these messages we sent."""
+
+    account: str
+    device: str
+    message_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRead:
+    """``account``'s user read these messages we sent (on ``device``); only while read receipts
+    are on for the conversation on both sides (``Client.set_read_receipts``)."""
+
+    account: str
+    device: str
+    message_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEdited:
+    """``sender_account`` replaced the body of its message ``message_id`` in the conversation with
+    ``conversation`` (the other account): show ``body`` instead, marked as edited."""
+
+    message_id: bytes
+    conversation: str
+    sender_account: str
+    body: bytes
+    edited_at_ms: int
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """``sender_account`` deleted its message ``message_id`` for everyone: remove it from the view."""
+
+    message_id: bytes
+    conversation: str
+    sender_account: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageExpired:
+    """A disappearing message was due: the SDK deleted what it kept of it; remove it from the view."""
+
+    message_id: bytes
+    conversation: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisappearingTimerChanged:
+    """The conversation with ``conversation`` now has this timer (0: off), set by ``set_by``."""
+
+    conversation: str
+    seconds: int
+    set_by: str
+    set_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRejected:
+    """A control message (``kind``: "receipt", "timer", "edit", "delete") from ``device`` of
+    ``account`` was refused and nothing of it applied. ``reason`` is for logs, not for parsing:
+    a receipt for a message not sent to that account, an edit of someone else's message or
+    outside the window, a conversation its sender is not part of, a malformed body."""
+
+    account: str
+    device: str
+    kind: str
+    reason: str
+
+
+ConversationEvent = (
+    MessagesDelivered
+    | MessagesRead
+    | MessageEdited
+    | MessageDeleted
+    | MessageExpired
+    | DisappearingTimerChanged
+    | ControlRejected
+)

@@ -256,6 +256,9 @@ class Store:
             discard_new_per_subject=True,
             duplicate_window=s.duplicate_window_s,
             allow_direct=True,
+            # Disappearing messages: relay stores an envelope with a sender's TTL hint
+            # (``Nats-TTL``, at most max_age), so the server's copy expires when it is due.
+            allow_msg_ttl=True,
             max_msg_size=s.max_ciphertext_bytes + 4096,
         )
 

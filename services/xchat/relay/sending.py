@@ -10,6 +10,12 @@ while the original is still being replicated gets JetStream's "duplicate
 message id is in process" (10158): that is not an outage, so the publish is
 repeated (bounded by the call's timeout) until the original's ack answers it.
 
+Disappearing messages: a sender may hint a per-envelope TTL (whole seconds,
+the conversation's timer); it becomes the ``Nats-TTL`` header of the stored
+message (the stream allows per-message TTLs), clamped to the mailbox TTL, so
+JetStream removes the envelope when it is due, delivered or not. The hint is
+the only thing relay learns beyond what it stored before.
+
 After the ack a tiny wake-up is published on ``xchat.ntf.<device>`` (core
 NATS, fire and forget) so the recipient's mailbox stream reads at once. Its
 payload is the stored sequence (ASCII digits): the mailbox reads from its
@@ -48,6 +54,15 @@ PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
 DUPLICATE_IN_PROCESS = 10158
 # Pauses between publishes of an id still in process (the original's quorum write takes a round trip).
 IN_PROCESS_RETRY_S = (0.005, 0.01, 0.02, 0.05, 0.1)
+# JetStream's per-message TTL header (nats-server >= 2.11, the stream's allow_msg_ttl).
+TTL_HEADER = "Nats-TTL"
+
+
+def envelope_ttl(ttl_s: int, mailbox_ttl_s: int) -> int | None:
+    """The ``Nats-TTL`` (seconds) for a sender's hint; None: the stream's own ``max_age`` applies."""
+    if ttl_s <= 0 or ttl_s >= mailbox_ttl_s > 0:
+        return None
+    return ttl_s
 
 
 def dedup_id(recipient: DeviceId, message_id: MessageId) -> str:
@@ -123,18 +138,30 @@ class Relay:
         if sender_record is None or sender_record.revoked:
             raise Unauthenticated(f"your device {sender.device} has been revoked; register it again")
 
-    @staticmethod
-    def _message(recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
+    def _message(
+        self, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, ttl_s: int = 0
+    ) -> tuple[bytes, dict[str, str]]:
         envelope = StoredEnvelope(message_id, ciphertext, int(time.time() * 1000))
         # Stored with the message: derived from nothing of the sender's, and one
         # retry from another region or connection still hits the same id.
-        return envelope.encode(), {"Nats-Msg-Id": dedup_id(recipient, message_id)}
+        headers = {"Nats-Msg-Id": dedup_id(recipient, message_id)}
+        ttl = envelope_ttl(ttl_s, self._store.settings.mailbox_ttl_s)
+        if ttl is not None:
+            headers[TTL_HEADER] = f"{ttl}s"
+        return envelope.encode(), headers
 
     async def send(
-        self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
+        self,
+        sender: Principal,
+        recipient: DeviceId,
+        message_id: MessageId,
+        ciphertext: bytes,
+        *,
+        timeout: float,
+        ttl_s: int = 0,
     ) -> Receipt:
         await self.validate(sender, recipient, ciphertext)
-        data, headers = self._message(recipient, message_id, ciphertext)
+        data, headers = self._message(recipient, message_id, ciphertext, ttl_s)
 
         def publish() -> Awaitable[PubAck]:
             return self._store.js.publish(
@@ -154,6 +181,7 @@ class Relay:
         *,
         timeout: float,
         delivery_key: bytes | None = None,
+        ttl_s: int = 0,
     ) -> Receipt:
         """Like ``send`` but shares one reply subscription across many in-flight publishes.
 
@@ -167,7 +195,7 @@ class Relay:
         before, mine = self._turn(recipient)
         try:
             await self.validate(sender, recipient, ciphertext, delivery_key)
-            data, headers = self._message(recipient, message_id, ciphertext)
+            data, headers = self._message(recipient, message_id, ciphertext, ttl_s)
             if before is not None:
                 await asyncio.shield(before)
         except BaseException:

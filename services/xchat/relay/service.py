@@ -94,6 +94,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             message_id(request.message_id),
             request.ciphertext,
             timeout=store_timeout(context, self._timeout),
+            ttl_s=request.ttl_seconds,
         )
         return _result(receipt, request.recipient_device_id)
 
@@ -143,6 +144,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     request.ciphertext,
                     timeout=self._timeout,
                     delivery_key=request.delivery_key if sender is None else None,
+                    ttl_s=request.ttl_seconds,
                 )
                 return _result(receipt, request.recipient_device_id), receipt.sequence
             except (XChatError, nats.errors.Error, asyncio.TimeoutError) as exc:

@@ -19,16 +19,18 @@ class SendBatchResult(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...
 
 class SendRequest(_message.Message):
-    __slots__ = ("recipient_device_id", "message_id", "ciphertext", "delivery_key")
+    __slots__ = ("recipient_device_id", "message_id", "ciphertext", "delivery_key", "ttl_seconds")
     RECIPIENT_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     recipient_device_id: str
     message_id: bytes
     ciphertext: bytes
     delivery_key: bytes
-    def __init__(self, recipient_device_id: _Optional[str] = ..., message_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., delivery_key: _Optional[bytes] = ...) -> None: ...
+    ttl_seconds: int
+    def __init__(self, recipient_device_id: _Optional[str] = ..., message_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., delivery_key: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SendResult(_message.Message):
     __slots__ = ("message_id", "sequence", "duplicate", "stored_at_ms", "error_code", "error_message", "recipient_device_id", "receipt")
