@@ -135,7 +135,7 @@ def _attachments(settings: ServiceSettings, store: Store) -> Registration:
         attachments_pb2.DESCRIPTOR.services_by_name["Attachments"].full_name,
         attachments_pb2_grpc.add_AttachmentsServicer_to_server,
         servicer,
-        limiters={"attachment-bytes": servicer.upload_bytes},
+        limiters={"attachment-bytes": servicer.upload_bytes, "attachment-download-bytes": servicer.download_bytes},
     )
 
 

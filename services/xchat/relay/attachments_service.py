@@ -2,7 +2,8 @@
 
 The edge (``xchat.core.edge``) authenticates every call; BeginUpload and
 Download are limited per device as calls, UploadChunk here per device in
-bytes (``UPLOAD_RATE``), since its cost is its size. Storage, ownership and
+bytes (``UPLOAD_RATE``), since its cost is its size, and a download's stream
+is paced per device in bytes (``DOWNLOAD_RATE``). Storage, ownership and
 quota live in ``xchat.relay.attachments``; this module only converts
 protobuf and streams. A download holds at most two chunks in memory (the
 one being written and the next being read).
@@ -28,6 +29,10 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 # Uploaded ciphertext per device per process: bytes per second and burst. A
 # 100 MiB file goes up in ~2 s at the rate; a runaway loop cannot fill the store faster.
 UPLOAD_RATE = Rate(per_second=64 * 1024**2, burst=256 * 1024**2)
+# Downloaded ciphertext per device per process: a device over it is paced (its
+# stream waits), not refused, so a large download slows down instead of failing.
+DOWNLOAD_RATE = Rate(per_second=128 * 1024**2, burst=256 * 1024**2)
+PACE_STEP_S = 0.05
 
 
 def _state(state: UploadState) -> attachments_pb2.UploadState:
@@ -42,9 +47,17 @@ def _state(state: UploadState) -> attachments_pb2.UploadState:
 
 
 class AttachmentsServicer(attachments_pb2_grpc.AttachmentsServicer):
-    def __init__(self, attachments: Attachments, *, upload_bytes: RateLimiter | None = None) -> None:
+    def __init__(
+        self, attachments: Attachments, *, upload_bytes: RateLimiter | None = None, download_bytes: RateLimiter | None = None
+    ) -> None:
         self._attachments = attachments
         self.upload_bytes = upload_bytes or RateLimiter(UPLOAD_RATE, what="attachment bytes", per="device")
+        self.download_bytes = download_bytes or RateLimiter(DOWNLOAD_RATE, what="downloaded attachment bytes", per="device")
+
+    async def _pace(self, device: str, size: int) -> None:
+        """Waits until ``device`` may receive ``size`` more bytes (a chunk is never above the burst)."""
+        while not self.download_bytes.try_take(device, max(1, size)):
+            await asyncio.sleep(PACE_STEP_S)
 
     @unary
     async def BeginUpload(self, request: attachments_pb2.BeginUploadRequest, context: Ctx) -> attachments_pb2.BeginUploadResponse:
@@ -62,7 +75,7 @@ class AttachmentsServicer(attachments_pb2_grpc.AttachmentsServicer):
 
     @streaming
     async def Download(self, request: attachments_pb2.DownloadRequest, context: Ctx) -> AsyncIterator[attachments_pb2.DownloadResponse]:
-        require_principal()  # any device that holds the id (a capability) may read the ciphertext
+        caller = require_principal()  # any device that holds the id (a capability) may read the ciphertext
         attachment = attachment_id(request.attachment_id)
         claim = await self._attachments.size_for_download(attachment)
         if request.offset > claim.size:
@@ -80,6 +93,7 @@ class AttachmentsServicer(attachments_pb2_grpc.AttachmentsServicer):
                 ahead = asyncio.create_task(self._attachments.chunk(attachment, claim, index + 1)) if index + 1 < count else None
                 start = index * claim.chunk_bytes
                 skip = max(0, request.offset - start)
+                await self._pace(caller.device, len(data) - skip)
                 # Never past the claimed size, whatever the stored chunk holds.
                 yield attachments_pb2.DownloadResponse(offset=start + skip, data=data[skip:claim.size - start], size=claim.size)
         finally:
