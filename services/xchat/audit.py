@@ -79,7 +79,9 @@ class Verified:
     roots: tuple[bytes, ...]  # the log root after each epoch
 
 
-async def fetch(region: str, endpoint: str, *, root_certificates: bytes | None = None) -> RegionLog:
+async def fetch(
+    region: str, endpoint: str, *, root_certificates: bytes | None = None, page_epochs: int = PAGE_EPOCHS
+) -> RegionLog:
     """Every head message and entry of the log as ``endpoint`` serves them."""
     log = RegionLog(region)
     channel = (
@@ -91,7 +93,7 @@ async def fetch(region: str, endpoint: str, *, root_certificates: bytes | None =
         stub = auth_pb2_grpc.AuthStub(channel)
         for _ in range(MAX_PAGES):
             after = log.entries[-1].sequence if log.entries else 0
-            request = auth_pb2.AuditLogRequest(from_epoch=len(log.heads), after_entry=after, max_epochs=PAGE_EPOCHS)
+            request = auth_pb2.AuditLogRequest(from_epoch=len(log.heads), after_entry=after, max_epochs=page_epochs)
             page: auth_pb2.AuditLogResponse = await stub.AuditLog(request, timeout=CALL_TIMEOUT_S)
             log.keys.update({k.key_id: bytes(k.public_key) for k in page.directory_keys})
             log.entries += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 
@@ -68,3 +69,35 @@ async def test_an_absent_account_gets_a_non_inclusion_proof_and_auditors_need_no
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             page = await stub.AuditLog(auth_pb2.AuditLogRequest(from_epoch=0))
             assert page.heads and page.heads[0].epoch == 0 and page.directory_keys
+
+
+async def test_a_list_changes_the_log_once_under_retries_and_racing_sealers(mesh: LocalMesh, tmp_path: Path) -> None:
+    from xchat.audit import fetch, verify
+
+    names = [_name("racer") for _ in range(4)]
+    clients = [await Client.open(tmp_path / f"{i}.db", mesh.endpoints("abc"[i % 3])) for i in range(4)]
+    try:
+        # Four accounts at once from three regions: three sealers race for the same epochs.
+        await asyncio.gather(*(c.register(n) for c, n in zip(clients, names)))
+        token = await clients[0]._tokens.token()
+        md = (("authorization", f"Bearer {token}"),)
+        listed = None
+        for region in "abc":
+            async with _channel(mesh, region) as channel:
+                stub = auth_pb2_grpc.AuthStub(channel)
+                if listed is None:
+                    listed = (await stub.ListDevices(auth_pb2.ListDevicesRequest(account=names[0]), metadata=md)).device_list
+                # A client retrying the list it already stored (its reply was lost): the same answer, no new entry.
+                replies = await asyncio.gather(
+                    *(stub.PublishDeviceList(auth_pb2.PublishDeviceListRequest(device_list=listed), metadata=md) for _ in range(3))
+                )
+                assert {r.version for r in replies} == {1}
+        await asyncio.gather(*(c.monitor_account() for c in clients))  # each waits until its list is sealed
+        log = await fetch("a", mesh.endpoints("a")[0], root_certificates=mesh.root_certificates, page_epochs=1)
+        verified = verify(log)  # one head per epoch, in order, each map the replay of the entries
+        assert [(e.account, e.version) for e in log.entries].count((names[0], 1)) == 1
+        assert {n for n in names} <= {e.account for e in log.entries}
+        assert verified.epoch == len(log.heads) - 1
+    finally:
+        for client in clients:
+            await client.close()
