@@ -270,3 +270,25 @@ async def test_an_epoch_rolled_back_is_caught(fresh_mesh_factory, tmp_path: Path
         assert (await _alarm(events)).problem == "rollback"
         audited = _audit(mesh, tmp_path, "a")
         assert audited.returncode == 1 and "rollback" in audited.stderr
+
+
+async def test_an_older_list_withheld_from_a_first_contact_is_stale(fresh_mesh_factory, tmp_path: Path) -> None:
+    mesh: LocalMesh = fresh_mesh_factory(extra_env=FAST, nats_auth=True)
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with CompromisedAuth(mesh) as auth, await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as bob:
+        await alice.register(alice_name)
+        await bob.register(bob_name)
+        first = await auth.accounts.get(alice_name)  # version 1: alice alone
+        alice2 = await Client.open_linked(await alice.link_device(), tmp_path / "a2.db", mesh.endpoints("c"))
+        await alice2.close()
+        await auth.wait_sealed(alice_name, 2)
+        # Bob has never seen alice: the directory hides her second device from him (ADR 0011's
+        # rollback pin cannot help a first contact; the log can).
+        await auth.accounts.put(alice_name, first.value)
+        events = bob.events()
+        with pytest.raises(KeyTransparencyError) as err:
+            await bob.send(alice_name, "to all of alice")
+        assert err.value.problem == "stale"
+        assert (await _alarm(events)).problem == "stale"

@@ -51,6 +51,9 @@ DIRECTORY_KEYS_ROW = "kt_directory_keys"
 SEAL_EPOCHS = 3
 SEAL_GRACE_S = 5.0
 POLL_S = 0.2
+# A list older than the log's is asked for again this many times (POLL_S apart) before
+# "stale": a lagging replica may have answered the first ListDevices.
+STALE_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,15 +194,23 @@ class Transparency:
         except MalformedDeviceList:
             return  # refused by the device list's own checks (``Devices.trust``)
         deadline: float | None = None
+        stale_retries = STALE_RETRIES
         while True:
             leaf, interval_s = await self.lookup(account)
             if leaf is not None and leaf.version > served_version and newer_ok:
                 self._check_own(account, leaf)
                 return
             if leaf is not None and leaf.version > served_version:
-                raise self._alarm(
-                    account, "stale", f"the directory served version {served_version}; the log holds {leaf.version}"
-                )
+                # A replica behind the log may have answered ListDevices: ask again before the alarm.
+                if stale_retries > 0 and await self._served_version(account) == leaf.version:
+                    return  # the directory serves the log's list now: the next fetch uses it
+                if stale_retries <= 0:
+                    raise self._alarm(
+                        account, "stale", f"the directory served version {served_version}; the log holds {leaf.version}"
+                    )
+                stale_retries -= 1
+                await self._sleep(POLL_S)
+                continue
             if leaf is not None and leaf.version == served_version:
                 if (leaf.account_key, leaf.body) != (account_key, body):
                     raise self._alarm(
@@ -218,6 +229,16 @@ class Transparency:
                     account, "missing", f"version {served_version} was served but the log still holds {held}"
                 )
             await self._sleep(POLL_S)
+
+    async def _served_version(self, account: str) -> int | None:
+        request = auth_pb2.ListDevicesRequest(account=account)
+        reply: auth_pb2.ListDevicesResponse = await self._tokens.authed(
+            lambda ch, t, md: auth_pb2_grpc.AuthStub(ch).ListDevices(request, timeout=t, metadata=md), service="auth"
+        )
+        try:
+            return DeviceListBody.decode(bytes(reply.device_list.body)).version
+        except MalformedDeviceList:
+            return None
 
     async def monitor(self) -> None:
         """Our own account's leaf: our account key, and a list signed by it (checked again on every fetch)."""
