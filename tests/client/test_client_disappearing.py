@@ -157,3 +157,28 @@ async def test_relay_bounds_the_ttl_hint_by_the_mailbox_ttl(peers: Peers, mesh: 
     )
     headers = (await _records(mesh, quiet_device))[raw_id]
     assert "Nats-TTL" not in headers  # the stream's max_age applies
+
+
+async def test_every_device_of_both_accounts_honours_the_timer(peers: Peers, mesh: LocalMesh, tmp_path: Path) -> None:
+    """Alice's second device learns the timer her first device set (a copy to our own devices), and
+    deletes bob's disappearing message when due, like her first device."""
+    alice, bob = await peers("a"), await peers("c")
+    code = await alice.client.link_device()
+    second = await Client.open_linked(code, tmp_path / "alice2.db", mesh.endpoints("b"))
+    alice2 = type(alice)(second, ack=True)  # the fixture's Peer around the linked device
+    try:
+        await bob.client.send(alice.account, "hello both")  # bob learns alice's two devices
+        await alice2.message("hello both")
+        await alice.client.set_disappearing(bob.account, 2)
+        changed = await alice2.event(DisappearingTimerChanged)
+        assert (changed.conversation, changed.seconds, changed.set_by) == (bob.account, 2, alice.account)
+        await bob.event(DisappearingTimerChanged)
+
+        message_id = (await bob.client.send(alice.account, "gone soon"))[0].message_id
+        for device in (alice, alice2):
+            shown = await device.message("gone soon")
+            assert shown.expires_at_ms is not None
+            await device.event(MessageExpired, lambda e: e.message_id == message_id)
+        await bob.event(MessageExpired, lambda e: e.message_id == message_id)
+    finally:
+        await alice2.close()

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS conversation_messages (
     message_id BLOB PRIMARY KEY, conversation TEXT NOT NULL, sender_account TEXT NOT NULL,
     outgoing INTEGER NOT NULL, sent_at_ms INTEGER NOT NULL, expires_ms INTEGER, gone INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS conversation_messages_due ON conversation_messages(expires_ms) WHERE gone = 0;
+CREATE INDEX IF NOT EXISTS conversation_messages_by_age ON conversation_messages(sent_at_ms);
 CREATE TABLE IF NOT EXISTS receipts_due (
     account TEXT NOT NULL, kind INTEGER NOT NULL, message_id BLOB NOT NULL, PRIMARY KEY (account, kind, message_id));
 """
@@ -177,11 +178,18 @@ class Ledger:
             "(message_id, conversation, sender_account, outgoing, sent_at_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
             (message_id, conversation, sender, int(outgoing), sent_at_ms, expires),
         )
-        # Bounded: old rows go (rows still due to disappear stay until they did).
+        # Bounded: old rows go (rows still due to disappear stay until they did). Two deletes,
+        # each a range of one b-tree (rowids grow with every insert; sent_at_ms is indexed):
+        # without that index the age bound scanned the table, 0.8-1.6 ms of CPU per received
+        # message at LEDGER_MAX rows; with it ~40 us (tests/client/test_client_conversation_ledger.py).
         self._db.execute(
-            "DELETE FROM conversation_messages WHERE (expires_ms IS NULL OR gone = 1) AND"
-            " (sent_at_ms < ? OR rowid <= (SELECT max(rowid) FROM conversation_messages) - ?)",
-            (_now_ms() - LEDGER_AGE_MS, LEDGER_MAX),
+            "DELETE FROM conversation_messages WHERE rowid <= (SELECT max(rowid) FROM conversation_messages) - ?"
+            " AND (expires_ms IS NULL OR gone = 1)",
+            (LEDGER_MAX,),
+        )
+        self._db.execute(
+            "DELETE FROM conversation_messages WHERE sent_at_ms < ? AND (expires_ms IS NULL OR gone = 1)",
+            (_now_ms() - LEDGER_AGE_MS,),
         )
         if expires is not None:
             self.on_due_changed()
