@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
-from xchat.client import ConversationSettings
+from xchat.client import ConversationSettings, RequestRejected
 from xchat.client._controls import (
     DELETE_CONTENT_TYPE,
     DELIVERED,
@@ -26,6 +27,7 @@ from xchat.client._controls import (
     encode_timer,
 )
 from xchat.client._conversation import LEDGER_MAX, Ledger
+from xchat.client._conversation_tasks import Conversations
 from xchat.client._state import InboxItem, LocalState
 from xchat.client.crypto import Payload
 
@@ -110,3 +112,32 @@ def test_the_latest_timer_setting_wins_whatever_the_order(tmp_path: Path) -> Non
         assert not ledger.apply_timer("peer", 30, 1000, "zed")  # the same setting again
     assert ledger.settings("peer").disappearing_s == 30
     state.close()
+
+
+async def test_an_unreachable_sender_never_holds_up_the_others_receipts(tmp_path: Path) -> None:
+    """Delivered receipts go out in batches, in order: one account that cannot be written to (deleted,
+    untrusted list) has its receipts dropped instead of retried for ever in front of everyone else's."""
+    state, ledger, _ = _ledger(tmp_path)
+    sent: list[tuple[str, bytes]] = []
+
+    async def send_control(account: str, content_type: str, body: bytes) -> None:
+        if account == "gone":
+            raise RequestRejected("NOT_FOUND", "no such account")
+        sent.append((account, body))
+
+    conversations = Conversations(ledger, me=lambda: "me", send_control=send_control)
+    gone = _receive(state, ledger, 3, sender="gone")
+    ok = _receive(state, ledger, 2, sender="ok")
+    try:
+        deadline = time.monotonic() + 10
+        while not sent:
+            assert time.monotonic() < deadline, "the reachable account's receipts never left"
+            await asyncio.sleep(0.05)
+        assert sent == [("ok", encode_receipt(DELIVERED, ok))]
+        while ledger.receipts_due():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert gone  # dropped, not sent
+    finally:
+        await conversations.close()
+        state.close()

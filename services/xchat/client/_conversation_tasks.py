@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from xchat.client import _controls
 from xchat.client._conversation import EDIT_WINDOW_MS, Ledger
-from xchat.client.errors import ClientError, EditRefused
+from xchat.client.crypto import CryptoError
+from xchat.client.errors import ClientError, EditRefused, ServiceUnavailable
 from xchat.client.messages import ConversationSettings, Message
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,18 @@ class Conversations:
             self._receipts_wake.clear()
             try:
                 for account, kind, ids in self.ledger.receipts_due():
-                    await self._send_control(account, _controls.RECEIPT_CONTENT_TYPE, _controls.encode_receipt(kind, ids))
+                    try:
+                        await self._send_control(account, _controls.RECEIPT_CONTENT_TYPE, _controls.encode_receipt(kind, ids))
+                    except (ClientError, CryptoError) as exc:
+                        if isinstance(exc, ServiceUnavailable):
+                            raise  # no endpoint: everything waits, in order
+                        # That account cannot be written to (gone, untrusted list, bad bundle):
+                        # its receipts are dropped, so they never hold up everyone else's.
+                        log.info("dropping %d delivered receipts to %r: %s", len(ids), account, exc)
                     with self.ledger.transaction(durable=False):
                         self.ledger.receipts_sent(account, kind, ids)
                 failures = 0
-            except ClientError as exc:
+            except ServiceUnavailable as exc:
                 delay = RECEIPT_RETRY_S[min(failures, len(RECEIPT_RETRY_S) - 1)]
                 log.info("delivered receipts postponed by %.0f s: %s", delay, exc)
                 failures += 1
