@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import hashlib
 import json
 import logging
@@ -165,6 +166,8 @@ class KeyLog:
         self._head_log: list[tuple[int, EpochHead]] = []  # every head message, in stream order
         self._replay = _Replay()
         self._log_cache: dict[tuple[int, int], bytes] = {}
+        self._leaf_hashes: list[bytes] = []  # log leaf of each epoch (latest head per number)
+        self._entry_seqs: list[int] = []  # stream sequence of each entry, ascending (bisect)
 
     # -- the sealer task ------------------------------------------------------
 
@@ -212,34 +215,36 @@ class KeyLog:
             try:
                 if msg.subject == KT_ENTRY_SUBJECT:
                     self._entries.append(Entry.decode(seq, msg.data or b""))
+                    self._entry_seqs.append(seq)
                 elif msg.subject == KT_EPOCH_SUBJECT:
                     head = decode_head(msg.data or b"")
                     if head.epoch < 0:
                         raise ValueError("negative epoch")
+                    if head.epoch < len(self._leaf_hashes):
+                        # A second head for an epoch (a fork in the store): earlier subtrees change.
+                        self._leaf_hashes[head.epoch] = head.leaf_hash()
+                        self._log_cache.clear()
+                    elif head.epoch == len(self._leaf_hashes):
+                        self._leaf_hashes.append(head.leaf_hash())
                     self._heads[head.epoch] = head
                     self._head_log.append((seq, head))
                     self._latest, self._latest_seq = head, seq
-                    self._log_cache.clear()  # a head may replace an earlier one: cached subtrees may be stale
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("key transparency: unreadable message %d on %s skipped (%s)", seq, msg.subject, exc)
 
     def _replay_to(self, upto: int) -> _Replay:
         if upto < self._replay.upto:
             self._replay = _Replay()  # a head below what we replayed (a rollback in the store): start over
-        for entry in self._entries:
-            if self._replay.upto < entry.sequence <= upto:
-                self._replay.apply(entry)
+        start = bisect.bisect_right(self._entry_seqs, self._replay.upto)
+        for entry in self._entries[start : bisect.bisect_right(self._entry_seqs, upto)]:
+            self._replay.apply(entry)
         self._replay.upto = max(self._replay.upto, upto)
         return self._replay
 
     def _log_leaves(self, size: int) -> list[bytes]:
-        leaves = []
-        for epoch in range(size):
-            head = self._heads.get(epoch)
-            if head is None:
-                raise Unavailable(f"key transparency log has no epoch {epoch} (store damaged?): retry later")
-            leaves.append(head.leaf_hash())
-        return leaves
+        if size > len(self._leaf_hashes):
+            raise Unavailable(f"key transparency log lacks epoch {len(self._leaf_hashes)} (store damaged?): retry later")
+        return self._leaf_hashes[:size]
 
     # -- sealing --------------------------------------------------------------
 
@@ -323,7 +328,9 @@ class KeyLog:
         async with self._lock:
             heads = [h for _, h in self._head_log[from_position : from_position + limit]]
             needed = max((h.entries_upto for h in heads), default=0)
-            entries = [e for e in self._entries if after_entry < e.sequence <= needed][:MAX_AUDIT_ENTRIES]
+            start = bisect.bisect_right(self._entry_seqs, after_entry)
+            end = min(bisect.bisect_right(self._entry_seqs, needed), start + MAX_AUDIT_ENTRIES)
+            entries = self._entries[start:end]
             keys = {h.key_id: self._keys[h.key_id] for h in heads if h.key_id in self._keys}
             return heads, entries, keys
 
