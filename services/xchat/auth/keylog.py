@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -274,7 +275,9 @@ class KeyLog:
         replay = self._replay_to(upto)
         head = EpochHead(epoch, replay.tree.root(), upto, now_ms)
         leaves = [*self._log_leaves(epoch), head.leaf_hash()]
-        signed = head.signed(log_root(leaves, self._log_cache), self._signing_key)
+        # Our head is only a candidate until the compare-and-set wins: subtrees over it go to a
+        # scratch layer, never into the shared cache (another replica's head may take the epoch).
+        signed = head.signed(log_root(leaves, ChainMap({}, self._log_cache)), self._signing_key)
         headers = {"Nats-Expected-Last-Subject-Sequence": str(self._latest_seq)}
         try:
             await self._js.publish(KT_EPOCH_SUBJECT, encode_head(signed), stream=KT_STREAM, headers=headers)

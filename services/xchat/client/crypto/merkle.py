@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 __all__ = [
     "EMPTY",
@@ -235,12 +235,12 @@ def _split_point(n: int) -> int:
     return k
 
 
-def log_root(leaves: Sequence[bytes], cache: dict[tuple[int, int], bytes] | None = None) -> bytes:
+def log_root(leaves: Sequence[bytes], cache: MutableMapping[tuple[int, int], bytes] | None = None) -> bytes:
     """MTH over leaf hashes; ``cache`` keeps complete power-of-two subtrees (they never change)."""
     return _mth(leaves, 0, len(leaves), cache)
 
 
-def _mth(leaves: Sequence[bytes], lo: int, hi: int, cache: dict[tuple[int, int], bytes] | None) -> bytes:
+def _mth(leaves: Sequence[bytes], lo: int, hi: int, cache: MutableMapping[tuple[int, int], bytes] | None) -> bytes:
     n = hi - lo
     if n == 0:
         return _h()
@@ -257,7 +257,7 @@ def _mth(leaves: Sequence[bytes], lo: int, hi: int, cache: dict[tuple[int, int],
 
 
 def inclusion_proof(
-    index: int, leaves: Sequence[bytes], cache: dict[tuple[int, int], bytes] | None = None
+    index: int, leaves: Sequence[bytes], cache: MutableMapping[tuple[int, int], bytes] | None = None
 ) -> list[bytes]:
     """RFC 6962 PATH(index, D[0:n]), leaf-side first."""
     if not 0 <= index < len(leaves):
@@ -277,7 +277,7 @@ def inclusion_proof(
 
 
 def consistency_proof(
-    old_size: int, leaves: Sequence[bytes], cache: dict[tuple[int, int], bytes] | None = None
+    old_size: int, leaves: Sequence[bytes], cache: MutableMapping[tuple[int, int], bytes] | None = None
 ) -> list[bytes]:
     """RFC 6962 PROOF(m, D[0:n]) for m = ``old_size``, n = len(leaves)."""
     if not 0 < old_size <= len(leaves):
@@ -289,7 +289,7 @@ def consistency_proof(
 
 def _subproof(
     m: int, leaves: Sequence[bytes], lo: int, hi: int, whole: bool, out: list[bytes],
-    cache: dict[tuple[int, int], bytes] | None,
+    cache: MutableMapping[tuple[int, int], bytes] | None,
 ) -> None:
     n = hi - lo
     if m == n:
