@@ -6,6 +6,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
                     events, verify, approve_identity, link_device, open_linked, devices,
                     revoke_device, monitor_account
     LinkedDevice    a device of our account, as its signed device list names it
+    HistoryEntry    a message of a history export (keep_history, export_history, read_history_export)
     Attachment      an encrypted file a message references (send_attachment, download_attachment)
     Group, GroupChanged, GroupRefused, GroupError   groups (create_group, send_group, ...)
     Message         a decrypted message handed to the app
@@ -15,7 +16,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
                     Undecryptable, DeviceListRejected, SessionReset, KeyTransparencyAlarm
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
     IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList,
-    KeyTransparencyError, LinkFailed
+    KeyTransparencyError, LinkFailed, HistoryExportError
 
     ConversationEvent what ``Client.events()`` also yields (issue 14): MessagesDelivered,
                     MessagesRead, MessageEdited, MessageDeleted, MessageExpired,
@@ -28,12 +29,15 @@ The session cryptography is ``xchat.client.crypto``.
 
 from xchat.client._attachments import Attachment
 from xchat.client._devices import LinkedDevice
+from xchat.client._history import HistoryEntry
+from xchat.client._history import read_export as read_history_export
 from xchat.client.client import Client
 from xchat.client.groups import Group, GroupChanged, GroupError, GroupRefused
 from xchat.client.errors import (
     AttachmentError,
     ClientError,
     EditRefused,
+    HistoryExportError,
     IdentityNotApproved,
     KeyTransparencyError,
     LinkFailed,
@@ -67,6 +71,9 @@ from xchat.client.messages import (
 )
 
 __all__ = [
+    "HistoryEntry",
+    "HistoryExportError",
+    "read_history_export",
     "ControlRejected",
     "ConversationEvent",
     "ConversationSettings",

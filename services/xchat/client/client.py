@@ -37,6 +37,7 @@ from xchat.client._devices import Devices, LinkedDevice, redeem
 from xchat.client._events import EventQueue
 from xchat.client._transparency import Transparency
 from xchat.client._healing import Healer
+from xchat.client._history import History, received_entry, sent_entry
 from xchat.client import _sentsync
 from xchat.client._conversation import Ledger
 from xchat.client._conversation_tasks import Conversations
@@ -77,6 +78,7 @@ class Client:
     def __init__(self, state: LocalState, transport: Transport, *, clock: Callable[[], float] = time.time) -> None:
         self._state = state
         self._transport = transport
+        self._history = History(state)  # opt-in (keep_history): nothing is kept unless asked
         self._events = EventQueue()
         self._book = SessionBook(state, on_event=self._events.put)
         self._tokens = Tokens(state, self._book, transport)
@@ -399,6 +401,8 @@ class Client:
             if isinstance(sent, BaseException):
                 raise sent
             receipts = sent
+        if receipts:
+            self._history.add(sent_entry(receipts[0].message_id, (own, self.device_id), account, content_type, data, ttl_s=ttl))
         if receipts and account != own:
             self._conversations.sent(account, receipts[0].message_id)
         return receipts
@@ -613,6 +617,20 @@ class Client:
         """Marks ``message`` processed: it is never shown again, and the server deletes it."""
         await self._receiver.ack(message)
         self._groups.acked(message)
+        self._history.add(received_entry(message))
+
+    # -- history (``_history``) ----------------------------------------------
+
+    def keep_history(self, enabled: bool = True) -> None:
+        """Keep (or stop keeping, and delete) a local history on this device: from now on, each
+        one-to-one message it sends and each message the app ``ack``s, sealed in the state file.
+        Messages of a disappearing conversation are never kept. Off by default."""
+        self._history.keep(enabled)
+
+    def export_history(self, path: str | Path, *, passphrase: str | None = None, key: bytes | None = None) -> int:
+        """Writes the kept history to ``path``, encrypted (AES-256-GCM under scrypt(``passphrase``) or
+        a 32-byte ``key``); returns how many messages it holds. Read it with ``read_history_export``."""
+        return self._history.export(Path(path), passphrase=passphrase, key=key)
 
     async def _directory_key(self, account: str, device: str) -> bytes | None:
         """The identity key ``account``'s signed device list gives ``device`` (None: not listed or untrusted)."""

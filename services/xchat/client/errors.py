@@ -12,6 +12,8 @@
     ├── SafetyNumberMismatch     ``Client.verify`` got digits that are not the safety number
     ├── EditRefused              ``Client.edit`` / ``delete_for_everyone`` of a message this
     │                            device did not send, or sent more than 24 h ago
+    ├── HistoryExportError       ``read_history_export``: wrong passphrase or key, or not an
+    │                            intact export
     ├── AttachmentError          a downloaded attachment failed a check (``problem``: tampered,
     │                            truncated, size, digest, ...); nothing unverified is left at ``dest``
     ├── UntrustedDeviceList      the directory's device list for ``account`` is not the account
@@ -114,3 +116,8 @@ class AttachmentError(ClientError):
         super().__init__(f"attachment {problem}: {detail}")
         self.problem = problem
         self.detail = detail
+
+
+class HistoryExportError(ClientError):
+    """A history export (``Client.export_history``) could not be read: wrong passphrase or key,
+    a truncated or altered file, or not an export at all. Nothing of it was returned."""
