@@ -37,14 +37,14 @@ def _name(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(4)}"
 
 
-async def _alarm(events: Any, timeout: float = 20.0) -> KeyTransparencyAlarm:
+async def _alarm(events: Any, timeout: float = 60.0) -> KeyTransparencyAlarm:
     while True:
         event: SecurityEvent = await asyncio.wait_for(anext(events), timeout)
         if isinstance(event, KeyTransparencyAlarm):
             return event
 
 
-async def _refused(check: Any, timeout: float = 20.0) -> KeyTransparencyError:
+async def _refused(check: Any, timeout: float = 60.0) -> KeyTransparencyError:
     """``check()`` until it raises: a forged head reaches every region's replica within moments."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -93,7 +93,7 @@ class CompromisedAuth:
                 heads.append((msg.seq, raw, bytes(msg.data)))
             seq = msg.seq + 1
 
-    async def wait_sealed(self, account: str, version: int, timeout: float = 20.0) -> None:
+    async def wait_sealed(self, account: str, version: int, timeout: float = 60.0) -> None:
         """Until an epoch seals ``account``'s list ``version`` (any client call seals at the cadence)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:

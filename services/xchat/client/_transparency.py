@@ -3,7 +3,7 @@
 Before a device list the directory serves is trusted (``Devices.fetch``),
 the SDK looks the account up in the key transparency log and checks:
 
-- the epoch head is signed by the directory key pinned on first use;
+- the epoch head is signed by the directory key it names;
 - the head is the last leaf of the log tree it signs, and that tree extends
   the one this device verified last (RFC 9162 consistency), remembered in the
   SDK state's ``kt_head`` row across regions and restarts: an older epoch is a
@@ -45,7 +45,6 @@ from xchat.statements import DeviceListBody, MalformedDeviceList
 from xchat.v1 import auth_pb2, auth_pb2_grpc
 
 HEAD_ROW = "kt_head"
-DIRECTORY_KEYS_ROW = "kt_directory_keys"
 # A list newer than the log's leaf is waited for this many epoch intervals
 # (plus SEAL_GRACE_S for a loaded machine) before it is an alarm.
 SEAL_EPOCHS = 3
@@ -150,19 +149,14 @@ class Transparency:
             return leaf, reply.epoch_interval_ms / 1000
 
     def _check_signature(self, account: str, head: EpochHead, directory_key: bytes) -> None:
-        raw = self._state.get_meta(DIRECTORY_KEYS_ROW)
-        pinned_keys: dict[str, str] = json.loads(raw) if raw is not None else {}
-        pinned = bytes.fromhex(pinned_keys[head.key_id]) if head.key_id in pinned_keys else None
-        if pinned is None:
-            if pinned_keys:
-                raise self._alarm(account, "directory_key_changed", f"epoch {head.epoch} is signed by unknown key {head.key_id}")
-            pinned = directory_key  # trust on first use, like the account keys
+        """The head is signed by the key it names (its id is that key's hash). No key is pinned:
+        a rotated directory key is accepted, because what protects a client is the log's
+        consistency with what it saw (checked next), not who signed; the signature makes the
+        directory accountable to auditors, who know the deployment's keys."""
         try:
-            head.verify(pinned)
+            head.verify(directory_key)
         except HeadSignatureError as exc:
             raise self._alarm(account, "signature", str(exc)) from exc
-        if head.key_id not in pinned_keys:
-            self._state.set_meta(DIRECTORY_KEYS_ROW, json.dumps({**pinned_keys, head.key_id: pinned.hex()}).encode())
 
     def _check_history(self, account: str, known: EpochHead | None, head: EpochHead, proof: list[bytes]) -> None:
         if known is None:

@@ -155,8 +155,8 @@ class KeyTransparencyAlarm:
     log's), "missing" (a served list still not in the log after a few epochs,
     or a change dropped from it), "fork" (a log that does not extend the one
     this device saw, e.g. another region's history), "rollback" (an epoch
-    older than one already verified), "bad_proof" / "signature" /
-    "directory_key_changed" (proofs or heads that do not verify), and for our
+    older than one already verified), "bad_proof" / "signature"
+    (proofs or heads that do not verify), and for our
     own account "account_key_changed" or "unsigned_change" (a key or device
     list this account did not make). Nothing is sent to or accepted from
     ``account`` meanwhile (``KeyTransparencyError``). Show it: it means the
