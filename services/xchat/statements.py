@@ -48,6 +48,11 @@ def add_device_statement(account: str, identity_key: bytes) -> bytes:
     return b"xchat-add-device-v1\x00" + account.encode() + b"\x00" + identity_key
 
 
+def delete_account_statement(account: str, account_key: bytes) -> bytes:
+    """What the account key signs to delete its account (``Auth.DeleteAccount``, docs/adr/0017)."""
+    return b"xchat-delete-account-v1\x00" + account.encode() + b"\x00" + account_key
+
+
 def device_list_statement(body: bytes) -> bytes:
     """What the account key signs over a device list body."""
     return b"xchat-device-list-v1\x00" + body

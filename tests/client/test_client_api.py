@@ -28,7 +28,7 @@ CLIENT_METHODS = {
 EXPECTED |= {"Attachment", "AttachmentError"}  # issue 14, attachments (docs/attachments.md)
 CLIENT_METHODS |= {"send_attachment", "attachment", "download_attachment"}
 EXPECTED |= {"HistoryEntry", "HistoryExportError", "read_history_export"}  # issue 14, account lifecycle
-CLIENT_METHODS |= {"keep_history", "export_history"}
+CLIENT_METHODS |= {"keep_history", "export_history", "delete_account"}
 
 
 def test_all_is_exactly_the_documented_surface() -> None:

@@ -237,7 +237,8 @@ def test_the_edge_has_a_policy_for_every_method() -> None:
     anonymous = {name.rsplit("/", 1)[1] for name, policy in POLICIES.items() if policy.anonymous}
     # SendSealed: no token; each envelope is authorised by the recipient's delivery key (xchat.relay.sealed).
     # TakeProvisioning: the rendezvous id is the capability (ADR 0011); AuditLog: auditors have no account (ADR 0014).
-    assert anonymous == {"Register", "Challenge", "Login", "Refresh", "SendSealed", "TakeProvisioning", "AuditLog"}
+    # PurgeRevoked (keys, mailbox): a deleted account has no token; only revoked devices' data goes (ADR 0017).
+    assert anonymous == {"Register", "Challenge", "Login", "Refresh", "SendSealed", "TakeProvisioning", "AuditLog", "PurgeRevoked"}
 
 
 @PROPERTY

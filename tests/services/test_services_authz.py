@@ -316,6 +316,16 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
         "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
+        # Keyless accounts in this world: nothing can prove the owner asked (docs/adr/0017).
+        "Auth.DeleteAccount": lambda: c.auth.DeleteAccount(
+            auth_pb2.DeleteAccountRequest(signature=fresh.sign(b"x").signature), metadata=md
+        ),
+        "Keys.PurgeRevoked": lambda: _purge_revoked(c.keys.PurgeRevoked(
+            keys_pb2.PurgeRevokedPrekeysRequest(device_ids=[a1.device_id, world.a_rev.device_id]), metadata=md
+        )),
+        "Mailbox.PurgeRevoked": lambda: _purge_revoked(c.mailbox.PurgeRevoked(
+            mailbox_pb2.PurgeRevokedMailboxesRequest(device_ids=[a1.device_id, world.a_rev.device_id]), metadata=md
+        )),
     }
     return cells[rpc]
 
@@ -334,6 +344,12 @@ async def _attachment_cell(caller, owner, md, step: str) -> object:
         return await theirs.UploadChunk(chunk, metadata=md)
     await mine.UploadChunk(chunk, metadata=owner.md)
     return [r async for r in theirs.Download(attachments_pb2.DownloadRequest(attachment_id=ident), metadata=md)]
+
+
+async def _purge_revoked(call: Awaitable[object]) -> object:
+    """A purge naming A's active device and its revoked one: only the revoked one may be purged."""
+    reply = await call
+    return "OK" if reply.purged == 1 else f"PURGED_{reply.purged}"  # type: ignore[attr-defined]
 
 
 async def _take_provisioning(caller, owner, md) -> object:

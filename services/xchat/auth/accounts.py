@@ -34,7 +34,7 @@ from typing import Any
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from xchat.auth import devicelists
+from xchat.auth import deletion, devicelists
 from xchat.auth.keylog import KeyLog
 from xchat.auth.provisioning import Provisioning
 from xchat.core.devices import DeviceDirectory, DeviceRecord
@@ -86,6 +86,7 @@ class Accounts:
         self._refresh: KeyValue = store.bucket(BUCKET_REFRESH)
         self._signer = signer
         self._refresh_lifetime_ms = refresh_lifetime_s * 1000
+        self.name_hold_s = deletion.NAME_HOLD_S
 
     @staticmethod
     def _check_key(identity_key: bytes, signature: bytes, account: AccountId) -> None:
@@ -112,13 +113,46 @@ class Accounts:
         body = json.dumps({**record, "devices": [device]}).encode()
         try:
             await self._accounts.create(account, body)
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            await self._forget_device(device)
-            raise AlreadyExists(f"account {account!r} is already registered; choose another name") from exc
+        except nats.js.errors.KeyWrongLastSequenceError:
+            try:
+                await self._reuse_name(account, body)  # a deleted account's name, once its hold ended
+            except BaseException:
+                await self._forget_device(device)
+                raise
         except BaseException:
             await self._forget_device(device)
             raise
         return device
+
+    async def _reuse_name(self, account: AccountId, body: bytes) -> None:
+        try:
+            entry = await self._accounts.get(account)
+        except nats.js.errors.KeyNotFoundError as exc:  # deleted by the operator meanwhile: try again
+            raise ResourceExhausted(f"account {account!r} changed while registering; retry") from exc
+        deletion.check_released(json.loads(entry.value or b"{}"), account)
+        try:
+            await self._accounts.update(account, body, last=entry.revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise AlreadyExists(f"account {account!r} is already registered; choose another name") from exc
+
+    async def delete_account(self, account: AccountId, signature: bytes) -> tuple[list[DeviceId], int]:
+        """Replaces the record by a tombstone, then revokes every device (``xchat.auth.deletion``);
+        returns the devices and the end of the name hold. The tombstone lists no device, so from its
+        write on no device of the account logs in or refreshes; revoking ends their access tokens too."""
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self._get_account(account)
+            raw = json.loads(entry.value or b"{}")
+            deletion.check_signature(raw, account, signature)
+            dead = deletion.tombstone(raw, hold_s=self.name_hold_s)
+            try:
+                await self._accounts.update(account, json.dumps(dead).encode(), last=entry.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            devices = [DeviceId(d) for d in dead["deleted_devices"]]
+            for device in devices:
+                await self.revoke(account, device)
+            return devices, int(dead["hold_until_ms"])
+        raise ResourceExhausted("too much concurrent change on this account; retry")
 
     async def _forget_device(self, device: DeviceId) -> None:
         """Removes a device record no account lists; a failure leaves an orphan that cannot log in."""
@@ -157,9 +191,12 @@ class Accounts:
 
     async def _get_account(self, account: AccountId):  # type: ignore[no-untyped-def]
         try:
-            return await self._accounts.get(account)
+            entry = await self._accounts.get(account)
         except nats.js.errors.KeyNotFoundError as exc:
             raise NotFound(f"account {account!r} does not exist") from exc
+        if deletion.is_deleted(json.loads(entry.value or b"{}")):
+            raise NotFound(f"account {account!r} does not exist (it was deleted)")
+        return entry
 
     async def list_devices(self, account: AccountId) -> list[DeviceRecord]:
         entry = await self._get_account(account)

@@ -151,6 +151,14 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         ciphertext = await self._accounts.provisioning.take(request.rendezvous_id)
         return auth_pb2.TakeProvisioningResponse(ciphertext=ciphertext)
 
+    @unary
+    async def DeleteAccount(
+        self, request: auth_pb2.DeleteAccountRequest, context: Ctx
+    ) -> auth_pb2.DeleteAccountResponse:
+        caller = require_principal()
+        devices, held_until = await self._accounts.delete_account(caller.account, request.signature)
+        return auth_pb2.DeleteAccountResponse(device_ids=list(devices), name_held_until_ms=held_until)
+
     def _keylog(self) -> KeyLog:
         if self._accounts.keylog is None:
             raise FailedPrecondition("key transparency is not enabled on this auth process")

@@ -37,6 +37,7 @@ from xchat.client._devices import Devices, LinkedDevice, redeem
 from xchat.client._events import EventQueue
 from xchat.client._transparency import Transparency
 from xchat.client._healing import Healer
+from xchat.client import _lifecycle
 from xchat.client._history import History, received_entry, sent_entry
 from xchat.client import _sentsync
 from xchat.client._conversation import Ledger
@@ -340,6 +341,17 @@ class Client:
     async def revoke_device(self, device_id: str) -> None:
         """Removes ``device_id`` from this account: a new signed list without it, then auth revokes it."""
         await self._devices.revoke(self.account, device_id)
+
+    async def delete_account(self) -> int:
+        """Deletes this account for good (docs/adr/0017); returns until when its name is held.
+
+        Signed by the account key (a stolen token cannot do it): every device is
+        revoked, the signed device list removed, the devices' prekeys and mailboxes
+        purged, and the name cannot be registered again for 30 days. Contacts then get
+        ``RequestRejected`` (NOT_FOUND) when they send. This device's state file is
+        left as it is: delete it (or ``export_history`` first). Takes ~3 s.
+        """
+        return await _lifecycle.delete(self.account, self._devices, self._tokens, self._transport)
 
     async def monitor_account(self) -> None:
         """Checks this account in the key transparency log (docs/adr/0014): our account key, and

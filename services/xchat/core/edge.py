@@ -90,6 +90,11 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Auth/TakeProvisioning": Policy(anonymous=True, limit=ANONYMOUS),
     "/xchat.v1.Auth/LookupKey": Policy(),
     "/xchat.v1.Auth/AuditLog": Policy(anonymous=True, limit=ANONYMOUS),
+    # Only the account key's signature deletes (xchat.auth.deletion); read the caller fresh.
+    "/xchat.v1.Auth/DeleteAccount": Policy(fresh=True),
+    # No token (the account is deleted): only revoked devices' data goes (docs/adr/0017).
+    "/xchat.v1.Keys/PurgeRevoked": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Mailbox/PurgeRevoked": Policy(anonymous=True, limit=ANONYMOUS),
     "/xchat.v1.Keys/UploadPrekeys": Policy(),
     "/xchat.v1.Keys/CountPrekeys": Policy(),
     "/xchat.v1.Keys/FetchBundles": Policy(limit=FETCH),

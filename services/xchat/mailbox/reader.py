@@ -185,6 +185,16 @@ class MailboxReader:
         if "error" in body:
             raise Unavailable(f"mailbox store refused an acknowledgement: {body['error'].get('description')}")
 
+    async def purge_device(self, device: DeviceId) -> None:
+        """Removes every record of ``device`` (a revoked device's mailbox): one replicated operation."""
+        try:
+            reply = await self._nc.request(PURGE, json.dumps({"filter": mailbox_subject(device)}).encode(), timeout=self._timeout)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise Unavailable("mailbox store did not confirm the purge; retry it") from exc
+        body = json.loads(reply.data or b"{}")
+        if "error" in body:
+            raise Unavailable(f"mailbox store refused the purge: {body['error'].get('description')}")
+
     async def delete(self, sequences: list[int]) -> int:
         """Deletes single sequences (already gone counts 0); returns how many this call removed."""
         gate = asyncio.Semaphore(DELETE_CONCURRENCY)

@@ -39,6 +39,8 @@ from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import Store
 from xchat.core.tokens import TokenVerifier
+from xchat.core.errors import InvalidArgument
+from xchat.core.ids import device_id
 from xchat.mailbox.acks import AckWindow, ack_outside_sync
 from xchat.mailbox.listeners import Listener, Listeners
 from xchat.mailbox.reader import MailboxReader, Stored
@@ -88,6 +90,10 @@ def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[
         yield mailbox_pb2.SyncResponse(envelopes=chunk)
 
 
+#: Devices one PurgeRevoked call may name (an account's maximum, xchat.auth.accounts).
+MAX_PURGE_DEVICES = 16
+
+
 class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
     def __init__(self, store: Store, verifier: TokenVerifier, directory: DeviceDirectory, *, store_timeout_s: float) -> None:
         self._store = store
@@ -111,6 +117,24 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         deleted = await ack_outside_sync(self._reader, caller.device, list(request.sequences))
         self._feeds.acknowledged(caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
+
+    @unary
+    async def PurgeRevoked(
+        self, request: mailbox_pb2.PurgeRevokedMailboxesRequest, context: Ctx
+    ) -> mailbox_pb2.PurgeRevokedMailboxesResponse:
+        # Anonymous (a deleted account's tokens are dead): only a revoked device's mailbox goes,
+        # which it can never read again (Sync and Ack refuse it), so nothing is lost to anyone.
+        if len(request.device_ids) > MAX_PURGE_DEVICES:
+            raise InvalidArgument(f"device_ids: at most {MAX_PURGE_DEVICES} per call")
+        purged = 0
+        for raw in request.device_ids:
+            device = device_id(raw)
+            record, _ = await self._directory.get(device)
+            if record is None or not record.revoked:
+                continue
+            await self._reader.purge_device(device)
+            purged += 1
+        return mailbox_pb2.PurgeRevokedMailboxesResponse(purged=purged)
 
     @streaming
     async def Sync(

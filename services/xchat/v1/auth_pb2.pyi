@@ -7,6 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DeleteAccountRequest(_message.Message):
+    __slots__ = ("signature",)
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    signature: bytes
+    def __init__(self, signature: _Optional[bytes] = ...) -> None: ...
+
+class DeleteAccountResponse(_message.Message):
+    __slots__ = ("device_ids", "name_held_until_ms")
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NAME_HELD_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    name_held_until_ms: int
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., name_held_until_ms: _Optional[int] = ...) -> None: ...
+
 class SignedDeviceList(_message.Message):
     __slots__ = ("body", "signature")
     BODY_FIELD_NUMBER: _ClassVar[int]

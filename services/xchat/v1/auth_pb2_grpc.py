@@ -99,6 +99,11 @@ class AuthStub:
                 request_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/xchat.v1.Auth/DeleteAccount',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServicer:
@@ -212,6 +217,18 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAccount(self, request, context):
+        """Deletes the caller's account (docs/adr/0017): every device revoked, the
+        signed device list removed, the name held for 30 days (ALREADY_EXISTS
+        for a Register in that time). Needs the account key's signature over
+        "xchat-delete-account-v1" || 0x00 || account || 0x00 || account_key
+        (PERMISSION_DENIED otherwise: a token alone cannot delete an account);
+        FAILED_PRECONDITION for an account without an account key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -279,6 +296,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.AuditLog,
                     request_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -632,6 +654,33 @@ class Auth:
             '/xchat.v1.Auth/AuditLog',
             xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
             xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/DeleteAccount',
+            xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import nacl.exceptions
 import nacl.signing
 
-from xchat.statements import DeviceListBody, MalformedDeviceList, add_device_statement, device_list_statement, register_statement
+from xchat.statements import (
+    DeviceListBody,
+    MalformedDeviceList,
+    add_device_statement,
+    delete_account_statement,
+    device_list_statement,
+    register_statement,
+)
 
 from .encoding import check_length
 from .errors import CryptoError
@@ -78,6 +85,10 @@ class AccountKey:
     def admit(self, account: str, device_identity_key: bytes) -> bytes:
         """``AddDevice.account_signature`` for a new device key."""
         return bytes(self._signing.sign(add_device_statement(account, device_identity_key)).signature)
+
+    def delete(self, account: str) -> bytes:
+        """``DeleteAccount.signature``: the account key's consent to delete ``account`` (ADR 0017)."""
+        return bytes(self._signing.sign(delete_account_statement(account, self.public)).signature)
 
     def sign_list(self, account: str, version: int, devices: dict[str, bytes]) -> SignedDeviceList:
         body = DeviceListBody(account, version, tuple(sorted(devices.items()))).encode()
