@@ -179,6 +179,20 @@ async def test_a_key_served_to_one_client_only_is_not_in_the_log(fresh_mesh_fact
         assert [r.recipient_device for r in receipts] == [alice.device_id]
         assert _audit(mesh, tmp_path, "a", "c").returncode == 0  # the log itself was never touched
 
+        # Nobody removes what was appended: auth's credentials may not ask, and the stream itself
+        # refuses deletes and purges even to the unrestricted admin user.
+        with pytest.raises(Exception):  # permissions violation: no reply (timeout) or an error
+            await auth._nc.jetstream(timeout=2).delete_msg("XCHAT_KT", 1)
+        admin = await nats.connect(mesh.nats_urls("a"), **mesh.admin_credentials, tls=mesh.nats_tls())
+        try:
+            with pytest.raises(nats.js.errors.APIError):
+                await admin.jetstream().delete_msg("XCHAT_KT", 1)
+            with pytest.raises(nats.js.errors.APIError):
+                await admin.jetstream().purge_stream("XCHAT_KT")
+        finally:
+            await admin.close()
+        assert _audit(mesh, tmp_path, "b").returncode == 0
+
 
 async def test_a_key_or_device_the_account_did_not_add_alarms_its_own_devices(fresh_mesh_factory, tmp_path: Path) -> None:
     mesh: LocalMesh = fresh_mesh_factory(extra_env=FAST, nats_auth=True)
