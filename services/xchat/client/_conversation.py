@@ -51,6 +51,7 @@ from dataclasses import dataclass, replace
 from xchat.client import _controls
 from xchat.client._controls import Delete, Edit, Receipt, Timer
 from xchat.client._sentsync import SENT_CONTENT_TYPE
+from xchat.client._sessions import EncryptRequest
 from xchat.client._state import InboxItem, LocalState
 from xchat.client.crypto import Payload
 from xchat.client.messages import (
@@ -274,6 +275,20 @@ class Ledger:
             size = payload.body[0]
             conversation = payload.body[1 : 1 + size].decode("ascii", errors="replace") or own
         self.record(item.message_id, conversation, own, outgoing=True, sent_at_ms=payload.sent_at_ms)
+
+    def encrypted(self, request: EncryptRequest, payload: Payload) -> None:
+        """An app message we are sending (inside its encryption's savepoint): into the ledger, so a
+        receipt, an edit or the sweeper finds it from the moment it can leave."""
+        own = self._me()
+        if request.account == own or payload.content_type.startswith(SDK_TYPE_PREFIX):
+            return  # to ourselves (sent-message sync), or the SDK's own (groups)
+        self.record(payload.message_id, request.account, own, outgoing=True, sent_at_ms=payload.sent_at_ms)
+
+    def ttl_for(self, account: str, content_type: str) -> int:
+        """Relay's TTL hint for an app message to ``account``: the conversation's timer (0: none)."""
+        if account == self._me() or content_type.startswith(SDK_TYPE_PREFIX):
+            return 0
+        return self.settings(account).disappearing_s
 
     def control(self, account: str, device: str, payload: Payload) -> bool:
         """Applies a conversation control from ``device`` of ``account``; False: not one of ours."""

@@ -84,10 +84,6 @@ class Conversations:
     def settings(self, conversation: str) -> ConversationSettings:
         return self.ledger.settings(conversation)
 
-    def ttl_for(self, conversation: str) -> int:
-        """Relay's TTL hint for what we send in ``conversation`` (its timer; 0 = none)."""
-        return self.ledger.settings(conversation).disappearing_s
-
     def set_read_receipts(self, conversation: str, enabled: bool) -> None:
         with self.ledger.transaction():
             current = self.ledger.settings(conversation)
@@ -148,11 +144,6 @@ class Conversations:
             await self._send_control(self._me(), content_type, body)
         except ClientError as exc:
             log.info("control not copied to our other devices: %s", exc)
-
-    def sent(self, conversation: str, message_id: bytes) -> None:
-        """A message we just sent (``Client.send``): into the ledger, due to disappear with the timer."""
-        with self.ledger.transaction():
-            self.ledger.record(message_id, conversation, self._me(), outgoing=True, sent_at_ms=_now_ms())
 
     # -- background ------------------------------------------------------
 

@@ -86,6 +86,7 @@ class Sender:
         fetch_sessions: Callable[[str], Awaitable[list[str]]],
         ready_devices: Callable[[str], list[str] | None] | None = None,
         device_gone: Callable[[str, str], Awaitable[bool]] | None = None,
+        ttl_for: Callable[[str, str], int] | None = None,
     ) -> None:
         self._state = state
         self._book = book
@@ -98,6 +99,9 @@ class Sender:
         # Asked when relay answers NOT_FOUND for a device: True when the account's refreshed,
         # signed device list no longer names it (revoked), so that send is not a failure.
         self._device_gone = device_gone
+        # Relay's TTL hint for (account, content type) when the caller gives none: a
+        # disappearing conversation's timer (``_conversation``); 0 = the mailbox's own.
+        self._ttl_for = ttl_for or (lambda account, content_type: 0)
         # The outbox in memory, in outbox order; what a previous run left is delivered first.
         self._queue: dict[Key, OutboxItem] = {(i.message_id, i.recipient_device): i for i in state.pending_outbox()}
         self._waiters: dict[Key, list[asyncio.Future[Outcome]]] = {}
@@ -170,7 +174,10 @@ class Sender:
     ) -> list[list[OutboxItem]]:
         """Encrypts in order, in the loop turn's shared transaction; the envelopes are queued on return."""
         requests = [
-            EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type, ttl_s=ttl_s)
+            EncryptRequest(
+                account, tuple(await self._sessions_for(account)), body, content_type,
+                ttl_s=ttl_s or self._ttl_for(account, content_type),
+            )
             for account, body in messages
         ]
         loop = asyncio.get_running_loop()

@@ -40,10 +40,19 @@ from xchat.client.crypto import (
     seal,
     unseal,
 )
+from xchat.client.crypto.certificates import CertificateError, SenderCertificate, check_certificate, verify_signature
 from xchat.client.crypto.fingerprints import displayable_fingerprint
+from xchat.client.crypto.pqxdh import encode_ids
 from xchat.client.crypto.sessions import OpenedRecord, SessionRecord, open_record
 from xchat.client.errors import IdentityNotApproved, NotRegistered, SafetyNumberMismatch
-from xchat.client.messages import DeviceListRejected, IdentityChanged, SecurityEvent, SenderMismatch, Undecryptable
+from xchat.client.messages import (
+    DeviceListRejected,
+    IdentityChanged,
+    SecurityEvent,
+    SenderCertificateRejected,
+    SenderMismatch,
+    Undecryptable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,13 @@ class Opened:
     opened: OpenedRecord
     # The identity key pinned for the sender device before this message (None: first use).
     pinned_identity: bytes | None = None
+    # The sender certificate the sealed layer carried, checked but for its signature when
+    # the sender account's key is not pinned yet (``signature_checked`` False: first contact).
+    certificate: SenderCertificate | None = None
+    signature_checked: bool = False
+    # The certificate, signed by the pinned account key, names a device linked after the
+    # pinned device list: accepted without asking the directory (ADR 0011's addendum).
+    vouched: bool = False
 
     @property
     def new_session(self) -> bool:
@@ -101,6 +117,14 @@ class SessionBook:
         self.account_safety_number: Callable[[str, str], str | None] = lambda ours, theirs: None
         # Set by the facade: False when the account's pinned signed list does not name the device.
         self.device_listed: Callable[[str, str], bool] = lambda account, device: True
+        # Set by the facade (sender certificates, ``crypto.certificates``): the account key pinned
+        # for an account, the version of its pinned list, our current certificate (b"": none),
+        # our (account, device) to bind into new sessions' PQXDH AD (None: not registered) and the clock.
+        self.account_key_of: Callable[[str], bytes | None] = lambda account: None
+        self.list_version_of: Callable[[str], int | None] = lambda account: None
+        self.certificate: Callable[[], bytes] = lambda: b""
+        self.me: Callable[[], tuple[str, str] | None] = lambda: None
+        self.now_ms: Callable[[], int] = lambda: int(time.time() * 1000)
         # Sessions parsed once per receive batch (``batch_begin``..``batch_end``):
         # valid only while nothing else writes sessions, i.e. inside one transaction.
         self._open_cache: dict[str, SessionRecord] | None = None
@@ -119,6 +143,8 @@ class SessionBook:
         # stored for the app, and a control payload other than a retry request (True: handled).
         self.on_stored: Callable[[InboxItem, Payload], None] = lambda item, payload: None
         self.on_control: Callable[[str, str, Payload], bool] = lambda account, device, payload: False
+        # Set by the facade (``_conversation``), inside the encryption's savepoint: an app message encrypted.
+        self.on_encrypted: Callable[[EncryptRequest, Payload], None] = lambda request, payload: None
         seed = state.get_meta("identity")
         if seed is not None:
             self._identity = IdentityKeyPair.from_bytes(seed)
@@ -186,7 +212,7 @@ class SessionBook:
         self._state.begin()
         try:
             for device, bundle in bundles:
-                session, _initial = initiate_session(self.identity, bundle)
+                session, _initial = initiate_session(self.identity, bundle, ids=self._ids_to(account, device))
                 self._put_new(device, account, session)
             self._state.commit()
         except BaseException:
@@ -200,6 +226,16 @@ class SessionBook:
         record = SessionRecord.from_bytes(blob).replaced_by(session) if blob else SessionRecord(session)
         self._state.put_session(device, account, record.to_bytes())
 
+    def _ids_to(self, account: str, device: str) -> bytes:
+        """The ids a session we start binds into its PQXDH AD (b"": we have none yet, unbound)."""
+        me = self.me()
+        return encode_ids(me[0], me[1], account, device) if me is not None else b""
+
+    def _ids_from(self, content: SealedContent) -> bytes:
+        """The ids a session the sealed claim's device starts with us must have bound."""
+        me = self.me()
+        return encode_ids(content.sender_account, content.sender_device, me[0], me[1]) if me is not None else b""
+
     def has_session(self, device: str) -> bool:
         return self._state.session(device) is not None
 
@@ -210,7 +246,7 @@ class SessionBook:
 
     def restart_session(self, account: str, device: str, bundle: PrekeyBundle) -> None:
         """A new session with ``device`` from a fresh (verified) bundle; the current one is archived."""
-        session, _initial = initiate_session(self.identity, bundle)
+        session, _initial = initiate_session(self.identity, bundle, ids=self._ids_to(account, device))
         with self._state.transaction():
             self._put_new(device, account, session)
 
@@ -261,7 +297,10 @@ class SessionBook:
         if control and not request.control:
             raise ValueError(f"content types starting with {CONTROL_PREFIX!r} are the SDK's own")
         payload = Payload.new(request.body, counter=self._state.next_counter(account), content_type=request.content_type)
+        if not control:
+            self.on_encrypted(request, payload)
         profile_key = self.delivery.shared()
+        certificate = self.certificate()
         items = []
         for device in request.devices:
             if device in cache:
@@ -279,6 +318,7 @@ class SessionBook:
                 inner=session.encrypt(payload),
                 recipient_identity=session.their_identity_key,
                 profile_key=profile_key,
+                certificate=certificate,
             )
             item = OutboxItem(payload.message_id, device, account, wire, request.ttl_s)
             self._state.add_outbox(item)
@@ -299,7 +339,10 @@ class SessionBook:
             content = unseal(self.identity, ciphertext)
             record = self._cached_record(content.sender_device)
             pinned = record.current.their_identity_key if record is not None else None
-            opened = open_record(content.inner, our_identity=self.identity, prekey_store=self.prekeys, record=record)
+            opened = open_record(
+                content.inner, our_identity=self.identity, prekey_store=self.prekeys, record=record,
+                ids=self._ids_from(content),
+            )
         except CryptoError as exc:
             self._undecryptable(message_id, content, f"{type(exc).__name__}: {exc}")
             return None
@@ -307,6 +350,21 @@ class SessionBook:
             self.forget()
             self._undecryptable(message_id, content, "its inner message id differs")
             return None
+        certificate: SenderCertificate | None = None
+        account_key = self.account_key_of(content.sender_account)
+        if content.certificate:
+            # On every message: the account key vouches that the device whose session
+            # authenticated this message is the claimed device of the claimed account.
+            try:
+                certificate = check_certificate(
+                    content.certificate, account_key=account_key, claimed_account=content.sender_account,
+                    claimed_device=content.sender_device, session_identity_key=opened.session.their_identity_key,
+                    now_ms=self.now_ms(),
+                )
+            except CertificateError as exc:
+                self._certificate_refused(message_id, content, exc)
+                return None
+        vouched = certificate is not None and account_key is not None and self._vouches(certificate)
         if not opened.new_session:
             # The session authenticates the device, and a device belongs to one
             # account: the one its session was filed under (checked against the
@@ -322,7 +380,7 @@ class SessionBook:
                 )
                 self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
                 return None
-            if not self.device_listed(content.sender_account, content.sender_device):
+            if not self.device_listed(content.sender_account, content.sender_device) and not vouched:
                 # Its session still authenticates the device, but the account's signed list
                 # no longer names it (revoked): it no longer speaks for the account (ADR 0011).
                 self.forget()
@@ -333,7 +391,41 @@ class SessionBook:
                 return None
         if opened.new_session:
             self.prekeys_settled.clear()
-        return Opened(message_id, content, opened, pinned)
+        return Opened(message_id, content, opened, pinned, certificate, account_key is not None, vouched)
+
+    def _vouches(self, certificate: SenderCertificate) -> bool:
+        """True when a (verified) certificate admits a device the pinned list does not name.
+
+        Its list version is newer than the pinned list: the device was linked since.
+        A device missing from a pinned list as new as its certificate's was revoked.
+        """
+        pinned = self.list_version_of(certificate.account)
+        return pinned is not None and certificate.list_version > pinned
+
+    def certificate_holds(self, opened: Opened) -> bool:
+        """For a first contact: the certificate's signature, once the directory check pinned the account key.
+
+        False (the message refused, with an event) when it does not verify.
+        """
+        certificate = opened.certificate
+        if certificate is None or opened.signature_checked:
+            return True
+        key = self.account_key_of(opened.content.sender_account)
+        try:
+            if key is None:
+                raise CertificateError("signature", "the sender account has no pinned account key to check it with")
+            verify_signature(certificate, key)
+        except CertificateError as exc:
+            self._certificate_refused(opened.message_id, opened.content, exc)
+            return False
+        return True
+
+    def _certificate_refused(self, message_id: bytes, content: SealedContent, exc: CertificateError) -> None:
+        self.forget()
+        log.warning("dropping envelope %s from device %s: %s", message_id.hex(), content.sender_device, exc)
+        self._on_event(
+            SenderCertificateRejected(message_id, content.sender_account, content.sender_device, exc.problem, exc.detail)
+        )
 
     def _session_account(self, device: str) -> str | None:
         staged = self._dirty.get(device)

@@ -103,6 +103,7 @@ class Client:
             fetch_sessions=self._fanout.fetch,
             ready_devices=self._fanout.ready,
             device_gone=self._fanout.gone,
+            ttl_for=lambda account, content_type: self._conversations.ledger.ttl_for(account, content_type),
         )
         self._healer = Healer(
             self._book, self._tokens, send=self._sender.send_request, directory_key=self._directory_key, on_event=self._events.put
@@ -127,6 +128,7 @@ class Client:
         )
         self._book.on_stored = self._conversations.ledger.stored
         self._book.on_control = self._conversations.ledger.control
+        self._book.on_encrypted = self._conversations.ledger.encrypted
         self._groups = Groups(
             state,
             me=lambda: (self.account, self.device_id),
@@ -396,8 +398,8 @@ class Client:
             raise ValueError(f"content type {content_type!r} is the SDK's own (groups: use send_group)")
         data = _bytes(body)
         own = self.account
-        # A disappearing conversation's envelopes expire at the server with its timer.
-        ttl = self._conversations.ttl_for(account) if account != own else 0
+        # A disappearing conversation's envelopes (and their copies to our devices) expire with its timer.
+        ttl = self._conversations.ledger.ttl_for(account, content_type)
         self._conversations.start()
         if account == own or self._fanout.ready(own) == []:
             receipts = await self._sender.send(account, data, content_type, ttl_s=ttl)
@@ -415,9 +417,7 @@ class Client:
             receipts = sent
         if receipts:
             self._history.add(sent_entry(receipts[0].message_id, (own, self.device_id), account, content_type, data, ttl_s=ttl))
-        if receipts and account != own:
-            self._conversations.sent(account, receipts[0].message_id)
-        return receipts
+        return receipts  # its ledger row was written with its encryption (``_conversation``)
 
     async def flush_outbox(self) -> list[SendReceipt | Failed]:
         """Resends what a previous run encrypted but did not get acknowledged (same bytes, same ids)."""
