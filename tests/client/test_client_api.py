@@ -13,6 +13,7 @@ EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "Requ
             "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList", "SessionReset"}
 EXPECTED |= {"Group", "GroupChanged", "GroupError", "GroupRefused"}  # docs/adr/0015
 EXPECTED |= {"KeyTransparencyAlarm", "KeyTransparencyError"}  # docs/adr/0014
+EXPECTED |= {"SenderCertificateRejected"}  # issue 9, sender certificates (docs/crypto.md)
 EXPECTED |= {"ConversationEvent", "ConversationSettings", "MessagesDelivered", "MessagesRead", "MessageEdited",
              "MessageDeleted", "MessageExpired", "DisappearingTimerChanged", "ControlRejected", "EditRefused"}  # issue 14
 CLIENT_METHODS = {

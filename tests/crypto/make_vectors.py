@@ -55,6 +55,8 @@ def pqxdh() -> dict[str, Any]:
         # Drawn in order by generate_signed_prekey, generate_one_time_prekeys(1), generate_pq_prekeys(1).
         "bob_prekey_randomness": [_hex(32), _hex(32), _hex(64)],
         "first_payload": _payload(1, "first message, PQXDH vector"),
+        # Bound into the AD (issue 9): the first message is wire version 2.
+        "ids": {"alice_account": "alice", "alice_device": _hex(16), "bob_account": "bob", "bob_device": _hex(16)},
     }
     inputs["kem_shared_secret"], inputs["kem_ciphertext"] = "00" * 32, "00" * 1088
     parties = Parties(inputs)
@@ -69,7 +71,8 @@ def pqxdh() -> dict[str, Any]:
     expected = _public(pqxdh_outputs(inputs, randomness))
     return {
         "description": "PQXDH (X25519 + ML-KEM-768) from fixed identity seeds, prekeys, ephemeral key and "
-        "encapsulation output: exact bundle, SK, AD, initial message and first wire message",
+        "encapsulation output, with account and device ids bound into the AD: exact bundle, SK, AD (and the AD "
+        "of an unbound session), initial message and first wire message",
         "inputs": inputs,
         "randomness": randomness,
         "expected": expected,
@@ -107,12 +110,20 @@ def ratchet(pqxdh_vector: dict[str, Any]) -> dict[str, Any]:
 
 
 def sealed(pqxdh_vector: dict[str, Any]) -> dict[str, Any]:
-    inputs = {"sender_account": "alice", "sender_device": "a1" * 16, "profile_key": _hex(32)}
+    inputs = {
+        "sender_account": "alice",
+        "sender_device": "a1" * 16,
+        "profile_key": _hex(32),
+        "account_key_seed": _hex(32),
+        "certificate_list_version": 2,
+        "certificate_now_ms": SENT_AT_MS,
+    }
     randomness = [_hex(32)]  # the sealing ephemeral key
     expected = _public(sealed_outputs(pqxdh_vector, inputs, randomness))
     return {
-        "description": "Sealed sender (version 2) of the PQXDH vector's first message to Bob's identity key, "
-        "with a fixed ephemeral key and profile key: exact sealed bytes",
+        "description": "Sealed sender (version 3) of the PQXDH vector's first message to Bob's identity key, "
+        "with a fixed ephemeral key, profile key and sender certificate (account key seed, list version, issue "
+        "time): exact certificate and sealed bytes",
         "inputs": inputs,
         "randomness": randomness,
         "expected": expected,

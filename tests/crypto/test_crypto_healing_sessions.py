@@ -78,9 +78,13 @@ def test_session_format_1_still_reads() -> None:
     alice, bob = new_party(), new_party()
     a, _ = initiate_session(alice.identity, bob.bundle())
     blob = a.to_bytes()
-    assert blob[0] == 2
-    # Format 1 is format 2 without skipped-key dates: equal when nothing is skipped.
-    assert Session.from_bytes(b"\x01" + blob[1:]).to_bytes() == blob
+    assert blob[0] == 3
+    # Formats 1 and 2 are format 3 without bound ids (here none: one zero length byte at 98);
+    # format 1 also without skipped-key dates: equal when nothing is skipped.
+    legacy = blob[1:98] + blob[99:]
+    assert blob[98] == 0
+    assert Session.from_bytes(b"\x02" + legacy).to_bytes() == blob
+    assert Session.from_bytes(b"\x01" + legacy).to_bytes() == blob
 
 
 # -- records ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Known-answer vectors as committed files: PQXDH, the Double Ratchet, the sealed layer.
+"""Known-answer vectors as committed files: PQXDH, the Double Ratchet, the sealed layer and its certificate.
 
 ``tests/crypto/vectors/*.json`` hold fixed inputs (identity seeds, every byte
 of randomness the SDK draws, in order, and ML-KEM's encapsulation output) and
@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from xchat.client.crypto import IdentityKeyPair, Payload, PrekeyBundle, PrekeyStore, initiate_session, respond_to_session
 from xchat.client.crypto import primitives
-from xchat.client.crypto.pqxdh import initiate, respond
+from xchat.client.crypto.certificates import check_certificate, issue_certificate
+from xchat.client.crypto.pqxdh import encode_ids, initiate, respond
 from xchat.client.crypto.sealed import seal, unseal
 from xchat.client.crypto.sessions import Session
 
@@ -98,24 +99,37 @@ class Parties:
         self.encapsulation = (inputs["kem_shared_secret"], inputs["kem_ciphertext"])
 
 
+def bound_ids(inputs: Vector) -> bytes:
+    """The account and device ids the vector's session binds into its PQXDH AD (b"": none)."""
+    ids = inputs.get("ids")
+    if ids is None:
+        return b""
+    return encode_ids(ids["alice_account"], ids["alice_device"], ids["bob_account"], ids["bob_device"])
+
+
 # --- scenarios: the generator and the test drive the SDK through the same steps ------
 
 
 def pqxdh_outputs(inputs: Vector, randomness: Vector) -> Vector:
     parties = Parties(inputs)
+    ids = bound_ids(inputs)
     with fixed_randomness(randomness["initiate"], parties.encapsulation) as drawn_initiate:
-        agreement, initial = initiate(parties.alice, parties.bundle)
+        agreement, initial = initiate(parties.alice, parties.bundle, ids=ids)
+    with fixed_randomness(randomness["initiate"], parties.encapsulation):
+        unbound, _ = initiate(parties.alice, parties.bundle)  # sessions started before ids were bound
     with fixed_randomness(randomness["initiate_session"], parties.encapsulation) as drawn_session:
-        session, _ = initiate_session(parties.alice, parties.bundle)
+        session, _ = initiate_session(parties.alice, parties.bundle, ids=ids)
         first = session.encrypt(payload(inputs["first_payload"]))
     with fixed_randomness(randomness["respond"]) as drawn_respond:
-        bob_session, opened = respond_to_session(parties.bob, parties.store, first)
+        bob_session, opened = respond_to_session(parties.bob, parties.store, first, ids=ids)
     assert opened == payload(inputs["first_payload"])
-    assert respond(parties.bob, _fresh_store(inputs), initial).shared_key == agreement.shared_key
+    assert respond(parties.bob, _fresh_store(inputs), initial, ids=ids).shared_key == agreement.shared_key
+    assert unbound.shared_key == agreement.shared_key  # the ids enter the AD only
     return {
         "bundle": parties.bundle.to_bytes().hex(),
         "shared_key": agreement.shared_key.hex(),
         "associated_data": agreement.associated_data.hex(),
+        "associated_data_unbound": unbound.associated_data.hex(),
         "initial_message": initial.to_bytes().hex(),
         "first_message": first.hex(),
         "_drawn": {"initiate": drawn_initiate, "initiate_session": drawn_session, "respond": drawn_respond},
@@ -128,11 +142,12 @@ def _fresh_store(inputs: Vector) -> PrekeyStore:
 
 def _established(inputs: Vector, randomness: Vector) -> tuple[Session, Session]:
     parties = Parties(inputs)
+    ids = bound_ids(inputs)
     with fixed_randomness(randomness["initiate_session"], parties.encapsulation):
-        alice, _ = initiate_session(parties.alice, parties.bundle)
+        alice, _ = initiate_session(parties.alice, parties.bundle, ids=ids)
         first = alice.encrypt(payload(inputs["first_payload"]))
     with fixed_randomness(randomness["respond"]):
-        bob, _ = respond_to_session(parties.bob, parties.store, first)
+        bob, _ = respond_to_session(parties.bob, parties.store, first, ids=ids)
     return alice, bob
 
 
@@ -157,6 +172,12 @@ def ratchet_outputs(pqxdh: Vector, script: Vector) -> Vector:
 def sealed_outputs(pqxdh: Vector, inputs: Vector, randomness: list[str]) -> Vector:
     parties = Parties(pqxdh["inputs"])
     inner = bytes.fromhex(pqxdh["expected"]["first_message"])
+    account_seed = bytes.fromhex(inputs["account_key_seed"])
+    certificate = issue_certificate(
+        account_seed, account=inputs["sender_account"], device=inputs["sender_device"],
+        identity_key=parties.alice.public, list_version=inputs["certificate_list_version"],
+        now_ms=inputs["certificate_now_ms"],
+    ).to_bytes()
     with fixed_randomness(randomness) as used:
         sealed = seal(
             sender_account=inputs["sender_account"],
@@ -164,13 +185,19 @@ def sealed_outputs(pqxdh: Vector, inputs: Vector, randomness: list[str]) -> Vect
             inner=inner,
             recipient_identity=parties.bob.public,
             profile_key=bytes.fromhex(inputs["profile_key"]),
+            certificate=certificate,
         )
     content = unseal(parties.bob, sealed)
     assert (content.sender_account, content.sender_device, content.inner) == (
         inputs["sender_account"], inputs["sender_device"], inner,
     )
     assert content.profile_key == bytes.fromhex(inputs["profile_key"])
-    return {"sealed": sealed.hex(), "_drawn": used}
+    check_certificate(
+        content.certificate, account_key=IdentityKeyPair(account_seed).public, claimed_account=inputs["sender_account"],
+        claimed_device=inputs["sender_device"], session_identity_key=parties.alice.public,
+        now_ms=inputs["certificate_now_ms"],
+    )
+    return {"certificate": certificate.hex(), "sealed": sealed.hex(), "_drawn": used}
 
 
 def load(name: str) -> Vector:
@@ -235,3 +262,18 @@ def test_the_seam_is_closed_after_use() -> None:
     assert primitives.x25519_public_bytes(primitives.x25519_generate()) != primitives.x25519_public_bytes(
         primitives.x25519_generate()
     )
+
+
+def test_pqxdh_vector_ad_is_the_documented_layout() -> None:
+    """AD = 0x01 || IK_A || 0x01 || IK_B || u8 len || account_A || device_A || u8 len || account_B || device_B,
+    written out here by hand; a session binding ids sends wire version 2, an unbound one's AD stops after IK_B."""
+    vector = load("pqxdh.json")
+    inputs, expected = vector["inputs"], vector["expected"]
+    parties, ids = Parties(inputs), inputs["ids"]
+    keys = b"\x01" + parties.alice.public + b"\x01" + parties.bob.public
+    written = keys
+    for account, device in ((ids["alice_account"], ids["alice_device"]), (ids["bob_account"], ids["bob_device"])):
+        written += bytes([len(account)]) + account.encode() + bytes.fromhex(device)
+    assert expected["associated_data"] == written.hex()
+    assert expected["associated_data_unbound"] == keys.hex()
+    assert bytes.fromhex(expected["first_message"])[0] == 2

@@ -12,7 +12,7 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
     Failed          a message one device did not get (code, message)
-    SecurityEvent   what ``Client.events()`` yields: SenderMismatch, IdentityChanged,
+    SecurityEvent   what ``Client.events()`` yields: SenderMismatch, SenderCertificateRejected, IdentityChanged,
                     Undecryptable, DeviceListRejected, SessionReset, KeyTransparencyAlarm
     ClientError, NotRegistered, RequestRejected, ServiceUnavailable,
     IdentityNotApproved, SafetyNumberMismatch, StateKeyError, UntrustedDeviceList,
@@ -64,6 +64,7 @@ from xchat.client.messages import (
     KeyTransparencyAlarm,
     Message,
     SecurityEvent,
+    SenderCertificateRejected,
     SenderMismatch,
     SendReceipt,
     SessionReset,
@@ -106,6 +107,7 @@ __all__ = [
     "SafetyNumberMismatch",
     "SecurityEvent",
     "SendReceipt",
+    "SenderCertificateRejected",
     "SenderMismatch",
     "ServiceUnavailable",
     "SessionReset",

@@ -14,6 +14,9 @@ the device lists of the accounts we talk to, and the linking flow:
 - **Our own list** is signed here, by any linked device (each holds the
   account key): version 1 after ``register``, the next version to add
   (``link``) or remove (``revoke``) a device.
+- **Our sender certificate** (``crypto.certificates``): issued here with the
+  account key for this device (``sender_cert``), carrying the version of our
+  pinned own list, renewed when less than a week of its 30 days is left.
 - **Linking**: the linking device creates the new device's identity, has
   auth admit it (the account key's signature), publishes the list with it,
   and puts the provisioning message (account, device id, identity and account
@@ -34,6 +37,7 @@ from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import Transport
 from xchat.client.crypto import CryptoError, IdentityKeyPair
+from xchat.client.crypto.certificates import CertificateError, SenderCertificate, issue_certificate
 from xchat.client.crypto.account import (
     AccountKey,
     DeviceListSignatureError,
@@ -79,6 +83,8 @@ class Devices:
         self._on_event = on_event
         # Pinned lists parsed once (the receive path asks on every message); written through by ``trust``.
         self._pinned: dict[str, DeviceListBody | None] = {}
+        # Our sender certificate, parsed once (``certificate``).
+        self._certificate: SenderCertificate | None = None
         # Key transparency (``_transparency``, set by the Client): checks each fetched list against the log.
         self.transparency: Callable[[str, bytes, bytes, bytes], Awaitable[None]] | None = None
 
@@ -143,6 +149,37 @@ class Devices:
             body = self._state.get_meta(f"acct_list:{account}")
             self._pinned[account] = DeviceListBody.decode(body) if body is not None else None
         return self._pinned[account]
+
+    def pinned_version(self, account: str) -> int | None:
+        """The version of the pinned list of ``account`` (None: never fetched)."""
+        listed = self.pinned_list(account)
+        return listed.version if listed is not None else None
+
+    def certificate(self, account: str, device: str, identity_key: bytes, now_ms: int) -> bytes:
+        """Our sender certificate (b"": none can be issued yet: no account key, or our pinned list lacks us).
+
+        Issued with the account key on first use and renewed a week before it
+        expires; its list version is our pinned own list's (one naming this device).
+        """
+        current = self._certificate
+        if current is None:
+            stored = self._state.get_meta("sender_cert")
+            try:
+                current = SenderCertificate.from_bytes(stored) if stored is not None else None
+            except CertificateError:
+                current = None  # unreadable: issue a new one
+        if current is not None and current.identity_key == identity_key and not current.expiring(now_ms):
+            self._certificate = current
+            return current.to_bytes()
+        key, listed = self.account_key, self.pinned_list(account)
+        if key is None or listed is None or listed.key_of(device) != identity_key:
+            return b""
+        issued = issue_certificate(
+            key.seed, account=account, device=device, identity_key=identity_key, list_version=listed.version, now_ms=now_ms
+        )
+        self._state.set_meta("sender_cert", issued.to_bytes())
+        self._certificate = issued
+        return issued.to_bytes()
 
     def lists(self, account: str, device: str) -> bool:
         """False when the pinned list of ``account`` does not name ``device`` (True: it does, or none pinned)."""

@@ -91,6 +91,11 @@ class Client:
         self._attachments = Attachments(state, transport, self._tokens)
         self._book.account_safety_number = self._account_safety_number
         self._book.device_listed = self._devices.lists
+        # Sender certificates and ids bound into PQXDH (issue 9, docs/crypto.md).
+        self._book.account_key_of = self._devices.pinned_key
+        self._book.list_version_of = self._devices.pinned_version
+        self._book.certificate = self._own_certificate
+        self._book.me = self._me
         self._fanout = Fanout(self._devices, self._book, self._tokens, me=lambda: (self.account, self.device_id))
         self.backlog_done = asyncio.Event()
         self._top_up: asyncio.Task[None] | None = None
@@ -201,6 +206,8 @@ class Client:
             await transport.close()
             raise
         client = cls(state, transport, clock=clock)
+        # Our own signed list, pinned: the version our sender certificate carries.
+        await client._devices.own(client.account)
         await client.publish_prekeys(one_time=DEFAULT_ONE_TIME_PREKEYS, rotate_signed=True)
         await client.register_delivery_key()
         return client
@@ -643,6 +650,18 @@ class Client:
         """Writes the kept history to ``path``, encrypted (AES-256-GCM under scrypt(``passphrase``) or
         a 32-byte ``key``); returns how many messages it holds. Read it with ``read_history_export``."""
         return self._history.export(Path(path), passphrase=passphrase, key=key)
+
+    def _me(self) -> tuple[str, str] | None:
+        """(account, device id) once registered: bound into the PQXDH AD of new sessions."""
+        account, device = self._state.get_meta("account"), self._state.get_meta("device_id")
+        return (account.decode(), device.decode()) if account is not None and device is not None else None
+
+    def _own_certificate(self) -> bytes:
+        """This device's sender certificate for the sealed layer (b"" before it can have one)."""
+        me = self._me()
+        if me is None:
+            return b""
+        return self._devices.certificate(me[0], me[1], self._book.identity.public, int(time.time() * 1000))
 
     async def _directory_key(self, account: str, device: str) -> bytes | None:
         """The identity key ``account``'s signed device list gives ``device`` (None: not listed or untrusted)."""

@@ -78,6 +78,25 @@ class SenderMismatch:
 
 
 @dataclass(frozen=True, slots=True)
+class SenderCertificateRejected:
+    """A message's sender certificate did not hold; the message was dropped (acknowledged, never shown).
+
+    Every sealed message carries the sending device's certificate, signed by its
+    account key (docs/crypto.md). ``problem``: "account" (issued for another
+    account than the sealed claim), "device" (another device), "key" (another
+    identity key than the one that authenticated the message), "expired",
+    "signature" (not the pinned account key's) or "malformed". ``sender_account``
+    and ``sender_device`` are the sealed layer's claim.
+    """
+
+    message_id: bytes
+    sender_account: str
+    sender_device: str
+    problem: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityChanged:
     """A known device of ``account`` now speaks with another identity key.
 
@@ -168,7 +187,7 @@ class KeyTransparencyAlarm:
     detail: str
 
 
-SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset | KeyTransparencyAlarm
+SecurityEvent = SenderMismatch | SenderCertificateRejected | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset | KeyTransparencyAlarm
 
 # -- conversation events (``Client.events()``, issue 14, ``_conversation``) ------------
 #

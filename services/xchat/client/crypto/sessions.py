@@ -15,14 +15,18 @@ Every decrypt is transactional: on any error the session (and the prekey
 store) is left unchanged, so the next genuine message still opens. Sessions
 are mutable; persist :meth:`Session.to_bytes` after every encrypt/decrypt.
 
-Serialised form, version 2 (big-endian)::
+Serialised form, version 3 (big-endian)::
 
-    version u8 = 2 || role u8 (0 initiator, 1 responder)
+    version u8 = 3 || role u8 (0 initiator, 1 responder)
     our identity 32 || their identity 32 || initial-message digest 32 (SHA-256)
+    u8 len(ids) || ids      the account and device ids bound into the PQXDH AD
+                            (``pqxdh.encode_ids``; empty: a session started before)
     has_pending u8 [|| len u16 || pending initial message]   initiator until first reply
     ratchet state (see RatchetState.write; each skipped key dated, u64 ms)
 
-Version 1 (still read) is the same without the skipped keys' dates.
+Versions 1 and 2 (still read) have no ids (AD over the identity keys alone);
+version 1 also lacks the skipped keys' dates. A session with ids sends wire
+version 2, so its responder binds the same ids (taken from the sealed claim).
 
 Sessions that heal (libsignal's ``SessionRecord``, re-derived, not copied):
 the SDK stores one :class:`SessionRecord` per peer device, the current
@@ -64,7 +68,7 @@ from .ratchet import (
     ratchet_init_initiator,
     ratchet_init_responder,
 )
-from .wire import MessageType, WireMessage, frame, parse_wire
+from .wire import BOUND_WIRE_VERSION, WIRE_VERSION, MessageType, WireMessage, frame, parse_wire
 
 __all__ = [
     "ARCHIVED_SESSIONS_MAX",
@@ -80,8 +84,8 @@ __all__ = [
     "respond_to_session",
 ]
 
-SESSION_FORMAT_VERSION = 2
-_READABLE_SESSION_VERSIONS = (1, 2)
+SESSION_FORMAT_VERSION = 3
+_READABLE_SESSION_VERSIONS = (1, 2, 3)
 # Archived sessions kept per peer device. libsignal keeps 40; each of ours may
 # hold up to MAX_SKIPPED_KEYS skipped keys (380 KB), and every extra one is
 # a failed trial decryption for a message no state opens. Ten cover a
@@ -106,7 +110,7 @@ def _digest(initial_bytes: bytes) -> bytes:
 class Session:
     """One pairwise session between our device and one peer device."""
 
-    __slots__ = ("_ad", "_pending_initial", "_state", "initial_digest", "our_identity_key",
+    __slots__ = ("_ad", "_pending_initial", "_state", "ids", "initial_digest", "our_identity_key",
                  "role", "their_identity_key")
 
     def __init__(
@@ -118,21 +122,23 @@ class Session:
         initial_digest: bytes,
         pending_initial: bytes | None,
         state: RatchetState,
+        ids: bytes = b"",
     ) -> None:
         self.role = role
+        self.ids = ids
         self.our_identity_key = our_identity_key
         self.their_identity_key = their_identity_key
         self.initial_digest = initial_digest
         self._pending_initial = pending_initial
         self._state = state
         if role is Role.INITIATOR:
-            self._ad = associated_data(our_identity_key, their_identity_key)
+            self._ad = associated_data(our_identity_key, their_identity_key, ids)
         else:
-            self._ad = associated_data(their_identity_key, our_identity_key)
+            self._ad = associated_data(their_identity_key, our_identity_key, ids)
 
     @property
     def associated_data(self) -> bytes:
-        """PQXDH AD = Encode(IK_initiator) || Encode(IK_responder)."""
+        """PQXDH AD = Encode(IK_initiator) || Encode(IK_responder) [|| ids]."""
         return self._ad
 
     @property
@@ -142,10 +148,11 @@ class Session:
 
     def encrypt(self, payload: Payload) -> bytes:
         """Encrypt one payload into a self-describing wire message."""
+        version = BOUND_WIRE_VERSION if self.ids else WIRE_VERSION
         if self._pending_initial is not None:
-            head = frame(MessageType.PREKEY, self._pending_initial)
+            head = frame(MessageType.PREKEY, self._pending_initial, version)
         else:
-            head = frame(MessageType.NORMAL, None)
+            head = frame(MessageType.NORMAL, None, version)
         return ratchet_encrypt(self._state, payload.encode(), ad=self._ad, frame=head)
 
     def decrypt(self, wire: bytes, *, now_ms: int | None = None) -> Payload:
@@ -174,6 +181,7 @@ class Session:
     def to_bytes(self) -> bytes:
         w = Writer().u8(SESSION_FORMAT_VERSION).u8(self.role)
         w.raw(self.our_identity_key).raw(self.their_identity_key).raw(self.initial_digest)
+        w.u8(len(self.ids)).raw(self.ids)
         w.flag(self._pending_initial is not None)
         if self._pending_initial is not None:
             w.u16(len(self._pending_initial)).raw(self._pending_initial)
@@ -190,6 +198,7 @@ class Session:
         our = r.key(ED25519_PUBLIC_KEY_SIZE, "our identity key")
         their = r.key(ED25519_PUBLIC_KEY_SIZE, "their identity key")
         digest = r.key(32, "initial digest")
+        ids = r.take(r.u8("ids length"), "ids") if version >= 3 else b""
         pending = None
         if r.flag("has pending initial message"):
             pending = r.take(r.u16("pending length"), "pending initial message")
@@ -206,6 +215,7 @@ class Session:
             initial_digest=digest,
             pending_initial=pending,
             state=state,
+            ids=ids,
         )
 
     def __repr__(self) -> str:
@@ -214,9 +224,15 @@ class Session:
         )
 
 
-def initiate_session(our_identity: IdentityKeyPair, bundle: PrekeyBundle) -> tuple[Session, InitialMessage]:
-    """Verify ``bundle`` and start a session; its first messages carry the initial message."""
-    agreement, initial = initiate(our_identity, bundle)
+def initiate_session(
+    our_identity: IdentityKeyPair, bundle: PrekeyBundle, *, ids: bytes = b""
+) -> tuple[Session, InitialMessage]:
+    """Verify ``bundle`` and start a session; its first messages carry the initial message.
+
+    ``ids`` (``pqxdh.encode_ids(our account, our device, their account, their
+    device)``) are bound into the AD; b"" starts an unbound (wire version 1) session.
+    """
+    agreement, initial = initiate(our_identity, bundle, ids=ids)
     assert agreement.ratchet_public is not None
     initial_bytes = initial.to_bytes()
     session = Session(
@@ -226,18 +242,23 @@ def initiate_session(our_identity: IdentityKeyPair, bundle: PrekeyBundle) -> tup
         initial_digest=_digest(initial_bytes),
         pending_initial=initial_bytes,
         state=ratchet_init_initiator(agreement.shared_key, agreement.ratchet_public),
+        ids=ids,
     )
     return session, initial
 
 
 def _respond_parsed(
-    our_identity: IdentityKeyPair, store: PrekeyStore, message: WireMessage
+    our_identity: IdentityKeyPair, store: PrekeyStore, message: WireMessage, ids: bytes = b""
 ) -> tuple[Session, Payload]:
     if message.type is not MessageType.PREKEY:
         raise NoSessionError("a NORMAL message cannot start a session")
     initial = message.initial
     assert initial is not None and message.initial_bytes is not None
-    agreement = respond(our_identity, store, initial)
+    if message.version == BOUND_WIRE_VERSION and not ids:
+        raise NoSessionError("this session binds account and device ids, and none were given to open it")
+    # A version 1 message is from a session that binds no ids (an older SDK's).
+    ids = ids if message.version == BOUND_WIRE_VERSION else b""
+    agreement = respond(our_identity, store, initial, ids=ids)
     assert agreement.ratchet_private is not None
     session = Session(
         role=Role.RESPONDER,
@@ -246,6 +267,7 @@ def _respond_parsed(
         initial_digest=_digest(message.initial_bytes),
         pending_initial=None,
         state=ratchet_init_responder(agreement.shared_key, agreement.ratchet_private),
+        ids=ids,
     )
     payload = session._decrypt_parsed(message)
     # The first message authenticated under SK: now the one-time keys may go.
@@ -258,13 +280,15 @@ def _respond_parsed(
 
 
 def respond_to_session(
-    our_identity: IdentityKeyPair, prekey_store: PrekeyStore, wire: bytes
+    our_identity: IdentityKeyPair, prekey_store: PrekeyStore, wire: bytes, *, ids: bytes = b""
 ) -> tuple[Session, Payload]:
     """Start the responder side from a PREKEY wire message; consumes its one-time keys.
 
+    ``ids``: ``pqxdh.encode_ids(their account, their device, our account, our
+    device)``, bound when the message says its session binds them (wire version 2).
     Persist both the returned session and ``prekey_store`` afterwards.
     """
-    return _respond_parsed(our_identity, prekey_store, parse_wire(wire))
+    return _respond_parsed(our_identity, prekey_store, parse_wire(wire), ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +306,7 @@ def open_message(
     our_identity: IdentityKeyPair,
     prekey_store: PrekeyStore,
     session: Session | None = None,
+    ids: bytes = b"",
 ) -> OpenedMessage:
     """Open any incoming wire message from one peer device.
 
@@ -301,7 +326,7 @@ def open_message(
         )
         if is_ours:
             return OpenedMessage(session, session._decrypt_parsed(message), False)
-    new, payload = _respond_parsed(our_identity, prekey_store, message)
+    new, payload = _respond_parsed(our_identity, prekey_store, message, ids)
     return OpenedMessage(new, payload, True)
 
 
@@ -407,6 +432,7 @@ def open_record(
     prekey_store: PrekeyStore,
     record: SessionRecord | None,
     now_ms: int | None = None,
+    ids: bytes = b"",
 ) -> OpenedRecord:
     """Open any incoming wire message from one peer device, trying every session it has.
 
@@ -414,11 +440,12 @@ def open_record(
     it created, or else starts a new session (the current one is archived).
     A NORMAL message is tried on the current session, then on each archived
     one; the first that opens it wins (and is promoted). When none does, the
-    current session's error is raised. Nothing changes on error.
+    current session's error is raised. Nothing changes on error. ``ids`` as
+    for :func:`respond_to_session`, used when a new session starts.
     """
     message = parse_wire(wire)
     if record is None:
-        new, payload = _respond_parsed(our_identity, prekey_store, message)
+        new, payload = _respond_parsed(our_identity, prekey_store, message, ids)
         return OpenedRecord(SessionRecord(new), new, payload, new_session=True, promoted=False)
     if record.current.our_identity_key != our_identity.public:
         raise IdentityMismatchError("session belongs to another identity")
@@ -428,7 +455,7 @@ def open_record(
         for index, session in _candidates(record):
             if session.role is Role.RESPONDER and session.initial_digest == digest:
                 return _opened(record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index)))
-        new, payload = _respond_parsed(our_identity, prekey_store, message)
+        new, payload = _respond_parsed(our_identity, prekey_store, message, ids)
         return OpenedRecord(record.replaced_by(new), new, payload, new_session=True, promoted=False)
     first_error: CryptoError | None = None
     for index, session in _candidates(record):
