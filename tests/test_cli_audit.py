@@ -41,6 +41,13 @@ async def test_audit_verifies_every_region_and_signs_a_statement(mesh: LocalMesh
         assert bytes(key) == bytes(nacl.signing.SigningKey(seed).verify_key)
         key.verify(STATEMENT_LABEL + json.dumps(statement, sort_keys=True, separators=(",", ":")).encode(), signature)
     assert json.loads(state.read_text())["epoch"] == statement["epoch"]
+    # With the deployment's key given out of band, authorship is checked too; another key is a violation.
+    key_args = ["--auditor-key", str(tmp_path / "auditor.key"), *regions]
+    done = _run(*key_args, "--directory-key", str(mesh.token_public_key_file))
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "other.pub").write_text(base64.b64encode(bytes(nacl.signing.SigningKey.generate().verify_key)).decode())
+    done = _run(*key_args, "--directory-key", str(tmp_path / "other.pub"))
+    assert done.returncode == 1 and "unknown directory key" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_audit_usage_mistakes_are_one_line(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ import nacl.signing
 from xchat.client.crypto.account import DeviceListSignatureError, verify_device_list
 from xchat.client.crypto.errors import CryptoError
 from xchat.client.crypto.merkle import SparseMerkleTree, log_leaf_hash, log_root
-from xchat.client.crypto.transparency import EpochHead, HeadSignatureError, leaf_value, map_key
+from xchat.client.crypto.transparency import EpochHead, HeadSignatureError, directory_key_id, leaf_value, map_key
 from xchat.v1 import auth_pb2, auth_pb2_grpc
 
 STATEMENT_LABEL = b"xchat-kt-audit-v1\x00"
@@ -232,15 +232,30 @@ def read_auditor_key(path: Path) -> nacl.signing.SigningKey:
     return nacl.signing.SigningKey(seed)
 
 
+def read_directory_key(path: Path) -> tuple[str, bytes]:
+    """A base64 Ed25519 public key (``token-public.key`` of ``xchat keygen``) and its key id."""
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--directory-key {path}: not a readable base64 file ({exc})") from exc
+    if len(key) != 32:
+        raise ValueError(f"--directory-key {path}: expected a 32-byte Ed25519 public key, got {len(key)} bytes")
+    return directory_key_id(key), key
+
+
 async def audit(
     regions: dict[str, str], *, from_epoch: int, auditor: nacl.signing.SigningKey,
     root_certificates: bytes | None = None, state: Path | None = None,
+    directory_keys: dict[str, bytes] | None = None,
 ) -> dict[str, object]:
-    """Fetches and verifies each region's log, compares them, returns the signed statement."""
+    """Fetches and verifies each region's log, compares them, returns the signed statement.
+
+    ``directory_keys``: the deployment's directory keys by id, known to the auditor out of band;
+    None: the keys the directory itself lists (then only consistency, not authorship, is checked)."""
     results = []
     for name, endpoint in regions.items():
         log = await fetch(name, endpoint, root_certificates=root_certificates)
-        results.append(verify(log, from_epoch=from_epoch))
+        results.append(verify(log, from_epoch=from_epoch, directory_keys=directory_keys))
     compare(results)
     latest = max(results, key=lambda r: r.epoch)
     if state is not None:

@@ -199,7 +199,7 @@ def _audit(args: argparse.Namespace) -> int:
     """Key transparency audit (docs/key-transparency.md): the signed statement, or one line and exit 1."""
     import grpc
 
-    from xchat.audit import AuditViolation, audit, read_auditor_key
+    from xchat.audit import AuditViolation, audit, read_auditor_key, read_directory_key
 
     regions = {name: addresses[0] for name, addresses in _pairs(args.region, "--region").items()}
     if not regions:
@@ -208,13 +208,14 @@ def _audit(args: argparse.Namespace) -> int:
         raise SettingsError(f"--from {args.from_epoch}: epochs start at 0")
     try:
         auditor = read_auditor_key(Path(args.auditor_key))
+        pinned = dict(read_directory_key(Path(p)) for p in args.directory_key) if args.directory_key else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     roots = Path(args.ca).read_bytes() if args.ca else None
     try:
         result = asyncio.run(
             audit(regions, from_epoch=args.from_epoch, auditor=auditor, root_certificates=roots,
-                  state=Path(args.state) if args.state else None)
+                  state=Path(args.state) if args.state else None, directory_keys=pinned)
         )
     except AuditViolation as exc:
         print(f"xchat audit: VIOLATION: {exc}", file=sys.stderr)
@@ -340,6 +341,9 @@ def parser() -> argparse.ArgumentParser:
                        help="a region's gRPC endpoint (repeatable: every region's log must be the same)")
     audit.add_argument("--auditor-key", required=True, help="file with the auditor's base64 Ed25519 seed (signs the statement)")
     audit.add_argument("--ca", help="PEM file of the CA to trust (TLS endpoints)")
+    audit.add_argument("--directory-key", action="append", metavar="FILE",
+                       help="the deployment's directory (token) public key, base64 (repeatable, for rotations); "
+                       "default: the keys the directory lists itself")
     audit.add_argument("--state", help="file remembering the last audited epoch (a later run then catches a rollback or fork)")
     audit.set_defaults(run=_audit)
 
