@@ -52,3 +52,9 @@ def stamp(desired: Sequence[dict[str, Any]], read_secret: Callable[[str], Mappin
             seen[name] = digest(read_secret(name))
         metadata = obj["spec"]["template"].setdefault("metadata", {})
         metadata.setdefault("annotations", {})[TLS_HASH_ANNOTATION] = seen[name]
+        if obj["kind"] == "StatefulSet":
+            # The template changed: its recorded hash must follow, or the rollout plan sees
+            # a region that never finishes restarting and holds every other region for ever.
+            from . import rollout
+
+            rollout.stamped(obj)
