@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from xchat.client import Client, ControlRejected, EditRefused, MessageDeleted, MessageEdited, SenderMismatch
+from xchat.client import (
+    Client,
+    ControlRejected,
+    EditRefused,
+    MessageDeleted,
+    MessageEdited,
+    SenderCertificateRejected,
+    SenderMismatch,
+)
 from xchat.client._controls import EDIT_CONTENT_TYPE, encode_edit
 from xchat.mesh.local import LocalMesh
 
@@ -94,11 +102,15 @@ async def test_only_the_sender_may_edit_or_delete_its_message(peers: Peers) -> N
     await mallory.client._send_control(bob.account, EDIT_CONTENT_TYPE, encode_edit(bob.account, to_bob, b"mallory's words"))
     refused = await bob.event(ControlRejected, lambda e: e.account == mallory.account)
     assert refused.kind == "edit"
-    # Mallory relabels herself as alice: her session binds her device to her account.
+    # Mallory relabels herself as alice: her sender certificate names her account (and her session
+    # binds her device to it), so bob refuses the envelope before any control is applied.
     mallory.client._sender._sender = lambda: (alice.account, mallory.client.device_id)
     await mallory.client._send_control(bob.account, EDIT_CONTENT_TYPE, encode_edit(bob.account, to_bob, b"as alice"))
-    mismatch = await bob.event(SenderMismatch)
-    assert (mismatch.account, mismatch.claimed_account) == (mallory.account, alice.account)
+    refused_envelope = await bob.event((SenderCertificateRejected, SenderMismatch))
+    if isinstance(refused_envelope, SenderCertificateRejected):
+        assert (refused_envelope.sender_account, refused_envelope.problem) == (alice.account, "account")
+    else:
+        assert (refused_envelope.account, refused_envelope.claimed_account) == (mallory.account, alice.account)
 
     await alice.client.send(bob.account, "still alice")
     await bob.message("still alice")
