@@ -115,6 +115,7 @@ def _up(args: argparse.Namespace) -> int:
                     mesh.endpoints(regions[0]),
                     mesh.endpoints(regions[-1]),
                     workdir / "clients",
+                    carol_endpoints=mesh.endpoints(regions[len(regions) // 2]),  # the middle region of three
                     root_certificates=mesh.root_certificates,
                 )
             )

@@ -73,8 +73,11 @@ class AttachmentQuota:
                 else:
                     await self._bucket.update(key, value, last=revision)
                 return
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-                continue  # another claim of this account won the race: read again
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError, nats.js.errors.KeyNotFoundError):
+                # Another claim of this account won the race: read again. (A lost ``create`` race can
+                # surface as KeyNotFoundError: nats-py re-reads the key after the wrong-sequence answer,
+                # and the replica it asks may not hold the winner's write yet.)
+                continue
         raise Unavailable("attachment quota record is contended; retry")
 
     def _refusal(self, items: dict[str, list[int]], used: int, size: int, now_ms: int) -> ResourceExhausted:
