@@ -102,6 +102,10 @@ async def _swap_identity(mesh: LocalMesh, tmp_path: Path, alice_name: str, alice
 
     victim._receiver._directory_key = lying_directory
     impostor._sender._sender = lambda: (alice_name, alice.device_id)
+    # No sender certificate, as from an SDK older than them: the impostor's own would name its
+    # account and be refused (SenderCertificateRejected, tests/client/test_client_sender_certs.py).
+    impostor._book.certificate = lambda: b""  # type: ignore[method-assign]
+    impostor._book.me = lambda: (alice_name, alice.device_id)  # the ids its PQXDH AD binds, as it claims
     await impostor.send(victim_name, "it's alice, new phone")
     return impostor
 

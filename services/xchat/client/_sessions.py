@@ -350,6 +350,21 @@ class SessionBook:
             self.forget()
             self._undecryptable(message_id, content, "its inner message id differs")
             return None
+        if not opened.new_session:
+            # The session authenticates the device, and a device belongs to one
+            # account: the one its session was filed under (checked against the
+            # directory when it began). The sealed claim must name that account,
+            # on every message. (A new session's claim is checked by the caller,
+            # against the directory, before it is kept.)
+            bound = self._session_account(content.sender_device)
+            if bound is not None and bound != content.sender_account:
+                self.forget()
+                log.warning(
+                    "dropping envelope %s: device %s of %r claims to be %r",
+                    message_id.hex(), content.sender_device, bound, content.sender_account,
+                )
+                self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
+                return None
         certificate: SenderCertificate | None = None
         account_key = self.account_key_of(content.sender_account)
         if content.certificate:
@@ -366,20 +381,6 @@ class SessionBook:
                 return None
         vouched = certificate is not None and account_key is not None and self._vouches(certificate)
         if not opened.new_session:
-            # The session authenticates the device, and a device belongs to one
-            # account: the one its session was filed under (checked against the
-            # directory when it began). The sealed claim must name that account,
-            # on every message. (A new session's claim is checked by the caller,
-            # against the directory, before it is kept.)
-            bound = self._session_account(content.sender_device)
-            if bound is not None and bound != content.sender_account:
-                self.forget()
-                log.warning(
-                    "dropping envelope %s: device %s of %r claims to be %r",
-                    message_id.hex(), content.sender_device, bound, content.sender_account,
-                )
-                self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
-                return None
             if not self.device_listed(content.sender_account, content.sender_device) and not vouched:
                 # Its session still authenticates the device, but the account's signed list
                 # no longer names it (revoked): it no longer speaks for the account (ADR 0011).
