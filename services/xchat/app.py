@@ -29,6 +29,9 @@ from xchat.mailbox.service import MailboxServicer
 from xchat.relay.attachment_quota import AttachmentQuota, QuotaLimits
 from xchat.relay.attachments import Attachments
 from xchat.relay.attachments_service import AttachmentsServicer
+from xchat.core.permissions import BUCKET_PUSH
+from xchat.mailbox.webhook import WebhookSender
+from xchat.relay.ephemeral import EphemeralRelay
 from xchat.relay.sending import Relay
 from xchat.relay.service import RelayServicer
 from xchat.v1 import attachments_pb2, attachments_pb2_grpc
@@ -82,7 +85,10 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             )
         )
     if "relay" in settings.services:
-        relay = Relay(store, DeviceDirectory(store.bucket(BUCKET_DEVICES)), max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        relay_devices = DeviceDirectory(store.bucket(BUCKET_DEVICES))
+        relay = Relay(store, relay_devices, max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        signals = RateLimiter(Rate(settings.ephemeral_rate, settings.ephemeral_burst), what="ephemeral signals",
+                              per="sender or recipient device")
         envelopes = RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes")
         strangers = RateLimiter(
             Rate(settings.stranger_rate, settings.stranger_burst), what="sealed envelopes from strangers", per="recipient device"
@@ -100,14 +106,19 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                     limiter=envelopes,
                     strangers=strangers,
                     stranger_senders=stranger_senders,
+                    ephemeral=EphemeralRelay(store, relay_devices, limiter=signals),
                 ),
-                limiters={"envelopes": envelopes, "strangers": strangers, "stranger-senders": stranger_senders},
+                limiters={"envelopes": envelopes, "strangers": strangers, "stranger-senders": stranger_senders,
+                          "ephemeral": signals},
             )
         )
         out.append(_attachments(settings, store))
     if "mailbox" in settings.services:
         mailbox = MailboxServicer(
-            store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s
+            store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s,
+            push_bucket=store.bucket(BUCKET_PUSH),
+            push_sender=WebhookSender(settings.push_webhook_url) if settings.push_webhook_url else None,
+            push_coalesce_s=settings.push_coalesce_s,
         )
         out.append(
             Registration(
@@ -115,6 +126,7 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 mailbox_pb2_grpc.add_MailboxServicer_to_server,
                 mailbox,
                 prepare=mailbox.prepare,
+                stop=mailbox.stop,
             )
         )
     return out

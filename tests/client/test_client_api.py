@@ -31,6 +31,9 @@ CLIENT_METHODS |= {"send_attachment", "attachment", "download_attachment"}
 EXPECTED |= {"HistoryEntry", "HistoryExportError", "read_history_export"}  # issue 14, account lifecycle
 CLIENT_METHODS |= {"keep_history", "export_history", "delete_account"}
 
+EXPECTED |= {"Typing", "Online", "SignalEvent"}  # issue 14, typing and presence (docs/push.md)
+CLIENT_METHODS |= {"set_typing", "announce_online", "set_typing_indicators", "register_push"}
+
 
 def test_all_is_exactly_the_documented_surface() -> None:
     assert set(xchat.client.__all__) == EXPECTED

@@ -94,7 +94,15 @@ def test_service_permissions_are_least_privilege() -> None:
     assert "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX" in p["mailbox"]
     assert not any("CONSUMER" in s for perms in p.values() for s in perms), "no consumers anywhere"
     assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
-    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX_mailbox.>", "xchat.limits.mailbox", "xchat.ntf.*")
+    assert natsconfig.SUBSCRIBE["mailbox"] == (
+        "_INBOX_mailbox.>", "xchat.limits.mailbox", "xchat.ntf.*", "xchat.eph.*", "xchat.online"
+    )
+    # Typing and presence (core NATS, never stored): relay publishes, mailbox delivers; the online view is mailbox's own.
+    assert "xchat.eph.*" in p["relay"] and "xchat.eph.*" not in p["mailbox"]
+    assert "xchat.eph.*" not in natsconfig.SUBSCRIBE["relay"]
+    assert "xchat.online" in p["mailbox"] and not any("xchat.online" in x for x in p["relay"] + p["auth"] + p["keys"])
+    # Push tokens: mailbox alone reads and writes them.
+    assert "$KV.xchat_push.>" in p["mailbox"] and not any("xchat_push" in x for x in p["relay"] + p["auth"] + p["keys"])
     # Shared rate limits: each service on its own subject only (xchat.core.sharedlimits).
     for svc in ("auth", "keys", "relay", "mailbox"):
         assert [x for x in p[svc] if x.startswith("xchat.limits")] == [f"xchat.limits.{svc}"]
@@ -265,9 +273,7 @@ def test_bootstrap_init_container_is_the_only_holder_of_the_bootstrap_password()
         main = pod["containers"][0]
         assert {e["name"]: e.get("value") for e in main["env"]}["XCHAT_NATS_USER"] == svc
         assert all(m["name"] != "bootstrap" for m in main["volumeMounts"])
-        if svc == "mailbox":  # owns no stream or bucket
-            assert "initContainers" not in pod
-            continue
+        # Every service owns a stream or a bucket (mailbox: the push tokens, docs/push.md).
         (init,) = pod["initContainers"]
         assert init["command"][-2:] == ["xchat.mesh.bootstrap", svc]
         env = {e["name"]: e.get("value") for e in init["env"]}

@@ -316,6 +316,11 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
         "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
+        "Relay.SendEphemeral": lambda: c.relay.SendEphemeral(
+            relay_pb2.EphemeralBatch(items=[relay_pb2.EphemeralItem(recipient_device_id=a1.device_id, ciphertext=b"x")]),
+            metadata=md,
+        ),
+        "Mailbox.RegisterPush": lambda: c.mailbox.RegisterPush(mailbox_pb2.RegisterPushRequest(token=b"tok"), metadata=md),
         # Keyless accounts in this world: nothing can prove the owner asked (docs/adr/0017).
         "Auth.DeleteAccount": lambda: c.auth.DeleteAccount(
             auth_pb2.DeleteAccountRequest(signature=fresh.sign(b"x").signature), metadata=md

@@ -23,6 +23,8 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
                     DisappearingTimerChanged, ControlRejected
     ConversationSettings  a conversation's disappearing timer and read-receipt choice
     EditRefused     ``edit`` / ``delete_for_everyone`` of a message not ours or too old
+    SignalEvent     what ``Client.events()`` also yields for ephemeral signals: Typing, Online
+                    (set_typing, announce_online, set_typing_indicators; register_push)
 
 The session cryptography is ``xchat.client.crypto``.
 """
@@ -33,6 +35,7 @@ from xchat.client._history import HistoryEntry
 from xchat.client._history import read_export as read_history_export
 from xchat.client.client import Client
 from xchat.client.groups import Group, GroupChanged, GroupError, GroupRefused
+from xchat.client.signals import Online, SignalEvent, Typing
 from xchat.client.errors import (
     AttachmentError,
     ClientError,
@@ -72,6 +75,9 @@ from xchat.client.messages import (
 )
 
 __all__ = [
+    "Online",
+    "SignalEvent",
+    "Typing",
     "HistoryEntry",
     "HistoryExportError",
     "read_history_export",

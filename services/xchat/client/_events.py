@@ -15,8 +15,9 @@ from collections.abc import AsyncGenerator
 
 from xchat.client.groups import GroupEvent
 from xchat.client.messages import ConversationEvent, SecurityEvent
+from xchat.client.signals import SignalEvent
 
-Event = SecurityEvent | GroupEvent | ConversationEvent
+Event = SecurityEvent | GroupEvent | ConversationEvent | SignalEvent
 
 # Unread events kept: far more than an app that reads them ever has waiting,
 # and small enough that one that never reads costs nothing.

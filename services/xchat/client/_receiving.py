@@ -113,6 +113,8 @@ class Receiver:
         self._this_call: deque[int] = deque(maxlen=CLOSE_CONFIRM_MAX)
         self._ack_wake = asyncio.Event()
         self._closed = False
+        # Typing and presence signals of a response (``_signals``): never acked, never stored.
+        self.on_ephemeral: Callable[[list[bytes]], None] | None = None
 
     # -- acknowledgements ----------------------------------------------
 
@@ -199,6 +201,8 @@ class Receiver:
                     failures = 0
                     if pending is not None:
                         redelivered.update(e.sequence for e in response.envelopes)
+                    if response.ephemeral and self.on_ephemeral is not None:
+                        self.on_ephemeral([signal.ciphertext for signal in response.ephemeral])
                     if response.envelopes:
                         for message in await self._open_batch(response.envelopes):
                             yield message

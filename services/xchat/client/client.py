@@ -50,6 +50,8 @@ from xchat.client._sentsync import SENT_CONTENT_TYPE
 from xchat.client._receiving import Receiver
 from xchat.client._rotation import PrekeyRotation
 from xchat.client._sending import Sender
+from xchat.client._signals import Signals
+from xchat.client.signals import SignalEvent
 from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
@@ -58,7 +60,7 @@ from xchat.client.crypto import PublicPrekeys, safety_number
 from xchat.client.errors import AttachmentError, NotRegistered, RequestRejected, ServiceUnavailable
 from xchat.client.messages import ConversationEvent, ConversationSettings, Failed, Message, SecurityEvent, SendReceipt
 from xchat.statements import register_statement
-from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc
+from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,11 @@ class Client:
             directory_key=self._directory_key,
             on_new_session=self._schedule_top_up,
         )
+        # Typing and presence (issue 14): sealed, ephemeral, through relay and the open Sync.
+        self._signals = Signals(
+            state, self._book, self._tokens, me=lambda: (self.account, self.device_id), on_event=self._events.put, clock=clock
+        )
+        self._receiver.on_ephemeral = self._signals.received
         self._rotation = PrekeyRotation(
             state, self._book, upload=self._upload_prekeys, clock_ms=lambda: int(clock() * 1000)
         )
@@ -622,7 +629,7 @@ class Client:
         finally:
             await inner.aclose()
 
-    def events(self) -> AsyncGenerator[SecurityEvent | GroupEvent | ConversationEvent, None]:
+    def events(self) -> AsyncGenerator[SecurityEvent | GroupEvent | ConversationEvent | SignalEvent, None]:
         """Security events the receive path raised (``SenderMismatch``, ``IdentityChanged``,
         ``Undecryptable``), oldest first, for ever.
 
@@ -631,6 +638,37 @@ class Client:
         readers share one queue (each event goes to one of them).
         """
         return self._events.stream()
+
+    # -- typing, presence and push (``_signals``, docs/push.md) ---------------
+
+    async def set_typing(self, account: str, on: bool) -> None:
+        """Tells ``account``'s devices (those we hold a session with) that we started or stopped typing.
+
+        Ephemeral: sealed end to end, never stored; a device without an open
+        Sync (``messages()`` running) never sees it. They get a ``Typing`` event
+        from ``events()``. Repeating the same state within 3 s sends nothing;
+        beyond relay's rate it is ``RequestRejected`` (RESOURCE_EXHAUSTED).
+        """
+        await self._signals.typing(account, on)
+
+    async def announce_online(self, account: str) -> None:
+        """Tells ``account``'s devices we are online (an ``Online`` event there); at most once per 10 s."""
+        await self._signals.online(account)
+
+    def set_typing_indicators(self, enabled: bool) -> None:
+        """Opt in or out (kept on this device): when off, typing and presence are neither sent nor shown."""
+        self._signals.set_enabled(enabled)
+
+    async def register_push(self, token: bytes | str) -> None:
+        """Registers this device's push token (b"" removes it): while no Sync of this device is open in
+        any region, a stored envelope makes the servers call the push gateway with this token and
+        nothing else (at most once per coalescing window; docs/push.md)."""
+        raw = token.encode() if isinstance(token, str) else bytes(token)
+        request = mailbox_pb2.RegisterPushRequest(token=raw)
+        await self._tokens.authed(
+            lambda ch, t, md: mailbox_pb2_grpc.MailboxStub(ch).RegisterPush(request, timeout=t, metadata=md),
+            service="mailbox",
+        )
 
     async def ack(self, message: Message) -> None:
         """Marks ``message`` processed: it is never shown again, and the server deletes it."""

@@ -102,6 +102,8 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Relay/SendStream": Policy(limit=None),
     # No token: the delivery key of each envelope authorises it (xchat.relay.sealed).
     "/xchat.v1.Relay/SendSealed": Policy(anonymous=True, limit=SEALED),
+    # Typing and presence: limited per sender and per recipient by relay (xchat.relay.ephemeral).
+    "/xchat.v1.Relay/SendEphemeral": Policy(limit=None),
     # Attachments: ids are capabilities (any device holding one may download);
     # chunks are limited in bytes by the servicer.
     "/xchat.v1.Attachments/BeginUpload": Policy(),
@@ -110,6 +112,7 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Mailbox/Sync": Policy(),
     "/xchat.v1.Mailbox/SyncStream": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),
+    "/xchat.v1.Mailbox/RegisterPush": Policy(),
 }
 STRICTEST = Policy()
 

@@ -39,6 +39,12 @@ from dataclasses import dataclass
 MAILBOX_STREAM = "XCHAT_MAILBOX"
 MAILBOX_SUBJECTS = "xchat.mbx.*"
 NOTIFY_SUBJECTS = "xchat.ntf.*"
+#: Ephemeral signals (typing, presence; core NATS, never stored): relay publishes, mailbox delivers.
+EPHEMERAL_SUBJECTS = "xchat.eph.*"
+#: Which devices have an open Sync in which mailbox process (core NATS), for push (docs/push.md).
+ONLINE_SUBJECT = "xchat.online"
+#: Push tokens of devices (docs/push.md), owned by mailbox.
+BUCKET_PUSH = "xchat_push"
 BUCKET_ACCOUNTS = "xchat_accounts"
 BUCKET_DEVICES = "xchat_devices"
 BUCKET_CHALLENGES = "xchat_challenges"
@@ -66,7 +72,7 @@ OWNED_BUCKETS: dict[str, tuple[str, ...]] = {
     "auth": (BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_CHALLENGES, BUCKET_REFRESH),
     "keys": (BUCKET_PREKEYS,),
     "relay": (BUCKET_ATTACHMENT_QUOTA,),
-    "mailbox": (),
+    "mailbox": (BUCKET_PUSH,),
 }
 #: Buckets a service only reads.
 READ_BUCKETS: dict[str, tuple[str, ...]] = {
@@ -148,7 +154,7 @@ def permissions(service: str) -> Permissions:
     for bucket in READ_BUCKETS[service]:
         publish += _bucket_read(bucket)
     if service == MAILBOX_OWNER:
-        publish += [MAILBOX_SUBJECTS, NOTIFY_SUBJECTS]
+        publish += [MAILBOX_SUBJECTS, NOTIFY_SUBJECTS, EPHEMERAL_SUBJECTS]
     if service == ATTACHMENTS_OWNER:
         # Chunks and claims (each write compare-and-set by subject), direct gets by subject; no info
         # (a subject listing names every attachment id), no delete or purge (expiry is max_age).
@@ -174,6 +180,8 @@ def permissions(service: str) -> Permissions:
             f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)
+        publish.append(ONLINE_SUBJECT)
+        subscribe += [EPHEMERAL_SUBJECTS, ONLINE_SUBJECT]
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))
 
 

@@ -50,6 +50,8 @@ class Registration:
     servicer: Any
     # Awaited before the server starts (e.g. a subscription its first call relies on).
     prepare: Callable[[], Awaitable[None]] | None = None
+    # Awaited after the server stopped (e.g. the background tasks ``prepare`` started).
+    stop: Callable[[], Awaitable[None]] | None = None
     # The servicer's own rate limiters by group name, shared with the other replicas
     # like the edge's (xchat.core.sharedlimits).
     limiters: Mapping[str, RateLimiter] = field(default_factory=dict)
@@ -78,6 +80,7 @@ class RunningServer:
         self.port = port
         self.health_server = health_server
         self.gossip = gossip
+        self.stops: list[Callable[[], Awaitable[None]]] = []
         self.metrics_server = metrics_server
 
 
@@ -157,6 +160,7 @@ async def start_server(
         if settings.metrics_listen else None
     )
     running = RunningServer(server, health_servicer, port, health_server, gossip, metrics_server)
+    running.stops = [r.stop for r in registrations if r.stop is not None]
     watcher = asyncio.create_task(_watch(health_servicer, ["", *names], store, settings.nats_monitor_url))
     return running, watcher
 
@@ -188,6 +192,8 @@ async def stop_server(running: RunningServer, watcher: asyncio.Task[None], *, gr
     await asyncio.gather(watcher, return_exceptions=True)
     await running.health.enter_graceful_shutdown()
     await running.server.stop(grace)
+    for stop in running.stops:
+        await stop()
     if running.health_server is not None:
         await running.health_server.stop(0)
     if running.gossip is not None:

@@ -61,6 +61,13 @@ DEFAULT_SEND_BURST = 5000.0
 # campaign; contacts with the key and authenticated senders do not pay it.
 DEFAULT_STRANGER_RATE = 1.0
 DEFAULT_STRANGER_BURST = 20.0
+# Ephemeral signals (typing, presence), per sender device and per recipient
+# device: a typing indicator every few seconds per conversation, not a stream.
+DEFAULT_EPHEMERAL_RATE = 2.0
+DEFAULT_EPHEMERAL_BURST = 10.0
+# Push wake-ups (docs/push.md): at most one per device per this many seconds,
+# however many envelopes land; the app reads everything once it is awake.
+DEFAULT_PUSH_COALESCE_S = 30.0
 # Unauthenticated calls (register, challenge), per caller address per process.
 DEFAULT_AUTH_RATE = 20.0
 DEFAULT_AUTH_BURST = 100.0
@@ -134,6 +141,11 @@ class ServiceSettings:
     send_burst: float = DEFAULT_SEND_BURST
     stranger_rate: float = DEFAULT_STRANGER_RATE
     stranger_burst: float = DEFAULT_STRANGER_BURST
+    ephemeral_rate: float = DEFAULT_EPHEMERAL_RATE
+    ephemeral_burst: float = DEFAULT_EPHEMERAL_BURST
+    # Webhook push gateway (mailbox; docs/push.md); None: no pushes.
+    push_webhook_url: str | None = None
+    push_coalesce_s: float = DEFAULT_PUSH_COALESCE_S
     auth_rate: float = DEFAULT_AUTH_RATE
     auth_burst: float = DEFAULT_AUTH_BURST
     call_rate: float = DEFAULT_CALL_RATE
@@ -316,6 +328,16 @@ VARIABLES: tuple[Variable, ...] = (
              meaning="sealed envelopes without a valid delivery key per second per recipient device that accepts sealed sends from anyone, and per sender address"),
     Variable(name="XCHAT_STRANGER_BURST", group=LIMITS, field="stranger_burst", parse=_decimal, default=DEFAULT_STRANGER_BURST,
              meaning="burst of those envelopes"),
+    Variable(name="XCHAT_EPHEMERAL_RATE", group=LIMITS, field="ephemeral_rate", parse=_decimal,
+             default=DEFAULT_EPHEMERAL_RATE,
+             meaning="ephemeral signals (typing, presence) per second per sender device, and per recipient device"),
+    Variable(name="XCHAT_EPHEMERAL_BURST", group=LIMITS, field="ephemeral_burst", parse=_decimal,
+             default=DEFAULT_EPHEMERAL_BURST, meaning="burst of those signals"),
+    Variable(name="XCHAT_PUSH_WEBHOOK_URL", group=NETWORK, field="push_webhook_url",
+             meaning="mailbox: http(s) URL of the push gateway, POSTed a content-free wake-up for devices with a push token and no open Sync (docs/push.md); unset: no pushes"),
+    Variable(name="XCHAT_PUSH_COALESCE_S", group=LIMITS, field="push_coalesce_s", parse=_positive(_decimal),
+             default=DEFAULT_PUSH_COALESCE_S,
+             meaning="mailbox: at most one push per device per this many seconds, however many envelopes land"),
     Variable(name="XCHAT_AUTH_RATE", group=LIMITS, field="auth_rate", parse=_decimal, default=DEFAULT_AUTH_RATE,
              meaning="unauthenticated calls (Register, Challenge, Login, Refresh) per second per caller address"),
     Variable(name="XCHAT_AUTH_BURST", group=LIMITS, field="auth_burst", parse=_decimal, default=DEFAULT_AUTH_BURST,

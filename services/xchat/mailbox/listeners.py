@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 
 from nats.aio.msg import Msg
 
 from xchat.core.errors import ResourceExhausted
 from xchat.core.ids import DeviceId
+from xchat.core.permissions import EPHEMERAL_SUBJECTS
 from xchat.core.store import NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,16 @@ RECENT_WAKEUP_S = 10.0
 # most. Past 2,000 woken devices a second the memory spans less than
 # RECENT_WAKEUP_S, still far more than a replica's usual lag (milliseconds).
 RECENT_WAKEUPS_MAX = 20_000
+# Ephemeral signals (typing, presence; ``xchat.relay.ephemeral``) waiting for one call's
+# next response: relay's rate limit keeps it to a few; beyond it the oldest are dropped.
+EPHEMERAL_PENDING_MAX = 32
+EPHEMERAL_SUBJECT_PREFIX = EPHEMERAL_SUBJECTS[:-1]
 
 
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled", "announced", "lost")
+    __slots__ = ("device", "wake", "ended", "polled", "announced", "lost", "ephemeral")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
@@ -71,6 +76,8 @@ class Listener:
         self.lost = False
         # XChatError, or a store error the RPC edge translates.
         self.ended: Exception | None = None
+        # Sealed ephemeral signals for this call's next response (never stored, never acked).
+        self.ephemeral: deque[bytes] = deque(maxlen=EPHEMERAL_PENDING_MAX)
 
     async def wait(self, timeout: float) -> None:
         """Waits for a wake-up or ``timeout`` (then ``polled`` is set).
@@ -112,12 +119,17 @@ class Listeners:
         self._subscribed = False
         self._lock = asyncio.Lock()
         store.on_messages_lost(self.wake_all)
+        # Push (``xchat.mailbox.push``): told when a device gets its first or loses its last
+        # call here, and of each wake-up for a device with no call here.
+        self.on_online: Callable[[DeviceId, bool], None] | None = None
+        self.on_wakeup_without_call: Callable[[DeviceId], None] | None = None
 
     async def subscribe(self) -> None:
         """Takes the process's wake-up subscription (at start: wake-ups before a device's call are remembered)."""
         async with self._lock:
             if not self._subscribed:
                 await self._store.nc.subscribe(NOTIFY_SUBJECTS, cb=self._on_wakeup)
+                await self._store.nc.subscribe(EPHEMERAL_SUBJECTS, cb=self._on_ephemeral)
                 self._subscribed = True
 
     async def _on_wakeup(self, msg: Msg) -> None:
@@ -125,9 +137,18 @@ class Listeners:
         sequence = _announced(msg.data)
         if sequence:
             self._remember(device, sequence)
-        for listener in self._by_device.get(device, ()):
+        listeners = self._by_device.get(device)
+        if listeners is None and self.on_wakeup_without_call is not None:
+            self.on_wakeup_without_call(device)
+        for listener in listeners or ():
             listener.announced = max(listener.announced, sequence)
             listener.lost = listener.lost or not sequence
+            listener.wake.set()
+
+    async def _on_ephemeral(self, msg: Msg) -> None:
+        """A signal for this device's calls here, if any: nothing keeps it for a call opened later."""
+        for listener in self._by_device.get(DeviceId(msg.subject[len(EPHEMERAL_SUBJECT_PREFIX) :]), ()):
+            listener.ephemeral.append(msg.data)
             listener.wake.set()
 
     def _remember(self, device: DeviceId, sequence: int) -> None:
@@ -173,7 +194,10 @@ class Listeners:
         """Registers a new call (it knows recent wake-ups); ends the device's oldest over the cap."""
         if not self._subscribed:
             await self.subscribe()
+        first = device not in self._by_device
         listeners = self._by_device.setdefault(device, {})
+        if first and self.on_online is not None:
+            self.on_online(device, True)
         while len(listeners) >= self._max:
             oldest = next(iter(listeners))
             del listeners[oldest]
@@ -195,6 +219,8 @@ class Listeners:
         listeners.pop(listener, None)
         if not listeners:
             del self._by_device[listener.device]
+            if self.on_online is not None:
+                self.on_online(listener.device, False)
 
     @property
     def count(self) -> int:

@@ -32,9 +32,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc.aio
+from nats.js.kv import KeyValue
 
 from xchat.core.devices import DeviceDirectory
-from xchat.core.errors import PermissionDenied
+from xchat.core.errors import FailedPrecondition, PermissionDenied
+from xchat.core.settings import DEFAULT_PUSH_COALESCE_S
 from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import Store
@@ -43,6 +45,9 @@ from xchat.core.errors import InvalidArgument
 from xchat.core.ids import device_id
 from xchat.mailbox.acks import AckWindow, ack_outside_sync
 from xchat.mailbox.listeners import Listener, Listeners
+from xchat.mailbox.online import OnlineView
+from xchat.mailbox.push import Pushes
+from xchat.mailbox.webhook import PushSender
 from xchat.mailbox.reader import MailboxReader, Stored
 from xchat.mailbox.revocations import RevocationWatch
 from xchat.mailbox.streams import AckFeeds, follow_acks
@@ -90,16 +95,40 @@ def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[
         yield mailbox_pb2.SyncResponse(envelopes=chunk)
 
 
+def ephemeral_response(listener: Listener) -> mailbox_pb2.SyncResponse:
+    """The call's pending ephemeral signals, taken (never stored, never acknowledged)."""
+    signals = [mailbox_pb2.Ephemeral(ciphertext=c) for c in listener.ephemeral]
+    listener.ephemeral.clear()
+    return mailbox_pb2.SyncResponse(ephemeral=signals)
+
+
 #: Devices one PurgeRevoked call may name (an account's maximum, xchat.auth.accounts).
 MAX_PURGE_DEVICES = 16
 
 
 class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
-    def __init__(self, store: Store, verifier: TokenVerifier, directory: DeviceDirectory, *, store_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        verifier: TokenVerifier,
+        directory: DeviceDirectory,
+        *,
+        store_timeout_s: float,
+        push_bucket: KeyValue | None = None,
+        push_sender: PushSender | None = None,
+        push_coalesce_s: float = DEFAULT_PUSH_COALESCE_S,
+    ) -> None:
         self._store = store
         self._reader = MailboxReader(store, timeout=store_timeout_s)
         self._verifier = verifier
         self._listeners = Listeners(store)
+        # Push for offline devices (docs/push.md): a cross-process view of open Syncs, and the wake-ups.
+        self._pushes: Pushes | None = None
+        if push_bucket is not None:
+            view = OnlineView(store, local_devices=self._listeners.devices)
+            self._pushes = Pushes(push_bucket, view, push_sender, coalesce_s=push_coalesce_s)
+            self._listeners.on_online = view.changed
+            self._listeners.on_wakeup_without_call = self._pushes.stored
         self._revocations = RevocationWatch(store, directory, self._listeners)
         self._directory = directory
         self._feeds = AckFeeds()
@@ -107,6 +136,22 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
     async def prepare(self) -> None:
         """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
         await self._listeners.subscribe()
+        if self._pushes is not None:
+            await self._pushes.start()
+
+    async def stop(self) -> None:
+        if self._pushes is not None:
+            await self._pushes.stop()
+
+    @unary
+    async def RegisterPush(
+        self, request: mailbox_pb2.RegisterPushRequest, context: Ctx
+    ) -> mailbox_pb2.RegisterPushResponse:
+        caller = principal_of(context, self._verifier)
+        if self._pushes is None:
+            raise FailedPrecondition("this mailbox keeps no push tokens")
+        await self._pushes.register(caller.device, request.token)
+        return mailbox_pb2.RegisterPushResponse()
 
     @unary
     async def Ack(self, request: mailbox_pb2.AckRequest, context: Ctx) -> mailbox_pb2.AckResponse:
@@ -209,6 +254,9 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         while True:
             if listener.ended is not None:
                 raise listener.ended
+            if listener.ephemeral:
+                # Before any read: a wake-up that brought only signals reads nothing (below).
+                yield ephemeral_response(listener)
             if window.outstanding >= MAX_UNACKED:
                 listener.wake.clear()
                 await listener.wake.wait()

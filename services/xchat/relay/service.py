@@ -29,12 +29,13 @@ import grpc.aio
 import nats.errors
 
 from xchat.core.authz import current_client_address, require_principal
-from xchat.core.errors import InvalidArgument, ResourceExhausted, XChatError, grpc_status
+from xchat.core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, XChatError, grpc_status
 from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import store_timeout, streaming, unary
 from xchat.core.store import translate
 from xchat.core.tokens import Principal
+from xchat.relay.ephemeral import EphemeralRelay
 from xchat.relay.sealed import Access
 from xchat.relay.sending import Receipt, Relay
 from xchat.v1 import relay_pb2, relay_pb2_grpc
@@ -75,8 +76,10 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         limiter: RateLimiter,
         strangers: RateLimiter | None = None,
         stranger_senders: RateLimiter | None = None,
+        ephemeral: EphemeralRelay | None = None,
     ) -> None:
         self._relay = relay
+        self._ephemeral = ephemeral
         self._timeout = store_timeout_s
         self._limiter = limiter
         # Sealed envelopes without a valid key to a device accepting them from anyone:
@@ -97,6 +100,14 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             ttl_s=request.ttl_seconds,
         )
         return _result(receipt, request.recipient_device_id)
+
+    @unary
+    async def SendEphemeral(self, request: relay_pb2.EphemeralBatch, context: Ctx) -> relay_pb2.EphemeralAccepted:
+        """Typing and presence signals, never stored (``xchat.relay.ephemeral``)."""
+        if self._ephemeral is None:
+            raise FailedPrecondition("this relay does not forward ephemeral signals")
+        items = [(item.recipient_device_id, item.ciphertext) for item in request.items]
+        return relay_pb2.EphemeralAccepted(published=await self._ephemeral.forward(require_principal(), items))
 
     @streaming
     async def SendStream(

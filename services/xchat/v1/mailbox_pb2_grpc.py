@@ -54,6 +54,11 @@ class MailboxStub:
                 request_serializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesResponse.FromString,
                 _registered_method=True)
+        self.RegisterPush = channel.unary_unary(
+                '/xchat.v1.Mailbox/RegisterPush',
+                request_serializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushResponse.FromString,
+                _registered_method=True)
 
 
 class MailboxServicer:
@@ -98,6 +103,16 @@ class MailboxServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterPush(self, request, context):
+        """Registers (or, with an empty token, removes) the caller device's push
+        token: while the device has no open Sync in any region, a stored envelope
+        makes the mailbox call the push gateway with this token and nothing else
+        (docs/push.md). 0..512 bytes; INVALID_ARGUMENT beyond.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MailboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +135,11 @@ def add_MailboxServicer_to_server(servicer, server):
                     servicer.PurgeRevoked,
                     request_deserializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesResponse.SerializeToString,
+            ),
+            'RegisterPush': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterPush,
+                    request_deserializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -230,6 +250,33 @@ class Mailbox:
             '/xchat.v1.Mailbox/PurgeRevoked',
             xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesRequest.SerializeToString,
             xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterPush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Mailbox/RegisterPush',
+            xchat_dot_v1_dot_mailbox__pb2.RegisterPushRequest.SerializeToString,
+            xchat_dot_v1_dot_mailbox__pb2.RegisterPushResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EphemeralItem(_message.Message):
+    __slots__ = ("recipient_device_id", "ciphertext")
+    RECIPIENT_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    recipient_device_id: str
+    ciphertext: bytes
+    def __init__(self, recipient_device_id: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class EphemeralBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EphemeralItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[EphemeralItem, _Mapping]]] = ...) -> None: ...
+
+class EphemeralAccepted(_message.Message):
+    __slots__ = ("published",)
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    published: int
+    def __init__(self, published: _Optional[int] = ...) -> None: ...
+
 class SendBatch(_message.Message):
     __slots__ = ("envelopes",)
     ENVELOPES_FIELD_NUMBER: _ClassVar[int]
