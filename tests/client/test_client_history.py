@@ -30,7 +30,7 @@ async def test_export_round_trip_and_wrong_secrets(peers: Peers, tmp_path: Path)
     received = await alice.message("hello alice")  # acked by the Peer reader: kept then
 
     export = tmp_path / "alice-history.xhx"
-    await alice.until(lambda: alice.client.export_history(export, passphrase="correct horse") == 2)
+    assert await alice.client.export_history(export, passphrase="correct horse") == 2  # the reader acked both
     entries = read_history_export(export, passphrase="correct horse")
     assert [(e.direction, e.peer, e.body) for e in entries] == [
         ("sent", bob.account, b"hello bob"), ("received", bob.account, b"hello alice")
@@ -56,14 +56,14 @@ async def test_export_round_trip_and_wrong_secrets(peers: Peers, tmp_path: Path)
 
     # A raw key instead of a passphrase; a wrong key is refused the same way.
     key = secrets.token_bytes(32)
-    assert alice.client.export_history(tmp_path / "k.xhx", key=key) == 2
+    assert await alice.client.export_history(tmp_path / "k.xhx", key=key) == 2
     assert [e.body for e in read_history_export(tmp_path / "k.xhx", key=key)] == [b"hello bob", b"hello alice"]
     with pytest.raises(HistoryExportError, match="wrong passphrase or key"):
         read_history_export(tmp_path / "k.xhx", key=secrets.token_bytes(32))
 
     # Stopping deletes what was kept.
     alice.client.keep_history(False)
-    assert alice.client.export_history(tmp_path / "empty.xhx", passphrase="x") == 0
+    assert await alice.client.export_history(tmp_path / "empty.xhx", passphrase="x") == 0
 
 
 async def test_disappearing_messages_are_never_kept(peers: Peers, tmp_path: Path) -> None:
@@ -74,5 +74,5 @@ async def test_disappearing_messages_are_never_kept(peers: Peers, tmp_path: Path
     await alice.client.set_disappearing(bob.account, 3600)
     await alice.client.send(bob.account, "gone later")
     await bob.message("gone later")
-    assert alice.client.export_history(tmp_path / "h.xhx", passphrase="p") == 1
+    assert await alice.client.export_history(tmp_path / "h.xhx", passphrase="p") == 1
     assert [e.body for e in read_history_export(tmp_path / "h.xhx", passphrase="p")] == [b"kept"]

@@ -684,10 +684,13 @@ class Client:
         Messages of a disappearing conversation are never kept. Off by default."""
         self._history.keep(enabled)
 
-    def export_history(self, path: str | Path, *, passphrase: str | None = None, key: bytes | None = None) -> int:
+    async def export_history(
+        self, path: str | Path, *, passphrase: str | None = None, key: bytes | None = None
+    ) -> int:
         """Writes the kept history to ``path``, encrypted (AES-256-GCM under scrypt(``passphrase``) or
-        a 32-byte ``key``); returns how many messages it holds. Read it with ``read_history_export``."""
-        return self._history.export(Path(path), passphrase=passphrase, key=key)
+        a 32-byte ``key``); returns how many messages it holds. Read it with ``read_history_export``.
+        The key derivation and the write run in a thread: receiving goes on meanwhile."""
+        return await self._history.export(Path(path), passphrase=passphrase, key=key)
 
     def _me(self) -> tuple[str, str] | None:
         """(account, device id) once registered: bound into the PQXDH AD of new sessions."""
