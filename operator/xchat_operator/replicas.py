@@ -204,22 +204,44 @@ async def move_off(kube: Kube, spec: MeshSpec, region: Region, requested: set[tu
         return MoveState(reason=UNAVAILABLE, message=f"JetStream admin API: {exc!r}"[:300])
 
 
+UNKNOWN_NAME = "Server name unknown"  # how nats-server lists a peer it never heard from since its start
+
+
 def departed(meta: Mapping[str, Any], known: Iterable[str], prefix: str) -> list[str]:
     """Offline meta-group peers named like this mesh's NATS pods that no region of the spec has.
 
     Never a live server, never another mesh's: only what a removed region (or a
-    smaller ``natsNodes``) left behind as an offline member.
+    smaller ``natsNodes``) left behind as an offline member. A meta leader that
+    restarted after the region left lists it as "Server name unknown at this
+    time (peerID: X)": such a peer is named ``peer_id:X``, and only when every
+    server of the spec is a live, current member (so the unknown one is none of
+    them, e.g. not a region marked down).
     """
     keep = set(known)
-    return sorted(str(p["name"]) for p in meta.get("replicas") or ()
-                  if p.get("offline") and str(p.get("name", "")).startswith(prefix) and p["name"] not in keep)
+    peers = list(meta.get("replicas") or ())
+    live = {str(meta.get("leader") or "")} | {str(p.get("name")) for p in peers if p.get("current") and not p.get("offline")}
+    out = []
+    for p in peers:
+        name = str(p.get("name", ""))
+        if not p.get("offline"):
+            continue
+        if name.startswith(prefix) and name not in keep:
+            out.append(name)
+        elif name.startswith(UNKNOWN_NAME) and p.get("peer") and keep <= live:
+            out.append(f"peer_id:{p['peer']}")
+    return sorted(out)
 
 
 async def remove_servers(system_nc: Any, servers: Iterable[str]) -> list[str]:
     """``SERVER.REMOVE`` of each server over a ``jsmeta`` (system account) connection."""
     removed = []
     for server in servers:
-        await jsadmin.remove_server(system_nc, server)
+        if server.startswith("peer_id:"):
+            answer = await jsadmin.request(system_nc, "$JS.API.SERVER.REMOVE", {"peer_id": server.split(":", 1)[1]})
+            if answer.get("error"):
+                raise JetStreamAdminError(f"removing {server} from the meta group failed: {answer['error']}")
+        else:
+            await jsadmin.remove_server(system_nc, server)
         removed.append(server)
     return removed
 

@@ -109,3 +109,15 @@ def test_departed_servers_are_offline_ours_and_not_in_the_spec() -> None:
         {"name": "other-nats-a-0", "offline": True},  # another mesh's: kept
     ]}
     assert replicas.departed(meta, ["m-nats-b-0", "m-nats-c-0", "m-nats-d-0"], "m-nats-") == ["m-nats-a-0"]
+
+
+def test_an_unknown_offline_peer_is_departed_only_when_every_spec_server_is_live() -> None:
+    """Seen on kind: the meta leader restarted after region b left and lists it by peer id only."""
+    unknown = {"name": "Server name unknown at this time (peerID: 4jz55IDL)", "offline": True, "peer": "4jz55IDL"}
+    live = [{"name": "m-nats-c-0", "current": True}, {"name": "m-nats-d-0", "current": True}]
+    spec_servers = ["m-nats-a-0", "m-nats-c-0", "m-nats-d-0"]
+    meta = {"leader": "m-nats-a-0", "replicas": [unknown, *live]}
+    assert replicas.departed(meta, spec_servers, "m-nats-") == ["peer_id:4jz55IDL"]
+    # A spec server offline too (e.g. a region marked down): the unknown peer may be it; nothing removed.
+    meta = {"leader": "m-nats-a-0", "replicas": [unknown, live[0], {"name": "m-nats-d-0", "offline": True}]}
+    assert replicas.departed(meta, spec_servers, "m-nats-") == []
