@@ -53,7 +53,7 @@ from xchat.client._batches import LOST_STATUS_RETRIES, SEND_BATCH, SEND_BATCH_BY
 from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._state import LocalState, OutboxItem
 from xchat.client._tokens import Tokens
-from xchat.client._transport import RETRYABLE, Transport, metadata
+from xchat.client._transport import RETRYABLE, Transport, anonymous_metadata, metadata
 from xchat.client.errors import ClientError, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, SendReceipt
 from xchat.v1 import relay_pb2, relay_pb2_grpc
@@ -347,7 +347,7 @@ class Sender:
                 self._progress.clear()
                 await self._progress.wait()
 
-        call = stub.SendSealed(batches()) if sealed else stub.SendStream(batches(), metadata=metadata(token))
+        call = stub.SendSealed(batches(), metadata=anonymous_metadata()) if sealed else stub.SendStream(batches(), metadata=metadata(token))
         try:
             while True:
                 # Silence while envelopes are in flight means a frozen or cut-off region.
