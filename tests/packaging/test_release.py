@@ -122,7 +122,7 @@ def test_the_proto_module_is_complete(release: Path) -> None:
         names = set(tar.getnames())
     root = f"xchat-proto-{VERSION}"
     protos = {f"{root}/xchat/v1/{p.name}" for p in (REPO / "proto" / "xchat" / "v1").glob("*.proto")}
-    assert {f"{root}/buf.yaml", *protos} <= names and len(protos) == 5
+    assert {f"{root}/buf.yaml", *protos} <= names and len(protos) >= 5  # the glob found the module (attachments.proto made it 6)
 
 
 def test_the_sbom_lists_the_server_and_every_runtime_dependency(release: Path) -> None:
