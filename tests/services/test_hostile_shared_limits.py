@@ -143,6 +143,7 @@ async def test_one_time_prekey_budgets_are_shared_by_every_keys_process(two_proc
             first = [await one_time_key(scrapers[i % 2], one) for i in range(12)]
             assert sum(first) == CLAIM_BURST  # the target's budget, spent on the first process
             await bus.wait_for(bob.account)
+            await asyncio.sleep(0.75)  # shares go out every 0.25 s: wait for the last state, not the first
             # Fresh scrapers on the other process: bob's budget is spent there too.
             second = [await one_time_key(scrapers[2 + i % 2], other) for i in range(12)]
             # Sharing is eventual: the last state the first process published may predate its
