@@ -8,7 +8,7 @@ workload's event loop keeps running through a fault.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from xchat_chaos.monitoring import Redundancy, Topology
 
@@ -67,6 +67,29 @@ class Backend(Protocol):
     def nats_urls(self, region: str) -> list[str]: ...
     def prefer_leader(self, stream: str, region: str) -> None:
         """Best effort: move ``stream``'s leader to a replica in ``region``."""
+        ...
+
+    # Topology changes (scale-region): each returns once the step is complete.
+    def add_region(self, region: str) -> None:
+        """Adds ``region`` to the running mesh; returns once it serves and is a current JetStream peer."""
+        ...
+
+    def drain_region(self, region: str) -> dict[str, list[str]]:
+        """Moves clients and every replica off ``region``; returns stream -> servers now holding it."""
+        ...
+
+    def remove_region(self, region: str) -> None:
+        """Stops a drained region and takes it out of the mesh (and its servers out of the meta group)."""
+        ...
+
+    # Upgrades: the steps, then each step (a region rolled; None: the platform rolls them all).
+    def upgrade_plan(self) -> list[str | None]: ...
+    def upgrade(self, step: str | None) -> dict[str, Any]:
+        """Carries out one step of ``upgrade_plan``; returns what it measured."""
+        ...
+
+    def ready_regions(self) -> list[str]:
+        """Regions whose NATS and services are all ready right now."""
         ...
 
     # Observation (through the NATS monitoring endpoint).

@@ -73,6 +73,10 @@ def add_drill_parser(subparsers: Any) -> None:
     )
     kind.add_argument("--ca", help="PEM file of the CA the services' TLS certificates chain to "
                       "(default: ca.crt of the mesh TLS Secret when TLS is on)")
+    kind.add_argument("--upgrade-image-tag", help="upgrade: the xchat image tag to roll out (loaded into kind first)")
+    kind.add_argument("--upgrade-nats-tag", help="upgrade: the NATS image tag (natsImage.tag) to roll out")
+    kind.add_argument("--release", default="xchat", help="upgrade: the helm release of the chart (default xchat)")
+    kind.add_argument("--chart", default="charts/xchat", help="upgrade: the chart to upgrade to (default charts/xchat)")
     drill.set_defaults(run=_run)
 
 
@@ -168,7 +172,8 @@ async def _ticking(coro: Any, describe: Callable[[str], None]) -> DrillResult:
 def _backend(args: argparse.Namespace, workdir: Path) -> Any:
     spec = SCENARIOS[args.scenario]
     if args.backend == "kind":
-        from xchat_chaos.kind import KindBackend, parse_endpoints
+        from xchat_chaos.kind import KindBackend
+        from xchat_chaos.kind_commands import parse_endpoints
 
         try:
             endpoints = parse_endpoints(args.endpoints or "")
@@ -176,7 +181,9 @@ def _backend(args: argparse.Namespace, workdir: Path) -> Any:
             raise SystemExit(f"xchat drill: --endpoints: {exc}") from exc
         root = Path(args.ca).read_bytes() if args.ca else None
         return KindBackend(
-            context=args.kube_context, namespace=args.namespace, mesh=args.mesh, endpoints=endpoints, root_certificates=root
+            context=args.kube_context, namespace=args.namespace, mesh=args.mesh, endpoints=endpoints, root_certificates=root,
+            release=args.release, chart=args.chart,
+            upgrade_image_tag=args.upgrade_image_tag, upgrade_nats_tag=args.upgrade_nats_tag,
         )
     from xchat_chaos.local import LocalBackend
 

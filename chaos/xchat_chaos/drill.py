@@ -91,6 +91,8 @@ class Drill:
         )
         self.notes: dict[str, Any] = {}
         self.recoveries: list[dict[str, Any]] = []
+        # Guarantees a scenario checks itself (e.g. regions ready through an upgrade): each fails the drill.
+        self.problems: list[str] = []
         self._progress = progress
         self._paused: list[User] = []
 
@@ -208,4 +210,5 @@ async def run_drill(
             failures.append(f"no full redundancy {settings.recovery_bound_s:.0f}s after {rec['after']}: {rec['problems']}")
     if verdict.attempted == 0:
         failures.append("the workload sent nothing")
+    failures.extend(drill.problems)
     return DrillResult(scenario, backend.name, drill.history, verdict, drill.notes, drill.recoveries, failures, settings)

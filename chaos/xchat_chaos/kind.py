@@ -34,115 +34,36 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from xchat_chaos.backend import BackendError
 from xchat_chaos.forwarding import Forward, Forwarder, TcpForward
+from xchat_chaos.kind_commands import (
+    COMPONENT_LABEL,
+    DRILL_MANAGER,
+    Endpoint,
+    GRPC_PORT,
+    KIND_NETWORK,
+    MESH_LABEL,
+    NETEM_UNSUPPORTED,
+    READY_TIMEOUT_S,
+    REGION_LABEL,
+    REGION_POD_LABEL,
+    RELINK_SCRIPT,
+    Runner,
+    SERVICES,
+    http_body,
+    monitor_request,
+    nats_selector,
+    run_command,
+    services_selector,
+)
+from xchat_chaos.kind_mesh import MeshEditor, placements, ready_by_workloads
 from xchat_chaos.monitoring import JSZ_QUERY, Redundancy, Topology, redundancy, topology
 
-Runner = Callable[[Sequence[str]], str]
-# One region's endpoint: one address for all four services, or one per service.
-Endpoint = Union[str, Mapping[str, str]]
-REGION_LABEL = "topology.kubernetes.io/region"
-KIND_NETWORK = "kind"
-# The operator's labels (operator/xchat_operator/names.py).
-APP_LABEL = "app.kubernetes.io/name=xchat"
-MESH_LABEL = "xchat.dev/mesh"
-REGION_POD_LABEL = "xchat.dev/region"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-SERVICES = ("auth", "keys", "relay", "mailbox")
-GRPC_PORT = 50051
-MONITOR_PORT = 8222
-READY_TIMEOUT_S = 180.0
-DRILL_MANAGER = "xchat-drill"
-NETEM_UNSUPPORTED = "link latency is unsupported on this kernel: tc netem failed on the kind nodes (no sch_netem module?)"
-
-
-def nats_selector(mesh: str) -> str:
-    return f"{APP_LABEL},{MESH_LABEL}={mesh},{COMPONENT_LABEL}=nats"
-
-
-def services_selector(mesh: str) -> str:
-    return f"{APP_LABEL},{MESH_LABEL}={mesh},{COMPONENT_LABEL} in ({','.join(SERVICES)})"
-
-
-def parse_endpoints(text: str) -> dict[str, Endpoint]:
-    """``--endpoints``: ``a=host:port,...`` (one address per region) or
-    ``a.auth=host:port,a.keys=...`` (one per service; all four for each such region)."""
-    out: dict[str, Any] = {}
-    for item in (i.strip() for i in text.split(",")):
-        if not item:
-            continue
-        key, sep, addr = item.partition("=")
-        if not sep or not key or not addr:
-            raise ValueError(f"bad endpoint {item!r}: expected region=host:port or region.service=host:port")
-        region, dot, service = key.partition(".")
-        if not dot:
-            if region in out:
-                raise ValueError(f"region {region!r} given twice")
-            out[region] = addr
-            continue
-        if service not in SERVICES:
-            raise ValueError(f"unknown service {service!r} in {item!r} (one of {', '.join(SERVICES)})")
-        per = out.setdefault(region, {})
-        if not isinstance(per, dict):
-            raise ValueError(f"region {region!r} has both one address and per-service addresses")
-        per[service] = addr
-    for region, ep in out.items():
-        if isinstance(ep, dict) and set(ep) != set(SERVICES):
-            missing = sorted(set(SERVICES) - set(ep))
-            raise ValueError(f"region {region!r} lacks per-service endpoint(s) for {', '.join(missing)}")
-    return out
-
-
-# Run in a node after `docker network connect`: docker names the new interface
-# eth<N>, not eth0, and the node's pod routes went away with the old eth0. Renames
-# it back (xchat-cni, kube-proxy and tc all use eth0), restores the default route
-# and re-runs xchat-cni (routes to the other nodes' pod /24s).
-RELINK_SCRIPT = r"""set -e
-dev=$(ip -o link show | sed -nE 's/^[0-9]+: (eth[0-9]+)(@[^:]*)?:.*/\1/p' | tail -1)
-if [ -n "$dev" ] && [ "$dev" != eth0 ]; then
-  gw=$(ip -4 route show default dev "$dev" | awk '{print $3; exit}')
-  ip link set "$dev" down
-  ip link set "$dev" name eth0
-  ip link set eth0 up
-  if [ -n "$gw" ]; then ip route replace default via "$gw" dev eth0; fi
-fi
-/usr/local/bin/xchat-cni
-"""
-
-
-def monitor_request(query: str) -> list[str]:
-    """argv, run inside a NATS pod, that GETs ``query`` from the monitoring port.
-
-    busybox ``nc``, not ``wget``: the static busybox in xchat-nats (Debian's
-    busybox-static) crashes in ``wget`` (SIGSEGV, exit 139) in that FROM-scratch image.
-    """
-    script = f'printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" "$1" | nc -w 3 127.0.0.1 {MONITOR_PORT}'
-    return ["sh", "-c", script, "sh", query]
-
-
-def http_body(raw: str) -> str:
-    """The body of a raw HTTP/1.0 response; ``ValueError`` unless the status is 200."""
-    head, sep, body = raw.replace("\r\n", "\n").partition("\n\n")
-    status = head.split("\n", 1)[0].split()
-    if not sep or len(status) < 2 or status[1] != "200":
-        raise ValueError(f"monitoring answered {head.splitlines()[0] if head else 'nothing'!r}")
-    return body
-
-
-def run_command(argv: Sequence[str]) -> str:
-    """The real runner: the command's stdout; failures raise ``BackendError``."""
-    try:
-        done = subprocess.run(list(argv), check=True, capture_output=True, text=True, timeout=120)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        stderr = getattr(exc, "stderr", "") or ""
-        raise BackendError(f"{' '.join(argv)} failed: {exc} {stderr.strip()}") from exc
-    return done.stdout
 
 
 class KindBackend:
@@ -160,6 +81,10 @@ class KindBackend:
         runner: Runner = run_command,
         forwarder: Forwarder = TcpForward,
         sleep: Callable[[float], None] = time.sleep,
+        release: str = "xchat",
+        chart: str = "charts/xchat",
+        upgrade_image_tag: str | None = None,
+        upgrade_nats_tag: str | None = None,
     ) -> None:
         self.context = context
         self.namespace = namespace
@@ -179,6 +104,15 @@ class KindBackend:
         self._partitioned: dict[str, str] = {}  # node -> its address before the partition
         self.nats_selector = nats_selector(mesh)
         self.services_selector = services_selector(mesh)
+        # scale-region and upgrade: spec edits and helm, waiting on the mesh's status.
+        self.editor = MeshEditor(run=runner, context=context, namespace=namespace, mesh=mesh, sleep=sleep)
+        self.release = release
+        self.chart = chart
+        self.upgrade_image_tag = upgrade_image_tag
+        self.upgrade_nats_tag = upgrade_nats_tag
+        # The mesh's regions (spec) once started: a node labelled for a region the
+        # mesh does not have yet (scale-region's new one) is not a region of the drill.
+        self._mesh_regions: list[str] | None = None
 
     # -- discovery -----------------------------------------------------
 
@@ -202,7 +136,8 @@ class KindBackend:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        return tuple(self._node_map())
+        known = self._mesh_regions
+        return tuple(r for r in self._node_map() if known is None or r in known)
 
     def nodes(self, region: str) -> list[str]:
         return list(self._node_map()[region])
@@ -224,6 +159,10 @@ class KindBackend:
     def start(self) -> None:
         """The cluster is provisioned outside the drill (kind + helm); check it is there and reach it."""
         self._node_map()
+        try:
+            self._mesh_regions = self.editor.spec_regions() or None
+        except (BackendError, ValueError):
+            self._mesh_regions = None  # reported with its reason by _mesh_ca below
         if self.root_certificates is None:
             self.root_certificates = self._mesh_ca()
         if self._expose:
@@ -467,6 +406,41 @@ class KindBackend:
         self._kubectl(
             "wait", "-n", self.namespace, "--for=condition=Ready", "pod", "-l", selector, f"--timeout={READY_TIMEOUT_S:.0f}s"
         )
+
+    # -- topology changes and upgrades (xchat_chaos.kind_mesh) ------------
+
+    def add_region(self, region: str) -> None:
+        if region not in self._node_map():
+            raise BackendError(
+                f"no kind node is labelled {REGION_LABEL}={region}: label a worker for the new region first "
+                f"(kubectl label node <worker> {REGION_LABEL}={region})"
+            )
+        self.editor.add_region(region)
+        self._mesh_regions = self.editor.spec_regions()
+
+    def drain_region(self, region: str) -> dict[str, list[str]]:
+        self.editor.drain_region(region)
+        return placements(self._monitor(JSZ_QUERY).values())
+
+    def remove_region(self, region: str) -> None:
+        self.editor.remove_region(region)
+        self._mesh_regions = self.editor.spec_regions()
+
+    def upgrade_plan(self) -> list[str | None]:
+        return [None]  # one helm upgrade; the operator rolls the regions one at a time
+
+    def upgrade(self, step: str | None) -> dict[str, Any]:
+        return self.editor.upgrade(
+            release=self.release, chart=self.chart, image_tag=self.upgrade_image_tag, nats_tag=self.upgrade_nats_tag
+        )
+
+    def ready_regions(self) -> list[str]:
+        """From the pods' readiness (StatefulSets and Deployments), sampled often during a roll;
+        the operator's per-region Ready lags behind by its probe period."""
+        try:
+            return ready_by_workloads(self.editor.workloads(), self.regions)
+        except (BackendError, ValueError):
+            return []  # the API server unreachable counts as nothing known to be ready
 
     # -- observation ---------------------------------------------------
 

@@ -9,10 +9,14 @@ Routes inside a region stay direct.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-from xchat.mesh.local import HOST, LocalMesh, free_port
+from xchat.mesh import membership, upgrades
+from xchat.mesh.local import HOST, LocalMesh, Region, free_port
 from xchat.mesh.natsconf import NatsNode
+from xchat.mesh.readiness import grpc_serving, nats_ready
 from xchat_chaos.backend import BackendError
 from xchat_chaos.monitoring import Redundancy, Topology, fetch_jsz, redundancy, topology
 from xchat_chaos.replication import move_stream_leader
@@ -45,7 +49,11 @@ class LocalBackend:
             nodes_per_region=nodes_per_region,
             replicas=replicas,
             route_url=self._route_url if proxied else None,
+            # The meta API (a removed region's servers leave the meta group).
+            system_account=True,
         )
+        # What `upgrade` rolls out: the servers come back tagged version:<this>.
+        self.upgrade_version = "2"
         self._node_region = {n.name: n.region for n in self.mesh.all_nodes}
 
     def _route_url(self, src: NatsNode, dst: NatsNode) -> str:
@@ -151,6 +159,62 @@ class LocalBackend:
 
     def prefer_leader(self, stream: str, region: str) -> None:
         move_stream_leader(self.mesh.nats_urls(region), stream, region)
+
+    def add_region(self, region: str) -> None:
+        membership.add_region(self.mesh, region, prepare=self._link_region)
+        self._node_region = {n.name: n.region for n in self.mesh.all_nodes}
+
+    def _link_region(self, region: Region) -> None:
+        """Proxies for every inter-region link of the new region, before its servers dial them."""
+        if self.toxiproxy is None:
+            return
+        for src, dst in self._cross_links():
+            if region.name in (src.region, dst.region):
+                name = _proxy_name(src, dst)
+                port = self._proxy_ports.setdefault(name, free_port())
+                self.toxiproxy.create(name, f"{HOST}:{port}", f"{dst.host}:{dst.cluster_port}")
+
+    def drain_region(self, region: str) -> dict[str, list[str]]:
+        try:
+            placements = membership.drain_region(self.mesh, region)
+        except membership.MembershipError as exc:
+            raise BackendError(str(exc)) from exc
+        return {p.stream: list(p.peers) for p in placements}
+
+    def remove_region(self, region: str) -> None:
+        try:
+            membership.remove_region(self.mesh, region)
+        except membership.MembershipError as exc:
+            raise BackendError(str(exc)) from exc
+        finally:
+            self._node_region = {n.name: n.region for n in self.mesh.all_nodes}
+
+    def upgrade_plan(self) -> list[str | None]:
+        return list(self.mesh.regions)
+
+    def upgrade(self, step: str | None) -> dict[str, Any]:
+        if step is None:
+            raise BackendError("the local back end rolls one region per step")
+        try:
+            roll = upgrades.roll_region(self.mesh, step, self.upgrade_version)
+        except (upgrades.UpgradeError, TimeoutError) as exc:
+            raise BackendError(f"upgrading region {step}: {exc}") from exc
+        # Proof the new version runs: every server of the region reports its tag (/varz).
+        running = {}
+        for node in self.mesh.regions[step].nodes:
+            varz = fetch_jsz(self.mesh.monitor_url(node.name), query="/varz") or {}
+            running[node.name] = [t for t in varz.get("tags") or [] if str(t).startswith("version:")]
+            if running[node.name] != [f"version:{self.upgrade_version}"]:
+                raise BackendError(f"{node.name} runs {running[node.name] or 'no version tag'} after its roll")
+        return {**dataclasses.asdict(roll), "running": running}
+
+    def ready_regions(self) -> list[str]:
+        ca = self.mesh.root_certificates
+        return [
+            name
+            for name, region in self.mesh.regions.items()
+            if all(nats_ready(n) for n in region.nodes) and grpc_serving(region.endpoint, root_certificates=ca)
+        ]
 
     def _documents(self) -> dict[str, dict[str, object]]:
         docs = {}

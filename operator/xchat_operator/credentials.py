@@ -1,6 +1,6 @@
 """Secret material the operator generates once per mesh.
 
-* NATS passwords, one per service user plus the bootstrap and route users
+* NATS passwords, one per service user plus the bootstrap, jsadmin, jsmeta and route users
   (nats.conf gets bcrypt hashes of the user passwords, see ``natsconfig``);
 * the access-token Ed25519 key pair (the private half is mounted into auth only);
 * optionally a self-signed CA, a certificate for the NATS servers, and one per
@@ -9,7 +9,12 @@
 
 Generated values are written once and then kept: ``reconcile`` never
 overwrites an existing Secret's data (rotating a key is a deliberate act:
-delete the Secret).
+delete the Secret), with one exception: a generated certificate is re-issued
+from the same CA (same trust for clients) when its names change or when it has
+less than ``RENEW_BEFORE`` left (``expires_within``). The CA itself lives
+``CA_VALIDITY`` and is never replaced by the operator (clients pin it); a
+certificate never outlives its CA. Production meshes with their own PKI use
+cert-manager instead (``tls.secretName``; docs/operator.md).
 """
 
 from __future__ import annotations
@@ -30,10 +35,15 @@ from .spec import SERVICE_NAMES
 
 PASSWORD_BYTES = 24  # 192 bits, URL-safe so it can sit in a route URL
 CERT_VALIDITY = datetime.timedelta(days=365)
+# Clients pin the CA (the SDK's ca.crt): it outlives many certificate renewals.
+CA_VALIDITY = datetime.timedelta(days=3650)
+# Re-issued this long before expiry: room for several resync passes and a rolling restart, and
+# the margin cert-manager's default renewBefore (a third of 90 days) also leaves.
+RENEW_BEFORE = datetime.timedelta(days=30)
 
 
 def nats_passwords() -> dict[str, str]:
-    users = (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.ROUTE_USER)
+    users = (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.JSMETA_USER, names.ROUTE_USER)
     return {user: _secrets.token_urlsafe(PASSWORD_BYTES) for user in users}
 
 
@@ -61,7 +71,7 @@ def new_ca(common_name: str) -> tuple[str, str]:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
+        .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -77,7 +87,7 @@ def new_ca(common_name: str) -> tuple[str, str]:
 
 
 def issue(ca_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[str],
-          ips: Sequence[str] = ()) -> tuple[str, str]:
+          ips: Sequence[str] = (), validity: datetime.timedelta = CERT_VALIDITY) -> tuple[str, str]:
     """A certificate signed by the CA: (certificate PEM, private key PEM).
 
     It carries both serverAuth and clientAuth usages: NATS routes authenticate
@@ -98,7 +108,7 @@ def issue(ca_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[st
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
+        .not_valid_after(min(now + validity, ca.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
@@ -106,6 +116,23 @@ def issue(ca_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[st
         .sign(ca_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key).decode()
+
+
+def expires_within(cert_pem: str, window: datetime.timedelta = RENEW_BEFORE,
+                   now: datetime.datetime | None = None) -> bool:
+    """True when the certificate ends within ``window`` (or already has, or does not parse)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return True
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return cert.not_valid_after_utc - now <= window
+
+
+def dns_names_of(cert_pem: str) -> list[str]:
+    """The DNS names a certificate carries (its SANs)."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
 
 
 def tls_bundle(common_name: str, dns_names: Sequence[str], ips: Sequence[str] = (),

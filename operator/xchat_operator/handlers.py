@@ -22,13 +22,13 @@ from typing import Any, cast
 
 import kopf
 
-from . import drift, metrics, names, reconcile, safety, status
+from . import drift, metrics, names, reconcile, replicas, safety, status
 from .errors import DependencyMissing, KubeError, OperatorError, to_kopf
 from .kube import Kube, load_connection
 from .probes import Check, RegionHealth, make_default_prober, not_probed
 from .errors import SpecError
 from .settings import OperatorSettings, from_env
-from .spec import GROUP, PLURAL, VERSION, MeshSpec, parse_mesh
+from .spec import GROUP, PLURAL, VERSION, MeshSpec, RegionMode, parse_mesh
 
 try:
     CONFIG = from_env()
@@ -231,7 +231,8 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
     _report_drift(memo, body, result)
     new = status.mesh_status(spec, _health(memo), previous,
                              reconciled=(True, "Applied", f"{result.applied} objects applied"),
-                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling))
+                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling),
+                             moves=_moves(memo, spec))
     new["reconciledBy"] = _identity(memo)
     new["reconciles"] = int(previous.get("reconciles") or 0) + 1
     patch.status.update(new)
@@ -280,8 +281,10 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     # A region that just became healthy for the first time is published to clients now.
     await asyncio.to_thread(reconcile.publish_endpoints, kube, spec, health,
                             cluster_domain=memo["config"].cluster_domain)
+    await _move_replicas(memo, spec)
     new = status.mesh_status(spec, health, previous,
-                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling))
+                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling),
+                             moves=_moves(memo, spec))
     latest = await asyncio.to_thread(kube.get, "XChatMesh", spec.namespace, spec.name)
     if latest is None or latest["metadata"].get("generation") != spec.generation:
         return  # the spec changed while probing: the next run reports on the new one
@@ -290,6 +293,48 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
                   message=f"phase {previous.get('phase')} -> {new['phase']}, ready regions {new['readyRegions']}")
     patch.status.update(new)
     metrics.mesh_status(spec.namespace, spec.name, new, {name: h.ready for name, h in health.items()})
+
+
+def _moves(memo: kopf.Memo, spec: MeshSpec) -> dict[str, replicas.MoveState]:
+    """The last replica-move pass of each region still Draining (others are forgotten)."""
+    moves: dict[str, tuple[replicas.MoveState, set[tuple[str, str]]]] = memo.setdefault("moves", {})
+    draining = {r.name for r in spec.regions if r.mode is RegionMode.DRAINING}
+    for name in set(moves) - draining:
+        del moves[name]
+    return {name: state for name, (state, _) in moves.items()}
+
+
+async def _move_replicas(memo: kopf.Memo, spec: MeshSpec) -> None:
+    """One pass of :func:`replicas.move_off` per Draining region (the timer's cadence).
+
+    Only where the operator dials the mesh at all (probes enabled): with probes
+    off (envtest, no NATS running) the region stays at ``ClientsDrained``.
+    """
+    moves: dict[str, tuple[replicas.MoveState, set[tuple[str, str]]]] = memo.setdefault("moves", {})
+    if not memo["config"].probes.enabled:
+        return
+    for region in spec.regions:
+        if region.mode is not RegionMode.DRAINING:
+            continue
+        previous, requested = moves.get(region.name, (None, set()))
+        state = await replicas.move_off(memo["kube"], spec, region, requested,
+                                        cluster_domain=memo["config"].cluster_domain)
+        moves[region.name] = (state, requested)
+        if previous is None or previous.reason != state.reason:
+            _post(_mesh_ref(spec), reason=state.reason, message=f"region {region.name}: {state.message}",
+                  warning=state.reason in (replicas.NO_REGION_FREE, replicas.UNAVAILABLE))
+    removed, problem = await replicas.remove_departed(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
+    if removed:
+        _post(_mesh_ref(spec), reason="ServersRemoved",
+              message=f"removed {', '.join(removed)} (no region of the spec) from the JetStream meta group")
+    if problem and memo.get("meta_problem") != problem:
+        _post(_mesh_ref(spec), reason="ServerRemoveFailed", message=problem, warning=True)
+    memo["meta_problem"] = problem
+
+
+def _mesh_ref(spec: MeshSpec) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "XChatMesh",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": spec.uid}}
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

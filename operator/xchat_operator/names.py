@@ -26,6 +26,10 @@ NATS_EXPORTER_PORT = 7777
 ROUTE_USER = "route"
 #: The NATS user of the bootstrap init containers (creates streams and buckets).
 BOOTSTRAP_USER = "bootstrap"
+#: The operator's own NATS user: moves a draining region's replicas (``replicas``); no pod mounts it.
+JSADMIN_USER = "jsadmin"
+#: The operator's NATS user in the system account: SERVER.REMOVE of a removed region's servers.
+JSMETA_USER = "jsmeta"
 #: Labels of the operator's own pods (the chart's selector labels): the only
 #: pods the NetworkPolicies let reach the NATS monitoring port.
 OPERATOR_POD_LABELS = {"app.kubernetes.io/component": "operator"}

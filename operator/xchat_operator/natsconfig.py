@@ -7,11 +7,13 @@ Owns the safety-critical knobs, none of which the CR can turn off:
 * ``jetstream.sync_interval: always`` (Jepsen, NATS 2.12.1: the 2-minute default
   lost acknowledged writes on coordinated power loss);
 * routes from every region to every pod of every region (headless DNS names),
-  including drained and down regions: the operator never removes peers itself.
+  including drained and down regions: the operator removes stream peers only
+  from a region an operator marked ``Draining`` (``replicas``), never servers.
 
 Also owns the per-service NATS users and their least-privilege permissions
 (:data:`PERMISSIONS`), plus the ``bootstrap`` user of the init containers that
-create streams and buckets (no running service may). User passwords appear
+create streams and buckets (no running service may) and the operator's
+``jsadmin`` user that moves a draining region's replicas (``replicas``). User passwords appear
 as bcrypt hashes only; the route password must stay plaintext (each server
 dials its peers with it), so the text still lives in a Secret. With TLS on,
 both the client port and the routes verify client certificates.
@@ -24,7 +26,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Union
 
-from xchat.core.permissions import BOOTSTRAP_USER, permissions
+from xchat.core.permissions import BOOTSTRAP_USER, JSADMIN_USER, JSMETA_USER, jsmeta_permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import password_hash
 
@@ -33,6 +35,7 @@ from .spec import MeshSpec, Region
 
 STORE_DIR = "/data/jetstream"
 TLS_DIR = "/etc/nats-tls"
+SYSTEM_ACCOUNT = "SYS"
 LAME_DUCK_DURATION = "30s"  # lets clients move before a server stops
 ROUTE_CONNECT_RETRIES = 120  # keep dialling a region that is down instead of giving up
 
@@ -50,9 +53,9 @@ Value = Union[str, int, bool, Raw, Sequence["Value"], Mapping[str, "Value"]]
 #: Publish allow-list of each service's NATS user. The services own this
 #: list (``xchat.core.permissions``), and a mesh test runs every flow under
 #: exactly these permissions, so the operator renders it rather than guessing.
-PERMISSIONS: Mapping[str, tuple[str, ...]] = {u: permissions(u).publish for u in (*SERVICE_NAMES, BOOTSTRAP_USER)}
+PERMISSIONS: Mapping[str, tuple[str, ...]] = {u: permissions(u).publish for u in (*SERVICE_NAMES, BOOTSTRAP_USER, JSADMIN_USER)}
 #: Subscribe allow-list of each user (its own inbox prefix only; mailbox wake-ups).
-SUBSCRIBE: Mapping[str, tuple[str, ...]] = {u: permissions(u).subscribe for u in (*SERVICE_NAMES, BOOTSTRAP_USER)}
+SUBSCRIBE: Mapping[str, tuple[str, ...]] = {u: permissions(u).subscribe for u in (*SERVICE_NAMES, BOOTSTRAP_USER, JSADMIN_USER)}
 
 
 def render(value: Value, indent: int = 0) -> str:
@@ -118,6 +121,37 @@ def nats_config(
     ``passwords`` maps each service name, ``"bootstrap"`` and ``"route"`` to its password.
     ``$POD_NAME`` is resolved by nats-server from the pod's environment.
     """
+    return render_document(_document(spec, region, passwords, cluster_domain))
+
+
+# Parts of the config nats-server applies on a reload (SIGHUP), per its
+# configuration-reloading docs: users, passwords and permissions, the route
+# credentials and the route list (routes are diffed: added ones dialled,
+# removed ones torn down). The TLS blocks name fixed paths; rotated files
+# behind them are reloaded too. Everything else (listeners, server name and
+# tags, JetStream, cluster name) needs a restart.
+RELOADABLE: tuple[tuple[str, ...], ...] = (("authorization",), ("cluster", "authorization"), ("cluster", "routes"))
+_PLACEHOLDER = "reloadable"
+
+
+def restart_fingerprint(spec: MeshSpec, region: Region) -> str:
+    """The config of ``region`` without its reloadable parts: what a change of forces a restart.
+
+    The NATS pods carry its hash, so a password rotation or a region added to
+    the route list changes only the config Secret; the reloader sidecar
+    (:mod:`.reloader`) signals nats-server to apply it, no pod restarts.
+    """
+    placeholders = {name: _PLACEHOLDER for name in (*PERMISSIONS, names.ROUTE_USER, JSMETA_USER)}
+    doc = _document(spec, region, placeholders, "cluster.local")
+    for path in RELOADABLE:
+        parent: dict[str, Value] = doc
+        for key in path[:-1]:
+            parent = parent[key]  # type: ignore[assignment]
+        parent.pop(path[-1], None)
+    return render_document(doc)
+
+
+def _document(spec: MeshSpec, region: Region, passwords: Mapping[str, str], cluster_domain: str) -> dict[str, Value]:
     users: list[Value] = [
         {
             "user": svc,
@@ -127,10 +161,10 @@ def nats_config(
                 "subscribe": {"allow": list(SUBSCRIBE[svc])},
             },
         }
-        # ensure_secrets always has a bootstrap password; without one (older
-        # callers) no bootstrap user is rendered and bootstrap fails closed.
+        # ensure_secrets always has bootstrap and jsadmin passwords; without one
+        # (older callers) that user is not rendered and its work fails closed.
         for svc in PERMISSIONS
-        if svc != BOOTSTRAP_USER or svc in passwords
+        if svc not in (BOOTSTRAP_USER, JSADMIN_USER) or svc in passwords
     ]
     cluster: dict[str, Value] = {
         "name": spec.name,
@@ -154,8 +188,18 @@ def nats_config(
         "cluster": cluster,
         "authorization": {"users": users},
     }
+    if JSMETA_USER in passwords:
+        # The system account holds one user, the operator's: SERVER.REMOVE of a removed
+        # region's servers (``replicas``). nats-server answers the meta API there only.
+        meta = jsmeta_permissions()
+        doc["accounts"] = {SYSTEM_ACCOUNT: {"users": [{
+            "user": JSMETA_USER,
+            "password": password_hash(passwords[JSMETA_USER]),
+            "permissions": {"publish": {"allow": list(meta.publish)}, "subscribe": {"allow": list(meta.subscribe)}},
+        }]}}
+        doc["system_account"] = SYSTEM_ACCOUNT
     if spec.tls.enabled:
         # Clients present a certificate of the mesh CA, or the handshake fails.
         doc["tls"] = _tls_block(verify=True)
         cluster["tls"] = _tls_block(verify=True)
-    return render_document(doc)
+    return doc

@@ -2,7 +2,8 @@
 
 * NATS pods: the client port only from this mesh's service pods, the route
   port only from this mesh's NATS pods, the monitoring port only from the
-  operator's pods (its health probe; ``/connz`` shows which devices are online);
+  operator's pods (its health probe; ``/connz`` shows which devices are online)
+  and the client port from them too (its ``jsadmin`` user, ``replicas``);
 * service pods: gRPC, the plaintext health port and /metrics from anywhere
   (clients, kubelet, the operator's probes, Prometheus);
 * the NATS exporter sidecar's /metrics (when enabled) from anywhere.
@@ -46,7 +47,10 @@ def nats_policy(spec: MeshSpec, meta: Meta) -> Obj:
             "ingress": [
                 {"from": [services], "ports": [{"protocol": "TCP", "port": names.NATS_CLIENT_PORT}]},
                 {"from": [nats], "ports": [{"protocol": "TCP", "port": names.NATS_CLUSTER_PORT}]},
-                {"from": [operator], "ports": [{"protocol": "TCP", "port": names.NATS_MONITOR_PORT}]},
+                # Monitoring for the health probe; the client port for the jsadmin user
+                # that moves a draining region's replicas (``replicas``).
+                {"from": [operator], "ports": [{"protocol": "TCP", "port": names.NATS_MONITOR_PORT},
+                                               {"protocol": "TCP", "port": names.NATS_CLIENT_PORT}]},
                 *([monitoring.ingress_rule(names.NATS_EXPORTER_PORT)] if spec.nats_exporter.enabled else []),
             ],
         },

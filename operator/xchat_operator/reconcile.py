@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import builders, credentials, drift, names, rollout
+from . import builders, certificates, credentials, drift, exposure, names, rollout
 from .errors import DependencyMissing
 from .kube import OWNED_KINDS, Kube
 from .probes import NOT_PROBED, RegionHealth
@@ -28,6 +28,7 @@ from .spec import SERVICE_NAMES, MeshSpec
 
 
 TLS_REGIONS_ANNOTATION = "xchat.dev/tls-regions"  # regions the generated certificate covers
+TLS_HOSTS_ANNOTATION = "xchat.dev/tls-hosts"  # external names a generated service certificate covers (exposure)
 
 
 TLS_SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
@@ -62,22 +63,33 @@ def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
+def _expiring(data: Mapping[str, str]) -> bool:
+    """Due for renewal: the certificate ends within RENEW_BEFORE, and the CA lasts longer (else a
+    new certificate would end as soon, and be re-issued on every pass: the CA's end is a deliberate rotation)."""
+    return credentials.expires_within(data.get("tls.crt", "")) and not credentials.expires_within(data.get("ca.crt", ""))
+
+
 def _ensure_service_certificates(kube: Kube, spec: MeshSpec, regions: str, cluster_domain: str) -> list[str]:
-    """One certificate per service from the mesh CA (re-issued when the regions or the CA change)."""
+    """One certificate per service from the mesh CA (re-issued when its names or the CA change, or before expiry)."""
     mesh = _decode(kube.get("Secret", spec.namespace, names.generated_tls_secret(spec.name)) or {})
     created = []
     for service in SERVICE_NAMES:
         name = names.service_tls_secret(spec.name, service)
         current = kube.get("Secret", spec.namespace, name)
-        covered = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TLS_REGIONS_ANNOTATION)
-        if current is not None and covered == regions and _decode(current).get("ca.crt") == mesh["ca.crt"]:
+        annotations = (current or {}).get("metadata", {}).get("annotations") or {}
+        external = exposure.names_for(spec, service)
+        hosts = ",".join(external)
+        data = _decode(current) if current is not None else {}
+        if (current is not None and annotations.get(TLS_REGIONS_ANNOTATION) == regions
+                and annotations.get(TLS_HOSTS_ANNOTATION, "") == hosts
+                and data.get("ca.crt") == mesh["ca.crt"] and not _expiring(data)):
             continue
         dns = credentials.service_dns_names(spec.name, spec.namespace, cluster_domain, service,
-                                            [r.name for r in spec.regions])
+                                            [r.name for r in spec.regions]) + external
         crt, key = credentials.issue(mesh["ca.crt"], mesh["ca.key"], service, dns, ("127.0.0.1",))
         obj = _secret(spec, name, "tls", {"tls.crt": crt, "tls.key": key, "ca.crt": mesh["ca.crt"]})
         obj["type"] = "kubernetes.io/tls"
-        obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions}
+        obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions, TLS_HOSTS_ANNOTATION: hosts}
         kube.apply(obj)
         created.append(name)
     return created
@@ -124,9 +136,9 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
         regions = ",".join(sorted(r.name for r in spec.regions))
         current = kube.get("Secret", spec.namespace, tls_name)
         covered = ((current or {}).get("metadata", {}).get("annotations") or {}).get(TLS_REGIONS_ANNOTATION)
-        if current is None or covered != regions:
-            # Same CA when re-issuing for a changed region set: clients keep trusting it.
-            old = _decode(current) if current else {}
+        old = _decode(current) if current else {}
+        if current is None or covered != regions or _expiring(old):
+            # Same CA when re-issuing for a changed region set or renewing: clients keep trusting it.
             ca = (old["ca.crt"], old["ca.key"]) if "ca.crt" in old and "ca.key" in old else None
             bundle = credentials.tls_bundle(
                 spec.name,
@@ -140,7 +152,7 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
             kube.apply(obj)
             created.append(tls_name)
         created += _ensure_service_certificates(kube, spec, regions, cluster_domain)
-    return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.ROUTE_USER)}, created
+    return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.JSMETA_USER, names.ROUTE_USER)}, created
 
 
 def _owned_by(obj: Mapping[str, Any], spec: MeshSpec) -> bool:
@@ -232,6 +244,7 @@ def apply_mesh(
     desired = builders.desired_objects(
         spec, passwords, cluster_domain=cluster_domain, listed=listed_regions(kube, spec, health)
     )
+    certificates.stamp(desired, lambda name: kube.get("Secret", spec.namespace, name))
     current = {
         str(o["metadata"]["name"]): kube.get("StatefulSet", spec.namespace, str(o["metadata"]["name"]))
         for o in desired
@@ -271,6 +284,7 @@ def repair_child(kube: Kube, spec: MeshSpec, kind: str, name: str, *, cluster_do
     )
     if desired is None:
         return None
+    certificates.stamp([desired], lambda secret: kube.get("Secret", spec.namespace, secret))
     before = kube.get(kind, spec.namespace, name)
     after = kube.apply(desired)
     ledger = ledger if ledger is not None else drift.Ledger()

@@ -102,6 +102,24 @@ class TLS:
     secret_name: str | None = None
 
 
+class ExposureType(str, enum.Enum):
+    LOAD_BALANCER = "LoadBalancer"
+    NODE_PORT = "NodePort"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Exposure:
+    """``spec.exposure``: each exposed region's gRPC services reachable from outside the cluster (``exposure``).
+
+    ``hosts`` maps a region to the DNS names clients use for it; each service is
+    then ``<service>.<host>`` (its own certificate name and external Service).
+    """
+
+    type: ExposureType = ExposureType.LOAD_BALANCER
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    hosts: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PodSettings:
     """``spec.pods``: applied to every pod the mesh runs (NATS and services)."""
@@ -135,6 +153,8 @@ class MeshSpec:
     image_pull_policy: str = "IfNotPresent"
     pods: PodSettings = PodSettings()
     nats_exporter: NatsExporter = NatsExporter()
+    #: ``spec.exposure`` (None: reachable inside the cluster only)
+    exposure: Exposure | None = None
     #: ``spec.logging``: XCHAT_LOG_FORMAT and XCHAT_LOG_LEVEL of the service pods
     log_format: str = "text"
     log_level: str = "info"
@@ -179,6 +199,20 @@ def _region(raw: Mapping[str, Any]) -> Region:
     )
 
 
+def _exposure(raw: Mapping[str, Any] | None) -> Exposure | None:
+    if not raw:
+        return None
+    try:
+        kind = ExposureType(raw.get("type", ExposureType.LOAD_BALANCER.value))
+    except ValueError as exc:
+        raise SpecError(f"exposure.type must be LoadBalancer or NodePort, not {raw.get('type')!r}") from exc
+    return Exposure(
+        type=kind,
+        annotations={str(k): str(v) for k, v in (raw.get("annotations") or {}).items()},
+        hosts={str(r["name"]): tuple(str(h) for h in r.get("hosts") or ()) for r in raw.get("regions") or ()},
+    )
+
+
 def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
     """Parse a whole XChatMesh object (metadata + spec) into a :class:`MeshSpec`."""
     meta = body.get("metadata") or {}
@@ -220,6 +254,7 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
             enabled=bool(exporter_raw.get("enabled", False)),
             image=str(exporter_raw.get("image", DEFAULT_NATS_EXPORTER_IMAGE)),
         ),
+        exposure=_exposure(spec.get("exposure")),
         pods=PodSettings(
             image_pull_secrets=tuple(str(s["name"]) for s in pods_raw.get("imagePullSecrets") or ()),
             tolerations=tuple(dict(t) for t in pods_raw.get("tolerations") or ()),

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .probes import RegionHealth
+from .replicas import MoveState
 from .spec import MeshSpec, Region, RegionMode
 
 Condition = dict[str, Any]
@@ -42,7 +43,11 @@ def condition(
 
 def region_status(
     spec: MeshSpec, region: Region, health: RegionHealth | None, previous: Mapping[str, Any] | None = None,
+    move: MoveState | None = None,
 ) -> dict[str, Any]:
+    """``move``: the last replica move pass of a Draining region (``replicas``): its reason
+    (ReplicasMoved, MovingReplicas, NoRegionFree, AdminUnavailable) becomes the Draining
+    condition's once one has run."""
     prev = list((previous or {}).get("conditions") or ())
     gen = spec.generation
     if region.down:
@@ -67,6 +72,8 @@ def region_status(
         degraded = (partial, health.reason, health.message)
     if region.mode is RegionMode.DRAINING:
         draining = (True, "ClientsDrained", "services scaled to 0 and removed from the endpoint list")
+        if move is not None:
+            draining = (True, move.reason, move.message)
     elif region.mode is RegionMode.DRAINED:
         draining = (True, "NatsScaledDown", "NATS StatefulSet scaled to 0, PVCs retained; safe to remove")
     else:
@@ -99,12 +106,15 @@ def mesh_status(
     *,
     reconciled: tuple[bool, str, str] = (True, "Applied", ""),
     rolling_out: tuple[bool, str, str] = (False, "Settled", ""),
+    moves: Mapping[str, MoveState] | None = None,
 ) -> dict[str, Any]:
     previous = previous or {}
+    moves = moves or {}
     prev_regions = {r.get("name"): r for r in previous.get("regions") or ()}
     prev_conditions = list(previous.get("conditions") or ())
     gen = spec.generation
-    regions = [region_status(spec, r, health.get(r.name), prev_regions.get(r.name)) for r in spec.regions]
+    regions = [region_status(spec, r, health.get(r.name), prev_regions.get(r.name), moves.get(r.name))
+               for r in spec.regions]
     expected = expected_regions(spec)
     ready = [r for r in expected if r.name in health and health[r.name].ready]
     if spec.paused:

@@ -10,21 +10,31 @@ import asyncio
 import logging
 import signal
 
+import nacl.signing
+
 from xchat.auth.accounts import Accounts
+from xchat.auth.keylog import KeyLog
 from xchat.auth.service import AuthServicer
 from xchat.core.authz import token_signer, token_verifier
 from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_health, start_server, stop_server
 from xchat.core.settings import ServiceSettings
-from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_PREKEYS, Store
+from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_ATTACHMENT_QUOTA, BUCKET_DEVICES, BUCKET_PREKEYS, Store
 from xchat.core.tokens import TokenVerifier
 from xchat.keys.claims import PrekeyClaims
 from xchat.keys.prekeys import PrekeyDirectory
 from xchat.keys.service import KeysServicer
 from xchat.mailbox.service import MailboxServicer
+from xchat.relay.attachment_quota import AttachmentQuota, QuotaLimits
+from xchat.relay.attachments import Attachments
+from xchat.relay.attachments_service import AttachmentsServicer
+from xchat.core.permissions import BUCKET_PUSH
+from xchat.mailbox.webhook import WebhookSender
+from xchat.relay.ephemeral import EphemeralRelay
 from xchat.relay.sending import Relay
 from xchat.relay.service import RelayServicer
+from xchat.v1 import attachments_pb2, attachments_pb2_grpc
 from xchat.v1 import auth_pb2, auth_pb2_grpc, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -45,16 +55,29 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
     verifier = _verifier(settings)
     out: list[Registration] = []
     if "auth" in settings.services:
-        accounts = Accounts(store, token_signer(settings), refresh_lifetime_s=settings.refresh_token_lifetime_s)
+        signer = token_signer(settings)  # asserts auth's signing seed; the directory signs with it too (ADR 0014)
+        assert settings.token_signing_seed is not None
+        keylog = KeyLog(
+            store.js,
+            nacl.signing.SigningKey(settings.token_signing_seed),
+            interval_s=settings.kt_epoch_interval_s,
+            known_keys=settings.token_extra_public_keys,
+            stopped=lambda: store.nc.is_closed,
+        )
+        accounts = Accounts(
+            store, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s, keylog=keylog
+        )
         out.append(
             Registration(
                 auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
                 auth_pb2_grpc.add_AuthServicer_to_server,
                 # Authorisation and per-address limits: xchat.core.edge.
                 AuthServicer(accounts),
+                prepare=keylog.start,  # the key transparency sealer (docs/adr/0014)
             )
         )
     if "keys" in settings.services:
+        claims = PrekeyClaims(Rate(settings.prekey_claim_rate, settings.prekey_claim_burst))
         directory = PrekeyDirectory(
             store.bucket(BUCKET_PREKEYS), store.bucket(BUCKET_ACCOUNTS), DeviceDirectory(store.bucket(BUCKET_DEVICES))
         )
@@ -62,11 +85,22 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             Registration(
                 keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
                 keys_pb2_grpc.add_KeysServicer_to_server,
-                KeysServicer(directory, PrekeyClaims(Rate(settings.prekey_claim_rate, settings.prekey_claim_burst))),
+                KeysServicer(directory, claims),
+                limiters=claims.limiters,
             )
         )
     if "relay" in settings.services:
-        relay = Relay(store, _directory(store), max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        relay_devices = _directory(store)
+        relay = Relay(store, relay_devices, max_ciphertext_bytes=settings.max_ciphertext_bytes)
+        signals = RateLimiter(Rate(settings.ephemeral_rate, settings.ephemeral_burst), what="ephemeral signals",
+                              per="sender or recipient device")
+        envelopes = RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes")
+        strangers = RateLimiter(
+            Rate(settings.stranger_rate, settings.stranger_burst), what="sealed envelopes from strangers", per="recipient device"
+        )
+        stranger_senders = RateLimiter(
+            Rate(settings.stranger_rate, settings.stranger_burst), what="sealed envelopes to strangers", per="client address"
+        )
         out.append(
             Registration(
                 relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name,
@@ -74,13 +108,22 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 RelayServicer(
                     relay,
                     store_timeout_s=settings.store_timeout_s,
-                    limiter=RateLimiter(Rate(settings.send_rate, settings.send_burst), what="envelopes"),
+                    limiter=envelopes,
+                    strangers=strangers,
+                    stranger_senders=stranger_senders,
+                    ephemeral=EphemeralRelay(store, relay_devices, limiter=signals),
                 ),
+                limiters={"envelopes": envelopes, "strangers": strangers, "stranger-senders": stranger_senders,
+                          "ephemeral": signals},
             )
         )
+        out.append(_attachments(settings, store))
     if "mailbox" in settings.services:
         mailbox = MailboxServicer(
-            store, verifier, _directory(store), store_timeout_s=settings.store_timeout_s
+            store, verifier, _directory(store), store_timeout_s=settings.store_timeout_s,
+            push_bucket=store.bucket(BUCKET_PUSH),
+            push_sender=WebhookSender(settings.push_webhook_url) if settings.push_webhook_url else None,
+            push_coalesce_s=settings.push_coalesce_s,
         )
         out.append(
             Registration(
@@ -88,9 +131,29 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
                 mailbox_pb2_grpc.add_MailboxServicer_to_server,
                 mailbox,
                 prepare=mailbox.prepare,
+                stop=mailbox.stop,
             )
         )
     return out
+
+
+def _attachments(settings: ServiceSettings, store: Store) -> Registration:
+    """Attachments ride in the relay process (docs/attachments.md): it owns the bucket."""
+    quota = AttachmentQuota(
+        store.bucket(BUCKET_ATTACHMENT_QUOTA),
+        QuotaLimits(bytes=settings.attachment_quota_bytes, count=settings.attachment_quota_count),
+    )
+    attachments = Attachments(
+        store.nc, store.js, quota,
+        max_bytes=settings.attachment_max_bytes, ttl_s=settings.attachment_ttl_s, timeout_s=settings.store_timeout_s,
+    )
+    servicer = AttachmentsServicer(attachments)
+    return Registration(
+        attachments_pb2.DESCRIPTOR.services_by_name["Attachments"].full_name,
+        attachments_pb2_grpc.add_AttachmentsServicer_to_server,
+        servicer,
+        limiters={"attachment-bytes": servicer.upload_bytes, "attachment-download-bytes": servicer.download_bytes},
+    )
 
 
 class ServiceProcess:

@@ -115,6 +115,7 @@ def _up(args: argparse.Namespace) -> int:
                     mesh.endpoints(regions[0]),
                     mesh.endpoints(regions[-1]),
                     workdir / "clients",
+                    carol_endpoints=mesh.endpoints(regions[len(regions) // 2]),  # the middle region of three
                     root_certificates=mesh.root_certificates,
                 )
             )
@@ -193,6 +194,38 @@ def _status(args: argparse.Namespace) -> int:
     regions = probe(targets, root_certificates=roots)
     print(as_json(regions) if args.json else table(regions))
     return 0 if all(r.healthy for r in regions) else EXIT_FAILED
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Key transparency audit (docs/key-transparency.md): the signed statement, or one line and exit 1."""
+    import grpc
+
+    from xchat.audit import AuditViolation, audit, read_auditor_key, read_directory_key
+
+    regions = {name: addresses[0] for name, addresses in _pairs(args.region, "--region").items()}
+    if not regions:
+        raise SettingsError("name at least one region to audit: --region NAME=HOST:PORT (repeatable)")
+    if args.from_epoch < 0:
+        raise SettingsError(f"--from {args.from_epoch}: epochs start at 0")
+    try:
+        auditor = read_auditor_key(Path(args.auditor_key))
+        pinned = dict(read_directory_key(Path(p)) for p in args.directory_key) if args.directory_key else None
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    roots = Path(args.ca).read_bytes() if args.ca else None
+    try:
+        result = asyncio.run(
+            audit(regions, from_epoch=args.from_epoch, auditor=auditor, root_certificates=roots,
+                  state=Path(args.state) if args.state else None, directory_keys=pinned)
+        )
+    except AuditViolation as exc:
+        print(f"xchat audit: VIOLATION: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except grpc.aio.AioRpcError as exc:
+        print(f"xchat audit: the directory did not answer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -302,6 +335,18 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--ca", help="PEM file of the CA to trust for TLS endpoints (default: the mesh's, with --workdir)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(run=_status)
+
+    audit = sub.add_parser("audit", help="replay the key transparency log, verify it, print a signed statement")
+    audit.add_argument("--from", dest="from_epoch", type=int, default=0, help="first epoch the statement covers (default 0)")
+    audit.add_argument("--region", action="append", metavar="NAME=HOST:PORT",
+                       help="a region's gRPC endpoint (repeatable: every region's log must be the same)")
+    audit.add_argument("--auditor-key", required=True, help="file with the auditor's base64 Ed25519 seed (signs the statement)")
+    audit.add_argument("--ca", help="PEM file of the CA to trust (TLS endpoints)")
+    audit.add_argument("--directory-key", action="append", metavar="FILE",
+                       help="the deployment's directory (token) public key, base64 (repeatable, for rotations); "
+                       "default: the keys the directory lists itself")
+    audit.add_argument("--state", help="file remembering the last audited epoch (a later run then catches a rollback or fork)")
+    audit.set_defaults(run=_audit)
 
     keygen = sub.add_parser("keygen", help="write the access-token key pair `xchat serve` needs (never overwrites)")
     keygen.add_argument("--out", default=".", help="directory for token-signing.key and token-public.key (default: .)")

@@ -12,7 +12,8 @@ import pytest
 
 from xchat_chaos.backend import BackendError
 from xchat_chaos.forwarding import TcpForward
-from xchat_chaos.kind import NETEM_UNSUPPORTED, REGION_LABEL, SERVICES, KindBackend, parse_endpoints
+from xchat_chaos.kind import KindBackend
+from xchat_chaos.kind_commands import NETEM_UNSUPPORTED, REGION_LABEL, SERVICES, parse_endpoints
 
 NODES = {"a": ["xchat-worker", "xchat-worker4"], "b": ["xchat-worker2"], "c": ["xchat-worker3"]}
 NATS_PODS = {"nats-0": "xchat-worker", "nats-1": "xchat-worker2", "nats-2": "xchat-worker3"}
@@ -448,7 +449,7 @@ def test_cli_link_latency_on_kind_without_netem_says_unsupported(
 
 
 def test_http_body_needs_a_200() -> None:
-    from xchat_chaos.kind import http_body
+    from xchat_chaos.kind_commands import http_body
 
     assert http_body('HTTP/1.0 200 OK\r\nA: b\r\n\r\n{"x": 1}') == '{"x": 1}'
     with pytest.raises(ValueError, match="503"):

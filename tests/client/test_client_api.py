@@ -9,12 +9,30 @@ from xchat.client import Client
 
 EXPECTED = {"Client", "ClientError", "Failed", "Message", "NotRegistered", "RequestRejected", "SendReceipt", "ServiceUnavailable",
             "SecurityEvent", "SenderMismatch",
-            "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable"}
+            "IdentityChanged", "IdentityNotApproved", "SafetyNumberMismatch", "Undecryptable", "StateKeyError",
+            "DeviceListRejected", "LinkFailed", "LinkedDevice", "UntrustedDeviceList", "SessionReset"}
+EXPECTED |= {"Group", "GroupChanged", "GroupError", "GroupRefused"}  # docs/adr/0015
+EXPECTED |= {"KeyTransparencyAlarm", "KeyTransparencyError"}  # docs/adr/0014
+EXPECTED |= {"SenderCertificateRejected"}  # issue 9, sender certificates (docs/crypto.md)
+EXPECTED |= {"ConversationEvent", "ConversationSettings", "MessagesDelivered", "MessagesRead", "MessageEdited",
+             "MessageDeleted", "MessageExpired", "DisappearingTimerChanged", "ControlRejected", "EditRefused"}  # issue 14
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",
     "events", "verify", "approve_identity", "register_delivery_key", "rotate_profile_key", "rotate_prekeys",
+    "accept_sealed_from_anyone",
+    "conversation_settings", "set_disappearing", "set_read_receipts", "mark_read", "edit", "delete_for_everyone",
+    "link_device", "open_linked", "devices", "revoke_device",
+    "monitor_account",
+    "create_group", "add_members", "remove_members", "leave_group", "rename_group", "group", "send_group",
 }
+EXPECTED |= {"Attachment", "AttachmentError"}  # issue 14, attachments (docs/attachments.md)
+CLIENT_METHODS |= {"send_attachment", "attachment", "download_attachment"}
+EXPECTED |= {"HistoryEntry", "HistoryExportError", "read_history_export"}  # issue 14, account lifecycle
+CLIENT_METHODS |= {"keep_history", "export_history", "delete_account"}
+
+EXPECTED |= {"Typing", "Online", "SignalEvent"}  # issue 14, typing and presence (docs/push.md)
+CLIENT_METHODS |= {"set_typing", "announce_online", "set_typing_indicators", "register_push"}
 
 
 def test_all_is_exactly_the_documented_surface() -> None:

@@ -130,7 +130,10 @@ async def test_a_message_stored_in_both_streams_reaches_the_app_once_and_both_co
         await inbox.aclose()
 
         async def left(stream: str) -> int:
-            return (await js.stream_info(stream)).state.messages
+            # Bob's records only: the SDK also sends on its own (delivery receipts to alice).
+            device_subject = (hedge_subject if stream == HEDGE_STREAM else mailbox_subject)(bob.device_id)
+            info = await js.stream_info(stream, subjects_filter=device_subject)
+            return sum((info.state.subjects or {}).values())
 
         deadline = time.monotonic() + 20
         while (await left(MAILBOX_STREAM), await left(HEDGE_STREAM)) != (0, 0):

@@ -8,6 +8,7 @@ derived delivery key and no access token: the servers do not learn who sends.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import secrets
@@ -79,6 +80,22 @@ async def _mailbox_records(mesh: LocalMesh, device: str | None = None) -> list[t
         await nc.close()
 
 
+async def _settled(mesh: LocalMesh, device: str) -> list[tuple[dict[str, str], bytes]]:
+    """``device``'s stored records once they stop changing (bounded): purges are asynchronous
+    (they linger to batch acks), and delivered receipts from the other side (control messages
+    the app does not read here) may still land, so counting stored records races both otherwise."""
+    deadline = asyncio.get_running_loop().time() + 30
+    records = await _mailbox_records(mesh, device)
+    stable_since = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - stable_since < 1.5:
+        assert asyncio.get_running_loop().time() < deadline, "the mailbox never settled"
+        await asyncio.sleep(0.1)
+        now = await _mailbox_records(mesh, device)
+        if now != records:
+            records, stable_since = now, asyncio.get_running_loop().time()
+    return records
+
+
 async def _sealed_send(mesh: LocalMesh, region: str, to: str, key: bytes) -> tuple[str, str]:
     """A hostile client's raw SendSealed of one envelope: (status name, message)."""
     request = relay_pb2.SendRequest(recipient_device_id=to, message_id=secrets.token_bytes(16), ciphertext=b"spam", delivery_key=key)
@@ -143,7 +160,7 @@ async def test_wrong_or_rotated_delivery_keys_are_refused_and_store_nothing(mesh
         old_key = alice._book.delivery.key_for(bob.device_id)
         assert old_key is not None
 
-        before = await _mailbox_records(mesh, bob.device_id)
+        before = await _settled(mesh, bob.device_id)
         wrong = await _sealed_send(mesh, "c", bob.device_id, secrets.token_bytes(16))
         nobody = await _sealed_send(mesh, "c", secrets.token_hex(16), old_key)
         no_key = await _sealed_send(mesh, "b", bob.device_id, b"")
@@ -155,7 +172,10 @@ async def test_wrong_or_rotated_delivery_keys_are_refused_and_store_nothing(mesh
         await asyncio.sleep(CACHE_BOUND_S)
         assert await _sealed_send(mesh, "b", bob.device_id, old_key) == wrong
         await asyncio.sleep(0.5)
-        assert await _mailbox_records(mesh, bob.device_id) == before, "a refused envelope was stored"
+        after = await _mailbox_records(mesh, bob.device_id)
+        stored = [StoredEnvelope.decode(data) for _, data in after]
+        assert not any(e is not None and e.ciphertext == b"spam" for e in stored), "a refused envelope was stored"
+        assert len(after) <= len(before), "a refused envelope was stored"
 
         # alice (not blocked by the app here) still reaches bob: her SDK falls back to the authenticated path ...
         await alice.send(bob_name, "after the rotation")
@@ -186,7 +206,7 @@ async def test_jetstream_and_relay_logs_hold_nothing_of_the_sealed_sender(fresh_
         await bob.register(bob_name)
         bob_inbox, alice_inbox = bob.messages(), alice.messages()
         await _introduce(alice, bob, alice_name, bob_name, bob_inbox, alice_inbox)
-        first_sealed = len(await _mailbox_records(mesh, bob.device_id))
+        first_sealed = len(await _settled(mesh, bob.device_id))
 
         alice._sender._tokens = _NoToken()  # type: ignore[assignment]
         secrets_said = [f"launch code {i:04d}-PLAINTEXT-MARKER".encode() for i in range(5)]
@@ -228,3 +248,172 @@ async def test_jetstream_and_relay_logs_hold_nothing_of_the_sealed_sender(fresh_
         assert hashlib.sha256(alice._book.identity.public).hexdigest() not in text
         await bob_inbox.aclose()
         await alice_inbox.aclose()
+
+
+# -- the NATS-socket half of the capture (issue 17's done-means) -------------------
+
+
+class _RecordingForwarder:
+    """A TCP forwarder in front of nats-server that keeps every byte both ways: what a
+    service process and NATS exchange on the socket (TLS off, so the capture is readable)."""
+
+    MAX_BYTES = 256 * 1024 * 1024
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self.captured = bytearray()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"nats://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    assert len(self.captured) < self.MAX_BYTES, "capture bound"
+                    self.captured += data
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        for task in (asyncio.create_task(pump(reader, up_writer)), asyncio.create_task(pump(up_reader, writer))):
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._pumps):
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def _start_split_through(mesh: LocalMesh, region: str, nats_urls: dict[str, str]) -> tuple[dict[str, str], list]:
+    """auth, keys, relay and mailbox of ``region`` as four processes under their own NATS users,
+    those named in ``nats_urls`` reaching NATS there (blocking: run it in a thread)."""
+    from xchat.mesh.local import HOST, START_TIMEOUT_S
+    from xchat.mesh.ports import free_port
+    from xchat.mesh.processes import wait_until
+    from xchat.mesh.readiness import grpc_serving
+
+    endpoints: dict[str, str] = {}
+    processes = []
+    saved = dict(mesh.extra_env)
+    try:
+        for service in ("auth", "keys", "relay", "mailbox"):
+            endpoints[service] = f"{HOST}:{free_port()}"
+            if service in nats_urls:
+                mesh.extra_env["XCHAT_NATS_URLS"] = nats_urls[service]
+            proc = mesh._service_process(mesh.regions[region], service=service, listen=endpoints[service])
+            mesh.extra_env.clear()
+            mesh.extra_env.update(saved)
+            proc.start()
+            processes.append(proc)
+        for service, endpoint in endpoints.items():
+            wait_until(lambda e=endpoint: grpc_serving(e), timeout=START_TIMEOUT_S, what=f"{service} of {region}")
+    except BaseException:
+        for proc in processes:
+            proc.stop()
+        raise
+    finally:
+        mesh.extra_env.clear()
+        mesh.extra_env.update(saved)
+    return endpoints, processes
+
+
+async def test_the_nats_sockets_of_relay_and_mailbox_carry_nothing_of_the_sealed_sender(
+    fresh_mesh_factory, tmp_path: Path
+) -> None:
+    """Every byte relay and mailbox exchange with NATS while alice writes to bob sealed (and bob
+    reads): no sender account, device id, identity key, plaintext, nor a sender-derived id."""
+    mesh: LocalMesh = fresh_mesh_factory(nats_auth=True)  # the real per-service NATS users, TLS off
+    node = mesh.regions["a"].nodes[0]
+    recorders = {service: _RecordingForwarder((node.host, node.client_port)) for service in ("relay", "mailbox")}
+    urls = {service: await recorder.start() for service, recorder in recorders.items()}
+    endpoints, processes = await asyncio.to_thread(_start_split_through, mesh, "a", urls)
+    try:
+        async with await Client.open(tmp_path / "alice.db", [endpoints]) as alice, await Client.open(
+            tmp_path / "bob.db", [endpoints]
+        ) as bob:
+            alice_name, bob_name = _name("alice"), _name("bob")
+            await alice.register(alice_name)
+            await bob.register(bob_name)
+            bob_inbox, alice_inbox = bob.messages(), alice.messages()
+            await _introduce(alice, bob, alice_name, bob_name, bob_inbox, alice_inbox)
+            await alice_inbox.aclose()  # alice's own mailbox reads name her as a recipient: not captured
+            # Her Sync's last reads end, and relay's device cache forgets her record: a sender it
+            # had to identify would have to be read again, on the captured socket (an authenticated
+            # send here fails the test: checked).
+            await asyncio.sleep(CACHE_BOUND_S + 0.5)
+            # bob's delivered receipts are messages *to* alice: the server sees her as their
+            # recipient, like any message to her (traffic analysis, docs/security.md). This test is
+            # about what alice sends, so bob's receipts are held back while the capture runs.
+            held: list[str] = []
+
+            async def hold_receipt(account: str, content_type: str, body: bytes) -> None:
+                held.append(account)
+
+            bob._conversations._send_control = hold_receipt  # type: ignore[method-assign]
+            marks = {service: len(r.captured) for service, r in recorders.items()}
+
+            alice._sender._tokens = _NoToken()  # type: ignore[assignment]
+            bodies = [f"launch code {i:04d}-PLAINTEXT-MARKER".encode() for i in range(6)]
+            message_ids = []
+            for body in bodies[:3]:
+                (receipt,) = await alice.send(bob_name, body)
+                message_ids.append(receipt.message_id)
+            outcomes = await alice.send_many([(bob_name, body) for body in bodies[3:]])
+            message_ids += [o.message_id for o in outcomes]
+            got = []
+            for _ in bodies:
+                message = await _next(bob_inbox)
+                got.append(message)
+                await bob.ack(message)
+            assert [m.body for m in got] == bodies and {m.sender_account for m in got} == {alice_name}
+            await bob_inbox.aclose()
+            await asyncio.sleep(0.5)  # bob's acks (purges) went through mailbox's socket
+
+            captured = {service: bytes(r.captured[marks[service]:]) for service, r in recorders.items()}
+            # Positive controls: the capture holds the traffic (bob's subject, the stored envelopes).
+            assert f"xchat.mbx.{bob.device_id}".encode() in captured["relay"]
+            assert f"xchat.mbx.{bob.device_id}".encode() in captured["mailbox"] or bob.device_id.encode() in captured["mailbox"]
+            for mid in message_ids:  # every envelope went through relay's socket, with its recipient-only id
+                assert dedup_id(DeviceId(bob.device_id), mid).encode() in captured["relay"]
+
+            identity = alice._book.identity.public
+            old_dedup = [
+                hashlib.sha256(f"{alice.device_id}.{bob.device_id}.".encode() + mid).hexdigest() for mid in message_ids
+            ]
+            needles = [
+                (alice_name.encode(), "sender account"),
+                (alice.device_id.encode(), "sender device id (hex)"),
+                (bytes.fromhex(alice.device_id), "sender device id (bytes)"),
+                (identity, "sender identity key"),
+                (base64.b64encode(identity), "sender identity key (base64)"),
+                (identity.hex().encode(), "sender identity key (hex)"),
+                (b"PLAINTEXT-MARKER", "plaintext"),
+                *((d.encode(), "a de-duplication id derived from the sender") for d in old_dedup),
+                *((d[:40].encode(), "a de-duplication id derived from the sender") for d in old_dedup),
+            ]
+            for service, data in captured.items():
+                for needle, what in needles:
+                    assert needle not in data, f"{what} on {service}'s NATS socket"
+    finally:
+        for proc in processes:
+            await asyncio.to_thread(proc.stop)
+        for recorder in recorders.values():
+            await recorder.close()

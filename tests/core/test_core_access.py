@@ -149,7 +149,8 @@ async def test_replicas_share_heavy_spending_and_send_nothing_for_light_callers(
     bus = _Bus()
     rate = Rate(per_second=1, burst=8)
     here, there = RateLimiter(rate, what="calls"), RateLimiter(rate, what="calls")
-    gossip_here, gossip_there = LimitGossip(bus, {"calls": here}), LimitGossip(bus, {"calls": there})  # type: ignore[arg-type]
+    gossip_here = LimitGossip(bus, {"calls": here}, services=("auth",))  # type: ignore[arg-type]
+    gossip_there = LimitGossip(bus, {"calls": there}, services=("auth",))  # type: ignore[arg-type]
     await gossip_here.start()
     await gossip_there.start()
     try:
@@ -221,9 +222,9 @@ def test_identifiers_are_valid_or_invalid_argument(text: str) -> None:
 
 
 def _methods():
-    from xchat.v1 import auth_pb2, keys_pb2, mailbox_pb2, relay_pb2
+    from xchat.v1 import attachments_pb2, auth_pb2, keys_pb2, mailbox_pb2, relay_pb2
 
-    for module in (auth_pb2, keys_pb2, mailbox_pb2, relay_pb2):
+    for module in (auth_pb2, keys_pb2, mailbox_pb2, relay_pb2, attachments_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 yield f"/{service.full_name}/{method.name}", getattr(module, method.input_type.name)
@@ -235,7 +236,9 @@ def test_the_edge_has_a_policy_for_every_method() -> None:
     assert set(POLICIES) == {name for name, _ in _methods()}
     anonymous = {name.rsplit("/", 1)[1] for name, policy in POLICIES.items() if policy.anonymous}
     # SendSealed: no token; each envelope is authorised by the recipient's delivery key (xchat.relay.sealed).
-    assert anonymous == {"Register", "Challenge", "Login", "Refresh", "SendSealed"}
+    # TakeProvisioning: the rendezvous id is the capability (ADR 0011); AuditLog: auditors have no account (ADR 0014).
+    # PurgeRevoked (keys, mailbox): a deleted account has no token; only revoked devices' data goes (ADR 0017).
+    assert anonymous == {"Register", "Challenge", "Login", "Refresh", "SendSealed", "TakeProvisioning", "AuditLog", "PurgeRevoked"}
 
 
 @PROPERTY

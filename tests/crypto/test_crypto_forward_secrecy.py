@@ -30,7 +30,9 @@ KEY = 32
 def _ratchet_state(blob: bytes) -> RatchetState:
     """The ratchet part of a serialized session (format in ``sessions``'s docstring)."""
     r = Reader(blob, "session")
-    r.take(2 + 3 * KEY, "version, role, identities, digest")
+    version = r.take(2 + 3 * KEY, "version, role, identities, digest")[0]
+    if version >= 3:
+        r.take(r.u8("ids length"), "bound ids")
     if r.flag("pending"):
         r.take(r.u16("pending length"), "pending")
     return RatchetState.read(r)

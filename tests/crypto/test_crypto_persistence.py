@@ -64,7 +64,7 @@ def test_session_round_trip_mid_conversation(conversation, make_payload) -> None
 def test_bad_session_blobs(conversation) -> None:
     blob = conversation.a.to_bytes()
     with pytest.raises(UnsupportedVersionError) as info:
-        Session.from_bytes(b"\x02" + blob[1:])
+        Session.from_bytes(b"\xff" + blob[1:])
     assert info.value.what == "session"
     with pytest.raises(MalformedMessageError):
         Session.from_bytes(blob + b"\x00")

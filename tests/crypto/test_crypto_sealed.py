@@ -55,7 +55,7 @@ def test_bad_input_gives_typed_errors() -> None:
     bob = IdentityKeyPair.generate()
     sealed = seal(sender_account="alice", sender_device=DEVICE, inner=b"x", recipient_identity=bob.public)
     with pytest.raises(UnsupportedVersionError):
-        unseal(bob, b"\x03" + sealed[1:])
+        unseal(bob, b"\x04" + sealed[1:])
     with pytest.raises(MalformedMessageError):
         unseal(bob, sealed[:20])
     with pytest.raises(MalformedMessageError):

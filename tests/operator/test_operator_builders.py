@@ -94,7 +94,20 @@ def test_service_permissions_are_least_privilege() -> None:
     assert "$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX" in p["mailbox"]
     assert not any("CONSUMER" in s for perms in p.values() for s in perms), "no consumers anywhere"
     assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
-    assert natsconfig.SUBSCRIBE["mailbox"] == ("_INBOX_mailbox.>", "xchat.ntf.*")
+    assert natsconfig.SUBSCRIBE["mailbox"] == (
+        "_INBOX_mailbox.>", "xchat.limits.mailbox", "xchat.ntf.*", "xchat.eph.*", "xchat.online"
+    )
+    # Typing and presence (core NATS, never stored): relay publishes, mailbox delivers; the online view is mailbox's own.
+    assert "xchat.eph.*" in p["relay"] and "xchat.eph.*" not in p["mailbox"]
+    assert "xchat.eph.*" not in natsconfig.SUBSCRIBE["relay"]
+    assert "xchat.online" in p["mailbox"] and not any("xchat.online" in x for x in p["relay"] + p["auth"] + p["keys"])
+    # Push tokens: mailbox alone reads and writes them.
+    assert "$KV.xchat_push.>" in p["mailbox"] and not any("xchat_push" in x for x in p["relay"] + p["auth"] + p["keys"])
+    # Shared rate limits: each service on its own subject only (xchat.core.sharedlimits).
+    for svc in ("auth", "keys", "relay", "mailbox"):
+        assert [x for x in p[svc] if x.startswith("xchat.limits")] == [f"xchat.limits.{svc}"]
+        assert [x for x in natsconfig.SUBSCRIBE[svc] if x.startswith("xchat.limits")] == [f"xchat.limits.{svc}"]
+    assert not any(x.startswith("xchat.limits") for x in p["bootstrap"] + natsconfig.SUBSCRIBE["bootstrap"])
     # Each user reads only its own replies; none may reshape storage or list the mailbox stream.
     for user, subscribe in natsconfig.SUBSCRIBE.items():
         assert [x for x in subscribe if x.startswith("_INBOX")] == [f"_INBOX_{user}.>"]
@@ -102,10 +115,20 @@ def test_service_permissions_are_least_privilege() -> None:
         assert not any(op in x for x in p[svc] for op in ("STREAM.CREATE.", "STREAM.UPDATE.", "STREAM.DELETE."))
         assert "$JS.API.STREAM.INFO.XCHAT_MAILBOX" not in p[svc]
     assert "$JS.API.STREAM.UPDATE.XCHAT_MAILBOX" in p["bootstrap"]
+    # Key transparency (ADR 0014): only auth appends to and reads the log; bootstrap shapes it.
+    assert {"xchat.kt.entry", "xchat.kt.epoch", "$JS.API.DIRECT.GET.XCHAT_KT"} <= set(p["auth"])
+    assert not any("XCHAT_KT" in x or x.startswith("xchat.kt") for svc in ("keys", "relay", "mailbox") for x in p[svc])
+    assert "$JS.API.STREAM.UPDATE.XCHAT_KT" in p["bootstrap"]
     assert not any(x.startswith(("$KV.", "xchat.", "$JS.API.DIRECT")) or "PURGE" in x or "DELETE" in x for x in p["bootstrap"])
+    # Attachments (docs/attachments.md): relay writes chunks and claims and reads them; no listing, no delete.
+    assert {"$O.xchat_attachments.C.>", "$O.xchat_attachments.M.>", "$JS.API.DIRECT.GET.OBJ_xchat_attachments",
+            "$JS.API.STREAM.MSG.GET.OBJ_xchat_attachments", "$KV.xchat_attachment_quota.>"} <= set(p["relay"])
+    assert not any("attachment" in x for svc in ("auth", "keys", "mailbox") for x in p[svc])
+    assert not any("OBJ_xchat_attachments" in x and ("INFO" in x or "DELETE" in x or "PURGE" in x) for x in p["relay"])
+    assert {"$JS.API.STREAM.UPDATE.OBJ_xchat_attachments", "$JS.API.STREAM.CREATE.KV_xchat_attachment_quota"} <= set(p["bootstrap"])
     spec = parse_mesh(mesh_body())
     conf = natsconfig.nats_config(spec, spec.region("eu"), PASSWORDS)
-    assert conf.count('subscribe: {\n          allow: ["_INBOX_auth.>"]') == 1
+    assert conf.count('subscribe: {\n          allow: ["_INBOX_auth.>", "xchat.limits.auth"]') == 1
     assert '"$KV.xchat_prekeys.>"' in conf
 
 
@@ -167,11 +190,21 @@ def test_down_region_out_of_endpoints() -> None:
     assert get(objs, "StatefulSet", "m-nats-eu")["spec"]["replicas"] == 1  # never touched while unreachable
 
 
-def test_config_hash_rolls_nats_on_config_change() -> None:
-    a = get(objects(), "StatefulSet", "m-nats-eu")
-    b = get(objects(regions=[{"name": "eu"}, {"name": "us"}, {"name": "ap"}, {"name": "sa"}]), "StatefulSet", "m-nats-eu")
+def test_config_hash_rolls_nats_only_on_a_change_a_reload_cannot_apply() -> None:
+    """A region added changes only the route list, which nats-server reloads: no roll (the
+    config Secret changes and the reloader sidecar signals the server). TLS on/off needs a restart."""
     key = builders.CONFIG_HASH_ANNOTATION
-    assert a["spec"]["template"]["metadata"]["annotations"][key] != b["spec"]["template"]["metadata"]["annotations"][key]
+
+    def config_hash(**kwargs: object) -> str:
+        return get(objects(**kwargs), "StatefulSet", "m-nats-eu")["spec"]["template"]["metadata"]["annotations"][key]
+
+    def config_text(**kwargs: object) -> str:
+        return get(objects(**kwargs), "Secret", "m-nats-eu-config")["stringData"]["nats.conf"]
+
+    four = [{"name": "eu"}, {"name": "us"}, {"name": "ap"}, {"name": "sa"}]
+    assert config_text() != config_text(regions=four)  # the routes to sa are in the Secret...
+    assert config_hash() == config_hash(regions=four)  # ...and reach the servers by reload
+    assert config_hash(tls={"enabled": True}) != config_hash(tls={"enabled": False})
 
 
 def test_spec_defaults_and_modes() -> None:
@@ -240,9 +273,7 @@ def test_bootstrap_init_container_is_the_only_holder_of_the_bootstrap_password()
         main = pod["containers"][0]
         assert {e["name"]: e.get("value") for e in main["env"]}["XCHAT_NATS_USER"] == svc
         assert all(m["name"] != "bootstrap" for m in main["volumeMounts"])
-        if svc == "mailbox":  # owns no stream or bucket
-            assert "initContainers" not in pod
-            continue
+        # Every service owns a stream or a bucket (mailbox: the push tokens, docs/push.md).
         (init,) = pod["initContainers"]
         assert init["command"][-2:] == ["xchat.mesh.bootstrap", svc]
         env = {e["name"]: e.get("value") for e in init["env"]}

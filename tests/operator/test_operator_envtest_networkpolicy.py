@@ -5,6 +5,7 @@ when deleted, and the rendered nats.conf holds bcrypt hashes and verifies client
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -28,12 +29,17 @@ def test_network_policies_and_hashed_users(kube, make_mesh) -> None:
 
     creds = eventually(lambda: kube.get("Secret", NS, "np-nats-credentials"), 60, what="credentials")
     passwords = {k: base64.b64decode(v).decode() for k, v in creds["data"].items()}
-    assert {"auth", "keys", "relay", "mailbox", "bootstrap", "route"} <= set(passwords)
+    assert {"auth", "keys", "relay", "mailbox", "bootstrap", "jsadmin", "jsmeta", "route"} <= set(passwords)
     config = eventually(lambda: kube.get("Secret", NS, "np-nats-a-config"), 60, what="nats config")
     conf = base64.b64decode(config["data"]["nats.conf"]).decode()
-    for user in ("auth", "keys", "relay", "mailbox", "bootstrap"):
+    for user in ("auth", "keys", "relay", "mailbox", "bootstrap", "jsadmin", "jsmeta"):
         assert passwords[user] not in conf, user
-    assert conf.count('password: "$2b$') == 5 and conf.count("verify: true") == 2
+    assert conf.count('password: "$2b$') == 7 and conf.count("verify: true") == 2
+    # The operator's jsadmin and jsmeta passwords are mounted into no pod (only the operator reads them).
+    for kind in ("Deployment", "StatefulSet"):
+        for item in kube.list(kind, NS, labels={"xchat.dev/mesh": "np"}):
+            template = json.dumps(item["spec"]["template"])
+            assert '"jsadmin"' not in template and '"jsmeta"' not in template, item["metadata"]["name"]
     client = kube.get("Service", NS, "np-nats-a")
     assert [p["name"] for p in client["spec"]["ports"]] == ["client"]
     relay = kube.get("Deployment", NS, "np-relay-a")["spec"]["template"]["spec"]

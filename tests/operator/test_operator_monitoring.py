@@ -31,9 +31,9 @@ def test_every_service_pod_serves_metrics_on_a_named_port() -> None:
 
 def test_nats_exporter_is_opt_in_and_never_exports_connections() -> None:
     plain = _one(_objects(), "StatefulSet", "m-nats-eu")["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in plain] == ["nats"]
+    assert [c["name"] for c in plain] == ["nats", "config-reloader"]
     objs = _objects(monitoring={"natsExporter": {"enabled": True, "image": "example/exporter:1"}})
-    nats, exporter = _one(objs, "StatefulSet", "m-nats-eu")["spec"]["template"]["spec"]["containers"]
+    nats, _reloader, exporter = _one(objs, "StatefulSet", "m-nats-eu")["spec"]["template"]["spec"]["containers"]
     assert exporter["image"] == "example/exporter:1"
     assert exporter["ports"] == [{"name": "metrics", "containerPort": 7777}]
     assert exporter["args"][-1] == "http://localhost:8222" and not any("connz" in a for a in exporter["args"])

@@ -48,7 +48,7 @@ def _batch(sequences: list[int]) -> Batch:
 
 def test_in_order_acks_cost_one_purge_per_frame() -> None:
     reader = FakeReader(list(range(1, 257)))
-    window = AckWindow(reader, DEVICE)  # type: ignore[arg-type]
+    window = AckWindow(reader, DEVICE, linger_s=0)  # type: ignore[arg-type]
     window.read(_batch(list(range(1, 129))))
     window.read(_batch(list(range(129, 257))))
     asyncio.run(window.settle(list(range(1, 129))))
@@ -69,7 +69,7 @@ def test_only_acknowledged_records_are_ever_removed(gaps: list[int], data: st.Da
         seq += gap
         sequences.append(seq)
     reader = FakeReader(sequences)
-    window = AckWindow(reader, DEVICE)  # type: ignore[arg-type]
+    window = AckWindow(reader, DEVICE, linger_s=0)  # type: ignore[arg-type]
     cut = data.draw(st.integers(min_value=0, max_value=len(sequences)))
     window.read(_batch(sequences[:cut]))
     acked: set[int] = set()
@@ -79,3 +79,56 @@ def test_only_acknowledged_records_are_ever_removed(gaps: list[int], data: st.Da
         acked |= set(frame)
         assert set(sequences) - acked <= reader.stored, "an unacknowledged record was removed"
         assert not (reader.stored & acked), "an acknowledged record is still stored"
+
+
+def test_acks_of_one_linger_cost_one_purge_and_none_is_left_behind() -> None:
+    """One ack per frame (one message at a time): the frames of one linger share a purge,
+    and acks that arrive while it runs get the next one, without another ack to trigger it."""
+
+    class SlowReader(FakeReader):
+        async def purge_through(self, device: DeviceId, floor: int) -> None:
+            await asyncio.sleep(0.02)  # acks keep arriving while the store works
+            await super().purge_through(device, floor)
+
+    async def scenario() -> tuple[SlowReader, AckWindow]:
+        reader = SlowReader(list(range(1, 21)))
+        window = AckWindow(reader, DEVICE, linger_s=0.05)  # type: ignore[arg-type]
+        purged: list[int] = []
+        window.on_purged = purged.append
+        window.read(_batch(list(range(1, 21))))
+        for seq in range(1, 11):
+            await window.settle([seq])
+        assert reader.purges == [] and window.outstanding == 10  # the window frees at once, the store later
+        await asyncio.sleep(0.06)  # the purge for 1..10 is running
+        for seq in range(11, 21):
+            await window.settle([seq])
+        deadline = asyncio.get_running_loop().time() + 5
+        while reader.stored and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert purged == reader.purges
+        return reader, window
+
+    reader, window = asyncio.run(scenario())
+    assert reader.purges == [10, 20] and reader.deleted == [] and reader.stored == set()
+    assert window.purges == 2
+
+
+def test_a_failed_lingering_purge_ends_the_call_and_removes_nothing_unacknowledged() -> None:
+    class FailingReader(FakeReader):
+        async def purge_through(self, device: DeviceId, floor: int) -> None:
+            raise RuntimeError("store unreachable")
+
+    async def scenario() -> list[Exception]:
+        reader = FailingReader([1, 2, 3])
+        window = AckWindow(reader, DEVICE, linger_s=0.01)  # type: ignore[arg-type]
+        failures: list[Exception] = []
+        window.on_failure = failures.append
+        window.read(_batch([1, 2, 3]))
+        await window.settle([1, 2])
+        deadline = asyncio.get_running_loop().time() + 5
+        while not failures and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert reader.stored == {1, 2, 3}
+        return failures
+
+    assert [str(e) for e in asyncio.run(scenario())] == ["store unreachable"]

@@ -19,7 +19,7 @@ from xchat.core.ids import MessageId
 from xchat.core.permissions import permissions
 from xchat.core.store import HEDGE_STREAM, MAILBOX_STREAM, hedge_subject, mailbox_subject
 from xchat.mailbox.reader import Batch, Stored
-from xchat.mailbox.streams import HEDGE_SEQUENCE_BASE, merge, split
+from xchat.mailbox.hedge import HEDGE_SEQUENCE_BASE, merge, split
 from xchat.mesh.local import LocalMesh
 from xchat.v1 import mailbox_pb2
 

@@ -19,7 +19,7 @@ import pytest
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.ids import DeviceId, MessageId
 from xchat.mailbox import listeners as listeners_module
-from xchat.mailbox.streams import DeviceStreams
+from xchat.mailbox.hedge import DeviceStreams
 from xchat.mailbox.listeners import Listeners
 from xchat.mailbox.reader import Batch, Stored
 from xchat.mailbox.service import MailboxServicer
@@ -104,7 +104,7 @@ async def test_the_wakeup_subscription_is_taken_before_any_call() -> None:
     store = FakeStore()
     servicer = MailboxServicer(store, None, None, store_timeout_s=1.0)  # type: ignore[arg-type]
     await servicer.prepare()
-    assert store.nc.subscriptions == ["xchat.ntf.*"]
+    assert store.nc.subscriptions == ["xchat.ntf.*", "xchat.eph.*"]  # wake-ups, and typing and presence signals
 
 
 async def test_a_remembered_wakeup_is_forgotten_once_acknowledged_or_old(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ import nacl.signing
 import pytest
 
 from xchat.statements import login_statement, register_statement
+from xchat.v1 import attachments_pb2, attachments_pb2_grpc
 from xchat.v1 import auth_pb2, common_pb2, keys_pb2, mailbox_pb2, relay_pb2
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -190,6 +191,16 @@ async def _sync_once(device, mailbox_of: str) -> None:
         call.cancel()
 
 
+async def _sync_stream_once(device, mailbox_of: str) -> None:
+    call = device.mailbox.SyncStream(mailbox_pb2.SyncRequest(device_id=mailbox_of), metadata=device.md)
+    try:
+        async for response in call:
+            if response.HasField("backlog_done"):
+                return
+    finally:
+        call.cancel()
+
+
 async def _send_stream_once(device, to: str) -> str:
     """The call's status, or the envelope's when the call itself succeeded."""
 
@@ -287,18 +298,78 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
             auth_pb2.SetDeliveryVerifierRequest(verifier=hashlib.sha256(_matrix_delivery_key(c)).digest()), metadata=md
         ),
         "Relay.SendSealed": lambda: _send_sealed_once(c, a1, junk=who == "anonymous"),
+        "Auth.PublishDeviceList": lambda: c.auth.PublishDeviceList(
+            auth_pb2.PublishDeviceListRequest(
+                device_list=auth_pb2.SignedDeviceList(body=b"\x01", signature=fresh.sign(b"x").signature)
+            ),
+            metadata=md,
+        ),
+        "Auth.PutProvisioning": lambda: c.auth.PutProvisioning(
+            auth_pb2.PutProvisioningRequest(rendezvous_id=secrets.token_bytes(16), ciphertext=b"c"), metadata=md
+        ),
+        "Auth.TakeProvisioning": lambda: _take_provisioning(c, a1, md),
+        "Auth.LookupKey": lambda: c.auth.LookupKey(auth_pb2.LookupKeyRequest(account=a1.account), metadata=md),
+        "Auth.AuditLog": lambda: c.auth.AuditLog(auth_pb2.AuditLogRequest(from_epoch=0, max_epochs=1), metadata=md),
+        "Attachments.BeginUpload": lambda: _attachment_cell(c, a1, md, "begin"),
+        "Attachments.UploadChunk": lambda: _attachment_cell(c, a1, md, "chunk"),
+        "Attachments.Download": lambda: _attachment_cell(c, a1, md, "download"),
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
+        "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
+        "Relay.SendEphemeral": lambda: c.relay.SendEphemeral(
+            relay_pb2.EphemeralBatch(items=[relay_pb2.EphemeralItem(recipient_device_id=a1.device_id, ciphertext=b"x")]),
+            metadata=md,
+        ),
+        "Mailbox.RegisterPush": lambda: c.mailbox.RegisterPush(mailbox_pb2.RegisterPushRequest(token=b"tok"), metadata=md),
+        # Keyless accounts in this world: nothing can prove the owner asked (docs/adr/0017).
+        "Auth.DeleteAccount": lambda: c.auth.DeleteAccount(
+            auth_pb2.DeleteAccountRequest(signature=fresh.sign(b"x").signature), metadata=md
+        ),
+        "Keys.PurgeRevoked": lambda: _purge_revoked(c.keys.PurgeRevoked(
+            keys_pb2.PurgeRevokedPrekeysRequest(device_ids=[a1.device_id, world.a_rev.device_id]), metadata=md
+        )),
+        "Mailbox.PurgeRevoked": lambda: _purge_revoked(c.mailbox.PurgeRevoked(
+            mailbox_pb2.PurgeRevokedMailboxesRequest(device_ids=[a1.device_id, world.a_rev.device_id]), metadata=md
+        )),
     }
     return cells[rpc]
 
 
+async def _attachment_cell(caller, owner, md, step: str) -> object:
+    """A's device claims a fresh attachment id (and for a download uploads it); the caller then
+    resumes the claim, writes its one chunk, or downloads it."""
+    mine = attachments_pb2_grpc.AttachmentsStub(owner.channel)
+    theirs = attachments_pb2_grpc.AttachmentsStub(caller.channel)
+    ident = secrets.token_bytes(16)
+    await mine.BeginUpload(attachments_pb2.BeginUploadRequest(attachment_id=ident, size=1000), metadata=owner.md)
+    chunk = attachments_pb2.UploadChunkRequest(attachment_id=ident, index=0, data=secrets.token_bytes(1000))
+    if step == "begin":
+        return await theirs.BeginUpload(attachments_pb2.BeginUploadRequest(attachment_id=ident, size=1000), metadata=md)
+    if step == "chunk":
+        return await theirs.UploadChunk(chunk, metadata=md)
+    await mine.UploadChunk(chunk, metadata=owner.md)
+    return [r async for r in theirs.Download(attachments_pb2.DownloadRequest(attachment_id=ident), metadata=md)]
+
+
+async def _purge_revoked(call: Awaitable[object]) -> object:
+    """A purge naming A's active device and its revoked one: only the revoked one may be purged."""
+    reply = await call
+    return "OK" if reply.purged == 1 else f"PURGED_{reply.purged}"  # type: ignore[attr-defined]
+
+
+async def _take_provisioning(caller, owner, md) -> object:
+    """Takes what A's device put at a fresh rendezvous id (whoever holds the id may)."""
+    rendezvous = secrets.token_bytes(16)
+    await owner.auth.PutProvisioning(auth_pb2.PutProvisioningRequest(rendezvous_id=rendezvous, ciphertext=b"c"), metadata=owner.md)
+    return await caller.auth.TakeProvisioning(auth_pb2.TakeProvisioningRequest(rendezvous_id=rendezvous), metadata=md)
+
+
 def test_the_matrix_names_every_rpc() -> None:
-    from xchat.v1 import auth_pb2 as a, keys_pb2 as k, mailbox_pb2 as m, relay_pb2 as r
+    from xchat.v1 import attachments_pb2 as x, auth_pb2 as a, keys_pb2 as k, mailbox_pb2 as m, relay_pb2 as r
 
     rpcs = {
         f"{service.name}.{method.name}"
-        for module in (a, k, m, r)
+        for module in (a, k, m, r, x)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }

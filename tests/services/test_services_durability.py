@@ -6,7 +6,7 @@ import nats
 
 from xchat.mesh.local import LocalMesh
 
-STREAMS = ["XCHAT_MAILBOX", "KV_xchat_accounts", "KV_xchat_devices", "KV_xchat_prekeys", "KV_xchat_refresh", "KV_xchat_challenges"]
+STREAMS = ["XCHAT_MAILBOX", "XCHAT_KT", "KV_xchat_accounts", "KV_xchat_devices", "KV_xchat_prekeys", "KV_xchat_refresh", "KV_xchat_challenges"]
 
 
 async def test_every_stream_has_one_replica_in_each_region(mesh: LocalMesh) -> None:
@@ -21,6 +21,8 @@ async def test_every_stream_has_one_replica_in_each_region(mesh: LocalMesh) -> N
             assert cluster is not None and cluster.leader is not None
             peers = [cluster.leader, *[r.name for r in cluster.replicas or []]]
             assert sorted(region_of[p] for p in peers) == ["a", "b", "c"], (name, peers)
+            if name == "XCHAT_KT":  # the key transparency log is append-only at the store (ADR 0014)
+                assert info.config.deny_delete and info.config.deny_purge
     finally:
         await nc.close()
 

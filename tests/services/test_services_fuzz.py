@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from xchat.core.tokens import MAX_TOKEN_CHARS
 from xchat.mesh.local import LocalMesh
 from xchat.statements import login_statement, prekey_statement, register_statement
+from xchat.v1 import attachments_pb2
 from xchat.v1 import auth_pb2, auth_pb2_grpc, common_pb2, keys_pb2, keys_pb2_grpc, mailbox_pb2, mailbox_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 FIELD = pb_descriptor.FieldDescriptor
@@ -72,7 +73,7 @@ FUZZ = settings(
 
 def _methods() -> list[tuple[str, pb_descriptor.MethodDescriptor]]:
     out = []
-    for module in (auth_pb2, keys_pb2, relay_pb2, mailbox_pb2):
+    for module in (auth_pb2, keys_pb2, relay_pb2, mailbox_pb2, attachments_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 out.append((f"/{service.full_name}/{method.name}", method))
@@ -338,10 +339,12 @@ def _call(target: Target, path: str, method: pb_descriptor.MethodDescriptor, fra
         except grpc.RpcError as exc:
             return exc.code()  # type: ignore[no-any-return]
         return grpc.StatusCode.OK
-    assert method.client_streaming and method.server_streaming, f"{path}: a new streaming shape to cover"
-    call = channel.stream_stream(path, response_deserializer=GetMessageClass(method.output_type).FromString)(
-        iter(frames), metadata=md, timeout=CALL_TIMEOUT_S
-    )
+    assert method.server_streaming, f"{path}: a new streaming shape to cover"
+    decode = GetMessageClass(method.output_type).FromString
+    if method.client_streaming:
+        call = channel.stream_stream(path, response_deserializer=decode)(iter(frames), metadata=md, timeout=CALL_TIMEOUT_S)
+    else:  # one request, a stream of answers (SyncStream, Attachments.Download)
+        call = channel.unary_stream(path, response_deserializer=decode)(frames[0], metadata=md, timeout=CALL_TIMEOUT_S)
     try:
         for response in call:
             # Sync stays open after its backlog: the answer so far is the status.

@@ -83,4 +83,4 @@ async def test_sdk_calls_carry_their_own_request_ids(fresh_mesh_factory, tmp_pat
         assert asyncio.get_running_loop().time() < deadline, "no access line for the SDK's send"
         await asyncio.sleep(0.2)
     # 16 hex digits: made by the SDK (the server's own are 32).
-    assert all(re.fullmatch(r"[0-9a-f]{16}", str(line["request_id"])) for line in sends)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", str(line["request_id"])) for line in sends), sends

@@ -137,11 +137,14 @@ async def test_graceful_shutdown_finishes_in_flight_sends(fresh_mesh_factory, tm
         await bob.register("bob")
         services = mesh.regions["a"].services
         assert services is not None
+        # A first send sets everything up (bob's verified device list, its key transparency
+        # proof, the session), so the SIGTERM below lands among envelopes in flight, not before.
+        (warm_up,) = await alice.send("bob", "warm-up")
         sending = asyncio.create_task(alice.send_many([("bob", f"s{i}") for i in range(300)]))
         await asyncio.sleep(0.3)
         services.signal(signal.SIGTERM)
         outcomes = await sending
-        acked = {o.message_id for o in outcomes if hasattr(o, "receipt")}
+        acked = {o.message_id for o in outcomes if hasattr(o, "receipt")} | {warm_up.message_id}
         assert await asyncio.to_thread(services.wait, 30) == 0, "clean exit after SIGTERM"
         inbox = bob.messages()
         received = set()

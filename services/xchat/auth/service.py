@@ -13,6 +13,9 @@ from typing import Any
 import grpc.aio
 
 from xchat.auth.accounts import Accounts, Tokens
+from xchat.auth.keylog import Entry, KeyLog
+from xchat.client.crypto.transparency import EpochHead
+from xchat.core.errors import FailedPrecondition
 from xchat.core.authz import require_principal
 from xchat.core.ids import account_id, device_id
 from xchat.core.rpc import unary
@@ -32,6 +35,20 @@ def _tokens(tokens: Tokens) -> auth_pb2.TokenResponse:
     )
 
 
+def _head(head: EpochHead) -> auth_pb2.EpochHead:
+    return auth_pb2.EpochHead(
+        epoch=head.epoch, map_root=head.map_root, entries_upto=head.entries_upto, time_ms=head.time_ms,
+        log_root=head.log_root, key_id=head.key_id, signature=head.signature,
+    )
+
+
+def _entry(entry: Entry) -> auth_pb2.LogEntry:
+    return auth_pb2.LogEntry(
+        sequence=entry.sequence, account=entry.account, account_key=entry.account_key, version=entry.version,
+        device_list=auth_pb2.SignedDeviceList(body=entry.body, signature=entry.signature),
+    )
+
+
 class AuthServicer(auth_pb2_grpc.AuthServicer):
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
@@ -39,13 +56,21 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     @unary
     async def Register(self, request: auth_pb2.RegisterRequest, context: Ctx) -> auth_pb2.RegisterResponse:
         account = account_id(request.account)
-        device = await self._accounts.register(account, request.identity_key, request.signature)
+        device = await self._accounts.register(
+            account,
+            request.identity_key,
+            request.signature,
+            account_key=request.account_key,
+            account_key_signature=request.account_key_signature,
+        )
         return auth_pb2.RegisterResponse(account=account, device_id=device)
 
     @unary
     async def AddDevice(self, request: auth_pb2.AddDeviceRequest, context: Ctx) -> auth_pb2.RegisterResponse:
         caller = require_principal()
-        device = await self._accounts.add_device(caller.account, request.identity_key, request.signature)
+        device = await self._accounts.add_device(
+            caller.account, request.identity_key, request.signature, request.account_signature
+        )
         return auth_pb2.RegisterResponse(account=caller.account, device_id=device)
 
     @unary
@@ -65,13 +90,19 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     @unary
     async def RevokeDevice(self, request: auth_pb2.RevokeDeviceRequest, context: Ctx) -> auth_pb2.RevokeDeviceResponse:
         caller = require_principal()
-        await self._accounts.revoke(caller.account, device_id(request.device_id))
+        await self._accounts.revoke_listed(
+            caller.account, device_id(request.device_id), request.device_list.body, request.device_list.signature
+        )
         return auth_pb2.RevokeDeviceResponse()
 
     @unary
     async def ListDevices(self, request: auth_pb2.ListDevicesRequest, context: Ctx) -> auth_pb2.ListDevicesResponse:
-        records = await self._accounts.list_devices(account_id(request.account))
+        account = account_id(request.account)
+        records = await self._accounts.list_devices(account)
+        account_key, signed = await self._accounts.signed_device_list(account)
         return auth_pb2.ListDevicesResponse(
+            account_key=account_key,
+            device_list=auth_pb2.SignedDeviceList(body=signed.body, signature=signed.signature) if signed else None,
             devices=[
                 common_pb2.Device(
                     device_id=r.device,
@@ -89,5 +120,79 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         self, request: auth_pb2.SetDeliveryVerifierRequest, context: Ctx
     ) -> auth_pb2.SetDeliveryVerifierResponse:
         caller = require_principal()
-        await self._accounts.set_delivery_verifier(caller.device, request.verifier)
+        await self._accounts.set_delivery_verifier(
+            caller.device, request.verifier, sealed_from_anyone=request.sealed_from_anyone
+        )
         return auth_pb2.SetDeliveryVerifierResponse()
+
+    @unary
+    async def PublishDeviceList(
+        self, request: auth_pb2.PublishDeviceListRequest, context: Ctx
+    ) -> auth_pb2.PublishDeviceListResponse:
+        caller = require_principal()
+        version = await self._accounts.publish_device_list(
+            caller.account, request.device_list.body, request.device_list.signature
+        )
+        return auth_pb2.PublishDeviceListResponse(version=version)
+
+    @unary
+    async def PutProvisioning(
+        self, request: auth_pb2.PutProvisioningRequest, context: Ctx
+    ) -> auth_pb2.PutProvisioningResponse:
+        require_principal()
+        expires = await self._accounts.provisioning.put(request.rendezvous_id, request.ciphertext)
+        return auth_pb2.PutProvisioningResponse(expires_at_ms=expires)
+
+    @unary
+    async def TakeProvisioning(
+        self, request: auth_pb2.TakeProvisioningRequest, context: Ctx
+    ) -> auth_pb2.TakeProvisioningResponse:
+        # Anonymous: the new device has no token; the rendezvous id is 128 random bits.
+        ciphertext = await self._accounts.provisioning.take(request.rendezvous_id)
+        return auth_pb2.TakeProvisioningResponse(ciphertext=ciphertext)
+
+    @unary
+    async def DeleteAccount(
+        self, request: auth_pb2.DeleteAccountRequest, context: Ctx
+    ) -> auth_pb2.DeleteAccountResponse:
+        caller = require_principal()
+        devices, held_until = await self._accounts.delete_account(caller.account, request.signature)
+        return auth_pb2.DeleteAccountResponse(device_ids=list(devices), name_held_until_ms=held_until)
+
+    def _keylog(self) -> KeyLog:
+        if self._accounts.keylog is None:
+            raise FailedPrecondition("key transparency is not enabled on this auth process")
+        return self._accounts.keylog
+
+    @unary
+    async def LookupKey(self, request: auth_pb2.LookupKeyRequest, context: Ctx) -> auth_pb2.LookupKeyResponse:
+        require_principal()
+        account = account_id(request.account)
+        known = request.known_epoch if request.HasField("known_epoch") else None
+        found = await self._keylog().lookup(account, known)
+        reply = auth_pb2.LookupKeyResponse(
+            head=_head(found.head),
+            directory_key=found.directory_key,
+            found=found.leaf is not None,
+            map_siblings=list(found.map_proof.siblings),
+            path_leaf_key=found.map_proof.leaf_key,
+            path_leaf_value=found.map_proof.leaf_value,
+            consistency_proof=found.consistency,
+            head_inclusion_proof=found.head_inclusion,
+            epoch_interval_ms=found.interval_ms,
+        )
+        if found.leaf is not None:
+            reply.account_key = found.leaf.account_key
+            reply.version = found.leaf.version
+            reply.device_list.CopyFrom(auth_pb2.SignedDeviceList(body=found.leaf.body, signature=found.leaf.signature))
+        return reply
+
+    @unary
+    async def AuditLog(self, request: auth_pb2.AuditLogRequest, context: Ctx) -> auth_pb2.AuditLogResponse:
+        # Anonymous: an auditor needs no account; limited per client address by the edge.
+        heads, entries, keys = await self._keylog().audit_page(request.from_epoch, request.after_entry, request.max_epochs)
+        return auth_pb2.AuditLogResponse(
+            heads=[_head(h) for h in heads],
+            entries=[_entry(e) for e in entries],
+            directory_keys=[auth_pb2.DirectoryKey(key_id=k, public_key=v) for k, v in keys.items()],
+        )

@@ -203,8 +203,8 @@ def table(report: Mapping[str, Any]) -> str:
         "",
         "End to end through the SDK (send → messages() → ack)",
         "",
-        "| variant | load | delivered msg/s | × baseline | p50 / p99 / p99.9 ms | p99 × JS | server µs/msg | × JS | client µs/msg |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+        "| variant | load | delivered msg/s | × baseline | p50 / p99 / p99.9 ms | p99 × JS | server µs/msg | × JS | client µs/msg | NATS msgs/msg |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for variant, phases in report["sdk"].items():
         for phase, f in phases.items():
@@ -217,13 +217,15 @@ def table(report: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {variant} | {load} | {_n(f.get('delivered_per_s'))} | {_r(report, variant, phase, 'delivered_per_s')} "
                 f"| {_n(f.get('p50_ms'), 1)} / {_n(f.get('p99_ms'), 1)}{p999} | {_r(report, variant, phase, 'p99_ms')} "
-                f"| {_n(f.get('server_cpu_us'))} | {_r(report, variant, phase, 'server_cpu_us')} | {_n(f.get('client_cpu_us'))} |"
+                f"| {_n(f.get('server_cpu_us'))} | {_r(report, variant, phase, 'server_cpu_us')} | {_n(f.get('client_cpu_us'))} "
+                f"| {_n(f.get('nats_msgs_per_message'), 1)} |"
             )
     lines += [
         "",
         "× baseline: 1 in flight ÷ JetStream sequential publish, 64 in flight ÷ JetStream windowed publish_async "
         "(same body size). p99 × JS: ÷ one R3 publish's p99. Server µs: 3 nats-servers + 3 service processes; "
-        "× JS: ÷ nats-server CPU per R3 publish. Client µs: sending + receiving app. Open-loop latency counts from "
+        "× JS: ÷ nats-server CPU per R3 publish. Client µs: sending + receiving app. NATS msgs: messages the three "
+        "nats-servers received (clients, routes, Raft) per delivered message. Open-loop latency counts from "
         "the scheduled send time.",
     ]
     b, o = report["backlog"], report["online"]

@@ -114,7 +114,7 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
             )
         for receiver in receivers.values():
             await asyncio.to_thread(receiver.ready)
-        pairs = {name: workloads.Pair(sender, r, meter) for name, r in receivers.items()}
+        pairs = {name: workloads.Pair(sender, r, meter, bench.nats_messages) for name, r in receivers.items()}
         for pair in pairs.values():  # sessions (PQXDH) set up outside the measurements
             await workloads.warm_up(pair, size=SMALL_BODY, timeout_s=profile.drain_timeout_s)
         runs: list[dict[str, dict[str, Figures]]] = []

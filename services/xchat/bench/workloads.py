@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client as Nats
@@ -48,10 +49,12 @@ class Pair:
     sender: Client
     receiver: Receiver
     meter: CpuMeter
+    # Messages the nats-servers have received so far (BenchMesh.nats_messages); None: not counted.
+    nats_messages: Callable[[], int] | None = None
 
 
 class _Costs:
-    """Server and client CPU over one phase."""
+    """Server and client CPU, and NATS messages, over one phase."""
 
     def __init__(self, pair: Pair) -> None:
         self.pair = pair
@@ -60,17 +63,28 @@ class _Costs:
         self.server = self.pair.meter.sample()
         self.sender = own_cpu_seconds()
         self.receiver = await self.pair.receiver.cpu()
+        self.nats = await self._nats_messages()
         return self
+
+    async def _nats_messages(self) -> int | None:
+        if self.pair.nats_messages is None:
+            return None
+        return await asyncio.to_thread(self.pair.nats_messages)
 
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def figures(self, receiver_cpu_s: float, delivered: int) -> Figures:
+    async def figures(self, receiver_cpu_s: float, delivered: int) -> Figures:
         server = self.pair.meter.sample().minus(self.server)
+        nats = await self._nats_messages()
         if delivered == 0:
             return {}
         per = 1e6 / delivered
+        traffic: Figures = {}
+        if nats is not None and self.nats is not None:
+            traffic["nats_msgs_per_message"] = (nats - self.nats) / delivered
         return {
+            **traffic,
             "server_cpu_us": server.total_s * per,
             "nats_cpu_us": server.by_role.get("nats", 0.0) * per,
             "services_cpu_us": server.by_role.get("services", 0.0) * per,
@@ -148,7 +162,7 @@ async def closed_loop(pair: Pair, *, concurrency: int, duration_s: float, size: 
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         arrivals, receiver_cpu = await pair.receiver.wait(run, sent, drain_timeout_s)
-        figures = costs.figures(receiver_cpu, len(arrivals))
+        figures = await costs.figures(receiver_cpu, len(arrivals))
     if late or len(arrivals) < sent:
         await settle(pair, size=size, timeout_s=drain_timeout_s)
     last = max(arrivals.values(), default=start)
@@ -198,7 +212,7 @@ async def open_loop(pair: Pair, *, rate_per_s: float, duration_s: float, size: i
         results = await asyncio.gather(*tasks, return_exceptions=True)
         sent = sum(1 for r in results if r is True)
         arrivals, receiver_cpu = await pair.receiver.wait(run, sent, drain_timeout_s)
-        figures = costs.figures(receiver_cpu, len(arrivals))
+        figures = await costs.figures(receiver_cpu, len(arrivals))
     if late or len(arrivals) < sent:
         await settle(pair, size=size, timeout_s=drain_timeout_s)
     latencies = [t - scheduled[i] for i, t in arrivals.items() if i in scheduled]
@@ -248,7 +262,7 @@ async def backlog(bench: BenchMesh, pair: Pair, *, count: int, size: int, drain_
     async with _Costs(pair) as costs:
         opened = await pair.receiver.listen()
         arrivals, receiver_cpu = await pair.receiver.wait(run, stored, drain_timeout_s)
-        figures = costs.figures(receiver_cpu, len(arrivals))
+        figures = await costs.figures(receiver_cpu, len(arrivals))
     last = max(arrivals.values(), default=opened)
     return {
         "queued": float(stored),

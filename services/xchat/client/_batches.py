@@ -45,7 +45,8 @@ def status_lost(exc: grpc.aio.AioRpcError) -> bool:
 
 def request(item: OutboxItem) -> relay_pb2.SendRequest:
     return relay_pb2.SendRequest(
-        recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext
+        recipient_device_id=item.recipient_device, message_id=item.message_id, ciphertext=item.ciphertext,
+        ttl_seconds=item.ttl_s,
     )
 
 

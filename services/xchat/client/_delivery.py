@@ -7,15 +7,21 @@ derived delivery key, not an access token. A contact's profile key is kept
 only from a message whose inner layer authenticated that device (the caller,
 ``SessionBook.stage``, runs after every sender check).
 
-The send path asks ``key_for(device)``: a key means "send sealed"; none (we
-never heard from that device, or it refused the key) means the authenticated
-path. A refusal (``forget``) lasts until that device's next message brings
-its current profile key. ``rotate`` (e.g. after blocking a contact) makes
+The send path asks ``key_for(device)``: a key means "send sealed"; none (it
+refused us) means the authenticated path. A device we never heard from gets
+the empty key: the first message goes sealed too, which relay accepts when
+that device accepts sealed sends from anyone (Signal's unrestricted
+unidentified access, ``Client.accept_sealed_from_anyone``) and refuses with
+UNAUTHENTICATED otherwise; the envelope is then resent authenticated and the
+refusal remembered (``sealed_refused:<device>``), so each new contact costs
+at most one refused round trip. A refusal (``forget``) lasts until that
+device's next message brings its current profile key. ``rotate`` (e.g. after blocking a contact) makes
 every key derived from the old profile key fail once the new verifier is
 registered.
 
 State: SQLite ``meta`` rows ``profile_key``, ``delivery_registered`` (the
-verifier auth holds) and ``peer_profile:<device>``.
+verifier auth holds, and our opt-in), ``sealed_from_anyone`` (our opt-in),
+``peer_profile:<device>`` and ``sealed_refused:<device>``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from xchat.client._state import LocalState
 from xchat.client.crypto import delivery_key, delivery_verifier, new_profile_key
 
 PEER_PREFIX = "peer_profile:"
+REFUSED_PREFIX = "sealed_refused:"
+#: The key sent to a device we have no profile key of: accepted only by a device open to anyone.
+NO_KEY = b""
 
 
 class DeliveryKeys:
@@ -50,11 +59,21 @@ class DeliveryKeys:
         """What auth must hold for our current delivery key."""
         return delivery_verifier(delivery_key(self.profile_key()))
 
+    def from_anyone(self) -> bool:
+        """Whether we accept sealed sends from anyone (our opt-in, registered with the verifier)."""
+        return self._state.get_meta("sealed_from_anyone") == b"1"
+
+    def set_from_anyone(self, accept: bool) -> None:
+        self._state.set_meta("sealed_from_anyone", b"1" if accept else b"0")
+
+    def _registration(self, verifier: bytes) -> bytes:
+        return verifier + (b"\x01" if self.from_anyone() else b"")
+
     def registered(self) -> bool:
-        return self._state.get_meta("delivery_registered") == self.verifier()
+        return self._state.get_meta("delivery_registered") == self._registration(self.verifier())
 
     def mark_registered(self, verifier: bytes) -> None:
-        self._state.set_meta("delivery_registered", verifier)
+        self._state.set_meta("delivery_registered", self._registration(verifier))
 
     def shared(self) -> bytes:
         """The profile key our sealed messages carry: ours once auth holds its verifier, else none."""
@@ -70,10 +89,15 @@ class DeliveryKeys:
         """The delivery key to send to ``device`` unidentified; None: use the authenticated path."""
         if device not in self._keys:
             profile = self._state.get_meta(PEER_PREFIX + device)
-            self._keys[device] = delivery_key(profile) if profile else None
+            if profile:
+                self._keys[device] = delivery_key(profile)
+            else:
+                refused = self._state.get_meta(REFUSED_PREFIX + device) is not None
+                self._keys[device] = None if refused else NO_KEY
         return self._keys[device]
 
     def forget(self, device: str) -> None:
         """``device`` refused our key (rotated, or never registered): authenticated until it tells us a new one."""
         self._state.delete_meta(PEER_PREFIX + device)
+        self._state.set_meta(REFUSED_PREFIX + device, b"1")
         self._keys[device] = None

@@ -13,7 +13,11 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator
 
-from xchat.client.messages import SecurityEvent
+from xchat.client.groups import GroupEvent
+from xchat.client.messages import ConversationEvent, SecurityEvent
+from xchat.client.signals import SignalEvent
+
+Event = SecurityEvent | GroupEvent | ConversationEvent | SignalEvent
 
 # Unread events kept: far more than an app that reads them ever has waiting,
 # and small enough that one that never reads costs nothing.
@@ -22,17 +26,17 @@ EVENTS_MAX = 1000
 
 class EventQueue:
     def __init__(self, *, limit: int = EVENTS_MAX) -> None:
-        self._events: deque[SecurityEvent] = deque(maxlen=limit)
+        self._events: deque[Event] = deque(maxlen=limit)
         self._wake = asyncio.Event()
         self.dropped = 0
 
-    def put(self, event: SecurityEvent) -> None:
+    def put(self, event: Event) -> None:
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
         self._events.append(event)
         self._wake.set()
 
-    async def stream(self) -> AsyncGenerator[SecurityEvent, None]:
+    async def stream(self) -> AsyncGenerator[Event, None]:
         while True:
             while not self._events:
                 self._wake.clear()

@@ -122,6 +122,8 @@ class Receiver:
         # may store it twice, ADR 0013) is not handed over again, and is
         # acknowledged with the original.
         self._in_app: dict[bytes, list[int]] = {}
+        # Typing and presence signals of a response (``_signals``): never acked, never stored.
+        self.on_ephemeral: Callable[[list[bytes]], None] | None = None
 
     # -- acknowledgements ----------------------------------------------
 
@@ -211,6 +213,8 @@ class Receiver:
                     failures = 0
                     if pending is not None:
                         redelivered.update(e.sequence for e in response.envelopes)
+                    if response.ephemeral and self.on_ephemeral is not None:
+                        self.on_ephemeral([signal.ciphertext for signal in response.ephemeral])
                     if response.envelopes:
                         for message in await self._open_batch(response.envelopes):
                             yield message
@@ -288,6 +292,8 @@ class Receiver:
             self._book.batch_end()
         if skipped:
             self._queue_acks(skipped)
+        if self._book.heal.due:
+            self._book.on_heal()  # committed: retry requests to send or answer (``_healing``)
         return messages
 
     async def _open(self, envelope: mailbox_pb2.Envelope) -> InboxItem | None:
@@ -303,18 +309,25 @@ class Receiver:
             return None
         if opened.new_session:
             # The sealed sender claim is only a claim until the initiator's
-            # identity key matches the one the directory holds for that device.
+            # identity key matches the one the account's signed list gives that
+            # device, or a certificate signed by the pinned account key vouches
+            # for a device linked since that list (no directory lookup then).
             # Nothing stays open across the lookup: other tasks use this database.
-            self._book.batch_flush()
-            self._state.commit()
-            self._book.batch_end()  # the send path may advance sessions while we wait
-            try:
-                published = await self._directory_key(opened.content.sender_account, opened.content.sender_device)
-            finally:
-                self._state.begin()
-                self._book.batch_begin()
+            if opened.vouched:
+                published: bytes | None = opened.their_identity_key
+            else:
+                self._book.batch_flush()
+                self._state.commit()
+                self._book.batch_end()  # the send path may advance sessions while we wait
+                try:
+                    published = await self._directory_key(opened.content.sender_account, opened.content.sender_device)
+                finally:
+                    self._state.begin()
+                    self._book.batch_begin()
             if published != opened.their_identity_key:
                 self._book.reject(opened, "sender identity does not match the directory")
+                return None
+            if not self._book.certificate_holds(opened):  # first contact: the account key is pinned only now
                 return None
             self._on_new_session()
         return self._book.stage(opened)

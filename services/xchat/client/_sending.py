@@ -53,7 +53,7 @@ from xchat.client._batches import LOST_STATUS_RETRIES, SEND_BATCH, SEND_BATCH_BY
 from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._state import LocalState, OutboxItem
 from xchat.client._tokens import Tokens
-from xchat.client._transport import RETRYABLE, Transport, metadata
+from xchat.client._transport import RETRYABLE, Transport, anonymous_metadata, metadata
 from xchat.client.errors import ClientError, RequestRejected, ServiceUnavailable
 from xchat.client.messages import Failed, SendReceipt
 from xchat.v1 import relay_pb2, relay_pb2_grpc
@@ -84,6 +84,9 @@ class Sender:
         *,
         sender: Callable[[], tuple[str, str]],
         fetch_sessions: Callable[[str], Awaitable[list[str]]],
+        ready_devices: Callable[[str], list[str] | None] | None = None,
+        device_gone: Callable[[str, str], Awaitable[bool]] | None = None,
+        ttl_for: Callable[[str, str], int] | None = None,
     ) -> None:
         self._state = state
         self._book = book
@@ -91,6 +94,14 @@ class Sender:
         self._tokens = tokens
         self._sender = sender
         self._fetch_sessions = fetch_sessions
+        # The devices to send to without the network (None: ask ``fetch_sessions``): ``_fanout``.
+        self._ready_devices = ready_devices or (lambda account: book.devices_with_sessions(account) or None)
+        # Asked when relay answers NOT_FOUND for a device: True when the account's refreshed,
+        # signed device list no longer names it (revoked), so that send is not a failure.
+        self._device_gone = device_gone
+        # Relay's TTL hint for (account, content type) when the caller gives none: a
+        # disappearing conversation's timer (``_conversation``); 0 = the mailbox's own.
+        self._ttl_for = ttl_for or (lambda account, content_type: 0)
         # The outbox in memory, in outbox order; what a previous run left is delivered first.
         self._queue: dict[Key, OutboxItem] = {(i.message_id, i.recipient_device): i for i in state.pending_outbox()}
         self._waiters: dict[Key, list[asyncio.Future[Outcome]]] = {}
@@ -107,11 +118,14 @@ class Sender:
 
     # -- the callers' side ----------------------------------------------
 
-    async def send(self, account: str, body: bytes, content_type: str) -> list[SendReceipt]:
-        (items,) = await self._encrypt([(account, body)], content_type)
+    async def send(self, account: str, body: bytes, content_type: str, *, ttl_s: int = 0) -> list[SendReceipt]:
+        (items,) = await self._encrypt([(account, body)], content_type, ttl_s=ttl_s)
         receipts = []
         for outcome in await self._await(items):
             if isinstance(outcome, Failed):
+                if outcome.code == "NOT_FOUND" and self._device_gone is not None:
+                    if await self._device_gone(account, outcome.recipient_device):
+                        continue
                 if outcome.code == "UNAVAILABLE":
                     raise ServiceUnavailable(f"not acknowledged, kept in the outbox: {outcome.message}")
                 raise RequestRejected(outcome.code, outcome.message)
@@ -122,13 +136,22 @@ class Sender:
         batches = await self._encrypt(messages, content_type)
         return await self._await([item for items in batches for item in items])
 
+    async def send_request(self, request: EncryptRequest) -> list[Outcome]:
+        """One request to exactly the devices it lists, no lookup (``_healing``: retry requests, re-sends)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[OutboxItem]] = loop.create_future()
+        if not self._encrypts:
+            loop.call_soon(self._commit_encrypts)
+        self._encrypts.append((request, future))
+        return await self._await(await future)
+
     async def flush(self) -> list[Outcome]:
         return await self._await(list(self._queue.values()))
 
     async def _sessions_for(self, account: str) -> list[str]:
         """Devices of ``account`` with a session; one bundle fetch per account however many callers wait."""
-        devices = self._book.devices_with_sessions(account)
-        if devices:
+        devices = self._ready_devices(account)
+        if devices is not None:
             return devices
         fetching = self._fetching.get(account)
         if fetching is not None:
@@ -146,10 +169,15 @@ class Sender:
             del self._fetching[account]
         return devices
 
-    async def _encrypt(self, messages: Sequence[tuple[str, bytes]], content_type: str) -> list[list[OutboxItem]]:
+    async def _encrypt(
+        self, messages: Sequence[tuple[str, bytes]], content_type: str, *, ttl_s: int = 0
+    ) -> list[list[OutboxItem]]:
         """Encrypts in order, in the loop turn's shared transaction; the envelopes are queued on return."""
         requests = [
-            EncryptRequest(account, tuple(await self._sessions_for(account)), body, content_type)
+            EncryptRequest(
+                account, tuple(await self._sessions_for(account)), body, content_type,
+                ttl_s=ttl_s or self._ttl_for(account, content_type),
+            )
             for account, body in messages
         ]
         loop = asyncio.get_running_loop()
@@ -319,7 +347,7 @@ class Sender:
                 self._progress.clear()
                 await self._progress.wait()
 
-        call = stub.SendSealed(batches()) if sealed else stub.SendStream(batches(), metadata=metadata(token))
+        call = stub.SendSealed(batches(), metadata=anonymous_metadata()) if sealed else stub.SendStream(batches(), metadata=metadata(token))
         try:
             while True:
                 # Silence while envelopes are in flight means a frozen or cut-off region.

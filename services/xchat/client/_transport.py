@@ -218,3 +218,9 @@ def rejected(exc: grpc.aio.AioRpcError) -> RequestRejected:
 def metadata(token: str) -> tuple[tuple[str, Any], ...]:
     """Call metadata: the token, and a fresh request id the server logs and echoes (docs/observability.md)."""
     return (("authorization", f"Bearer {token}"), ("x-request-id", secrets.token_hex(8)))
+
+
+def anonymous_metadata() -> tuple[tuple[str, Any], ...]:
+    """Metadata of a call without a token (sealed sends): only a fresh, random request id,
+    which links the call to nothing but its own log lines."""
+    return (("x-request-id", secrets.token_hex(8)),)

@@ -17,6 +17,14 @@ class Message:
     content_type: str
     body: bytes
     sequence: int
+    # Set on a copy of what another device of our own account sent (sent-message
+    # sync): the account it was sent to. None for a message received from someone.
+    sent_to: str | None = None
+    # The group it was sent to (``Client.send_group``); None for a one-to-one message.
+    group_id: str | None = None
+    # Disappearing messages: when the SDK deletes it (ms since the Unix epoch; a
+    # ``MessageExpired`` event then), None when the conversation has no timer.
+    expires_at_ms: int | None = None
 
     @property
     def text(self) -> str:
@@ -70,6 +78,25 @@ class SenderMismatch:
 
 
 @dataclass(frozen=True, slots=True)
+class SenderCertificateRejected:
+    """A message's sender certificate did not hold; the message was dropped (acknowledged, never shown).
+
+    Every sealed message carries the sending device's certificate, signed by its
+    account key (docs/crypto.md). ``problem``: "account" (issued for another
+    account than the sealed claim), "device" (another device), "key" (another
+    identity key than the one that authenticated the message), "expired",
+    "signature" (not the pinned account key's) or "malformed". ``sender_account``
+    and ``sender_device`` are the sealed layer's claim.
+    """
+
+    message_id: bytes
+    sender_account: str
+    sender_device: str
+    problem: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityChanged:
     """A known device of ``account`` now speaks with another identity key.
 
@@ -103,4 +130,169 @@ class Undecryptable:
     reason: str
 
 
-SecurityEvent = SenderMismatch | IdentityChanged | Undecryptable
+@dataclass(frozen=True, slots=True)
+class DeviceListRejected:
+    """The directory served something about ``account``'s devices that its account key did not sign.
+
+    ``problem``: "unsigned", "signature", "account_key_changed", "rollback"
+    (the whole list was refused: ``UntrustedDeviceList``), "unlisted" (a
+    device the signed list does not name: added by the server or by a token
+    alone; it gets no session and its messages are dropped) or "key_mismatch"
+    (a bundle or sender whose identity key is not the listed one). ``device``
+    is None when the whole list was refused.
+    """
+
+    account: str
+    device: str | None
+    problem: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReset:
+    """``device`` of ``account`` could not read what we sent it, and the SDK started over.
+
+    That device asked (authenticated by its session) for messages it could
+    not decrypt; the SDK began a new session from its fresh prekey bundle
+    (unless it had just started one itself) and re-sent ``resent`` of them as
+    new messages (new ids, same body and content type). Only what was sent to
+    that device in the last 24 hours (at most 2,000 kept) can be re-sent.
+    Informational: show "messages re-sent to ..." if the app wants to.
+    """
+
+    account: str
+    device: str
+    resent: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTransparencyAlarm:
+    """The key transparency log contradicts what the directory served (docs/adr/0014).
+
+    ``problem``: "not_in_log" (a key or device list for ``account`` other than
+    the log's: shown to this client only), "stale" (an older list than the
+    log's), "missing" (a served list still not in the log after a few epochs,
+    or a change dropped from it), "fork" (a log that does not extend the one
+    this device saw, e.g. another region's history), "rollback" (an epoch
+    older than one already verified), "bad_proof" / "signature"
+    (proofs or heads that do not verify), and for our
+    own account "account_key_changed" or "unsigned_change" (a key or device
+    list this account did not make). Nothing is sent to or accepted from
+    ``account`` meanwhile (``KeyTransparencyError``). Show it: it means the
+    directory, or a region of it, is lying.
+    """
+
+    account: str
+    problem: str
+    detail: str
+
+
+SecurityEvent = SenderMismatch | SenderCertificateRejected | IdentityChanged | Undecryptable | DeviceListRejected | SessionReset | KeyTransparencyAlarm
+
+# -- conversation events (``Client.events()``, issue 14, ``_conversation``) ------------
+#
+# What the other party's (or our other devices') control messages did: receipts,
+# edits, deletes, timer changes, and the control messages that were refused.
+# Delivered at least once, like the security events.
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSettings:
+    """What this device holds for the conversation with another account (``Client.conversation_settings``).
+
+    ``disappearing_s``: the timer both parties share (0: off); ``timer_set_at_ms`` and
+    ``timer_set_by`` are its version (the latest setting wins on every device).
+    ``read_receipts``: this device's own choice; off, it neither sends read receipts
+    in this conversation nor reports the other side's.
+    """
+
+    disappearing_s: int = 0
+    read_receipts: bool = True
+    timer_set_at_ms: int = 0
+    timer_set_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesDelivered:
+    """``device`` of ``account`` (the account they were sent to) durably holds these messages we sent."""
+
+    account: str
+    device: str
+    message_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRead:
+    """``account``'s user read these messages we sent (on ``device``); only while read receipts
+    are on for the conversation on both sides (``Client.set_read_receipts``)."""
+
+    account: str
+    device: str
+    message_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEdited:
+    """``sender_account`` replaced the body of its message ``message_id`` in the conversation with
+    ``conversation`` (the other account): show ``body`` instead, marked as edited."""
+
+    message_id: bytes
+    conversation: str
+    sender_account: str
+    body: bytes
+    edited_at_ms: int
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """``sender_account`` deleted its message ``message_id`` for everyone: remove it from the view."""
+
+    message_id: bytes
+    conversation: str
+    sender_account: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageExpired:
+    """A disappearing message was due: the SDK deleted what it kept of it; remove it from the view."""
+
+    message_id: bytes
+    conversation: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisappearingTimerChanged:
+    """The conversation with ``conversation`` now has this timer (0: off), set by ``set_by``."""
+
+    conversation: str
+    seconds: int
+    set_by: str
+    set_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRejected:
+    """A control message (``kind``: "receipt", "timer", "edit", "delete") from ``device`` of
+    ``account`` was refused and nothing of it applied. ``reason`` is for logs, not for parsing:
+    a receipt for a message not sent to that account, an edit of someone else's message or
+    outside the window, a conversation its sender is not part of, a malformed body."""
+
+    account: str
+    device: str
+    kind: str
+    reason: str
+
+
+ConversationEvent = (
+    MessagesDelivered
+    | MessagesRead
+    | MessageEdited
+    | MessageDeleted
+    | MessageExpired
+    | DisappearingTimerChanged
+    | ControlRejected
+)

@@ -28,6 +28,8 @@ from xchat.core.settings import ServiceSettings
 from xchat.core.tokens import Principal, TokenSigner, TokenVerifier
 
 _PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("xchat_principal", default=None)
+# The rate-limit key of an anonymous caller's address (proxy-aware, IPv6 by /64), bound by the edge.
+_CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar("xchat_client_address", default="unknown")
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -98,6 +100,16 @@ class Authorizer:
 
 def bind_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
     return _PRINCIPAL.set(principal)
+
+
+def bind_client_address(key: str) -> None:
+    """Set by the edge for anonymous calls (``xchat.core.addresses``): servicers limit by it."""
+    _CLIENT_ADDRESS.set(key)
+
+
+def current_client_address() -> str:
+    """The running anonymous call's client address key ("unknown" outside one)."""
+    return _CLIENT_ADDRESS.get()
 
 
 def current_principal() -> Principal | None:

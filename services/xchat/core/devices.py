@@ -42,6 +42,9 @@ class DeviceRecord:
     created_at_ms: int
     # SHA-256 of the delivery access key; empty: no unidentified delivery.
     delivery_verifier: bytes = b""
+    # Unrestricted unidentified delivery (the device's opt-in): sealed sends
+    # from anyone, with any or no delivery key (xchat.relay.sealed).
+    sealed_from_anyone: bool = False
 
     def encode(self) -> bytes:
         raw: dict[str, object] = {
@@ -53,6 +56,8 @@ class DeviceRecord:
         }
         if self.delivery_verifier:
             raw["delivery_verifier"] = base64.b64encode(self.delivery_verifier).decode()
+        if self.sealed_from_anyone:
+            raw["sealed_from_anyone"] = True
         return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
@@ -65,13 +70,14 @@ class DeviceRecord:
             revoked=bool(raw["revoked"]),
             created_at_ms=int(raw["created_at_ms"]),
             delivery_verifier=base64.b64decode(raw.get("delivery_verifier", "")),
+            sealed_from_anyone=raw.get("sealed_from_anyone") is True,
         )
 
     def revoke(self) -> DeviceRecord:
         return replace(self, revoked=True)
 
-    def with_verifier(self, verifier: bytes) -> DeviceRecord:
-        return replace(self, delivery_verifier=verifier)
+    def with_verifier(self, verifier: bytes, *, sealed_from_anyone: bool = False) -> DeviceRecord:
+        return replace(self, delivery_verifier=verifier, sealed_from_anyone=sealed_from_anyone)
 
 
 class DeviceDirectory:

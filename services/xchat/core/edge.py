@@ -42,7 +42,7 @@ import grpc
 import grpc.aio
 
 from xchat.core.addresses import ClientAddresses
-from xchat.core.authz import Authorizer, bind_principal
+from xchat.core.authz import Authorizer, bind_client_address, bind_principal
 from xchat.core.errors import InvalidArgument
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.rpc import abort
@@ -83,6 +83,18 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Auth/RevokeDevice": Policy(fresh=True),
     "/xchat.v1.Auth/ListDevices": Policy(),
     "/xchat.v1.Auth/SetDeliveryVerifier": Policy(),
+    # Changes who speaks for the account: read the caller's record fresh.
+    "/xchat.v1.Auth/PublishDeviceList": Policy(fresh=True),
+    "/xchat.v1.Auth/PutProvisioning": Policy(fresh=True),
+    # No token yet (a device being linked): the rendezvous id is the capability.
+    "/xchat.v1.Auth/TakeProvisioning": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Auth/LookupKey": Policy(),
+    "/xchat.v1.Auth/AuditLog": Policy(anonymous=True, limit=ANONYMOUS),
+    # Only the account key's signature deletes (xchat.auth.deletion); read the caller fresh.
+    "/xchat.v1.Auth/DeleteAccount": Policy(fresh=True),
+    # No token (the account is deleted): only revoked devices' data goes (docs/adr/0017).
+    "/xchat.v1.Keys/PurgeRevoked": Policy(anonymous=True, limit=ANONYMOUS),
+    "/xchat.v1.Mailbox/PurgeRevoked": Policy(anonymous=True, limit=ANONYMOUS),
     "/xchat.v1.Keys/UploadPrekeys": Policy(),
     "/xchat.v1.Keys/CountPrekeys": Policy(),
     "/xchat.v1.Keys/FetchBundles": Policy(limit=FETCH),
@@ -90,8 +102,17 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Relay/SendStream": Policy(limit=None),
     # No token: the delivery key of each envelope authorises it (xchat.relay.sealed).
     "/xchat.v1.Relay/SendSealed": Policy(anonymous=True, limit=SEALED),
+    # Typing and presence: limited per sender and per recipient by relay (xchat.relay.ephemeral).
+    "/xchat.v1.Relay/SendEphemeral": Policy(limit=None),
+    # Attachments: ids are capabilities (any device holding one may download);
+    # chunks are limited in bytes by the servicer.
+    "/xchat.v1.Attachments/BeginUpload": Policy(),
+    "/xchat.v1.Attachments/UploadChunk": Policy(limit=None),
+    "/xchat.v1.Attachments/Download": Policy(),
     "/xchat.v1.Mailbox/Sync": Policy(),
+    "/xchat.v1.Mailbox/SyncStream": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),
+    "/xchat.v1.Mailbox/RegisterPush": Policy(),
 }
 STRICTEST = Policy()
 
@@ -155,8 +176,10 @@ class Edge(grpc.aio.ServerInterceptor):
     async def _admit(self, method: str, policy: Policy, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
         metadata = tuple(context.invocation_metadata() or ())
         if policy.anonymous:
+            client = self._addresses.key(context.peer() or "", metadata)
+            bind_client_address(client)  # per-address limits inside the call (relay's sealed strangers)
             if policy.limit is not None:
-                self._limits.groups[policy.limit].take(self._addresses.key(context.peer() or "", metadata))
+                self._limits.groups[policy.limit].take(client)
             return None
         principal = self._authorizer.authenticate(metadata)
         # Limited before the device check: a flood of valid tokens never reaches the store.

@@ -63,6 +63,10 @@ BACKLOG_MESSAGES = Gauge("xchat_mailbox_backlog_messages", "Envelopes held in th
 BACKLOG_BYTES = Gauge("xchat_mailbox_backlog_bytes", "Bytes held in the mailbox stream, all devices (sampled)")
 STORE_UP = Gauge("xchat_store_up", "1 while this process reaches JetStream with a meta leader (its health)")
 BUILD = Info("xchat_build", "Version and region of this process")
+# Push wake-ups of offline devices (docs/push.md), by outcome: sent, failed (the gateway refused
+# or stayed unreachable after the bounded retries), dropped (the queue was full), coalesced.
+PUSH_OUTCOMES = ("sent", "failed", "dropped", "coalesced")
+PUSHES = Counter("xchat_push", "Push wake-ups of devices without an open Sync, by outcome", ["outcome"])
 
 # The names as scraped (counters gain _total, histograms _bucket/_sum/_count).
 METRIC_NAMES: frozenset[str] = frozenset(
@@ -82,6 +86,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "xchat_mailbox_backlog_bytes",
         "xchat_store_up",
         "xchat_build_info",
+        "xchat_push_total",
     }
 )
 

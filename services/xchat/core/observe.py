@@ -40,6 +40,7 @@ XCHAT_PREFIX = "/xchat.v1."
 SEND = "/xchat.v1.Relay/Send"
 SEND_STREAM = "/xchat.v1.Relay/SendStream"
 SYNC = "/xchat.v1.Mailbox/Sync"
+SYNC_STREAM = "/xchat.v1.Mailbox/SyncStream"
 ACK = "/xchat.v1.Mailbox/Ack"
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 # Bound once: a SendStream result counts every envelope, so the label lookup is hoisted.
@@ -78,7 +79,7 @@ def _count_response(method: str, response: Any) -> None:
             else:
                 # Per-envelope RESOURCE_EXHAUSTED is the recipient's quota (rate limits end the whole stream).
                 OUTCOMES["refused_quota" if result.error_code == RESOURCE_EXHAUSTED else "refused"].inc()
-    elif method == SYNC and response.envelopes:
+    elif method in (SYNC, SYNC_STREAM) and response.envelopes:
         OUTCOMES["delivered"].inc(len(response.envelopes))
     elif method == ACK and response.deleted:
         OUTCOMES["acknowledged"].inc(response.deleted)
@@ -188,6 +189,7 @@ class Observer(grpc.aio.ServerInterceptor):
                 record, started, error = begin(context), perf_counter(), None
                 try:
                     async for response in unary_stream(request, context):
+                        _count_response(method, response)
                         yield response
                 except BaseException as exc:
                     error = exc

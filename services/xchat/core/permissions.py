@@ -20,6 +20,11 @@ Three rules shape the lists (docs/security.md, "NATS least privilege"):
   update, delete or purge-all a stream or bucket; the ``bootstrap`` user
   (:data:`BOOTSTRAP_USER`, used once by ``xchat up`` / the operator's
   bootstrap init container) does that, see ``xchat.mesh.bootstrap``.
+* **Rate limits are shared per service.** Each service publishes and
+  subscribes only its own ``xchat.limits.<service>`` (:func:`limits_subject`,
+  ``xchat.core.sharedlimits``): relay's credentials can neither charge auth's
+  or keys' buckets (lock someone out of login) nor read which devices fetch
+  bundles.
 * **No subject listing.** ``STREAM.INFO`` with a subject filter lists every
   subject of a stream: on the mailbox stream that is every mailbox holder,
   so no user but bootstrap may ask for the mailbox stream's info. KV bucket
@@ -38,11 +43,31 @@ MAILBOX_SUBJECTS = "xchat.mbx.*"
 HEDGE_STREAM = "XCHAT_MAILBOX_HEDGE"
 HEDGE_SUBJECTS = "xchat.mbh.*"
 NOTIFY_SUBJECTS = "xchat.ntf.*"
+#: Ephemeral signals (typing, presence; core NATS, never stored): relay publishes, mailbox delivers.
+EPHEMERAL_SUBJECTS = "xchat.eph.*"
+#: Which devices have an open Sync in which mailbox process (core NATS), for push (docs/push.md).
+ONLINE_SUBJECT = "xchat.online"
+#: Push tokens of devices (docs/push.md), owned by mailbox.
+BUCKET_PUSH = "xchat_push"
 BUCKET_ACCOUNTS = "xchat_accounts"
 BUCKET_DEVICES = "xchat_devices"
 BUCKET_CHALLENGES = "xchat_challenges"
 BUCKET_REFRESH = "xchat_refresh"
 BUCKET_PREKEYS = "xchat_prekeys"
+#: Attachments (docs/attachments.md): a JetStream object-store bucket (stream
+#: OBJ_<bucket>, subjects $O.<bucket>.C.> for chunks and .M.> for claims) that
+#: relay writes and reads; per-account quota records in their own KV bucket.
+ATTACHMENTS_BUCKET = "xchat_attachments"
+ATTACHMENTS_STREAM = f"OBJ_{ATTACHMENTS_BUCKET}"
+BUCKET_ATTACHMENT_QUOTA = "xchat_attachment_quota"
+ATTACHMENTS_OWNER = "relay"
+#: Key transparency (docs/adr/0014): auth appends entries and signed epoch heads
+#: to one stream that denies deletes and purges; nobody else touches it.
+KT_STREAM = "XCHAT_KT"
+KT_ENTRY_SUBJECT = "xchat.kt.entry"
+KT_EPOCH_SUBJECT = "xchat.kt.epoch"
+KT_SUBJECTS = "xchat.kt.*"
+KT_OWNER = "auth"
 #: The NATS user that creates and updates streams and buckets, and nothing else.
 BOOTSTRAP_USER = "bootstrap"
 
@@ -50,8 +75,8 @@ BOOTSTRAP_USER = "bootstrap"
 OWNED_BUCKETS: dict[str, tuple[str, ...]] = {
     "auth": (BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_CHALLENGES, BUCKET_REFRESH),
     "keys": (BUCKET_PREKEYS,),
-    "relay": (),
-    "mailbox": (),
+    "relay": (BUCKET_ATTACHMENT_QUOTA,),
+    "mailbox": (BUCKET_PUSH,),
 }
 #: Buckets a service only reads.
 READ_BUCKETS: dict[str, tuple[str, ...]] = {
@@ -60,6 +85,8 @@ READ_BUCKETS: dict[str, tuple[str, ...]] = {
     "relay": (BUCKET_DEVICES,),
     "mailbox": (BUCKET_DEVICES,),
 }
+#: Core NATS subjects (no JetStream) on which replicas share rate-limit spending.
+LIMITS_SUBJECTS = "xchat.limits"
 MAILBOX_OWNER = "relay"
 MAILBOX_READER = "mailbox"
 
@@ -73,6 +100,11 @@ class Permissions:
 def inbox_prefix(user: str) -> str:
     """The reply-subject prefix of ``user``'s connections (``_INBOX_relay``, ...)."""
     return f"_INBOX_{user}"
+
+
+def limits_subject(service: str) -> str:
+    """Where ``service``'s replicas share what callers spent (``xchat.limits.relay``, ...)."""
+    return f"{LIMITS_SUBJECTS}.{service}"
 
 
 def _bucket_read(bucket: str) -> list[str]:
@@ -96,7 +128,13 @@ def _stream_admin(stream: str) -> list[str]:
 def bootstrap_permissions() -> Permissions:
     """Create/update (never delete or purge) the mailbox stream and every bucket; no data."""
     buckets = dict.fromkeys(b for owned in OWNED_BUCKETS.values() for b in owned)
-    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM), *_stream_admin(HEDGE_STREAM)]
+    publish = [
+        "$JS.API.INFO",
+        *_stream_admin(MAILBOX_STREAM),
+        *_stream_admin(HEDGE_STREAM),
+        *_stream_admin(KT_STREAM),
+        *_stream_admin(ATTACHMENTS_STREAM),
+    ]
     for bucket in buckets:
         publish += _stream_admin(f"KV_{bucket}")
     return Permissions(tuple(publish), (f"{inbox_prefix(BOOTSTRAP_USER)}.>",))
@@ -107,6 +145,10 @@ def permissions(service: str) -> Permissions:
     ``bootstrap`` = the storage-shaping user)."""
     if service == BOOTSTRAP_USER:
         return bootstrap_permissions()
+    if service == JSADMIN_USER:
+        return jsadmin_permissions()
+    if service == JSMETA_USER:
+        return jsmeta_permissions()
     if service == "all":
         parts = [permissions(s) for s in OWNED_BUCKETS]
         union = dict.fromkeys(p for part in parts for p in part.publish)
@@ -114,12 +156,30 @@ def permissions(service: str) -> Permissions:
         return Permissions(tuple(union), (f"{inbox_prefix('all')}.>", *wakeups))
     publish = ["$JS.API.INFO"]  # health: JetStream reachable with a meta leader
     subscribe = [f"{inbox_prefix(service)}.>"]  # replies to every request above, and only ours
+    # Shared rate limits: this service's replicas only (xchat.core.sharedlimits).
+    publish.append(limits_subject(service))
+    subscribe.append(limits_subject(service))
     for bucket in OWNED_BUCKETS[service]:
         publish += _bucket_write(bucket)
     for bucket in READ_BUCKETS[service]:
         publish += _bucket_read(bucket)
     if service == MAILBOX_OWNER:
-        publish += [MAILBOX_SUBJECTS, HEDGE_SUBJECTS, NOTIFY_SUBJECTS]
+        publish += [MAILBOX_SUBJECTS, HEDGE_SUBJECTS, NOTIFY_SUBJECTS, EPHEMERAL_SUBJECTS]
+    if service == ATTACHMENTS_OWNER:
+        # Chunks and claims (each write compare-and-set by subject), direct gets by subject; no info
+        # (a subject listing names every attachment id), no delete or purge (expiry is max_age).
+        publish += [
+            f"$O.{ATTACHMENTS_BUCKET}.C.>",
+            f"$O.{ATTACHMENTS_BUCKET}.M.>",
+            f"$JS.API.DIRECT.GET.{ATTACHMENTS_STREAM}",
+            f"$JS.API.DIRECT.GET.{ATTACHMENTS_STREAM}.>",
+            f"$JS.API.STREAM.MSG.GET.{ATTACHMENTS_STREAM}",  # the leader's view, for decisions
+        ]
+    if service == KT_OWNER:
+        # Append entries and heads, read them back by sequence; no delete, purge or info.
+        publish += [
+            KT_ENTRY_SUBJECT, KT_EPOCH_SUBJECT, f"$JS.API.DIRECT.GET.{KT_STREAM}", f"$JS.API.STREAM.MSG.GET.{KT_STREAM}"
+        ]
     if service == MAILBOX_READER:
         publish += [
             f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}",
@@ -135,4 +195,32 @@ def permissions(service: str) -> Permissions:
             f"$JS.API.STREAM.PURGE.{HEDGE_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)
+        publish.append(ONLINE_SUBJECT)
+        subscribe += [EPHEMERAL_SUBJECTS, ONLINE_SUBJECT]
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))
+
+
+#: The operator's NATS user for moving replicas off a draining region, and nothing else.
+JSADMIN_USER = "jsadmin"
+
+
+def jsadmin_permissions() -> Permissions:
+    """List streams, hand a stream's leadership over, take a server out of a stream's group.
+
+    No data, no stream shaping, no subject listing (``STREAM.LIST`` carries
+    counts, never a mailbox's subject), no system account: the meta group's own
+    changes (``SERVER.REMOVE``) stay a human's act. The operator alone reads the
+    password (never mounted into a pod).
+    """
+    publish = ("$JS.API.STREAM.LIST", "$JS.API.STREAM.LEADER.STEPDOWN.*", "$JS.API.STREAM.PEER.REMOVE.*")
+    return Permissions(publish, (f"{inbox_prefix(JSADMIN_USER)}.>",))
+
+
+#: The operator's NATS user in the system account: takes a removed region's servers out of the meta group.
+JSMETA_USER = "jsmeta"
+
+
+def jsmeta_permissions() -> Permissions:
+    """``$JS.API.SERVER.REMOVE`` and its own inbox, nothing else of the system account
+    (no server events, no account or connection listings)."""
+    return Permissions(("$JS.API.SERVER.REMOVE",), (f"{inbox_prefix(JSMETA_USER)}.>",))

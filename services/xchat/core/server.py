@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core import metrics
 from xchat.core.edge import Edge, Limits
 from xchat.core.observe import Observer
+from xchat.core.ratelimit import RateLimiter
 from xchat.core.settings import ServiceSettings
 from xchat.core.sharedlimits import LimitGossip
 from xchat.core.store import BUCKET_DEVICES, Store
@@ -49,6 +50,11 @@ class Registration:
     servicer: Any
     # Awaited before the server starts (e.g. a subscription its first call relies on).
     prepare: Callable[[], Awaitable[None]] | None = None
+    # Awaited after the server stopped (e.g. the background tasks ``prepare`` started).
+    stop: Callable[[], Awaitable[None]] | None = None
+    # The servicer's own rate limiters by group name, shared with the other replicas
+    # like the edge's (xchat.core.sharedlimits).
+    limiters: Mapping[str, RateLimiter] = field(default_factory=dict)
 
 
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
@@ -74,6 +80,7 @@ class RunningServer:
         self.port = port
         self.health_server = health_server
         self.gossip = gossip
+        self.stops: list[Callable[[], Awaitable[None]]] = []
         self.metrics_server = metrics_server
 
 
@@ -139,7 +146,8 @@ async def start_server(
         port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
-    gossip = LimitGossip(store.nc, limits.groups) if settings.shared_limits else None
+    shared = {**limits.groups, **{g: lim for r in registrations for g, lim in r.limiters.items()}}
+    gossip = LimitGossip(store.nc, shared, services=settings.services) if settings.shared_limits else None
     if gossip is not None:
         await gossip.start()
     for registration in registrations:
@@ -155,6 +163,7 @@ async def start_server(
         if settings.metrics_listen else None
     )
     running = RunningServer(server, health_servicer, port, health_server, gossip, metrics_server)
+    running.stops = [r.stop for r in registrations if r.stop is not None]
     watcher = asyncio.create_task(_watch(health_servicer, ["", *names], store, settings.nats_monitor_url))
     return running, watcher
 
@@ -186,6 +195,8 @@ async def stop_server(running: RunningServer, watcher: asyncio.Task[None], *, gr
     await asyncio.gather(watcher, return_exceptions=True)
     await running.health.enter_graceful_shutdown()
     await running.server.stop(grace)
+    for stop in running.stops:
+        await stop()
     if running.health_server is not None:
         await running.health_server.stop(0)
     if running.gossip is not None:

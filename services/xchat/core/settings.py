@@ -29,7 +29,7 @@ DEFAULT_MAILBOX_TTL_S = 14 * 24 * 3600
 DEFAULT_MAILBOX_QUOTA = 10_000
 # Bytes the mailbox stream may hold, all devices together; beyond it sends are
 # refused. JetStream reserves it on every server holding a replica, so it must
-# fit that server's max_file_store (2 GB in the local mesh).
+# fit that server's max_file_store (6 GB in the local mesh).
 DEFAULT_MAILBOX_MAX_BYTES = 1024**3
 # Bytes each KV bucket may hold (the prekeys bucket four times this: ~30 KB of
 # keys per device).
@@ -41,10 +41,33 @@ DEFAULT_DUPLICATE_WINDOW_S = 3600.0
 DEFAULT_STORE_TIMEOUT_S = 5.0
 # Largest end-to-end ciphertext accepted by relay.
 DEFAULT_MAX_CIPHERTEXT_BYTES = 128 * 1024
+# Attachments (docs/attachments.md): the largest one (ciphertext; the SDK adds
+# 16 bytes per 64 KiB, so a 127.9 MiB file fits), what one account may hold,
+# how long they are kept, and the bucket's bytes all accounts together (reserved
+# on every server holding a replica, like the mailbox stream: it must fit
+# max_file_store beside it).
+DEFAULT_ATTACHMENT_MAX_BYTES = 128 * 1024**2
+DEFAULT_ATTACHMENT_QUOTA_BYTES = 1024**3
+DEFAULT_ATTACHMENT_TTL_S = 30 * 24 * 3600
+DEFAULT_ATTACHMENTS_MAX_BYTES = 2 * 1024**3
+# Attachments one account may hold at once (bounds its quota record).
+DEFAULT_ATTACHMENT_QUOTA_COUNT = 500
 # Per device, per relay process: envelopes per second and burst. Generous for
 # people, tight enough that one device cannot monopolise a region.
 DEFAULT_SEND_RATE = 500.0
 DEFAULT_SEND_BURST = 5000.0
+# Sealed sends from strangers to a device that accepts them from anyone
+# (no delivery key), per recipient device: a person's first messages, not a
+# campaign; contacts with the key and authenticated senders do not pay it.
+DEFAULT_STRANGER_RATE = 1.0
+DEFAULT_STRANGER_BURST = 20.0
+# Ephemeral signals (typing, presence), per sender device and per recipient
+# device: a typing indicator every few seconds per conversation, not a stream.
+DEFAULT_EPHEMERAL_RATE = 2.0
+DEFAULT_EPHEMERAL_BURST = 10.0
+# Push wake-ups (docs/push.md): at most one per device per this many seconds,
+# however many envelopes land; the app reads everything once it is awake.
+DEFAULT_PUSH_COALESCE_S = 30.0
 # Unauthenticated calls (register, challenge), per caller address per process.
 DEFAULT_AUTH_RATE = 20.0
 DEFAULT_AUTH_BURST = 100.0
@@ -66,6 +89,10 @@ DEFAULT_PREKEY_CLAIM_BURST = 20.0
 # Audience of access tokens: a token minted for another deployment (or purpose)
 # signed by the same key is refused.
 DEFAULT_TOKEN_AUDIENCE = DEFAULT_AUDIENCE
+# Key transparency (docs/adr/0014): an epoch seals the log's new entries at
+# most this often, so a changed device list is checkable by contacts within
+# about this long; epochs are sealed only when something changed.
+DEFAULT_KT_EPOCH_INTERVAL_S = 1.0
 SERVICE_NAMES = ("auth", "keys", "relay", "mailbox")
 
 
@@ -105,8 +132,20 @@ class ServiceSettings:
     duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     max_ciphertext_bytes: int = DEFAULT_MAX_CIPHERTEXT_BYTES
+    attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
+    attachment_quota_bytes: int = DEFAULT_ATTACHMENT_QUOTA_BYTES
+    attachment_quota_count: int = DEFAULT_ATTACHMENT_QUOTA_COUNT
+    attachment_ttl_s: int = DEFAULT_ATTACHMENT_TTL_S
+    attachments_max_bytes: int = DEFAULT_ATTACHMENTS_MAX_BYTES
     send_rate: float = DEFAULT_SEND_RATE
     send_burst: float = DEFAULT_SEND_BURST
+    stranger_rate: float = DEFAULT_STRANGER_RATE
+    stranger_burst: float = DEFAULT_STRANGER_BURST
+    ephemeral_rate: float = DEFAULT_EPHEMERAL_RATE
+    ephemeral_burst: float = DEFAULT_EPHEMERAL_BURST
+    # Webhook push gateway (mailbox; docs/push.md); None: no pushes.
+    push_webhook_url: str | None = None
+    push_coalesce_s: float = DEFAULT_PUSH_COALESCE_S
     auth_rate: float = DEFAULT_AUTH_RATE
     auth_burst: float = DEFAULT_AUTH_BURST
     call_rate: float = DEFAULT_CALL_RATE
@@ -118,9 +157,9 @@ class ServiceSettings:
     # Metadata key a trusted proxy sets to the client address (e.g.
     # "x-forwarded-for"); believed only from peers within ``trusted_proxies``
     # (CIDRs). Unset: the TCP peer is the client.
-    # Replicas share what callers spent (xchat.core.sharedlimits); off: per
-    # process. Opt-in until the NATS users are granted its subject.
-    shared_limits: bool = False
+    # Replicas share what callers spent (xchat.core.sharedlimits, on each
+    # service's own xchat.limits.<service>); off: per process (the fall-back).
+    shared_limits: bool = True
     trusted_proxy_header: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     token_audience: str = DEFAULT_TOKEN_AUDIENCE
@@ -128,6 +167,7 @@ class ServiceSettings:
     # everywhere before auth signs with it; the old one is removed after the
     # access-token lifetime).
     token_extra_public_keys: tuple[bytes, ...] = ()
+    kt_epoch_interval_s: float = DEFAULT_KT_EPOCH_INTERVAL_S
     services: tuple[str, ...] = field(default=SERVICE_NAMES)
     # Prometheus /metrics over plain HTTP (host:port; port 0 picks one). None:
     # no metrics port (the default, so tests and embedded servers open nothing).
@@ -259,6 +299,24 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_MAX_CIPHERTEXT_BYTES", group=STORAGE, field="max_ciphertext_bytes",
              parse=_positive(_integer), default=DEFAULT_MAX_CIPHERTEXT_BYTES,
              meaning="largest end-to-end ciphertext relay accepts (the stream's max message size adds 4 KiB of headers)"),
+    Variable(name="XCHAT_ATTACHMENT_MAX_BYTES", group=STORAGE, field="attachment_max_bytes",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_MAX_BYTES,
+             meaning="largest attachment (ciphertext bytes; the SDK adds 16 bytes per 64 KiB of file); larger uploads are INVALID_ARGUMENT"),
+    Variable(name="XCHAT_ATTACHMENT_QUOTA_BYTES", group=STORAGE, field="attachment_quota_bytes",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_QUOTA_BYTES,
+             meaning="attachment bytes one account may hold until they expire; beyond it uploads are RESOURCE_EXHAUSTED"),
+    Variable(name="XCHAT_ATTACHMENT_QUOTA_COUNT", group=STORAGE, field="attachment_quota_count",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_QUOTA_COUNT,
+             meaning="attachments one account may hold until they expire"),
+    Variable(name="XCHAT_ATTACHMENT_TTL_S", group=STORAGE, field="attachment_ttl_s",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENT_TTL_S,
+             meaning="seconds an attachment is kept after its upload began (the bucket's max_age)"),
+    Variable(name="XCHAT_ATTACHMENTS_MAX_BYTES", group=STORAGE, field="attachments_max_bytes",
+             parse=_positive(_integer), default=DEFAULT_ATTACHMENTS_MAX_BYTES,
+             meaning="bytes the attachment bucket may hold, all accounts together; reserved on every server holding a replica, so it must fit its max_file_store beside the mailbox stream"),
+    Variable(name="XCHAT_KT_EPOCH_INTERVAL_S", group=SECURITY, field="kt_epoch_interval_s",
+             parse=_positive(_decimal), default=DEFAULT_KT_EPOCH_INTERVAL_S,
+             meaning="auth: seconds between key transparency epochs at most (sealed only when a device list changed)"),
     Variable(name="XCHAT_STORE_TIMEOUT_S", group=NETWORK, field="store_timeout_s",
              parse=_positive(_decimal), default=DEFAULT_STORE_TIMEOUT_S,
              meaning="seconds a store operation may take before the call fails with UNAVAILABLE"),
@@ -266,6 +324,20 @@ VARIABLES: tuple[Variable, ...] = (
              meaning="envelopes per second per device per process (Send, SendStream)"),
     Variable(name="XCHAT_SEND_BURST", group=LIMITS, field="send_burst", parse=_decimal, default=DEFAULT_SEND_BURST,
              meaning="burst of those envelopes"),
+    Variable(name="XCHAT_STRANGER_RATE", group=LIMITS, field="stranger_rate", parse=_decimal, default=DEFAULT_STRANGER_RATE,
+             meaning="sealed envelopes without a valid delivery key per second per recipient device that accepts sealed sends from anyone, and per sender address"),
+    Variable(name="XCHAT_STRANGER_BURST", group=LIMITS, field="stranger_burst", parse=_decimal, default=DEFAULT_STRANGER_BURST,
+             meaning="burst of those envelopes"),
+    Variable(name="XCHAT_EPHEMERAL_RATE", group=LIMITS, field="ephemeral_rate", parse=_decimal,
+             default=DEFAULT_EPHEMERAL_RATE,
+             meaning="ephemeral signals (typing, presence) per second per sender device, and per recipient device"),
+    Variable(name="XCHAT_EPHEMERAL_BURST", group=LIMITS, field="ephemeral_burst", parse=_decimal,
+             default=DEFAULT_EPHEMERAL_BURST, meaning="burst of those signals"),
+    Variable(name="XCHAT_PUSH_WEBHOOK_URL", group=NETWORK, field="push_webhook_url",
+             meaning="mailbox: http(s) URL of the push gateway, POSTed a content-free wake-up for devices with a push token and no open Sync (docs/push.md); unset: no pushes"),
+    Variable(name="XCHAT_PUSH_COALESCE_S", group=LIMITS, field="push_coalesce_s", parse=_positive(_decimal),
+             default=DEFAULT_PUSH_COALESCE_S,
+             meaning="mailbox: at most one push per device per this many seconds, however many envelopes land"),
     Variable(name="XCHAT_AUTH_RATE", group=LIMITS, field="auth_rate", parse=_decimal, default=DEFAULT_AUTH_RATE,
              meaning="unauthenticated calls (Register, Challenge, Login, Refresh) per second per caller address"),
     Variable(name="XCHAT_AUTH_BURST", group=LIMITS, field="auth_burst", parse=_decimal, default=DEFAULT_AUTH_BURST,
@@ -282,8 +354,8 @@ VARIABLES: tuple[Variable, ...] = (
              meaning="one-time prekeys handed out per second per target account and per fetching device; beyond it bundles come without one"),
     Variable(name="XCHAT_PREKEY_CLAIM_BURST", group=LIMITS, field="prekey_claim_burst", parse=_decimal, default=DEFAULT_PREKEY_CLAIM_BURST,
              meaning="burst of those prekeys"),
-    Variable(name="XCHAT_SHARED_LIMITS", group=LIMITS, field="shared_limits", parse=_flag, default=False,
-             meaning="1/true: replicas share what callers spent (xchat.core.sharedlimits); off: limits are per process"),
+    Variable(name="XCHAT_SHARED_LIMITS", group=LIMITS, field="shared_limits", parse=_flag, default=True,
+             meaning="1/true (default): replicas share what callers spent on core NATS (xchat.core.sharedlimits); 0: limits are per process"),
     Variable(name="XCHAT_METRICS_LISTEN", group=OBSERVABILITY, field="metrics_listen", flag="--metrics-listen",
              meaning="Prometheus /metrics address over plain HTTP (port 0 picks one); unset: no metrics port"),
     Variable(name="XCHAT_NATS_MONITOR_URL", group=OBSERVABILITY, field="nats_monitor_url",

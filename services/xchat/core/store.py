@@ -29,12 +29,20 @@ from nats.js.kv import KeyValue
 
 from xchat.core.errors import Unavailable, XChatError
 from xchat.core.permissions import (
+    ATTACHMENTS_BUCKET,
+    ATTACHMENTS_OWNER,
+    ATTACHMENTS_STREAM,
     BUCKET_ACCOUNTS,
+    BUCKET_ATTACHMENT_QUOTA,
     BUCKET_CHALLENGES,
     BUCKET_DEVICES,
     BUCKET_PREKEYS,
     BUCKET_REFRESH,
     HEDGE_STREAM,
+    KT_ENTRY_SUBJECT,
+    KT_EPOCH_SUBJECT,
+    KT_OWNER,
+    KT_STREAM,
     MAILBOX_OWNER,
     MAILBOX_STREAM,
     NOTIFY_SUBJECTS,
@@ -46,6 +54,7 @@ from xchat.core.settings import ServiceSettings
 
 __all__ = [
     "BUCKET_ACCOUNTS",
+    "BUCKET_ATTACHMENT_QUOTA",
     "BUCKET_CHALLENGES",
     "BUCKET_DEVICES",
     "BUCKET_PREKEYS",
@@ -87,6 +96,10 @@ ERROR_LOG_INTERVAL_S = 30.0
 # The prekeys bucket holds ~30 KB of public keys per device (post-quantum keys
 # are 1,184 bytes each): it gets this many times ``bucket_max_bytes``.
 PREKEYS_BUCKET_FACTOR = 4
+# A key transparency entry: a device list (under 1.2 KB) and keys, base64 in JSON.
+KT_MAX_MESSAGE_BYTES = 8 * 1024
+# An attachment chunk (256 KiB, xchat.relay.attachments) and its headers.
+ATTACHMENT_MAX_MESSAGE_BYTES = 256 * 1024 + 4096
 
 T = TypeVar("T")
 
@@ -229,6 +242,10 @@ class Store:
         if create and MAILBOX_OWNER in services:
             await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
             await self._retry(lambda: self._ensure_stream(self._hedge_config()))
+        if create and KT_OWNER in services:
+            await self._retry(lambda: self._ensure_stream(self._key_log_config()))
+        if create and ATTACHMENTS_OWNER in services:
+            await self._retry(lambda: self._ensure_stream(self._attachments_config()))
         # Services never wait on the mailbox stream: STREAM.INFO on it would list
         # every mailbox holder; until bootstrap made it, sends and reads are UNAVAILABLE.
         owned = [b for s in self.settings.services for b in OWNED_BUCKETS[s]]
@@ -252,7 +269,8 @@ class Store:
 
     def _bucket_config(self, name: str) -> KeyValueConfig:
         s = self.settings
-        ttl = {BUCKET_CHALLENGES: CHALLENGE_TTL_S, BUCKET_REFRESH: float(s.refresh_token_lifetime_s)}.get(name)
+        ttl = {BUCKET_CHALLENGES: CHALLENGE_TTL_S, BUCKET_REFRESH: float(s.refresh_token_lifetime_s),
+               BUCKET_ATTACHMENT_QUOTA: float(s.attachment_ttl_s)}.get(name)
         # Bounded: a full bucket refuses writes (discard new) instead of filling a volume.
         max_bytes = s.bucket_max_bytes * (PREKEYS_BUCKET_FACTOR if name == BUCKET_PREKEYS else 1)
         return KeyValueConfig(
@@ -295,6 +313,9 @@ class Store:
             discard_new_per_subject=True,
             duplicate_window=s.duplicate_window_s,
             allow_direct=True,
+            # Disappearing messages: relay stores an envelope with a sender's TTL hint
+            # (``Nats-TTL``, at most max_age), so the server's copy expires when it is due.
+            allow_msg_ttl=True,
             max_msg_size=s.max_ciphertext_bytes + 4096,
         )
 
@@ -305,6 +326,41 @@ class Store:
         config.subjects = [f"{HEDGE_SUBJECT_PREFIX}*"]
         config.max_bytes = max(1, self.settings.mailbox_max_bytes // HEDGE_BYTES_DIVISOR)
         return config
+
+    def _attachments_config(self) -> StreamConfig:
+        """The attachment object-store bucket (the stream nats-py's ``create_object_store`` makes,
+        bounded and aged by settings; layout in ``xchat.relay.attachments``)."""
+        s = self.settings
+        return StreamConfig(
+            name=ATTACHMENTS_STREAM,
+            subjects=[f"$O.{ATTACHMENTS_BUCKET}.C.>", f"$O.{ATTACHMENTS_BUCKET}.M.>"],
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            max_age=float(s.attachment_ttl_s),
+            max_bytes=s.attachments_max_bytes,
+            discard=DiscardPolicy.NEW,
+            allow_rollup_hdrs=True,
+            allow_direct=True,
+            duplicate_window=s.duplicate_window_s,
+            max_msg_size=ATTACHMENT_MAX_MESSAGE_BYTES,
+        )
+
+    def _key_log_config(self) -> StreamConfig:
+        """Key transparency's log (docs/adr/0014): append-only at the store, bounded, kept for ever."""
+        s = self.settings
+        return StreamConfig(
+            name=KT_STREAM,
+            subjects=[KT_ENTRY_SUBJECT, KT_EPOCH_SUBJECT],
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            max_bytes=s.bucket_max_bytes,
+            discard=DiscardPolicy.NEW,
+            deny_delete=True,
+            deny_purge=True,
+            duplicate_window=s.duplicate_window_s,
+            allow_direct=True,
+            max_msg_size=KT_MAX_MESSAGE_BYTES,
+        )
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:

@@ -13,6 +13,15 @@ the new key, then (after one access-token lifetime) drop the old key.
 
 The signature and expiry say who the caller was when the token was issued;
 whether that device is still active is ``xchat.core.authz``'s question.
+
+A verifier remembers the last ``VERIFIED_CACHE_MAX`` tokens it accepted (a
+256-bit BLAKE2b digest of the exact string → its principal; ≈ 0.35 KiB each,
+half of keeping the string): an app makes many calls with one token, and
+an Ed25519 verification plus the decoding cost ≈ 70 µs per call, a large part
+of a one-message unary Send (issue 18). Only the signature and claims checks
+are skipped on a hit, never the expiry; a string that differs by one
+character is another key and is verified in full; refused tokens are never
+remembered, so garbage cannot fill the cache.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ MAX_TOKEN_CHARS = 1024
 # Tolerated clock difference between the auth region and the verifying region.
 CLOCK_SKEW_MS = 30_000
 DEFAULT_AUDIENCE = "xchat"
+# Accepted tokens remembered per verifier (≈ 0.35 KiB each: a digest and a principal).
+VERIFIED_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +111,26 @@ class TokenVerifier:
     ) -> None:
         self._keys = {key_id(k): k for k in (verify_key, *extra_keys)}
         self._audience = audience
+        # Digest of an accepted token string -> its principal, oldest first (bounded by VERIFIED_CACHE_MAX).
+        self._verified: dict[bytes, Principal] = {}
 
     def verify(self, token: str, *, now_ms: int | None = None) -> Principal:
+        # Only a second string with the same 256-bit digest could hit another's entry:
+        # the digest saves memory (a quarter of the string's), not a check.
+        digest = hashlib.blake2b(token.encode(), digest_size=32).digest()
+        principal = self._verified.get(digest)
+        if principal is None:
+            principal = self._verify_signed(token)
+            if len(self._verified) >= VERIFIED_CACHE_MAX:
+                del self._verified[next(iter(self._verified))]
+            self._verified[digest] = principal
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        if principal.expires_at_ms + CLOCK_SKEW_MS < now:
+            raise Unauthenticated("access token has expired: refresh it or log in again")
+        return principal
+
+    def _verify_signed(self, token: str) -> Principal:
+        """The token's principal once its form, key, signature, audience and claims check out (not its expiry)."""
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthenticated("access token is too long")
         parts = token.split(".")
@@ -132,7 +161,4 @@ class TokenVerifier:
         # levels) exhaust the interpreter's stack when verified under deep frames.
         except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise Unauthenticated("access token is malformed") from exc
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
-        if principal.expires_at_ms + CLOCK_SKEW_MS < now:
-            raise Unauthenticated("access token has expired: refresh it or log in again")
         return principal

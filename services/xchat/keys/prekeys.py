@@ -40,6 +40,10 @@ MAX_UPLOAD_PER_CALL = 100
 MAX_STORED_ONE_TIME = 1000
 CAS_ATTEMPTS = 50
 MAX_KEY_ID = 2**32 - 1
+# Purges in flight at once for one PurgeRevoked call (a device holds up to 2,002 key entries).
+PURGE_CONCURRENCY = 32
+#: Devices one PurgeRevoked call may name (an account's maximum, xchat.auth.accounts).
+MAX_PURGE_DEVICES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +231,28 @@ class PrekeyDirectory:
         except nats.js.errors.KeyNotFoundError:
             return None
         return PublicPrekey.decode(entry.value or b"{}")
+
+    async def purge_revoked(self, devices: list[DeviceId]) -> int:
+        """Removes every key of each revoked device among ``devices`` (a deleted account's); returns
+        how many were. Keys first, indexes last: a purge cut short is finished by the next one."""
+        purged = 0
+        gate = asyncio.Semaphore(PURGE_CONCURRENCY)
+
+        async def purge(name: str) -> None:
+            async with gate:
+                await self._kv.purge(name)
+
+        for device in devices:
+            record, _ = await self._devices.get(device)
+            if record is None or not record.revoked:
+                continue  # only a revoked device's keys: revocation is final, its keys never handed out again
+            keys = [f"{device}.spk", f"{device}.pqlr"]
+            for kind in ("otk", "pqotk"):
+                keys += [f"{device}.{kind}.{i}" for i in (await self._index(device, kind))[0]]
+            await asyncio.gather(*(purge(name) for name in keys))
+            await asyncio.gather(*(purge(f"{device}.{kind}-index") for kind in ("otk", "pqotk")))
+            purged += 1
+        return purged
 
     async def count(self, device: DeviceId) -> tuple[int, int]:
         return len((await self._index(device, "otk"))[0]), len((await self._index(device, "pqotk"))[0])

@@ -12,10 +12,11 @@ from typing import Any
 import grpc.aio
 
 from xchat.core.authz import require_principal
+from xchat.core.errors import InvalidArgument
 from xchat.core.ids import account_id, device_id
 from xchat.core.rpc import unary
 from xchat.keys.claims import PrekeyClaims
-from xchat.keys.prekeys import PrekeyDirectory, PublicPrekey, Upload
+from xchat.keys.prekeys import MAX_PURGE_DEVICES, PrekeyDirectory, PublicPrekey, Upload
 from xchat.v1 import common_pb2, keys_pb2, keys_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -71,6 +72,16 @@ class KeysServicer(keys_pb2_grpc.KeysServicer):
                 for b in bundles
             ]
         )
+
+    @unary
+    async def PurgeRevoked(
+        self, request: keys_pb2.PurgeRevokedPrekeysRequest, context: Ctx
+    ) -> keys_pb2.PurgeRevokedPrekeysResponse:
+        # Anonymous (the account is deleted, its tokens dead): only revoked devices' keys go.
+        if len(request.device_ids) > MAX_PURGE_DEVICES:
+            raise InvalidArgument(f"device_ids: at most {MAX_PURGE_DEVICES} per call")
+        purged = await self._directory.purge_revoked([device_id(d) for d in request.device_ids])
+        return keys_pb2.PurgeRevokedPrekeysResponse(purged=purged)
 
     @unary
     async def CountPrekeys(self, request: keys_pb2.CountPrekeysRequest, context: Ctx) -> keys_pb2.CountPrekeysResponse:

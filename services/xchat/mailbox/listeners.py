@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 
 from nats.aio.msg import Msg
 
 from xchat.core.errors import ResourceExhausted
 from xchat.core.ids import DeviceId
+from xchat.core.permissions import EPHEMERAL_SUBJECTS
 from xchat.core.store import HEDGE_WAKEUP_PREFIX, NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,16 @@ RECENT_HEDGE_WAKEUP_S = 60.0
 # most. Past 2,000 woken devices a second the memory spans less than
 # RECENT_WAKEUP_S, still far more than a replica's usual lag (milliseconds).
 RECENT_WAKEUPS_MAX = 20_000
+# Ephemeral signals (typing, presence; ``xchat.relay.ephemeral``) waiting for one call's
+# next response: relay's rate limit keeps it to a few; beyond it the oldest are dropped.
+EPHEMERAL_PENDING_MAX = 32
+EPHEMERAL_SUBJECT_PREFIX = EPHEMERAL_SUBJECTS[:-1]
 
 
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled", "announced", "hedge_announced")
+    __slots__ = ("device", "wake", "ended", "polled", "announced", "hedge_announced", "lost", "ephemeral")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
@@ -72,8 +77,13 @@ class Listener:
         self.hedge_announced = 0
         # True when the last wake came from the safety poll, not from relay.
         self.polled = False
+        # True when wake-ups may have been lost or named no sequence (a NATS reconnect, a
+        # healed partition): ``announced`` is then no guide, and an empty read is retried.
+        self.lost = False
         # XChatError, or a store error the RPC edge translates.
         self.ended: Exception | None = None
+        # Sealed ephemeral signals for this call's next response (never stored, never acked).
+        self.ephemeral: deque[bytes] = deque(maxlen=EPHEMERAL_PENDING_MAX)
 
     async def wait(self, timeout: float) -> None:
         """Waits for a wake-up or ``timeout`` (then ``polled`` is set).
@@ -116,29 +126,45 @@ class Listeners:
         self._subscribed = False
         self._lock = asyncio.Lock()
         store.on_messages_lost(self.wake_all)
+        # Push (``xchat.mailbox.push``): told when a device gets its first or loses its last
+        # call here, and of each wake-up for a device with no call here.
+        self.on_online: Callable[[DeviceId, bool], None] | None = None
+        self.on_wakeup_without_call: Callable[[DeviceId], None] | None = None
 
     async def subscribe(self) -> None:
         """Takes the process's wake-up subscription (at start: wake-ups before a device's call are remembered)."""
         async with self._lock:
             if not self._subscribed:
                 await self._store.nc.subscribe(NOTIFY_SUBJECTS, cb=self._on_wakeup)
+                await self._store.nc.subscribe(EPHEMERAL_SUBJECTS, cb=self._on_ephemeral)
                 self._subscribed = True
 
     async def _on_wakeup(self, msg: Msg) -> None:
         device = DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :])
+        listeners = self._by_device.get(device)
+        if listeners is None and self.on_wakeup_without_call is not None:
+            self.on_wakeup_without_call(device)
         if msg.data.startswith(HEDGE_WAKEUP_PREFIX):
             hedged = _announced(msg.data[len(HEDGE_WAKEUP_PREFIX) :])
             if hedged:
                 self._remember(device, hedged, self._recent_hedge, RECENT_HEDGE_WAKEUP_S)
-            for listener in self._by_device.get(device, ()):
+            for listener in listeners or ():
                 listener.hedge_announced = max(listener.hedge_announced, hedged)
+                listener.lost = listener.lost or not hedged
                 listener.wake.set()
             return
         sequence = _announced(msg.data)
         if sequence:
             self._remember(device, sequence, self._recent, RECENT_WAKEUP_S)
-        for listener in self._by_device.get(device, ()):
+        for listener in listeners or ():
             listener.announced = max(listener.announced, sequence)
+            listener.lost = listener.lost or not sequence
+            listener.wake.set()
+
+    async def _on_ephemeral(self, msg: Msg) -> None:
+        """A signal for this device's calls here, if any: nothing keeps it for a call opened later."""
+        for listener in self._by_device.get(DeviceId(msg.subject[len(EPHEMERAL_SUBJECT_PREFIX) :]), ()):
+            listener.ephemeral.append(msg.data)
             listener.wake.set()
 
     def _remember(
@@ -174,6 +200,7 @@ class Listeners:
     def wake_all(self) -> None:
         for listeners in self._by_device.values():
             for listener in listeners:
+                listener.lost = True
                 listener.wake.set()
 
     def devices(self) -> Iterable[DeviceId]:
@@ -187,7 +214,10 @@ class Listeners:
         """Registers a new call (it knows recent wake-ups); ends the device's oldest over the cap."""
         if not self._subscribed:
             await self.subscribe()
+        first = device not in self._by_device
         listeners = self._by_device.setdefault(device, {})
+        if first and self.on_online is not None:
+            self.on_online(device, True)
         while len(listeners) >= self._max:
             oldest = next(iter(listeners))
             del listeners[oldest]
@@ -210,6 +240,8 @@ class Listeners:
         listeners.pop(listener, None)
         if not listeners:
             del self._by_device[listener.device]
+            if self.on_online is not None:
+                self.on_online(listener.device, False)
 
     @property
     def count(self) -> int:

@@ -172,12 +172,15 @@ class MailboxReader:
                 await self._nc.publish(self._direct_get, json.dumps(request).encode(), reply=reply)
             except nats.errors.Error as exc:
                 raise Unavailable("mailbox store unreachable") from exc
+            loop = asyncio.get_running_loop()
             first = True
             while len(out) < limit:
-                if queue.empty():  # wait_for costs a task: only when we must wait
+                if queue.empty():
+                    # A deadline per wait, without the task asyncio.wait_for would start for each.
                     try:
-                        msg = await asyncio.wait_for(queue.get(), first_reply_s if first else self._timeout)
-                    except asyncio.TimeoutError as exc:
+                        async with asyncio.timeout_at(loop.time() + (first_reply_s if first else self._timeout)):
+                            msg = await queue.get()
+                    except TimeoutError as exc:
                         if first:
                             raise _NoFirstReply() from exc
                         raise Unavailable("mailbox store did not answer a read in time") from exc
@@ -272,6 +275,16 @@ class MailboxReader:
         body = json.loads(reply.data or b"{}")
         if "error" in body:
             raise Unavailable(f"mailbox store refused an acknowledgement: {body['error'].get('description')}")
+
+    async def purge_device(self, device: DeviceId) -> None:
+        """Removes every record of ``device`` (a revoked device's mailbox): one replicated operation."""
+        try:
+            reply = await self._nc.request(PURGE, json.dumps({"filter": mailbox_subject(device)}).encode(), timeout=self._timeout)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise Unavailable("mailbox store did not confirm the purge; retry it") from exc
+        body = json.loads(reply.data or b"{}")
+        if "error" in body:
+            raise Unavailable(f"mailbox store refused the purge: {body['error'].get('description')}")
 
     async def delete(self, sequences: list[int]) -> int:
         """Deletes single sequences (already gone counts 0); returns how many this call removed."""

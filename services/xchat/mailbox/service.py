@@ -32,16 +32,25 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc.aio
+from nats.js.kv import KeyValue
 
 from xchat.core.devices import DeviceDirectory
-from xchat.core.errors import PermissionDenied
+from xchat.core.errors import FailedPrecondition, PermissionDenied
+from xchat.core.settings import DEFAULT_PUSH_COALESCE_S
+from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import HEDGE_STREAM, Store, hedge_subject
 from xchat.core.tokens import TokenVerifier
+from xchat.core.errors import InvalidArgument
+from xchat.core.ids import device_id
+from xchat.mailbox.hedge import DeviceStreams, ack_both
 from xchat.mailbox.listeners import Listener, Listeners
+from xchat.mailbox.online import OnlineView
+from xchat.mailbox.push import Pushes
+from xchat.mailbox.webhook import PushSender
 from xchat.mailbox.reader import MailboxReader, Stored
 from xchat.mailbox.revocations import RevocationWatch
-from xchat.mailbox.streams import DeviceStreams, ack_both
+from xchat.mailbox.streams import AckFeeds, follow_acks
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -53,14 +62,18 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 # Wake-ups are core NATS (fire-and-forget): the poll bounds a lost one's delay.
 SAFETY_POLL_MIN_S = 20.0
 SAFETY_POLL_MAX_S = 30.0
-# A wake-up can arrive before the local replica has applied the write.
+# After wake-ups that may have been lost (``Listener.lost``), an empty read is retried:
+# the replica may not have applied what they announced.
 LAGGING_REPLICA_RETRY_S = 0.01
 LAGGING_REPLICA_RETRIES = 5
 # A wake-up names the sequence relay stored; until the nearest replica has it, the
-# call re-reads with backoff (first delay, cap, and give-up bound, seconds). A
-# replica catching up after a healed partition can lag by seconds; past the bound
-# the safety poll still delivers.
-CATCH_UP_FIRST_S = 0.01
+# call re-reads with backoff (first delay, cap, and give-up bound, seconds). On a
+# quiet mesh a replica that answered before applying the write has it 1-2 ms later
+# (measured: 11 % of cross-region reads at one message at a time found it lagging,
+# and the re-read after 10 ms always found it): 2 ms first, so the lag costs a
+# re-read rather than 10 ms of latency. A replica catching up after a healed
+# partition can lag by seconds; past the bound the safety poll still delivers.
+CATCH_UP_FIRST_S = 0.002
 CATCH_UP_MAX_S = 0.25
 CATCH_UP_BOUND_S = 10.0
 # After a sign of trouble in this process's view of the store (``Store.trouble_at``),
@@ -87,8 +100,29 @@ def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[
         yield mailbox_pb2.SyncResponse(envelopes=chunk)
 
 
+def ephemeral_response(listener: Listener) -> mailbox_pb2.SyncResponse:
+    """The call's pending ephemeral signals, taken (never stored, never acknowledged)."""
+    signals = [mailbox_pb2.Ephemeral(ciphertext=c) for c in listener.ephemeral]
+    listener.ephemeral.clear()
+    return mailbox_pb2.SyncResponse(ephemeral=signals)
+
+
+#: Devices one PurgeRevoked call may name (an account's maximum, xchat.auth.accounts).
+MAX_PURGE_DEVICES = 16
+
+
 class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
-    def __init__(self, store: Store, verifier: TokenVerifier, directory: DeviceDirectory, *, store_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        verifier: TokenVerifier,
+        directory: DeviceDirectory,
+        *,
+        store_timeout_s: float,
+        push_bucket: KeyValue | None = None,
+        push_sender: PushSender | None = None,
+        push_coalesce_s: float = DEFAULT_PUSH_COALESCE_S,
+    ) -> None:
         self._store = store
         self._reader = MailboxReader(store, timeout=store_timeout_s)
         # The hedge stream (ADR 0013): its replies share the reader's one subscription.
@@ -97,12 +131,36 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         )
         self._verifier = verifier
         self._listeners = Listeners(store)
+        # Push for offline devices (docs/push.md): a cross-process view of open Syncs, and the wake-ups.
+        self._pushes: Pushes | None = None
+        if push_bucket is not None:
+            view = OnlineView(store, local_devices=self._listeners.devices)
+            self._pushes = Pushes(push_bucket, view, push_sender, coalesce_s=push_coalesce_s)
+            self._listeners.on_online = view.changed
+            self._listeners.on_wakeup_without_call = self._pushes.stored
         self._revocations = RevocationWatch(store, directory, self._listeners)
         self._directory = directory
+        self._feeds = AckFeeds()
 
     async def prepare(self) -> None:
         """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
         await self._listeners.subscribe()
+        if self._pushes is not None:
+            await self._pushes.start()
+
+    async def stop(self) -> None:
+        if self._pushes is not None:
+            await self._pushes.stop()
+
+    @unary
+    async def RegisterPush(
+        self, request: mailbox_pb2.RegisterPushRequest, context: Ctx
+    ) -> mailbox_pb2.RegisterPushResponse:
+        caller = principal_of(context, self._verifier)
+        if self._pushes is None:
+            raise FailedPrecondition("this mailbox keeps no push tokens")
+        await self._pushes.register(caller.device, request.token)
+        return mailbox_pb2.RegisterPushResponse()
 
     @unary
     async def Ack(self, request: mailbox_pb2.AckRequest, context: Ctx) -> mailbox_pb2.AckResponse:
@@ -111,7 +169,27 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         if record is None or record.revoked:
             raise PermissionDenied(f"device {caller.device} is revoked or unknown; log in with an active device")
         deleted = await ack_both(self._reader, self._hedge_reader, caller.device, list(request.sequences))
+        self._feeds.acknowledged(caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
+
+    @unary
+    async def PurgeRevoked(
+        self, request: mailbox_pb2.PurgeRevokedMailboxesRequest, context: Ctx
+    ) -> mailbox_pb2.PurgeRevokedMailboxesResponse:
+        # Anonymous (a deleted account's tokens are dead): only a revoked device's mailbox goes,
+        # which it can never read again (Sync and Ack refuse it), so nothing is lost to anyone.
+        if len(request.device_ids) > MAX_PURGE_DEVICES:
+            raise InvalidArgument(f"device_ids: at most {MAX_PURGE_DEVICES} per call")
+        purged = 0
+        for raw in request.device_ids:
+            device = device_id(raw)
+            record, _ = await self._directory.get(device)
+            if record is None or not record.revoked:
+                continue
+            await self._reader.purge_device(device)
+            await self._hedge_reader.purge_device(device)
+            purged += 1
+        return mailbox_pb2.PurgeRevokedMailboxesResponse(purged=purged)
 
     @streaming
     async def Sync(
@@ -123,13 +201,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         opener = await anext(aiter(request_iterator), None)
         if opener is None:
             return
-        if opener.device_id and opener.device_id != device:
-            raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
-        await self._revocations.admit(device)
-        window = DeviceStreams(self._reader, self._hedge_reader, device)
-        await window.settle(list(opener.ack_sequences))
-        listener = await self._listeners.add(device)
-        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners, self._store))
+        window, listener = await self._open(device, opener)
+        acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners))
         try:
             async for response in self._deliver(window, listener):
                 yield response
@@ -139,21 +212,50 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await acks
 
+    async def _open(self, device: DeviceId, opener: mailbox_pb2.SyncRequest) -> tuple[DeviceStreams, Listener]:
+        """What opens Sync and SyncStream alike: the mailbox named, the device active, the acks sent first settled."""
+        if opener.device_id and opener.device_id != device:
+            raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
+        await self._revocations.admit(device)
+        window = DeviceStreams(self._reader, self._hedge_reader, device)
+        # No leader to delete with: wake-ups may be getting lost too (ADR 0013).
+        window.on_deferred = self._store.note_trouble
+        await window.settle(list(opener.ack_sequences))
+        return window, await self._listeners.add(device)
+
+    @streaming
+    async def SyncStream(self, request: mailbox_pb2.SyncRequest, context: Ctx) -> AsyncIterator[mailbox_pb2.SyncResponse]:
+        """Sync with acknowledgements by unary Ack (gRPC-web): the same checks and delivery loop (``streams``)."""
+        device = principal_of(context, self._verifier).device
+        window, listener = await self._open(device, request)
+        feed = self._feeds.open(device)
+        acks = asyncio.create_task(
+            follow_acks(feed, window, listener, self._reader, max_unacked=MAX_UNACKED, hedge=self._hedge_reader)
+        )
+        try:
+            async for response in self._deliver(window, listener):
+                yield response
+        finally:
+            self._feeds.close(device, feed)
+            self._listeners.remove(listener)
+            acks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await acks
+
     @staticmethod
     async def _read_acks(
-        requests: AsyncIterator[mailbox_pb2.SyncRequest],
-        window: DeviceStreams,
-        listener: Listener,
-        listeners: Listeners,
-        store: Store,
+        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: DeviceStreams, listener: Listener, listeners: Listeners
     ) -> None:
+        # Purges linger to fold several acks into one (acks.PURGE_LINGER_S): they report here.
+        # One that fails is deferred (``DeviceStreams``): the call goes on.
+        window.report_purges(
+            lambda floor: listeners.removed_through(listener.device, floor),
+            lambda floor: listeners.removed_through(listener.device, floor, hedge=True),
+        )
         try:
             async for request in requests:
                 full = window.outstanding >= MAX_UNACKED
-                deferred = window.deferred_acks
                 await window.settle(list(request.ack_sequences))
-                if window.deferred_acks > deferred:
-                    store.note_trouble()  # no leader to delete with: wake-ups may be getting lost too
                 listeners.removed_through(listener.device, window.primary.purged)
                 listeners.removed_through(listener.device, window.hedge.purged, hedge=True)
                 if full and window.outstanding < MAX_UNACKED:
@@ -170,6 +272,9 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         while True:
             if listener.ended is not None:
                 raise listener.ended
+            if listener.ephemeral:
+                # Before any read: a wake-up that brought only signals reads nothing (below).
+                yield ephemeral_response(listener)
             if window.outstanding >= MAX_UNACKED:
                 listener.wake.clear()
                 await listener.wake.wait()
@@ -186,14 +291,26 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             )
             listener.wake.clear()
             listener.polled = False
-            envelopes, consumed = await window.read(min(READ_BATCH, MAX_UNACKED - window.outstanding), hedge=hedge)
+            if woken and backlog_sent and not listener.lost and not hedge and listener.announced <= window.cursor:
+                # Every wake-up so far named a record this call has read already (it came in
+                # while the read that returned the record was under way): nothing to read.
+                await listener.wait(random.uniform(SAFETY_POLL_MIN_S, SAFETY_POLL_MAX_S))
+                continue
+            limit = min(READ_BATCH, MAX_UNACKED - window.outstanding)
+            # Both streams merged by accept time; recorded in the windows before sending,
+            # so an ack can never arrive for a sequence the window does not know.
+            envelopes, consumed, more = await window.read(limit, hedge=hedge)
             for response in responses(envelopes):
                 yield response
             delivered += len(envelopes)
             if consumed:
                 lagging_retries = 0
                 catch_up_delay = 0.0
-                continue
+                if more:
+                    continue  # a full batch: more may follow
+                # A short batch ended where the replica's records end: no second read to learn
+                # that it is empty (a read per wake-up, not two). The next store wakes us.
+                woken = False
             if not backlog_sent:
                 backlog_sent = True
                 yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))
@@ -212,12 +329,16 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 listener.announced = window.primary.cursor
                 listener.hedge_announced = window.hedge.cursor
             catch_up_delay = 0.0
-            if woken and lagging_retries < LAGGING_REPLICA_RETRIES:
-                # Woken but nothing new: the replica that answered may not
-                # have applied the write yet.
+            if woken and (listener.lost or lagging_retries) and lagging_retries < LAGGING_REPLICA_RETRIES:
+                # Woken after possibly lost wake-ups, nothing new: the replica that answered
+                # may not have applied the writes yet. (A wake-up naming its sequence is the
+                # catch-up above; one naming a record already read needs no retry at all.)
+                listener.lost = False
                 lagging_retries += 1
-                await asyncio.sleep(LAGGING_REPLICA_RETRY_S * lagging_retries)
+                await listener.wait(LAGGING_REPLICA_RETRY_S * lagging_retries)  # a new wake-up ends it early
+                listener.polled = False
                 listener.wake.set()
                 continue
+            listener.lost = False
             lagging_retries = 0
             await listener.wait(random.uniform(SAFETY_POLL_MIN_S, SAFETY_POLL_MAX_S))

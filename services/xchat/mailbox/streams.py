@@ -1,195 +1,120 @@
-"""One device's mailbox across its two streams: the mailbox stream and the hedge stream (ADR 0013).
+"""SyncStream's acknowledgements: the unary Acks that free a server-streaming call's window.
 
-Relay writes an envelope to the hedge stream only when the mailbox stream has
-no leader (``xchat.relay.sending``): during an election, a few seconds. A Sync
-call reads both, each stream with its own cursor and acknowledged floor
-(``AckWindow``), and merges them by relay's accept time (``stored_at_ms``,
-strictly increasing per relay process, and stamped in a recipient's publish
-order), so a conversation that moved from one stream to the other and back
-reaches the device in its order. A read that filled its batch on one stream
-only delivers the other stream's records up to the last accept time it saw
-(the rest waits for the next read), so a backlog is merged, not concatenated.
+``Mailbox.SyncStream`` is Sync for clients that cannot stream requests (browsers
+through gRPC-web, docs/grpc-web.md): the same delivery loop, window and bounds
+(``service``), but the acknowledgements arrive as unary ``Ack`` calls, which
+delete in the store on their own (``acks.ack_outside_sync``). What is left for
+the streaming call is to learn that its outstanding envelopes are gone, so its
+window (``MAX_UNACKED``) opens again:
 
-Wire sequences: a hedge record is named by its hedge-stream sequence plus
-``HEDGE_SEQUENCE_BASE`` (2^48; JetStream sequences stay far below it), so the
-SDK's acks and cursors need no new field and old SDKs work unchanged.
+* an Ack served by this process hands the sequences it acknowledged to every
+  SyncStream of the same device here (``AckFeeds.acknowledged``), which drops
+  them from its window at once, without a second store operation;
+* an Ack served by another mailbox process (another replica or region behind
+  the same address) is not seen here: a call whose window stays full re-reads
+  its outstanding range from the store every ``FULL_WINDOW_RECHECK_S`` and
+  forgets what is gone (one batched read of at most ``MAX_UNACKED`` records).
 
-The hedge stream is read at the start of a call, after a hedge wake-up,
-while its last read found something, and on the safety poll; otherwise a read
-costs what it cost before (one direct get).
-
-Order against a lagging replica: a replica answering direct gets may not yet
-hold a hedge record (a region thawed or restarted a moment ago: measured, it
-answers from its stale view), and a merge without it would let newer
-mailbox-stream records overtake it. So hedge reads ask the hedge stream's
-leader first (it holds every acknowledged record), any replica only when the
-leader does not answer (its own region is down).
-
-Acknowledgements a stream cannot apply now (its leader is being elected) do
-not end the call: the envelopes stay stored, come back in a later backlog and
-are acknowledged again (the SDK's seen-set keeps them from the app), so
-delivery is never held up by a store that cannot delete.
+Feeds are per call and bounded (``FEED_MAX``): past it the oldest pending
+notices are dropped and the store re-check covers them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import logging
-import math
+import contextlib
 
-from xchat.core.envelopes import StoredEnvelope
 from xchat.core.ids import DeviceId
-from xchat.core.errors import InvalidArgument, Unavailable
-from xchat.mailbox.acks import MAX_ACKS_PER_REQUEST, AckWindow, ack_outside_sync
-from xchat.mailbox.reader import Batch, MailboxReader, Stored
+from xchat.core.store import hedge_subject, mailbox_subject
+from xchat.mailbox.hedge import HEDGE_SEQUENCE_BASE, DeviceStreams, split
+from xchat.mailbox.listeners import Listener
+from xchat.mailbox.reader import MailboxReader
 
-log = logging.getLogger(__name__)
-
-HEDGE_SEQUENCE_BASE = 1 << 48
-# Hedge reads ask the hedge stream's leader first (per record, seconds), then any
-# replica: a replica just thawed or restarted answers from a stale view, and the
-# hedge is read rarely (ADR 0013). 0.5 s timed out on a machine at load 57 and the
-# stale fallback reordered a backlog; a dead hedge leader costs this once per read.
-HEDGE_LEADER_READ_S = 1.0
-# A mailbox-stream record accepted this long (ms) after the last one this call
-# delivered makes the call ask the hedge stream's leader first: the pause may be an
-# outage whose hedged envelopes' wake-ups this process never got (a partition).
-# Costs one leader request per resumption after a pause of a device's traffic.
-HEDGE_GAP_MS = 1000
-
-Record = tuple[int, StoredEnvelope | None]
+# How often a SyncStream whose window is full re-reads its outstanding range
+# (seconds): the delay a client whose Acks reach another process sees per full
+# window; one batched read each time.
+FULL_WINDOW_RECHECK_S = 2.0
+# Ack notices queued per call before the oldest are dropped (the re-check covers them).
+FEED_MAX = 64
 
 
-def split(sequences: list[int]) -> tuple[list[int], list[int]]:
-    """Wire sequences as (mailbox stream sequences, hedge stream sequences)."""
-    if len(sequences) > MAX_ACKS_PER_REQUEST:
-        raise InvalidArgument(f"at most {MAX_ACKS_PER_REQUEST} sequences per acknowledgement")
-    primary: list[int] = []
-    hedge: list[int] = []
-    for s in sequences:
-        if s >= HEDGE_SEQUENCE_BASE:
-            hedge.append(s - HEDGE_SEQUENCE_BASE)
-        else:
-            primary.append(s)
-    return primary, hedge
+class AckFeeds:
+    """The SyncStream calls open in this process, by device, and the Acks meant for them."""
+
+    def __init__(self) -> None:
+        self._by_device: dict[DeviceId, set[asyncio.Queue[list[int]]]] = {}
+
+    def open(self, device: DeviceId) -> asyncio.Queue[list[int]]:
+        feed: asyncio.Queue[list[int]] = asyncio.Queue(FEED_MAX)
+        self._by_device.setdefault(device, set()).add(feed)
+        return feed
+
+    def close(self, device: DeviceId, feed: asyncio.Queue[list[int]]) -> None:
+        feeds = self._by_device.get(device)
+        if feeds is not None:
+            feeds.discard(feed)
+            if not feeds:
+                del self._by_device[device]
+
+    def acknowledged(self, device: DeviceId, sequences: list[int]) -> None:
+        """``device`` acknowledged ``sequences`` (deleted in the store) through a unary Ack here."""
+        for feed in self._by_device.get(device, ()):
+            if feed.full():
+                feed.get_nowait()
+            feed.put_nowait(sequences)
 
 
-def _records(batch: Batch) -> list[Record]:
-    out: list[Record] = [(s.sequence, s.envelope) for s in batch.envelopes]
-    out += [(seq, None) for seq in batch.undecodable]
-    return sorted(out, key=lambda r: r[0])
+def forget(window: DeviceStreams, sequences: list[int] | set[int], max_unacked: int) -> bool:
+    """Drops acknowledged (wire) ``sequences`` from the call's window; True when that opened room."""
+    full = window.outstanding >= max_unacked
+    window.forget(sequences)
+    return full and window.outstanding < max_unacked
 
 
-def _last_stamp(records: list[Record]) -> float:
-    stamps = [e.stored_at_ms for _, e in records if e is not None]
-    return float(stamps[-1]) if stamps else math.inf
+async def still_stored(
+    reader: MailboxReader, device: DeviceId, pending: set[int], *, hedge: MailboxReader | None = None
+) -> set[int]:
+    """Those of ``pending`` (wire sequences) still in the store: one batched read from the
+    lowest per stream (the hedge stream's with ``hedge``, ADR 0013), bounded by their count.
 
-
-def _prefix(records: list[Record], horizon: float) -> int:
-    """How many records from the front may go: up to the first one accepted after ``horizon``."""
-    for i, (_, envelope) in enumerate(records):
-        if envelope is not None and envelope.stored_at_ms > horizon:
-            return i
-    return len(records)
-
-
-def _consumed(records: list[Record]) -> Batch:
-    envelopes = [Stored(seq, e) for seq, e in records if e is not None]
-    return Batch(envelopes, [seq for seq, e in records if e is None], records[-1][0] if records else 0)
-
-
-def merge(primary: Batch, primary_full: bool, hedge: Batch, hedge_full: bool) -> tuple[Batch, Batch, list[Stored]]:
-    """What each stream's window consumes, and the envelopes in delivery order (hedge under wire sequences).
-
-    A stream whose read filled its batch bounds the other: records accepted
-    after its last one wait for the next read.
+    A pending record the bounded read did not reach (undecodable records took
+    its place) counts as gone: harmless, since the window only paces delivery;
+    nothing is deleted here and an unacknowledged envelope comes back on the
+    next call.
     """
-    p, h = _records(primary), _records(hedge)
-    horizon = min(_last_stamp(p) if primary_full else math.inf, _last_stamp(h) if hedge_full else math.inf)
-    taken_p, taken_h = p[: _prefix(p, horizon)], h[: _prefix(h, horizon)]
-    if not taken_p and not taken_h:  # out-of-order stamps within one stream: progress first
-        taken_p, taken_h = p, h
-    ordered = heapq.merge(
-        ((e.stored_at_ms, Stored(seq, e)) for seq, e in taken_p if e is not None),
-        ((e.stored_at_ms, Stored(seq + HEDGE_SEQUENCE_BASE, e)) for seq, e in taken_h if e is not None),
-        key=lambda pair: pair[0],
-    )
-    return _consumed(taken_p), _consumed(taken_h), [stored for _, stored in ordered]
+    primary, hedged = split(sorted(pending), check=False)
+    found: set[int] = set()
+    if primary:
+        records = await reader.direct_batch(start=min(primary), subject=mailbox_subject(device), limit=len(primary))
+        found |= set(primary) & {record.sequence for record in records}
+    if hedged and hedge is not None:
+        records = await hedge.direct_batch(start=min(hedged), subject=hedge_subject(device), limit=len(hedged))
+        found |= {s + HEDGE_SEQUENCE_BASE for s in set(hedged) & {record.sequence for record in records}}
+    return found
 
 
-class DeviceStreams:
-    """The read and acknowledgement state of one Sync call over both streams."""
-
-    def __init__(self, primary: MailboxReader, hedge: MailboxReader, device: DeviceId) -> None:
-        self._readers = (primary, hedge)
-        self._device = device
-        self.primary = AckWindow(primary, device)
-        self.hedge = AckWindow(hedge, device)
-        # Read the hedge stream on the next read (the call's first read: its backlog).
-        self._hedge_due = True
-        # Acknowledgements the store could not apply (they come back in a later backlog).
-        self.deferred_acks = 0
-        # The newest accept time delivered by this call (ms).
-        self._last_stamp = 0
-
-    @property
-    def outstanding(self) -> int:
-        return self.primary.outstanding + self.hedge.outstanding
-
-    async def settle(self, sequences: list[int]) -> None:
-        primary, hedge = split(sequences)
-        if hedge:
-            await asyncio.gather(self._settle(self.primary, primary), self._settle(self.hedge, hedge))
-        else:
-            await self._settle(self.primary, primary)
-
-    async def _settle(self, window: AckWindow, sequences: list[int]) -> None:
-        try:
-            await window.settle(sequences)
-        except Unavailable as exc:
-            # No leader to delete with: the envelopes stay and are acknowledged again later.
-            self.deferred_acks += len(sequences)
-            log.info("acknowledgement deferred (%s): %d sequence(s)", exc, len(sequences))
-
-    async def read(self, limit: int, *, hedge: bool = False) -> tuple[list[Stored], int]:
-        """The next envelopes in delivery order, and how many records (decodable or not) were consumed.
-
-        ``hedge``: read the hedge stream too (a hedge wake-up, a poll); it is
-        also read while the previous hedge read found something.
-        """
-        primary_reader, hedge_reader = self._readers
-        read_hedge = hedge or self._hedge_due
-        if read_hedge:
-            p, h = await asyncio.gather(
-                primary_reader.read_after(self._device, self.primary.cursor, limit),
-                hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S),
-            )
-        else:
-            p, h = await primary_reader.read_after(self._device, self.primary.cursor, limit), Batch([], [], 0)
-            if p.envelopes and p.envelopes[0].envelope.stored_at_ms - self._last_stamp > HEDGE_GAP_MS:
-                # A pause before this record: writes may have gone to the hedge stream
-                # meanwhile with their wake-ups lost (a partition); ask its leader first.
-                read_hedge = True
-                h = await hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S)
-        primary_full = len(p.envelopes) + len(p.undecodable) >= limit
-        hedge_full = len(h.envelopes) + len(h.undecodable) >= limit
-        taken_p, taken_h, envelopes = merge(p, primary_full, h, hedge_full)
-        # Recorded before sending, so an ack can never arrive for a sequence a window does not know.
-        self.primary.read(taken_p)
-        self.hedge.read(taken_h)
-        consumed_h = len(taken_h.envelopes) + len(taken_h.undecodable)
-        if envelopes:
-            self._last_stamp = max(self._last_stamp, max(e.envelope.stored_at_ms for e in envelopes))
-        # More may follow while the hedge stream answers with records (taken now or left for later).
-        self._hedge_due = read_hedge and bool(h.envelopes or h.undecodable)
-        return envelopes, len(taken_p.envelopes) + len(taken_p.undecodable) + consumed_h
-
-
-async def ack_both(primary: MailboxReader, hedge: MailboxReader, device: DeviceId, sequences: list[int]) -> int:
-    """The unary Ack over both streams (wire sequences); returns how many envelopes went."""
-    p, h = split(sequences)
-    deleted = await ack_outside_sync(primary, device, p) if p else 0
-    if h:
-        deleted += await ack_outside_sync(hedge, device, h)
-    return deleted
+async def follow_acks(
+    feed: asyncio.Queue[list[int]],
+    window: DeviceStreams,
+    listener: Listener,
+    reader: MailboxReader,
+    *,
+    max_unacked: int,
+    hedge: MailboxReader | None = None,
+) -> None:
+    """Runs beside a SyncStream's delivery: frees its window as its Acks land (here or elsewhere)."""
+    try:
+        while True:
+            sequences: list[int] | None = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                sequences = await asyncio.wait_for(feed.get(), FULL_WINDOW_RECHECK_S)
+            if sequences is not None:
+                if forget(window, sequences, max_unacked):
+                    listener.wake.set()  # room again: resume delivery
+            elif window.outstanding >= max_unacked:
+                pending = window.pending
+                gone = pending - await still_stored(reader, listener.device, pending, hedge=hedge)
+                if forget(window, gone, max_unacked):
+                    listener.wake.set()
+    except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
+        listener.end(exc)

@@ -62,6 +62,7 @@ class LocalMesh:
         route_url: Callable[[NatsNode, NatsNode], str] | None = None,
         tls: bool = False,
         nats_auth: bool = False,
+        system_account: bool = False,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         """``route_url(node, peer)``: the URL ``node`` dials to reach ``peer`` (default: the peer's
@@ -83,6 +84,12 @@ class LocalMesh:
             self.nats_users["admin"] = (secrets.token_urlsafe(18), None)
             # nats.conf gets bcrypt hashes only (hashed once: every node's config shares them).
             self._nats_hashes = {u: (password_hash(pw), perms) for u, (pw, perms) in self.nats_users.items()}
+        # The NATS system account's user (JetStream meta API: removing a region's
+        # servers from the meta group, xchat.mesh.membership); off unless asked for.
+        self.system_password: str | None = secrets.token_urlsafe(18) if system_account else None
+        # Region -> the version its processes were last rolled to (xchat.mesh.upgrades);
+        # NATS servers carry it as the tag ``version:<v>``.
+        self.versions: dict[str, str] = {}
         self.replicas = replicas
         self.mailbox_quota = mailbox_quota
         self.extra_env = extra_env or {}
@@ -166,9 +173,24 @@ class LocalMesh:
 
     # -- processes -----------------------------------------------------
 
+    def nats_config(self, node: NatsNode) -> str:
+        """``node``'s nats-server config for the current set of regions."""
+        system = None if self.system_password is None else password_hash(self.system_password)
+        version = self.versions.get(node.region)
+        return render(
+            node, self.all_nodes, route_url=self.route_url, tls=self.tls, users=self._nats_hashes,
+            system_password_hash=system, tags=() if version is None else (f"version:{version}",),
+        )
+
+    @property
+    def system_credentials(self) -> dict[str, str]:
+        """``nats.connect`` keyword arguments for the system account's user."""
+        assert self.system_password is not None, "the mesh runs without a system account user"
+        return {"user": "system", "password": self.system_password}
+
     def _nats_process(self, node: NatsNode) -> Supervised:
         config = self.workdir / "nats" / f"{node.name}.conf"
-        write_private(config, render(node, self.all_nodes, route_url=self.route_url, tls=self.tls, users=self._nats_hashes))
+        write_private(config, self.nats_config(node))
         return Supervised(
             f"nats-{node.name}",
             [str(nats_server_binary()), "-c", str(config)],

@@ -82,11 +82,16 @@ def render(
     route_url: Callable[[NatsNode, NatsNode], str] | None = None,
     tls: TlsFiles | None = None,
     users: Mapping[str, tuple[str, Permissions | None]] | None = None,
+    system_password_hash: str | None = None,
+    tags: tuple[str, ...] = (),
 ) -> str:
     """``route_url(node, peer)`` may redirect a route (e.g. through a fault-injecting proxy).
 
     ``users`` maps a NATS user to (bcrypt password hash, permissions); ``None``
     permissions means unrestricted (the mesh's admin user for tests and drills).
+    ``system_password_hash``: adds the user ``system`` in the system account (the
+    JetStream meta API, e.g. ``$JS.API.SERVER.REMOVE`` when a region is removed).
+    ``tags``: server tags beside ``region:<name>`` (e.g. the version a drill rolled out).
     """
     url = route_url or (lambda _node, peer: peer.route_url)
     routes = ",\n    ".join(f'"{url(node, peer)}"' for peer in cluster if peer.name != node.name)
@@ -112,11 +117,13 @@ cluster {{
 }}
 """
     authorization = "" if users is None else _authorization(users)
+    if system_password_hash is not None:
+        authorization = _with_system_account(authorization, system_password_hash)
     return f"""\
 server_name: "{node.name}"
 listen: "{node.host}:{node.client_port}"
 http: "{node.host}:{node.http_port}"
-server_tags: ["region:{node.region}"]
+server_tags: {json.dumps([f"region:{node.region}", *tags])}
 max_payload: 1MB
 {client_tls}
 {authorization}
@@ -125,7 +132,7 @@ jetstream {{
   store_dir: "{node.store_dir}"
   sync_interval: always
   unique_tag: "region:"
-  max_file_store: 2GB
+  max_file_store: 6GB
   max_memory_store: 256MB
 }}
 {cluster_block}"""
@@ -142,6 +149,18 @@ def _authorization(users: Mapping[str, tuple[str, Permissions | None]]) -> str:
             )
         entries.append(entry + " }")
     return "authorization {\n  users: [\n    " + ",\n    ".join(entries) + "\n  ]\n}"
+
+
+def _with_system_account(authorization: str, password_hash: str) -> str:
+    """Adds the system account with one user. Declaring any user makes nats-server
+    require credentials, so a mesh without NATS auth keeps anonymous clients in the
+    global account through ``no_auth_user`` (what they were before)."""
+    if not authorization:
+        authorization = (
+            'authorization {\n  users: [ { user: "anonymous", password: "" } ]\n}\nno_auth_user: "anonymous"'
+        )
+    system = f'accounts {{\n  SYS: {{ users: [ {{ user: "system", password: {json.dumps(password_hash)} }} ] }}\n}}'
+    return f'{authorization}\n{system}\nsystem_account: "SYS"'
 
 
 def _tls_block(tls: TlsFiles, *, verify: bool) -> str:

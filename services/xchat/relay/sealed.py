@@ -17,6 +17,18 @@ sender's credential (the key) deserves, and the SDK reads it as "fall back to
 the authenticated path", where an absent recipient is then NOT_FOUND to a
 caller the servers know.
 
+Unrestricted unidentified delivery (Signal's "unrestricted unidentified
+access"): a device may opt in, with its verifier (``SetDeliveryVerifier``
+``sealed_from_anyone``), to sealed sends from anyone, so that even the first
+message from a stranger (who has no profile key yet) names no sender. Relay
+then accepts any key, or none, for that device. Such sends are
+:data:`Access.ANYONE` and pay a per-recipient budget of their own (the
+stranger limit, ``XCHAT_STRANGER_RATE``) besides the per-address limit of the
+call, so a stranger flooding an opted-in device exhausts only strangers'
+budget for it: contacts presenting the right key (:data:`Access.KEY`) and
+authenticated senders keep theirs. The opt-in is the recipient's trade: it
+lets strangers reach it with no account to blame, bounded by those limits.
+
 The receipt a sender gets (both paths) is opaque: a hash of the recipient
 and the message id, the same for every retry and every region, saying
 nothing about the mailbox stream's position (how much others send).
@@ -24,6 +36,7 @@ nothing about the mailbox stream's position (how much others send).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 
@@ -43,14 +56,29 @@ def verifier_of(delivery_key: bytes) -> bytes:
     return hashlib.sha256(delivery_key).digest()
 
 
-async def check_delivery_key(devices: DeviceDirectory, recipient: DeviceId, delivery_key: bytes) -> None:
-    """Returns only when ``delivery_key`` opens ``recipient``'s mailbox; else ``Unauthenticated(REFUSED)``."""
+class Access(enum.Enum):
+    """How a sealed send to a device was authorised."""
+
+    KEY = "key"  # the recipient's delivery key: a contact it gave its profile key to
+    ANYONE = "anyone"  # no valid key, but the recipient accepts sealed sends from anyone
+
+
+async def sealed_access(devices: DeviceDirectory, recipient: DeviceId, delivery_key: bytes) -> Access:
+    """How ``delivery_key`` opens ``recipient``'s mailbox; else ``Unauthenticated(REFUSED)``."""
     record = await devices.cached(recipient)
     usable = record is not None and not record.revoked and len(record.delivery_verifier) == len(_NO_VERIFIER)
     expected = record.delivery_verifier if record is not None and usable else _NO_VERIFIER
     matches = hmac.compare_digest(verifier_of(delivery_key), expected)
-    if not (matches and usable and len(delivery_key) == DELIVERY_KEY_BYTES):
-        raise Unauthenticated(REFUSED)
+    if matches and usable and len(delivery_key) == DELIVERY_KEY_BYTES:
+        return Access.KEY
+    if record is not None and not record.revoked and record.sealed_from_anyone:
+        return Access.ANYONE
+    raise Unauthenticated(REFUSED)
+
+
+async def check_delivery_key(devices: DeviceDirectory, recipient: DeviceId, delivery_key: bytes) -> None:
+    """Returns only when ``delivery_key`` (or the recipient's opt-in) opens ``recipient``'s mailbox."""
+    await sealed_access(devices, recipient, delivery_key)
 
 
 def receipt_of(recipient: DeviceId, message_id: MessageId) -> bytes:

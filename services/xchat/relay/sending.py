@@ -10,6 +10,12 @@ while the original is still being replicated gets JetStream's "duplicate
 message id is in process" (10158): that is not an outage, so the publish is
 repeated (bounded by the call's timeout) until the original's ack answers it.
 
+Disappearing messages: a sender may hint a per-envelope TTL (whole seconds,
+the conversation's timer); it becomes the ``Nats-TTL`` header of the stored
+message (the stream allows per-message TTLs), clamped to the mailbox TTL, so
+JetStream removes the envelope when it is due, delivered or not. The hint is
+the only thing relay learns beyond what it stored before.
+
 After the ack a tiny wake-up is published on ``xchat.ntf.<device>`` (core
 NATS, fire and forget) so the recipient's mailbox stream reads at once. Its
 payload is the stored sequence (ASCII digits): the mailbox reads from its
@@ -41,7 +47,9 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
+from nats.js.client import JetStreamContext
 
 from xchat.core import metrics
 from xchat.core.devices import DeviceDirectory
@@ -60,7 +68,7 @@ from xchat.core.store import (
     translate,
 )
 from xchat.core.tokens import Principal
-from xchat.relay.sealed import check_delivery_key, receipt_of
+from xchat.relay.sealed import Access, check_delivery_key, receipt_of, sealed_access
 
 # nats-server: JSStreamStoreFailedF carries "maximum messages per subject exceeded".
 PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
@@ -93,6 +101,17 @@ def _leaderless(exc: BaseException) -> bool:
     return isinstance(exc, (nats.errors.Error, asyncio.TimeoutError))
 
 
+# JetStream's per-message TTL header (nats-server >= 2.11, the stream's allow_msg_ttl).
+TTL_HEADER = "Nats-TTL"
+
+
+def envelope_ttl(ttl_s: int, mailbox_ttl_s: int) -> int | None:
+    """The ``Nats-TTL`` (seconds) for a sender's hint; None: the stream's own ``max_age`` applies."""
+    if ttl_s <= 0 or ttl_s >= mailbox_ttl_s > 0:
+        return None
+    return ttl_s
+
+
 def dedup_id(recipient: DeviceId, message_id: MessageId) -> str:
     """The JetStream de-duplication id: the recipient and the client's message id, hashed."""
     return hashlib.sha256(recipient.encode() + b"\x00" + message_id).hexdigest()[:40]
@@ -111,9 +130,36 @@ class Receipt:
     hedged: bool = False
 
 
+def ack_errors_on_futures(js: JetStreamContext) -> None:
+    """Makes ``publish_async`` futures fail with the server's refusal instead of never resolving.
+
+    nats.py (2.16, issue nats-io/nats.py#985, fix proposed in #994) builds the
+    error of an ack that refuses a publish with ``APIError.from_error``, which
+    raises instead of returning: the exception escapes into the subscription
+    task and the future is left pending, so a pipelined send to a full mailbox
+    waited for its timeout and was answered UNAVAILABLE (the SDK then retried it
+    in every region) instead of RESOURCE_EXHAUSTED. Installed before the first
+    ``publish_async``, whose reply subscription takes the handler from the instance.
+    """
+    original = js._handle_async_reply
+
+    async def handle(msg: Msg) -> None:
+        try:
+            await original(msg)
+        except nats.js.errors.APIError as exc:
+            # The reply subject is <inbox prefix>.<nuid>.<token>; futures are keyed by token.
+            futures: dict[str, asyncio.Future[PubAck]] = getattr(js, "_publish_async_futures", {})
+            future = futures.get(msg.subject.rsplit(".", 1)[-1])
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+    setattr(js, "_handle_async_reply", handle)
+
+
 class Relay:
     def __init__(self, store: Store, devices: DeviceDirectory, *, max_ciphertext_bytes: int) -> None:
         self._store = store
+        ack_errors_on_futures(store.js)
         self._devices = devices
         self._max_ciphertext = max_ciphertext_bytes
         # Per recipient, the turn of the latest pipelined publish (see send_pipelined).
@@ -125,6 +171,10 @@ class Relay:
         self._recent_bytes = 0
         # Hedged writes of one recipient leave one at a time, in the order they began.
         self._hedge_locks: dict[DeviceId, tuple[asyncio.Lock, int]] = {}
+
+    async def sealed_access(self, recipient: DeviceId, delivery_key: bytes) -> Access:
+        """How a sealed send to ``recipient`` is authorised (``xchat.relay.sealed``); Unauthenticated if not."""
+        return await sealed_access(self._devices, recipient, delivery_key)
 
     async def validate(
         self, sender: Principal | None, recipient: DeviceId, ciphertext: bytes, delivery_key: bytes | None = None
@@ -148,17 +198,30 @@ class Relay:
         self._last_stamp = max(int(time.time() * 1000), self._last_stamp + 1)
         return self._last_stamp
 
-    def _message(self, recipient: DeviceId, message_id: MessageId, ciphertext: bytes) -> tuple[bytes, dict[str, str]]:
+    def _message(
+        self, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, ttl_s: int = 0
+    ) -> tuple[bytes, dict[str, str]]:
         envelope = StoredEnvelope(message_id, ciphertext, self._stamp())
         # Stored with the message: derived from nothing of the sender's, and one
         # retry from another region or connection still hits the same id.
-        return envelope.encode(), {"Nats-Msg-Id": dedup_id(recipient, message_id)}
+        headers = {"Nats-Msg-Id": dedup_id(recipient, message_id)}
+        ttl = envelope_ttl(ttl_s, self._store.settings.mailbox_ttl_s)
+        if ttl is not None:
+            headers[TTL_HEADER] = f"{ttl}s"
+        return envelope.encode(), headers
 
     async def send(
-        self, sender: Principal, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, *, timeout: float
+        self,
+        sender: Principal,
+        recipient: DeviceId,
+        message_id: MessageId,
+        ciphertext: bytes,
+        *,
+        timeout: float,
+        ttl_s: int = 0,
     ) -> Receipt:
         await self.validate(sender, recipient, ciphertext)
-        data, headers = self._message(recipient, message_id, ciphertext)
+        data, headers = self._message(recipient, message_id, ciphertext, ttl_s)
 
         def publish(wait: float) -> Awaitable[PubAck]:
             return self._store.js.publish(
@@ -232,6 +295,7 @@ class Relay:
         *,
         timeout: float,
         delivery_key: bytes | None = None,
+        ttl_s: int = 0,
     ) -> Receipt:
         """Like ``send`` but shares one reply subscription across many in-flight publishes.
 
@@ -248,7 +312,7 @@ class Relay:
             if before is not None:
                 await asyncio.shield(before)
             # Stamped in turn order: the stamp orders the two streams' records.
-            data, headers = self._message(recipient, message_id, ciphertext)
+            data, headers = self._message(recipient, message_id, ciphertext, ttl_s)
         except BaseException:
             self._done(recipient, mine)
             raise
@@ -257,16 +321,22 @@ class Relay:
 
         async def publish(wait: float) -> PubAck:
             nonlocal first
-            try:
-                future = await self._store.js.publish_async(
-                    mailbox_subject(recipient), data, wait_stall=wait, stream=MAILBOX_STREAM, headers=headers
-                )
-            finally:
-                if first:
-                    first = False
-                    self._done(recipient, mine)  # written to the connection (or failed): the next may go
-            # publish_async futures have no deadline of their own.
-            return await asyncio.wait_for(future, wait)
+            # One deadline over the stall and the ack. Not publish_async's wait_stall: its
+            # wait_for runs every publish in a task of its own, so each envelope of a batch
+            # left one loop turn after the previous one (the turn order above), and nats-py's
+            # flusher wrote the connection — a TLS record and a syscall — once per envelope
+            # (16 % of the relay process at 64 in flight). Without it a batch's publishes
+            # all leave in one turn and one write.
+            async with asyncio.timeout(wait):
+                try:
+                    future = await self._store.js.publish_async(
+                        mailbox_subject(recipient), data, stream=MAILBOX_STREAM, headers=headers
+                    )
+                finally:
+                    if first:
+                        first = False
+                        self._done(recipient, mine)  # written to the connection (or failed): the next may go
+                return await future
 
         try:
             receipt = await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)

@@ -5,7 +5,9 @@ Send and SendStream: the caller is authorised (active device) by
 cost is in the content. SendSealed (unidentified delivery,
 ``xchat.relay.sealed``) has no caller: the edge limits its calls per client
 address, and each envelope is limited here per recipient and authorised by
-the recipient's delivery key. Results carry an opaque receipt, never the
+the recipient's delivery key, or by the recipient's opt-in to sealed sends
+from anyone (then limited per recipient by the separate stranger budget,
+``xchat.relay.sealed``). Results carry an opaque receipt, never the
 mailbox stream sequence (which stays inside relay, for wake-ups).
 
 SendStream holds at most ``STREAM_WINDOW`` envelopes per call between reading
@@ -26,13 +28,15 @@ from typing import Any
 import grpc.aio
 import nats.errors
 
-from xchat.core.authz import require_principal
-from xchat.core.errors import InvalidArgument, ResourceExhausted, XChatError, grpc_status
+from xchat.core.authz import current_client_address, require_principal
+from xchat.core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, XChatError, grpc_status
 from xchat.core.ids import DeviceId, device_id, message_id
 from xchat.core.ratelimit import RateLimiter
 from xchat.core.rpc import store_timeout, streaming, unary
 from xchat.core.store import translate
 from xchat.core.tokens import Principal
+from xchat.relay.ephemeral import EphemeralRelay
+from xchat.relay.sealed import Access
 from xchat.relay.sending import Receipt, Relay
 from xchat.v1 import relay_pb2, relay_pb2_grpc
 
@@ -49,6 +53,8 @@ RESULTS_QUEUE = STREAM_WINDOW
 
 # Per-recipient keys of sealed sends in the relay's limiter (device ids are hex: no clash).
 SEALED_KEY_PREFIX = "sealed-to:"
+STRANGER_KEY_PREFIX = "stranger-to:"
+STRANGER_FROM_PREFIX = "stranger-from:"
 
 
 def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
@@ -62,10 +68,24 @@ def _result(receipt: Receipt, recipient: str) -> relay_pb2.SendResult:
 
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):
-    def __init__(self, relay: Relay, *, store_timeout_s: float, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        store_timeout_s: float,
+        limiter: RateLimiter,
+        strangers: RateLimiter | None = None,
+        stranger_senders: RateLimiter | None = None,
+        ephemeral: EphemeralRelay | None = None,
+    ) -> None:
         self._relay = relay
+        self._ephemeral = ephemeral
         self._timeout = store_timeout_s
         self._limiter = limiter
+        # Sealed envelopes without a valid key to a device accepting them from anyone:
+        # per recipient, and per sender address.
+        self._strangers = strangers or limiter
+        self._stranger_senders = stranger_senders or self._strangers
 
     @unary
     async def Send(self, request: relay_pb2.SendRequest, context: Ctx) -> relay_pb2.SendResult:
@@ -77,8 +97,17 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             message_id(request.message_id),
             request.ciphertext,
             timeout=store_timeout(context, self._timeout),
+            ttl_s=request.ttl_seconds,
         )
         return _result(receipt, request.recipient_device_id)
+
+    @unary
+    async def SendEphemeral(self, request: relay_pb2.EphemeralBatch, context: Ctx) -> relay_pb2.EphemeralAccepted:
+        """Typing and presence signals, never stored (``xchat.relay.ephemeral``)."""
+        if self._ephemeral is None:
+            raise FailedPrecondition("this relay does not forward ephemeral signals")
+        items = [(item.recipient_device_id, item.ciphertext) for item in request.items]
+        return relay_pb2.EphemeralAccepted(published=await self._ephemeral.forward(require_principal(), items))
 
     @streaming
     async def SendStream(
@@ -110,7 +139,15 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             try:
                 recipient = device_id(request.recipient_device_id, field="recipient_device_id")
                 if sender is None:
-                    self._limiter.take(SEALED_KEY_PREFIX + recipient)
+                    # Contacts (the key) and strangers (the recipient's opt-in) pay separate budgets:
+                    # a stranger's flood never spends what the recipient's contacts may send.
+                    if await self._relay.sealed_access(recipient, request.delivery_key) is Access.ANYONE:
+                        # Per sender address too: one address cannot spread a flood over many
+                        # opted-in devices (it pays first: a refusal then spends nothing of the recipient's).
+                        self._stranger_senders.take(STRANGER_FROM_PREFIX + current_client_address())
+                        self._strangers.take(STRANGER_KEY_PREFIX + recipient)
+                    else:
+                        self._limiter.take(SEALED_KEY_PREFIX + recipient)
                 receipt = await self._relay.send_pipelined(
                     sender,
                     recipient,
@@ -118,6 +155,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     request.ciphertext,
                     timeout=self._timeout,
                     delivery_key=request.delivery_key if sender is None else None,
+                    ttl_s=request.ttl_seconds,
                 )
                 return _result(receipt, request.recipient_device_id), receipt.sequence, receipt.hedged
             except (XChatError, nats.errors.Error, asyncio.TimeoutError) as exc:

@@ -7,33 +7,101 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DeleteAccountRequest(_message.Message):
+    __slots__ = ("signature",)
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    signature: bytes
+    def __init__(self, signature: _Optional[bytes] = ...) -> None: ...
+
+class DeleteAccountResponse(_message.Message):
+    __slots__ = ("device_ids", "name_held_until_ms")
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NAME_HELD_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    name_held_until_ms: int
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., name_held_until_ms: _Optional[int] = ...) -> None: ...
+
+class SignedDeviceList(_message.Message):
+    __slots__ = ("body", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class PublishDeviceListRequest(_message.Message):
+    __slots__ = ("device_list",)
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    device_list: SignedDeviceList
+    def __init__(self, device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
+
+class PublishDeviceListResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class PutProvisioningRequest(_message.Message):
+    __slots__ = ("rendezvous_id", "ciphertext")
+    RENDEZVOUS_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    rendezvous_id: bytes
+    ciphertext: bytes
+    def __init__(self, rendezvous_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class PutProvisioningResponse(_message.Message):
+    __slots__ = ("expires_at_ms",)
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    expires_at_ms: int
+    def __init__(self, expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class TakeProvisioningRequest(_message.Message):
+    __slots__ = ("rendezvous_id",)
+    RENDEZVOUS_ID_FIELD_NUMBER: _ClassVar[int]
+    rendezvous_id: bytes
+    def __init__(self, rendezvous_id: _Optional[bytes] = ...) -> None: ...
+
+class TakeProvisioningResponse(_message.Message):
+    __slots__ = ("ciphertext",)
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    ciphertext: bytes
+    def __init__(self, ciphertext: _Optional[bytes] = ...) -> None: ...
+
 class SetDeliveryVerifierRequest(_message.Message):
-    __slots__ = ("verifier",)
+    __slots__ = ("verifier", "sealed_from_anyone")
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FROM_ANYONE_FIELD_NUMBER: _ClassVar[int]
     verifier: bytes
-    def __init__(self, verifier: _Optional[bytes] = ...) -> None: ...
+    sealed_from_anyone: bool
+    def __init__(self, verifier: _Optional[bytes] = ..., sealed_from_anyone: _Optional[bool] = ...) -> None: ...
 
 class SetDeliveryVerifierResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("account", "identity_key", "signature")
+    __slots__ = ("account", "identity_key", "signature", "account_key", "account_key_signature")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     account: str
     identity_key: bytes
     signature: bytes
-    def __init__(self, account: _Optional[str] = ..., identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    account_key: bytes
+    account_key_signature: bytes
+    def __init__(self, account: _Optional[str] = ..., identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., account_key: _Optional[bytes] = ..., account_key_signature: _Optional[bytes] = ...) -> None: ...
 
 class AddDeviceRequest(_message.Message):
-    __slots__ = ("identity_key", "signature")
+    __slots__ = ("identity_key", "signature", "account_signature")
     IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     identity_key: bytes
     signature: bytes
-    def __init__(self, identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    account_signature: bytes
+    def __init__(self, identity_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., account_signature: _Optional[bytes] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("account", "device_id")
@@ -90,10 +158,12 @@ class RefreshRequest(_message.Message):
     def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
 
 class RevokeDeviceRequest(_message.Message):
-    __slots__ = ("device_id",)
+    __slots__ = ("device_id", "device_list")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
     device_id: str
-    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+    device_list: SignedDeviceList
+    def __init__(self, device_id: _Optional[str] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
 
 class RevokeDeviceResponse(_message.Message):
     __slots__ = ()
@@ -106,7 +176,107 @@ class ListDevicesRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
-    __slots__ = ("devices",)
+    __slots__ = ("devices", "account_key", "device_list")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
-    def __init__(self, devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+    account_key: bytes
+    device_list: SignedDeviceList
+    def __init__(self, devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., account_key: _Optional[bytes] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
+
+class EpochHead(_message.Message):
+    __slots__ = ("epoch", "map_root", "entries_upto", "time_ms", "log_root", "key_id", "signature")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAP_ROOT_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_UPTO_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    LOG_ROOT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    map_root: bytes
+    entries_upto: int
+    time_ms: int
+    log_root: bytes
+    key_id: str
+    signature: bytes
+    def __init__(self, epoch: _Optional[int] = ..., map_root: _Optional[bytes] = ..., entries_upto: _Optional[int] = ..., time_ms: _Optional[int] = ..., log_root: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class LookupKeyRequest(_message.Message):
+    __slots__ = ("account", "known_epoch")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    known_epoch: int
+    def __init__(self, account: _Optional[str] = ..., known_epoch: _Optional[int] = ...) -> None: ...
+
+class LookupKeyResponse(_message.Message):
+    __slots__ = ("head", "directory_key", "found", "account_key", "version", "device_list", "map_siblings", "path_leaf_key", "path_leaf_value", "consistency_proof", "head_inclusion_proof", "epoch_interval_ms")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_KEY_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    MAP_SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    PATH_LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
+    PATH_LEAF_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    HEAD_INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    head: EpochHead
+    directory_key: bytes
+    found: bool
+    account_key: bytes
+    version: int
+    device_list: SignedDeviceList
+    map_siblings: _containers.RepeatedScalarFieldContainer[bytes]
+    path_leaf_key: bytes
+    path_leaf_value: bytes
+    consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    head_inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    epoch_interval_ms: int
+    def __init__(self, head: _Optional[_Union[EpochHead, _Mapping]] = ..., directory_key: _Optional[bytes] = ..., found: _Optional[bool] = ..., account_key: _Optional[bytes] = ..., version: _Optional[int] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ..., map_siblings: _Optional[_Iterable[bytes]] = ..., path_leaf_key: _Optional[bytes] = ..., path_leaf_value: _Optional[bytes] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., head_inclusion_proof: _Optional[_Iterable[bytes]] = ..., epoch_interval_ms: _Optional[int] = ...) -> None: ...
+
+class AuditLogRequest(_message.Message):
+    __slots__ = ("from_epoch", "after_entry", "max_epochs")
+    FROM_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    from_epoch: int
+    after_entry: int
+    max_epochs: int
+    def __init__(self, from_epoch: _Optional[int] = ..., after_entry: _Optional[int] = ..., max_epochs: _Optional[int] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("sequence", "account", "account_key", "version", "device_list")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    account: str
+    account_key: bytes
+    version: int
+    device_list: SignedDeviceList
+    def __init__(self, sequence: _Optional[int] = ..., account: _Optional[str] = ..., account_key: _Optional[bytes] = ..., version: _Optional[int] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ...) -> None: ...
+
+class DirectoryKey(_message.Message):
+    __slots__ = ("key_id", "public_key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key: bytes
+    def __init__(self, key_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class AuditLogResponse(_message.Message):
+    __slots__ = ("heads", "entries", "directory_keys")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[EpochHead]
+    entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
+    directory_keys: _containers.RepeatedCompositeFieldContainer[DirectoryKey]
+    def __init__(self, heads: _Optional[_Iterable[_Union[EpochHead, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., directory_keys: _Optional[_Iterable[_Union[DirectoryKey, _Mapping]]] = ...) -> None: ...

@@ -74,6 +74,36 @@ class AuthStub:
                 request_serializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierResponse.FromString,
                 _registered_method=True)
+        self.PublishDeviceList = channel.unary_unary(
+                '/xchat.v1.Auth/PublishDeviceList',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.PublishDeviceListRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.PublishDeviceListResponse.FromString,
+                _registered_method=True)
+        self.PutProvisioning = channel.unary_unary(
+                '/xchat.v1.Auth/PutProvisioning',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.PutProvisioningRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.PutProvisioningResponse.FromString,
+                _registered_method=True)
+        self.TakeProvisioning = channel.unary_unary(
+                '/xchat.v1.Auth/TakeProvisioning',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningResponse.FromString,
+                _registered_method=True)
+        self.LookupKey = channel.unary_unary(
+                '/xchat.v1.Auth/LookupKey',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.LookupKeyRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.LookupKeyResponse.FromString,
+                _registered_method=True)
+        self.AuditLog = channel.unary_unary(
+                '/xchat.v1.Auth/AuditLog',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
+                _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/xchat.v1.Auth/DeleteAccount',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServicer:
@@ -141,6 +171,64 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishDeviceList(self, request, context):
+        """Stores a new device list signed by the account key (docs/adr/0011).
+        FAILED_PRECONDITION for a version not above the stored one, or an account
+        without an account key; INVALID_ARGUMENT for a bad signature, another
+        account's list, or a device that is not a live device of the account
+        with that key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutProvisioning(self, request, context):
+        """Puts a provisioning ciphertext (linking a device) at a one-time rendezvous
+        id, for at most 120 s. ALREADY_EXISTS if the id is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TakeProvisioning(self, request, context):
+        """Anonymous: hands out (and deletes) the ciphertext at a rendezvous id,
+        once (the id is the capability). NOT_FOUND when unknown, expired or
+        already taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupKey(self, request, context):
+        """Key transparency (docs/adr/0014): the latest signed epoch, the account's
+        leaf (its account key and latest signed device list) with an inclusion
+        proof, or a non-inclusion proof, and the log's consistency proof from the
+        caller's last seen epoch. UNAVAILABLE before the first epoch is sealed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditLog(self, request, context):
+        """Anonymous (auditors have no account): the log's epoch heads in stream
+        order and the entries they seal, a page at a time (`xchat audit`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccount(self, request, context):
+        """Deletes the caller's account (docs/adr/0017): every device revoked, the
+        signed device list removed, the name held for 30 days (ALREADY_EXISTS
+        for a Register in that time). Needs the account key's signature over
+        "xchat-delete-account-v1" || 0x00 || account || 0x00 || account_key
+        (PERMISSION_DENIED otherwise: a token alone cannot delete an account);
+        FAILED_PRECONDITION for an account without an account key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +271,36 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.SetDeliveryVerifier,
                     request_deserializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierResponse.SerializeToString,
+            ),
+            'PublishDeviceList': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishDeviceList,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.PublishDeviceListRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.PublishDeviceListResponse.SerializeToString,
+            ),
+            'PutProvisioning': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutProvisioning,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.PutProvisioningRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.PutProvisioningResponse.SerializeToString,
+            ),
+            'TakeProvisioning': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeProvisioning,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.TakeProvisioningResponse.SerializeToString,
+            ),
+            'LookupKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupKey,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.LookupKeyRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.LookupKeyResponse.SerializeToString,
+            ),
+            'AuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditLog,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +519,168 @@ class Auth:
             '/xchat.v1.Auth/SetDeliveryVerifier',
             xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierRequest.SerializeToString,
             xchat_dot_v1_dot_auth__pb2.SetDeliveryVerifierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishDeviceList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/PublishDeviceList',
+            xchat_dot_v1_dot_auth__pb2.PublishDeviceListRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.PublishDeviceListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutProvisioning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/PutProvisioning',
+            xchat_dot_v1_dot_auth__pb2.PutProvisioningRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.PutProvisioningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeProvisioning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/TakeProvisioning',
+            xchat_dot_v1_dot_auth__pb2.TakeProvisioningRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.TakeProvisioningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/LookupKey',
+            xchat_dot_v1_dot_auth__pb2.LookupKeyRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.LookupKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/AuditLog',
+            xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/DeleteAccount',
+            xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15xchat/v1/common.proto\x12\x08xchat.v1\"E\n\x0cSignedPrekey\x12\x0e\n\x06key_id\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"3\n\rOneTimePrekey\x12\x0e\n\x06key_id\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"j\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\x12\x0f\n\x07revoked\x18\x04 \x01(\x08\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15xchat/v1/common.proto\x12\x08xchat.v1\"E\n\x0cSignedPrekey\x12\x0e\n\x06key_id\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"3\n\rOneTimePrekey\x12\x0e\n\x06key_id\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"j\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\x12\x0f\n\x07revoked\x18\x04 \x01(\x08\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x42j\n\x08xchat.v1B\x0b\x43ommonProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xchat.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\010xchat.v1B\013CommonProtoP\001Z\035xchat/gen/go/xchat/v1;xchatv1\242\002\003XCX\252\002\010XChat.V1\272\002\007XChatV1\312\002\010XChat\\V1\352\002\tXChat::V1'
   _globals['_SIGNEDPREKEY']._serialized_start=35
   _globals['_SIGNEDPREKEY']._serialized_end=104
   _globals['_ONETIMEPREKEY']._serialized_start=106

@@ -25,27 +25,32 @@ _sym_db = _symbol_database.Default()
 from xchat.v1 import common_pb2 as xchat_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13xchat/v1/keys.proto\x12\x08xchat.v1\x1a\x15xchat/v1/common.proto\"\xe4\x01\n\x14UploadPrekeysRequest\x12-\n\rsigned_prekey\x18\x01 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\x12\x31\n\x10one_time_prekeys\x18\x02 \x03(\x0b\x32\x17.xchat.v1.OneTimePrekey\x12\x33\n\x13pq_one_time_prekeys\x18\x03 \x03(\x0b\x32\x16.xchat.v1.SignedPrekey\x12\x35\n\x15pq_last_resort_prekey\x18\x04 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\"N\n\x15UploadPrekeysResponse\x12\x18\n\x10one_time_prekeys\x18\x01 \x01(\r\x12\x1b\n\x13pq_one_time_prekeys\x18\x02 \x01(\r\"9\n\x13\x46\x65tchBundlesRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\xf6\x01\n\x0cPrekeyBundle\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\x12-\n\rsigned_prekey\x18\x04 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\x12\x30\n\x0fone_time_prekey\x18\x05 \x01(\x0b\x32\x17.xchat.v1.OneTimePrekey\x12)\n\tpq_prekey\x18\x06 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\x12 \n\x18pq_prekey_is_last_resort\x18\x07 \x01(\x08\"?\n\x14\x46\x65tchBundlesResponse\x12\'\n\x07\x62undles\x18\x01 \x03(\x0b\x32\x16.xchat.v1.PrekeyBundle\"\x15\n\x13\x43ountPrekeysRequest\"M\n\x14\x43ountPrekeysResponse\x12\x18\n\x10one_time_prekeys\x18\x01 \x01(\r\x12\x1b\n\x13pq_one_time_prekeys\x18\x02 \x01(\r2\xf6\x01\n\x04Keys\x12P\n\rUploadPrekeys\x12\x1e.xchat.v1.UploadPrekeysRequest\x1a\x1f.xchat.v1.UploadPrekeysResponse\x12M\n\x0c\x46\x65tchBundles\x12\x1d.xchat.v1.FetchBundlesRequest\x1a\x1e.xchat.v1.FetchBundlesResponse\x12M\n\x0c\x43ountPrekeys\x12\x1d.xchat.v1.CountPrekeysRequest\x1a\x1e.xchat.v1.CountPrekeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13xchat/v1/keys.proto\x12\x08xchat.v1\x1a\x15xchat/v1/common.proto\"0\n\x1aPurgeRevokedPrekeysRequest\x12\x12\n\ndevice_ids\x18\x01 \x03(\t\"-\n\x1bPurgeRevokedPrekeysResponse\x12\x0e\n\x06purged\x18\x01 \x01(\r\"\xe4\x01\n\x14UploadPrekeysRequest\x12-\n\rsigned_prekey\x18\x01 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\x12\x31\n\x10one_time_prekeys\x18\x02 \x03(\x0b\x32\x17.xchat.v1.OneTimePrekey\x12\x33\n\x13pq_one_time_prekeys\x18\x03 \x03(\x0b\x32\x16.xchat.v1.SignedPrekey\x12\x35\n\x15pq_last_resort_prekey\x18\x04 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\"N\n\x15UploadPrekeysResponse\x12\x18\n\x10one_time_prekeys\x18\x01 \x01(\r\x12\x1b\n\x13pq_one_time_prekeys\x18\x02 \x01(\r\"9\n\x13\x46\x65tchBundlesRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\xf6\x01\n\x0cPrekeyBundle\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\x12-\n\rsigned_prekey\x18\x04 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\x12\x30\n\x0fone_time_prekey\x18\x05 \x01(\x0b\x32\x17.xchat.v1.OneTimePrekey\x12)\n\tpq_prekey\x18\x06 \x01(\x0b\x32\x16.xchat.v1.SignedPrekey\x12 \n\x18pq_prekey_is_last_resort\x18\x07 \x01(\x08\"?\n\x14\x46\x65tchBundlesResponse\x12\'\n\x07\x62undles\x18\x01 \x03(\x0b\x32\x16.xchat.v1.PrekeyBundle\"\x15\n\x13\x43ountPrekeysRequest\"M\n\x14\x43ountPrekeysResponse\x12\x18\n\x10one_time_prekeys\x18\x01 \x01(\r\x12\x1b\n\x13pq_one_time_prekeys\x18\x02 \x01(\r2\xd3\x02\n\x04Keys\x12P\n\rUploadPrekeys\x12\x1e.xchat.v1.UploadPrekeysRequest\x1a\x1f.xchat.v1.UploadPrekeysResponse\x12M\n\x0c\x46\x65tchBundles\x12\x1d.xchat.v1.FetchBundlesRequest\x1a\x1e.xchat.v1.FetchBundlesResponse\x12M\n\x0c\x43ountPrekeys\x12\x1d.xchat.v1.CountPrekeysRequest\x1a\x1e.xchat.v1.CountPrekeysResponse\x12[\n\x0cPurgeRevoked\x12$.xchat.v1.PurgeRevokedPrekeysRequest\x1a%.xchat.v1.PurgeRevokedPrekeysResponseBh\n\x08xchat.v1B\tKeysProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xchat.v1.keys_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_UPLOADPREKEYSREQUEST']._serialized_start=57
-  _globals['_UPLOADPREKEYSREQUEST']._serialized_end=285
-  _globals['_UPLOADPREKEYSRESPONSE']._serialized_start=287
-  _globals['_UPLOADPREKEYSRESPONSE']._serialized_end=365
-  _globals['_FETCHBUNDLESREQUEST']._serialized_start=367
-  _globals['_FETCHBUNDLESREQUEST']._serialized_end=424
-  _globals['_PREKEYBUNDLE']._serialized_start=427
-  _globals['_PREKEYBUNDLE']._serialized_end=673
-  _globals['_FETCHBUNDLESRESPONSE']._serialized_start=675
-  _globals['_FETCHBUNDLESRESPONSE']._serialized_end=738
-  _globals['_COUNTPREKEYSREQUEST']._serialized_start=740
-  _globals['_COUNTPREKEYSREQUEST']._serialized_end=761
-  _globals['_COUNTPREKEYSRESPONSE']._serialized_start=763
-  _globals['_COUNTPREKEYSRESPONSE']._serialized_end=840
-  _globals['_KEYS']._serialized_start=843
-  _globals['_KEYS']._serialized_end=1089
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\010xchat.v1B\tKeysProtoP\001Z\035xchat/gen/go/xchat/v1;xchatv1\242\002\003XCX\252\002\010XChat.V1\272\002\007XChatV1\312\002\010XChat\\V1\352\002\tXChat::V1'
+  _globals['_PURGEREVOKEDPREKEYSREQUEST']._serialized_start=56
+  _globals['_PURGEREVOKEDPREKEYSREQUEST']._serialized_end=104
+  _globals['_PURGEREVOKEDPREKEYSRESPONSE']._serialized_start=106
+  _globals['_PURGEREVOKEDPREKEYSRESPONSE']._serialized_end=151
+  _globals['_UPLOADPREKEYSREQUEST']._serialized_start=154
+  _globals['_UPLOADPREKEYSREQUEST']._serialized_end=382
+  _globals['_UPLOADPREKEYSRESPONSE']._serialized_start=384
+  _globals['_UPLOADPREKEYSRESPONSE']._serialized_end=462
+  _globals['_FETCHBUNDLESREQUEST']._serialized_start=464
+  _globals['_FETCHBUNDLESREQUEST']._serialized_end=521
+  _globals['_PREKEYBUNDLE']._serialized_start=524
+  _globals['_PREKEYBUNDLE']._serialized_end=770
+  _globals['_FETCHBUNDLESRESPONSE']._serialized_start=772
+  _globals['_FETCHBUNDLESRESPONSE']._serialized_end=835
+  _globals['_COUNTPREKEYSREQUEST']._serialized_start=837
+  _globals['_COUNTPREKEYSREQUEST']._serialized_end=858
+  _globals['_COUNTPREKEYSRESPONSE']._serialized_start=860
+  _globals['_COUNTPREKEYSRESPONSE']._serialized_end=937
+  _globals['_KEYS']._serialized_start=940
+  _globals['_KEYS']._serialized_end=1279
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PurgeRevokedPrekeysRequest(_message.Message):
+    __slots__ = ("device_ids",)
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PurgeRevokedPrekeysResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...
+
 class UploadPrekeysRequest(_message.Message):
     __slots__ = ("signed_prekey", "one_time_prekeys", "pq_one_time_prekeys", "pq_last_resort_prekey")
     SIGNED_PREKEY_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class KeysStub:
                 request_serializer=xchat_dot_v1_dot_keys__pb2.CountPrekeysRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_keys__pb2.CountPrekeysResponse.FromString,
                 _registered_method=True)
+        self.PurgeRevoked = channel.unary_unary(
+                '/xchat.v1.Keys/PurgeRevoked',
+                request_serializer=xchat_dot_v1_dot_keys__pb2.PurgeRevokedPrekeysRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_keys__pb2.PurgeRevokedPrekeysResponse.FromString,
+                _registered_method=True)
 
 
 class KeysServicer:
@@ -79,6 +84,16 @@ class KeysServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeRevoked(self, request, context):
+        """Anonymous: removes every prekey of each listed device that is revoked
+        (a deleted account's, Auth.DeleteAccount); other ids are skipped.
+        Revocation is final and a revoked device's keys are never handed out,
+        so this only frees storage sooner. At most 16 ids (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeysServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +111,11 @@ def add_KeysServicer_to_server(servicer, server):
                     servicer.CountPrekeys,
                     request_deserializer=xchat_dot_v1_dot_keys__pb2.CountPrekeysRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_keys__pb2.CountPrekeysResponse.SerializeToString,
+            ),
+            'PurgeRevoked': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeRevoked,
+                    request_deserializer=xchat_dot_v1_dot_keys__pb2.PurgeRevokedPrekeysRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_keys__pb2.PurgeRevokedPrekeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +199,33 @@ class Keys:
             '/xchat.v1.Keys/CountPrekeys',
             xchat_dot_v1_dot_keys__pb2.CountPrekeysRequest.SerializeToString,
             xchat_dot_v1_dot_keys__pb2.CountPrekeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeRevoked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Keys/PurgeRevoked',
+            xchat_dot_v1_dot_keys__pb2.PurgeRevokedPrekeysRequest.SerializeToString,
+            xchat_dot_v1_dot_keys__pb2.PurgeRevokedPrekeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,25 +24,36 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xchat/v1/mailbox.proto\x12\x08xchat.v1\"7\n\x0bSyncRequest\x12\x15\n\rack_sequences\x18\x01 \x03(\x04\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\x88\x01\n\x08\x45nvelope\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\x14\n\x0cstored_at_ms\x18\x06 \x01(\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x0esender_accountR\x10sender_device_id\" \n\x0b\x42\x61\x63klogDone\x12\x11\n\tdelivered\x18\x01 \x01(\x04\"b\n\x0cSyncResponse\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.xchat.v1.Envelope\x12+\n\x0c\x62\x61\x63klog_done\x18\x02 \x01(\x0b\x32\x15.xchat.v1.BacklogDone\"\x1f\n\nAckRequest\x12\x11\n\tsequences\x18\x01 \x03(\x04\"\x1e\n\x0b\x41\x63kResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r2x\n\x07Mailbox\x12\x39\n\x04Sync\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse(\x01\x30\x01\x12\x32\n\x03\x41\x63k\x12\x14.xchat.v1.AckRequest\x1a\x15.xchat.v1.AckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xchat/v1/mailbox.proto\x12\x08xchat.v1\"$\n\x13RegisterPushRequest\x12\r\n\x05token\x18\x01 \x01(\x0c\"\x16\n\x14RegisterPushResponse\"\x1f\n\tEphemeral\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\"7\n\x0bSyncRequest\x12\x15\n\rack_sequences\x18\x01 \x03(\x04\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\x88\x01\n\x08\x45nvelope\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\x14\n\x0cstored_at_ms\x18\x06 \x01(\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x0esender_accountR\x10sender_device_id\" \n\x0b\x42\x61\x63klogDone\x12\x11\n\tdelivered\x18\x01 \x01(\x04\"\x8a\x01\n\x0cSyncResponse\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.xchat.v1.Envelope\x12+\n\x0c\x62\x61\x63klog_done\x18\x02 \x01(\x0b\x32\x15.xchat.v1.BacklogDone\x12&\n\tephemeral\x18\x03 \x03(\x0b\x32\x13.xchat.v1.Ephemeral\"\x1f\n\nAckRequest\x12\x11\n\tsequences\x18\x01 \x03(\x04\"\x1e\n\x0b\x41\x63kResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"2\n\x1cPurgeRevokedMailboxesRequest\x12\x12\n\ndevice_ids\x18\x01 \x03(\t\"/\n\x1dPurgeRevokedMailboxesResponse\x12\x0e\n\x06purged\x18\x01 \x01(\r2\xe7\x02\n\x07Mailbox\x12\x39\n\x04Sync\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse(\x01\x30\x01\x12=\n\nSyncStream\x12\x15.xchat.v1.SyncRequest\x1a\x16.xchat.v1.SyncResponse0\x01\x12\x32\n\x03\x41\x63k\x12\x14.xchat.v1.AckRequest\x1a\x15.xchat.v1.AckResponse\x12_\n\x0cPurgeRevoked\x12&.xchat.v1.PurgeRevokedMailboxesRequest\x1a\'.xchat.v1.PurgeRevokedMailboxesResponse\x12M\n\x0cRegisterPush\x12\x1d.xchat.v1.RegisterPushRequest\x1a\x1e.xchat.v1.RegisterPushResponseBk\n\x08xchat.v1B\x0cMailboxProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xchat.v1.mailbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_SYNCREQUEST']._serialized_start=36
-  _globals['_SYNCREQUEST']._serialized_end=91
-  _globals['_ENVELOPE']._serialized_start=94
-  _globals['_ENVELOPE']._serialized_end=230
-  _globals['_BACKLOGDONE']._serialized_start=232
-  _globals['_BACKLOGDONE']._serialized_end=264
-  _globals['_SYNCRESPONSE']._serialized_start=266
-  _globals['_SYNCRESPONSE']._serialized_end=364
-  _globals['_ACKREQUEST']._serialized_start=366
-  _globals['_ACKREQUEST']._serialized_end=397
-  _globals['_ACKRESPONSE']._serialized_start=399
-  _globals['_ACKRESPONSE']._serialized_end=429
-  _globals['_MAILBOX']._serialized_start=431
-  _globals['_MAILBOX']._serialized_end=551
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\010xchat.v1B\014MailboxProtoP\001Z\035xchat/gen/go/xchat/v1;xchatv1\242\002\003XCX\252\002\010XChat.V1\272\002\007XChatV1\312\002\010XChat\\V1\352\002\tXChat::V1'
+  _globals['_REGISTERPUSHREQUEST']._serialized_start=36
+  _globals['_REGISTERPUSHREQUEST']._serialized_end=72
+  _globals['_REGISTERPUSHRESPONSE']._serialized_start=74
+  _globals['_REGISTERPUSHRESPONSE']._serialized_end=96
+  _globals['_EPHEMERAL']._serialized_start=98
+  _globals['_EPHEMERAL']._serialized_end=129
+  _globals['_SYNCREQUEST']._serialized_start=131
+  _globals['_SYNCREQUEST']._serialized_end=186
+  _globals['_ENVELOPE']._serialized_start=189
+  _globals['_ENVELOPE']._serialized_end=325
+  _globals['_BACKLOGDONE']._serialized_start=327
+  _globals['_BACKLOGDONE']._serialized_end=359
+  _globals['_SYNCRESPONSE']._serialized_start=362
+  _globals['_SYNCRESPONSE']._serialized_end=500
+  _globals['_ACKREQUEST']._serialized_start=502
+  _globals['_ACKREQUEST']._serialized_end=533
+  _globals['_ACKRESPONSE']._serialized_start=535
+  _globals['_ACKRESPONSE']._serialized_end=565
+  _globals['_PURGEREVOKEDMAILBOXESREQUEST']._serialized_start=567
+  _globals['_PURGEREVOKEDMAILBOXESREQUEST']._serialized_end=617
+  _globals['_PURGEREVOKEDMAILBOXESRESPONSE']._serialized_start=619
+  _globals['_PURGEREVOKEDMAILBOXESRESPONSE']._serialized_end=666
+  _globals['_MAILBOX']._serialized_start=669
+  _globals['_MAILBOX']._serialized_end=1028
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RegisterPushRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: bytes
+    def __init__(self, token: _Optional[bytes] = ...) -> None: ...
+
+class RegisterPushResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Ephemeral(_message.Message):
+    __slots__ = ("ciphertext",)
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    ciphertext: bytes
+    def __init__(self, ciphertext: _Optional[bytes] = ...) -> None: ...
+
 class SyncRequest(_message.Message):
     __slots__ = ("ack_sequences", "device_id")
     ACK_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
@@ -33,12 +49,14 @@ class BacklogDone(_message.Message):
     def __init__(self, delivered: _Optional[int] = ...) -> None: ...
 
 class SyncResponse(_message.Message):
-    __slots__ = ("envelopes", "backlog_done")
+    __slots__ = ("envelopes", "backlog_done", "ephemeral")
     ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_DONE_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     envelopes: _containers.RepeatedCompositeFieldContainer[Envelope]
     backlog_done: BacklogDone
-    def __init__(self, envelopes: _Optional[_Iterable[_Union[Envelope, _Mapping]]] = ..., backlog_done: _Optional[_Union[BacklogDone, _Mapping]] = ...) -> None: ...
+    ephemeral: _containers.RepeatedCompositeFieldContainer[Ephemeral]
+    def __init__(self, envelopes: _Optional[_Iterable[_Union[Envelope, _Mapping]]] = ..., backlog_done: _Optional[_Union[BacklogDone, _Mapping]] = ..., ephemeral: _Optional[_Iterable[_Union[Ephemeral, _Mapping]]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("sequences",)
@@ -51,3 +69,15 @@ class AckResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: int
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class PurgeRevokedMailboxesRequest(_message.Message):
+    __slots__ = ("device_ids",)
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PurgeRevokedMailboxesResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

@@ -39,10 +39,25 @@ class MailboxStub:
                 request_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
                 _registered_method=True)
+        self.SyncStream = channel.unary_stream(
+                '/xchat.v1.Mailbox/SyncStream',
+                request_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
+                _registered_method=True)
         self.Ack = channel.unary_unary(
                 '/xchat.v1.Mailbox/Ack',
                 request_serializer=xchat_dot_v1_dot_mailbox__pb2.AckRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_mailbox__pb2.AckResponse.FromString,
+                _registered_method=True)
+        self.PurgeRevoked = channel.unary_unary(
+                '/xchat.v1.Mailbox/PurgeRevoked',
+                request_serializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesResponse.FromString,
+                _registered_method=True)
+        self.RegisterPush = channel.unary_unary(
+                '/xchat.v1.Mailbox/RegisterPush',
+                request_serializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushResponse.FromString,
                 _registered_method=True)
 
 
@@ -57,10 +72,42 @@ class MailboxServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncStream(self, request, context):
+        """Sync for clients that cannot stream requests (browsers through gRPC-web,
+        docs/grpc-web.md): the one request opens the call exactly as Sync's first
+        does, and the client acknowledges with Ack. Same authorisation, bounds
+        and revocation checks as Sync; at most 1000 envelopes are outstanding
+        until Acks free the window (re-checked against the store every few
+        seconds when the Acks reach another mailbox process).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ack(self, request, context):
         """Acknowledge outside a Sync call. Only the caller device's envelopes can
         be acknowledged (PERMISSION_DENIED otherwise); sequences already deleted
         are ignored (acks are idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeRevoked(self, request, context):
+        """Anonymous: empties the mailbox of each listed device that is revoked (a
+        deleted account's, Auth.DeleteAccount); other ids are skipped. A revoked
+        device never reads its mailbox again, so this only frees storage before
+        the stream's max age. At most 16 ids (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterPush(self, request, context):
+        """Registers (or, with an empty token, removes) the caller device's push
+        token: while the device has no open Sync in any region, a stored envelope
+        makes the mailbox call the push gateway with this token and nothing else
+        (docs/push.md). 0..512 bytes; INVALID_ARGUMENT beyond.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,10 +121,25 @@ def add_MailboxServicer_to_server(servicer, server):
                     request_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.SerializeToString,
             ),
+            'SyncStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SyncStream,
+                    request_deserializer=xchat_dot_v1_dot_mailbox__pb2.SyncRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_mailbox__pb2.SyncResponse.SerializeToString,
+            ),
             'Ack': grpc.unary_unary_rpc_method_handler(
                     servicer.Ack,
                     request_deserializer=xchat_dot_v1_dot_mailbox__pb2.AckRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_mailbox__pb2.AckResponse.SerializeToString,
+            ),
+            'PurgeRevoked': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeRevoked,
+                    request_deserializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesResponse.SerializeToString,
+            ),
+            'RegisterPush': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterPush,
+                    request_deserializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_mailbox__pb2.RegisterPushResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,6 +180,33 @@ class Mailbox:
             _registered_method=True)
 
     @staticmethod
+    def SyncStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/xchat.v1.Mailbox/SyncStream',
+            xchat_dot_v1_dot_mailbox__pb2.SyncRequest.SerializeToString,
+            xchat_dot_v1_dot_mailbox__pb2.SyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Ack(request,
             target,
             options=(),
@@ -134,6 +223,60 @@ class Mailbox:
             '/xchat.v1.Mailbox/Ack',
             xchat_dot_v1_dot_mailbox__pb2.AckRequest.SerializeToString,
             xchat_dot_v1_dot_mailbox__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeRevoked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Mailbox/PurgeRevoked',
+            xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesRequest.SerializeToString,
+            xchat_dot_v1_dot_mailbox__pb2.PurgeRevokedMailboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterPush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Mailbox/RegisterPush',
+            xchat_dot_v1_dot_mailbox__pb2.RegisterPushRequest.SerializeToString,
+            xchat_dot_v1_dot_mailbox__pb2.RegisterPushResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,21 +24,28 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14xchat/v1/relay.proto\x12\x08xchat.v1\"5\n\tSendBatch\x12(\n\tenvelopes\x18\x01 \x03(\x0b\x32\x15.xchat.v1.SendRequest\"8\n\x0fSendBatchResult\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.xchat.v1.SendResult\"h\n\x0bSendRequest\x12\x1b\n\x13recipient_device_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12\x14\n\x0c\x64\x65livery_key\x18\x04 \x01(\x0c\"\xb4\x01\n\nSendResult\x12\x12\n\nmessage_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x14\n\x0cstored_at_ms\x18\x04 \x01(\x03\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x1b\n\x13recipient_device_id\x18\x07 \x01(\t\x12\x0f\n\x07receipt\x18\x08 \x01(\x0c\x32\xc0\x01\n\x05Relay\x12\x33\n\x04Send\x12\x15.xchat.v1.SendRequest\x1a\x14.xchat.v1.SendResult\x12@\n\nSendStream\x12\x13.xchat.v1.SendBatch\x1a\x19.xchat.v1.SendBatchResult(\x01\x30\x01\x12@\n\nSendSealed\x12\x13.xchat.v1.SendBatch\x1a\x19.xchat.v1.SendBatchResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14xchat/v1/relay.proto\x12\x08xchat.v1\"@\n\rEphemeralItem\x12\x1b\n\x13recipient_device_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"8\n\x0e\x45phemeralBatch\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.xchat.v1.EphemeralItem\"&\n\x11\x45phemeralAccepted\x12\x11\n\tpublished\x18\x01 \x01(\r\"5\n\tSendBatch\x12(\n\tenvelopes\x18\x01 \x03(\x0b\x32\x15.xchat.v1.SendRequest\"8\n\x0fSendBatchResult\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.xchat.v1.SendResult\"}\n\x0bSendRequest\x12\x1b\n\x13recipient_device_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12\x14\n\x0c\x64\x65livery_key\x18\x04 \x01(\x0c\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\"\xb4\x01\n\nSendResult\x12\x12\n\nmessage_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x14\n\x0cstored_at_ms\x18\x04 \x01(\x03\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x1b\n\x13recipient_device_id\x18\x07 \x01(\t\x12\x0f\n\x07receipt\x18\x08 \x01(\x0c\x32\x88\x02\n\x05Relay\x12\x33\n\x04Send\x12\x15.xchat.v1.SendRequest\x1a\x14.xchat.v1.SendResult\x12@\n\nSendStream\x12\x13.xchat.v1.SendBatch\x1a\x19.xchat.v1.SendBatchResult(\x01\x30\x01\x12@\n\nSendSealed\x12\x13.xchat.v1.SendBatch\x1a\x19.xchat.v1.SendBatchResult(\x01\x30\x01\x12\x46\n\rSendEphemeral\x12\x18.xchat.v1.EphemeralBatch\x1a\x1b.xchat.v1.EphemeralAcceptedBi\n\x08xchat.v1B\nRelayProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xchat.v1.relay_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_SENDBATCH']._serialized_start=34
-  _globals['_SENDBATCH']._serialized_end=87
-  _globals['_SENDBATCHRESULT']._serialized_start=89
-  _globals['_SENDBATCHRESULT']._serialized_end=145
-  _globals['_SENDREQUEST']._serialized_start=147
-  _globals['_SENDREQUEST']._serialized_end=251
-  _globals['_SENDRESULT']._serialized_start=254
-  _globals['_SENDRESULT']._serialized_end=434
-  _globals['_RELAY']._serialized_start=437
-  _globals['_RELAY']._serialized_end=629
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\010xchat.v1B\nRelayProtoP\001Z\035xchat/gen/go/xchat/v1;xchatv1\242\002\003XCX\252\002\010XChat.V1\272\002\007XChatV1\312\002\010XChat\\V1\352\002\tXChat::V1'
+  _globals['_EPHEMERALITEM']._serialized_start=34
+  _globals['_EPHEMERALITEM']._serialized_end=98
+  _globals['_EPHEMERALBATCH']._serialized_start=100
+  _globals['_EPHEMERALBATCH']._serialized_end=156
+  _globals['_EPHEMERALACCEPTED']._serialized_start=158
+  _globals['_EPHEMERALACCEPTED']._serialized_end=196
+  _globals['_SENDBATCH']._serialized_start=198
+  _globals['_SENDBATCH']._serialized_end=251
+  _globals['_SENDBATCHRESULT']._serialized_start=253
+  _globals['_SENDBATCHRESULT']._serialized_end=309
+  _globals['_SENDREQUEST']._serialized_start=311
+  _globals['_SENDREQUEST']._serialized_end=436
+  _globals['_SENDRESULT']._serialized_start=439
+  _globals['_SENDRESULT']._serialized_end=619
+  _globals['_RELAY']._serialized_start=622
+  _globals['_RELAY']._serialized_end=886
 # @@protoc_insertion_point(module_scope)

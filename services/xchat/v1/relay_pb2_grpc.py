@@ -49,6 +49,11 @@ class RelayStub:
                 request_serializer=xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
                 _registered_method=True)
+        self.SendEphemeral = channel.unary_unary(
+                '/xchat.v1.Relay/SendEphemeral',
+                request_serializer=xchat_dot_v1_dot_relay__pb2.EphemeralBatch.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_relay__pb2.EphemeralAccepted.FromString,
+                _registered_method=True)
 
 
 class RelayServicer:
@@ -85,6 +90,17 @@ class RelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendEphemeral(self, request, context):
+        """Ephemeral signals (typing, presence): sealed ciphertexts published on core
+        NATS to each recipient device's open Sync calls, never stored, dropped when
+        the device has none. 1..16 items per call, 1..1024 bytes each;
+        INVALID_ARGUMENT beyond, NOT_FOUND for an unknown or revoked recipient,
+        RESOURCE_EXHAUSTED beyond the rate per sender device or per recipient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RelayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +118,11 @@ def add_RelayServicer_to_server(servicer, server):
                     servicer.SendSealed,
                     request_deserializer=xchat_dot_v1_dot_relay__pb2.SendBatch.FromString,
                     response_serializer=xchat_dot_v1_dot_relay__pb2.SendBatchResult.SerializeToString,
+            ),
+            'SendEphemeral': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEphemeral,
+                    request_deserializer=xchat_dot_v1_dot_relay__pb2.EphemeralBatch.FromString,
+                    response_serializer=xchat_dot_v1_dot_relay__pb2.EphemeralAccepted.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +206,33 @@ class Relay:
             '/xchat.v1.Relay/SendSealed',
             xchat_dot_v1_dot_relay__pb2.SendBatch.SerializeToString,
             xchat_dot_v1_dot_relay__pb2.SendBatchResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEphemeral(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Relay/SendEphemeral',
+            xchat_dot_v1_dot_relay__pb2.EphemeralBatch.SerializeToString,
+            xchat_dot_v1_dot_relay__pb2.EphemeralAccepted.FromString,
             options,
             channel_credentials,
             insecure,

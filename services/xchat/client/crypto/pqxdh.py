@@ -10,7 +10,17 @@ PQPK the ML-KEM-768 prekey (one-time, else last-resort), EK A's ephemeral::
     SK = HKDF-SHA256(ikm = F || DH1 || DH2 || DH3 [|| DH4] || SS,
                      salt = 32 zero bytes, info = KDF_INFO, length = 32)
     F  = 32 bytes of 0xFF (X25519 domain separation, as in the spec)
-    AD = Encode(IK_A) || Encode(IK_B),  Encode(IK) = 0x01 || Ed25519 public key
+    AD = Encode(IK_A) || Encode(IK_B) [|| EncodeIds(account_A, device_A, account_B, device_B)]
+    Encode(IK) = 0x01 || Ed25519 public key
+    EncodeIds  = u8 len(account_A) || account_A || device_A (16)
+                 || u8 len(account_B) || account_B || device_B (16)
+
+The ids are bound (issue 9) in sessions started by SDKs that know them: the
+responder takes A's ids from the sealed layer's claim and its own, so a PREKEY
+message replayed under other claimed ids derives another AD and fails to
+authenticate. Such sessions send wire version 2 (:mod:`.wire`), so the
+responder knows to bind; wire version 1 (sessions started before) keeps the
+AD of the identity keys alone.
 
 The :class:`InitialMessage` carries IK_A, EK_A, the prekey ids used and CT; it
 travels in front of the first ratchet message (see :mod:`.wire`).
@@ -22,7 +32,7 @@ from dataclasses import dataclass
 
 from .bundles import PrekeyBundle
 from .encoding import Reader, Writer, check_length
-from .errors import IdentityMismatchError
+from .errors import IdentityMismatchError, MalformedMessageError
 from .identity import IdentityKeyPair
 from .prekey_store import PrekeyStore
 from .prekeys import check_key_id
@@ -47,6 +57,7 @@ __all__ = [
     "Agreement",
     "InitialMessage",
     "associated_data",
+    "encode_ids",
     "encode_identity_key",
     "initiate",
     "kdf",
@@ -60,6 +71,8 @@ KDF_INFO = b"xchat_CURVE25519_SHA-256_ML-KEM-768"
 # and the safety number covers (the X25519 form drops the sign bit).
 IDENTITY_KEY_TYPE = 0x01
 _F = b"\xff" * 32
+MAX_BOUND_ACCOUNT_SIZE = 32
+BOUND_DEVICE_ID_SIZE = 16
 
 
 def encode_identity_key(identity_public: bytes) -> bytes:
@@ -67,9 +80,25 @@ def encode_identity_key(identity_public: bytes) -> bytes:
     return bytes([IDENTITY_KEY_TYPE]) + identity_public
 
 
-def associated_data(initiator_identity: bytes, responder_identity: bytes) -> bytes:
-    """AD = Encode(IK_A) || Encode(IK_B)."""
-    return encode_identity_key(initiator_identity) + encode_identity_key(responder_identity)
+def encode_ids(initiator_account: str, initiator_device: str, responder_account: str, responder_device: str) -> bytes:
+    """EncodeIds(account_A, device_A, account_B, device_B): ASCII accounts of 1..32 bytes, 16-byte device ids."""
+    w = Writer()
+    for account, device in ((initiator_account, initiator_device), (responder_account, responder_device)):
+        raw_account = account.encode("ascii")
+        if not 0 < len(raw_account) <= MAX_BOUND_ACCOUNT_SIZE:
+            raise MalformedMessageError(f"PQXDH ids: account must be 1..{MAX_BOUND_ACCOUNT_SIZE} ASCII bytes")
+        try:
+            raw_device = bytes.fromhex(device)
+        except ValueError as exc:
+            raise MalformedMessageError("PQXDH ids: device id must be hex") from exc
+        check_length("PQXDH device id", raw_device, BOUND_DEVICE_ID_SIZE)
+        w.u8(len(raw_account)).raw(raw_account).raw(raw_device)
+    return w.getvalue()
+
+
+def associated_data(initiator_identity: bytes, responder_identity: bytes, ids: bytes = b"") -> bytes:
+    """AD = Encode(IK_A) || Encode(IK_B) || ids (``encode_ids``; b"" in sessions started before ids were bound)."""
+    return encode_identity_key(initiator_identity) + encode_identity_key(responder_identity) + ids
 
 
 def kdf(dh_outputs: list[bytes], kem_secret: bytes) -> bytes:
@@ -145,8 +174,10 @@ class Agreement:
     ratchet_private: X25519PrivateKey | None
 
 
-def initiate(our_identity: IdentityKeyPair, bundle: PrekeyBundle) -> tuple[Agreement, InitialMessage]:
-    """Initiator side: verify the bundle, derive SK, build the initial message."""
+def initiate(
+    our_identity: IdentityKeyPair, bundle: PrekeyBundle, *, ids: bytes = b""
+) -> tuple[Agreement, InitialMessage]:
+    """Initiator side: verify the bundle, derive SK, build the initial message (``ids``: ``encode_ids``)."""
     bundle.verify()
     their_ik = ed25519_public_to_x25519(bundle.identity_key, "bundle identity key")
     spk = bundle.signed_prekey.public
@@ -162,7 +193,7 @@ def initiate(our_identity: IdentityKeyPair, bundle: PrekeyBundle) -> tuple[Agree
     kem_secret, kem_ciphertext = mlkem_encapsulate(bundle.pq_prekey.public, "PQ prekey")
     agreement = Agreement(
         shared_key=kdf(dh, kem_secret),
-        associated_data=associated_data(our_identity.public, bundle.identity_key),
+        associated_data=associated_data(our_identity.public, bundle.identity_key, ids),
         ratchet_public=spk,
         ratchet_private=None,
     )
@@ -178,7 +209,9 @@ def initiate(our_identity: IdentityKeyPair, bundle: PrekeyBundle) -> tuple[Agree
     return agreement, message
 
 
-def respond(our_identity: IdentityKeyPair, store: PrekeyStore, message: InitialMessage) -> Agreement:
+def respond(
+    our_identity: IdentityKeyPair, store: PrekeyStore, message: InitialMessage, *, ids: bytes = b""
+) -> Agreement:
     """Responder side: look up the named prekeys and derive the same SK.
 
     Consumes nothing: the caller deletes one-time keys only once the first
@@ -204,7 +237,7 @@ def respond(our_identity: IdentityKeyPair, store: PrekeyStore, message: InitialM
     kem_secret = mlkem_decapsulate(pq, message.kem_ciphertext)
     return Agreement(
         shared_key=kdf(dh, kem_secret),
-        associated_data=associated_data(message.identity_key, our_identity.public),
+        associated_data=associated_data(message.identity_key, our_identity.public, ids),
         ratchet_public=None,
         ratchet_private=spk,
     )

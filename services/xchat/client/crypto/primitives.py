@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 
 import nacl.bindings
 import nacl.exceptions
@@ -70,6 +71,16 @@ AEAD_TAG_SIZE = 16
 _AEAD_KEY_INFO = b"xchat_DR_AES-256-GCM_message_key"
 _AEAD_NONCE_SIZE = 12
 
+# Known-answer vectors only (tests/crypto/test_crypto_vectors.py); never set by the
+# SDK. While ``_fixed_random`` is set, X25519 and ML-KEM key generation take their
+# private bytes from it (so PQXDH ephemerals, ratchet keys and sealed-sender
+# ephemerals are reproducible), and while ``_fixed_encapsulation`` is set ML-KEM
+# encapsulation returns its ``(shared_secret, ciphertext)`` for the public key:
+# ``cryptography`` offers no derandomized Encaps, so the vectors fix its output
+# and check it with the real Decaps.
+_fixed_random: Callable[[int], bytes] | None = None
+_fixed_encapsulation: Callable[[bytes], tuple[bytes, bytes]] | None = None
+
 
 # --- Ed25519 (PyNaCl) --------------------------------------------------------------
 
@@ -98,6 +109,8 @@ def ed25519_public_to_x25519(public: bytes, what: str = "identity key") -> bytes
 
 
 def x25519_generate() -> X25519PrivateKey:
+    if _fixed_random is not None:
+        return X25519PrivateKey.from_private_bytes(_fixed_random(X25519_KEY_SIZE))
     return X25519PrivateKey.generate()
 
 
@@ -163,6 +176,8 @@ def aead_decrypt(message_key: bytes, ciphertext: bytes, associated_data: bytes) 
 
 
 def mlkem_generate() -> mlkem.MLKEM768PrivateKey:
+    if _fixed_random is not None:
+        return mlkem.MLKEM768PrivateKey.from_seed_bytes(_fixed_random(MLKEM768_SEED_SIZE))
     return mlkem.MLKEM768PrivateKey.generate()
 
 
@@ -178,6 +193,8 @@ def mlkem_public_bytes(key: mlkem.MLKEM768PrivateKey) -> bytes:
 def mlkem_encapsulate(public: bytes, what: str = "ML-KEM-768 public key") -> tuple[bytes, bytes]:
     """Return ``(shared_secret, ciphertext)`` for the raw 1184-byte public key."""
     check_length(what, public, MLKEM768_PUBLIC_KEY_SIZE)
+    if _fixed_encapsulation is not None:
+        return _fixed_encapsulation(public)
     try:
         return mlkem.MLKEM768PublicKey.from_public_bytes(public).encapsulate()
     except ValueError as exc:

@@ -1,8 +1,8 @@
 """The self-describing wire message a :class:`~.sessions.Session` emits and opens.
 
-Version 1 layout (big-endian)::
+Layout (big-endian)::
 
-    version u8 = 1
+    version u8 = 1 or 2     2: the session binds account and device ids into its AD (.pqxdh)
     type u8                 1 = PREKEY, 2 = NORMAL
     [initial message]       PREKEY only: the PQXDH InitialMessage (see .pqxdh)
     header 40               ratchet public key 32 || pn u32 || n u32
@@ -26,9 +26,11 @@ from .pqxdh import InitialMessage
 from .primitives import AEAD_TAG_SIZE
 from .ratchet import Header
 
-__all__ = ["MAX_CIPHERTEXT_SIZE", "WIRE_VERSION", "MessageType", "WireMessage", "parse_wire"]
+__all__ = ["BOUND_WIRE_VERSION", "MAX_CIPHERTEXT_SIZE", "WIRE_VERSION", "MessageType", "WireMessage", "parse_wire"]
 
 WIRE_VERSION = 1
+# Sent by sessions whose PQXDH AD binds the ids (issue 9); the responder binds them too.
+BOUND_WIRE_VERSION = 2
 MAX_CIPHERTEXT_SIZE = MAX_ENCODED_PAYLOAD_SIZE + AEAD_TAG_SIZE
 MIN_CIPHERTEXT_SIZE = MIN_ENCODED_PAYLOAD_SIZE + AEAD_TAG_SIZE
 
@@ -52,17 +54,18 @@ class WireMessage:
     header: Header
     ciphertext: bytes
     authenticated: bytes
+    version: int = WIRE_VERSION
 
 
-def frame(message_type: MessageType, initial_bytes: bytes | None) -> bytes:
+def frame(message_type: MessageType, initial_bytes: bytes | None, version: int = WIRE_VERSION) -> bytes:
     """The bytes in front of the ratchet header."""
-    return Writer().u8(WIRE_VERSION).u8(message_type).raw(initial_bytes or b"").getvalue()
+    return Writer().u8(version).u8(message_type).raw(initial_bytes or b"").getvalue()
 
 
 def parse_wire(data: bytes) -> WireMessage:
     """Parse a wire message; raises only :class:`~.errors.MalformedMessageError` subclasses."""
     r = Reader(data, "wire message")
-    r.version((WIRE_VERSION,))
+    version = r.version((WIRE_VERSION, BOUND_WIRE_VERSION))
     raw_type = r.u8("type")
     try:
         message_type = MessageType(raw_type)
@@ -81,4 +84,4 @@ def parse_wire(data: bytes) -> WireMessage:
             f"wire message: ciphertext of {len(ciphertext)} bytes outside "
             f"{MIN_CIPHERTEXT_SIZE}..{MAX_CIPHERTEXT_SIZE}"
         )
-    return WireMessage(message_type, initial, initial_bytes, header, ciphertext, authenticated)
+    return WireMessage(message_type, initial, initial_bytes, header, ciphertext, authenticated, version)
