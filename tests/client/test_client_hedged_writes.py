@@ -25,8 +25,9 @@ from xchat.mesh.local import LocalMesh
 RTO_TARGET_S = 2.0
 
 
-async def _place(mesh: LocalMesh, leaders: dict[str, str], within: float = 60.0) -> None:
-    """Moves each stream's leader into the given region (stepdown with a placement), and waits for it."""
+async def _place(mesh: LocalMesh, leaders: dict[str, str], within: float = 60.0, *, until_moved_away: bool = False) -> None:
+    """Moves each stream's leader into the given region (stepdown with a placement), and waits for it;
+    ``until_moved_away``: then waits for the placement keeper to move it out again (20 s at most)."""
     nc = await nats.connect(
         servers=mesh.nats_urls("a"), tls=mesh.nats_tls(), connect_timeout=5, **mesh.admin_credentials  # type: ignore[arg-type]
     )
@@ -46,6 +47,11 @@ async def _place(mesh: LocalMesh, leaders: dict[str, str], within: float = 60.0)
                 except (nats.errors.Error, asyncio.TimeoutError):
                     pass
                 await asyncio.sleep(0.5)
+            if until_moved_away:
+                moved_at = time.monotonic()
+                while (info := await js.stream_info(stream)).cluster is None or info.cluster.leader in nodes:
+                    assert time.monotonic() - moved_at < 20, f"the keeper left {stream}'s leader in region {region}"
+                    await asyncio.sleep(0.2)
     finally:
         await nc.close()
 
@@ -66,7 +72,10 @@ async def test_sends_and_deliveries_go_on_within_two_seconds_when_the_leaders_re
         assert first.text == "before"
         await bob.ack(first)
 
-        await _place(mesh, {MAILBOX_STREAM: "a", f"KV_{BUCKET_DEVICES}": "a", HEDGE_STREAM: "b"})
+        # Every leader into region a, the hedge stream's too: the mesh's placement keeper
+        # must take that one out again before the region dies (ADR 0013).
+        await _place(mesh, {MAILBOX_STREAM: "a", f"KV_{BUCKET_DEVICES}": "a"})
+        await _place(mesh, {HEDGE_STREAM: "a"}, until_moved_away=True)
         await asyncio.to_thread(mesh.kill_region, "a")
         # Past the device cache: relay must read the records whose leader just died.
         await asyncio.sleep(CACHE_TTL_S + 0.5)

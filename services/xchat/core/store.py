@@ -376,7 +376,18 @@ class Store:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
+            if config.direct:
+                await self._allow_direct(f"KV_{config.bucket}")
             return await self.js.key_value(config.bucket)
+
+    async def _allow_direct(self, stream: str) -> None:
+        """A bucket made before it allowed direct gets (the devices bucket before ADR 0013) gets
+        them now: without, device records are unreadable while the bucket elects a leader."""
+        info = await self.js.stream_info(stream)
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            await self.js.update_stream(info.config)
+            log.info("stream %s now allows direct gets (replica reads during elections)", stream)
 
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
         """Retries while the cluster is still forming (no meta leader, peers not yet
