@@ -46,6 +46,18 @@ def test_a_full_batch_bounds_the_other_stream() -> None:
     assert taken_h.last == 5 and [s.sequence for s in taken_h.envelopes] == [5]
 
 
+def test_a_merged_read_never_hands_over_more_than_the_window_allows() -> None:
+    """Each stream is read up to the window's room; together they may not exceed it (a loaded relay
+    hedges some sends: 1,025 outstanding of 1,000 in a SyncStream test before the cut)."""
+    primary = Batch([_stored(1, 10), _stored(2, 30), _stored(3, 50)], [4], 4)
+    hedge = Batch([_stored(1, 20), _stored(2, 40), _stored(3, 60)], [], 3)
+    taken_p, taken_h, out = merge(primary, False, hedge, False, limit=4)
+    assert [s.envelope.stored_at_ms for s in out] == [10, 20, 30, 40]
+    # Each window consumes only what went out: the rest comes with the next read.
+    assert [s.sequence for s in taken_p.envelopes] == [1, 2] and taken_p.last == 2 and taken_p.undecodable == []
+    assert [s.sequence for s in taken_h.envelopes] == [1, 2] and taken_h.last == 2
+
+
 def test_split_routes_wire_sequences() -> None:
     assert split([3, HEDGE_SEQUENCE_BASE + 7, 9]) == ([3, 9], [7])
 

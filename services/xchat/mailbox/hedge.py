@@ -42,7 +42,7 @@ from collections.abc import Callable
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.ids import DeviceId
 from xchat.core.errors import InvalidArgument, Unavailable
-from xchat.mailbox.acks import MAX_ACKS_PER_REQUEST, PURGE_LINGER_S, AckWindow, ack_outside_sync
+from xchat.mailbox.acks import MAX_ACKS_PER_REQUEST, PURGE_LINGER_S, AckWindow, RecentRemovals, ack_outside_sync
 from xchat.mailbox.reader import Batch, MailboxReader, Stored
 
 log = logging.getLogger(__name__)
@@ -100,23 +100,45 @@ def _consumed(records: list[Record]) -> Batch:
     return Batch(envelopes, [seq for seq, e in records if e is None], records[-1][0] if records else 0)
 
 
-def merge(primary: Batch, primary_full: bool, hedge: Batch, hedge_full: bool) -> tuple[Batch, Batch, list[Stored]]:
+def _cut(records: list[Record], envelopes: int) -> list[Record]:
+    """The front of ``records`` holding ``envelopes`` decodable ones (and the undecodable ones among them)."""
+    out: list[Record] = []
+    for record in records:
+        if record[1] is not None:
+            if envelopes == 0:
+                break
+            envelopes -= 1
+        out.append(record)
+    return out
+
+
+def merge(
+    primary: Batch, primary_full: bool, hedge: Batch, hedge_full: bool, limit: int | None = None
+) -> tuple[Batch, Batch, list[Stored]]:
     """What each stream's window consumes, and the envelopes in delivery order (hedge under wire sequences).
 
     A stream whose read filled its batch bounds the other: records accepted
-    after its last one wait for the next read.
+    after its last one wait for the next read. At most ``limit`` envelopes
+    together (each stream was read up to ``limit``): the rest wait too, so the
+    call's window of unacknowledged envelopes holds.
     """
     p, h = _records(primary), _records(hedge)
     horizon = min(_last_stamp(p) if primary_full else math.inf, _last_stamp(h) if hedge_full else math.inf)
     taken_p, taken_h = p[: _prefix(p, horizon)], h[: _prefix(h, horizon)]
     if not taken_p and not taken_h:  # out-of-order stamps within one stream: progress first
         taken_p, taken_h = p, h
-    ordered = heapq.merge(
-        ((e.stored_at_ms, Stored(seq, e)) for seq, e in taken_p if e is not None),
-        ((e.stored_at_ms, Stored(seq + HEDGE_SEQUENCE_BASE, e)) for seq, e in taken_h if e is not None),
-        key=lambda pair: pair[0],
+    ordered = list(
+        heapq.merge(
+            ((e.stored_at_ms, False, Stored(seq, e)) for seq, e in taken_p if e is not None),
+            ((e.stored_at_ms, True, Stored(seq + HEDGE_SEQUENCE_BASE, e)) for seq, e in taken_h if e is not None),
+            key=lambda item: item[0],
+        )
     )
-    return _consumed(taken_p), _consumed(taken_h), [stored for _, stored in ordered]
+    if limit is not None and len(ordered) > limit:
+        ordered = ordered[:limit]
+        hedged = sum(1 for _, in_hedge, _ in ordered if in_hedge)
+        taken_p, taken_h = _cut(taken_p, len(ordered) - hedged), _cut(taken_h, hedged)
+    return _consumed(taken_p), _consumed(taken_h), [stored for _, _, stored in ordered]
 
 
 class DeviceStreams:
@@ -127,9 +149,19 @@ class DeviceStreams:
     with wire sequences throughout.
     """
 
-    def __init__(self, primary: MailboxReader, hedge: MailboxReader, device: DeviceId, *, linger_s: float = PURGE_LINGER_S) -> None:
+    def __init__(
+        self,
+        primary: MailboxReader,
+        hedge: MailboxReader,
+        device: DeviceId,
+        *,
+        linger_s: float = PURGE_LINGER_S,
+        removals: RecentRemovals | None = None,
+    ) -> None:
         self._readers = (primary, hedge)
         self._device = device
+        # Acknowledged through this process lately: a lagging replica's copies are skipped.
+        self._removals = removals
         self.primary = AckWindow(primary, device, linger_s=linger_s)
         self.hedge = AckWindow(hedge, device, linger_s=linger_s)
         # A lingering purge that failed (no leader) defers, never ends the call:
@@ -186,6 +218,9 @@ class DeviceStreams:
     async def _settle(self, window: AckWindow, sequences: list[int]) -> None:
         try:
             await window.settle(sequences)
+            if self._removals is not None and sequences:
+                base = HEDGE_SEQUENCE_BASE if window is self.hedge else 0
+                self._removals.add(self._device, (s + base for s in sequences))
         except Unavailable as exc:
             # No leader to delete with: the envelopes stay and are acknowledged again later.
             self.deferred_acks += len(sequences)
@@ -216,17 +251,25 @@ class DeviceStreams:
                 h = await hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S)
         primary_full = len(p.envelopes) + len(p.undecodable) >= limit
         hedge_full = len(h.envelopes) + len(h.undecodable) >= limit
-        taken_p, taken_h, envelopes = merge(p, primary_full, h, hedge_full)
+        taken_p, taken_h, envelopes = merge(p, primary_full, h, hedge_full, limit)
+        consumed = sum(len(t.envelopes) + len(t.undecodable) for t in (taken_p, taken_h))
+        if self._removals is not None and (removed := self._removals.of(self._device)):
+            # A replica that has not applied a recent acknowledgement yet: its copies are
+            # consumed (the cursor passes them) but neither sent again nor pending.
+            taken_p = Batch([e for e in taken_p.envelopes if e.sequence not in removed], taken_p.undecodable, taken_p.last)
+            taken_h = Batch(
+                [e for e in taken_h.envelopes if e.sequence + HEDGE_SEQUENCE_BASE not in removed], taken_h.undecodable, taken_h.last
+            )
+            envelopes = [e for e in envelopes if e.sequence not in removed]
         # Recorded before sending, so an ack can never arrive for a sequence a window does not know.
         self.primary.read(taken_p)
         self.hedge.read(taken_h)
-        consumed_h = len(taken_h.envelopes) + len(taken_h.undecodable)
         if envelopes:
             self._last_stamp = max(self._last_stamp, max(e.envelope.stored_at_ms for e in envelopes))
         # More may follow while the hedge stream answers with records (taken now or left for later).
         self._hedge_due = read_hedge and bool(h.envelopes or h.undecodable)
-        consumed = len(taken_p.envelopes) + len(taken_p.undecodable) + consumed_h
-        return envelopes, consumed, primary_full or hedge_full
+        read = sum(len(b.envelopes) + len(b.undecodable) for b in (p, h))
+        return envelopes, consumed, primary_full or hedge_full or consumed < read
 
 
 async def ack_both(primary: MailboxReader, hedge: MailboxReader, device: DeviceId, sequences: list[int]) -> int:

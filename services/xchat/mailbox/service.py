@@ -43,6 +43,7 @@ from xchat.core.store import HEDGE_STREAM, Store, hedge_subject
 from xchat.core.tokens import TokenVerifier
 from xchat.core.errors import InvalidArgument
 from xchat.core.ids import device_id
+from xchat.mailbox.acks import RecentRemovals
 from xchat.mailbox.hedge import DeviceStreams, ack_both
 from xchat.mailbox.listeners import Listener, Listeners
 from xchat.mailbox.online import OnlineView
@@ -141,6 +142,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._revocations = RevocationWatch(store, directory, self._listeners)
         self._directory = directory
         self._feeds = AckFeeds()
+        # Acknowledged through this process lately: not handed over again by a lagging replica.
+        self._removals = RecentRemovals()
 
     async def prepare(self) -> None:
         """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
@@ -169,6 +172,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         if record is None or record.revoked:
             raise PermissionDenied(f"device {caller.device} is revoked or unknown; log in with an active device")
         deleted = await ack_both(self._reader, self._hedge_reader, caller.device, list(request.sequences))
+        self._removals.add(caller.device, request.sequences)
         self._feeds.acknowledged(caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
 
@@ -217,7 +221,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         if opener.device_id and opener.device_id != device:
             raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
         await self._revocations.admit(device)
-        window = DeviceStreams(self._reader, self._hedge_reader, device)
+        window = DeviceStreams(self._reader, self._hedge_reader, device, removals=self._removals)
         # No leader to delete with: wake-ups may be getting lost too (ADR 0013).
         window.on_deferred = self._store.note_trouble
         await window.settle(list(opener.ack_sequences))

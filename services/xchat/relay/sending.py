@@ -166,6 +166,9 @@ class Relay:
         self._last_turn: dict[DeviceId, asyncio.Future[None]] = {}
         # Accept times handed out, strictly increasing: mailbox merges the streams by them.
         self._last_stamp = 0
+        # Loop time of the last acknowledgement from the mailbox stream: a timeout while
+        # others are acknowledged is a slow stream, not a leaderless one (no hedge).
+        self._primary_acked_at = float("-inf")
         # Per recipient: (loop time, bytes, headers) of recent mailbox-stream writes (RECENT_PRIMARY_S).
         self._recent_primary: OrderedDict[DeviceId, deque[tuple[float, bytes, dict[str, str]]]] = OrderedDict()
         self._recent_bytes = 0
@@ -359,8 +362,8 @@ class Relay:
         if self._last_turn.get(recipient) is mine:
             del self._last_turn[recipient]
 
-    @staticmethod
     async def _stored(
+        self,
         recipient: DeviceId,
         message_id: MessageId,
         publish: Callable[[float], Awaitable[PubAck]],
@@ -374,6 +377,14 @@ class Relay:
         envelope goes to the hedge stream with the rest of ``timeout``. An id
         still in process is published again until the original's ack answers
         it (as a duplicate, with the original's sequence).
+
+        A timeout alone hedges only when the mailbox stream acknowledged nothing
+        of this process for ``HEDGE_AFTER_S``: a stream that answers others is
+        slow (a loaded machine), not leaderless, and hedging every slow publish
+        would double the writes of an overloaded store and leave a copy in each
+        stream. The publish is then sent again (same ``Nats-Msg-Id``: the stream
+        answers a duplicate with the original's sequence) and the check repeats,
+        so an outage that starts meanwhile still hedges within ``HEDGE_AFTER_S``.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -385,6 +396,8 @@ class Relay:
             wait = deadline - loop.time() if hedged else min(HEDGE_AFTER_S, timeout)
             try:
                 ack = await target(max(wait, 0.001))
+                if not hedged:
+                    self._primary_acked_at = max(self._primary_acked_at, loop.time())
                 break
             except nats.js.errors.APIError as exc:
                 pause = IN_PROCESS_RETRY_S[min(attempt, len(IN_PROCESS_RETRY_S) - 1)]
@@ -401,6 +414,10 @@ class Relay:
                     metrics.publish_failed(f"APIError {exc.err_code}")
                 raise error from exc
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                slow = isinstance(exc, asyncio.TimeoutError) and loop.time() - self._primary_acked_at < HEDGE_AFTER_S
+                if not hedged and slow and loop.time() < deadline:
+                    metrics.publish_failed("slow")
+                    continue  # acknowledged others just now: slow, not leaderless
                 if not hedged and loop.time() < deadline:
                     hedged = True
                     metrics.publish_failed("hedged")

@@ -1,0 +1,67 @@
+"""When relay hedges a publish (ADR 0013), in memory: a leaderless mailbox stream hedges after
+``HEDGE_AFTER_S``; a slow one that still acknowledges other publishes does not (hedging every slow
+publish would double an overloaded store's writes and leave a copy in each stream)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import nats.errors
+
+from xchat.core.ids import DeviceId, MessageId
+from xchat.relay import sending
+from xchat.relay.sending import Relay
+
+RECIPIENT = DeviceId("dev-bob")
+MESSAGE = MessageId(b"m" * 16)
+
+
+def _relay() -> Relay:
+    js = SimpleNamespace(_handle_async_reply=None)
+    return Relay(SimpleNamespace(settings=None, js=js), None, max_ciphertext_bytes=1024)  # type: ignore[arg-type]
+
+
+class Stream:
+    """A publish that answers after ``delays`` (one per attempt; None: never)."""
+
+    def __init__(self, *delays: float | None) -> None:
+        self.delays = list(delays)
+        self.attempts = 0
+
+    async def __call__(self, wait: float) -> SimpleNamespace:
+        delay = self.delays[min(self.attempts, len(self.delays) - 1)]
+        self.attempts += 1
+        if delay is None or delay > wait:
+            await asyncio.sleep(wait)
+            raise nats.errors.TimeoutError
+        await asyncio.sleep(delay)
+        return SimpleNamespace(seq=self.attempts, duplicate=self.attempts > 1)
+
+
+async def test_a_silent_mailbox_stream_hedges() -> None:
+    relay, primary, hedge = _relay(), Stream(None), Stream(0.0)
+    receipt = await relay._stored(RECIPIENT, MESSAGE, primary, hedge, timeout=2.0)
+    assert receipt.hedged and primary.attempts == 1 and hedge.attempts == 1
+
+
+async def test_a_slow_mailbox_stream_that_acknowledges_others_is_waited_for() -> None:
+    """An overloaded store: many publishes in flight, each slow, acknowledgements still arriving."""
+    relay = _relay()
+    slow, hedge = Stream(sending.HEDGE_AFTER_S + 0.1, 0.0), Stream(0.0)
+    others = Stream(sending.HEDGE_AFTER_S * 0.6)  # another recipient's publish, acknowledged meanwhile
+    receipt, _ = await asyncio.gather(
+        relay._stored(RECIPIENT, MESSAGE, slow, hedge, timeout=2.0),
+        relay._stored(DeviceId("dev-carol"), MESSAGE, others, Stream(0.0), timeout=2.0),
+    )
+    assert not receipt.hedged and slow.attempts == 2 and hedge.attempts == 0
+
+
+async def test_an_outage_that_starts_during_a_slow_publish_still_hedges() -> None:
+    relay = _relay()
+    await relay._stored(RECIPIENT, MESSAGE, Stream(0.0), Stream(0.0), timeout=2.0)
+    dead, hedge = Stream(None), Stream(0.0)
+    started = asyncio.get_running_loop().time()
+    receipt = await relay._stored(RECIPIENT, MESSAGE, dead, hedge, timeout=2.0)
+    took = asyncio.get_running_loop().time() - started
+    assert receipt.hedged and took < 3 * sending.HEDGE_AFTER_S + 0.2, took
