@@ -232,7 +232,9 @@ async def keep_hedge_apart(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -
                 tls = _tls_context(_decoded(tls_secret), workdir)
             nc = await connect(urls, password, tls)
         try:
-            return await asyncio.wait_for(placement.keep_once(nc, region_of), STEP_TIMEOUT_S), ""
+            # Never towards a region being drained (its replicas are moving away) or marked down.
+            avoid = {r.name for r in spec.regions if r.mode is not RegionMode.ACTIVE or r.down}
+            return await asyncio.wait_for(placement.keep_once(nc, region_of, avoid), STEP_TIMEOUT_S), ""
         finally:
             await nc.close()
     except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:

@@ -54,6 +54,12 @@ def test_shared_region_hands_the_hedge_to_a_current_follower_that_leads_least() 
     assert plan(stuck, REGION.get) is None
 
 
+def test_a_region_being_rolled_or_drained_is_never_the_target() -> None:
+    together = [_p(MAILBOX_STREAM, "a0", ("b0", "c0")), _p(HEDGE_STREAM, "a0", ("b0", "c0"))]
+    assert plan(together, REGION.get, avoid={"b"}) == Move(HEDGE_STREAM, "a0", "a", "c")
+    assert plan(together, REGION.get, avoid={"b", "c"}) is None
+
+
 def test_several_servers_per_region_compare_regions_not_servers() -> None:
     region = {"a0": "a", "a1": "a", "b0": "b", "c0": "c"}.get
     together = [_p(MAILBOX_STREAM, "a0", ("b0", "c0")), _p(HEDGE_STREAM, "a1", ("b0", "c0"))]

@@ -98,9 +98,11 @@ class LocalMesh:
         self.versions: dict[str, str] = {}
         self.replicas = replicas
         # Keeps the hedge stream's leader out of the mailbox stream's leader's region (ADR 0013).
-        self.keeper: KeeperThread | None = KeeperThread(Keeper(self._keeper_connect, self._region_of_server)) if (
-            keep_placement and replicas > 1
-        ) else None
+        # Regions being rolled or drained (``upgrades``, ``membership``): never a hand-over's target.
+        self.placement_avoid: set[str] = set()
+        self.keeper: KeeperThread | None = KeeperThread(
+            Keeper(self._keeper_connect, self._region_of_server, avoid=lambda: frozenset(self.placement_avoid))
+        ) if (keep_placement and replicas > 1) else None
         self.mailbox_quota = mailbox_quota
         self.extra_env = extra_env or {}
         ports = iter(range(base_port, base_port + 1000)) if base_port else None

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,13 +67,14 @@ class Move:
     to_region: str
 
 
-def plan(placements: Sequence[Placement], region_of: RegionOf) -> Move | None:
+def plan(placements: Sequence[Placement], region_of: RegionOf, avoid: Collection[str] = ()) -> Move | None:
     """The hand-over one pass asks for, or None. Pure: tested without a server.
 
     None when either stream has no leader (an election: look again later), when
     the leaders' regions differ or are unknown, or when no follower of the
     hedge stream outside the shared region is current (a stepdown to a lagging
-    replica would have to wait for it to catch up).
+    replica would have to wait for it to catch up). Never towards a region of
+    ``avoid`` (being rolled or drained: its own hand-over moves leaders away).
     """
     by_name = {p.stream: p for p in placements}
     mailbox, hedge = by_name.get(MAILBOX_STREAM), by_name.get(HEDGE_STREAM)
@@ -88,7 +89,7 @@ def plan(placements: Sequence[Placement], region_of: RegionOf) -> Move | None:
         if p.leader and (r := region_of(p.leader)) is not None:
             leading[r] = leading.get(r, 0) + 1
     candidates = sorted(
-        {r for s in hedge.current if (r := region_of(s)) is not None and r != shared},
+        {r for s in hedge.current if (r := region_of(s)) is not None and r != shared and r not in avoid},
         key=lambda r: (leading.get(r, 0), r),
     )
     if not candidates:
@@ -96,9 +97,9 @@ def plan(placements: Sequence[Placement], region_of: RegionOf) -> Move | None:
     return Move(stream=HEDGE_STREAM, server=hedge.leader, from_region=shared, to_region=candidates[0])
 
 
-async def keep_once(nc: Any, region_of: RegionOf) -> Move | None:
+async def keep_once(nc: Any, region_of: RegionOf, avoid: Collection[str] = ()) -> Move | None:
     """One pass over an admin connection: lists, and hands the hedge leader over if needed."""
-    move = plan(await jsadmin.placements(nc), region_of)
+    move = plan(await jsadmin.placements(nc), region_of, avoid)
     if move is not None:
         await jsadmin.step_down_stream(nc, move.stream, prefer_region=move.to_region)
         log.info("hedge stream's leader %s shared region %s with the mailbox stream's: handed to region %s",
@@ -110,10 +111,16 @@ class Keeper:
     """Passes every ``interval_s`` over one connection (made again when it breaks), until cancelled."""
 
     def __init__(
-        self, connect: Callable[[], Awaitable[Any]], region_of: RegionOf, *, interval_s: float = KEEP_INTERVAL_S
+        self,
+        connect: Callable[[], Awaitable[Any]],
+        region_of: RegionOf,
+        *,
+        avoid: Callable[[], Collection[str]] = tuple,
+        interval_s: float = KEEP_INTERVAL_S,
     ) -> None:
         self._connect = connect
         self._region_of = region_of
+        self._avoid = avoid
         self._interval = interval_s
         # (wall time, move) of every hand-over asked for, for tests and drills.
         self.moves: list[tuple[float, Move]] = []
@@ -127,7 +134,7 @@ class Keeper:
                 try:
                     if nc is None or nc.is_closed:
                         nc = await self._connect()
-                    move = await asyncio.wait_for(keep_once(nc, self._region_of), PASS_TIMEOUT_S)
+                    move = await asyncio.wait_for(keep_once(nc, self._region_of, self._avoid()), PASS_TIMEOUT_S)
                     self.passes += 1
                     if move is not None:
                         self.moves.append((time.time(), move))
