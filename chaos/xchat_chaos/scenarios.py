@@ -64,6 +64,11 @@ async def _hard_target(d: Drill) -> str:
     d.note("target", target)
     d.note("hedge_leader_moved_into_target_and_seen_there", seen_together)
     d.note("keeper_separated_hedge_leader_after_s", None if separated_after is None else round(separated_after, 2))
+    if separated_after is None:
+        d.problems.append(
+            f"the hedge stream's leader still shared region {topo.mailbox_leader_region} with the mailbox stream's "
+            f"{KEEPER_BOUND_S:.0f} s after it was moved there (no placement keeper? xchat.mesh.placement)"
+        )
     d.note("leaders_at_fault", {"meta": topo.meta_leader, "streams": topo.stream_leaders})
     d.note("meta_and_mailbox_leader_in_target", topo.meta_leader_region == target and topo.mailbox_leader_region == target)
     d.note(

@@ -65,3 +65,43 @@ async def test_an_outage_that_starts_during_a_slow_publish_still_hedges() -> Non
     receipt = await relay._stored(RECIPIENT, MESSAGE, dead, hedge, timeout=2.0)
     took = asyncio.get_running_loop().time() - started
     assert receipt.hedged and took < 3 * sending.HEDGE_AFTER_S + 0.2, took
+
+
+class Js:
+    """The hedge stream: records what was written, in order."""
+
+    def __init__(self) -> None:
+        self._handle_async_reply = None
+        self.written: list[bytes] = []
+
+    async def publish(self, subject: str, data: bytes, **_: object) -> SimpleNamespace:
+        self.written.append(data)
+        return SimpleNamespace(seq=len(self.written), duplicate=False)
+
+
+async def test_hedged_writes_of_one_recipient_follow_their_stamps() -> None:
+    """Envelope 1's mailbox-stream publish times out (0.25 s), envelope 2's fails at once (no
+    responders): 2 must not reach the hedge stream first, or the recipient reads it first
+    (a load drill saw seq 48 delivered after 50 right after a kill)."""
+    js = Js()
+    relay = Relay(SimpleNamespace(settings=SimpleNamespace(mailbox_ttl_s=0), js=js), None, max_ciphertext_bytes=1024)  # type: ignore[arg-type]
+    first, first_headers = relay._message(RECIPIENT, MessageId(b"1" * 16), b"one")
+    first_stamp = relay._last_stamp
+    second, second_headers = relay._message(RECIPIENT, MessageId(b"2" * 16), b"two")
+    second_stamp = relay._last_stamp
+
+    async def no_responders(wait: float) -> SimpleNamespace:
+        raise nats.errors.NoRespondersError
+
+    async def store(message: MessageId, primary: object, stamp: int, data: bytes, headers: dict[str, str]) -> None:
+        try:
+            await relay._stored(RECIPIENT, message, primary, relay._hedge(RECIPIENT, stamp, data, headers), timeout=2.0)  # type: ignore[arg-type]
+        finally:
+            relay._settled(RECIPIENT, stamp)
+
+    await asyncio.gather(
+        store(MessageId(b"1" * 16), Stream(None), first_stamp, first, first_headers),
+        store(MessageId(b"2" * 16), no_responders, second_stamp, second, second_headers),
+    )
+    assert js.written == [first, second]
+    assert relay._unsettled == {}

@@ -174,6 +174,9 @@ class Relay:
         self._recent_bytes = 0
         # Hedged writes of one recipient leave one at a time, in the order they began.
         self._hedge_locks: dict[DeviceId, tuple[asyncio.Lock, int]] = {}
+        # Per recipient, the envelopes stamped and not yet stored (or failed), by stamp: a
+        # hedged write waits for every earlier one (ADR 0013, "stamp order in the hedge").
+        self._unsettled: dict[DeviceId, dict[int, asyncio.Future[None]]] = {}
 
     async def sealed_access(self, recipient: DeviceId, delivery_key: bytes) -> Access:
         """How a sealed send to ``recipient`` is authorised (``xchat.relay.sealed``); Unauthenticated if not."""
@@ -204,7 +207,10 @@ class Relay:
     def _message(
         self, recipient: DeviceId, message_id: MessageId, ciphertext: bytes, ttl_s: int = 0
     ) -> tuple[bytes, dict[str, str]]:
-        envelope = StoredEnvelope(message_id, ciphertext, self._stamp())
+        """The stored bytes and headers; the envelope counts as unsettled until ``_settled``."""
+        stamp = self._stamp()
+        self._unsettled.setdefault(recipient, {})[stamp] = asyncio.get_running_loop().create_future()
+        envelope = StoredEnvelope(message_id, ciphertext, stamp)
         # Stored with the message: derived from nothing of the sender's, and one
         # retry from another region or connection still hits the same id.
         headers = {"Nats-Msg-Id": dedup_id(recipient, message_id)}
@@ -231,11 +237,37 @@ class Relay:
                 mailbox_subject(recipient), data, timeout=wait, stream=MAILBOX_STREAM, headers=headers
             )
 
-        receipt = await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
+        stamp = self._last_stamp
+        try:
+            receipt = await self._stored(
+                recipient, message_id, publish, self._hedge(recipient, stamp, data, headers), timeout=timeout
+            )
+        finally:
+            self._settled(recipient, stamp)
         if not receipt.hedged:
             self._note_primary(recipient, data, headers)
         await self._notify(recipient, receipt.sequence, hedged=receipt.hedged)
         return receipt
+
+    def _settled(self, recipient: DeviceId, stamp: int) -> None:
+        waiting = self._unsettled.get(recipient)
+        future = waiting.pop(stamp, None) if waiting is not None else None
+        if future is not None and not future.done():
+            future.set_result(None)
+        if waiting is not None and not waiting:
+            del self._unsettled[recipient]
+
+    async def _after_earlier(self, recipient: DeviceId, stamp: int, deadline: float) -> None:
+        """Until every envelope to ``recipient`` stamped before ``stamp`` is stored somewhere (or failed).
+
+        Mailbox merges the streams by stamp, but reads each stream in its own order:
+        a later envelope hedged before an earlier one (whose mailbox-stream publish
+        was still waiting, or that failed slower) would be read first and stay first.
+        """
+        earlier = [f for s, f in self._unsettled.get(recipient, {}).items() if s < stamp and not f.done()]
+        left = deadline - asyncio.get_running_loop().time()
+        if earlier and left > 0:
+            await asyncio.wait(earlier, timeout=left)
 
     def _note_primary(self, recipient: DeviceId, data: bytes, headers: dict[str, str]) -> None:
         now = asyncio.get_running_loop().time()
@@ -251,9 +283,13 @@ class Relay:
             _, dropped = self._recent_primary.popitem(last=False)
             self._recent_bytes -= sum(len(d) for _, d, _ in dropped)
 
-    def _hedge(self, recipient: DeviceId, data: bytes, headers: dict[str, str]) -> Callable[[float], Awaitable[PubAck]]:
+    def _hedge(
+        self, recipient: DeviceId, stamp: int, data: bytes, headers: dict[str, str]
+    ) -> Callable[[float], Awaitable[PubAck]]:
         async def publish(wait: float) -> PubAck:
             deadline = asyncio.get_running_loop().time() + wait
+            # Hedged in stamp order: after every earlier envelope to this recipient is stored.
+            await self._after_earlier(recipient, stamp, deadline - HEDGE_AFTER_S)
             lock, users = self._hedge_locks.get(recipient) or (asyncio.Lock(), 0)
             self._hedge_locks[recipient] = (lock, users + 1)
             try:
@@ -316,6 +352,7 @@ class Relay:
                 await asyncio.shield(before)
             # Stamped in turn order: the stamp orders the two streams' records.
             data, headers = self._message(recipient, message_id, ciphertext, ttl_s)
+            stamp = self._last_stamp
         except BaseException:
             self._done(recipient, mine)
             raise
@@ -342,9 +379,12 @@ class Relay:
                 return await future
 
         try:
-            receipt = await self._stored(recipient, message_id, publish, self._hedge(recipient, data, headers), timeout=timeout)
+            receipt = await self._stored(
+                recipient, message_id, publish, self._hedge(recipient, stamp, data, headers), timeout=timeout
+            )
         finally:
             self._done(recipient, mine)
+            self._settled(recipient, stamp)
         if not receipt.hedged:
             self._note_primary(recipient, data, headers)
         return receipt
