@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from xchat.core.errors import Unavailable
 from xchat.core.ids import DeviceId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject
 
+log = logging.getLogger(__name__)
 DIRECT_GET = f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}"
 DELETE = f"$JS.API.STREAM.MSG.DELETE.{MAILBOX_STREAM}"
 PURGE = f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}"
@@ -237,8 +239,10 @@ class MailboxReader:
             try:
                 raw = await self.leader_batch(start=cursor + 1, subject=subject, limit=limit, timeout=leader_s)
                 return self._batch(raw)
-            except Unavailable:
-                pass  # no leader (its region is down): a replica's view is the best there is
+            except Unavailable as exc:
+                # No leader (its region is down, or a hand-over): a replica's view is the best there
+                # is, and may lack the newest records (ADR 0013: a reorder risk, hence logged).
+                log.info("%s: leader read failed (%s); reading a replica", self._direct_get.rsplit(".", 1)[-1], exc)
         raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
         return self._batch(raw)
 
