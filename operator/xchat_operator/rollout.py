@@ -117,8 +117,9 @@ def plan(
     """
     wanted = {str(o["metadata"]["name"]): o for o in desired if o["kind"] in ("StatefulSet", "Deployment")}
 
-    def nats_away(region_name: str) -> str | None:
-        """Why this region's NATS is not fully serving now, or None."""
+    def nats_away(region_name: str, *, probed_too: bool = True) -> str | None:
+        """Why this region's NATS is not fully serving now, or None (``probed_too``: the
+        operator's last probe counts too; without it, only the StatefulSet's rollout)."""
         region = spec.region(region_name)
         if region.down:
             return f"region {region_name} is marked down"
@@ -128,7 +129,7 @@ def plan(
         if not settled(cur):
             return f"region {region_name}'s NATS pods are not all updated and ready"
         probed = health.get(region_name)
-        if probed is not None and not probed.nats.ok and probed.nats.reason != NOT_PROBED:
+        if probed_too and probed is not None and not probed.nats.ok and probed.nats.reason != NOT_PROBED:
             return f"region {region_name}'s NATS is unhealthy ({probed.nats.reason})"
         return None
 
@@ -145,11 +146,16 @@ def plan(
         return None
 
     away: dict[str, str] = {}
-    nats_down: dict[str, str] = {}
+    nats_down: dict[str, str] = {}  # its StatefulSet not rolled out (or the region marked down)
+    nats_out: dict[str, str] = {}  # that, or its last probe failed: its NATS does not serve now
     for r in spec.regions:
         n, s = nats_away(r.name), services_away(r.name)
+        # A region's services wait for its NATS StatefulSet to be rolled out (not for the
+        # operator's next probe, which lags by its period): never both restarting at once.
+        if (own := nats_away(r.name, probed_too=False)) is not None:
+            nats_down[r.name] = own
         if n is not None:
-            nats_down[r.name] = n
+            nats_out[r.name] = n
         if n is not None or s is not None:
             away[r.name] = "; ".join(w for w in (n, s) if w)
     held: dict[str, str] = {}
@@ -166,8 +172,8 @@ def plan(
         why = "waiting: " + "; ".join(blockers)
         if nats_change:
             # Its NATS restarts now only if nothing else is away, or it is not serving anyway.
-            if region.name in nats_down:
-                why = f"waiting: {nats_down[region.name]}"  # applied: it is not serving anyway (a fix)
+            if region.name in nats_out:
+                why = f"waiting: {nats_out[region.name]}"  # applied: it is not serving anyway (a fix)
             elif not blockers:
                 rolling.append(region.name)  # leaders handed over first (reconcile.apply_mesh)
                 away[region.name] = "; ".join(filter(None, (
