@@ -20,11 +20,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import builders, certificates, credentials, drift, exposure, names, replicas, rollout
+from . import builders, certificates, credentials, drift, exposure, names, rollout
 from .errors import DependencyMissing
 from .kube import OWNED_KINDS, Kube
 from .probes import NOT_PROBED, RegionHealth
 from .spec import SERVICE_NAMES, MeshSpec, Region
+from .replicas import Handover as HandoverResult
 
 
 TLS_REGIONS_ANNOTATION = "xchat.dev/tls-regions"  # regions the generated certificate covers
@@ -43,7 +44,7 @@ class ApplyResult:
     # Objects someone else deleted or edited that this pass put back: (drift.RECREATED/CORRECTED, kind/name).
     drifted: tuple[tuple[str, str], ...] = ()
     # Leadership handovers before this pass's NATS rolls (one per region rolled).
-    handovers: tuple[replicas.Handover, ...] = ()
+    handovers: tuple[HandoverResult, ...] = ()
 
 
 def _secret(spec: MeshSpec, name: str, component: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -260,7 +261,7 @@ def publish_endpoints(kube: Kube, spec: MeshSpec, health: Mapping[str, RegionHea
     return True
 
 
-Handover = Callable[[MeshSpec, Region], "replicas.Handover"]
+Handover = Callable[[MeshSpec, Region], HandoverResult]
 
 
 def apply_mesh(
@@ -291,7 +292,7 @@ def apply_mesh(
         if o["kind"] in ("StatefulSet", "Deployment")
     }
     plan = rollout.plan(spec, desired, current, health)
-    handovers: list[replicas.Handover] = []
+    handovers: list[HandoverResult] = []
     if handover is not None:
         for name in plan.rolling:
             region = spec.region(name)
