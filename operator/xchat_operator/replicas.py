@@ -27,6 +27,14 @@ the ``jsmeta`` user, the one user of the system account
 (:func:`xchat.core.permissions.jsmeta_permissions`: that subject and its inbox).
 Only offline servers named like this mesh's pods and absent from the spec.
 
+Before the operator restarts a region's NATS in a roll (``rollout``),
+:func:`hand_over_region` steps every stream leader of the region down
+(``jsadmin``) and the meta leader (``jsmeta``: ``META.LEADER.STEPDOWN`` towards the
+region rolled before), then polls ``STREAM.LIST`` and a NATS pod's ``/jsz`` until no
+leader is left there, for at most ``HANDOVER_TIMEOUT_S``: a server restarted with its
+leaderships keeps them through its lame-duck period and then leaves them to an
+election (clients stalled 31-33 s on kind).
+
 The identity is the ``jsadmin`` NATS user (:func:`xchat.core.permissions.jsadmin_permissions`:
 those three subjects and its own inbox, no data, no system account); its
 password sits in the mesh's credentials Secret under a key no pod mounts. With
