@@ -31,6 +31,10 @@ control and what it changes are committed together. The rules:
   ``sent_at_ms``, no more than ``CLOCK_SKEW_MS`` ahead of ours). The SDK refuses
   to send one outside the window (``EditRefused``).
 
+Groups (``_group_conversation``, hooked in here): a group message has ledger
+rows too, one per member account it was sent to, so the receipt rule above
+covers group receipts unchanged; its timer is the group's.
+
 Disappearing messages: a message sent or received while the conversation has
 a timer of T seconds is deleted by this device T seconds after it sent or
 received it (inbox row, the plaintext kept for re-sending, then a WAL scrub),

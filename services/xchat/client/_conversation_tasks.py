@@ -140,6 +140,8 @@ class Conversations:
             raise EditRefused(message_id, f"cannot {what} it: not a message this device sent to another account")
         if row.gone:
             raise EditRefused(message_id, f"cannot {what} it: it was deleted or has disappeared")
+        if self.ledger.group_of(message_id) is not None:
+            raise EditRefused(message_id, f"cannot {what} it: a group message (not built for groups yet)")
         if _now_ms() - row.sent_at_ms > EDIT_WINDOW_MS:
             raise EditRefused(message_id, f"cannot {what} it: sent more than {EDIT_WINDOW_MS // 3_600_000} h ago")
         return row.conversation
