@@ -45,10 +45,23 @@ class ConversationMethods:
         device only): off, ``mark_read`` sends none and the other side's are not reported."""
         self._conversations.set_read_receipts(account, enabled)
 
+    def set_delivered_receipts(self, enabled: bool) -> None:
+        """Delivered receipts on or off for every conversation and group (on by default; this device
+        only, kept in its state). Off, this device sends none (those still queued are dropped) and
+        reports none of others' (``MessagesDelivered``): the same rule as read receipts and typing."""
+        self._conversations.set_delivered_receipts(enabled)
+
+    @property
+    def delivered_receipts(self) -> bool:
+        """Whether this device sends and reports delivered receipts (``set_delivered_receipts``)."""
+        return self._conversations.ledger.delivered_receipts()
+
     async def mark_read(self, *messages: Message) -> None:
         """Tells the senders that their user read ``messages``: one end-to-end encrypted read receipt
-        per sender account for all of them (``MessagesRead`` on their devices). Delivered receipts
-        (``MessagesDelivered``) go on their own once a message is durably received."""
+        per sender account for all of them (``MessagesRead`` on their devices), group messages
+        included (to each one's sender only, while the group's setting is on). Delivered receipts
+        (``MessagesDelivered``) go on their own once a message is durably received, unless
+        ``set_delivered_receipts(False)``."""
         await self._conversations.mark_read(messages)
 
     async def edit(self, message_id: bytes, body: bytes | str) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from xchat.client._controls import TIMER_MAX_S
+from xchat.client._conversation import group_key
+from xchat.client._conversation_tasks import Conversations
 from xchat.client._groups import Groups
 from xchat.client._messaging import as_bytes
 from xchat.client._rotation import PrekeyRotation
 from xchat.client.groups import Group
-from xchat.client.messages import Failed, SendReceipt
+from xchat.client.messages import ConversationSettings, Failed, SendReceipt
 
 
 class GroupMethods:
@@ -21,6 +24,7 @@ class GroupMethods:
 
     _groups: Groups
     _rotation: PrekeyRotation
+    _conversations: Conversations
 
     if TYPE_CHECKING:  # the facade's own (``Client``)
 
@@ -54,6 +58,29 @@ class GroupMethods:
     async def rename_group(self, group_id: str, name: str) -> Group:
         """Renames the group (at most 128 characters) on every member device."""
         return await self._groups.change(group_id, name=name)
+
+    async def set_group_disappearing(self, group_id: str, seconds: int) -> Group:
+        """Sets the group's disappearing timer (0: off; at most four weeks), as a change of its state
+        that any member may make and every member device applies (``GroupChanged.disappearing_s``;
+        a non-member's or removed member's change is refused). Each group message sent or received
+        from then on is deleted by every member device ``seconds`` after it sent or received it
+        (``MessageExpired`` with ``group_id``), and the servers' copy expires no later."""
+        if not 0 <= seconds <= TIMER_MAX_S:
+            raise ValueError(f"a disappearing timer is 0 (off) to {TIMER_MAX_S} seconds")
+        return await self._groups.change(group_id, disappearing_s=seconds)
+
+    def set_group_read_receipts(self, group_id: str, enabled: bool) -> None:
+        """Read receipts on or off for the group (on by default; this device only): off,
+        ``mark_read`` sends none for its messages and members' are not reported."""
+        self._conversations.set_read_receipts(group_key(group_id), enabled)
+
+    def group_settings(self, group_id: str) -> ConversationSettings:
+        """The group's disappearing timer (shared by its members: ``Group.disappearing_s``) and this
+        device's read-receipt choice for it; ``timer_set_by`` and ``timer_set_at_ms`` stay empty (the
+        group's ``version`` orders its changes)."""
+        group = self._groups.group(group_id)
+        local = self._conversations.settings(group_key(group_id))
+        return ConversationSettings(disappearing_s=0 if group is None else group.disappearing_s, read_receipts=local.read_receipts)
 
     def group(self, group_id: str) -> Group | None:
         """The group as this device knows it (None: unknown here)."""

@@ -129,13 +129,18 @@ class Messaging:
         """What the app is shown of one received message (none, one, or a group's)."""
         if message.content_type in GROUP_TYPES:
             # Group control messages are applied here; group messages come out decrypted.
-            return await self._groups.receive(message)
-        shown = _sentsync.unwrap(message, self._me()[0])
-        if self._conversations.ledger.gone(shown.message_id):
-            await self._receiver.ack(shown)  # deleted for everyone, or disappeared, meanwhile
-            return []
-        expires = self._conversations.ledger.expires_at(shown.message_id)
-        return [shown if expires is None else replace(shown, expires_at_ms=expires)]
+            opened = await self._groups.receive(message)
+        else:
+            opened = [_sentsync.unwrap(message, self._me()[0])]
+        visible = []
+        for shown in opened:
+            if self._conversations.ledger.gone(shown.message_id):
+                await self._receiver.ack(shown)  # deleted for everyone, or disappeared, meanwhile
+                self._groups.acked(shown)
+                continue
+            expires = self._conversations.ledger.expires_at(shown.message_id)
+            visible.append(shown if expires is None else replace(shown, expires_at_ms=expires))
+        return visible
 
     async def ack(self, message: Message) -> None:
         await self._receiver.ack(message)

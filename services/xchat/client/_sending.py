@@ -132,8 +132,8 @@ class Sender:
             receipts.append(outcome)
         return receipts
 
-    async def send_many(self, messages: Sequence[tuple[str, bytes]], content_type: str) -> list[Outcome]:
-        batches = await self._encrypt(messages, content_type)
+    async def send_many(self, messages: Sequence[tuple[str, bytes]], content_type: str, *, ttl_s: int = 0) -> list[Outcome]:
+        batches = await self._encrypt(messages, content_type, ttl_s=ttl_s)
         return await self._await([item for items in batches for item in items])
 
     async def send_request(self, request: EncryptRequest) -> list[Outcome]:

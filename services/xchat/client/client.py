@@ -48,6 +48,7 @@ from xchat.client._conversation_tasks import Conversations
 from xchat.client._devices import Devices, redeem
 from xchat.client._events import EventQueue
 from xchat.client._fanout import Fanout
+from xchat.client._group_conversation import GroupConversations
 from xchat.client._groups import Groups
 from xchat.client._healing import Healer
 from xchat.client._history import History
@@ -152,6 +153,8 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
             ack=self._receiver.ack,
             on_event=self._events.put,
         )
+        # Receipts and disappearing timers in groups (``_group_conversation``): hooks into both.
+        GroupConversations(state, self._conversations.ledger, self._groups, me=lambda: self.account)
         self._messaging = Messaging(
             sender=self._sender,
             receiver=self._receiver,
