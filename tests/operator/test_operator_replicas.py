@@ -86,14 +86,14 @@ def test_the_draining_condition_reports_the_move() -> None:
                        replicas.MOVED: ("True", "ReplicasMoved")}
 
 
-def test_the_system_account_holds_only_jsmeta_with_server_remove() -> None:
+def test_the_system_account_holds_only_jsmeta_with_server_remove_and_meta_stepdown() -> None:
     spec = parse_mesh(_mesh({"a": "Active", "b": "Active", "c": "Active"}))
     passwords = credentials.nats_passwords()
     conf = natsconfig._document(spec, spec.regions[0], passwords, "cluster.local")
     assert conf["system_account"] == "SYS"
     (user,) = conf["accounts"]["SYS"]["users"]  # type: ignore[index]
     assert user["user"] == "jsmeta" and bcrypt.checkpw(passwords["jsmeta"].encode(), user["password"].encode())
-    assert user["permissions"] == {"publish": {"allow": ["$JS.API.SERVER.REMOVE"]},
+    assert user["permissions"] == {"publish": {"allow": ["$JS.API.SERVER.REMOVE", "$JS.API.META.LEADER.STEPDOWN"]},
                                    "subscribe": {"allow": ["_INBOX_jsmeta.>"]}}
     # A password rotation of jsmeta is a reload, not a restart (its hash is not in the fingerprint).
     other = {**passwords, "jsmeta": "rotated"}
