@@ -190,6 +190,8 @@ class Conversations:
             due = self.ledger.next_due_ms()
             sleep = SWEEP_MAX_SLEEP_S if due is None else min(SWEEP_MAX_SLEEP_S, max(0.0, (due - _now_ms()) / 1000))
             try:
-                await asyncio.wait_for(self._sweep_wake.wait(), max(sleep, 0.01))
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (close hung).
+                async with asyncio.timeout(max(sleep, 0.01)):
+                    await self._sweep_wake.wait()
+            except TimeoutError:
                 pass

@@ -351,7 +351,9 @@ class Sender:
         try:
             while True:
                 # Silence while envelopes are in flight means a frozen or cut-off region.
-                response = await asyncio.wait_for(call.read(), self._transport.call_timeout * 2)
+                # (asyncio.timeout: 3.11's wait_for can drop a cancellation that meets the answer.)
+                async with asyncio.timeout(self._transport.call_timeout * 2):
+                    response = await call.read()
                 if response is grpc.aio.EOF:
                     break
                 assert isinstance(response, relay_pb2.SendBatchResult)
