@@ -420,7 +420,11 @@ class KindBackend:
 
     def drain_region(self, region: str) -> dict[str, list[str]]:
         self.editor.drain_region(region)
-        return placements(self._monitor(JSZ_QUERY).values())
+        return placements(self._monitor(JSZ_QUERY))
+
+    def servers(self, region: str) -> list[str]:
+        """The NATS server names (pods) of ``region``: what placements list (``nodes`` are kind nodes here)."""
+        return sorted(s for s, r in self._server_regions().items() if r == region)
 
     def remove_region(self, region: str) -> None:
         self.editor.remove_region(region)

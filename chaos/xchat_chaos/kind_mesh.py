@@ -272,13 +272,30 @@ def _runs(item: Mapping[str, Any], images: Mapping[str, str]) -> bool:
     return all(str(c.get("image", "")).endswith(images[c.get("name", "")]) for c in _containers(item) if c.get("name") in images)
 
 
-def placements(documents: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """stream -> [leader, followers...] from ``/jsz?streams=true`` documents."""
-    out: dict[str, list[str]] = {}
-    for doc in documents:
+def placements(documents: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """stream -> [leader, followers...] from ``/jsz?streams=true`` documents (server name -> document).
+
+    Each stream's entry is its **leader's** view: a follower lists the *other*
+    members (the leader among them, itself left out), and a server just removed
+    from a stream may still report its last view of it, so reading whichever
+    document came last gave ``[a, a, c]`` after a drain, the leader twice and the
+    new replica missing. A stream whose leader did not answer falls back to a
+    follower's view, completed with that follower itself.
+    """
+    docs = list(documents.items()) if isinstance(documents, Mapping) else [("", d) for d in documents]
+    leader_view: dict[str, list[str]] = {}
+    other_view: dict[str, list[str]] = {}
+    for server, doc in docs:
+        server = server or str(doc.get("server_name") or "")
         for account in doc.get("account_details") or []:
             for stream in account.get("stream_detail") or []:
                 cluster = stream.get("cluster") or {}
-                if cluster.get("leader"):
-                    out[stream["name"]] = [cluster["leader"], *(str(r.get("name")) for r in cluster.get("replicas") or [])]
-    return out
+                leader = cluster.get("leader")
+                if not leader:
+                    continue
+                others = [str(r.get("name")) for r in cluster.get("replicas") or [] if r.get("name") != leader]
+                if leader == server:
+                    leader_view[stream["name"]] = [leader, *others]
+                elif stream["name"] not in other_view:
+                    other_view[stream["name"]] = [leader, *(n for n in others if n != server), *([server] if server else [])]
+    return {**{k: v for k, v in other_view.items() if k not in leader_view}, **leader_view}

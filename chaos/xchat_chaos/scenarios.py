@@ -218,7 +218,8 @@ async def scale_region(d: Drill) -> None:
             placement = await d.call(d.backend.drain_region, target)
             await d.hold(d.settings.step_s)
         d.note("placement_after_drain", placement)
-        new_servers = set(d.backend.nodes(new))
+        # NATS server names, which placements list (on kind, nodes() are the docker nodes).
+        new_servers = set(await d.call(getattr(d.backend, "servers", d.backend.nodes), new))
         d.note("new_region_holds_every_stream", all(new_servers & set(peers) for peers in placement.values()))
         if not all(new_servers & set(peers) for peers in placement.values()):
             d.problems.append(f"after draining {target}, region {new} does not hold a replica of every stream: {placement}")

@@ -53,12 +53,14 @@ def _meta(spec: MeshSpec, name: str, component: str, region: str | None = None) 
     }
 
 
-def _tls_volume(spec: MeshSpec, service: str | None = None) -> Obj:
+def _tls_volume(spec: MeshSpec, region: Region, service: str | None = None) -> Obj:
     # Only these three keys: a generated Secret also holds ca.key, which no pod may see.
     # Each service mounts its own certificate (it presents it to NATS, which verifies
     # clients): no service pod holds the NATS servers' key or another service's.
+    # Per region: a region added or removed issues or deletes its own certificates only,
+    # so no other region's pod template (certificate digest) changes.
     items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
-    return {"name": "tls", "secret": {"secretName": names.pod_tls_secret(spec, service), "items": items}}
+    return {"name": "tls", "secret": {"secretName": names.pod_tls_secret(spec, service, region.name), "items": items}}
 
 
 def _hash(text: str) -> str:
@@ -80,6 +82,24 @@ def nats_urls(spec: MeshSpec, home: Region, cluster_domain: str) -> list[str]:
         for r in ordered
         if r.nats_running
     ]
+
+
+def nats_urls_configmap(spec: MeshSpec, cluster_domain: str) -> Obj:
+    """Per region (the key), the NATS URLs its services dial: :func:`nats_urls`.
+
+    The services read it as ``XCHAT_NATS_URLS`` through ``configMapKeyRef``, so the
+    list is resolved when a container starts and is no part of the pod template:
+    a region added, drained or removed changes this ConfigMap, not every other
+    region's Deployments (which would restart every service pod of the mesh).
+    Running processes learn a new region's servers from the cluster itself (NATS
+    INFO gossip); restarted ones get the new list.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, names.nats_urls_configmap(spec.name), "nats-urls"),
+        "data": {r.name: ",".join(nats_urls(spec, r, cluster_domain)) for r in spec.regions},
+    }
 
 
 def client_endpoints(spec: MeshSpec, cluster_domain: str) -> list[str]:
@@ -164,7 +184,7 @@ def nats_statefulset(spec: MeshSpec, region: Region, config_text: str) -> Obj:
     ]
     if spec.tls.enabled:
         mounts.append({"name": "tls", "mountPath": natsconfig.TLS_DIR, "readOnly": True})
-        volumes.append(_tls_volume(spec))
+        volumes.append(_tls_volume(spec, region))
     health = {"path": "/healthz?js-enabled-only=true", "port": "monitor"}
     pvc_spec: Obj = {
         "accessModes": ["ReadWriteOnce"],
@@ -268,7 +288,8 @@ def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: st
         {"name": "XCHAT_REGION", "value": region.name},
         {"name": "XCHAT_LISTEN", "value": f"0.0.0.0:{names.GRPC_PORT}"},
         {"name": "XCHAT_HEALTH_LISTEN", "value": f"0.0.0.0:{names.HEALTH_PORT}"},
-        {"name": "XCHAT_NATS_URLS", "value": ",".join(nats_urls(spec, region, cluster_domain))},
+        {"name": "XCHAT_NATS_URLS", "valueFrom": {"configMapKeyRef": {
+            "name": names.nats_urls_configmap(spec.name), "key": region.name}}},
         {"name": "XCHAT_NATS_USER", "value": service},
         {"name": "XCHAT_NATS_PASSWORD_FILE", "value": f"{SERVICE_SECRET_DIR}/nats/password"},
         {"name": "XCHAT_REPLICAS", "value": str(spec.jetstream_replicas)},
@@ -308,7 +329,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
         {"name": "token", "mountPath": f"{SERVICE_SECRET_DIR}/token", "readOnly": True},
     ]
     if spec.tls.enabled:
-        volumes.append(_tls_volume(spec, service))
+        volumes.append(_tls_volume(spec, region, service))
         mounts.append({"name": "tls", "mountPath": SERVICE_TLS_DIR, "readOnly": True})
     init = bootstrap_container(spec, service, region, cluster_domain, mounts)
     if init is not None:
@@ -335,7 +356,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
     resources = spec.services[service].resources.to_k8s()
     if resources:
         container["resources"] = resources
-    return {
+    return rollout.stamped({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(spec, names.service_workload(spec.name, service, region.name), service, region.name),
@@ -357,7 +378,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
                 },
             },
         },
-    }
+    })
 
 
 def bootstrap_container(
@@ -415,7 +436,8 @@ def desired_objects(
     listed: Sequence[str] | None = None,
 ) -> list[Obj]:
     """Every object the mesh should own, except the generated Secrets."""
-    out = [endpoints_configmap(spec, cluster_domain, listed), nats_pdb(spec), *policies.network_policies(spec, lambda name, component: _meta(spec, name, component))]
+    out = [endpoints_configmap(spec, cluster_domain, listed), nats_urls_configmap(spec, cluster_domain),
+           nats_pdb(spec), *policies.network_policies(spec, lambda name, component: _meta(spec, name, component))]
     for region in spec.regions:
         out += region_objects(spec, region, passwords, cluster_domain)
     return out + exposure.external_services(spec, owner_reference(spec))

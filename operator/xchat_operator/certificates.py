@@ -6,9 +6,13 @@ operator before expiry, ``reconcile.ensure_secrets``, or by cert-manager for
 ``tls.secretName``) would go unused until the pods restart for another reason,
 possibly after the old certificate expired. Each Deployment's and
 StatefulSet's pod template carries a digest of the certificate it mounts
-(``TLS_HASH_ANNOTATION``): a new certificate changes the template, the
-Deployment rolls its pods within its PodDisruptionBudget, and a NATS
-StatefulSet rolls one region at a time under ``rollout``'s health gate.
+(``TLS_HASH_ANNOTATION``): a new certificate changes the template, and the
+region's NATS StatefulSet, then its Deployments, roll one region at a time
+under ``rollout``'s gate.
+
+Generated certificates are per region (``names.nats_tls_secret``,
+``names.service_tls_secret``): adding or removing a region issues or deletes
+that region's certificates only, so no other region's digest (and pod) changes.
 
 The digest covers ``tls.crt`` and ``ca.crt`` only, never the key.
 """
@@ -52,9 +56,8 @@ def stamp(desired: Sequence[dict[str, Any]], read_secret: Callable[[str], Mappin
             seen[name] = digest(read_secret(name))
         metadata = obj["spec"]["template"].setdefault("metadata", {})
         metadata.setdefault("annotations", {})[TLS_HASH_ANNOTATION] = seen[name]
-        if obj["kind"] == "StatefulSet":
-            # The template changed: its recorded hash must follow, or the rollout plan sees
-            # a region that never finishes restarting and holds every other region for ever.
-            from . import rollout
+        # The template changed: its recorded hash must follow, or the rollout plan sees
+        # a region that never finishes restarting and holds every other region for ever.
+        from . import rollout
 
-            rollout.stamped(obj)
+        rollout.stamped(obj)

@@ -157,6 +157,12 @@ def service_dns_names(mesh: str, namespace: str, cluster_domain: str, service: s
     return out
 
 
+def nats_dns_names(mesh: str, namespace: str, cluster_domain: str, region: str) -> list[str]:
+    """One region's NATS certificate: the namespace's Services (client Services of
+    every region, present and future) and that region's NATS pods, nothing of other regions."""
+    return mesh_dns_names(mesh, namespace, cluster_domain, [region])
+
+
 def mesh_dns_names(mesh: str, namespace: str, cluster_domain: str, regions: Sequence[str]) -> list[str]:
     """Wildcards covering every Service of the namespace and every NATS pod of the mesh."""
     out = [f"*.{namespace}.svc.{cluster_domain}", f"*.{namespace}.svc", f"*.{namespace}", "localhost"]

@@ -37,12 +37,13 @@ def external_service_name(mesh: str, service: str, region: str) -> str:
     return f"{names.service_workload(mesh, service, region)}-ext"
 
 
-def names_for(spec: MeshSpec, service: str) -> list[str]:
-    """The external DNS names of ``service`` in every exposed region (its certificate's extra SANs)."""
+def names_for(spec: MeshSpec, service: str, region: str | None = None) -> list[str]:
+    """The external DNS names of ``service`` in ``region`` (None: every exposed region):
+    the extra SANs of its certificate in that region."""
     if spec.exposure is None:
         return []
-    regions = {r.name for r in spec.regions}
-    return sorted(f"{service}.{host}" for region, hosts in spec.exposure.hosts.items() if region in regions
+    regions = {r.name for r in spec.regions} if region is None else {region} & {r.name for r in spec.regions}
+    return sorted(f"{service}.{host}" for name, hosts in spec.exposure.hosts.items() if name in regions
                   for host in hosts)
 
 

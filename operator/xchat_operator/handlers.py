@@ -180,7 +180,8 @@ def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any], *, trigger:
         try:
             with metrics.RECONCILE_SECONDS.labels(trigger).time():
                 result = reconcile.apply_mesh(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain,
-                                              health=_health(memo), ledger=_ledger(memo, key))
+                                              health=_health(memo), ledger=_ledger(memo, key),
+                                              handover=_handover(memo))
         except OperatorError as exc:
             metrics.RECONCILES.labels(trigger, "failed").inc()
             _report_failure(memo, body, spec, _failure_reason(exc), str(exc))
@@ -188,6 +189,47 @@ def _apply(spec: MeshSpec, memo: kopf.Memo, body: Mapping[str, Any], *, trigger:
         applied[key] = spec.generation
         metrics.RECONCILES.labels(trigger, "applied").inc()
         return result
+
+
+def _handover(memo: kopf.Memo) -> reconcile.Handover | None:
+    """What hands a region's leaderships over before its NATS rolls: the memo's ``handover``
+    (tests inject one), else the jsadmin/jsmeta one where the operator dials the mesh at all
+    (probes enabled: with probes off, e.g. envtest, no NATS is reachable)."""
+    hook: reconcile.Handover | None = memo.get("handover")
+    if hook is not None:
+        return hook
+    cfg: OperatorSettings = memo["config"]
+    if not cfg.probes.enabled:
+        return None
+    kube: Kube = memo["kube"]
+
+    def run(spec: MeshSpec, region: Any) -> replicas.Handover:
+        # Called from a worker thread (the change handler's executor, the timer's to_thread):
+        # no event loop runs there, so the handover gets its own.
+        return asyncio.run(replicas.hand_over_region(kube, spec, region, cluster_domain=cfg.cluster_domain))
+
+    return run
+
+
+def _rolling_out(memo: kopf.Memo, spec: MeshSpec, body: Mapping[str, Any],
+                 result: reconcile.ApplyResult) -> tuple[bool, str, str]:
+    """The RollingOut condition; posts an event per handover (a Warning when leaders were left behind)."""
+    problems: dict[str, str] = memo.setdefault("handover_problems", {})
+    key = spec.uid or f"{spec.namespace}/{spec.name}"
+    for h in result.handovers:
+        if h.done:
+            problems.pop(key, None)
+            _post(body, reason="LeadershipHandedOver", message=f"before restarting NATS: {h.message} [{_identity(memo)}]")
+        else:
+            problems[key] = h.message
+            _post(body, reason="LeadershipNotHandedOver",
+                  message=f"restarting region {h.region}'s NATS with leaders still there: {h.message} [{_identity(memo)}]",
+                  warning=True)
+    plan = result.rollout
+    cond = status.rolling_out(plan.held, plan.rolling, plan.services_rolling, problems.get(key, ""))
+    if not cond[0]:
+        problems.pop(key, None)
+    return cond
 
 
 def _ledger(memo: kopf.Memo, key: str) -> drift.Ledger:
@@ -231,7 +273,7 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
     _report_drift(memo, body, result)
     new = status.mesh_status(spec, _health(memo), previous,
                              reconciled=(True, "Applied", f"{result.applied} objects applied"),
-                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling),
+                             rolling_out=_rolling_out(memo, spec, body, result),
                              moves=_moves(memo, spec))
     new["reconciledBy"] = _identity(memo)
     new["reconciles"] = int(previous.get("reconciles") or 0) + 1
@@ -283,7 +325,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
                             cluster_domain=memo["config"].cluster_domain)
     await _move_replicas(memo, spec)
     new = status.mesh_status(spec, health, previous,
-                             rolling_out=status.rolling_out(result.rollout.held, result.rollout.rolling),
+                             rolling_out=_rolling_out(memo, spec, fresh, result),
                              moves=_moves(memo, spec))
     latest = await asyncio.to_thread(kube.get, "XChatMesh", spec.namespace, spec.name)
     if latest is None or latest["metadata"].get("generation") != spec.generation:

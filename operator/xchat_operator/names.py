@@ -81,17 +81,39 @@ def tls_secret(spec: MeshSpec) -> str:
     return spec.tls.secret_name or generated_tls_secret(spec.name)
 
 
-def service_tls_secret(mesh: str, service: str) -> str:
-    """The generated certificate of one service (CN = its NATS user), same CA as the mesh's."""
+def service_tls_secret(mesh: str, service: str, region: str) -> str:
+    """The generated certificate of one service in one region (CN = its NATS user), from the mesh CA.
+
+    Per region, like :func:`nats_tls_secret`: adding or removing a region issues
+    or deletes its own certificates and leaves every other region's pods as they are.
+    """
+    return f"{service_workload(mesh, service, region)}-tls"
+
+
+def legacy_service_tls_secret(mesh: str, service: str) -> str:
+    """Before per-region certificates: one per service, naming every region (pruned once no pod mounts it)."""
     return f"{mesh}-tls-{service}"
 
 
-def pod_tls_secret(spec: MeshSpec, service: str | None) -> str:
-    """What a pod mounts: NATS (``None``) the mesh certificate; a service its own,
-    unless the CR names one certificate for everything (``tls.secretName``)."""
-    if service is None or spec.tls.secret_name:
+def nats_tls_secret(mesh: str, region: str) -> str:
+    """The generated certificate of one region's NATS servers (its headless Service's pod names)."""
+    return f"{mesh}-nats-{region}-tls"
+
+
+def pod_tls_secret(spec: MeshSpec, service: str | None, region: str) -> str:
+    """What a pod of ``region`` mounts: NATS (``None``) its region's server certificate, a
+    service its own for that region, unless the CR names one certificate for
+    everything (``tls.secretName``)."""
+    if spec.tls.secret_name:
         return tls_secret(spec)
-    return service_tls_secret(spec.name, service)
+    if service is None:
+        return nats_tls_secret(spec.name, region)
+    return service_tls_secret(spec.name, service, region)
+
+
+def nats_urls_configmap(mesh: str) -> str:
+    """Per region (key), the NATS URLs its services dial, own region first (read at container start)."""
+    return f"{mesh}-nats-urls"
 
 
 def network_policy(mesh: str, component: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +24,8 @@ from . import builders, certificates, credentials, drift, exposure, names, rollo
 from .errors import DependencyMissing
 from .kube import OWNED_KINDS, Kube
 from .probes import NOT_PROBED, RegionHealth
-from .spec import SERVICE_NAMES, MeshSpec
+from .spec import SERVICE_NAMES, MeshSpec, Region
+from .replicas import Handover as HandoverResult
 
 
 TLS_REGIONS_ANNOTATION = "xchat.dev/tls-regions"  # regions the generated certificate covers
@@ -42,6 +43,8 @@ class ApplyResult:
     rollout: rollout.Plan = rollout.Plan(held={}, rolling=())
     # Objects someone else deleted or edited that this pass put back: (drift.RECREATED/CORRECTED, kind/name).
     drifted: tuple[tuple[str, str], ...] = ()
+    # Leadership handovers before this pass's NATS rolls (one per region rolled).
+    handovers: tuple[HandoverResult, ...] = ()
 
 
 def _secret(spec: MeshSpec, name: str, component: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -69,29 +72,47 @@ def _expiring(data: Mapping[str, str]) -> bool:
     return credentials.expires_within(data.get("tls.crt", "")) and not credentials.expires_within(data.get("ca.crt", ""))
 
 
-def _ensure_service_certificates(kube: Kube, spec: MeshSpec, regions: str, cluster_domain: str) -> list[str]:
-    """One certificate per service from the mesh CA (re-issued when its names or the CA change, or before expiry)."""
+def _issue_if_needed(kube: Kube, spec: MeshSpec, mesh: Mapping[str, str], name: str, common_name: str,
+                     dns: list[str], annotations: Mapping[str, str]) -> bool:
+    """Issues ``name`` from the mesh CA unless it exists with these ``annotations`` (what it names),
+    the current CA and time left; True if it did."""
+    current = kube.get("Secret", spec.namespace, name)
+    have = (current or {}).get("metadata", {}).get("annotations") or {}
+    data = _decode(current) if current is not None else {}
+    if (current is not None and all(have.get(k, "") == v for k, v in annotations.items())
+            and data.get("ca.crt") == mesh["ca.crt"] and not _expiring(data)):
+        return False
+    crt, key = credentials.issue(mesh["ca.crt"], mesh["ca.key"], common_name, dns, ("127.0.0.1",))
+    obj = _secret(spec, name, "tls", {"tls.crt": crt, "tls.key": key, "ca.crt": mesh["ca.crt"]})
+    obj["type"] = "kubernetes.io/tls"
+    obj["metadata"]["annotations"] = dict(annotations)
+    kube.apply(obj)
+    return True
+
+
+def _ensure_region_certificates(kube: Kube, spec: MeshSpec, cluster_domain: str) -> list[str]:
+    """Per region, from the mesh CA: its NATS servers' certificate and one per service.
+
+    Each names that region's objects only (NATS: the namespace's Services and
+    the region's NATS pods; a service: its Service there and the external names
+    exposed there), so a region added or removed never re-issues another
+    region's certificate: no other region's pods restart. Re-issued when the
+    names or the CA change, or before expiry.
+    """
     mesh = _decode(kube.get("Secret", spec.namespace, names.generated_tls_secret(spec.name)) or {})
     created = []
-    for service in SERVICE_NAMES:
-        name = names.service_tls_secret(spec.name, service)
-        current = kube.get("Secret", spec.namespace, name)
-        annotations = (current or {}).get("metadata", {}).get("annotations") or {}
-        external = exposure.names_for(spec, service)
-        hosts = ",".join(external)
-        data = _decode(current) if current is not None else {}
-        if (current is not None and annotations.get(TLS_REGIONS_ANNOTATION) == regions
-                and annotations.get(TLS_HOSTS_ANNOTATION, "") == hosts
-                and data.get("ca.crt") == mesh["ca.crt"] and not _expiring(data)):
-            continue
-        dns = credentials.service_dns_names(spec.name, spec.namespace, cluster_domain, service,
-                                            [r.name for r in spec.regions]) + external
-        crt, key = credentials.issue(mesh["ca.crt"], mesh["ca.key"], service, dns, ("127.0.0.1",))
-        obj = _secret(spec, name, "tls", {"tls.crt": crt, "tls.key": key, "ca.crt": mesh["ca.crt"]})
-        obj["type"] = "kubernetes.io/tls"
-        obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions, TLS_HOSTS_ANNOTATION: hosts}
-        kube.apply(obj)
-        created.append(name)
+    for region in spec.regions:
+        name = names.nats_tls_secret(spec.name, region.name)
+        dns = credentials.nats_dns_names(spec.name, spec.namespace, cluster_domain, region.name)
+        if _issue_if_needed(kube, spec, mesh, name, spec.name, dns, {TLS_REGIONS_ANNOTATION: region.name}):
+            created.append(name)
+        for service in SERVICE_NAMES:
+            name = names.service_tls_secret(spec.name, service, region.name)
+            external = exposure.names_for(spec, service, region.name)
+            dns = credentials.service_dns_names(spec.name, spec.namespace, cluster_domain, service, [region.name]) + external
+            if _issue_if_needed(kube, spec, mesh, name, service, dns,
+                                {TLS_REGIONS_ANNOTATION: region.name, TLS_HOSTS_ANNOTATION: ",".join(external)}):
+                created.append(name)
     return created
 
 
@@ -99,7 +120,9 @@ def generated_secret_names(spec: MeshSpec) -> set[str]:
     out = {names.credentials_secret(spec.name), names.signing_key_secret(spec.name), names.public_key_secret(spec.name)}
     if spec.tls.enabled and not spec.tls.secret_name:
         out.add(names.generated_tls_secret(spec.name))
-        out |= {names.service_tls_secret(spec.name, s) for s in SERVICE_NAMES}
+        for region in spec.regions:
+            out.add(names.nats_tls_secret(spec.name, region.name))
+            out |= {names.service_tls_secret(spec.name, s, region.name) for s in SERVICE_NAMES}
     return out
 
 
@@ -151,7 +174,7 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
             obj["metadata"]["annotations"] = {TLS_REGIONS_ANNOTATION: regions}
             kube.apply(obj)
             created.append(tls_name)
-        created += _ensure_service_certificates(kube, spec, regions, cluster_domain)
+        created += _ensure_region_certificates(kube, spec, cluster_domain)
     return {u: passwords[u] for u in (*SERVICE_NAMES, names.BOOTSTRAP_USER, names.JSADMIN_USER, names.JSMETA_USER, names.ROUTE_USER)}, created
 
 
@@ -174,12 +197,22 @@ def prune(kube: Kube, spec: MeshSpec, desired: list[dict[str, Any]],
     """Delete owned objects of this mesh that are no longer desired (``existing``: listed already)."""
     keep = {builders.key(o) for o in desired}
     keep |= {("Secret", n) for n in generated_secret_names(spec)}
+    existing = existing if existing is not None else owned_objects(kube, spec)
+    # A Secret some workload still mounts stays until that workload stops mounting it (e.g. a
+    # service certificate of the old naming, while a held roll still runs pods that mount it).
+    keep |= {("Secret", n) for (kind, _), obj in existing.items() if kind in ("Deployment", "StatefulSet")
+             for n in _mounted_secrets(obj)}
     pruned: list[str] = []
-    for (kind, name), obj in (existing if existing is not None else owned_objects(kube, spec)).items():
+    for (kind, name), obj in existing.items():
         if (kind, name) not in keep and _owned_by(obj, spec):
             kube.delete(kind, spec.namespace, name)
             pruned.append(f"{kind}/{name}")
     return pruned
+
+
+def _mounted_secrets(workload: Mapping[str, Any]) -> set[str]:
+    volumes = (((workload.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or ()
+    return {str(v["secret"]["secretName"]) for v in volumes if "secret" in v}
 
 
 def check_tls_secret(kube: Kube, spec: MeshSpec) -> None:
@@ -228,14 +261,21 @@ def publish_endpoints(kube: Kube, spec: MeshSpec, health: Mapping[str, RegionHea
     return True
 
 
+Handover = Callable[[MeshSpec, Region], HandoverResult]
+
+
 def apply_mesh(
     kube: Kube, spec: MeshSpec, *, cluster_domain: str, health: Mapping[str, RegionHealth] | None = None,
-    ledger: drift.Ledger | None = None,
+    ledger: drift.Ledger | None = None, handover: Handover | None = None,
 ) -> ApplyResult:
-    """Apply every desired object, except NATS rolls that ``rollout`` holds back for now.
+    """Apply every desired object, except the rolls that ``rollout`` holds back for now.
 
     ``ledger`` (what this process applied last time) lets the pass tell which
     objects it put back after someone else deleted or edited them.
+    ``handover(spec, region)``, when given, is called before a region's NATS
+    StatefulSet is rolled (its stream and meta leaders go to other regions
+    first, ``replicas.hand_over_region``); a handover that could not finish
+    within its bound is reported in ``ApplyResult.handovers`` and the roll goes on.
     """
     health = health or {}
     ledger = ledger if ledger is not None else drift.Ledger()
@@ -245,17 +285,23 @@ def apply_mesh(
         spec, passwords, cluster_domain=cluster_domain, listed=listed_regions(kube, spec, health)
     )
     certificates.stamp(desired, lambda name: kube.get("Secret", spec.namespace, name))
-    current = {
-        str(o["metadata"]["name"]): kube.get("StatefulSet", spec.namespace, str(o["metadata"]["name"]))
+    existing = owned_objects(kube, spec)
+    current = {  # list items carry no kind: rollout.settled reads it
+        str(o["metadata"]["name"]): {**cur, "kind": o["kind"]} if (cur := existing.get(builders.key(o))) else None
         for o in desired
-        if o["kind"] == "StatefulSet"
+        if o["kind"] in ("StatefulSet", "Deployment")
     }
     plan = rollout.plan(spec, desired, current, health)
-    existing = owned_objects(kube, spec)
+    handovers: list[HandoverResult] = []
+    if handover is not None:
+        for name in plan.rolling:
+            region = spec.region(name)
+            if region.nats_running and not region.down:
+                handovers.append(handover(spec, region))
     applied = 0
     drifted: list[tuple[str, str]] = []
     for obj in desired:
-        if obj["kind"] == "StatefulSet" and obj["metadata"]["name"] in plan.held:
+        if obj["kind"] in ("StatefulSet", "Deployment") and obj["metadata"]["name"] in plan.held:
             continue
         after = kube.apply(obj)
         applied += 1
@@ -264,7 +310,7 @@ def apply_mesh(
             drifted.append((change, drift.describe(key)))
     pruned = prune(kube, spec, desired, existing)
     return ApplyResult(applied=applied, pruned=tuple(pruned), created_secrets=tuple(created), rollout=plan,
-                       drifted=tuple(drifted))
+                       drifted=tuple(drifted), handovers=tuple(handovers))
 
 
 def repair_child(kube: Kube, spec: MeshSpec, kind: str, name: str, *, cluster_domain: str,

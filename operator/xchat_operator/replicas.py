@@ -27,6 +27,14 @@ the ``jsmeta`` user, the one user of the system account
 (:func:`xchat.core.permissions.jsmeta_permissions`: that subject and its inbox).
 Only offline servers named like this mesh's pods and absent from the spec.
 
+Before the operator restarts a region's NATS in a roll (``rollout``),
+:func:`hand_over_region` steps every stream leader of the region down
+(``jsadmin``) and the meta leader (``jsmeta``: ``META.LEADER.STEPDOWN`` towards the
+region rolled before), then polls ``STREAM.LIST`` and a NATS pod's ``/jsz`` until no
+leader is left there, for at most ``HANDOVER_TIMEOUT_S``: a server restarted with its
+leaderships keeps them through its lame-duck period and then leaves them to an
+election (clients stalled 31-33 s on kind).
+
 The identity is the ``jsadmin`` NATS user (:func:`xchat.core.permissions.jsadmin_permissions`:
 those three subjects and its own inbox, no data, no system account); its
 password sits in the mesh's credentials Secret under a key no pod mounts. With
@@ -40,6 +48,7 @@ import dataclasses
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -183,19 +192,9 @@ async def move_off(kube: Kube, spec: MeshSpec, region: Region, requested: set[tu
     if not serving:
         return MoveState(reason=NO_REGION_FREE, message="no other region serves: nothing to move the replicas to")
     try:
-        secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.credentials_secret(spec.name))
-        password = _decoded(secret).get(names.JSADMIN_USER)
-        if not password:
-            return MoveState(reason=UNAVAILABLE, message=f"no {names.JSADMIN_USER} password in the credentials Secret yet")
-        urls = [f"{'tls' if spec.tls.enabled else 'nats'}://"
-                f"{names.fqdn(names.nats_client_service(spec.name, r.name), spec.namespace, cluster_domain)}"
-                f":{names.NATS_CLIENT_PORT}" for r in serving]
-        with tempfile.TemporaryDirectory(prefix="xchat-jsadmin-") as workdir:
-            tls = None
-            if spec.tls.enabled:
-                tls_secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.tls_secret(spec))
-                tls = _tls_context(_decoded(tls_secret), workdir)
-            nc = await connect(urls, password, tls)
+        nc = await _connect_as(kube, spec, serving, names.JSADMIN_USER, cluster_domain)
+        if isinstance(nc, str):
+            return MoveState(reason=UNAVAILABLE, message=nc)
         try:
             return await asyncio.wait_for(step(nc, servers_of(spec, region), len(free), requested), STEP_TIMEOUT_S)
         finally:
@@ -232,8 +231,8 @@ async def keep_hedge_apart(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -
                 tls = _tls_context(_decoded(tls_secret), workdir)
             nc = await connect(urls, password, tls)
         try:
-            # Never towards a region being drained (its replicas are moving away) or marked down.
-            avoid = {r.name for r in spec.regions if r.mode is not RegionMode.ACTIVE or r.down}
+            # Never towards a region being drained, marked down or rolled (its leaderships are moving away).
+            avoid = {r.name for r in spec.regions if r.mode is not RegionMode.ACTIVE or r.down} | rolling_regions(spec)
             return await asyncio.wait_for(placement.keep_once(nc, region_of, avoid), STEP_TIMEOUT_S), ""
         finally:
             await nc.close()
@@ -283,54 +282,226 @@ async def remove_servers(system_nc: Any, servers: Iterable[str]) -> list[str]:
     return removed
 
 
+async def _monitor_json(kube: Kube, spec: MeshSpec, regions: Sequence[Region], query: str,
+                        accept: Any = None) -> Mapping[str, Any]:
+    """The first ``/jsz``-style document (``accept(doc)`` true) from a ready NATS pod of ``regions``.
+
+    Pod IPs from the client Services' EndpointSlices (what the probes dial): the
+    client Service itself carries the client port only (its monitoring port
+    would show who is online), and the operator needs no cluster DNS here.
+    """
+    import aiohttp
+
+    from .probes import ready_addresses
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_S)) as session:
+        for region in regions:
+            try:
+                addrs = await asyncio.to_thread(ready_addresses, kube, spec.namespace,
+                                                names.nats_client_service(spec.name, region.name))
+            except Exception:  # noqa: BLE001 - an unreadable EndpointSlice is one region not answering
+                continue
+            for addr in addrs:
+                try:
+                    async with session.get(f"http://{addr}:{names.NATS_MONITOR_PORT}{query}") as resp:
+                        doc = await resp.json(content_type=None)
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    continue
+                if isinstance(doc, Mapping) and (accept is None or accept(doc)):
+                    return doc
+    return {}
+
+
+async def meta_leader(kube: Kube, spec: MeshSpec, regions: Sequence[Region]) -> str | None:
+    """The meta leader's server name as a NATS pod of ``regions`` sees it (None: none answered)."""
+    doc = await _monitor_json(kube, spec, regions, "/jsz",
+                              accept=lambda d: bool((d.get("meta_cluster") or {}).get("leader")))
+    return str((doc.get("meta_cluster") or {}).get("leader") or "") or None
+
+
 async def remove_departed(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[list[str], str]:
     """Takes a removed region's servers out of the meta group: (removed, problem or "").
 
     Without it the meta group keeps them as offline members and needs one more
     live server for its quorum (4 members, 3 live: one more lost region halts it).
     """
-    import aiohttp
-
     serving = [r for r in spec.regions if r.serving]
     if not serving:
         return [], ""
     known = [s for r in spec.regions for s in servers_of(spec, r)]
     prefix = f"{spec.name}-nats-"
     try:
-        meta: Mapping[str, Any] = {}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_S)) as session:
-            for region in serving:
-                host = names.fqdn(names.nats_client_service(spec.name, region.name), spec.namespace, cluster_domain)
-                try:
-                    async with session.get(f"http://{host}:{names.NATS_MONITOR_PORT}/jsz?leader-only=true") as resp:
-                        doc = await resp.json(content_type=None)
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                    continue
-                meta = (doc or {}).get("meta_cluster") or {}
-                if meta.get("leader"):
-                    break
+        # The meta leader's own view (leader-only): the only one listing every peer and whether it is offline.
+        doc = await _monitor_json(kube, spec, serving, "/jsz?leader-only=true",
+                                  accept=lambda d: bool((d.get("meta_cluster") or {}).get("leader")))
+        meta: Mapping[str, Any] = doc.get("meta_cluster") or {}
         gone = departed(meta, known, prefix)
         if not gone:
             return [], ""
-        secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.credentials_secret(spec.name))
-        password = _decoded(secret).get(names.JSMETA_USER)
-        if not password:
-            return [], f"no {names.JSMETA_USER} password in the credentials Secret yet"
-        urls = [f"{'tls' if spec.tls.enabled else 'nats'}://"
-                f"{names.fqdn(names.nats_client_service(spec.name, r.name), spec.namespace, cluster_domain)}"
-                f":{names.NATS_CLIENT_PORT}" for r in serving]
-        with tempfile.TemporaryDirectory(prefix="xchat-jsmeta-") as workdir:
-            tls = None
-            if spec.tls.enabled:
-                tls_secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.tls_secret(spec))
-                tls = _tls_context(_decoded(tls_secret), workdir)
-            nc = await connect(urls, password, tls, user=names.JSMETA_USER)
+        nc = await _connect_as(kube, spec, serving, names.JSMETA_USER, cluster_domain)
+        if isinstance(nc, str):
+            return [], nc
         try:
             return await asyncio.wait_for(remove_servers(nc, gone), STEP_TIMEOUT_S), ""
         finally:
             await nc.close()
     except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:
         return [], f"JetStream meta API: {exc!r}"[:300]
+
+
+async def _connect_as(kube: Kube, spec: MeshSpec, regions: Sequence[Region], user: str,
+                      cluster_domain: str) -> Any:
+    """A connection of the operator's ``user`` (jsadmin or jsmeta) to ``regions``' NATS, or why not (a str)."""
+    secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.credentials_secret(spec.name))
+    password = _decoded(secret).get(user)
+    if not password:
+        return f"no {user} password in the credentials Secret yet"
+    urls = [f"{'tls' if spec.tls.enabled else 'nats'}://"
+            f"{names.fqdn(names.nats_client_service(spec.name, r.name), spec.namespace, cluster_domain)}"
+            f":{names.NATS_CLIENT_PORT}" for r in regions]
+    with tempfile.TemporaryDirectory(prefix=f"xchat-{user}-") as workdir:
+        tls = None
+        if spec.tls.enabled:
+            tls_secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.tls_secret(spec))
+            tls = _tls_context(_decoded(tls_secret), workdir)
+        return await connect(urls, password, tls, user=user)
+
+
+# -- leadership handover before a region's NATS restarts (rollout) ------------------------
+
+# One handover: step-downs, then polls until no leader is left in the region. Bounded: a
+# handover that cannot finish is reported (RollingOut, a Warning event) and the roll goes on,
+# as before this existed (an election instead of a hand-over), never held for ever.
+HANDOVER_TIMEOUT_S = 20.0
+HANDOVER_POLL_S = 0.5
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Handover:
+    """The outcome of handing a region's leaderships over: ``done`` when none is left there."""
+
+    region: str
+    done: bool
+    message: str
+    stepped_down: tuple[str, ...] = ()
+
+
+def leaders_in(placements: Sequence[Placement], servers: Iterable[str]) -> list[str]:
+    """Replicated streams led from ``servers`` (an R1 stream has nobody to hand over to)."""
+    here = set(servers)
+    return [p.stream for p in placements if p.leader in here and p.replicas > 1]
+
+
+async def hand_over(nc: Any, system_nc: Any | None, region: str, servers: Sequence[str],
+                    meta_leader_of: Any, prefer_region: str | None, *,
+                    timeout: float = HANDOVER_TIMEOUT_S, poll: float = HANDOVER_POLL_S) -> Handover:
+    """Steps every stream leader and the meta leader off ``servers``; waits until none is there.
+
+    ``nc``: a ``jsadmin`` connection (STREAM.LIST, STREAM.LEADER.STEPDOWN);
+    ``system_nc``: a ``jsmeta`` one (META.LEADER.STEPDOWN towards ``prefer_region``),
+    None to leave the meta leader where it is; ``meta_leader_of()``: the meta
+    leader's name now (the monitoring endpoint). Never raises for a refusal:
+    it is part of the returned message.
+    """
+    deadline = time.monotonic() + timeout
+    stepped: list[str] = []
+    problems: list[str] = []
+    asked: dict[str, float] = {}  # stream -> when its step-down was last sent
+    meta_asked = 0.0
+    streams: list[str] = []
+    meta: str | None = None
+    while True:
+        streams = leaders_in(await jsadmin.placements(nc), servers)
+        meta = await meta_leader_of()
+        meta_here = meta in servers
+        if not streams and not meta_here:
+            moved = f"stepped down {', '.join(stepped)}" if stepped else "no leader was there"
+            return Handover(region=region, done=True, stepped_down=tuple(stepped),
+                            message=f"no stream or meta leader in region {region} ({moved})")
+        if time.monotonic() >= deadline:
+            break
+        now = time.monotonic()
+        for stream in streams:
+            if now - asked.get(stream, -1e9) < 2.0:
+                continue  # a step-down just sent: its new leader shows within a heartbeat
+            asked[stream] = now
+            try:
+                await jsadmin.step_down_stream(nc, stream)
+                stepped.append(stream)
+            except (JetStreamAdminError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                problems.append(str(exc)[:160])
+        if meta_here and system_nc is not None and now - meta_asked >= 2.0:
+            meta_asked = now
+            try:
+                if prefer_region:
+                    await jsadmin.step_down_meta(system_nc, prefer_region)
+                else:
+                    answer = await jsadmin.request(system_nc, "$JS.API.META.LEADER.STEPDOWN")
+                    if answer.get("error"):
+                        raise JetStreamAdminError(f"meta leader step-down refused: {answer['error']}")
+                stepped.append("meta")
+            except (JetStreamAdminError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                problems.append(str(exc)[:160])
+                prefer_region = None  # the placement may be what was refused: next time, anywhere else
+        await asyncio.sleep(poll)
+    left = list(streams) + ([f"meta ({meta})"] if meta in servers else [])
+    why = f"; {problems[-1]}" if problems else ""
+    return Handover(region=region, done=False, stepped_down=tuple(stepped),
+                    message=f"leaders still in region {region} after {timeout:.0f}s: {', '.join(left)}{why}"[:300])
+
+
+def handover_target(spec: MeshSpec, region: Region) -> str | None:
+    """Where the meta leadership goes: the serving region before ``region`` (already rolled
+    when the regions roll in spec order), else the last one; None when no other serves."""
+    others = [r for r in spec.regions if r.name != region.name and r.serving and not r.down]
+    if not others:
+        return None
+    before = [r for r in others if spec.regions.index(r) < spec.regions.index(region)]
+    return (before[-1] if before else others[-1]).name
+
+
+# Regions whose leaderships were handed over for a NATS roll, and when: the placement keeper
+# hands the hedge stream to none of them for ROLL_AVOID_S (it would undo the handover).
+ROLL_AVOID_S = 300.0
+_handed_over: dict[tuple[str, str, str], float] = {}
+
+
+def rolling_regions(spec: MeshSpec) -> set[str]:
+    now = time.monotonic()
+    return {region for (ns, mesh, region), at in list(_handed_over.items())
+            if ns == spec.namespace and mesh == spec.name and now - at < ROLL_AVOID_S}
+
+
+async def hand_over_region(kube: Kube, spec: MeshSpec, region: Region, *, cluster_domain: str,
+                           timeout: float = HANDOVER_TIMEOUT_S) -> Handover:
+    """Before ``region``'s NATS restarts: its leaderships to the other regions (jsadmin, jsmeta); never raises."""
+    _handed_over[(spec.namespace, spec.name, region.name)] = time.monotonic()
+    others = [r for r in spec.regions if r.name != region.name and r.nats_running and not r.down]
+    if not others:
+        return Handover(region=region.name, done=False, message="no other region runs NATS: nobody to hand over to")
+    dial = [r for r in others if r.serving] or others
+    nc = system_nc = None
+    try:
+        nc = await _connect_as(kube, spec, dial, names.JSADMIN_USER, cluster_domain)
+        if isinstance(nc, str):
+            return Handover(region=region.name, done=False, message=nc)
+        system_nc = await _connect_as(kube, spec, dial, names.JSMETA_USER, cluster_domain)
+        if isinstance(system_nc, str):
+            system_nc = None  # stream leaders still move; the meta leader is left to its election
+
+        async def meta_now() -> str | None:
+            return await meta_leader(kube, spec, [region, *others])
+
+        return await asyncio.wait_for(
+            hand_over(nc, system_nc, region.name, servers_of(spec, region), meta_now, handover_target(spec, region),
+                      timeout=timeout),
+            timeout + STEP_TIMEOUT_S)
+    except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:
+        return Handover(region=region.name, done=False, message=f"JetStream admin API: {exc!r}"[:300])
+    finally:
+        for conn in (nc, system_nc):
+            if conn is not None and not isinstance(conn, str):
+                await conn.close()
 
 
 def _decoded(secret: Mapping[str, Any] | None) -> dict[str, str]:

@@ -143,11 +143,19 @@ def mesh_status(
     }
 
 
-def rolling_out(held: Mapping[str, str], rolling: Sequence[str]) -> tuple[bool, str, str]:
-    """The RollingOut condition from a rollout plan: which regions restart now, which wait and why."""
-    if not held and not rolling:
+def rolling_out(held: Mapping[str, str], rolling: Sequence[str], services_rolling: Sequence[str] = (),
+                handover: str = "") -> tuple[bool, str, str]:
+    """The RollingOut condition from a rollout plan: which regions restart now, which wait and why.
+
+    ``handover``: what the last leadership handover of this roll could not do
+    (leaders left in the region when its NATS was restarted), kept until the roll ends.
+    """
+    if not held and not rolling and not services_rolling:
         return (False, "Settled", "")
     parts = [f"restarting NATS of region {', '.join(rolling)}"] if rolling else []
+    parts += [f"restarting the services of region {', '.join(services_rolling)}"] if services_rolling else []
+    if handover:
+        parts.append(f"leadership handover incomplete: {handover}")
     parts += [f"{name} held ({why})" for name, why in sorted(held.items())]
     return (True, "OneRegionAtATime", "; ".join(parts))
 

@@ -51,3 +51,22 @@ def region_conditions(mesh: dict[str, Any], region: str) -> dict[str, tuple[str,
         if r["name"] == region:
             return {c["type"]: (c["status"], c["reason"]) for c in r["conditions"]}
     raise KeyError(region)
+
+
+def settle_workloads(kube: Kube, namespace: str, mesh: str) -> int:
+    """Plays the StatefulSet and Deployment controllers (envtest runs none): every workload of
+    ``mesh`` reports its latest generation rolled out with all pods ready. Returns how many it wrote."""
+    written = 0
+    for kind in ("StatefulSet", "Deployment"):
+        for obj in kube.list(kind, namespace, labels={"xchat.dev/mesh": mesh}):
+            generation, n = obj["metadata"]["generation"], obj["spec"].get("replicas", 1)
+            status = {"observedGeneration": generation, "replicas": n, "readyReplicas": n, "updatedReplicas": n}
+            if kind == "StatefulSet":
+                status |= {"currentRevision": "r", "updateRevision": "r"}
+            else:
+                status["availableReplicas"] = n
+            if all((obj.get("status") or {}).get(k) == v for k, v in status.items()):
+                continue
+            kube.merge_patch(kind, namespace, obj["metadata"]["name"], {"status": status}, subresource="status")
+            written += 1
+    return written

@@ -141,13 +141,10 @@ async def _group_demo(
         source = state_dir / "holiday.jpg"
         source.write_bytes(secrets.token_bytes(DEMO_FILE_BYTES))
         digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        sent = await asyncio.gather(*(
-            alice.send_attachment(name, source, content_type="image/jpeg", name="holiday.jpg")
-            for name in (bob.account, carol_name)
-        ))
-        ids = {receipts[0].message_id for receipts in sent}
+        sent = await alice.send_group_attachment(group, source, content_type="image/jpeg", name="holiday.jpg")
+        ids = {outcome.message_id for outcome in sent}
         _say("file", f"{alice.account} encrypted holiday.jpg ({DEMO_FILE_BYTES // 1024} KiB) under a fresh key, "
-             "uploaded it once per member (R3 object store) and sent each the key in a message")
+             "uploaded it once (R3 object store) and sent the group its key in one group message")
         for name, client, inbox in ((bob.account, bob, bob_inbox), (carol_name, carol, carol_inbox)):
             m = await _next(inbox)
             dest = await client.download_attachment(m, state_dir / f"{name}-holiday.jpg")
@@ -160,8 +157,9 @@ async def _group_demo(
         reading = asyncio.ensure_future(anext(alice_inbox))
         try:
             delivered, read = await _receipts(alice_events, ids)
-            _say("receipt", f"{alice.account} got an encrypted delivered receipt from {delivered.account}")
-            _say("receipt", f"{alice.account} got an encrypted read receipt from {read.account}")
+            _say("receipt", f"{alice.account} got an encrypted delivered receipt from {delivered.account} "
+                 f"(group {delivered.group_id == group}, sent to her alone)")
+            _say("receipt", f"{alice.account} got an encrypted read receipt from {read.account} (group {read.group_id == group})")
         finally:
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)

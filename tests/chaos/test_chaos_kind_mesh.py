@@ -300,3 +300,28 @@ def test_ready_regions_come_from_the_pods_not_the_operators_last_probe() -> None
         item("StatefulSet", "d", 0, 0), item("Deployment", "d", 0, 0),  # drained
     ]
     assert ready_by_workloads(items, ["a", "b", "c", "d"]) == ["a"]
+
+
+def _jsz(leader: str, replicas: list[str]) -> dict[str, Any]:
+    return {"account_details": [{"stream_detail": [
+        {"name": "XCHAT_MAILBOX", "cluster": {"leader": leader, "replicas": [{"name": r} for r in replicas]}}]}]}
+
+
+def test_placements_are_read_from_each_streams_leader() -> None:
+    """After draining b the leader (a) lists its followers c and d; a follower (d) lists the
+    others, the leader among them and itself left out, and b, removed from the group, still
+    reports its last view. The leader's view wins, whatever order the documents come in
+    (the drill reported ``[a, a, c]`` reading whichever came last)."""
+    from xchat_chaos.kind_mesh import placements
+
+    docs = {
+        "xchat-nats-a-0": _jsz("xchat-nats-a-0", ["xchat-nats-c-0", "xchat-nats-d-0"]),
+        "xchat-nats-b-0": _jsz("xchat-nats-a-0", ["xchat-nats-a-0", "xchat-nats-c-0"]),
+        "xchat-nats-d-0": _jsz("xchat-nats-a-0", ["xchat-nats-a-0", "xchat-nats-c-0"]),
+    }
+    want = {"XCHAT_MAILBOX": ["xchat-nats-a-0", "xchat-nats-c-0", "xchat-nats-d-0"]}
+    assert placements(docs) == want
+    assert placements(dict(reversed(list(docs.items())))) == want
+    # Without the leader's document: a follower's view, completed with the follower itself.
+    only_d = {"xchat-nats-d-0": docs["xchat-nats-d-0"]}
+    assert placements(only_d) == {"XCHAT_MAILBOX": ["xchat-nats-a-0", "xchat-nats-c-0", "xchat-nats-d-0"]}

@@ -33,6 +33,10 @@ CLIENT_METHODS |= {"keep_history", "export_history", "delete_account"}
 
 EXPECTED |= {"Typing", "Online", "SignalEvent"}  # issue 14, typing and presence (docs/push.md)
 CLIENT_METHODS |= {"set_typing", "announce_online", "set_typing_indicators", "register_push"}
+# issue 14, the remaining gaps: group receipts and timers, delivered receipts off, attachments in
+# groups and their delete (docs/adr/0016 addendum, docs/attachments.md)
+CLIENT_METHODS |= {"set_group_disappearing", "set_group_read_receipts", "group_settings", "set_delivered_receipts",
+                   "delivered_receipts", "send_group_attachment", "upload_attachment", "delete_attachment"}
 
 
 def test_all_is_exactly_the_documented_surface() -> None:

@@ -1,4 +1,4 @@
-"""Attachments on a mesh of their own: per-account quotas, and a region killed mid-upload (RPO 0).
+"""Attachments on a mesh of their own: per-account quotas, deletes, and a region killed mid-upload (RPO 0).
 
 The mesh has small attachment quotas (so a quota is reached in seconds), runs
 every service under its own least-privilege NATS user, and loses region a in
@@ -15,10 +15,15 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
+import nats.js.errors
 import pytest
 
-from xchat.client import Client, Message, RequestRejected
+from xchat.client import AttachmentError, Client, Message, RequestRejected
+from xchat.client._attachment_cipher import ciphertext_size
+from xchat.core.permissions import ATTACHMENTS_STREAM
 from xchat.mesh.local import LocalMesh
+from xchat.relay.attachments import chunk_subject
 
 ATTACHMENT_TYPE = "application/vnd.xchat.attachment+json"
 QUOTA_BYTES = 6 * 1024 * 1024
@@ -92,6 +97,62 @@ async def test_quota_exceeded_is_resource_exhausted_with_a_clear_message(quota_m
         assert counted.value.code == "RESOURCE_EXHAUSTED"
         # Another account's quota is its own.
         await rita.send_attachment(quentin.account, tmp_path / "three.bin")
+
+
+async def _stored_chunk(mesh: LocalMesh, attachment_id: str, index: int) -> bytes | None:
+    """What the store holds on chunk ``index``'s subject (the admin's credentials), None when nothing."""
+    nc = await nats.connect(mesh.nats_urls("a"), **mesh.admin_credentials, tls=mesh.nats_tls())
+    try:
+        msg = await nc.jetstream().get_last_msg(ATTACHMENTS_STREAM, chunk_subject(attachment_id, index))
+        return bytes(msg.data or b"")
+    except nats.js.errors.NotFoundError:
+        return None
+    finally:
+        await nc.close()
+
+
+async def test_only_the_uploader_deletes_an_attachment_and_its_quota_is_freed(quota_mesh: LocalMesh, tmp_path: Path) -> None:
+    """Alice uploads 4 MiB (of a 6 MiB quota) and sends it to bob. Mallory, who holds the reference
+    too, cannot delete it (PERMISSION_DENIED, a typed SDK error) and it stays downloadable; alice
+    deletes it: downloads fail, the store holds none of its bytes, and her quota has room again."""
+    clients = [await Client.open(tmp_path / f"{n}.db", quota_mesh.endpoints(r)) for n, r in (("alice", "a"), ("bob", "c"), ("mallory", "b"))]
+    alice, bob, mallory = clients
+    try:
+        for client, name in zip(clients, ("alice", "bob", "mallory")):
+            await client.register(_name(name))
+        _file(tmp_path / "four.bin", 4 * 1024 * 1024)
+        attachment = await alice.upload_attachment(tmp_path / "four.bin")
+        await alice.send_attachment(bob.account, attachment)
+        await alice.send_attachment(mallory.account, attachment)  # mallory is sent the reference (key and id)
+        assert await _stored_chunk(quota_mesh, attachment.attachment_id, 0)
+
+        with pytest.raises(AttachmentError) as refused:
+            await mallory.delete_attachment(attachment)
+        assert refused.value.problem == "not_owner" and "only its uploader" in refused.value.detail
+        inbox = bob.messages()
+        (message,) = await _attachments(inbox, until=1, quiet_s=0)
+        await inbox.aclose()
+        await bob.download_attachment(message, tmp_path / "got.bin")  # it stayed
+        assert (tmp_path / "got.bin").read_bytes() == (tmp_path / "four.bin").read_bytes()
+
+        dropped = await alice.delete_attachment(message)  # the reference from any message will do
+        assert dropped == ciphertext_size(4 * 1024 * 1024)
+        with pytest.raises(RequestRejected) as gone:
+            await bob.download_attachment(message, tmp_path / "again.bin")
+        assert gone.value.code == "NOT_FOUND" and not (tmp_path / "again.bin").exists()
+        for index in range(16):  # every 256 KiB chunk's subject holds nothing but an empty tombstone
+            assert await _stored_chunk(quota_mesh, attachment.attachment_id, index) == b""
+        assert await alice.delete_attachment(attachment) == 0  # again (a retry): nothing left to drop
+        with pytest.raises(AttachmentError) as unknown:
+            await alice.delete_attachment(secrets.token_hex(16))
+        assert unknown.value.problem == "gone"
+
+        # The reservation went with it: another 4 MiB fits the 6 MiB quota again.
+        _file(tmp_path / "four-more.bin", 4 * 1024 * 1024)
+        await alice.upload_attachment(tmp_path / "four-more.bin")
+    finally:
+        for client in clients:
+            await client.close()
 
 
 async def test_a_download_whose_region_dies_fails_over_and_resumes(

@@ -9,6 +9,7 @@ not sent to the receipt's sender is refused (``ControlRejected``).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -114,3 +115,34 @@ async def test_malformed_control_bodies_are_refused_and_store_nothing(peers: Pee
         assert db.execute("SELECT count(*) FROM conversation_messages").fetchone()[0] == 2
     finally:
         db.close()
+
+
+
+async def test_delivered_receipts_off_app_wide_neither_sends_nor_reports_them(peers: Peers) -> None:
+    """Bob turns delivered receipts off (one setting for every conversation and group on his
+    device): alice hears none from him, one-to-one or in a group, and bob's app is told of none of
+    alice's. On again, they flow again."""
+    alice, bob = await peers("a"), await peers("c")
+    bob.client.set_delivered_receipts(False)
+    assert bob.client.delivered_receipts is False and alice.client.delivered_receipts is True
+    group_id = await alice.client.create_group("pair", [bob.account])
+    one = (await alice.client.send(bob.account, "one"))[0].message_id
+    in_group = {o.message_id for o in await alice.client.send_group(group_id, "in the group")}
+    await bob.message("one")
+    await bob.message("in the group")
+    # A receipt goes 0.2 s after a delivery, and before anything bob sends later (pairwise order).
+    await asyncio.sleep(1.0)
+    await bob.client.send(alice.account, "barrier")
+    await alice.message("barrier")
+    assert alice.events_of(MessagesDelivered) == []
+    # Alice's receipt for "barrier" reaches bob's device before her next message: not reported.
+    await asyncio.sleep(1.0)
+    await alice.client.send(bob.account, "after")
+    await bob.message("after")
+    assert bob.events_of(MessagesDelivered) == []
+
+    bob.client.set_delivered_receipts(True)
+    again = (await alice.client.send(bob.account, "again"))[0].message_id
+    await bob.message("again")
+    await alice.until(lambda: again in _covered(alice, MessagesDelivered, bob.account))
+    assert not (_covered(alice, MessagesDelivered, bob.account) & ({one} | in_group))

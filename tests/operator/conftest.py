@@ -102,8 +102,47 @@ def prober() -> FakeProber:
     return FakeProber()
 
 
+class FakeHandover:
+    """Stands in for the NATS leadership handover before a region's NATS roll (no NATS under envtest).
+
+    Records each call as (mesh, region, the region's NATS image at that moment) and answers
+    done, unless a test made a region's handover fail (``fail``).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.failing: set[tuple[str, str]] = set()
+        self.kube: Kube | None = None
+
+    def fail(self, mesh: str, region: str) -> None:
+        self.failing.add((mesh, region))
+
+    def __call__(self, spec: MeshSpec, region: Region) -> Any:
+        from xchat_operator import names
+        from xchat_operator.replicas import Handover
+
+        image = ""
+        if self.kube is not None:
+            sts = self.kube.get("StatefulSet", spec.namespace, names.nats_statefulset(spec.name, region.name)) or {}
+            containers = ((sts.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [{}]
+            image = str(containers[0].get("image", ""))
+        self.calls.append((spec.name, region.name, image))
+        if (spec.name, region.name) in self.failing:
+            return Handover(region=region.name, done=False,
+                            message=f"leaders still in region {region.name} after 20s: XCHAT_MAILBOX")
+        return Handover(region=region.name, done=True, message=f"no stream or meta leader in region {region.name}",
+                        stepped_down=("XCHAT_MAILBOX",))
+
+
 @pytest.fixture(scope="session")
-def operator(envtest_env: envtest.EnvTest, kube: Kube, prober: FakeProber) -> Iterator[None]:
+def handover(kube: Kube) -> FakeHandover:
+    fake = FakeHandover()
+    fake.kube = kube
+    return fake
+
+
+@pytest.fixture(scope="session")
+def operator(envtest_env: envtest.EnvTest, kube: Kube, prober: FakeProber, handover: FakeHandover) -> Iterator[None]:
     """The operator, in-process (a thread with its own event loop), namespace ``xchat``."""
     import kopf
 
@@ -112,7 +151,7 @@ def operator(envtest_env: envtest.EnvTest, kube: Kube, prober: FakeProber) -> It
     os.environ["KUBECONFIG"] = str(envtest_env.kubeconfig)  # kopf's login reads it
     stop, ready = threading.Event(), threading.Event()
     cfg = from_env({**os.environ, "XCHAT_OPERATOR_IDENTITY": "in-process"})
-    memo = kopf.Memo(kube=kube, prober=prober, config=cfg)
+    memo = kopf.Memo(kube=kube, prober=prober, config=cfg, handover=handover)
     errors: list[BaseException] = []
 
     def run() -> None:

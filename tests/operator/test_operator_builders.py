@@ -149,10 +149,14 @@ def test_generated_config_parses_with_nats_server(tmp_path: Path) -> None:
 
 def test_service_env_contract() -> None:
     spec = parse_mesh(mesh_body(tls={"enabled": True}))
-    env = {e["name"]: e.get("value") for e in builders.service_env(spec, "relay", spec.region("us"), "cluster.local")}
+    raw = builders.service_env(spec, "relay", spec.region("us"), "cluster.local")
+    env = {e["name"]: e.get("value") for e in raw}
     assert env["XCHAT_REGION"] == "us"
     assert env["XCHAT_LISTEN"] == "0.0.0.0:50051"
-    urls = env["XCHAT_NATS_URLS"].split(",")
+    # The URL list is read from the ConfigMap at container start, not written into the template.
+    (ref,) = [e["valueFrom"]["configMapKeyRef"] for e in raw if e["name"] == "XCHAT_NATS_URLS"]
+    assert ref == {"name": "m-nats-urls", "key": "us"}
+    urls = builders.nats_urls_configmap(spec, "cluster.local")["data"]["us"].split(",")
     assert urls[0] == "tls://m-nats-us.ns.svc.cluster.local:4222"  # own region first
     assert {u.split("//")[1].split(".")[0] for u in urls} == {"m-nats-us", "m-nats-eu", "m-nats-ap"}
     assert env["XCHAT_NATS_USER"] == "relay"
@@ -181,9 +185,13 @@ def test_drain_lifecycle_objects() -> None:
     assert "eu=" not in ep["endpoints"] and ep["regions"] == "us,ap"
     drained = objects(regions=[{"name": "eu", "mode": "Drained"}, {"name": "us"}, {"name": "ap"}])
     assert get(drained, "StatefulSet", "m-nats-eu")["spec"]["replicas"] == 0
-    env = {e["name"]: e["value"] for e in
-           get(drained, "Deployment", "m-relay-us")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert "m-nats-eu" not in env["XCHAT_NATS_URLS"]
+    assert "m-nats-eu" not in get(drained, "ConfigMap", "m-nats-urls")["data"]["us"]
+    # ... and the Deployments of the other regions are untouched by the drain (no restart).
+    active = objects()
+    for region in ("us", "ap"):
+        for svc in ("auth", "keys", "relay", "mailbox"):
+            name = f"m-{svc}-{region}"
+            assert get(drained, "Deployment", name)["spec"]["template"] == get(active, "Deployment", name)["spec"]["template"]
 
 
 def test_down_region_out_of_endpoints() -> None:
@@ -308,9 +316,23 @@ def test_each_service_pod_mounts_its_own_certificate() -> None:
     def tls_secret(pod: dict) -> str:
         return next(v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "tls")
 
-    assert tls_secret(get(objs, "StatefulSet", "m-nats-eu")["spec"]["template"]["spec"]) == "m-tls"
-    for svc in ("auth", "keys", "relay", "mailbox"):
-        assert tls_secret(get(objs, "Deployment", f"m-{svc}-eu")["spec"]["template"]["spec"]) == f"m-tls-{svc}"
+    # Per region: a region added or removed leaves every other region's certificates (and pods) alone.
+    for region in ("eu", "us"):
+        assert tls_secret(get(objs, "StatefulSet", f"m-nats-{region}")["spec"]["template"]["spec"]) == f"m-nats-{region}-tls"
+        for svc in ("auth", "keys", "relay", "mailbox"):
+            assert tls_secret(get(objs, "Deployment", f"m-{svc}-{region}")["spec"]["template"]["spec"]) == f"m-{svc}-{region}-tls"
     # A certificate named in the CR serves everything (the operator cannot issue from its CA).
     named = objects(tls={"enabled": True, "secretName": "mine"})
     assert tls_secret(get(named, "Deployment", "m-relay-eu")["spec"]["template"]["spec"]) == "mine"
+
+
+def test_adding_a_region_changes_no_pod_template_of_the_others() -> None:
+    """Region d added (or removed): the NATS URL list and route list change, but through the
+    ConfigMap and the reloaded config, so no existing region's pods restart."""
+    three = objects(tls={"enabled": True})
+    four = objects(tls={"enabled": True}, regions=[{"name": "eu"}, {"name": "us"}, {"name": "ap"}, {"name": "d"}])
+    for obj in three:
+        if obj["kind"] in ("StatefulSet", "Deployment"):
+            after = get(four, obj["kind"], obj["metadata"]["name"])
+            assert after["spec"]["template"] == obj["spec"]["template"], obj["metadata"]["name"]
+    assert "m-nats-d" in get(four, "ConfigMap", "m-nats-urls")["data"]["eu"]

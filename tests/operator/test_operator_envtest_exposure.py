@@ -21,7 +21,7 @@ from cryptography import x509
 from xchat_operator import builders, certificates, credentials, exposure, names
 from xchat_operator.errors import KubeError
 from xchat_operator.spec import parse_mesh
-from xchat_operator.testing import NS, eventually, mesh_manifest
+from xchat_operator.testing import NS, eventually, mesh_manifest, settle_workloads
 
 PASSWORDS = {"auth": "pa", "keys": "pk", "relay": "pr", "mailbox": "pm", "route": "proute", "bootstrap": "pb"}
 EXPOSED = {"type": "LoadBalancer", "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
@@ -149,21 +149,24 @@ def test_exposed_services_appear_with_matching_certificate_names_and_go_away(kub
     assert services["exp-relay-b-ext"]["spec"]["type"] == "LoadBalancer"
     assert services["exp-relay-b-ext"]["metadata"]["annotations"][exposure.EXTERNAL_DNS_ANNOTATION] == "relay.b.chat.example.com"
 
-    def sans(service: str) -> list[str]:
-        return credentials.dns_names_of(_secret_pem(kube, names.service_tls_secret("exp", service)))
+    def sans(service: str, region: str = "a") -> list[str]:
+        return credentials.dns_names_of(_secret_pem(kube, names.service_tls_secret("exp", service, region)))
 
-    eventually(lambda: {"mailbox.a.chat.example.com", "mailbox.b.chat.example.com"} <= set(sans("mailbox")), 60,
-               what="external names in mailbox's certificate")
+    # Per region: each region's certificate names that region's external names only.
+    eventually(lambda: "mailbox.a.chat.example.com" in sans("mailbox")
+               and "mailbox.b.chat.example.com" in sans("mailbox", "b"), 60,
+               what="external names in mailbox's certificates")
+    assert "mailbox.b.chat.example.com" not in sans("mailbox") and "mailbox.a.chat.example.com" not in sans("mailbox", "b")
     assert "auth.a.chat.example.com" in sans("auth") and not [n for n in sans("auth") if n.startswith("mailbox.")]
     assert "exp-mailbox-a.xchat.svc.cluster.local" in sans("mailbox")  # in-cluster names kept
 
     # A new host: the certificate follows, from the same CA.
-    ca_before = _secret_pem(kube, names.service_tls_secret("exp", "keys"), "ca.crt")
+    ca_before = _secret_pem(kube, names.service_tls_secret("exp", "keys", "a"), "ca.crt")
     kube.merge_patch("XChatMesh", NS, "exp", {"spec": {"exposure": {"regions": [
         {"name": "a", "hosts": ["a.chat.example.com", "eu.chat.example.com"]}]}}})
-    eventually(lambda: "keys.eu.chat.example.com" in sans("keys") and "keys.b.chat.example.com" not in sans("keys"), 60,
-               what="the new host in keys' certificate")
-    assert _secret_pem(kube, names.service_tls_secret("exp", "keys"), "ca.crt") == ca_before
+    eventually(lambda: "keys.eu.chat.example.com" in sans("keys") and "keys.b.chat.example.com" not in sans("keys", "b"),
+               60, what="the new host in keys' certificate")
+    assert _secret_pem(kube, names.service_tls_secret("exp", "keys", "a"), "ca.crt") == ca_before
     eventually(lambda: "exp-auth-b-ext" not in exposed_now(kube), 60, what="region b's external Services pruned")
 
     # No exposure: external Services pruned, certificates back to in-cluster names.
@@ -182,7 +185,7 @@ def exposed_now(kube) -> set[str]:
 def test_a_certificate_near_its_end_is_renewed_and_its_pods_rolled(kube, make_mesh) -> None:
     """Fails without renewal: the 2-day certificate stays (and would expire in the pods)."""
     make_mesh("ren", tls={"enabled": True})
-    secret = names.service_tls_secret("ren", "relay")
+    secret = names.service_tls_secret("ren", "relay", "a")
     eventually(lambda: kube.get("Secret", NS, secret), 60, what="relay's certificate")
 
     def template_digest() -> str:
@@ -207,5 +210,6 @@ def test_a_certificate_near_its_end_is_renewed_and_its_pods_rolled(kube, make_me
     eventually(renewed, 60, what="relay's certificate renewed")
     assert _secret_pem(kube, secret, "ca.crt") == ca  # same CA: clients keep trusting the mesh
     assert "ren-relay-a.xchat.svc.cluster.local" in credentials.dns_names_of(_secret_pem(kube, secret))
-    eventually(lambda: template_digest() not in (before, certificates.digest({"data": {
-        "tls.crt": encode(short), "ca.crt": encode(ca)}})), 60, what="relay's pods rolled onto the new certificate")
+    # The roll goes one region at a time once the others are rolled out: the test plays the controllers.
+    eventually(lambda: settle_workloads(kube, NS, "ren") >= 0 and template_digest() not in (before, certificates.digest(
+        {"data": {"tls.crt": encode(short), "ca.crt": encode(ca)}})), 90, what="relay's pods rolled onto the new certificate")

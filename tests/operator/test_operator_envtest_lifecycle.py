@@ -28,9 +28,9 @@ def nats_conf(kube, mesh: str, region: str) -> str:
     return base64.b64decode(kube.get("Secret", NS, f"{mesh}-nats-{region}-config")["data"]["nats.conf"]).decode()
 
 
-def nats_urls(kube, deployment: str) -> str:
-    env = kube.get("Deployment", NS, deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
-    return {e["name"]: e.get("value") for e in env}["XCHAT_NATS_URLS"]
+def nats_urls(kube, mesh: str, region: str) -> str:
+    """What a service of ``region`` dials when it (re)starts (configMapKeyRef: not in its template)."""
+    return kube.get("ConfigMap", NS, f"{mesh}-nats-urls")["data"][region]
 
 
 def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
@@ -78,7 +78,7 @@ def test_add_drain_remove_region(kube, make_mesh, prober) -> None:
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
     eventually(lambda: region_conditions(kube.get("XChatMesh", NS, "life"), "d")["Draining"]
                == ("True", "NatsScaledDown"), 60, what="Drained status")
-    eventually(lambda: "life-nats-d" not in nats_urls(kube, "life-relay-a"), 60, what="services stop dialling d")
+    eventually(lambda: "life-nats-d" not in nats_urls(kube, "life", "a"), 60, what="services stop dialling d")
 
     # Step 3, remove: the region's objects are pruned (PVCs are never touched).
     regions_patch(kube, "life", regions[:3])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
-from xchat_operator.testing import NS, eventually, events_for, mesh_manifest, region_conditions
+from xchat_operator import credentials
+from xchat_operator.testing import NS, eventually, events_for, mesh_manifest, region_conditions, settle_workloads
 
 pytestmark = pytest.mark.envtest
 
@@ -22,7 +24,7 @@ def children(kube, mesh: str) -> set[tuple[str, str]]:
 
 
 def expected_children(mesh: str, regions: tuple[str, ...]) -> set[tuple[str, str]]:
-    out = {("ConfigMap", f"{mesh}-endpoints"), ("Secret", f"{mesh}-nats-credentials"),
+    out = {("ConfigMap", f"{mesh}-endpoints"), ("ConfigMap", f"{mesh}-nats-urls"), ("Secret", f"{mesh}-nats-credentials"),
            ("Secret", f"{mesh}-token-signing-key"), ("Secret", f"{mesh}-token-public-key"),
            ("PodDisruptionBudget", f"{mesh}-nats")}
     for r in regions:
@@ -63,8 +65,10 @@ def test_create_makes_every_child(kube, make_mesh, prober) -> None:
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
     dep = kube.get("Deployment", NS, "create-relay-a")
-    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["XCHAT_NATS_URLS"].startswith(f"nats://create-nats-a.{NS}.svc.cluster.local:4222,")
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["XCHAT_NATS_URLS"]["valueFrom"]["configMapKeyRef"] == {"name": "create-nats-urls", "key": "a"}
+    urls = kube.get("ConfigMap", NS, "create-nats-urls")["data"]["a"]
+    assert urls.startswith(f"nats://create-nats-a.{NS}.svc.cluster.local:4222,")
     signing = kube.get("Secret", NS, "create-token-signing-key")
     assert len(base64.b64decode(base64.b64decode(signing["data"]["signing.key"]))) == 32
 
@@ -104,9 +108,13 @@ def test_spec_change_updates_children(kube, make_mesh) -> None:
     eventually(lambda: children(kube, "upd") >= expected_children("upd", ("a", "b", "c")), 60)
     kube.merge_patch("XChatMesh", NS, "upd", {"spec": {"services": {"relay": {"replicas": 4}},
                                                         "image": "xchat:0.2.0"}})
-    eventually(lambda: kube.get("Deployment", NS, "upd-relay-b")["spec"]["replicas"] == 4, 60, what="replicas")
-    eventually(lambda: kube.get("Deployment", NS, "upd-auth-c")["spec"]["template"]["spec"]["containers"][0]["image"]
-               == "xchat:0.2.0", 60, what="image")
+    # An image change rolls one region at a time, each once the previous one is rolled out:
+    # the test plays the Deployment and StatefulSet controllers (envtest runs none).
+    eventually(lambda: settle_workloads(kube, NS, "upd") >= 0
+               and kube.get("Deployment", NS, "upd-relay-b")["spec"]["replicas"] == 4, 90, what="replicas")
+    eventually(lambda: settle_workloads(kube, NS, "upd") >= 0
+               and kube.get("Deployment", NS, "upd-auth-c")["spec"]["template"]["spec"]["containers"][0]["image"]
+               == "xchat:0.2.0", 90, what="image")
     assert kube.get("Deployment", NS, "upd-auth-c")["spec"]["replicas"] == 2
 
 
@@ -175,20 +183,49 @@ def test_pause_annotation_stops_reconciliation(kube, make_mesh) -> None:
                ["Paused"] == "False", 60, what="Paused=False")
 
 
-def test_generated_tls_reissued_for_new_region(kube, make_mesh) -> None:
+def _templates(kube, mesh: str, regions) -> dict[str, dict]:
+    out = {}
+    for kind in ("StatefulSet", "Deployment"):
+        for obj in kube.list(kind, NS, labels={"xchat.dev/mesh": mesh}):
+            if obj["metadata"]["labels"].get("xchat.dev/region") in regions:
+                out[f"{kind}/{obj['metadata']['name']}"] = obj["spec"]["template"]
+    return out
+
+
+def test_a_new_region_gets_its_own_certificates_and_no_other_pod_restarts(kube, make_mesh) -> None:
+    """Adding region d (TLS on) restarts no pod of a, b or c: every pod template stays as it
+    was. Before, the one mesh certificate (naming every region's NATS pods) was re-issued and
+    its digest, with the services' NATS URL list in their env, changed every template."""
     make_mesh("tls", tls={"enabled": True})
     # Every object read below is created asynchronously by the operator: wait for all of them.
-    eventually(lambda: children(kube, "tls") >= expected_children("tls", ("a", "b", "c")), 60, what="children")
-    sec = eventually(lambda: kube.get("Secret", NS, "tls-tls"), 60, what="tls secret")
-    assert sec["type"] == "kubernetes.io/tls"
-    assert sec["metadata"]["annotations"]["xchat.dev/tls-regions"] == "a,b,c"
-    conf = nats_conf(kube, "tls", "a")
-    assert 'ca_file: "/etc/nats-tls/ca.crt"' in conf and "verify: true" in conf
-    env = kube.get("Deployment", NS, "tls-relay-a")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {e["name"]: e.get("value") for e in env}["XCHAT_NATS_URLS"].startswith("tls://")
+    eventually(lambda: len(_templates(kube, "tls", "abc")) == 15, 60, what="the workloads of a, b and c")
+    eventually(lambda: "tls-nats-c-0.tls-nats-c-headless" in nats_conf(kube, "tls", "a"), 60, what="routes")
+    time.sleep(3)  # a resync or two: the templates as the operator keeps them
+    before = _templates(kube, "tls", "abc")
+    ca = kube.get("Secret", NS, "tls-tls")["data"]["ca.crt"]
+
     kube.merge_patch("XChatMesh", NS, "tls", {"spec": {"regions": [{"name": "a"}, {"name": "b"}, {"name": "c"},
                                                                    {"name": "d"}]}})
-    new = eventually(lambda: (s := kube.get("Secret", NS, "tls-tls"))["metadata"]["annotations"]
-                     ["xchat.dev/tls-regions"] == "a,b,c,d" and s, 60, what="re-issued")
-    assert new["data"]["ca.crt"] == sec["data"]["ca.crt"]
-    assert new["data"]["tls.crt"] != sec["data"]["tls.crt"]
+    eventually(lambda: kube.get("StatefulSet", NS, "tls-nats-d") and kube.get("Deployment", NS, "tls-mailbox-d"),
+               60, what="region d's workloads")
+    eventually(lambda: "tls-nats-d-0.tls-nats-d-headless" in nats_conf(kube, "tls", "a"), 60, what="routes to d (reload)")
+    time.sleep(5)  # several resync periods (2 s here)
+    after = _templates(kube, "tls", "abc")
+    assert [k for k in before if after.get(k) != before[k]] == []
+
+    # Region d has certificates of its own, from the same CA; a's are as they were.
+    conf = nats_conf(kube, "tls", "a")
+    assert 'ca_file: "/etc/nats-tls/ca.crt"' in conf and "verify: true" in conf
+    new = eventually(lambda: kube.get("Secret", NS, "tls-nats-d-tls"), 60, what="region d's NATS certificate")
+    assert new["data"]["ca.crt"] == ca  # same CA: every client keeps trusting the mesh
+    d_sans = credentials.dns_names_of(base64.b64decode(new["data"]["tls.crt"]).decode())
+    assert f"*.tls-nats-d-headless.{NS}.svc.cluster.local" in d_sans
+    a_sans = credentials.dns_names_of(base64.b64decode(kube.get("Secret", NS, "tls-nats-a-tls")["data"]["tls.crt"]).decode())
+    assert f"*.tls-nats-a-headless.{NS}.svc.cluster.local" in a_sans
+    assert not [n for n in a_sans if "-headless" in n and "nats-a-" not in n]
+    eventually(lambda: all(kube.get("Secret", NS, f"tls-{s}-d-tls") for s in ("auth", "keys", "relay", "mailbox")),
+               60, what="region d's service certificates")
+    # The new URL lists reach a's services when they next start (a ConfigMap, not their template).
+    assert kube.get("ConfigMap", NS, "tls-nats-urls")["data"]["a"].startswith("tls://tls-nats-a.")
+    eventually(lambda: "tls-nats-d." in kube.get("ConfigMap", NS, "tls-nats-urls")["data"]["a"], 60,
+               what="region a's services' NATS list")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from xchat_operator.testing import NS, eventually, events_for
+from xchat_operator.testing import NS, eventually, events_for, settle_workloads
 
 pytestmark = pytest.mark.envtest
 
@@ -18,6 +18,9 @@ def nats_image(kube, mesh: str, region: str) -> str:
     return str(sts["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
+SERVICES = ("auth", "keys", "relay", "mailbox")
+
+
 def settle(kube, mesh: str, region: str) -> None:
     """What the StatefulSet controller writes once every pod of the latest revision is ready."""
     sts = kube.get("StatefulSet", NS, f"{mesh}-nats-{region}")
@@ -25,6 +28,20 @@ def settle(kube, mesh: str, region: str) -> None:
     kube.merge_patch("StatefulSet", NS, f"{mesh}-nats-{region}", {"status": {
         "observedGeneration": sts["metadata"]["generation"], "replicas": n, "readyReplicas": n,
         "updatedReplicas": n, "currentRevision": "r", "updateRevision": "r"}}, subresource="status")
+
+
+def settle_services(kube, mesh: str, region: str) -> None:
+    """What the Deployment controller writes once every replica of the latest template is ready."""
+    for service in SERVICES:
+        dep = kube.get("Deployment", NS, f"{mesh}-{service}-{region}")
+        n = dep["spec"]["replicas"]
+        kube.merge_patch("Deployment", NS, f"{mesh}-{service}-{region}", {"status": {
+            "observedGeneration": dep["metadata"]["generation"], "replicas": n, "readyReplicas": n,
+            "availableReplicas": n, "updatedReplicas": n}}, subresource="status")
+
+
+def image_of(kube, kind: str, name: str) -> str:
+    return str(kube.get(kind, NS, name)["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def mesh_condition(kube, mesh: str, type_: str) -> dict:
@@ -37,8 +54,10 @@ def test_nats_image_change_restarts_one_region_at_a_time(kube, make_mesh, prober
         prober.set_healthy("roll", r)
     make_mesh("roll", natsImage="nats:2.12.3")
     for r in REGIONS:
-        eventually(lambda r=r: kube.get("StatefulSet", NS, f"roll-nats-{r}"), 60, what=f"nats {r}")
+        eventually(lambda r=r: kube.get("StatefulSet", NS, f"roll-nats-{r}")
+                   and kube.get("Deployment", NS, f"roll-mailbox-{r}"), 60, what=f"region {r}")
         settle(kube, "roll", r)
+        settle_services(kube, "roll", r)
     kube.merge_patch("XChatMesh", NS, "roll", {"spec": {"natsImage": "nats:2.12.4"}})
 
     def new_regions() -> list[str]:
@@ -59,6 +78,84 @@ def test_nats_image_change_restarts_one_region_at_a_time(kube, make_mesh, prober
         settle(kube, "roll", latest)
     assert sorted(order) == sorted(REGIONS)
     eventually(lambda: mesh_condition(kube, "roll", "RollingOut")["status"] == "False", 60, what="settled")
+
+
+def test_an_upgrade_rolls_each_region_nats_then_its_services_then_the_next_region(kube, make_mesh, prober,
+                                                                                 handover) -> None:
+    """``image`` and ``natsImage`` changed together (a helm upgrade): region by region, first the
+    region's NATS (its leaderships handed over just before), then its four services once that
+    NATS is rolled out, and the next region only once those are too. Before, every service
+    Deployment of every region was applied in the first pass."""
+    for r in REGIONS:
+        prober.set_healthy("up", r)
+    make_mesh("up", image="xchat:0.2.0", natsImage="nats:2.12.3")
+    for r in REGIONS:
+        eventually(lambda r=r: kube.get("StatefulSet", NS, f"up-nats-{r}")
+                   and kube.get("Deployment", NS, f"up-mailbox-{r}"), 60, what=f"region {r}")
+        settle(kube, "up", r)
+        settle_services(kube, "up", r)
+    time.sleep(3)
+    handover.calls[:] = [c for c in handover.calls if c[0] != "up"]
+    kube.merge_patch("XChatMesh", NS, "up", {"spec": {"image": "xchat:0.2.2", "natsImage": "nats:2.12.4"}})
+
+    def rolled() -> list[tuple[str, str]]:
+        """(region, "nats" | "services") whose template carries the new image now."""
+        out = []
+        for r in REGIONS:
+            if image_of(kube, "StatefulSet", f"up-nats-{r}") == "nats:2.12.4":
+                out.append((r, "nats"))
+            new = [s for s in SERVICES if image_of(kube, "Deployment", f"up-{s}-{r}") == "xchat:0.2.2"]
+            assert new in ([], list(SERVICES)), f"region {r}: only {new} of its services applied"
+            if new:
+                out.append((r, "services"))
+        return out
+
+    order: list[tuple[str, str]] = []
+    for step in range(6):
+        eventually(lambda: len(rolled()) == step + 1, 60, what=f"step {step + 1} of the roll")
+        (latest,) = set(rolled()) - set(order)
+        order.append(latest)
+        if step < 5:
+            cond = eventually(lambda: mesh_condition(kube, "up", "RollingOut")["status"] == "True"
+                              and mesh_condition(kube, "up", "RollingOut"), 60, what="RollingOut")
+            assert "held" in cond["message"], cond
+        # Several resync periods (2 s here): nothing else is applied while this step is not rolled out.
+        time.sleep(5)
+        assert sorted(rolled()) == sorted(order), f"a second step started before {latest} was rolled out"
+        region, what = latest
+        (settle if what == "nats" else settle_services)(kube, "up", region)
+    assert order == [(r, what) for r in REGIONS for what in ("nats", "services")], order
+    eventually(lambda: mesh_condition(kube, "up", "RollingOut")["status"] == "False", 60, what="settled")
+    # Each region's leaderships were handed over once, while its NATS still ran the old image.
+    calls = [c for c in handover.calls if c[0] == "up"]
+    assert [(r, img) for _, r, img in calls] == [(r, "nats:2.12.3") for r in REGIONS], calls
+
+
+def test_a_handover_that_cannot_finish_is_reported_and_the_roll_goes_on(kube, make_mesh, prober, handover) -> None:
+    for r in REGIONS:
+        prober.set_healthy("stuck", r)
+    make_mesh("stuck", natsImage="nats:2.12.3")
+    for r in REGIONS:
+        eventually(lambda r=r: kube.get("StatefulSet", NS, f"stuck-nats-{r}")
+                   and kube.get("Deployment", NS, f"stuck-mailbox-{r}"), 60, what=f"region {r}")
+        settle(kube, "stuck", r)
+        settle_services(kube, "stuck", r)
+    for r in REGIONS:
+        handover.fail("stuck", r)
+    kube.merge_patch("XChatMesh", NS, "stuck", {"spec": {"natsImage": "nats:2.12.4"}})
+    first = eventually(lambda: [r for r in REGIONS if nats_image(kube, "stuck", r) == "nats:2.12.4"], 60,
+                       what="the first region rolled")
+    cond = eventually(lambda: "leadership handover incomplete" in mesh_condition(kube, "stuck", "RollingOut")["message"]
+                      and mesh_condition(kube, "stuck", "RollingOut"), 60, what="RollingOut names the handover")
+    assert f"leaders still in region {first[0]}" in cond["message"], cond
+    warnings = eventually(lambda: [e for e in events_for(kube, NS, "stuck", "LeadershipNotHandedOver")
+                                   if e["type"] == "Warning"], 60, what="Warning event")
+    assert "XCHAT_MAILBOX" in warnings[0]["message"]
+    for r in REGIONS:
+        settle(kube, "stuck", r)
+    eventually(lambda: settle_workloads(kube, NS, "stuck") >= 0
+               and mesh_condition(kube, "stuck", "RollingOut")["status"] == "False", 90, what="settled")
+    assert all(nats_image(kube, "stuck", r) == "nats:2.12.4" for r in REGIONS)
 
 
 def test_new_region_published_only_once_healthy(kube, make_mesh, prober) -> None:

@@ -86,14 +86,14 @@ def test_the_draining_condition_reports_the_move() -> None:
                        replicas.MOVED: ("True", "ReplicasMoved")}
 
 
-def test_the_system_account_holds_only_jsmeta_with_server_remove() -> None:
+def test_the_system_account_holds_only_jsmeta_with_server_remove_and_meta_stepdown() -> None:
     spec = parse_mesh(_mesh({"a": "Active", "b": "Active", "c": "Active"}))
     passwords = credentials.nats_passwords()
     conf = natsconfig._document(spec, spec.regions[0], passwords, "cluster.local")
     assert conf["system_account"] == "SYS"
     (user,) = conf["accounts"]["SYS"]["users"]  # type: ignore[index]
     assert user["user"] == "jsmeta" and bcrypt.checkpw(passwords["jsmeta"].encode(), user["password"].encode())
-    assert user["permissions"] == {"publish": {"allow": ["$JS.API.SERVER.REMOVE"]},
+    assert user["permissions"] == {"publish": {"allow": ["$JS.API.SERVER.REMOVE", "$JS.API.META.LEADER.STEPDOWN"]},
                                    "subscribe": {"allow": ["_INBOX_jsmeta.>"]}}
     # A password rotation of jsmeta is a reload, not a restart (its hash is not in the fingerprint).
     other = {**passwords, "jsmeta": "rotated"}
@@ -139,3 +139,17 @@ def test_the_placement_keeper_maps_pod_names_to_regions_and_moves_only_the_hedge
     assert placement.plan(apart, regions.get) is None
     # The jsadmin user may hand the hedge stream's leadership over (and nothing of the data).
     assert "$JS.API.STREAM.LEADER.STEPDOWN.*" in natsconfig.PERMISSIONS["jsadmin"]
+
+
+def test_a_region_handed_over_for_a_roll_is_no_placement_target_for_a_while() -> None:
+    import time
+
+    spec = parse_mesh(_mesh({"a": "Active", "b": "Active", "c": "Active"}))
+    assert replicas.rolling_regions(spec) == set()
+    replicas._handed_over[(spec.namespace, spec.name, "b")] = time.monotonic()
+    try:
+        assert replicas.rolling_regions(spec) == {"b"}
+        replicas._handed_over[(spec.namespace, spec.name, "b")] = time.monotonic() - replicas.ROLL_AVOID_S - 1
+        assert replicas.rolling_regions(spec) == set()
+    finally:
+        replicas._handed_over.clear()

@@ -255,7 +255,8 @@ async def test_the_jsmeta_identity_is_refused_the_rest_of_the_system_account(
                             password=passwords[JSMETA_USER], inbox_prefix=inbox_prefix(JSMETA_USER).encode(),
                             error_cb=record)
     try:
-        for subject in ("$JS.API.META.LEADER.STEPDOWN", "$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.PING.CONNZ",
+        # META.LEADER.STEPDOWN is allowed (the handover before a roll): everything else is refused.
+        for subject in ("$JS.API.META.PEER.REMOVE", "$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.PING.CONNZ",
                         "$SYS.REQ.ACCOUNT.PING.CONNZ", "$JS.API.STREAM.LIST"):
             with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
                 await nc.request(subject, b"{}", timeout=1)
@@ -267,5 +268,72 @@ async def test_the_jsmeta_identity_is_refused_the_rest_of_the_system_account(
             await asyncio.sleep(0.1)
         assert {p["name"] for p in _meta_leader_view(nodes).get("replicas") or []} | {
             _meta_leader_view(nodes).get("leader")} == {n.name for n in nodes}  # nothing was removed
+    finally:
+        await nc.close()
+
+
+async def test_handing_a_regions_leaderships_over_before_its_restart(
+        cluster: tuple[list[NatsNode], dict[str, str]], stream: Any) -> None:
+    """What the operator does before rolling a region's NATS (``replicas.hand_over``), with its
+    two identities only: the stream leader (jsadmin, STREAM.LEADER.STEPDOWN) and the meta
+    leader (jsmeta, META.LEADER.STEPDOWN towards a chosen region) leave the region; nothing else moves."""
+    nodes, passwords = cluster
+    nc = await _connect(nodes, JSADMIN_USER, passwords[JSADMIN_USER])
+    system = await _connect(nodes, JSMETA_USER, passwords[JSMETA_USER])
+    try:
+        deadline = time.monotonic() + 30
+        before = await _placement(nc)
+        while before.leader is None or len(before.current) < 2:
+            assert time.monotonic() < deadline, f"stream never settled: {before}"
+            await asyncio.sleep(0.5)
+            before = await _placement(nc)
+        # The region to restart: the stream leader's; move the meta leader there too (the hardest case).
+        leaving = before.leader
+        region = next(n.region for n in nodes if n.name == leaving)
+        deadline = time.monotonic() + 60
+        while _meta_leader_view(nodes).get("leader") != leaving:
+            assert time.monotonic() < deadline, f"the meta leader never moved to {leaving}"
+            try:  # refused ("no replacement peer connected") while that peer is not current yet
+                await jsadmin.step_down_meta(system, region)
+            except jsadmin.JetStreamAdminError:
+                pass
+            await asyncio.sleep(1)
+        target = next(n for n in nodes if n.name != leaving and n.name in before.peers)
+
+        async def meta_now() -> str | None:
+            return str(_meta_leader_view(nodes).get("leader") or "") or None
+
+        started = time.monotonic()
+        done = await replicas.hand_over(nc, system, region, [leaving], meta_now, target.region, timeout=20)
+        took = time.monotonic() - started
+        assert done.done, done.message
+        assert STREAM in done.stepped_down and "meta" in done.stepped_down
+        after = await _placement(nc)
+        assert after.leader not in (None, leaving) and set(after.peers) == set(before.peers)  # moved, not re-placed
+        assert _meta_leader_view(nodes).get("leader") == target.name  # where it was asked to go
+        assert took < 15, took  # hand-overs, not elections after a timeout
+        # Nothing left to do: a second handover only looks.
+        again = await replicas.hand_over(nc, system, region, [leaving], meta_now, target.region, timeout=5)
+        assert again.done and again.stepped_down == ()
+        info = await stream.jetstream().stream_info(STREAM)
+        assert info.state.messages == MESSAGES
+    finally:
+        await nc.close()
+        await system.close()
+
+
+async def test_a_handover_without_the_system_identity_reports_the_meta_leader_left(
+        cluster: tuple[list[NatsNode], dict[str, str]], stream: Any) -> None:
+    nodes, passwords = cluster
+    nc = await _connect(nodes, JSADMIN_USER, passwords[JSADMIN_USER])
+    try:
+        meta = _meta_leader_view(nodes).get("leader")
+        region = next(n.region for n in nodes if n.name == meta)
+
+        async def meta_now() -> str | None:
+            return str(_meta_leader_view(nodes).get("leader") or "") or None
+
+        out = await replicas.hand_over(nc, None, region, [meta], meta_now, None, timeout=3, poll=0.5)
+        assert not out.done and f"meta ({meta})" in out.message and "after 3s" in out.message
     finally:
         await nc.close()

@@ -136,3 +136,70 @@ def test_refusals_name_what_is_unsafe() -> None:
     (reason,) = safety.refusals(two_away)
     assert "regions eu, us are draining, drained or down at once" in reason and "at most 1" in reason
     assert "older than nats-server 2.12.3" in safety.refusals(spec_of(natsImage="nats:2.11.0"))[0]
+
+
+def workloads(spec) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in builders.desired_objects(spec, PASSWORDS)
+            if o["kind"] in ("StatefulSet", "Deployment")}
+
+
+def deployed(obj: dict, *, ready: bool = True) -> dict:
+    """A StatefulSet or Deployment as its controller reports it (rolled out, or still rolling)."""
+    if obj["kind"] == "StatefulSet":
+        return running(obj, ready=ready)
+    cur = copy.deepcopy(obj)
+    cur["metadata"]["generation"] = 4
+    n = cur["spec"]["replicas"]
+    # Rolling: the new pod surged and is not ready yet (maxUnavailable 0: the old ones still serve).
+    cur["status"] = ({"observedGeneration": 4, "replicas": n, "readyReplicas": n, "updatedReplicas": n} if ready
+                     else {"observedGeneration": 4, "replicas": n + 1, "readyReplicas": n, "updatedReplicas": 1})
+    return cur
+
+
+def test_services_roll_region_by_region_after_their_own_nats() -> None:
+    """An upgrade of both images: per region NATS, then its four services, then the next region;
+    never two regions, never a region's NATS and its services at once."""
+    old = spec_of(image="xchat:1", natsImage="nats:2.12.3")
+    new = spec_of(image="xchat:2", natsImage="nats:2.12.4")
+    current = {name: deployed(o) for name, o in workloads(old).items()}
+    want = workloads(new)
+    services = {r: [f"m-{s}-{r}" for s in SERVICE_NAMES] for r in REGIONS}
+    order: list[tuple[str, str]] = []
+    for _ in range(20):
+        p = rollout.plan(new, builders.desired_objects(new, PASSWORDS), current, healthy())
+        applied = [n for n in want if n not in p.held
+                   and current[n]["metadata"]["annotations"][rollout.TEMPLATE_HASH_ANNOTATION]
+                   != want[n]["metadata"]["annotations"][rollout.TEMPLATE_HASH_ANNOTATION]]
+        if not applied:
+            break
+        regions = {n.rsplit("-", 1)[1] for n in applied}
+        assert len(regions) == 1, f"two regions restart in one pass: {applied}"
+        (region,) = regions
+        nats = f"m-nats-{region}"
+        if nats in applied:
+            assert p.rolling == (region,) and not set(applied) & set(services[region]), applied
+            assert all("NATS restarts first" in p.held[d] for d in services[region] if d in p.held)
+            order.append((region, "nats"))
+        else:
+            assert sorted(applied) == sorted(services[region]) and p.services_rolling == (region,)
+            order.append((region, "services"))
+        # The controller starts on it: not settled in the next pass, which holds everything else.
+        for n in applied:
+            current[n] = deployed(want[n], ready=False)
+        again = rollout.plan(new, builders.desired_objects(new, PASSWORDS), current, healthy())
+        assert again.rolling == () and again.services_rolling == ()
+        assert all(n in again.held for n in want if n not in applied and n in p.held)
+        for n in applied:
+            current[n] = deployed(want[n])
+    assert order == [(r, step) for r in REGIONS for step in ("nats", "services")]
+
+
+def test_a_region_with_its_services_rolling_holds_every_other_regions_nats() -> None:
+    old, new = spec_of(natsImage="nats:2.12.3"), spec_of(natsImage="nats:2.12.4")
+    current = {name: deployed(o) for name, o in workloads(old).items()}
+    current["m-relay-eu"] = deployed(workloads(old)["m-relay-eu"], ready=False)  # still rolling (or stuck)
+    p = rollout.plan(new, builders.desired_objects(new, PASSWORDS), current, healthy())
+    # eu's NATS may go (its region is already not fully serving), us and ap wait for eu.
+    assert p.rolling == ("eu",)
+    assert set(p.held) == {"m-nats-us", "m-nats-ap"}
+    assert "region eu's services relay are not all updated and ready" in p.held["m-nats-us"]

@@ -313,6 +313,7 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         "Attachments.BeginUpload": lambda: _attachment_cell(c, a1, md, "begin"),
         "Attachments.UploadChunk": lambda: _attachment_cell(c, a1, md, "chunk"),
         "Attachments.Download": lambda: _attachment_cell(c, a1, md, "download"),
+        "Attachments.DeleteAttachment": lambda: _attachment_cell(c, a1, md, "delete"),
         "Mailbox.Sync": lambda: _sync_once(c, a1.device_id),
         "Mailbox.SyncStream": lambda: _sync_stream_once(c, a1.device_id),
         "Mailbox.Ack": lambda: c.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[world.sequence]), metadata=md),
@@ -337,7 +338,7 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
 
 async def _attachment_cell(caller, owner, md, step: str) -> object:
     """A's device claims a fresh attachment id (and for a download uploads it); the caller then
-    resumes the claim, writes its one chunk, or downloads it."""
+    resumes the claim, writes its one chunk, downloads it, or deletes it."""
     mine = attachments_pb2_grpc.AttachmentsStub(owner.channel)
     theirs = attachments_pb2_grpc.AttachmentsStub(caller.channel)
     ident = secrets.token_bytes(16)
@@ -347,6 +348,8 @@ async def _attachment_cell(caller, owner, md, step: str) -> object:
         return await theirs.BeginUpload(attachments_pb2.BeginUploadRequest(attachment_id=ident, size=1000), metadata=md)
     if step == "chunk":
         return await theirs.UploadChunk(chunk, metadata=md)
+    if step == "delete":
+        return await theirs.DeleteAttachment(attachments_pb2.DeleteAttachmentRequest(attachment_id=ident), metadata=md)
     await mine.UploadChunk(chunk, metadata=owner.md)
     return [r async for r in theirs.Download(attachments_pb2.DownloadRequest(attachment_id=ident), metadata=md)]
 

@@ -7,7 +7,8 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
                     revoke_device, monitor_account
     LinkedDevice    a device of our account, as its signed device list names it
     HistoryEntry    a message of a history export (keep_history, export_history, read_history_export)
-    Attachment      an encrypted file a message references (send_attachment, download_attachment)
+    Attachment      an encrypted file a message references (send_attachment, send_group_attachment,
+                    upload_attachment, download_attachment, delete_attachment)
     Group, GroupChanged, GroupRefused, GroupError   groups (create_group, send_group, ...)
     Message         a decrypted message handed to the app
     SendReceipt     a recipient device durably holds a message
@@ -21,7 +22,9 @@ Public surface (tested for drift in tests/client/test_client_api.py)::
     ConversationEvent what ``Client.events()`` also yields (issue 14): MessagesDelivered,
                     MessagesRead, MessageEdited, MessageDeleted, MessageExpired,
                     DisappearingTimerChanged, ControlRejected
-    ConversationSettings  a conversation's disappearing timer and read-receipt choice
+    ConversationSettings  a conversation's (or group's) disappearing timer and read-receipt choice
+                    (set_read_receipts, set_group_read_receipts, set_delivered_receipts app-wide;
+                    set_group_disappearing)
     EditRefused     ``edit`` / ``delete_for_everyone`` of a message not ours or too old
     SignalEvent     what ``Client.events()`` also yields for ephemeral signals: Typing, Online
                     (set_typing, announce_online, set_typing_indicators; register_push)

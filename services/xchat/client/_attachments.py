@@ -192,6 +192,34 @@ class Attachments:
                 log.info("attachment %s interrupted (%s); resuming", what, exc)
                 await asyncio.sleep(RESUME_PAUSE_S)
 
+    # -- delete ------------------------------------------------------------------
+
+    async def delete(self, attachment_id: str) -> int:
+        """Deletes an attachment this account uploaded; the ciphertext bytes the store dropped.
+
+        ``AttachmentError``: "not_owner" (another account uploaded it: nothing changed),
+        "gone" (unknown or expired). Deleting twice answers 0 the second time.
+        """
+        try:
+            ident = bytes.fromhex(attachment_id)
+        except ValueError:
+            ident = b""
+        if len(ident) != ID_BYTES:
+            raise AttachmentError("not_attachment", f"an attachment id is {2 * ID_BYTES} hex digits")
+        request = attachments_pb2.DeleteAttachmentRequest(attachment_id=ident)
+        try:
+            reply = await self._tokens.authed(
+                lambda ch, t, md: attachments_pb2_grpc.AttachmentsStub(ch).DeleteAttachment(request, timeout=t, metadata=md),
+                service="relay",
+            )
+        except RequestRejected as exc:
+            if exc.code == "PERMISSION_DENIED":
+                raise AttachmentError("not_owner", exc.message) from exc
+            if exc.code == "NOT_FOUND":
+                raise AttachmentError("gone", exc.message) from exc
+            raise
+        return int(reply.deleted_bytes)
+
     # -- download ----------------------------------------------------------------
 
     async def download(self, attachment: Attachment, dest: Path, progress: Progress | None) -> Path:

@@ -31,6 +31,10 @@ control and what it changes are committed together. The rules:
   ``sent_at_ms``, no more than ``CLOCK_SKEW_MS`` ahead of ours). The SDK refuses
   to send one outside the window (``EditRefused``).
 
+Groups (``_group_conversation``, hooked in here): a group message has ledger
+rows too, one per member account it was sent to, so the receipt rule above
+covers group receipts unchanged; its timer is the group's.
+
 Disappearing messages: a message sent or received while the conversation has
 a timer of T seconds is deleted by this device T seconds after it sent or
 received it (inbox row, the plaintext kept for re-sending, then a WAL scrub),
@@ -50,6 +54,7 @@ from dataclasses import dataclass, replace
 
 from xchat.client import _controls
 from xchat.client._controls import Delete, Edit, Receipt, Timer
+from xchat.client._group_state import GROUP_MESSAGE_TYPE
 from xchat.client._sentsync import SENT_CONTENT_TYPE
 from xchat.client._sessions import EncryptRequest
 from xchat.client._state import InboxItem, LocalState
@@ -80,6 +85,13 @@ LEDGER_AGE_MS = 30 * 24 * 3600 * 1000
 SDK_TYPE_PREFIX = "application/x-xchat+"
 # Delivered receipts waiting to be sent (one per received message; sent in batches).
 RECEIPTS_DUE_MAX = 10_000
+# This device's app-wide delivered-receipt choice (``Client.set_delivered_receipts``).
+DELIVERED_META = "delivered_receipts"
+
+
+def group_key(group_id: str) -> str:
+    """A group's settings key (account names have no ':', so never an account's)."""
+    return f"group:{group_id}"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversation_messages (
@@ -118,6 +130,11 @@ class Ledger:
         self.on_due_changed: Callable[[], None] = lambda: None
         # Set when delivered receipts are queued: the receipt sender wakes.
         self.on_receipts_due: Callable[[], None] = lambda: None
+        # Groups (``_group_conversation``): the group a ledger row's message belongs to, a group
+        # message being encrypted (its rows), and messages gone (their decrypted group plaintext).
+        self.group_of: Callable[[bytes], str | None] = lambda message_id: None
+        self.on_group_encrypted: Callable[[EncryptRequest, Payload], None] = lambda request, payload: None
+        self.on_removed: Callable[[list[bytes]], None] = lambda message_ids: None
 
     def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
         return self._state.transaction(durable=durable)
@@ -159,6 +176,17 @@ class Ledger:
         )
         return True
 
+    def delivered_receipts(self) -> bool:
+        """This device's app-wide choice (on by default): off, it sends no delivered receipts and
+        reports none (the same rule as read receipts and typing: who withholds them sees none)."""
+        return self._state.get_meta(DELIVERED_META) != b"0"
+
+    def set_delivered_receipts(self, enabled: bool) -> None:
+        """Inside the caller's transaction; turning them off drops those still queued."""
+        self._state.set_meta(DELIVERED_META, b"1" if enabled else b"0")
+        if not enabled:
+            self._db.execute("DELETE FROM receipts_due WHERE kind = ?", (_controls.DELIVERED,))
+
     # -- the ledger ----------------------------------------------------
 
     def row(self, message_id: bytes) -> LedgerRow | None:
@@ -170,9 +198,12 @@ class Ledger:
             return None
         return LedgerRow(found[0], found[1], bool(found[2]), int(found[3]), bool(found[4]))
 
-    def record(self, message_id: bytes, conversation: str, sender: str, *, outgoing: bool, sent_at_ms: int) -> int | None:
-        """A message sent or received now; returns when this device deletes it (None: no timer)."""
-        timer = self.settings(conversation).disappearing_s
+    def record(
+        self, message_id: bytes, conversation: str, sender: str, *, outgoing: bool, sent_at_ms: int, timer_s: int | None = None
+    ) -> int | None:
+        """A message sent or received now; returns when this device deletes it (None: no timer).
+        ``timer_s``: the timer it is under (a group's); None: the conversation's."""
+        timer = self.settings(conversation).disappearing_s if timer_s is None else timer_s
         expires = _now_ms() + timer * 1000 if timer else None
         self._db.execute(
             "INSERT OR IGNORE INTO conversation_messages"
@@ -215,9 +246,11 @@ class Ledger:
         ).fetchall()
         for message_id, conversation in due:
             self._remove(bytes(message_id))
-            self._on_event(MessageExpired(bytes(message_id), conversation))
+            group_id = self.group_of(bytes(message_id))
+            self._on_event(MessageExpired(bytes(message_id), conversation if group_id is None else group_id, group_id))
         if due:
             self._state.delete_resendable(bytes(m) for m, _ in due)
+            self.on_removed([bytes(m) for m, _ in due])
         return len(due)
 
     def _remove(self, message_id: bytes) -> None:
@@ -267,7 +300,8 @@ class Ledger:
         own = self._me()
         if item.sender_account != own:
             self.record(item.message_id, item.sender_account, item.sender_account, outgoing=False, sent_at_ms=payload.sent_at_ms)
-            self.queue_receipt(item.sender_account, _controls.DELIVERED, [item.message_id])
+            if self.delivered_receipts():
+                self.queue_receipt(item.sender_account, _controls.DELIVERED, [item.message_id])
             return
         conversation = own
         if payload.content_type == SENT_CONTENT_TYPE and payload.body:
@@ -280,8 +314,11 @@ class Ledger:
         """An app message we are sending (inside its encryption's savepoint): into the ledger, so a
         receipt, an edit or the sweeper finds it from the moment it can leave."""
         own = self._me()
+        if payload.content_type == GROUP_MESSAGE_TYPE:
+            self.on_group_encrypted(request, payload)  # one row per member account (``_group_conversation``)
+            return
         if request.account == own or payload.content_type.startswith(SDK_TYPE_PREFIX):
-            return  # to ourselves (sent-message sync), or the SDK's own (groups)
+            return  # to ourselves (sent-message sync), or the SDK's own (group state, sender keys)
         self.record(payload.message_id, request.account, own, outgoing=True, sent_at_ms=payload.sent_at_ms)
 
     def ttl_for(self, account: str, content_type: str) -> int:
@@ -321,22 +358,34 @@ class Ledger:
         return sender if named == own else None
 
     def _receipt(self, account: str, device: str, receipt: Receipt) -> None:
-        if receipt.kind == _controls.READ and not self.settings(account).read_receipts:
+        delivered = receipt.kind == _controls.DELIVERED
+        if delivered and not self.delivered_receipts():
+            return  # off on this device: neither sent nor reported
+        if not delivered and not self.settings(account).read_receipts and not self._any_group(receipt.message_ids):
             return  # off for this conversation: read receipts are not expected
-        accepted, refused = [], 0
+        # A group message sent to ``account`` has a row of its own naming it (one id per member
+        # account, ``_group_conversation``), so the same rule covers groups; its event says the group.
+        accepted: dict[str | None, list[bytes]] = {}
+        refused = 0
         for message_id in receipt.message_ids:
             row = self.row(message_id)
             if row is None:
                 continue  # sent by another of our devices, or pruned: nothing to say
-            if row.outgoing and row.conversation == account and row.sender_account == self._me():
-                accepted.append(message_id)
-            else:
+            if not (row.outgoing and row.conversation == account and row.sender_account == self._me()):
                 refused += 1
+                continue
+            group_id = self.group_of(message_id)
+            if not delivered and not self.settings(account if group_id is None else group_key(group_id)).read_receipts:
+                continue  # read receipts off for that conversation (or group) on this device
+            accepted.setdefault(group_id, []).append(message_id)
         if refused:
             self._reject(account, device, "receipt", f"{refused} of its ids name messages not sent to {account!r}")
-        if accepted:
-            event = MessagesDelivered if receipt.kind == _controls.DELIVERED else MessagesRead
-            self._on_event(event(account, device, tuple(accepted)))
+        event = MessagesDelivered if delivered else MessagesRead
+        for group_id, ids in accepted.items():
+            self._on_event(event(account, device, tuple(ids), group_id))
+
+    def _any_group(self, message_ids: Iterable[bytes]) -> bool:
+        return any(self.group_of(m) is not None for m in message_ids)
 
     def _edit_or_delete(
         self, account: str, device: str, kind: str, conversation: str, control: Edit | Delete, sent_at_ms: int

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from xchat.client import _controls
-from xchat.client._conversation import EDIT_WINDOW_MS, Ledger
+from xchat.client._conversation import EDIT_WINDOW_MS, Ledger, group_key
 from xchat.client.crypto import CryptoError
 from xchat.client.errors import ClientError, EditRefused, ServiceUnavailable
 from xchat.client.messages import ConversationSettings, Message
@@ -91,6 +91,10 @@ class Conversations:
                 current.disappearing_s, enabled, current.timer_set_at_ms, current.timer_set_by
             ))
 
+    def set_delivered_receipts(self, enabled: bool) -> None:
+        with self.ledger.transaction():
+            self.ledger.set_delivered_receipts(enabled)
+
     async def set_timer(self, conversation: str, seconds: int) -> None:
         if conversation == self._me():
             raise ValueError("a disappearing timer is set on a conversation with another account")
@@ -107,7 +111,9 @@ class Conversations:
         for message in messages:
             if message.sent_to is not None or message.sender_account == self._me():
                 continue  # our own (sent-message sync): nobody to tell
-            if self.ledger.settings(message.sender_account).read_receipts:
+            # A group message's read receipt goes pairwise to its sender, under the group's setting.
+            key = message.sender_account if message.group_id is None else group_key(message.group_id)
+            if self.ledger.settings(key).read_receipts:
                 by_sender.setdefault(message.sender_account, []).append(message.message_id)
         for account, ids in by_sender.items():
             for start in range(0, len(ids), _controls.RECEIPT_IDS_MAX):
@@ -134,6 +140,8 @@ class Conversations:
             raise EditRefused(message_id, f"cannot {what} it: not a message this device sent to another account")
         if row.gone:
             raise EditRefused(message_id, f"cannot {what} it: it was deleted or has disappeared")
+        if self.ledger.group_of(message_id) is not None:
+            raise EditRefused(message_id, f"cannot {what} it: a group message (not built for groups yet)")
         if _now_ms() - row.sent_at_ms > EDIT_WINDOW_MS:
             raise EditRefused(message_id, f"cannot {what} it: sent more than {EDIT_WINDOW_MS // 3_600_000} h ago")
         return row.conversation
@@ -182,6 +190,8 @@ class Conversations:
             due = self.ledger.next_due_ms()
             sleep = SWEEP_MAX_SLEEP_S if due is None else min(SWEEP_MAX_SLEEP_S, max(0.0, (due - _now_ms()) / 1000))
             try:
-                await asyncio.wait_for(self._sweep_wake.wait(), max(sleep, 0.01))
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (close hung).
+                async with asyncio.timeout(max(sleep, 0.01)):
+                    await self._sweep_wake.wait()
+            except TimeoutError:
                 pass

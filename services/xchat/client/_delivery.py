@@ -42,6 +42,9 @@ class DeliveryKeys:
         # A key learnt in a receive batch that is rolled back stays here: harmless, the
         # envelope returns and teaches it again, and a refused key is forgotten anyway.
         self._keys: dict[str, bytes | None] = {}
+        # (profile key, its verifier): derived again only when the profile key read differs,
+        # so a rotation (or a rolled-back one: ``LocalState`` serves meta as committed) is never stale.
+        self._derived: tuple[bytes, bytes] | None = None
 
     def profile_key(self) -> bytes:
         """Our profile key, created on first use."""
@@ -57,7 +60,13 @@ class DeliveryKeys:
 
     def verifier(self) -> bytes:
         """What auth must hold for our current delivery key."""
-        return delivery_verifier(delivery_key(self.profile_key()))
+        return self._verifier_of(self.profile_key())
+
+    def _verifier_of(self, profile_key: bytes) -> bytes:
+        derived = self._derived
+        if derived is None or derived[0] != profile_key:
+            derived = self._derived = (profile_key, delivery_verifier(delivery_key(profile_key)))
+        return derived[1]
 
     def from_anyone(self) -> bool:
         """Whether we accept sealed sends from anyone (our opt-in, registered with the verifier)."""
@@ -70,14 +79,23 @@ class DeliveryKeys:
         return verifier + (b"\x01" if self.from_anyone() else b"")
 
     def registered(self) -> bool:
-        return self._state.get_meta("delivery_registered") == self._registration(self.verifier())
+        return self._registered(self.profile_key())
+
+    def _registered(self, profile_key: bytes) -> bool:
+        return self._state.get_meta("delivery_registered") == self._registration(self._verifier_of(profile_key))
 
     def mark_registered(self, verifier: bytes) -> None:
         self._state.set_meta("delivery_registered", self._registration(verifier))
 
     def shared(self) -> bytes:
-        """The profile key our sealed messages carry: ours once auth holds its verifier, else none."""
-        return self.profile_key() if self.registered() else b""
+        """The profile key our sealed messages carry: ours once auth holds its verifier, else none.
+
+        Asked for every message sent: the meta rows come from ``LocalState``'s
+        cache and the derivation from ``_derived``, both checked against the
+        current profile key on every call.
+        """
+        key = self.profile_key()
+        return key if self._registered(key) else b""
 
     def learn(self, device: str, profile_key: bytes) -> None:
         """A contact device's profile key, from one of its authenticated messages (inside a transaction)."""

@@ -83,8 +83,9 @@ class Devices:
         self._on_event = on_event
         # Pinned lists parsed once (the receive path asks on every message); written through by ``trust``.
         self._pinned: dict[str, DeviceListBody | None] = {}
-        # Our sender certificate, parsed once (``certificate``).
+        # Our sender certificate, parsed once, and its bytes (``certificate``: every sealed message carries them).
         self._certificate: SenderCertificate | None = None
+        self._certificate_bytes = b""
         # Key transparency (``_transparency``, set by the Client): checks each fetched list against the log.
         self.transparency: Callable[[str, bytes, bytes, bytes], Awaitable[None]] | None = None
 
@@ -169,17 +170,19 @@ class Devices:
             except CertificateError:
                 current = None  # unreadable: issue a new one
         if current is not None and current.identity_key == identity_key and not current.expiring(now_ms):
-            self._certificate = current
-            return current.to_bytes()
+            if current is not self._certificate:
+                self._certificate, self._certificate_bytes = current, current.to_bytes()
+            return self._certificate_bytes
         key, listed = self.account_key, self.pinned_list(account)
         if key is None or listed is None or listed.key_of(device) != identity_key:
             return b""
         issued = issue_certificate(
             key.seed, account=account, device=device, identity_key=identity_key, list_version=listed.version, now_ms=now_ms
         )
-        self._state.set_meta("sender_cert", issued.to_bytes())
-        self._certificate = issued
-        return issued.to_bytes()
+        raw = issued.to_bytes()
+        self._state.set_meta("sender_cert", raw)
+        self._certificate, self._certificate_bytes = issued, raw
+        return raw
 
     def lists(self, account: str, device: str) -> bool:
         """False when the pinned list of ``account`` does not name ``device`` (True: it does, or none pinned)."""

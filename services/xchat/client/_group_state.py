@@ -1,7 +1,8 @@
 """Group state: its encoding, the rule that makes members converge, and where it is kept.
 
-A group's state is ``(group id, version, name, members)`` — members are
-account names. It travels only inside the pairwise sessions (a control
+A group's state is ``(group id, version, name, members, disappearing timer)``
+— members are account names; the timer (seconds, 0: off) is set by any member
+like any other change, so it converges by the same rules. It travels only inside the pairwise sessions (a control
 message with content type ``GROUP_STATE_TYPE``), so the servers never see it.
 
 Convergence rule (docs/adr/0015), applied by every member device to every
@@ -31,6 +32,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from xchat.client._controls import TIMER_MAX_S
 from xchat.client._state import LocalState
 from xchat.client.crypto.sender_keys import ReceivedSenderKey, SenderKey
 from xchat.client.groups import Group
@@ -52,11 +54,11 @@ class BadGroupState(ValueError):
 
 
 def encode(group: Group) -> bytes:
-    return json.dumps(
-        {"group_id": group.group_id, "version": group.version, "name": group.name, "members": sorted(group.members)},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
+    fields: dict[str, Any] = {"group_id": group.group_id, "version": group.version, "name": group.name, "members": sorted(group.members)}
+    if group.disappearing_s:
+        # Only when set: a group without a timer encodes (and so orders, rule 3) as before.
+        fields["disappearing_s"] = group.disappearing_s
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def decode(raw: bytes) -> Group:
@@ -81,7 +83,10 @@ def decode(raw: bytes) -> Group:
         or len(set(members)) != len(members)
     ):
         raise BadGroupState(f"members must be 1-{MAX_GROUP_MEMBERS} distinct account names")
-    return Group(group_id=group_id, name=name, version=version, members=tuple(sorted(members)))
+    timer = data.get("disappearing_s", 0)
+    if not isinstance(timer, int) or isinstance(timer, bool) or not 0 <= timer <= TIMER_MAX_S:
+        raise BadGroupState(f"disappearing timer is not 0..{TIMER_MAX_S} seconds")
+    return Group(group_id=group_id, name=name, version=version, members=tuple(sorted(members)), disappearing_s=timer)
 
 
 def order(group: Group) -> tuple[int, bytes]:
@@ -124,11 +129,15 @@ class GroupStore:
             return None
         data = json.loads(raw)
         return Group(
-            group_id=group_id, name=data["name"], version=data["version"], members=tuple(data["members"]), active=data["active"]
+            group_id=group_id, name=data["name"], version=data["version"], members=tuple(data["members"]), active=data["active"],
+            disappearing_s=int(data.get("disappearing_s", 0)),
         )
 
     def put_group(self, group: Group) -> None:
-        value = {"name": group.name, "version": group.version, "members": list(group.members), "active": group.active}
+        value = {
+            "name": group.name, "version": group.version, "members": list(group.members), "active": group.active,
+            "disappearing_s": group.disappearing_s,
+        }
         self._state.set_meta(f"group:{group.group_id}", json.dumps(value).encode())
 
     def own_key(self, group_id: str) -> OwnKey | None:

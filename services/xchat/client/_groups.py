@@ -35,6 +35,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from xchat.client import _group_state as rules
 from xchat.client._group_state import (
@@ -72,7 +73,10 @@ class Hold:
     group_id: str
     reason: str
 
-SendMany = Callable[[Sequence[tuple[str, bytes]], str], Awaitable[list[SendReceipt | Failed]]]
+class SendMany(Protocol):
+    def __call__(
+        self, messages: Sequence[tuple[str, bytes]], content_type: str, *, ttl_s: int = 0
+    ) -> Awaitable[list[SendReceipt | Failed]]: ...
 
 
 def _content(content_type: str, sent_at_ms: int, body: bytes) -> bytes:
@@ -113,6 +117,9 @@ class Groups:
         self._held: list[tuple[Message, float, Hold]] = []  # (message, give up at (monotonic s), why)
         self.hold_s = HOLD_S
         self._locks: dict[str, asyncio.Lock] = {}  # per group: one sender-key setup and encryption at a time
+        # A group message decrypted for the first time (inside that transaction): (pairwise message,
+        # its group as held here, the member that wrote it) -> ``_group_conversation``.
+        self.on_opened: Callable[[Message, Group, str], None] = lambda message, group, sender: None
 
     # -- changes we make -------------------------------------------------
 
@@ -132,14 +139,26 @@ class Groups:
         return group.group_id
 
     async def change(
-        self, group_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = (), name: str | None = None
+        self,
+        group_id: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        name: str | None = None,
+        disappearing_s: int | None = None,
     ) -> Group:
         me, _ = self._me()
         current = self._active(group_id)
         members = (set(current.members) | set(add)) - set(remove)
         if not members:
             raise GroupError("a group keeps at least one member: leave_group instead")
-        changed = replace(current, version=current.version + 1, members=tuple(sorted(members)), name=current.name if name is None else name)
+        changed = replace(
+            current,
+            version=current.version + 1,
+            members=tuple(sorted(members)),
+            name=current.name if name is None else name,
+            disappearing_s=current.disappearing_s if disappearing_s is None else disappearing_s,
+        )
         await self._check_new([a for a in add if a not in current.members])
         await self._publish(changed, notify=sorted(set(current.members) | members))
         return self._active(group_id) if me in members else changed
@@ -184,7 +203,10 @@ class Groups:
         if previous is not None and set(previous.members) - set(group.members):
             self._store.drop_own_key(group.group_id)
         self._on_event(
-            GroupChanged(group.group_id, group.version, group.name, group.members, changed_by, removed_us=not stored.active)
+            GroupChanged(
+                group.group_id, group.version, group.name, group.members, changed_by,
+                removed_us=not stored.active, disappearing_s=group.disappearing_s,
+            )
         )
 
     # -- group messages we send -------------------------------------------
@@ -214,7 +236,12 @@ class Groups:
             wire = own.key.encrypt(sender_account=me, sender_device=device, plaintext=plaintext)
             with self._state.transaction():
                 self._store.put_own_key(group_id, own)  # the advanced chain is durable before the bytes leave
-        return await self._send_many([(a, wire) for a in self._recipients(group.members)], GROUP_MESSAGE_TYPE)
+        # Under a disappearing timer the envelopes carry it as relay's TTL hint (the server's copy
+        # expires no later than any device's); each device deletes its copy when due (``_group_conversation``).
+        targets = [(a, wire) for a in self._recipients(group.members)]
+        if group.disappearing_s:
+            return await self._send_many(targets, GROUP_MESSAGE_TYPE, ttl_s=group.disappearing_s)
+        return await self._send_many(targets, GROUP_MESSAGE_TYPE)
 
     # -- what we receive ---------------------------------------------------
 
@@ -311,6 +338,8 @@ class Groups:
             with self._state.transaction():
                 self._store.put_received_key(group_id, header.sender_account, header.sender_device, key)
                 self._store.put_read(message.message_id, cached)  # shown again, not re-decrypted, until acked
+                # Its disappearing time and delivered receipt, committed with it (``_group_conversation``).
+                self.on_opened(message, group, header.sender_account)
         try:
             kind, sent_at_ms, body = _parse_content(cached)
         except (IndexError, UnicodeDecodeError):

@@ -77,7 +77,10 @@ async def _opened_within(call: AsyncIterator[mailbox_pb2.SyncResponse], timeout:
     """
     responses = call.__aiter__()
     try:
-        first = await asyncio.wait_for(responses.__anext__(), timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops the caller's
+        # cancellation when the answer lands in the same loop step (the loop then ran on).
+        async with asyncio.timeout(timeout):
+            first = await responses.__anext__()
     except StopAsyncIteration:
         return
     except asyncio.TimeoutError:
@@ -165,13 +168,11 @@ class Receiver:
             return
         request = mailbox_pb2.AckRequest(sequences=sequences)
         try:
-            await asyncio.wait_for(
-                self._tokens.authed(
+            async with asyncio.timeout(budget):  # not wait_for: it can drop a cancellation on 3.11
+                await self._tokens.authed(
                     lambda ch, t, md: mailbox_pb2_grpc.MailboxStub(ch).Ack(request, timeout=t, metadata=md),
                     service="mailbox",
-                ),
-                budget,
-            )
+                )
         except (ServiceUnavailable, RequestRejected, asyncio.TimeoutError) as exc:
             log.info("closing with acknowledgements unconfirmed (the next Sync confirms them): %s", exc)
             return

@@ -26,10 +26,15 @@ def _doc(obj: object) -> str:
 
 
 def _members(cls: type) -> Iterator[tuple[str, object]]:
-    for name, member in cls.__dict__.items():
-        if name.startswith("_"):
-            continue
-        yield name, member
+    """``cls``'s public members, then those of the classes it inherits (``Client``'s feature
+    methods, ``_client_*``) in method resolution order; each name once, as Python resolves it."""
+    seen: set[str] = set()
+    for owner in cls.__mro__[:-1]:  # not ``object``
+        for name, member in owner.__dict__.items():
+            if name.startswith("_") or name in seen:
+                continue
+            seen.add(name)
+            yield name, member
 
 
 def _signature(name: str, member: object) -> str:

@@ -4,6 +4,12 @@ Pure local logic over ``LocalState`` and ``xchat.client.crypto`` (no network),
 so the SDK's transport code never handles key material. Every method that
 advances a ratchet writes the new session in the same SQLite transaction as
 what it produced (outbox ciphertexts, inbox plaintexts).
+
+``SessionBook`` owns the identity and prekeys, starting and archiving
+sessions, the send side (``encrypt_many``: sealed, queued in the outbox) and
+identity pinning (``verify``, ``approve_identity``, the safety number). The
+receive side (``open``, ``stage``, ``commit``, ``forget`` and the batch calls)
+is ``_opening``'s ``Opener``; the book's methods of those names hand over to it.
 """
 
 from __future__ import annotations
@@ -16,71 +22,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xchat.client._delivery import DeliveryKeys
-from xchat.client._retries import (
-    CONTROL_PREFIX,
-    RESEND_MAX,
-    RESEND_WINDOW_MS,
-    RETRY_CONTENT_TYPE,
-    HealNotes,
-    RetryRequest,
-    decode_retry,
-)
+from xchat.client._opening import Opened, Opener
+from xchat.client._retries import CONTROL_PREFIX, RESEND_MAX, RESEND_WINDOW_MS, HealNotes
 from xchat.client._state import InboxItem, LocalState, OutboxItem
 from xchat.client.crypto import (
-    CryptoError,
     IdentityKeyPair,
     Payload,
     PrekeyBundle,
     PrekeyStore,
     PublicPrekeys,
-    SealedContent,
     Session,
     initiate_session,
     safety_number,
     seal,
-    unseal,
 )
-from xchat.client.crypto.certificates import CertificateError, SenderCertificate, check_certificate, verify_signature
 from xchat.client.crypto.fingerprints import displayable_fingerprint
 from xchat.client.crypto.pqxdh import encode_ids
-from xchat.client.crypto.sessions import OpenedRecord, SessionRecord, open_record
+from xchat.client.crypto.sessions import SessionRecord
 from xchat.client.errors import IdentityNotApproved, NotRegistered, SafetyNumberMismatch
-from xchat.client.messages import (
-    DeviceListRejected,
-    IdentityChanged,
-    SecurityEvent,
-    SenderCertificateRejected,
-    SenderMismatch,
-    Undecryptable,
-)
+from xchat.client.messages import IdentityChanged, SecurityEvent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A decrypted envelope not yet committed to local state."""
-
-    message_id: bytes
-    content: SealedContent
-    opened: OpenedRecord
-    # The identity key pinned for the sender device before this message (None: first use).
-    pinned_identity: bytes | None = None
-    # The sender certificate the sealed layer carried, checked but for its signature when
-    # the sender account's key is not pinned yet (``signature_checked`` False: first contact).
-    certificate: SenderCertificate | None = None
-    signature_checked: bool = False
-    # The certificate, signed by the pinned account key, names a device linked after the
-    # pinned device list: accepted without asking the directory (ADR 0011's addendum).
-    vouched: bool = False
-
-    @property
-    def new_session(self) -> bool:
-        return self.opened.new_session
-
-    @property
-    def their_identity_key(self) -> bytes:
-        return self.opened.session.their_identity_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +74,6 @@ class SessionBook:
         self.delivery = DeliveryKeys(state)
         self._identity: IdentityKeyPair | None = None
         self._prekeys: PrekeyStore | None = None
-        self.undecryptable = 0
         # Set by the facade: the safety number over both account keys (None: not both known).
         self.account_safety_number: Callable[[str, str], str | None] = lambda ours, theirs: None
         # Set by the facade: False when the account's pinned signed list does not name the device.
@@ -125,16 +86,12 @@ class SessionBook:
         self.certificate: Callable[[], bytes] = lambda: b""
         self.me: Callable[[], tuple[str, str] | None] = lambda: None
         self.now_ms: Callable[[], int] = lambda: int(time.time() * 1000)
-        # Sessions parsed once per receive batch (``batch_begin``..``batch_end``):
-        # valid only while nothing else writes sessions, i.e. inside one transaction.
-        self._open_cache: dict[str, SessionRecord] | None = None
         # Cleared while a new session's prekey use is only in memory (the receive
         # path awaits the directory before staging it): whoever persists the
         # prekey store for another reason (rotation) waits, so it never commits
         # a consumption that may still be forgotten.
         self.prekeys_settled = asyncio.Event()
         self.prekeys_settled.set()
-        self._dirty: dict[str, tuple[str, SessionRecord]] = {}
         # Sessions that heal: what the receive path notes for ``_healing``,
         # which ``on_heal`` takes once the batch that noted it is committed.
         self.heal = HealNotes()
@@ -145,10 +102,13 @@ class SessionBook:
         self.on_control: Callable[[str, str, Payload], bool] = lambda account, device, payload: False
         # Set by the facade (``_conversation``), inside the encryption's savepoint: an app message encrypted.
         self.on_encrypted: Callable[[EncryptRequest, Payload], None] = lambda request, payload: None
+        # The receive side (``_opening``): reads the hooks above through this book, and
+        # reports through ``_on_event`` as it is when it reports (tests replace it).
+        self._opener = Opener(state, self, on_event=lambda event: self._on_event(event))
         seed = state.get_meta("identity")
         if seed is not None:
             self._identity = IdentityKeyPair.from_bytes(seed)
-            self._reload_prekeys()
+            self.reload_prekeys()
 
     # -- identity and prekeys ------------------------------------------
 
@@ -171,7 +131,8 @@ class SessionBook:
             self._state.set_meta("identity", self._identity.to_bytes())
         return self._identity
 
-    def _reload_prekeys(self) -> None:
+    def reload_prekeys(self) -> None:
+        """The prekey store as last persisted (drops consumption kept only in memory)."""
         stored = self._state.get_meta("prekeys")
         self._prekeys = PrekeyStore.from_bytes(stored, self.identity) if stored else PrekeyStore(self.identity)
 
@@ -230,11 +191,6 @@ class SessionBook:
         """The ids a session we start binds into its PQXDH AD (b"": we have none yet, unbound)."""
         me = self.me()
         return encode_ids(me[0], me[1], account, device) if me is not None else b""
-
-    def _ids_from(self, content: SealedContent) -> bytes:
-        """The ids a session the sealed claim's device starts with us must have bound."""
-        me = self.me()
-        return encode_ids(content.sender_account, content.sender_device, me[0], me[1]) if me is not None else b""
 
     def has_session(self, device: str) -> bool:
         return self._state.session(device) is not None
@@ -328,205 +284,52 @@ class SessionBook:
             items.append(item)
         return items
 
-    def open(self, message_id: bytes, ciphertext: bytes) -> Opened | None:
-        """Unseals and decrypts; None (and counted) for an envelope that can never be read.
-
-        A new session consumes one-time prekeys in memory only: call ``commit``
-        to keep the result or ``forget`` to undo it.
-        """
-        content: SealedContent | None = None
-        try:
-            content = unseal(self.identity, ciphertext)
-            record = self._cached_record(content.sender_device)
-            pinned = record.current.their_identity_key if record is not None else None
-            opened = open_record(
-                content.inner, our_identity=self.identity, prekey_store=self.prekeys, record=record,
-                ids=self._ids_from(content),
-            )
-        except CryptoError as exc:
-            self._undecryptable(message_id, content, f"{type(exc).__name__}: {exc}")
-            return None
-        if opened.payload.message_id != message_id:
-            self.forget()
-            self._undecryptable(message_id, content, "its inner message id differs")
-            return None
-        if not opened.new_session:
-            # The session authenticates the device, and a device belongs to one
-            # account: the one its session was filed under (checked against the
-            # directory when it began). The sealed claim must name that account,
-            # on every message. (A new session's claim is checked by the caller,
-            # against the directory, before it is kept.)
-            bound = self._session_account(content.sender_device)
-            if bound is not None and bound != content.sender_account:
-                self.forget()
-                log.warning(
-                    "dropping envelope %s: device %s of %r claims to be %r",
-                    message_id.hex(), content.sender_device, bound, content.sender_account,
-                )
-                self._on_event(SenderMismatch(message_id, content.sender_device, bound, content.sender_account))
-                return None
-        certificate: SenderCertificate | None = None
-        account_key = self.account_key_of(content.sender_account)
-        if content.certificate:
-            # On every message: the account key vouches that the device whose session
-            # authenticated this message is the claimed device of the claimed account.
-            try:
-                certificate = check_certificate(
-                    content.certificate, account_key=account_key, claimed_account=content.sender_account,
-                    claimed_device=content.sender_device, session_identity_key=opened.session.their_identity_key,
-                    now_ms=self.now_ms(),
-                )
-            except CertificateError as exc:
-                self._certificate_refused(message_id, content, exc)
-                return None
-        vouched = certificate is not None and account_key is not None and self._vouches(certificate)
-        if not opened.new_session:
-            if not self.device_listed(content.sender_account, content.sender_device) and not vouched:
-                # Its session still authenticates the device, but the account's signed list
-                # no longer names it (revoked): it no longer speaks for the account (ADR 0011).
-                self.forget()
-                log.warning("dropping envelope %s: device %s is not in %r's signed device list",
-                            message_id.hex(), content.sender_device, content.sender_account)
-                self._on_event(DeviceListRejected(content.sender_account, content.sender_device, "unlisted",
-                                                  "a device the account's signed list no longer names"))
-                return None
-        if opened.new_session:
-            self.prekeys_settled.clear()
-        return Opened(message_id, content, opened, pinned, certificate, account_key is not None, vouched)
-
-    def _vouches(self, certificate: SenderCertificate) -> bool:
-        """True when a (verified) certificate admits a device the pinned list does not name.
-
-        Its list version is newer than the pinned list: the device was linked since.
-        A device missing from a pinned list as new as its certificate's was revoked.
-        """
-        pinned = self.list_version_of(certificate.account)
-        return pinned is not None and certificate.list_version > pinned
-
-    def certificate_holds(self, opened: Opened) -> bool:
-        """For a first contact: the certificate's signature, once the directory check pinned the account key.
-
-        False (the message refused, with an event) when it does not verify.
-        """
-        certificate = opened.certificate
-        if certificate is None or opened.signature_checked:
-            return True
-        key = self.account_key_of(opened.content.sender_account)
-        try:
-            if key is None:
-                raise CertificateError("signature", "the sender account has no pinned account key to check it with")
-            verify_signature(certificate, key)
-        except CertificateError as exc:
-            self._certificate_refused(opened.message_id, opened.content, exc)
-            return False
-        return True
-
-    def _certificate_refused(self, message_id: bytes, content: SealedContent, exc: CertificateError) -> None:
-        self.forget()
-        log.warning("dropping envelope %s from device %s: %s", message_id.hex(), content.sender_device, exc)
-        self._on_event(
-            SenderCertificateRejected(message_id, content.sender_account, content.sender_device, exc.problem, exc.detail)
-        )
-
-    def _session_account(self, device: str) -> str | None:
-        staged = self._dirty.get(device)
-        return staged[0] if staged is not None else self._state.session_account(device)
-
-    def _cached_record(self, device: str) -> SessionRecord | None:
-        if self._open_cache is not None and device in self._open_cache:
-            return self._open_cache[device]
-        blob = self._state.session(device)
-        return SessionRecord.from_bytes(blob) if blob else None
-
-    def batch_begin(self) -> None:
-        """Opens and stages to come share parsed sessions, until ``batch_end`` (same transaction).
-
-        Staged sessions are written once, by ``batch_flush`` (call it before committing).
-        """
-        self._open_cache = {}
-        self._dirty = {}
-
-    def batch_flush(self) -> None:
-        for device, (account, session) in self._dirty.items():
-            self._state.put_session(device, account, session.to_bytes())
-        self._dirty = {}
-
-    def batch_end(self) -> None:
-        self._open_cache = None
-        self._dirty = {}
-
-    def commit(self, opened: Opened) -> InboxItem | None:
-        """Stores the advanced session, the consumed prekeys and the plaintext in one transaction."""
-        try:
-            with self._state.transaction():
-                return self.stage(opened)
-        except BaseException:
-            self.forget()
-            raise
-
-    def stage(self, opened: Opened) -> InboxItem | None:
-        """Writes what ``commit`` writes inside the caller's open transaction (one per Sync batch).
-
-        None for a control payload (``_control``): acknowledge it, show nothing.
-
-        A later ``open`` in the same transaction sees the advanced session.
-        """
-        content = opened.content
-        payload = opened.opened.payload
-        item = InboxItem(opened.message_id, content.sender_account, content.sender_device, payload.encode())
-        record = opened.opened.record
-        if opened.new_session:
-            # Archive what is current now: the send path may have started a
-            # session with this device while the directory was asked.
-            base = self._latest(content.sender_device)
-            session = opened.opened.session
-            record = base.replaced_by(session) if base is not None else SessionRecord(session)
-        if self._open_cache is None:
-            self._state.put_session(content.sender_device, content.sender_account, record.to_bytes())
-        else:
-            self._open_cache[content.sender_device] = record
-            self._dirty[content.sender_device] = (content.sender_account, record)
-        if opened.new_session:
-            self._state.set_meta("prekeys", self.prekeys.to_bytes())
-            self.prekeys_settled.set()
-            if opened.pinned_identity is not None and opened.pinned_identity != opened.their_identity_key:
-                self._identity_changed(content.sender_account, content.sender_device, opened)
-        # After every sender check: the session authenticated this device.
-        self.delivery.learn(content.sender_device, content.profile_key)
-        if payload.content_type.startswith(CONTROL_PREFIX):
-            self._control(opened)
-            return None
-        self._state.add_inbox(item)
-        self.on_stored(item, payload)
-        return item
-
-    def _latest(self, device: str) -> SessionRecord | None:
-        staged = self._dirty.get(device)
-        if staged is not None:
-            return staged[1]
-        blob = self._state.session(device)
-        return SessionRecord.from_bytes(blob) if blob else None
-
-    def _control(self, opened: Opened) -> None:
-        """A payload for the SDK, not the app: seen at once, acknowledged, never shown."""
-        content, payload = opened.content, opened.opened.payload
-        self._state.mark_seen(opened.message_id)
-        if payload.content_type != RETRY_CONTENT_TYPE:
-            if self.on_control(content.sender_account, content.sender_device, payload):
-                return
-            log.info("ignoring control payload %r from device %s", payload.content_type, content.sender_device)
-            return
-        try:
-            ids = decode_retry(payload.body)
-        except ValueError as exc:
-            log.warning("ignoring retry request from device %s: %s", content.sender_device, exc)
-            return
-        self.heal.request(RetryRequest(content.sender_account, content.sender_device, ids, opened.new_session))
-
     def take_resendable(self, account: str, device: str, message_ids: list[bytes]) -> list[bytes]:
         """What we sent to exactly ``device`` of ``account`` under these ids (encoded payloads), deleted."""
         with self._state.transaction():
             return self._state.take_resendable(device, account, message_ids)
+
+    # -- the receive side (``_opening``) -----------------------------------
+
+    @property
+    def undecryptable(self) -> int:
+        """Envelopes dropped for good since this book was made."""
+        return self._opener.undecryptable
+
+    def open(self, message_id: bytes, ciphertext: bytes) -> Opened | None:
+        """Unseals, decrypts and checks one envelope (``Opener.open``); None: dropped, and reported."""
+        return self._opener.open(message_id, ciphertext)
+
+    def certificate_holds(self, opened: Opened) -> bool:
+        """A first contact's certificate signature, once the account key is pinned (``Opener``)."""
+        return self._opener.certificate_holds(opened)
+
+    def batch_begin(self) -> None:
+        """Opens and stages to come share parsed sessions, until ``batch_end`` (same transaction)."""
+        self._opener.batch_begin()
+
+    def batch_flush(self) -> None:
+        """Writes the sessions staged in this batch (call it before committing)."""
+        self._opener.batch_flush()
+
+    def batch_end(self) -> None:
+        self._opener.batch_end()
+
+    def commit(self, opened: Opened) -> InboxItem | None:
+        """Stores the advanced session, the consumed prekeys and the plaintext in one transaction."""
+        return self._opener.commit(opened)
+
+    def stage(self, opened: Opened) -> InboxItem | None:
+        """Writes what ``commit`` writes inside the caller's open transaction (one per Sync batch)."""
+        return self._opener.stage(opened)
+
+    def forget(self) -> None:
+        """Drops in-memory prekey consumption that was not committed (the envelope comes back)."""
+        self._opener.forget()
+
+    def reject(self, opened: Opened, reason: str) -> None:
+        """Drops an opened envelope the caller's checks refused (reported, never asked for again)."""
+        self._opener.reject(opened, reason)
 
     # -- identity pinning ------------------------------------------------
     #
@@ -535,7 +338,8 @@ class SessionBook:
     # pin only through here, which tells the app; for a verified account it also
     # blocks sending (in the same transaction) until the user approves.
 
-    def _identity_changed(self, account: str, device: str, opened: Opened) -> None:
+    def identity_changed(self, account: str, device: str, opened: Opened) -> None:
+        """A new session under another key than the pinned one (``Opener.stage``): tell the app."""
         assert opened.pinned_identity is not None
         log.warning("identity key of device %s of %r changed", device, account)
         if self._state.get_meta(f"verified:{account}") is not None:
@@ -565,36 +369,6 @@ class SessionBook:
 
     def is_verified(self, account: str) -> bool:
         return self._state.get_meta(f"verified:{account}") is not None
-
-    def forget(self) -> None:
-        """Drops in-memory prekey consumption that was not committed (the envelope comes back)."""
-        if self._open_cache is not None:
-            # An opened session may have advanced without being staged: parse
-            # again from the database, after writing what was staged.
-            self.batch_flush()
-            self._open_cache.clear()
-        self._reload_prekeys()
-        self.prekeys_settled.set()
-
-    def reject(self, opened: Opened, reason: str) -> None:
-        self.forget()
-        # Refused, not unreadable: asking the claimed device to resend would not help.
-        self._undecryptable(opened.message_id, opened.content, reason, ask_again=False)
-
-    def _undecryptable(
-        self, message_id: bytes, content: SealedContent | None, reason: str, *, ask_again: bool = True
-    ) -> None:
-        """Counts, logs and reports an envelope dropped for good (never silently).
-
-        Noted for a retry request to the device the sealed layer names (a
-        claim: ``_healing`` only acts on what that device authenticates).
-        """
-        self.undecryptable += 1
-        log.warning("dropping undecryptable envelope %s: %s", message_id.hex(), reason)
-        account, device = (content.sender_account, content.sender_device) if content is not None else (None, None)
-        self._on_event(Undecryptable(message_id, account, device, reason))
-        if ask_again and account is not None and device is not None:
-            self.heal.unreadable(account, device, message_id)
 
     def safety_number(self, *, our_account: str, peer_account: str) -> str:
         by_account = self.account_safety_number(our_account, peer_account)

@@ -23,6 +23,13 @@ At rest (docs/adr/0012-sdk-state-at-rest.md): with a ``state_key`` every secret
 value (meta values, sessions, inbox plaintexts, outbox envelopes) is sealed
 by ``_atrest.AeadFields`` bound to its row; without one, stored as it is.
 
+Meta rows are read far more often than written (our account and device id,
+the profile key and its registration, pinned account keys, on every message),
+so ``get_meta`` keeps what it read or wrote in memory, as this connection sees
+it: written through by ``set_meta``/``delete_meta`` (the only writers of the
+table), dropped whole by every rollback (a transaction's or a savepoint's),
+bounded in entries and value size. The file stays the only durable copy.
+
 Secure deletion: ``secure_delete=ON``, and every method that replaces or
 deletes a secret calls ``_superseded()``, so that the commit has
 ``_scrub.WalScrubber`` checkpoint and truncate the WAL (coalesced, at most
@@ -71,6 +78,11 @@ _PLAIN_META = frozenset({"schema_version", CHECK_META_KEY})
 # one process may run many clients (the bench's online crowd): at most one
 # scrub per client per second keeps that under 0.5 % of a loop per client.
 SCRUB_DELAY_S = 1.0
+# The meta read cache (``get_meta``): entries kept (the oldest go first; keys per
+# message id exist, e.g. ``group_read:``), and the largest value kept (the prekey
+# store, read once per rotation, is not worth holding).
+META_CACHE_ENTRIES = 4096
+META_CACHE_VALUE_MAX = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,11 @@ class LocalState:
         self._fields = fields
         self._closed = False
         self._db = sqlite3.connect(str(path), isolation_level=None)
+        # Meta values (opened) as this connection reads them; None: no row (see the module docstring).
+        self._meta: dict[str, bytes | None] = {}
+        # The open transaction wrote meta rows: if it ends without ``commit`` or ``rollback``
+        # (SQLite rolls back by itself after some I/O errors), ``get_meta`` forgets them.
+        self._meta_uncommitted = False
         self._scrubber = WalScrubber(self._db, delay=scrub_delay)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -221,9 +238,12 @@ class LocalState:
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
+        self._meta_uncommitted = False
         self._scrubber.committed()
 
     def rollback(self) -> None:
+        self._meta.clear()  # first: SQLite may have rolled back already (an I/O error), and ROLLBACK then raises
+        self._meta_uncommitted = False
         self._db.execute("ROLLBACK")
 
     @contextmanager
@@ -233,6 +253,7 @@ class LocalState:
         try:
             yield
         except BaseException:
+            self._meta.clear()
             self._db.execute("ROLLBACK TO unit")
             self._db.execute("RELEASE unit")
             raise
@@ -250,6 +271,9 @@ class LocalState:
     def begin(self, *, durable: bool = True) -> None:
         """Starts a transaction; ``durable=False`` commits without fsync (survives a process crash, not power loss)."""
         self._synchronous(durable)
+        if self._meta_uncommitted:  # the last transaction that wrote meta ended unseen: rolled back
+            self._meta.clear()
+            self._meta_uncommitted = False
         self._db.execute("BEGIN IMMEDIATE")
 
     @contextmanager
@@ -265,22 +289,46 @@ class LocalState:
 
     # -- meta ----------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
+        if self._meta_uncommitted and not self._db.in_transaction:
+            self._meta.clear()  # the transaction that wrote them ended unseen: rolled back
+            self._meta_uncommitted = False
+        try:
+            return self._meta[key]
+        except KeyError:
+            pass
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
-            return None
-        return bytes(row[0]) if key in _PLAIN_META else self._fields.open(location("meta", key), bytes(row[0]))
+            value = None
+        else:
+            value = bytes(row[0]) if key in _PLAIN_META else self._fields.open(location("meta", key), bytes(row[0]))
+        self._remember(key, value)
+        return value
+
+    def _remember(self, key: str, value: bytes | None) -> None:
+        if value is not None and len(value) > META_CACHE_VALUE_MAX:
+            self._meta.pop(key, None)
+            return
+        if key not in self._meta and len(self._meta) >= META_CACHE_ENTRIES:
+            del self._meta[next(iter(self._meta))]
+        self._meta[key] = value
 
     def set_meta(self, key: str, value: bytes) -> None:
         if not self._db.in_transaction:
             self._synchronous(True)  # identity, prekeys, tokens: the server acts on them
         stored = value if key in _PLAIN_META else self._fields.seal(location("meta", key), value)
+        self._meta.pop(key, None)  # until the write is known to have happened
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, stored))
+        self._remember(key, bytes(value))
+        self._meta_uncommitted |= self._db.in_transaction
         self._superseded()  # the value it replaced (a prekey store, a profile key)
 
     def delete_meta(self, key: str) -> None:
         if not self._db.in_transaction:
             self._synchronous(True)
+        self._meta.pop(key, None)
         self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        self._remember(key, None)
+        self._meta_uncommitted |= self._db.in_transaction
         self._superseded()
 
     # -- sessions ------------------------------------------------------

@@ -15,7 +15,8 @@
     ├── HistoryExportError       ``read_history_export``: wrong passphrase or key, or not an
     │                            intact export
     ├── AttachmentError          a downloaded attachment failed a check (``problem``: tampered,
-    │                            truncated, size, digest, ...); nothing unverified is left at ``dest``
+    │                            truncated, size, digest, ...); nothing unverified is left at ``dest``;
+    │                            or a delete was refused (not_owner, gone)
     ├── UntrustedDeviceList      the directory's device list for ``account`` is not the account
     │   │                        key's (unsigned, another key, a rollback)
     │   └── KeyTransparencyError the key transparency log contradicts what the directory served
@@ -109,7 +110,9 @@ class AttachmentError(ClientError):
     short), "truncated" (the server ended before the last byte), "size" (the
     server's size is not the one the message promised), "digest" (the file's
     SHA-256 is not the one the message carried), "not_attachment" (the message
-    carries no attachment), "source_changed" (the file changed while uploading).
+    carries no attachment), "source_changed" (the file changed while uploading),
+    "not_owner" (``delete_attachment`` of another account's upload: refused, it
+    stays), "gone" (``delete_attachment`` of an unknown or expired one).
     """
 
     def __init__(self, problem: str, detail: str) -> None:

@@ -27,13 +27,17 @@ class Group:
     version: int
     members: tuple[str, ...]
     active: bool = True
+    # The group's disappearing timer (0: off), set by any member (``Client.set_group_disappearing``)
+    # as a change of the group's state: every member device deletes each group message this many
+    # seconds after it sent or received it.
+    disappearing_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class GroupChanged:
-    """A group's state changed (created with us in it, members added or removed, renamed, left):
-    ``changed_by`` is the member account whose change this is. ``removed_us`` when that change
-    took this account out."""
+    """A group's state changed (created with us in it, members added or removed, renamed, left, its
+    disappearing timer set): ``changed_by`` is the member account whose change this is.
+    ``removed_us`` when that change took this account out."""
 
     group_id: str
     version: int
@@ -41,6 +45,7 @@ class GroupChanged:
     members: tuple[str, ...]
     changed_by: str
     removed_us: bool = False
+    disappearing_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)

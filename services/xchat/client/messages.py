@@ -214,21 +214,29 @@ class ConversationSettings:
 
 @dataclass(frozen=True, slots=True)
 class MessagesDelivered:
-    """``device`` of ``account`` (the account they were sent to) durably holds these messages we sent."""
+    """``device`` of ``account`` (the account they were sent to) durably holds these messages we sent.
+
+    ``group_id``: set when they are group messages (``send_group``); a member's receipt names the
+    ``SendReceipt.message_id`` of what was sent to that member's devices. Not reported while this
+    device has delivered receipts off (``Client.set_delivered_receipts``).
+    """
 
     account: str
     device: str
     message_ids: tuple[bytes, ...]
+    group_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MessagesRead:
     """``account``'s user read these messages we sent (on ``device``); only while read receipts
-    are on for the conversation on both sides (``Client.set_read_receipts``)."""
+    are on for the conversation on both sides (``Client.set_read_receipts``; for a group,
+    ``group_id`` is set and the group's setting counts: ``Client.set_group_read_receipts``)."""
 
     account: str
     device: str
     message_ids: tuple[bytes, ...]
+    group_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +266,15 @@ class MessageDeleted:
 
 @dataclass(frozen=True, slots=True)
 class MessageExpired:
-    """A disappearing message was due: the SDK deleted what it kept of it; remove it from the view."""
+    """A disappearing message was due: the SDK deleted what it kept of it; remove it from the view.
+
+    ``conversation``: the other account, or for a group message its group id (``group_id`` set too;
+    a group message we sent expires once per member account, under each ``SendReceipt.message_id``).
+    """
 
     message_id: bytes
     conversation: str
+    group_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,8 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Attachments/BeginUpload": Policy(),
     "/xchat.v1.Attachments/UploadChunk": Policy(limit=None),
     "/xchat.v1.Attachments/Download": Policy(),
+    # Only the claimant's account deletes (checked against the claim).
+    "/xchat.v1.Attachments/DeleteAttachment": Policy(),
     "/xchat.v1.Mailbox/Sync": Policy(),
     "/xchat.v1.Mailbox/SyncStream": Policy(),
     "/xchat.v1.Mailbox/Ack": Policy(),

@@ -221,6 +221,7 @@ JSMETA_USER = "jsmeta"
 
 
 def jsmeta_permissions() -> Permissions:
-    """``$JS.API.SERVER.REMOVE`` and its own inbox, nothing else of the system account
-    (no server events, no account or connection listings)."""
-    return Permissions(("$JS.API.SERVER.REMOVE",), (f"{inbox_prefix(JSMETA_USER)}.>",))
+    """``$JS.API.SERVER.REMOVE`` and ``$JS.API.META.LEADER.STEPDOWN`` (the meta leadership
+    handed away from a region before the operator restarts its NATS) and its own inbox,
+    nothing else of the system account (no server events, no account or connection listings)."""
+    return Permissions(("$JS.API.SERVER.REMOVE", "$JS.API.META.LEADER.STEPDOWN"), (f"{inbox_prefix(JSMETA_USER)}.>",))

@@ -9,7 +9,7 @@ the attachment TTL, so an account that stops uploading leaves nothing behind.
 
 Reserved at claim time for the whole declared size: an abandoned upload
 holds its reservation until it expires (the caller can see when in the
-refusal's retry hint).
+refusal's retry hint) or its owner deletes it (``release``).
 """
 
 from __future__ import annotations
@@ -78,6 +78,26 @@ class AttachmentQuota:
                 # surface as KeyNotFoundError: nats-py re-reads the key after the wrong-sequence answer,
                 # and the replica it asks may not hold the winner's write yet.)
                 continue
+        raise Unavailable("attachment quota record is contended; retry")
+
+    async def release(self, account: str, attachment: str) -> None:
+        """Frees ``attachment``'s reservation at once (its owner deleted it); idempotent."""
+        key = _key(account)
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                entry = await self._bucket.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return
+            items: dict[str, list[int]] = json.loads(entry.value or b"{}").get("items", {})
+            if attachment not in items:
+                return
+            del items[attachment]
+            value = json.dumps({"items": items}, separators=(",", ":")).encode()
+            try:
+                await self._bucket.update(key, value, last=entry.revision)
+                return
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                continue  # another claim or release of this account won the race: read again
         raise Unavailable("attachment quota record is contended; retry")
 
     def _refusal(self, items: dict[str, list[int]], used: int, size: int, now_ms: int) -> ResourceExhausted:

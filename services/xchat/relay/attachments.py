@@ -18,6 +18,17 @@ characters of the client's 16 random bytes):
   ``CHUNK_BYTES`` long but the last, so an offset names its chunk and a
   download from an offset is one direct get per chunk.
 
+Delete (``delete``, the claimant only): the claim is replaced (rollup, compare-and-set on
+its sequence) by one that expired now, so every relay refuses downloads of it
+(``NOT_FOUND``) and the id can never be claimed again; then each stored chunk's
+subject is rolled up to an empty message, which drops the chunk's bytes from
+every replica (relay's NATS user has no purge or delete on the bucket: a rollup
+on the subjects it may write is its only way to drop bytes, and only
+subject by subject); then the quota reservation is released. A delete
+interrupted after the claim step is finished by calling it again (the claim
+says "deleted": every chunk subject is rolled up again, idempotently, and 0
+bytes are reported).
+
 Chunks must arrive in order: the next index is the highest stored plus one
 (a wildcard get of the last chunk subject from the stream leader), cached per process and
 corrected by the compare-and-set when another region appended meanwhile.
@@ -82,6 +93,14 @@ class Claim:
     expires_ms: int
     complete: bool = False
     chunk_bytes: int = CHUNK_BYTES
+    # Deleted by its owner (``Attachments.delete``): expired at the delete, never live again.
+    deleted: bool = False
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Claim:
+        """A stored claim; fields a later release added are ignored (a rolling upgrade's older replica)."""
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +186,7 @@ class Attachments:
         msg = await self._get(claim_subject(attachment), leader=True)
         if msg is None:
             return None
-        found = _Cached(Claim(**json.loads(msg.data)), msg.seq)
+        found = _Cached(Claim.decode(msg.data), msg.seq)
         self._claims.put(attachment, found)
         return found
 
@@ -277,6 +296,51 @@ class Attachments:
         self._claims.put(attachment, _Cached(done, live.claim_seq))
         return done
 
+    # -- delete ----------------------------------------------------------------
+
+    async def delete(self, owner: str, attachment: str) -> int:
+        """Deletes ``owner``'s attachment before its expiry; returns the ciphertext bytes dropped.
+
+        PERMISSION_DENIED for another account's attachment (nothing changes), NOT_FOUND for an
+        unknown or expired one. Deleting again answers 0 bytes (a retry whose answer was lost).
+        """
+        now = _now_ms()
+        found = await self._claim(attachment, fresh=True)
+        if found is None:
+            raise NotFound(f"no attachment {attachment[:8]}…: unknown or expired")
+        if found.claim.owner != owner:
+            raise PermissionDenied("that attachment was uploaded by another account: only its uploader deletes it")
+        if found.claim.deleted:
+            await self._drop_chunks(attachment, found.claim)  # a retry: finishes an interrupted delete
+            await self._quota.release(owner, attachment)
+            return 0
+        if found.claim.expires_ms <= now:
+            raise NotFound(f"no attachment {attachment[:8]}…: unknown or expired")
+        gone = replace(found.claim, expires_ms=now, deleted=True)
+        try:
+            ack = await self._js.publish(
+                claim_subject(attachment), _encode(gone), stream=ATTACHMENTS_STREAM, timeout=self._timeout,
+                headers={**ROLLUP, "Nats-Expected-Last-Subject-Sequence": str(found.claim_seq)},
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != ERR_WRONG_LAST_SEQUENCE:
+                raise _store_error(exc) from exc
+            raise Unavailable("the attachment changed while deleting (an upload completed); retry") from exc
+        self._claims.put(attachment, _Cached(gone, ack.seq))
+        dropped = await self._drop_chunks(attachment, gone)
+        await self._quota.release(owner, attachment)
+        return dropped
+
+    async def _drop_chunks(self, attachment: str, claim: Claim) -> int:
+        """Rolls every stored chunk's subject up to an empty message (idempotent); the bytes they held."""
+        stored = await self._next_index(attachment, fresh=True)
+        for index in range(stored):
+            await self._js.publish(
+                chunk_subject(attachment, index), b"", stream=ATTACHMENTS_STREAM, timeout=self._timeout, headers=ROLLUP
+            )
+        self._next.pop(attachment, None)
+        return min(claim.size, stored * claim.chunk_bytes)
+
     # -- download --------------------------------------------------------------
 
     async def size_for_download(self, attachment: str) -> Claim:
@@ -293,8 +357,8 @@ class Attachments:
         msg = await self._get(chunk_subject(attachment, index))
         if msg is None:  # not yet applied by the nearest replica, or really gone
             msg = await self._get(chunk_subject(attachment, index), leader=True)
-        if msg is None:
-            raise NotFound(f"chunk {index} of that attachment is gone (expired)")
+        if msg is None or not msg.data:  # an empty chunk is a deleted one (a ciphertext chunk never is)
+            raise NotFound(f"chunk {index} of that attachment is gone (expired or deleted)")
         return msg.data
 
 

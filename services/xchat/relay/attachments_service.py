@@ -73,6 +73,14 @@ class AttachmentsServicer(attachments_pb2_grpc.AttachmentsServicer):
         state = await self._attachments.append(caller.account, attachment, request.index, request.data)
         return attachments_pb2.UploadChunkResponse(state=_state(state))
 
+    @unary
+    async def DeleteAttachment(
+        self, request: attachments_pb2.DeleteAttachmentRequest, context: Ctx
+    ) -> attachments_pb2.DeleteAttachmentResponse:
+        caller = require_principal()  # only the account that claimed it (checked against the claim)
+        dropped = await self._attachments.delete(caller.account, attachment_id(request.attachment_id))
+        return attachments_pb2.DeleteAttachmentResponse(deleted_bytes=dropped)
+
     @streaming
     async def Download(self, request: attachments_pb2.DownloadRequest, context: Ctx) -> AsyncIterator[attachments_pb2.DownloadResponse]:
         caller = require_principal()  # any device that holds the id (a capability) may read the ciphertext

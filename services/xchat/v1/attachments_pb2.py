@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1axchat/v1/attachments.proto\x12\x08xchat.v1\"\x83\x01\n\x0bUploadState\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\r\x12\x11\n\tcommitted\x18\x04 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x05 \x01(\x08\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\"9\n\x12\x42\x65ginUploadRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\";\n\x13\x42\x65ginUploadResponse\x12$\n\x05state\x18\x01 \x01(\x0b\x32\x15.xchat.v1.UploadState\"H\n\x12UploadChunkRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\";\n\x13UploadChunkResponse\x12$\n\x05state\x18\x01 \x01(\x0b\x32\x15.xchat.v1.UploadState\"8\n\x0f\x44ownloadRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\">\n\x10\x44ownloadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\x32\xea\x01\n\x0b\x41ttachments\x12J\n\x0b\x42\x65ginUpload\x12\x1c.xchat.v1.BeginUploadRequest\x1a\x1d.xchat.v1.BeginUploadResponse\x12J\n\x0bUploadChunk\x12\x1c.xchat.v1.UploadChunkRequest\x1a\x1d.xchat.v1.UploadChunkResponse\x12\x43\n\x08\x44ownload\x12\x19.xchat.v1.DownloadRequest\x1a\x1a.xchat.v1.DownloadResponse0\x01\x42o\n\x08xchat.v1B\x10\x41ttachmentsProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1axchat/v1/attachments.proto\x12\x08xchat.v1\"\x83\x01\n\x0bUploadState\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\r\x12\x11\n\tcommitted\x18\x04 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x05 \x01(\x08\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\"9\n\x12\x42\x65ginUploadRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\";\n\x13\x42\x65ginUploadResponse\x12$\n\x05state\x18\x01 \x01(\x0b\x32\x15.xchat.v1.UploadState\"H\n\x12UploadChunkRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\";\n\x13UploadChunkResponse\x12$\n\x05state\x18\x01 \x01(\x0b\x32\x15.xchat.v1.UploadState\"8\n\x0f\x44ownloadRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"0\n\x17\x44\x65leteAttachmentRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\x0c\"1\n\x18\x44\x65leteAttachmentResponse\x12\x15\n\rdeleted_bytes\x18\x01 \x01(\x04\">\n\x10\x44ownloadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\x32\xc5\x02\n\x0b\x41ttachments\x12J\n\x0b\x42\x65ginUpload\x12\x1c.xchat.v1.BeginUploadRequest\x1a\x1d.xchat.v1.BeginUploadResponse\x12J\n\x0bUploadChunk\x12\x1c.xchat.v1.UploadChunkRequest\x1a\x1d.xchat.v1.UploadChunkResponse\x12\x43\n\x08\x44ownload\x12\x19.xchat.v1.DownloadRequest\x1a\x1a.xchat.v1.DownloadResponse0\x01\x12Y\n\x10\x44\x65leteAttachment\x12!.xchat.v1.DeleteAttachmentRequest\x1a\".xchat.v1.DeleteAttachmentResponseBo\n\x08xchat.v1B\x10\x41ttachmentsProtoP\x01Z\x1dxchat/gen/go/xchat/v1;xchatv1\xa2\x02\x03XCX\xaa\x02\x08XChat.V1\xba\x02\x07XChatV1\xca\x02\x08XChat\\V1\xea\x02\tXChat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,8 +44,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADCHUNKRESPONSE']._serialized_end=427
   _globals['_DOWNLOADREQUEST']._serialized_start=429
   _globals['_DOWNLOADREQUEST']._serialized_end=485
-  _globals['_DOWNLOADRESPONSE']._serialized_start=487
-  _globals['_DOWNLOADRESPONSE']._serialized_end=549
-  _globals['_ATTACHMENTS']._serialized_start=552
-  _globals['_ATTACHMENTS']._serialized_end=786
+  _globals['_DELETEATTACHMENTREQUEST']._serialized_start=487
+  _globals['_DELETEATTACHMENTREQUEST']._serialized_end=535
+  _globals['_DELETEATTACHMENTRESPONSE']._serialized_start=537
+  _globals['_DELETEATTACHMENTRESPONSE']._serialized_end=586
+  _globals['_DOWNLOADRESPONSE']._serialized_start=588
+  _globals['_DOWNLOADRESPONSE']._serialized_end=650
+  _globals['_ATTACHMENTS']._serialized_start=653
+  _globals['_ATTACHMENTS']._serialized_end=978
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,18 @@ class DownloadRequest(_message.Message):
     offset: int
     def __init__(self, attachment_id: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
+class DeleteAttachmentRequest(_message.Message):
+    __slots__ = ("attachment_id",)
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: bytes
+    def __init__(self, attachment_id: _Optional[bytes] = ...) -> None: ...
+
+class DeleteAttachmentResponse(_message.Message):
+    __slots__ = ("deleted_bytes",)
+    DELETED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    deleted_bytes: int
+    def __init__(self, deleted_bytes: _Optional[int] = ...) -> None: ...
+
 class DownloadResponse(_message.Message):
     __slots__ = ("offset", "data", "size")
     OFFSET_FIELD_NUMBER: _ClassVar[int]

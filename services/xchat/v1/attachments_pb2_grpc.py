@@ -49,6 +49,11 @@ class AttachmentsStub:
                 request_serializer=xchat_dot_v1_dot_attachments__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_attachments__pb2.DownloadResponse.FromString,
                 _registered_method=True)
+        self.DeleteAttachment = channel.unary_unary(
+                '/xchat.v1.Attachments/DeleteAttachment',
+                request_serializer=xchat_dot_v1_dot_attachments__pb2.DeleteAttachmentRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_attachments__pb2.DeleteAttachmentResponse.FromString,
+                _registered_method=True)
 
 
 class AttachmentsServicer:
@@ -83,6 +88,17 @@ class AttachmentsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAttachment(self, request, context):
+        """Deletes an attachment before its expiry: only the account that claimed it
+        may (PERMISSION_DENIED for any other, and the attachment stays). NOT_FOUND
+        for an unknown, expired or already deleted id. Downloads fail from the
+        answer on (NOT_FOUND), the stored chunks are dropped from every region and
+        the account's quota reservation is released. The id is never usable again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AttachmentsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +116,11 @@ def add_AttachmentsServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=xchat_dot_v1_dot_attachments__pb2.DownloadRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_attachments__pb2.DownloadResponse.SerializeToString,
+            ),
+            'DeleteAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAttachment,
+                    request_deserializer=xchat_dot_v1_dot_attachments__pb2.DeleteAttachmentRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_attachments__pb2.DeleteAttachmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +204,33 @@ class Attachments:
             '/xchat.v1.Attachments/Download',
             xchat_dot_v1_dot_attachments__pb2.DownloadRequest.SerializeToString,
             xchat_dot_v1_dot_attachments__pb2.DownloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Attachments/DeleteAttachment',
+            xchat_dot_v1_dot_attachments__pb2.DeleteAttachmentRequest.SerializeToString,
+            xchat_dot_v1_dot_attachments__pb2.DeleteAttachmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

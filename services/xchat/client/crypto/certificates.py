@@ -23,6 +23,7 @@ alone allows; the caller supplies the pinned account key and list.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -167,7 +168,7 @@ def check_certificate(
     pinned yet (first contact), so the signature is left to the caller, who
     checks it with :func:`verify_signature` once the key is pinned.
     """
-    certificate = SenderCertificate.from_bytes(data)
+    certificate = _parsed(bytes(data))
     if certificate.account != claimed_account:
         raise CertificateError("account", f"issued for {certificate.account!r}, the message claims {claimed_account!r}")
     if certificate.device != claimed_device:
@@ -186,6 +187,29 @@ def check_certificate(
 def verify_signature(certificate: SenderCertificate, account_key: bytes) -> None:
     """CertificateError("signature") unless ``account_key`` signed ``certificate``."""
     try:
-        nacl.signing.VerifyKey(account_key).verify(certificate_statement(certificate.body), certificate.signature)
-    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+        _verified(bytes(account_key), certificate)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
         raise CertificateError("signature", "not signed by the account's pinned account key") from exc
+
+
+# A device sends the same certificate with every message for weeks, and the
+# receiver parsed it and checked its Ed25519 signature each time (~100 µs, the
+# dearest step of opening a message). Both are pure functions of their inputs,
+# remembered by all of them: the parse by the certificate's bytes, a signature
+# that verified by the account key and every field of the certificate (its
+# body and signature), so another account key, list version, expiry, device
+# key or signature is another entry, checked afresh. Failures raise and are
+# not kept. Everything else ``check_certificate`` checks (claims, session key,
+# expiry against the clock) runs on every message.
+CERTIFICATES_CACHED = 1024
+
+
+@functools.lru_cache(maxsize=CERTIFICATES_CACHED)
+def _parsed(data: bytes) -> SenderCertificate:
+    return SenderCertificate.from_bytes(data)
+
+
+@functools.lru_cache(maxsize=CERTIFICATES_CACHED)
+def _verified(account_key: bytes, certificate: SenderCertificate) -> bool:
+    nacl.signing.VerifyKey(account_key).verify(certificate_statement(certificate.body), certificate.signature)
+    return True
