@@ -75,6 +75,7 @@ class Js:
         self.written: list[bytes] = []
 
     async def publish(self, subject: str, data: bytes, **_: object) -> SimpleNamespace:
+        await asyncio.sleep(0.01)  # a quorum write takes a moment
         self.written.append(data)
         return SimpleNamespace(seq=len(self.written), duplicate=False)
 
@@ -105,3 +106,45 @@ async def test_hedged_writes_of_one_recipient_follow_their_stamps() -> None:
     )
     assert js.written == [first, second]
     assert relay._unsettled == {}
+
+
+class StallingJs(Js):
+    """A connection whose first publish stalls (a loaded machine) before it is handed over;
+    ``written`` holds what reached either stream, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalls = 1
+
+    async def publish_async(self, subject: str, data: bytes, **_: object) -> asyncio.Future[SimpleNamespace]:
+        if self.stalls:
+            self.stalls -= 1
+            await asyncio.sleep(10)  # cancelled by the publish's deadline: never handed over
+        self.written.append(data)
+        future: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(seq=len(self.written), duplicate=False))
+        return future
+
+
+async def test_a_publish_that_stalled_before_the_connection_keeps_its_turn() -> None:
+    """Envelope 1's publish stalls past the hedge deadline before it is even written (and is then
+    hedged); envelope 2 must not reach the mailbox stream first (a load drill delivered seq 59
+    after 60 and 61, before any fault)."""
+    js = StallingJs()
+
+    async def wake_up(*_: object) -> None:
+        return None
+
+    store = SimpleNamespace(settings=SimpleNamespace(mailbox_ttl_s=0), js=js, nc=SimpleNamespace(publish=wake_up))
+    relay = Relay(store, None, max_ciphertext_bytes=1024)  # type: ignore[arg-type]
+
+    async def valid(*_: object) -> None:
+        return None
+
+    relay.validate = valid  # type: ignore[method-assign]
+    first, second = await asyncio.gather(
+        relay.send_pipelined(None, RECIPIENT, MessageId(b"1" * 16), b"one", timeout=2.0),
+        relay.send_pipelined(None, RECIPIENT, MessageId(b"2" * 16), b"two", timeout=2.0),
+    )
+    assert first.hedged and not second.hedged
+    assert len(js.written) == 2 and b"one" in js.written[0] and b"two" in js.written[1], js.written

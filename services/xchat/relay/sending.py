@@ -368,20 +368,26 @@ class Relay:
             # (16 % of the relay process at 64 in flight). Without it a batch's publishes
             # all leave in one turn and one write.
             async with asyncio.timeout(wait):
-                try:
-                    future = await self._store.js.publish_async(
-                        mailbox_subject(recipient), data, stream=MAILBOX_STREAM, headers=headers
-                    )
-                finally:
-                    if first:
-                        first = False
-                        self._done(recipient, mine)  # written to the connection (or failed): the next may go
+                future = await self._store.js.publish_async(
+                    mailbox_subject(recipient), data, stream=MAILBOX_STREAM, headers=headers
+                )
+                if first:
+                    # Handed to the connection: the next envelope may go (it is stored after this
+                    # one). Not when this attempt failed or timed out before that (a stalled
+                    # connection on a loaded machine): the next would overtake it, so the turn is
+                    # kept until this envelope is stored, here or in the hedge stream (ADR 0013).
+                    first = False
+                    self._done(recipient, mine)
                 return await future
 
         try:
             receipt = await self._stored(
                 recipient, message_id, publish, self._hedge(recipient, stamp, data, headers), timeout=timeout
             )
+            if receipt.hedged:
+                # Its wake-up at once, before the next envelope of this recipient may be stored
+                # in the mailbox stream: a read that finds that one must know of this one.
+                await self._notify(recipient, receipt.sequence, hedged=True)
         finally:
             self._done(recipient, mine)
             self._settled(recipient, stamp)
@@ -475,11 +481,12 @@ class Relay:
         )
 
     async def notify(self, stored: Mapping[DeviceId, int], hedged: Mapping[DeviceId, int] | None = None) -> None:
-        """One wake-up per recipient and stream, naming the highest sequence just stored for it."""
-        for recipient, sequence in stored.items():
-            await self._notify(recipient, sequence)
+        """One wake-up per recipient and stream, naming the highest sequence just stored for it;
+        the hedge stream's first (a read woken for the mailbox stream must know of them)."""
         for recipient, sequence in (hedged or {}).items():
             await self._notify(recipient, sequence, hedged=True)
+        for recipient, sequence in stored.items():
+            await self._notify(recipient, sequence)
 
     async def _notify(self, recipient: DeviceId, sequence: int, *, hedged: bool = False) -> None:
         payload = str(sequence).encode()
