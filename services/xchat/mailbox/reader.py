@@ -129,8 +129,12 @@ class MailboxReader:
         stream: str = MAILBOX_STREAM,
         subject_of: Callable[[str], str] = mailbox_subject,
         replies: Replies | None = None,
+        owned_leader_s: float = 0.0,
     ) -> None:
         self._nc = store.nc
+        # > 0: ownership checks ask the leader first (the hedge stream, ADR 0013: a replica may
+        # not hold a just-written record, and an ack it cannot see would be ignored).
+        self._owned_leader_s = owned_leader_s
         self._timeout = timeout
         self._replies = replies if replies is not None else Replies(store.nc)
         self._subject_of = subject_of
@@ -266,7 +270,14 @@ class MailboxReader:
         path and give the same answer: no one learns whether someone else's
         envelope is still there (no read receipt through acks).
         """
-        got = await self.direct_batch(start=sequence, subject=self._subject_of(device), limit=1)
+        subject = self._subject_of(device)
+        if self._owned_leader_s > 0:
+            try:
+                got = await self.leader_batch(start=sequence, subject=subject, limit=1, timeout=self._owned_leader_s)
+                return bool(got) and got[0].sequence == sequence
+            except Unavailable:
+                pass  # no leader: a replica's answer (a miss leaves the envelope to come back)
+        got = await self.direct_batch(start=sequence, subject=subject, limit=1)
         return bool(got) and got[0].sequence == sequence
 
     async def purge_through(self, device: DeviceId, floor: int) -> None:

@@ -44,7 +44,7 @@ from xchat.core.tokens import TokenVerifier
 from xchat.core.errors import InvalidArgument
 from xchat.core.ids import device_id
 from xchat.mailbox.acks import RecentRemovals
-from xchat.mailbox.hedge import DeviceStreams, ack_both
+from xchat.mailbox.hedge import HEDGE_LEADER_READ_S, DeviceStreams, ack_both
 from xchat.mailbox.listeners import Listener, Listeners
 from xchat.mailbox.online import OnlineView
 from xchat.mailbox.push import Pushes
@@ -128,7 +128,12 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._reader = MailboxReader(store, timeout=store_timeout_s)
         # The hedge stream (ADR 0013): its replies share the reader's one subscription.
         self._hedge_reader = MailboxReader(
-            store, timeout=store_timeout_s, stream=HEDGE_STREAM, subject_of=hedge_subject, replies=self._reader.replies
+            store,
+            timeout=store_timeout_s,
+            stream=HEDGE_STREAM,
+            subject_of=hedge_subject,
+            replies=self._reader.replies,
+            owned_leader_s=HEDGE_LEADER_READ_S,
         )
         self._verifier = verifier
         self._listeners = Listeners(store)

@@ -133,7 +133,7 @@ class Keeper:
                 move = None
                 try:
                     if nc is None or nc.is_closed:
-                        nc = await self._connect()
+                        nc = await self._open()
                     move = await asyncio.wait_for(keep_once(nc, self._region_of, self._avoid()), PASS_TIMEOUT_S)
                     self.passes += 1
                     if move is not None:
@@ -148,6 +148,18 @@ class Keeper:
             if nc is not None and not nc.is_closed:
                 with contextlib.suppress(Exception):
                     await nc.close()
+
+
+    async def _open(self) -> Any:
+        """A connection; cancelled while connecting, the half-made one is closed, not leaked."""
+        connecting = asyncio.ensure_future(self._connect())
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                nc = await asyncio.wait_for(connecting, 5)
+                await nc.close()
+            raise
 
 
 class KeeperThread:
@@ -176,6 +188,13 @@ class KeeperThread:
             with contextlib.suppress(asyncio.CancelledError):
                 loop.run_until_complete(self._task)
         finally:
+            # Whatever the NATS client left running (readers, pingers) ends here, so its
+            # transports close with this loop rather than warn at garbage collection.
+            leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in leftover:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
