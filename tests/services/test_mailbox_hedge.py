@@ -58,6 +58,33 @@ def test_a_merged_read_never_hands_over_more_than_the_window_allows() -> None:
     assert [s.sequence for s in taken_h.envelopes] == [1, 2] and taken_h.last == 2
 
 
+class _Stream:
+    """One stream's records for the device, as a reader returns them (``last``: highest looked at)."""
+
+    def __init__(self, *records: Stored) -> None:
+        self.records = list(records)
+
+    async def read_after(self, device: object, cursor: int, limit: int, *, leader_s: float = 0.0) -> Batch:
+        found = [r for r in self.records if r.sequence > cursor][:limit]
+        return Batch(found, [], found[-1].sequence if found else 0)
+
+
+async def test_a_lagging_hedge_replica_holds_the_mailbox_stream_back_until_it_shows_the_announced_record() -> None:
+    """Relay announced hedge record 5; the replica answering (its leader refused: a meta-leader
+    election) does not show it yet: the mailbox stream's newer record must wait, not overtake."""
+    from xchat.core.ids import DeviceId
+    from xchat.mailbox.hedge import DeviceStreams
+
+    primary, hedge = _Stream(_stored(1, 30)), _Stream()
+    window = DeviceStreams(primary, hedge, DeviceId("dev-bob"), linger_s=0)  # type: ignore[arg-type]
+    envelopes, consumed, _ = await window.read(16, hedge=True, hedge_announced=5)
+    assert envelopes == [] and consumed == 0 and window.primary.cursor == 0
+    hedge.records.append(_stored(5, 20))  # the replica caught up
+    envelopes, _, _ = await window.read(16, hedge=True, hedge_announced=5)
+    assert [e.envelope.stored_at_ms for e in envelopes] == [20, 30]
+    assert [e.sequence for e in envelopes] == [HEDGE_SEQUENCE_BASE + 5, 1]
+
+
 def test_split_routes_wire_sequences() -> None:
     assert split([3, HEDGE_SEQUENCE_BASE + 7, 9]) == ([3, 9], [7])
 

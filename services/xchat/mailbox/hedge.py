@@ -228,12 +228,19 @@ class DeviceStreams:
             if self.on_deferred is not None:
                 self.on_deferred()
 
-    async def read(self, limit: int, *, hedge: bool = False) -> tuple[list[Stored], int, bool]:
+    async def read(self, limit: int, *, hedge: bool = False, hedge_announced: int = 0) -> tuple[list[Stored], int, bool]:
         """The next envelopes in delivery order, how many records (decodable or not) were
         consumed, and whether more may follow at once (a stream's read filled its batch).
 
         ``hedge``: read the hedge stream too (a hedge wake-up, a poll); it is
         also read while the previous hedge read found something.
+
+        ``hedge_announced``: the highest hedge sequence relay's wake-ups named for the
+        device. A hedge read that did not reach it came from a replica that lags (the
+        leader did not answer: during a meta-leader election every JetStream API request
+        is refused, so reads fall back to direct gets): the mailbox stream's records wait
+        (the caller's catch-up reads again, within its bound) rather than overtake a hedged
+        envelope that is known to exist.
         """
         primary_reader, hedge_reader = self._readers
         read_hedge = hedge or self._hedge_due
@@ -249,6 +256,8 @@ class DeviceStreams:
                 # meanwhile with their wake-ups lost (a partition); ask its leader first.
                 read_hedge = True
                 h = await hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S)
+        if read_hedge and hedge_announced > max(self.hedge.cursor, h.last):
+            p = Batch([], [], 0)  # read again once the hedge stream's replica has caught up
         primary_full = len(p.envelopes) + len(p.undecodable) >= limit
         hedge_full = len(h.envelopes) + len(h.undecodable) >= limit
         taken_p, taken_h, envelopes = merge(p, primary_full, h, hedge_full, limit)

@@ -308,7 +308,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             limit = min(READ_BATCH, MAX_UNACKED - window.outstanding)
             # Both streams merged by accept time; recorded in the windows before sending,
             # so an ack can never arrive for a sequence the window does not know.
-            envelopes, consumed, more = await window.read(limit, hedge=hedge)
+            envelopes, consumed, more = await window.read(limit, hedge=hedge, hedge_announced=listener.hedge_announced)
             for response in responses(envelopes):
                 yield response
             delivered += len(envelopes)
