@@ -65,7 +65,7 @@ EPHEMERAL_SUBJECT_PREFIX = EPHEMERAL_SUBJECTS[:-1]
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled", "announced", "hedge_announced", "lost", "ephemeral")
+    __slots__ = ("device", "wake", "ended", "polled", "announced", "hedge_announced", "hedge_live", "lost", "ephemeral")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
@@ -75,6 +75,10 @@ class Listener:
         self.announced = 0
         # The same for the hedge stream (wake-ups ``h<seq>``, ADR 0013).
         self.hedge_announced = 0
+        # The highest hedge sequence announced while this call is open (not remembered from
+        # before it: such a record may be gone, acknowledged through another call). A hedge
+        # read that has not reached it holds the mailbox stream's records back (``hedge``).
+        self.hedge_live = 0
         # True when the last wake came from the safety poll, not from relay.
         self.polled = False
         # True when wake-ups may have been lost or named no sequence (a NATS reconnect, a
@@ -150,6 +154,7 @@ class Listeners:
                 self._remember(device, hedged, self._recent_hedge, RECENT_HEDGE_WAKEUP_S)
             for listener in listeners or ():
                 listener.hedge_announced = max(listener.hedge_announced, hedged)
+                listener.hedge_live = max(listener.hedge_live, hedged)
                 listener.lost = listener.lost or not hedged
                 listener.wake.set()
             return

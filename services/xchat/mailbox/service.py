@@ -308,7 +308,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             limit = min(READ_BATCH, MAX_UNACKED - window.outstanding)
             # Both streams merged by accept time; recorded in the windows before sending,
             # so an ack can never arrive for a sequence the window does not know.
-            envelopes, consumed, more = await window.read(limit, hedge=hedge, hedge_announced=listener.hedge_announced)
+            envelopes, consumed, more = await window.read(limit, hedge=hedge, hedge_announced=listener.hedge_live)
             for response in responses(envelopes):
                 yield response
             delivered += len(envelopes)
@@ -337,6 +337,12 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 # Gone meanwhile (acknowledged elsewhere, expired) or a stuck replica: the poll covers it.
                 listener.announced = window.primary.cursor
                 listener.hedge_announced = window.hedge.cursor
+                if listener.hedge_live > window.hedge.cursor:
+                    # The mailbox stream's records were held back for it: read them now, not at the poll.
+                    listener.hedge_live = window.hedge.cursor
+                    catch_up_delay = 0.0
+                    listener.wake.set()
+                    continue
             catch_up_delay = 0.0
             if woken and (listener.lost or lagging_retries) and lagging_retries < LAGGING_REPLICA_RETRIES:
                 # Woken after possibly lost wake-ups, nothing new: the replica that answered
