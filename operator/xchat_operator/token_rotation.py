@@ -4,7 +4,8 @@ Two Secrets, and the signing one is the source of truth:
 
 * ``<mesh>-token-signing-key`` — ``signing.key``, the base64 Ed25519 seed auth
   signs with (auth's pods mount only this item); during a rotation also
-  ``next.key`` (mounted nowhere) and, for the record, ``retired.keys``. Its
+  ``next.key`` (mounted nowhere); and ``retired.keys``, a copy of the retired
+  list (either Secret alone restores it). Its
   annotations hold the rotation's state: ``xchat.dev/token-rotation-phase``,
   ``-since`` (when the phase began), ``-previous`` (the old public key while
   it is retiring), ``-request`` (the last ``xchat.dev/rotate-token-key`` value

@@ -47,8 +47,9 @@ from xchat.core.tokens import key_id
 log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
-# A key file is a few lines; anything longer is not one (and is never read whole).
-MAX_KEY_FILE_BYTES = 64 * 1024
+# A key file is a few lines (45 bytes a key); the retired list grows by one line per
+# rotation. Beyond a Secret's own limit it is no key file (and is never read whole).
+MAX_KEY_FILE_BYTES = 1024 * 1024
 
 
 class KeyFileError(ValueError):
