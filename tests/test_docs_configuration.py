@@ -17,7 +17,8 @@ DOC = REPO / "docs" / "configuration.md"
 # Fields that no single variable sets: files read by from_env's own code, and the
 # service list, which is `xchat serve`'s positional argument.
 NOT_FROM_ONE_VARIABLE = {
-    "nats_password", "nats_ca", "token_signing_seed", "token_public_key", "token_extra_public_keys", "tls", "services",
+    "nats_password", "nats_ca", "token_signing_seed", "token_public_key", "token_extra_public_keys",
+    "token_retired_public_keys", "token_key_files", "tls", "services",
 }
 
 

@@ -16,7 +16,8 @@ so WAL scrubs coalesce as in the SDK:
   durable transaction (``Receiver._open_batch``), then one ``ack`` per message
   (``Receiver.ack``: a non-durable transaction each).
 
-Prints JSON: CPU µs per message for each side (median of the rounds).
+Prints JSON: CPU µs per message for each side (median of the rounds), and how much
+of the receive side's the acknowledgements are.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
 
-from . import exposure, monitoring, names, natsconfig, policies, reloader, rollout
+from . import exposure, monitoring, names, natsconfig, policies, reloader, rollout, token_rotation
 from .podspec import CONTAINER_SECURITY, NATS_UID, SERVICE_UID, anti_affinity, pod_scheduling, pod_security
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
@@ -295,10 +295,7 @@ def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: st
         {"name": "XCHAT_REPLICAS", "value": str(spec.jetstream_replicas)},
         *monitoring.service_env(spec),
     ]
-    if service == "auth":
-        env.append({"name": "XCHAT_TOKEN_SIGNING_KEY_FILE", "value": f"{SERVICE_SECRET_DIR}/token/signing.key"})
-    else:
-        env.append({"name": "XCHAT_TOKEN_PUBLIC_KEY_FILE", "value": f"{SERVICE_SECRET_DIR}/token/public.key"})
+    env += token_rotation.service_env(spec, service, f"{SERVICE_SECRET_DIR}/token")
     if spec.tls.enabled:
         env += [
             {"name": "XCHAT_TLS_CERT_FILE", "value": f"{SERVICE_TLS_DIR}/tls.crt"},
@@ -312,13 +309,7 @@ def service_deployment(spec: MeshSpec, service: str, region: Region, cluster_dom
     sel = names.selector(spec.name, service, region.name)
     # Least privilege inside the mesh too: each pod mounts only its own NATS
     # password, and only auth sees the token signing key.
-    token_volume: Obj = (
-        {"name": "token", "secret": {"secretName": names.signing_key_secret(spec.name),
-                                     "items": [{"key": "signing.key", "path": "signing.key"}]}}
-        if service == "auth"
-        else {"name": "token", "secret": {"secretName": names.public_key_secret(spec.name),
-                                          "items": [{"key": "public.key", "path": "public.key"}]}}
-    )
+    token_volume = token_rotation.service_volume(spec, service)
     volumes: list[Obj] = [
         {"name": "nats", "secret": {"secretName": names.credentials_secret(spec.name),
                                     "items": [{"key": service, "path": "password"}]}},

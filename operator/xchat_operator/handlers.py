@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import drift, metrics, names, reconcile, replicas, safety, status
+from . import drift, metrics, names, reconcile, replicas, safety, status, token_rotation
 from .errors import DependencyMissing, KubeError, OperatorError, to_kopf
 from .kube import Kube, load_connection
 from .probes import Check, RegionHealth, make_default_prober, not_probed
@@ -277,6 +277,7 @@ def reconcile_mesh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: 
                              moves=_moves(memo, spec))
     new["reconciledBy"] = _identity(memo)
     new["reconciles"] = int(previous.get("reconciles") or 0) + 1
+    _token_keys_status(memo, body, spec, previous, new)
     patch.status.update(new)
     metrics.mesh_status(spec.namespace, spec.name, new, {})
     msg = f"{reason}: applied {result.applied} objects"
@@ -333,8 +334,20 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     if new["phase"] != previous.get("phase") and previous.get("phase"):
         _post(body, reason=f"Phase{new['phase']}",
                   message=f"phase {previous.get('phase')} -> {new['phase']}, ready regions {new['readyRegions']}")
+    await asyncio.to_thread(_token_keys_status, memo, body, spec, previous, new)
     patch.status.update(new)
     metrics.mesh_status(spec.namespace, spec.name, new, {name: h.ready for name, h in health.items()})
+
+
+def _token_keys_status(memo: kopf.Memo, body: Mapping[str, Any], spec: MeshSpec,
+                       previous: Mapping[str, Any], new: dict[str, Any]) -> None:
+    """``status.tokenKeys`` and the TokenKeyRotation condition into ``new``; an event per rotation step."""
+    tokens = token_rotation.observe(memo["kube"], spec)
+    new["tokenKeys"] = tokens
+    new["conditions"].append(status.condition(token_rotation.CONDITION, *token_rotation.condition_args(tokens),
+                                              spec.generation, previous.get("conditions") or ()))
+    for reason, message in token_rotation.transitions(previous.get("tokenKeys"), tokens):
+        _post(body, reason=reason, message=f"{message} [{_identity(memo)}]")
 
 
 def _moves(memo: kopf.Memo, spec: MeshSpec) -> dict[str, replicas.MoveState]:

@@ -1,6 +1,7 @@
 """Plain reconciliation steps, called by the kopf handlers.
 
-* :func:`ensure_secrets` — generate passwords / token keys / TLS once, keep them;
+* :func:`ensure_secrets` — generate passwords / token keys / TLS once, keep them
+  (token keys rotate on request: ``token_rotation``);
 * :func:`apply_mesh` — server-side apply every desired object, prune the
   owned objects no longer desired (a removed region's workloads);
 * :func:`repair_child` — re-apply one child after someone edited it;
@@ -17,10 +18,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from . import builders, certificates, credentials, drift, exposure, names, rollout
+from . import builders, certificates, credentials, drift, exposure, names, rollout, token_rotation
 from .errors import DependencyMissing
 from .kube import OWNED_KINDS, Kube
 from .probes import NOT_PROBED, RegionHealth
@@ -139,20 +137,8 @@ def ensure_secrets(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[
         kube.apply(_secret(spec, cred_name, "nats-credentials", passwords))
         created.append(cred_name)
 
-    signing = kube.get("Secret", spec.namespace, names.signing_key_secret(spec.name))
-    seed_b64 = _decode(signing).get("signing.key") if signing else None
-    if not seed_b64:
-        seed_b64, _ = credentials.token_key_pair()
-        kube.apply(_secret(spec, names.signing_key_secret(spec.name), "token-signing-key", {"signing.key": seed_b64}))
-        created.append(names.signing_key_secret(spec.name))
-    # The public half is always derived from the private one, so the two never disagree.
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(base64.b64decode(seed_b64))
-    pub = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                         serialization.PublicFormat.Raw)).decode()
-    public = kube.get("Secret", spec.namespace, names.public_key_secret(spec.name))
-    if not public or _decode(public).get("public.key") != pub:
-        kube.apply(_secret(spec, names.public_key_secret(spec.name), "token-public-key", {"public.key": pub}))
-        created.append(names.public_key_secret(spec.name))
+    # The access-token keys, and the next step of a rotation when one is due.
+    created += token_rotation.ensure(kube, spec)
 
     if spec.tls.enabled and not spec.tls.secret_name:
         tls_name = names.generated_tls_secret(spec.name)

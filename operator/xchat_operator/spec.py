@@ -37,6 +37,13 @@ DEFAULT_TOPOLOGY_KEY = "kubernetes.io/hostname"
 SERVICE_NAMES: tuple[str, ...] = ("auth", "keys", "relay", "mailbox")
 
 PAUSE_ANNOTATION = "xchat.dev/paused"
+# Any new value starts one rotation of the access-token signing key (``token_rotation``).
+ROTATE_TOKEN_KEY_ANNOTATION = "xchat.dev/rotate-token-key"
+# The services' default (xchat.core.settings.DEFAULT_ACCESS_TOKEN_LIFETIME_MS).
+DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS = 300
+# A changed Secret reaches every pod within the kubelet's sync period (1 min) plus
+# jitter, and the services notice it within XCHAT_TOKEN_KEY_RELOAD_S (5 s).
+DEFAULT_TOKEN_KEY_PROPAGATION_SECONDS = 120
 
 
 class RegionMode(str, enum.Enum):
@@ -138,6 +145,20 @@ class NatsExporter:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenKeys:
+    """``spec.tokenKeys`` and the rotation annotation: how the access-token key rotates (``token_rotation``)."""
+
+    #: seconds a changed token-key Secret takes to reach every pod and be reloaded there
+    propagation_seconds: int = DEFAULT_TOKEN_KEY_PROPAGATION_SECONDS
+    #: lifetime of access tokens auth issues (XCHAT_ACCESS_TOKEN_LIFETIME_MS); an old key is kept this long
+    access_token_lifetime_seconds: int = DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS
+    #: rotate automatically when the signing key is this many days old (0: only on request)
+    rotate_every_days: int = 0
+    #: the value of the ``xchat.dev/rotate-token-key`` annotation ("" when absent)
+    rotation_request: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MeshSpec:
     name: str
     namespace: str
@@ -159,6 +180,7 @@ class MeshSpec:
     log_format: str = "text"
     log_level: str = "info"
     paused: bool = False
+    token_keys: TokenKeys = TokenKeys()
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -261,4 +283,14 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
             priority_class_name=pods_raw.get("priorityClassName"),
         ),
         paused=str(annotations.get(PAUSE_ANNOTATION, "")).lower() == "true",
+        token_keys=_token_keys(spec.get("tokenKeys") or {}, str(annotations.get(ROTATE_TOKEN_KEY_ANNOTATION, ""))),
+    )
+
+
+def _token_keys(raw: Mapping[str, Any], request: str) -> TokenKeys:
+    return TokenKeys(
+        propagation_seconds=int(raw.get("propagationSeconds", DEFAULT_TOKEN_KEY_PROPAGATION_SECONDS)),
+        access_token_lifetime_seconds=int(raw.get("accessTokenLifetimeSeconds", DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS)),
+        rotate_every_days=int(raw.get("rotateEveryDays", 0)),
+        rotation_request=request,
     )

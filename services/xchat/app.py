@@ -1,7 +1,11 @@
 """Assembles the services a process runs (one, or all four for development).
 
 This is the entry-point layer: it alone imports several services. Each
-service gets the shared Store, a token verifier and its own domain object.
+service gets the shared Store, the process's token verifier and its own
+domain object. The token keys live in :class:`TokenHolders` (one verifier
+for the edge and mailbox, auth's signer, the key transparency sealer); the
+key-file watcher (``xchat.core.tokenkeys``) replaces them all at once when the
+files change, without a restart.
 """
 
 from __future__ import annotations
@@ -9,19 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import nacl.signing
 
 from xchat.auth.accounts import Accounts
 from xchat.auth.keylog import KeyLog
 from xchat.auth.service import AuthServicer
-from xchat.core.authz import token_signer, token_verifier
+from xchat.core.authz import token_keys, token_signer, token_verifier
 from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_health, start_server, stop_server
 from xchat.core.settings import ServiceSettings
 from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_ATTACHMENT_QUOTA, BUCKET_DEVICES, BUCKET_PREKEYS, Store
-from xchat.core.tokens import TokenVerifier
+from xchat.core.tokenkeys import KeyFileWatcher, TokenKeys
+from xchat.core.tokens import TokenSigner, TokenVerifier
 from xchat.keys.claims import PrekeyClaims
 from xchat.keys.prekeys import PrekeyDirectory
 from xchat.keys.service import KeysServicer
@@ -47,12 +54,38 @@ def _directory(store: Store) -> DeviceDirectory:
     return DeviceDirectory(store.bucket(BUCKET_DEVICES), replica=store.replica(BUCKET_DEVICES))
 
 
-def _verifier(settings: ServiceSettings) -> TokenVerifier:
-    return token_verifier(settings)
+@dataclass
+class TokenHolders:
+    """Everything in the process that holds a token key, replaced together by :meth:`apply`."""
+
+    verifier: TokenVerifier
+    signer: TokenSigner | None = None
+    keylog: KeyLog | None = None
+    # Told the accepted key ids after each change (mailbox ends the Syncs opened with a dropped key).
+    on_change: list[Callable[[frozenset[str]], None]] = field(default_factory=list)
+
+    def apply(self, keys: TokenKeys) -> None:
+        """Swap in ``keys``; raises (changing nothing) when they cannot serve this process."""
+        accepted = [nacl.signing.VerifyKey(k) for k in keys.accepted]
+        signing = nacl.signing.SigningKey(keys.signing_seed) if keys.signing_seed is not None else None
+        if signing is None and (self.signer is not None or self.keylog is not None):
+            raise ValueError("auth needs a signing key")
+        if not accepted:
+            raise ValueError("no accepted key")
+        # Plain assignments on the event loop: no call sees half of the change.
+        self.verifier.replace_keys(accepted)
+        if signing is not None and self.signer is not None:
+            self.signer.replace_key(signing)
+        if signing is not None and self.keylog is not None:
+            self.keylog.replace_signing_key(signing, (*keys.accepted, *keys.retired))
+        for listener in self.on_change:
+            listener(frozenset(keys.accepted_kids))
 
 
-def registrations(settings: ServiceSettings, store: Store) -> list[Registration]:
-    verifier = _verifier(settings)
+def registrations(settings: ServiceSettings, store: Store, holders: TokenHolders | None = None) -> list[Registration]:
+    """``holders``: filled with the signer and sealer auth creates (default: a private set)."""
+    holders = holders or TokenHolders(token_verifier(settings))
+    verifier = holders.verifier
     out: list[Registration] = []
     if "auth" in settings.services:
         signer = token_signer(settings)  # asserts auth's signing seed; the directory signs with it too (ADR 0014)
@@ -61,9 +94,10 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             store.js,
             nacl.signing.SigningKey(settings.token_signing_seed),
             interval_s=settings.kt_epoch_interval_s,
-            known_keys=settings.token_extra_public_keys,
+            known_keys=(*token_keys(settings).accepted, *settings.token_retired_public_keys),
             stopped=lambda: store.nc.is_closed,
         )
+        holders.signer, holders.keylog = signer, keylog
         accounts = Accounts(
             store, signer, refresh_lifetime_s=settings.refresh_token_lifetime_s, keylog=keylog
         )
@@ -124,7 +158,9 @@ def registrations(settings: ServiceSettings, store: Store) -> list[Registration]
             push_bucket=store.bucket(BUCKET_PUSH),
             push_sender=WebhookSender(settings.push_webhook_url) if settings.push_webhook_url else None,
             push_coalesce_s=settings.push_coalesce_s,
+            stream_end_spread_s=settings.token_key_stream_end_s,
         )
+        holders.on_change.append(mailbox.token_keys_changed)
         out.append(
             Registration(
                 mailbox_pb2.DESCRIPTOR.services_by_name["Mailbox"].full_name,
@@ -159,10 +195,14 @@ def _attachments(settings: ServiceSettings, store: Store) -> Registration:
 class ServiceProcess:
     """Started servers of one process; ``stop`` is graceful."""
 
-    def __init__(self, store: Store, running: RunningServer, watcher: asyncio.Task[None]) -> None:
+    def __init__(
+        self, store: Store, running: RunningServer, watcher: asyncio.Task[None], keys: KeyFileWatcher | None = None
+    ) -> None:
         self.store = store
         self.running = running
         self._watcher = watcher
+        # Re-reads the token key files (None: keys given in code, nothing to watch).
+        self.keys = keys
 
     @property
     def port(self) -> int:
@@ -178,17 +218,28 @@ class ServiceProcess:
             if early[1] is not None:
                 await early[1].stop(0)
             raise
+        holders = TokenHolders(token_verifier(settings))
         try:
             await store.ensure_resources()
-            running, watcher = await start_server(registrations(settings, store), settings, store, early)
+            running, watcher = await start_server(
+                registrations(settings, store, holders), settings, store, early, verifier=holders.verifier
+            )
         except BaseException:
             if early[1] is not None:
                 await early[1].stop(0)
             await store.close()
             raise
-        return cls(store, running, watcher)
+        keys = None
+        if settings.token_key_files is not None:
+            keys = KeyFileWatcher(
+                settings.token_key_files, token_keys(settings), holders.apply, interval_s=settings.token_key_reload_s
+            )
+            keys.start()
+        return cls(store, running, watcher, keys)
 
     async def stop(self, grace: float = 10.0) -> None:
+        if self.keys is not None:
+            await self.keys.stop()
         await stop_server(self.running, self._watcher, grace=grace)
         await self.store.close()
 

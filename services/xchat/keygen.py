@@ -4,8 +4,10 @@ auth signs access tokens with an Ed25519 seed; every service verifies them
 offline with the public key (``xchat.core.tokens``). Both files hold base64 of
 32 bytes, the form ``xchat.core.settings`` reads from
 ``XCHAT_TOKEN_SIGNING_KEY_FILE`` and ``XCHAT_TOKEN_PUBLIC_KEY_FILE``. Files
-are written 0600 and never overwritten: replacing a signing key logs every
-device out (rotate with ``XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES`` instead).
+are written 0600 and never overwritten: replacing a signing key at once logs
+every device out; rotate in three steps instead (the public file may list
+several keys, and running services re-read both files: docs/security.md,
+"Rotating the signing key without downtime").
 """
 
 from __future__ import annotations

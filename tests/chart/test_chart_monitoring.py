@@ -103,3 +103,14 @@ def test_alerts_use_only_exported_metrics(render: Render, tmp_path: Path) -> Non
     # Prometheus templates survive helm: the annotation still holds {{ $labels.region }}.
     down = next(r for r in rules if r["alert"] == "XChatRegionDown")
     assert "{{ $labels.region }}" in down["annotations"]["summary"]
+
+
+def test_token_key_settings_from_values_reach_the_mesh(render: Render, tmp_path: Path) -> None:
+    (default,) = [d for d in render() if d["kind"] == "XChatMesh"]
+    assert parse_mesh({**default, "metadata": {"name": "m"}}).token_keys == parse_mesh(
+        {"metadata": {"name": "m"}, "spec": {"regions": []}}).token_keys, "the chart's defaults are the operator's"
+    values = {"mesh": {"tokenKeys": {"propagationSeconds": 90, "accessTokenLifetimeSeconds": 600, "rotateEveryDays": 30}}}
+    (mesh,) = [d for d in render(_values(tmp_path, values)) if d["kind"] == "XChatMesh"]
+    assert mesh["spec"]["tokenKeys"] == values["mesh"]["tokenKeys"]
+    keys = parse_mesh(mesh).token_keys
+    assert (keys.propagation_seconds, keys.access_token_lifetime_seconds, keys.rotate_every_days) == (90, 600, 30)

@@ -163,8 +163,18 @@ def test_service_env_contract() -> None:
     assert env["XCHAT_REPLICAS"] == "3"
     assert "XCHAT_TOKEN_PUBLIC_KEY_FILE" in env and "XCHAT_TOKEN_SIGNING_KEY_FILE" not in env
     assert env["XCHAT_TLS_CA_FILE"].endswith("ca.crt")
-    auth = {e["name"] for e in builders.service_env(spec, "auth", spec.region("us"), "cluster.local")}
-    assert "XCHAT_TOKEN_SIGNING_KEY_FILE" in auth
+    auth = {e["name"]: e.get("value") for e in builders.service_env(spec, "auth", spec.region("us"), "cluster.local")}
+    assert auth["XCHAT_TOKEN_SIGNING_KEY_FILE"] == "/etc/xchat/token/signing.key"
+    assert auth["XCHAT_TOKEN_PUBLIC_KEY_FILE"] == "/etc/xchat/token/public.key"
+    assert auth["XCHAT_TOKEN_RETIRED_PUBLIC_KEYS_FILE"] == "/etc/xchat/token/retired.keys"
+    assert auth["XCHAT_ACCESS_TOKEN_LIFETIME_MS"] == "300000"  # spec.tokenKeys.accessTokenLifetimeSeconds
+
+
+def _token_items(volume: dict) -> dict[str, list[str]]:
+    """Secret name -> the keys a ``token`` volume projects from it."""
+    sources = volume["projected"]["sources"] if "projected" in volume else [
+        {"secret": {"name": volume["secret"]["secretName"], "items": volume["secret"]["items"]}}]
+    return {s["secret"]["name"]: [i["key"] for i in s["secret"]["items"]] for s in sources}
 
 
 def test_only_auth_mounts_the_signing_key() -> None:
@@ -172,8 +182,13 @@ def test_only_auth_mounts_the_signing_key() -> None:
     for svc in ("auth", "keys", "relay", "mailbox"):
         dep = get(objs, "Deployment", f"m-{svc}-eu")
         vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
-        secret = vols["token"]["secret"]["secretName"]
-        assert secret == (names.signing_key_secret("m") if svc == "auth" else names.public_key_secret("m"))
+        # Never next.key (a rotation's coming seed), and the seed to auth alone; auth also reads the
+        # accepted public keys (a rotation's other key) and the retired ones (its directory's heads).
+        expected = {names.public_key_secret("m"): ["public.key"]}
+        if svc == "auth":
+            expected = {names.signing_key_secret("m"): ["signing.key"],
+                        names.public_key_secret("m"): ["public.key", "retired.keys"]}
+        assert _token_items(vols["token"]) == expected
         assert vols["nats"]["secret"]["items"] == [{"key": svc, "path": "password"}]
 
 

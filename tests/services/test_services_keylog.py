@@ -87,3 +87,25 @@ async def test_a_retried_append_is_one_entry_and_a_quiet_log_seals_nothing() -> 
     assert [m.subject for m in js.messages] == ["xchat.kt.entry", "xchat.kt.epoch"]
     found: Any = await a.lookup("alice", None)
     assert found.leaf.version == 1 and found.head.epoch == 0
+
+
+async def test_heads_sealed_before_a_token_key_rotation_keep_naming_their_key() -> None:
+    """A rotation (``KeyLog.replace_signing_key``, from the key-file watcher) seals later epochs with the
+    new key; the latest head of a quiet log is still the old key's, and a restarted auth that knows the
+    old key only from its retired list (``XCHAT_TOKEN_RETIRED_PUBLIC_KEYS_FILE``) still names it."""
+    js, old, new = FakeJetStream(), nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    log = _log(js, old, 1000.0)
+    await _entry(log, "alice", 1)  # epoch 0, sealed with the old key
+    log.replace_signing_key(new, (bytes(old.verify_key),))
+    found = await log.lookup("alice", None)
+    assert found.directory_key == bytes(old.verify_key)
+    found.head.verify(found.directory_key)
+    await _entry(log, "bob", 1)  # epoch 1, sealed with the new key
+    found = await log.lookup("bob", 0)
+    assert found.directory_key == bytes(new.verify_key)
+    found.head.verify(found.directory_key)
+    restarted = KeyLog(js, new, interval_s=0.0, clock=lambda: 1000.0, known_keys=(bytes(old.verify_key),))  # type: ignore[arg-type]
+    heads, _, keys = await restarted.audit_page(0, 0, 10)
+    for head in heads:
+        head.verify(keys[head.key_id])
+    assert len(heads) == 2 and set(keys.values()) == {bytes(old.verify_key), bytes(new.verify_key)}

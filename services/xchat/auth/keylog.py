@@ -170,6 +170,16 @@ class KeyLog:
         self._leaf_hashes: list[bytes] = []  # log leaf of each epoch (latest head per number)
         self._entry_seqs: list[int] = []  # stream sequence of each entry, ascending (bisect)
 
+    def replace_signing_key(self, signing_key: nacl.signing.SigningKey, known_keys: tuple[bytes, ...] = ()) -> None:
+        """Seal later epochs with ``signing_key`` (a token-key rotation, ``xchat.core.tokenkeys``).
+
+        Keys are only ever added to the ones the directory names: heads sealed
+        with a retired key keep verifying for clients and auditors.
+        """
+        for key in (*known_keys, bytes(signing_key.verify_key)):
+            self._keys.setdefault(directory_key_id(key), key)
+        self._signing_key = signing_key
+
     # -- the sealer task ------------------------------------------------------
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ import nacl.signing
 from xchat.core.devices import DeviceDirectory
 from xchat.core.errors import Unauthenticated
 from xchat.core.settings import ServiceSettings
+from xchat.core.tokenkeys import TokenKeys, combine
 from xchat.core.tokens import Principal, TokenSigner, TokenVerifier
 
 _PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("xchat_principal", default=None)
@@ -57,6 +58,14 @@ def token_verifier(settings: ServiceSettings) -> TokenVerifier:
     if settings.token_signing_seed is not None:
         extra.append(nacl.signing.SigningKey(settings.token_signing_seed).verify_key)
     return TokenVerifier(verify_key=key, extra_keys=extra, audience=settings.token_audience)
+
+
+def token_keys(settings: ServiceSettings) -> TokenKeys:
+    """The keys the settings were started with, in the form the key-file watcher compares and applies."""
+    files = ([settings.token_public_key] if settings.token_public_key is not None else []) + list(
+        settings.token_extra_public_keys
+    )
+    return combine(settings.token_signing_seed, files, settings.token_retired_public_keys)
 
 
 def token_signer(settings: ServiceSettings) -> TokenSigner:

@@ -30,6 +30,7 @@ from xchat.core.ratelimit import RateLimiter
 from xchat.core.settings import ServiceSettings
 from xchat.core.sharedlimits import LimitGossip
 from xchat.core.store import BUCKET_DEVICES, Store
+from xchat.core.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,12 @@ async def _start_health_only(servicer: health.aio.HealthServicer, listen: str) -
     return server
 
 
-def edge(settings: ServiceSettings, store: Store, limits: Limits) -> Edge:
-    """The interceptor that parses, authorises and limits every call (``xchat.core.edge``)."""
+def edge(settings: ServiceSettings, store: Store, limits: Limits, verifier: TokenVerifier | None = None) -> Edge:
+    """The interceptor that parses, authorises and limits every call (``xchat.core.edge``);
+    ``verifier``: the process's own (whose keys the key-file watcher replaces), else a new one."""
     return Edge(
         Authorizer(
-            token_verifier(settings),
+            verifier or token_verifier(settings),
             DeviceDirectory(store.bucket(BUCKET_DEVICES), replica=store.replica(BUCKET_DEVICES)),
         ),
         limits,
@@ -120,12 +122,14 @@ async def start_server(
     settings: ServiceSettings,
     store: Store,
     early_health: tuple[health.aio.HealthServicer, grpc.aio.Server | None] | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> tuple[RunningServer, asyncio.Task[None]]:
-    """``early_health``: from :func:`start_health`, when it was started before the store."""
+    """``early_health``: from :func:`start_health`, when it was started before the store;
+    ``verifier``: the token verifier the edge uses (default: one from ``settings``)."""
     limits = Limits(settings)
     server = grpc.aio.server(
         # Observer first (outermost): it also sees, counts and ids the calls the edge refuses.
-        interceptors=[Observer(region=settings.region), edge(settings, store, limits)],
+        interceptors=[Observer(region=settings.region), edge(settings, store, limits, verifier)],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),

@@ -5,14 +5,13 @@ Nothing below ``xchat.cli`` reads the environment.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xchat.core.tokenkeys import KeyFileError, TokenKeyFiles, read_key_file, read_signing_seed
 from xchat.core.tokens import DEFAULT_AUDIENCE
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -93,6 +92,15 @@ DEFAULT_TOKEN_AUDIENCE = DEFAULT_AUDIENCE
 # most this often, so a changed device list is checkable by contacts within
 # about this long; epochs are sealed only when something changed.
 DEFAULT_KT_EPOCH_INTERVAL_S = 1.0
+# Token key files are re-read this often (xchat.core.tokenkeys): a rotated key
+# is in use within this after the file changes (Kubernetes adds its own
+# Secret-volume refresh, up to about a minute, before that). Reading three
+# small files is cheap; 5 s keeps a rotation's waits short.
+DEFAULT_TOKEN_KEY_RELOAD_S = 5.0
+# Open Sync calls authenticated with a token key that is then dropped end at a
+# random moment within this (mailbox), so the devices online during a
+# rotation's drop reconnect spread out, not all at once.
+DEFAULT_TOKEN_KEY_STREAM_END_S = 30.0
 SERVICE_NAMES = ("auth", "keys", "relay", "mailbox")
 
 
@@ -167,6 +175,13 @@ class ServiceSettings:
     # everywhere before auth signs with it; the old one is removed after the
     # access-token lifetime).
     token_extra_public_keys: tuple[bytes, ...] = ()
+    # Public keys of retired signing keys (auth): never accepted for tokens; the key
+    # transparency directory names them for the epochs they sealed.
+    token_retired_public_keys: tuple[bytes, ...] = ()
+    # The files the keys above were read from, watched for changes (None: keys given in code, not reloaded).
+    token_key_files: TokenKeyFiles | None = None
+    token_key_reload_s: float = DEFAULT_TOKEN_KEY_RELOAD_S
+    token_key_stream_end_s: float = DEFAULT_TOKEN_KEY_STREAM_END_S
     kt_epoch_interval_s: float = DEFAULT_KT_EPOCH_INTERVAL_S
     services: tuple[str, ...] = field(default=SERVICE_NAMES)
     # Prometheus /metrics over plain HTTP (host:port; port 0 picks one). None:
@@ -177,17 +192,34 @@ class ServiceSettings:
     nats_monitor_url: str | None = None
 
 
-def _read_key_file(path: str, name: str) -> bytes:
+def _read_key_files(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The token key files: their keys now (a bad file stops the start) and their paths (watched later)."""
+    signing, public = env.get("XCHAT_TOKEN_SIGNING_KEY_FILE"), env.get("XCHAT_TOKEN_PUBLIC_KEY_FILE")
+    extra = [Path(p) for p in (env.get("XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES") or "").split(",") if p]
+    retired = env.get("XCHAT_TOKEN_RETIRED_PUBLIC_KEYS_FILE")
     try:
-        raw = Path(path).read_text().strip()
-        key = base64.b64decode(raw, validate=True)
-    except OSError as exc:
-        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from exc
-    except (binascii.Error, ValueError) as exc:
-        raise SettingsError(f"{name}: {path} must hold a base64-encoded 32-byte key") from exc
-    if len(key) != 32:
-        raise SettingsError(f"{name}: {path} holds {len(key)} bytes, expected 32")
-    return key
+        if signing:
+            values["token_signing_seed"] = read_signing_seed(Path(signing))
+        further: list[bytes] = []
+        if public:
+            first, *rest = read_key_file(Path(public), name="XCHAT_TOKEN_PUBLIC_KEY_FILE")
+            values["token_public_key"] = first
+            further += rest
+        for path in extra:
+            further += read_key_file(path, name="XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES")
+        if further:
+            values["token_extra_public_keys"] = tuple(further)
+        if retired:
+            values["token_retired_public_keys"] = read_key_file(
+                Path(retired), name="XCHAT_TOKEN_RETIRED_PUBLIC_KEYS_FILE", allow_empty=True
+            )
+    except KeyFileError as exc:
+        raise SettingsError(str(exc)) from exc
+    if signing or public or extra or retired:
+        values["token_key_files"] = TokenKeyFiles(
+            signing=Path(signing) if signing else None, public=Path(public) if public else None,
+            extra=tuple(extra), retired=Path(retired) if retired else None,
+        )
 
 
 def _text(name: str, raw: str) -> object:
@@ -217,6 +249,17 @@ def _positive(parse: Callable[[str, str], object]) -> Callable[[str, str], objec
         return value
 
     return positive
+
+
+def _non_negative(parse: Callable[[str, str], object]) -> Callable[[str, str], object]:
+    def non_negative(name: str, raw: str) -> object:
+        value = parse(name, raw)
+        assert isinstance(value, (int, float))
+        if value < 0:
+            raise SettingsError(f"{name}={raw!r} must not be negative")
+        return value
+
+    return non_negative
 
 
 def _flag(name: str, raw: str) -> object:
@@ -251,9 +294,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_REGION", group=REQUIRED, field="region", default="", flag="--region",
              meaning="the region this process serves (NATS servers carry the tag region:<name>)"),
     Variable(name="XCHAT_TOKEN_SIGNING_KEY_FILE", group=REQUIRED, default=None,
-             meaning="auth only: file with the base64 Ed25519 seed that signs access tokens (`xchat keygen`)"),
+             meaning="auth only: file with the base64 Ed25519 seed that signs access tokens (`xchat keygen`); re-read while running (XCHAT_TOKEN_KEY_RELOAD_S)"),
     Variable(name="XCHAT_TOKEN_PUBLIC_KEY_FILE", group=REQUIRED, default=None,
-             meaning="every other service: file with the matching base64 public key"),
+             meaning="every other service (and auth during a rotation): file with the accepted base64 public keys, one per line, the matching one among them; re-read while running (XCHAT_TOKEN_KEY_RELOAD_S)"),
     Variable(name="XCHAT_LISTEN", group=NETWORK, field="listen", default=DEFAULT_LISTEN, flag="--listen",
              meaning="gRPC address (host:port) of the application services"),
     Variable(name="XCHAT_HEALTH_LISTEN", group=NETWORK, field="health_listen", flag="--health-listen",
@@ -270,7 +313,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_TLS_CA_FILE", group=SECURITY, default=None,
              meaning="PEM CA that verifies the NATS servers' certificates; unset: the system CAs (for tls:// URLs)"),
     Variable(name="XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES", group=SECURITY, default=None,
-             meaning="comma-separated files of further accepted token keys (rotation: add the new key everywhere first, remove the old one after the access-token lifetime)"),
+             meaning="comma-separated files of further accepted token keys, one or more per file (rotation: add the new key everywhere first, remove the old one after the access-token lifetime; docs/security.md)"),
+    Variable(name="XCHAT_TOKEN_RETIRED_PUBLIC_KEYS_FILE", group=SECURITY, default=None,
+             meaning="auth only: public keys of retired signing keys, one per line, possibly none: never accepted for tokens, named by the key transparency directory for the epochs they sealed"),
+    Variable(name="XCHAT_TOKEN_KEY_RELOAD_S", group=SECURITY, field="token_key_reload_s", parse=_positive(_decimal),
+             default=DEFAULT_TOKEN_KEY_RELOAD_S,
+             meaning="seconds between reads of the token key files: a changed, valid set is used from the next call on; a bad file keeps the previous keys and logs one error"),
+    Variable(name="XCHAT_TOKEN_KEY_STREAM_END_S", group=SECURITY, field="token_key_stream_end_s", parse=_non_negative(_decimal),
+             default=DEFAULT_TOKEN_KEY_STREAM_END_S,
+             meaning="mailbox: open Sync calls whose access token was signed by a key that is then dropped end (UNAUTHENTICATED) at a random moment within this many seconds, so online devices reconnect spread out; 0: at once"),
     Variable(name="XCHAT_TOKEN_AUDIENCE", group=SECURITY, field="token_audience", default=DEFAULT_TOKEN_AUDIENCE,
              meaning="audience of access tokens: a token minted for another deployment by the same key is refused"),
     Variable(name="XCHAT_ACCESS_TOKEN_LIFETIME_MS", group=SECURITY, field="access_token_lifetime_ms",
@@ -380,14 +431,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Servi
             values["nats_password"] = Path(password_file).read_text().strip()
         except OSError as exc:
             raise SettingsError(f"XCHAT_NATS_PASSWORD_FILE: cannot read {password_file}") from exc
-    if signing := env.get("XCHAT_TOKEN_SIGNING_KEY_FILE"):
-        values["token_signing_seed"] = _read_key_file(signing, "XCHAT_TOKEN_SIGNING_KEY_FILE")
-    if public := env.get("XCHAT_TOKEN_PUBLIC_KEY_FILE"):
-        values["token_public_key"] = _read_key_file(public, "XCHAT_TOKEN_PUBLIC_KEY_FILE")
-    if extra := env.get("XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES"):
-        values["token_extra_public_keys"] = tuple(
-            _read_key_file(path, "XCHAT_TOKEN_EXTRA_PUBLIC_KEY_FILES") for path in extra.split(",") if path
-        )
+    _read_key_files(env, values)
     cert, key, ca = (env.get(f"XCHAT_TLS_{n}_FILE") for n in ("CERT", "KEY", "CA"))
     if cert or key:
         if not (cert and key):

@@ -9,7 +9,11 @@ Claims: ``a`` account, ``d`` device, ``iat``/``exp`` in ms since the epoch,
 
 Rotation without downtime: verifiers hold several public keys, selected by
 ``kid``. Add the new public key to every verifier, then let auth sign with
-the new key, then (after one access-token lifetime) drop the old key.
+the new key, then (after one access-token lifetime) drop the old key. The
+keys of a running signer and verifier are replaced in one assignment
+(``replace_key``, ``replace_keys``; ``xchat.core.tokenkeys`` watches the files),
+and a verifier forgets every token it remembered when its keys change, so a
+token of a dropped key is refused by its very next call.
 
 The signature and expiry say who the caller was when the token was issued;
 whether that device is still active is ``xchat.core.authz``'s question.
@@ -33,7 +37,7 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nacl.exceptions
 import nacl.signing
@@ -57,6 +61,9 @@ class Principal:
     account: AccountId
     device: DeviceId
     expires_at_ms: int
+    # The key that signed the token (not part of who the caller is): a long call opened with it
+    # ends when that key is dropped (``xchat.mailbox.service``).
+    key_id: str = field(default="", compare=False)
 
 
 def _b64(data: bytes) -> str:
@@ -82,20 +89,29 @@ def key_id(verify_key: nacl.signing.VerifyKey) -> str:
 
 class TokenSigner:
     def __init__(self, *, signing_key: nacl.signing.SigningKey, lifetime_ms: int, audience: str = DEFAULT_AUDIENCE) -> None:
-        self._key = signing_key
-        self._kid = key_id(signing_key.verify_key)
+        # Key and id together, replaced in one assignment: a token never names another key than it was signed with.
+        self._key = (signing_key, key_id(signing_key.verify_key))
         self._lifetime_ms = lifetime_ms
         self._audience = audience
 
+    @property
+    def kid(self) -> str:
+        return self._key[1]
+
+    def replace_key(self, signing_key: nacl.signing.SigningKey) -> None:
+        """Sign every later token with ``signing_key`` (a rotation's switch)."""
+        self._key = (signing_key, key_id(signing_key.verify_key))
+
     def issue(self, account: AccountId, device: DeviceId, *, now_ms: int | None = None) -> tuple[str, int]:
+        key, kid = self._key
         issued = now_ms if now_ms is not None else int(time.time() * 1000)
         expires = issued + self._lifetime_ms
         claims = json.dumps(
-            {"a": account, "d": device, "iat": issued, "exp": expires, "aud": self._audience, "kid": self._kid},
+            {"a": account, "d": device, "iat": issued, "exp": expires, "aud": self._audience, "kid": kid},
             separators=(",", ":"),
         )
         signed_part = f"{TOKEN_VERSION}.{_b64(claims.encode())}"
-        signature = self._key.sign(signed_part.encode()).signature
+        signature = key.sign(signed_part.encode()).signature
         return f"{signed_part}.{_b64(signature)}", expires
 
 
@@ -113,6 +129,23 @@ class TokenVerifier:
         self._audience = audience
         # Digest of an accepted token string -> its principal, oldest first (bounded by VERIFIED_CACHE_MAX).
         self._verified: dict[bytes, Principal] = {}
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """Ids of the accepted keys."""
+        return tuple(self._keys)
+
+    def replace_keys(self, keys: Iterable[nacl.signing.VerifyKey]) -> None:
+        """Accept exactly ``keys`` from now on (at least one).
+
+        The remembered tokens go too, whatever changed: the cache skips the
+        signature check, so a token of a dropped key must not survive in it.
+        """
+        accepted = {key_id(k): k for k in keys}
+        if not accepted:
+            raise ValueError("a verifier needs at least one key")
+        self._keys = accepted
+        self._verified = {}
 
     def verify(self, token: str, *, now_ms: int | None = None) -> Principal:
         # Only a second string with the same 256-bit digest could hit another's entry:
@@ -154,6 +187,7 @@ class TokenVerifier:
                 account=AccountId(claims["a"]),
                 device=DeviceId(claims["d"]),
                 expires_at_ms=claims["exp"],
+                key_id=str(claims["kid"]),
             )
         except nacl.exceptions.BadSignatureError as exc:
             raise Unauthenticated("access token signature is invalid") from exc

@@ -28,15 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Any
 
 import grpc.aio
 from nats.js.kv import KeyValue
 
 from xchat.core.devices import DeviceDirectory
-from xchat.core.errors import FailedPrecondition, PermissionDenied
-from xchat.core.settings import DEFAULT_PUSH_COALESCE_S
+from xchat.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from xchat.core.settings import DEFAULT_PUSH_COALESCE_S, DEFAULT_TOKEN_KEY_STREAM_END_S
 from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import HEDGE_STREAM, Store, hedge_subject
@@ -123,8 +123,10 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         push_bucket: KeyValue | None = None,
         push_sender: PushSender | None = None,
         push_coalesce_s: float = DEFAULT_PUSH_COALESCE_S,
+        stream_end_spread_s: float = DEFAULT_TOKEN_KEY_STREAM_END_S,
     ) -> None:
         self._store = store
+        self._stream_end_spread_s = stream_end_spread_s
         self._reader = MailboxReader(store, timeout=store_timeout_s)
         # The hedge stream (ADR 0013): its replies share the reader's one subscription.
         self._hedge_reader = MailboxReader(
@@ -149,6 +151,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._feeds = AckFeeds()
         # Acknowledged through this process lately: not handed over again by a lagging replica.
         self._removals = RecentRemovals()
+        # Open Sync calls -> the id of the key that signed the token each was opened with.
+        self._stream_keys: dict[Listener, str] = {}
 
     async def prepare(self) -> None:
         """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
@@ -211,15 +215,30 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         if opener is None:
             return
         window, listener = await self._open(device, opener)
+        self._stream_keys[listener] = caller.key_id
         acks = asyncio.create_task(self._read_acks(request_iterator, window, listener, self._listeners))
         try:
             async for response in self._deliver(window, listener):
                 yield response
         finally:
+            self._stream_keys.pop(listener, None)
             self._listeners.remove(listener)
             acks.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await acks
+
+    def token_keys_changed(self, accepted: Collection[str]) -> None:
+        """Ends the open Sync calls whose access token was signed by a key no longer accepted (the
+        drop of a rotation, an emergency rotation after a key leaked): they were authenticated once,
+        at their start, and a call opened with a token minted by the thief must not outlive the key.
+        Each ends at a random moment within ``stream_end_spread_s``: the SDK then refreshes its
+        token and reconnects, and the devices online at the drop do not all come back at once."""
+        loop = asyncio.get_running_loop()
+        for listener, kid in list(self._stream_keys.items()):
+            if kid not in accepted:
+                del self._stream_keys[listener]  # scheduled once
+                error = Unauthenticated("the key that signed this call's access token was retired: log in again")
+                loop.call_later(random.uniform(0, self._stream_end_spread_s), listener.end, error)
 
     async def _open(self, device: DeviceId, opener: mailbox_pb2.SyncRequest) -> tuple[DeviceStreams, Listener]:
         """What opens Sync and SyncStream alike: the mailbox named, the device active, the acks sent first settled."""
@@ -235,8 +254,10 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
     @streaming
     async def SyncStream(self, request: mailbox_pb2.SyncRequest, context: Ctx) -> AsyncIterator[mailbox_pb2.SyncResponse]:
         """Sync with acknowledgements by unary Ack (gRPC-web): the same checks and delivery loop (``streams``)."""
-        device = principal_of(context, self._verifier).device
+        caller = principal_of(context, self._verifier)
+        device = caller.device
         window, listener = await self._open(device, request)
+        self._stream_keys[listener] = caller.key_id
         feed = self._feeds.open(device)
         acks = asyncio.create_task(
             follow_acks(feed, window, listener, self._reader, max_unacked=MAX_UNACKED, hedge=self._hedge_reader)
@@ -245,6 +266,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             async for response in self._deliver(window, listener):
                 yield response
         finally:
+            self._stream_keys.pop(listener, None)
             self._feeds.close(device, feed)
             self._listeners.remove(listener)
             acks.cancel()

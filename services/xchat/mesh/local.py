@@ -249,13 +249,12 @@ class LocalMesh:
             "XCHAT_AUTH_BURST": "20000",
             "XCHAT_SEND_RATE": "50000",
             "XCHAT_SEND_BURST": "100000",
+            # Least privilege: only auth holds the signing key; every process reads the
+            # accepted public keys, which a rotation edits first (docs/security.md).
+            **({"XCHAT_TOKEN_SIGNING_KEY_FILE": str(self.token_signing_key_file)} if service in ("all", "auth") else {}),
+            "XCHAT_TOKEN_PUBLIC_KEY_FILE": str(self.token_public_key_file),
             **self.extra_env,
         }
-        # Least privilege: only auth holds the signing key; the rest verify.
-        if service in ("all", "auth"):
-            env["XCHAT_TOKEN_SIGNING_KEY_FILE"] = str(self.token_signing_key_file)
-        else:
-            env["XCHAT_TOKEN_PUBLIC_KEY_FILE"] = str(self.token_public_key_file)
         name = f"services-{region.name}" if service == "all" else f"{service}-{region.name}"
         return Supervised(
             name,
