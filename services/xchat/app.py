@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import nacl.signing
 
 from xchat.auth.accounts import Accounts
+from xchat.auth.auditstatements import AuditStatements
 from xchat.auth.keylog import KeyLog
 from xchat.auth.service import AuthServicer
 from xchat.core.authz import token_keys, token_signer, token_verifier
@@ -26,7 +27,14 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core.ratelimit import Rate, RateLimiter
 from xchat.core.server import Registration, RunningServer, start_health, start_server, stop_server
 from xchat.core.settings import ServiceSettings
-from xchat.core.store import BUCKET_ACCOUNTS, BUCKET_ATTACHMENT_QUOTA, BUCKET_DEVICES, BUCKET_PREKEYS, Store
+from xchat.core.store import (
+    BUCKET_ACCOUNTS,
+    BUCKET_ATTACHMENT_QUOTA,
+    BUCKET_DEVICES,
+    BUCKET_KT_AUDIT,
+    BUCKET_PREKEYS,
+    Store,
+)
 from xchat.core.tokenkeys import KeyFileWatcher, TokenKeys
 from xchat.core.tokens import TokenSigner, TokenVerifier
 from xchat.keys.claims import PrekeyClaims
@@ -106,7 +114,7 @@ def registrations(settings: ServiceSettings, store: Store, holders: TokenHolders
                 auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
                 auth_pb2_grpc.add_AuthServicer_to_server,
                 # Authorisation and per-address limits: xchat.core.edge.
-                AuthServicer(accounts),
+                AuthServicer(accounts, AuditStatements(store.bucket(BUCKET_KT_AUDIT), settings.kt_auditor_keys)),
                 prepare=keylog.start,  # the key transparency sealer (docs/adr/0014)
             )
         )

@@ -18,14 +18,14 @@ they seal, from one or more regions, and checks
 
 On success it prints a statement over the latest epoch signed by the
 auditor's Ed25519 key (a second signature a deployment can ask clients to
-require, docs/key-transparency.md); on a violation, one line and exit 1.
+require, docs/key-transparency.md) and, with ``--publish``, hands it to the
+directory, which serves it to those clients; on a violation, one line and exit 1.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +35,13 @@ import grpc.aio
 import nacl.signing
 
 from xchat.client.crypto.account import DeviceListSignatureError, verify_device_list
+from xchat.client.crypto.auditing import STATEMENT_LABEL as STATEMENT_LABEL  # for readers of statements
+from xchat.client.crypto.auditing import sign_statement
 from xchat.client.crypto.errors import CryptoError
 from xchat.client.crypto.merkle import SparseMerkleTree, log_leaf_hash, log_root
 from xchat.client.crypto.transparency import EpochHead, HeadSignatureError, directory_key_id, leaf_value, map_key
 from xchat.v1 import auth_pb2, auth_pb2_grpc
 
-STATEMENT_LABEL = b"xchat-kt-audit-v1\x00"
 PAGE_EPOCHS = 1000
 CALL_TIMEOUT_S = 30.0
 # Pages per region: bounds a run against a server that never stops paging.
@@ -49,6 +50,10 @@ MAX_PAGES = 100_000
 
 class AuditViolation(Exception):
     """The log is not what an honest directory appends; the message says where."""
+
+
+class PublishRefused(Exception):
+    """The directory refused the statement (``--publish``): the message has its status and reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,20 +210,39 @@ def check_state(path: Path, latest: Verified) -> None:
 
 
 def statement(latest: Verified, regions: Sequence[str], from_epoch: int, auditor: nacl.signing.SigningKey) -> dict[str, object]:
-    """The signed statement: epochs ``from_epoch``..latest verified, with the latest roots."""
-    body = {
-        "statement": "xchat-kt-audit-v1",
-        "regions": list(regions),
-        "from_epoch": from_epoch,
-        "epoch": latest.epoch,
-        "log_root": latest.log_root.hex(),
-        "map_root": latest.map_root.hex(),
-        "entries": latest.entries,
-        "verified_at_ms": int(time.time() * 1000),
-        "auditor_key": bytes(auditor.verify_key).hex(),
-    }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return {**body, "signature": base64.b64encode(auditor.sign(STATEMENT_LABEL + canonical).signature).decode()}
+    """The signed statement: epochs ``from_epoch``..latest verified, with the latest roots
+    (format: ``xchat.client.crypto.auditing``, which clients requiring an auditor verify)."""
+    return sign_statement(
+        regions=list(regions), from_epoch=from_epoch, epoch=latest.epoch, log_root=latest.log_root,
+        map_root=latest.map_root, entries=latest.entries, auditor=auditor,
+    )
+
+
+async def publish(endpoints: Sequence[str], signed: dict[str, object], *, root_certificates: bytes | None = None) -> str:
+    """Hands the statement to the directory (``Auth.PublishAuditStatement``), which keeps the latest
+    one per auditor for every region and serves it to clients that require an auditor; refused
+    unless the deployment lists this auditor's key. Tries ``endpoints`` in order; returns the one
+    that took it (the last refusal is raised when none did)."""
+    raw = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
+    request = auth_pb2.PublishAuditStatementRequest(statement=raw)
+    failure: grpc.aio.AioRpcError | None = None
+    for endpoint in endpoints:
+        channel = (
+            grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates))
+            if root_certificates is not None
+            else grpc.aio.insecure_channel(endpoint)
+        )
+        async with channel:
+            try:
+                await auth_pb2_grpc.AuthStub(channel).PublishAuditStatement(request, timeout=CALL_TIMEOUT_S)
+                return endpoint
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    # A refusal: every region of the deployment refuses it alike.
+                    raise PublishRefused(f"{exc.code().name}: {exc.details()}") from exc
+                failure = exc
+    assert failure is not None, "no endpoint to publish to"
+    raise failure
 
 
 def read_auditor_key(path: Path) -> nacl.signing.SigningKey:
@@ -246,12 +270,13 @@ def read_directory_key(path: Path) -> tuple[str, bytes]:
 async def audit(
     regions: dict[str, str], *, from_epoch: int, auditor: nacl.signing.SigningKey,
     root_certificates: bytes | None = None, state: Path | None = None,
-    directory_keys: dict[str, bytes] | None = None,
+    directory_keys: dict[str, bytes] | None = None, publish_statement: bool = False,
 ) -> dict[str, object]:
     """Fetches and verifies each region's log, compares them, returns the signed statement.
 
     ``directory_keys``: the deployment's directory keys by id, known to the auditor out of band;
-    None: the keys the directory itself lists (then only consistency, not authorship, is checked)."""
+    None: the keys the directory itself lists (then only consistency, not authorship, is checked).
+    ``publish_statement``: also hand it to the directory (the first region that answers)."""
     results = []
     for name, endpoint in regions.items():
         log = await fetch(name, endpoint, root_certificates=root_certificates)
@@ -260,4 +285,7 @@ async def audit(
     latest = max(results, key=lambda r: r.epoch)
     if state is not None:
         check_state(state, latest)
-    return statement(latest, list(regions), from_epoch, auditor)
+    signed = statement(latest, list(regions), from_epoch, auditor)
+    if publish_statement:
+        await publish(list(regions.values()), signed, root_certificates=root_certificates)
+    return signed

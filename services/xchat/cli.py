@@ -200,7 +200,7 @@ def _audit(args: argparse.Namespace) -> int:
     """Key transparency audit (docs/key-transparency.md): the signed statement, or one line and exit 1."""
     import grpc
 
-    from xchat.audit import AuditViolation, audit, read_auditor_key, read_directory_key
+    from xchat.audit import AuditViolation, PublishRefused, audit, read_auditor_key, read_directory_key
 
     regions = {name: addresses[0] for name, addresses in _pairs(args.region, "--region").items()}
     if not regions:
@@ -216,10 +216,14 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(
             audit(regions, from_epoch=args.from_epoch, auditor=auditor, root_certificates=roots,
-                  state=Path(args.state) if args.state else None, directory_keys=pinned)
+                  state=Path(args.state) if args.state else None, directory_keys=pinned,
+                  publish_statement=args.publish)
         )
     except AuditViolation as exc:
         print(f"xchat audit: VIOLATION: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except PublishRefused as exc:
+        print(f"xchat audit: the directory refused the statement: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except grpc.aio.AioRpcError as exc:
         print(f"xchat audit: the directory did not answer: {exc.code().name}: {exc.details()}", file=sys.stderr)
@@ -346,6 +350,9 @@ def parser() -> argparse.ArgumentParser:
                        help="the deployment's directory (token) public key, base64 (repeatable, for rotations); "
                        "default: the keys the directory lists itself")
     audit.add_argument("--state", help="file remembering the last audited epoch (a later run then catches a rollback or fork)")
+    audit.add_argument("--publish", action="store_true",
+                       help="hand the statement to the directory, which serves it to clients that require this auditor "
+                            "(the deployment lists the auditor's public key in XCHAT_KT_AUDITOR_KEYS)")
     audit.set_defaults(run=_audit)
 
     keygen = sub.add_parser("keygen", help="write the access-token key pair `xchat serve` needs (never overwrites)")

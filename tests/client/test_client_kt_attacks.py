@@ -104,12 +104,14 @@ class CompromisedAuth:
             assert asyncio.get_running_loop().time() < deadline, f"{account} v{version} never sealed"
             await asyncio.sleep(0.1)
 
-    async def forge_head(self, *, epoch: int, map_root: bytes, entries_upto: int) -> None:
-        """A head for ``epoch`` over the honest earlier epochs, signed with auth's key, appended without the CAS."""
+    async def forge_head(self, *, epoch: int, map_root: bytes, entries_upto: int) -> bytes:
+        """A head for ``epoch`` over the earlier epochs as the directory serves them (the latest head
+        message per epoch), signed with auth's key, appended without the CAS; returns its log root."""
         _entries, heads = await self.log()
+        by_epoch = {h["epoch"]: h for _, h, _ in heads}
         leaves = [
             log_leaf_hash(EpochHead(h["epoch"], base64.b64decode(h["map_root"]), h["entries_upto"], h["time_ms"]).leaf_data())
-            for _, h, _ in heads[:epoch]
+            for h in (by_epoch[e] for e in range(epoch))
         ]
         head = EpochHead(epoch, map_root, entries_upto, heads[-1][1]["time_ms"] + 1)
         signed = head.signed(log_root([*leaves, head.leaf_hash()]), self.key)
@@ -120,6 +122,7 @@ class CompromisedAuth:
                  "signature": base64.b64encode(signed.signature).decode()}
             ).encode()
         )
+        return signed.log_root
 
     async def publish_head(self, data: bytes) -> None:
         await self.js.publish("xchat.kt.epoch", data, stream="XCHAT_KT")
@@ -306,3 +309,200 @@ async def test_an_older_list_withheld_from_a_first_contact_is_stale(fresh_mesh_f
             await bob.send(alice_name, "to all of alice")
         assert err.value.problem == "stale"
         assert (await _alarm(events)).problem == "stale"
+
+
+# -- split views between two clients: gossip inside the encryption -----------------------------
+
+
+class _Device:
+    """A client whose messages (acknowledged) and key transparency alarms are read in the background."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.texts: list[str] = []
+        self.alarms: list[KeyTransparencyAlarm] = []
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+
+    async def _read(self) -> None:
+        async for message in self.client.messages():
+            await self.client.ack(message)
+            self.texts.append(message.body.decode())
+
+    async def _watch(self) -> None:
+        async for event in self.client.events():
+            if isinstance(event, KeyTransparencyAlarm):
+                self.alarms.append(event)
+
+    async def until(self, found: Any, timeout: float = 60.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (result := found()):
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.1)
+        return result
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _region_holds(mesh: LocalMesh, region: str, heads: int, timeout: float = 60.0) -> None:
+    """Until ``region``'s auth has read ``heads`` head messages (so its lookups serve the last one)."""
+    from xchat.audit import fetch
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len((await fetch(region, mesh.endpoints(region)[0])).heads) < heads:
+        assert asyncio.get_running_loop().time() < deadline, f"region {region} never read {heads} heads"
+        await asyncio.sleep(0.1)
+
+
+async def _view_moves_to(client: Client, epoch: int, timeout: float = 60.0) -> bytes:
+    """Looks up (our own account) until this client verified ``epoch``; returns its log root."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await client.monitor_account()
+        seen = client._transparency.last_epoch
+        if seen is not None and seen.epoch == epoch:
+            return seen.log_root
+        assert seen is None or seen.epoch < epoch, f"moved past epoch {epoch}"
+        assert asyncio.get_running_loop().time() < deadline, f"never saw epoch {epoch}"
+        await asyncio.sleep(0.1)
+
+
+async def _acquainted(auth: CompromisedAuth, alice: _Device, bob: _Device) -> tuple[int, dict[str, Any]]:
+    """A first message each way (each looks the other up in the honest log); the latest honest head."""
+    await alice.client.send(bob.client.account, "hello bob")
+    await bob.until(lambda: "hello bob" in bob.texts)
+    await bob.client.send(alice.client.account, "hello alice")
+    await alice.until(lambda: "hello alice" in alice.texts)
+    _entries, heads = await auth.log()
+    return len(heads), heads[-1][1]
+
+
+async def test_two_clients_shown_two_forks_find_out_from_one_message(fresh_mesh_factory, tmp_path: Path) -> None:
+    """The directory shows alice and bob two histories, each consistent on its own (no lookup of
+    theirs can tell): the epoch root gossiped inside their first message after it tells."""
+    mesh: LocalMesh = fresh_mesh_factory(extra_env=FAST, nats_auth=True)
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with CompromisedAuth(mesh) as auth, await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as a, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as b:
+        await a.register(alice_name)
+        await b.register(bob_name)
+        await auth.wait_sealed(alice_name, 1)
+        await auth.wait_sealed(bob_name, 1)
+        alice, bob = _Device(a), _Device(b)
+        try:
+            count, latest = await _acquainted(auth, alice, bob)
+            fork = latest["epoch"] + 1
+            same_map = {"map_root": base64.b64decode(latest["map_root"]), "entries_upto": latest["entries_upto"]}
+            # Fork A, shown to alice: the next epoch over the honest history.
+            await auth.forge_head(epoch=fork, **same_map)
+            await _region_holds(mesh, "a", count + 1)
+            alice_root = await _view_moves_to(a, fork)
+            # Fork B, shown to bob from then on: the same epoch with another seal, another root.
+            await auth.forge_head(epoch=fork, **same_map)
+            await _region_holds(mesh, "b", count + 2)
+            bob_root = await _view_moves_to(b, fork)
+            assert alice_root != bob_root
+            assert alice.alarms == [] and bob.alarms == []  # each history is consistent on its own
+            # One message each way: each side's SDK compares the root inside it with its own.
+            await a.send(bob_name, "after the fork")
+            await bob.until(lambda: "after the fork" in bob.texts)
+            split = await bob.until(lambda: [x for x in bob.alarms if x.problem == "split_view"])
+            assert split[0].account == alice_name and f"epoch {fork}" in split[0].detail
+            await b.send(alice_name, "seen it")
+            await alice.until(lambda: "seen it" in alice.texts)  # messages still flow: the alarm is the app's to show
+            assert (await alice.until(lambda: [x for x in alice.alarms if x.problem == "split_view"]))[0].account == bob_name
+            # One alarm per contradiction, however many messages carry it.
+            await a.send(bob_name, "and again")
+            await bob.until(lambda: "and again" in bob.texts)
+            assert len([x for x in bob.alarms if x.problem == "split_view"]) == 1
+        finally:
+            await alice.stop()
+            await bob.stop()
+    audited = _audit(mesh, tmp_path, "a")
+    assert audited.returncode == 1 and "fork" in audited.stderr
+
+
+async def test_an_older_epoch_on_another_fork_is_proven_inconsistent(fresh_mesh_factory, tmp_path: Path) -> None:
+    """Bob's directory shows him a longer fork: alice's older epoch is not on it, and the
+    directory's own consistency proof (fetched by bob's SDK) cannot link the two."""
+    mesh: LocalMesh = fresh_mesh_factory(extra_env=FAST, nats_auth=True)
+    alice_name, bob_name = _name("alice"), _name("bob")
+    async with CompromisedAuth(mesh) as auth, await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as a, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as b:
+        await a.register(alice_name)
+        await b.register(bob_name)
+        await auth.wait_sealed(alice_name, 1)
+        await auth.wait_sealed(bob_name, 1)
+        alice, bob = _Device(a), _Device(b)
+        try:
+            count, latest = await _acquainted(auth, alice, bob)
+            fork = latest["epoch"] + 1
+            same_map = {"map_root": base64.b64decode(latest["map_root"]), "entries_upto": latest["entries_upto"]}
+            await auth.forge_head(epoch=fork, **same_map)  # A1: alice's
+            await _region_holds(mesh, "a", count + 1)
+            await _view_moves_to(a, fork)
+            await auth.forge_head(epoch=fork, **same_map)  # B1, then B2 over it: bob's
+            await auth.forge_head(epoch=fork + 1, **same_map)
+            await _region_holds(mesh, "b", count + 3)
+            await _view_moves_to(b, fork + 1)
+            assert bob.alarms == []
+            proven = b._gossip.proven
+            await a.send(bob_name, "from epoch A1")
+            await bob.until(lambda: "from epoch A1" in bob.texts)
+            split = await bob.until(lambda: [x for x in bob.alarms if x.problem == "split_view"])
+            assert split[0].account == alice_name and "another history" in split[0].detail
+            assert b._gossip.proven == proven  # the proof was fetched, and failed
+        finally:
+            await alice.stop()
+            await bob.stop()
+
+
+async def test_honest_gossip_raises_no_alarm(fresh_mesh_factory, tmp_path: Path) -> None:
+    """Devices at different epochs of one honest log: older epochs are proven prefixes of newer
+    ones, newer ones move the receiver's view forward; a payload without gossip (an older SDK) is read."""
+    mesh: LocalMesh = fresh_mesh_factory(extra_env=FAST, nats_auth=True)
+    alice_name, bob_name, carol_name = _name("alice"), _name("bob"), _name("carol")
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as a, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("b")
+    ) as b, await Client.open(tmp_path / "c.db", mesh.endpoints("c")) as c:
+        await a.register(alice_name)
+        await b.register(bob_name)
+        alice, bob = _Device(a), _Device(b)
+        gossiped: list[bytes | None] = []
+        hook = b._book.on_gossip
+        b._book.on_gossip = lambda account, device, payload: (gossiped.append(payload.extension(1)), hook(account, device, payload))
+        try:
+            # An older SDK's payload (version 2, no gossip) is read as before.
+            outgoing = a._book.extensions
+            a._book.extensions = lambda: ()
+            await a.send(bob_name, "no gossip")
+            await bob.until(lambda: "no gossip" in bob.texts)
+            a._book.extensions = outgoing
+            await a.send(bob_name, "with gossip")
+            await bob.until(lambda: "with gossip" in bob.texts)
+            assert gossiped[0] is None and gossiped[-1] is not None and len(gossiped[-1]) == 40
+            # Bob moves ahead: carol registers (a new epoch) and bob writes to her.
+            behind = a._transparency.last_epoch
+            assert behind is not None
+            await c.register(carol_name)
+            await b.send(carol_name, "hi carol")
+            ahead = b._transparency.last_epoch
+            assert ahead is not None and ahead.epoch > behind.epoch
+            # Alice's older epoch reaches bob: proven a prefix of his.
+            proven = b._gossip.proven
+            await a.send(bob_name, "from behind")
+            await bob.until(lambda: "from behind" in bob.texts)
+            await bob.until(lambda: b._gossip.proven > proven)
+            # Bob's newer epoch reaches alice: her view moves forward to (at least) it.
+            await b.send(alice_name, "from ahead")
+            await alice.until(lambda: "from ahead" in alice.texts)
+            await alice.until(lambda: (s := a._transparency.last_epoch) is not None and s.epoch >= ahead.epoch)
+            await asyncio.sleep(1.0)  # any check still running has finished
+            assert alice.alarms == [] and bob.alarms == []
+        finally:
+            await alice.stop()
+            await bob.stop()

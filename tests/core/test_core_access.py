@@ -238,7 +238,9 @@ def test_the_edge_has_a_policy_for_every_method() -> None:
     # SendSealed: no token; each envelope is authorised by the recipient's delivery key (xchat.relay.sealed).
     # TakeProvisioning: the rendezvous id is the capability (ADR 0011); AuditLog: auditors have no account (ADR 0014).
     # PurgeRevoked (keys, mailbox): a deleted account has no token; only revoked devices' data goes (ADR 0017).
-    assert anonymous == {"Register", "Challenge", "Login", "Refresh", "SendSealed", "TakeProvisioning", "AuditLog", "PurgeRevoked"}
+    # PublishAuditStatement: a listed auditor key's signature is the authorisation (docs/key-transparency.md).
+    assert anonymous == {"Register", "Challenge", "Login", "Refresh", "SendSealed", "TakeProvisioning", "AuditLog", "PurgeRevoked",
+                         "PublishAuditStatement"}
 
 
 @PROPERTY

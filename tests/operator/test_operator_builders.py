@@ -122,6 +122,9 @@ def test_service_permissions_are_least_privilege() -> None:
     assert {"xchat.kt.entry", "xchat.kt.epoch", "$JS.API.DIRECT.GET.XCHAT_KT"} <= set(p["auth"])
     assert not any("XCHAT_KT" in x or x.startswith("xchat.kt") for svc in ("keys", "relay", "mailbox") for x in p[svc])
     assert "$JS.API.STREAM.UPDATE.XCHAT_KT" in p["bootstrap"]
+    # Auditors' statements (docs/key-transparency.md): auth's bucket alone.
+    assert "$KV.xchat_kt_audit.>" in p["auth"] and "$JS.API.STREAM.CREATE.KV_xchat_kt_audit" in p["bootstrap"]
+    assert not any("xchat_kt_audit" in x for svc in ("keys", "relay", "mailbox") for x in p[svc])
     assert not any(x.startswith(("$KV.", "xchat.", "$JS.API.DIRECT")) or "PURGE" in x or "DELETE" in x for x in p["bootstrap"])
     # Attachments (docs/attachments.md): relay writes chunks and claims and reads them; no listing, no delete.
     assert {"$O.xchat_attachments.C.>", "$O.xchat_attachments.M.>", "$JS.API.DIRECT.GET.OBJ_xchat_attachments",

@@ -135,3 +135,21 @@ async def test_acks_from_an_earlier_call_sent_first_on_a_new_one_are_applied(mes
     # two (the SDK de-duplicates them); the store itself must not keep them.
     assert sequences[2] in delivered
     await _eventually_stored(mesh, bob.device_id, sequences[2:])
+
+
+async def test_concurrent_acks_of_one_sequence_all_succeed(mesh: LocalMesh, connect) -> None:
+    """Two acks racing for one envelope (an app's unary Ack beside a Sync's lingering purge,
+    or two devices' calls): the loser's delete finds the sequence gone, which JetStream
+    answers "sequence N not found" (10043). That is an ack already applied, not an outage:
+    it answered UNAVAILABLE and the SDK failed over with no fault at all."""
+    alice, bob = await connect("a"), await connect("b")
+    sequences = await _sent(mesh, alice, bob.device_id, 8)
+
+    async def ack(sequence: int) -> int:
+        reply = await bob.mailbox.Ack(mailbox_pb2.AckRequest(sequences=[sequence]), metadata=bob.md)
+        return reply.deleted
+
+    # Every sequence acked by four concurrent calls: each passes the ownership check, then deletes.
+    deleted = await asyncio.gather(*(ack(s) for s in sequences for _ in range(4)))
+    assert sum(deleted) == len(sequences), deleted
+    await _eventually_stored(mesh, bob.device_id, [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import grpc
 import nacl.signing
 import pytest
 
+from xchat.client.crypto.auditing import sign_statement
 from xchat.statements import login_statement, register_statement
 from xchat.v1 import attachments_pb2, attachments_pb2_grpc
 from xchat.v1 import auth_pb2, common_pb2, keys_pb2, mailbox_pb2, relay_pb2
@@ -310,6 +312,14 @@ def _cell(rpc: str, who: str, world: World) -> Callable[[], Awaitable[object]]:
         "Auth.TakeProvisioning": lambda: _take_provisioning(c, a1, md),
         "Auth.LookupKey": lambda: c.auth.LookupKey(auth_pb2.LookupKeyRequest(account=a1.account), metadata=md),
         "Auth.AuditLog": lambda: c.auth.AuditLog(auth_pb2.AuditLogRequest(from_epoch=0, max_epochs=1), metadata=md),
+        "Auth.ProveConsistency": lambda: _prove_consistency(c, md),
+        # Signed by a fresh auditor key, which this deployment does not list.
+        "Auth.PublishAuditStatement": lambda: c.auth.PublishAuditStatement(
+            auth_pb2.PublishAuditStatementRequest(statement=json.dumps(sign_statement(
+                regions=["a"], from_epoch=0, epoch=0, log_root=bytes(32), map_root=bytes(32), entries=0, auditor=fresh,
+            )).encode()),
+            metadata=md,
+        ),
         "Attachments.BeginUpload": lambda: _attachment_cell(c, a1, md, "begin"),
         "Attachments.UploadChunk": lambda: _attachment_cell(c, a1, md, "chunk"),
         "Attachments.Download": lambda: _attachment_cell(c, a1, md, "download"),
@@ -352,6 +362,16 @@ async def _attachment_cell(caller, owner, md, step: str) -> object:
         return await theirs.DeleteAttachment(attachments_pb2.DeleteAttachmentRequest(attachment_id=ident), metadata=md)
     await mine.UploadChunk(chunk, metadata=owner.md)
     return [r async for r in theirs.Download(attachments_pb2.DownloadRequest(attachment_id=ident), metadata=md)]
+
+
+async def _prove_consistency(caller, md) -> object:
+    """A consistency proof between epochs 0 and 1: served, or NOT_FOUND while the log has one epoch."""
+    try:
+        return await caller.auth.ProveConsistency(auth_pb2.ProveConsistencyRequest(first_epoch=0, second_epoch=1), metadata=md)
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            return "OK"  # authorised, and answered: there is no epoch 1 yet
+        raise
 
 
 async def _purge_revoked(call: Awaitable[object]) -> object:

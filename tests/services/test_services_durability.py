@@ -6,7 +6,8 @@ import nats
 
 from xchat.mesh.local import LocalMesh
 
-STREAMS = ["XCHAT_MAILBOX", "XCHAT_KT", "KV_xchat_accounts", "KV_xchat_devices", "KV_xchat_prekeys", "KV_xchat_refresh", "KV_xchat_challenges"]
+STREAMS = ["XCHAT_MAILBOX", "XCHAT_KT", "KV_xchat_accounts", "KV_xchat_devices", "KV_xchat_prekeys", "KV_xchat_refresh", "KV_xchat_challenges",
+           "KV_xchat_kt_audit"]
 
 
 async def test_every_stream_has_one_replica_in_each_region(mesh: LocalMesh) -> None:

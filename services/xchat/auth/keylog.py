@@ -48,7 +48,7 @@ from nats.js import JetStreamContext
 
 from xchat.client.crypto.merkle import MapProof, SparseMerkleTree, consistency_proof, inclusion_proof, log_root
 from xchat.client.crypto.transparency import EpochHead, directory_key_id, leaf_value, map_key
-from xchat.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from xchat.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from xchat.core.permissions import KT_ENTRY_SUBJECT, KT_EPOCH_SUBJECT, KT_STREAM, KT_SUBJECTS
 from xchat.core.store import translate
 
@@ -326,6 +326,20 @@ class KeyLog:
                 head_inclusion=inclusion_proof(head.epoch, leaves, self._log_cache),
                 interval_ms=self._interval_ms,
             )
+
+    async def prove(self, first: int, second: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from epoch ``first`` to epoch ``second`` of the log as
+        this process holds it (gossip between devices, auditors' statements); NotFound when the
+        log has no epoch ``second``, even at the stream leader."""
+        if not 0 <= first < second:
+            raise InvalidArgument("a consistency proof needs 0 <= first_epoch < second_epoch")
+        await self.maybe_seal()
+        async with self._lock:
+            if second >= len(self._leaf_hashes):
+                await self._refresh(leader=True)  # our replica lags behind what the other device saw
+            if second >= len(self._leaf_hashes):
+                raise NotFound(f"the key transparency log has no epoch {second}")
+            return consistency_proof(first + 1, self._leaf_hashes[: second + 1], self._log_cache)
 
     async def audit_page(
         self, from_position: int, after_entry: int, max_epochs: int

@@ -13,9 +13,11 @@ from typing import Any
 import grpc.aio
 
 from xchat.auth.accounts import Accounts, Tokens
+from xchat.auth.auditstatements import AuditStatements
 from xchat.auth.keylog import Entry, KeyLog
+from xchat.client.crypto.auditing import AuditStatement, StatementError
 from xchat.client.crypto.transparency import EpochHead
-from xchat.core.errors import FailedPrecondition
+from xchat.core.errors import FailedPrecondition, NotFound
 from xchat.core.authz import require_principal
 from xchat.core.ids import account_id, device_id
 from xchat.core.rpc import unary
@@ -50,8 +52,9 @@ def _entry(entry: Entry) -> auth_pb2.LogEntry:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServicer):
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, statements: AuditStatements | None = None) -> None:
         self._accounts = accounts
+        self._statements = statements
 
     @unary
     async def Register(self, request: auth_pb2.RegisterRequest, context: Ctx) -> auth_pb2.RegisterResponse:
@@ -185,7 +188,45 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             reply.account_key = found.leaf.account_key
             reply.version = found.leaf.version
             reply.device_list.CopyFrom(auth_pb2.SignedDeviceList(body=found.leaf.body, signature=found.leaf.signature))
+        if request.audit_statements and self._statements is not None:
+            reply.audit_statements.extend(await self._audited(found.head.epoch))
         return reply
+
+    async def _audited(self, head_epoch: int) -> list[auth_pb2.AuditStatement]:
+        """Each auditor's latest statement with the consistency proof between its epoch and the head's."""
+        assert self._statements is not None
+        out = []
+        for raw in await self._statements.latest():
+            try:
+                epoch = AuditStatement.parse(raw).epoch
+            except StatementError:
+                epoch = head_epoch  # served as stored: the client refuses what does not parse
+            proof: list[bytes] = []
+            if epoch != head_epoch:
+                try:
+                    proof = await self._keylog().prove(min(epoch, head_epoch), max(epoch, head_epoch))
+                except NotFound:
+                    continue  # audited beyond what even the stream leader holds here: not provable now
+            out.append(auth_pb2.AuditStatement(statement=raw, consistency_proof=proof))
+        return out
+
+    @unary
+    async def ProveConsistency(
+        self, request: auth_pb2.ProveConsistencyRequest, context: Ctx
+    ) -> auth_pb2.ProveConsistencyResponse:
+        require_principal()
+        proof = await self._keylog().prove(request.first_epoch, request.second_epoch)
+        return auth_pb2.ProveConsistencyResponse(proof=proof)
+
+    @unary
+    async def PublishAuditStatement(
+        self, request: auth_pb2.PublishAuditStatementRequest, context: Ctx
+    ) -> auth_pb2.PublishAuditStatementResponse:
+        # Anonymous: the statement's signature by a listed auditor key is the authorisation.
+        if self._statements is None:
+            raise FailedPrecondition("auditor statements are not kept by this auth process")
+        await self._statements.publish(bytes(request.statement))
+        return auth_pb2.PublishAuditStatementResponse()
 
     @unary
     async def AuditLog(self, request: auth_pb2.AuditLogRequest, context: Ctx) -> auth_pb2.AuditLogResponse:

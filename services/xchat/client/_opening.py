@@ -267,6 +267,7 @@ class Opener:
                 book.identity_changed(content.sender_account, content.sender_device, opened)
         # After every sender check: the session authenticated this device.
         book.delivery.learn(content.sender_device, content.profile_key)
+        book.on_gossip(content.sender_account, content.sender_device, payload)
         if payload.content_type.startswith(CONTROL_PREFIX):
             self._control(opened)
             return None

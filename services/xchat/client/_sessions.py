@@ -102,6 +102,10 @@ class SessionBook:
         self.on_control: Callable[[str, str, Payload], bool] = lambda account, device, payload: False
         # Set by the facade (``_conversation``), inside the encryption's savepoint: an app message encrypted.
         self.on_encrypted: Callable[[EncryptRequest, Payload], None] = lambda request, payload: None
+        # Set by the facade (``_gossip``, key transparency): the extensions every payload carries,
+        # and every authenticated payload received (inside the receive transaction: no I/O).
+        self.extensions: Callable[[], tuple[tuple[int, bytes], ...]] = lambda: ()
+        self.on_gossip: Callable[[str, str, Payload], None] = lambda account, device, payload: None
         # The receive side (``_opening``): reads the hooks above through this book, and
         # reports through ``_on_event`` as it is when it reports (tests replace it).
         self._opener = Opener(state, self, on_event=lambda event: self._on_event(event))
@@ -252,7 +256,10 @@ class SessionBook:
         control = request.content_type.startswith(CONTROL_PREFIX)
         if control and not request.control:
             raise ValueError(f"content types starting with {CONTROL_PREFIX!r} are the SDK's own")
-        payload = Payload.new(request.body, counter=self._state.next_counter(account), content_type=request.content_type)
+        payload = Payload.new(
+            request.body, counter=self._state.next_counter(account), content_type=request.content_type,
+            extensions=self.extensions(),
+        )
         if not control:
             self.on_encrypted(request, payload)
         profile_key = self.delivery.shared()

@@ -19,6 +19,10 @@ the SDK looks the account up in the key transparency log and checks:
 For its **own account** it also checks that the log holds our account key and
 lists signed by it: anything else is a key or device this account did not add.
 
+When the client requires auditors (``_auditors``), every head is also checked
+against their statements before it is remembered. The head remembered here is
+what this device gossips to the devices it writes to (``_gossip``).
+
 Each failure is a ``KeyTransparencyAlarm`` event and a ``KeyTransparencyError``
 (an ``UntrustedDeviceList``, so nothing is sent to or accepted from the
 account, exactly as for a list its account key did not sign).
@@ -33,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from xchat.client._auditors import AuditProblem, RequiredAuditors, ServedStatement
 from xchat.client._state import LocalState
 from xchat.client._tokens import Tokens
 from xchat.client.crypto.account import DeviceListSignatureError, verify_device_list
@@ -73,8 +78,12 @@ class Transparency:
         own: Callable[[], tuple[str | None, bytes | None]],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        auditors: RequiredAuditors | None = None,
     ) -> None:
         self._state = state
+        self._auditors = auditors if auditors is not None else RequiredAuditors()
+        # The remembered head, parsed once (every payload sent gossips it): (loaded, head).
+        self._head: tuple[bool, EpochHead | None] = (False, None)
         self._tokens = tokens
         self._on_event = on_event
         self._own = own  # (our account, our account public key)
@@ -89,14 +98,18 @@ class Transparency:
     @property
     def last_epoch(self) -> EpochHead | None:
         """The latest epoch head this device verified (None: none yet)."""
+        loaded, head = self._head
+        if loaded:
+            return head
         raw = self._state.get_meta(HEAD_ROW)
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return EpochHead(
-            int(data["epoch"]), bytes.fromhex(data["map_root"]), int(data["entries_upto"]), int(data["time_ms"]),
-            bytes.fromhex(data["log_root"]), str(data["key_id"]), bytes.fromhex(data["signature"]),
-        )
+        if raw is not None:
+            data = json.loads(raw)
+            head = EpochHead(
+                int(data["epoch"]), bytes.fromhex(data["map_root"]), int(data["entries_upto"]), int(data["time_ms"]),
+                bytes.fromhex(data["log_root"]), str(data["key_id"]), bytes.fromhex(data["signature"]),
+            )
+        self._head = (True, head)
+        return head
 
     def _remember(self, head: EpochHead) -> None:
         self._state.set_meta(
@@ -107,6 +120,7 @@ class Transparency:
                  "signature": head.signature.hex()}
             ).encode(),
         )
+        self._head = (True, head)
 
     # -- one lookup, verified -------------------------------------------------------
 
@@ -114,7 +128,7 @@ class Transparency:
         """``account``'s leaf in the latest epoch (None: proven absent) and the sealing interval in seconds."""
         async with self._lock:  # one verified head at a time: the remembered head only moves forward
             known = self.last_epoch
-            request = auth_pb2.LookupKeyRequest(account=account)
+            request = auth_pb2.LookupKeyRequest(account=account, audit_statements=self._auditors.required)
             if known is not None:
                 request.known_epoch = known.epoch
             reply: auth_pb2.LookupKeyResponse = await self._tokens.authed(
@@ -130,6 +144,12 @@ class Transparency:
                 verify_inclusion(head.epoch, head.log_size, head.leaf_hash(), list(reply.head_inclusion_proof), head.log_root)
             except ProofError as exc:
                 raise self._alarm(account, "bad_proof", f"epoch {head.epoch} is not the last leaf of its log: {exc}") from exc
+            try:
+                self._auditors.check(
+                    head, [ServedStatement(bytes(a.statement), tuple(a.consistency_proof)) for a in reply.audit_statements]
+                )
+            except AuditProblem as exc:
+                raise self._alarm(account, exc.problem, exc.detail) from exc
             leaf = (
                 Leaf(bytes(reply.account_key), reply.version, bytes(reply.device_list.body), bytes(reply.device_list.signature))
                 if reply.found

@@ -25,7 +25,8 @@ Each path lives in its own private module:
 ``_messaging`` (sent-message sync, history, what the app is shown),
 ``_sending`` (outbox, group-committed encryption, the coalescing flusher),
 ``_receiving`` (the Sync loop, batched decryption, acknowledgements),
-``_devices`` and ``_transparency`` (linked devices, key transparency),
+``_devices`` and ``_transparency`` (linked devices, key transparency; ``_gossip`` and
+``_auditors`` its gossip between devices and its auditor statements),
 ``_groups``, ``_attachments``, ``_conversation_tasks``, ``_signals``, ``_history``,
 ``_tokens`` (login and authenticated calls), ``_transport`` (endpoints and
 failover), ``_sessions``, ``_opening`` and ``_state`` (keys, ratchets, SQLite).
@@ -39,6 +40,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from xchat.client._attachments import Attachments
+from xchat.client._auditors import DEFAULT_AUDITOR_MAX_LAG_S, RequiredAuditors
 from xchat.client._client_account import AccountMethods
 from xchat.client._client_attachments import AttachmentMethods
 from xchat.client._client_conversations import ConversationMethods
@@ -48,6 +50,7 @@ from xchat.client._conversation_tasks import Conversations
 from xchat.client._devices import Devices, redeem
 from xchat.client._events import EventQueue
 from xchat.client._fanout import Fanout
+from xchat.client._gossip import Gossip
 from xchat.client._group_conversation import GroupConversations
 from xchat.client._groups import Groups
 from xchat.client._healing import Healer
@@ -78,7 +81,10 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
     ciphertext only. Calls fail over across the given regions on their own.
     """
 
-    def __init__(self, state: LocalState, transport: Transport, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, state: LocalState, transport: Transport, *, clock: Callable[[], float] = time.time,
+        auditors: RequiredAuditors | None = None,
+    ) -> None:
         self._state = state
         self._transport = transport
         self._history = History(state)  # opt-in (keep_history): nothing is kept unless asked
@@ -95,9 +101,16 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         self._own_certificate = self._registration.own_certificate
         self._directory_key = self._registration.directory_key
         self._transparency = Transparency(
-            state, self._tokens, on_event=self._events.put, own=self._registration.own_account_key
+            state, self._tokens, on_event=self._events.put, own=self._registration.own_account_key, auditors=auditors
         )
         self._devices.transparency = self._transparency.check
+        # Epoch roots gossiped inside every payload, checked on every one received (docs/key-transparency.md).
+        self._gossip = Gossip(
+            self._transparency, self._tokens, on_event=self._events.put,
+            own_account=lambda: self._registration.own_account_key()[0],
+        )
+        self._book.extensions = self._gossip.outgoing
+        self._book.on_gossip = self._gossip.received
         self._attachments = Attachments(state, transport, self._tokens)
         self._book.account_safety_number = self._registration.account_safety_number
         self._book.device_listed = self._devices.lists
@@ -175,6 +188,8 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         call_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         state_key: bytes | None = None,
+        auditor_keys: Sequence[bytes] = (),
+        auditor_max_lag_s: float = DEFAULT_AUDITOR_MAX_LAG_S,
     ) -> Client:
         """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first).
 
@@ -190,10 +205,19 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         file opened with a key is encrypted in place. Without a key secrets are
         stored in clear (protect the file by other means). A missing or wrong
         key for an encrypted file raises ``StateKeyError`` and changes nothing.
+
+        ``auditor_keys`` (32-byte Ed25519 public keys of the deployment's key
+        transparency auditors, given to the app out of band): every epoch head
+        of the directory must then be covered by one of their statements
+        (``xchat audit --publish``); a head newer than the latest audit is
+        accepted while that audit is at most ``auditor_max_lag_s`` old by this
+        device's clock. Otherwise lookups fail with ``KeyTransparencyError``
+        ("unaudited", "audit_signature", "audit_mismatch"; docs/key-transparency.md).
         """
+        auditors = RequiredAuditors(auditor_keys, max_lag_s=auditor_max_lag_s, clock=clock)
         state = LocalState(state_path, state_key=state_key)
         transport = Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout)
-        client = cls(state, transport, clock=clock)
+        client = cls(state, transport, clock=clock, auditors=auditors)
         client._rotation.check()
         return client
 
@@ -208,15 +232,18 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         call_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         state_key: bytes | None = None,
+        auditor_keys: Sequence[bytes] = (),
+        auditor_max_lag_s: float = DEFAULT_AUDITOR_MAX_LAG_S,
     ) -> Client:
         """A new device of an existing account, from the code ``link_device()`` gave on one of its devices.
 
-        ``state_path`` must be a new state file (``state_key`` as for ``open``).
+        ``state_path`` must be a new state file (``state_key``, ``auditor_keys`` as for ``open``).
         The code is usable once, for 120 s; ``LinkFailed`` if it is unknown,
         expired, used or altered. The device receives the account identity
         and profile key, then publishes its own prekeys: it is reachable once
         this returns.
         """
+        auditors = RequiredAuditors(auditor_keys, max_lag_s=auditor_max_lag_s, clock=clock)
         state = LocalState(state_path, state_key=state_key)
         transport = Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout)
         try:
@@ -225,7 +252,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
             state.close()
             await transport.close()
             raise
-        client = cls(state, transport, clock=clock)
+        client = cls(state, transport, clock=clock, auditors=auditors)
         # Our own signed list, pinned: the version our sender certificate carries.
         await client._devices.own(client.account)
         await client.publish_prekeys(one_time=DEFAULT_ONE_TIME_PREKEYS, rotate_signed=True)
@@ -340,6 +367,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
     async def close(self) -> None:
         """Stops sending (unsent envelopes stay in the outbox) and receiving; acks are confirmed first, bounded."""
         await self._healer.close()
+        await self._gossip.close()
         await self._conversations.close()
         await self._sender.close()
         await self._fanout.close()

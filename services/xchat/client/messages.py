@@ -180,6 +180,14 @@ class KeyTransparencyAlarm:
     list this account did not make). Nothing is sent to or accepted from
     ``account`` meanwhile (``KeyTransparencyError``). Show it: it means the
     directory, or a region of it, is lying.
+
+    "split_view": a device of ``account`` sent us (inside a message) an epoch
+    root that contradicts ours: the directory showed the two devices two
+    histories, or that device lies (an event only; its message is delivered).
+    With required auditors (``Client.open(auditor_keys=...)``):
+    "audit_signature" (a statement forged in a required auditor's name),
+    "audit_mismatch" (an auditor verified another history), "unaudited" (no
+    statement covers the head, or the latest is older than the allowed lag).
     """
 
     account: str

@@ -90,6 +90,10 @@ POLICIES: dict[str, Policy] = {
     "/xchat.v1.Auth/TakeProvisioning": Policy(anonymous=True, limit=ANONYMOUS),
     "/xchat.v1.Auth/LookupKey": Policy(),
     "/xchat.v1.Auth/AuditLog": Policy(anonymous=True, limit=ANONYMOUS),
+    # Gossip between a conversation's devices (docs/key-transparency.md): a device's own call.
+    "/xchat.v1.Auth/ProveConsistency": Policy(),
+    # No token (auditors have no account): a listed auditor key's signature authorises it.
+    "/xchat.v1.Auth/PublishAuditStatement": Policy(anonymous=True, limit=ANONYMOUS),
     # Only the account key's signature deletes (xchat.auth.deletion); read the caller fresh.
     "/xchat.v1.Auth/DeleteAccount": Policy(fresh=True),
     # No token (the account is deleted): only revoked devices' data goes (docs/adr/0017).

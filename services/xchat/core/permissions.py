@@ -68,12 +68,14 @@ KT_ENTRY_SUBJECT = "xchat.kt.entry"
 KT_EPOCH_SUBJECT = "xchat.kt.epoch"
 KT_SUBJECTS = "xchat.kt.*"
 KT_OWNER = "auth"
+#: Auditors' latest signed statements, one key per auditor (xchat.auth.auditstatements), owned by auth.
+BUCKET_KT_AUDIT = "xchat_kt_audit"
 #: The NATS user that creates and updates streams and buckets, and nothing else.
 BOOTSTRAP_USER = "bootstrap"
 
 #: Buckets a service owns: reads and writes (the bootstrap user creates them).
 OWNED_BUCKETS: dict[str, tuple[str, ...]] = {
-    "auth": (BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_CHALLENGES, BUCKET_REFRESH),
+    "auth": (BUCKET_ACCOUNTS, BUCKET_DEVICES, BUCKET_CHALLENGES, BUCKET_REFRESH, BUCKET_KT_AUDIT),
     "keys": (BUCKET_PREKEYS,),
     "relay": (BUCKET_ATTACHMENT_QUOTA,),
     "mailbox": (BUCKET_PUSH,),

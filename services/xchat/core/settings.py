@@ -5,6 +5,8 @@ Nothing below ``xchat.cli`` reads the environment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -183,6 +185,8 @@ class ServiceSettings:
     token_key_reload_s: float = DEFAULT_TOKEN_KEY_RELOAD_S
     token_key_stream_end_s: float = DEFAULT_TOKEN_KEY_STREAM_END_S
     kt_epoch_interval_s: float = DEFAULT_KT_EPOCH_INTERVAL_S
+    # Ed25519 public keys of the auditors whose statements auth keeps and serves (docs/key-transparency.md).
+    kt_auditor_keys: tuple[bytes, ...] = ()
     services: tuple[str, ...] = field(default=SERVICE_NAMES)
     # Prometheus /metrics over plain HTTP (host:port; port 0 picks one). None:
     # no metrics port (the default, so tests and embedded servers open nothing).
@@ -268,6 +272,20 @@ def _flag(name: str, raw: str) -> object:
 
 def _list(name: str, raw: str) -> object:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _public_keys(name: str, raw: str) -> object:
+    """Comma-separated base64 Ed25519 public keys (32 bytes each)."""
+    keys = []
+    for item in (p.strip() for p in raw.split(",") if p.strip()):
+        try:
+            key = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise SettingsError(f"{name}: {item!r} is not base64") from exc
+        if len(key) != 32:
+            raise SettingsError(f"{name}: {item!r} holds {len(key)} bytes, expected a 32-byte Ed25519 public key")
+        keys.append(key)
+    return tuple(keys)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,6 +386,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name="XCHAT_KT_EPOCH_INTERVAL_S", group=SECURITY, field="kt_epoch_interval_s",
              parse=_positive(_decimal), default=DEFAULT_KT_EPOCH_INTERVAL_S,
              meaning="auth: seconds between key transparency epochs at most (sealed only when a device list changed)"),
+    Variable(name="XCHAT_KT_AUDITOR_KEYS", group=SECURITY, field="kt_auditor_keys", parse=_public_keys, default=(),
+             meaning="auth: comma-separated base64 Ed25519 public keys of the auditors whose signed statements it keeps and serves to clients that require an auditor (`xchat audit --publish`); unset: none accepted"),
     Variable(name="XCHAT_STORE_TIMEOUT_S", group=NETWORK, field="store_timeout_s",
              parse=_positive(_decimal), default=DEFAULT_STORE_TIMEOUT_S,
              meaning="seconds a store operation may take before the call fails with UNAVAILABLE"),

@@ -38,6 +38,9 @@ PURGE = f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}"
 DELETE_CONCURRENCY = 32
 # nats-server: JSSequenceNotFoundErrF / "no message found" on delete.
 ERR_SEQUENCE_NOT_FOUND = 10057
+# What the leader answers when a delete finds the sequence already removed (a concurrent
+# ack or a lingering purge got there first): "sequence N not found". Not a failure.
+ERR_SEQUENCE_ALREADY_GONE = 10043
 # Replies buffered for all reads of the process before NATS calls it a slow
 # consumer: several full batches (128 × 128 KiB each).
 REPLIES_PENDING_BYTES = 256 * 1024 * 1024
@@ -315,7 +318,7 @@ class MailboxReader:
                     raise Unavailable("mailbox store did not confirm an acknowledgement; retry it") from exc
                 body = json.loads(reply.data or b"{}")
                 if "error" in body:
-                    if body["error"].get("err_code") == ERR_SEQUENCE_NOT_FOUND:
+                    if body["error"].get("err_code") in (ERR_SEQUENCE_NOT_FOUND, ERR_SEQUENCE_ALREADY_GONE):
                         return False  # already deleted: acks are idempotent
                     raise Unavailable(f"mailbox store refused an acknowledgement: {body['error'].get('description')}")
                 return bool(body.get("success"))

@@ -204,15 +204,17 @@ class EpochHead(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., map_root: _Optional[bytes] = ..., entries_upto: _Optional[int] = ..., time_ms: _Optional[int] = ..., log_root: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class LookupKeyRequest(_message.Message):
-    __slots__ = ("account", "known_epoch")
+    __slots__ = ("account", "known_epoch", "audit_statements")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     account: str
     known_epoch: int
-    def __init__(self, account: _Optional[str] = ..., known_epoch: _Optional[int] = ...) -> None: ...
+    audit_statements: bool
+    def __init__(self, account: _Optional[str] = ..., known_epoch: _Optional[int] = ..., audit_statements: _Optional[bool] = ...) -> None: ...
 
 class LookupKeyResponse(_message.Message):
-    __slots__ = ("head", "directory_key", "found", "account_key", "version", "device_list", "map_siblings", "path_leaf_key", "path_leaf_value", "consistency_proof", "head_inclusion_proof", "epoch_interval_ms")
+    __slots__ = ("head", "directory_key", "found", "account_key", "version", "device_list", "map_siblings", "path_leaf_key", "path_leaf_value", "consistency_proof", "head_inclusion_proof", "epoch_interval_ms", "audit_statements")
     HEAD_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_KEY_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +227,7 @@ class LookupKeyResponse(_message.Message):
     CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
     HEAD_INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
     EPOCH_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     head: EpochHead
     directory_key: bytes
     found: bool
@@ -237,7 +240,40 @@ class LookupKeyResponse(_message.Message):
     consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
     head_inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
     epoch_interval_ms: int
-    def __init__(self, head: _Optional[_Union[EpochHead, _Mapping]] = ..., directory_key: _Optional[bytes] = ..., found: _Optional[bool] = ..., account_key: _Optional[bytes] = ..., version: _Optional[int] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ..., map_siblings: _Optional[_Iterable[bytes]] = ..., path_leaf_key: _Optional[bytes] = ..., path_leaf_value: _Optional[bytes] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., head_inclusion_proof: _Optional[_Iterable[bytes]] = ..., epoch_interval_ms: _Optional[int] = ...) -> None: ...
+    audit_statements: _containers.RepeatedCompositeFieldContainer[AuditStatement]
+    def __init__(self, head: _Optional[_Union[EpochHead, _Mapping]] = ..., directory_key: _Optional[bytes] = ..., found: _Optional[bool] = ..., account_key: _Optional[bytes] = ..., version: _Optional[int] = ..., device_list: _Optional[_Union[SignedDeviceList, _Mapping]] = ..., map_siblings: _Optional[_Iterable[bytes]] = ..., path_leaf_key: _Optional[bytes] = ..., path_leaf_value: _Optional[bytes] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., head_inclusion_proof: _Optional[_Iterable[bytes]] = ..., epoch_interval_ms: _Optional[int] = ..., audit_statements: _Optional[_Iterable[_Union[AuditStatement, _Mapping]]] = ...) -> None: ...
+
+class AuditStatement(_message.Message):
+    __slots__ = ("statement", "consistency_proof")
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    statement: bytes
+    consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, statement: _Optional[bytes] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ProveConsistencyRequest(_message.Message):
+    __slots__ = ("first_epoch", "second_epoch")
+    FIRST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SECOND_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    first_epoch: int
+    second_epoch: int
+    def __init__(self, first_epoch: _Optional[int] = ..., second_epoch: _Optional[int] = ...) -> None: ...
+
+class ProveConsistencyResponse(_message.Message):
+    __slots__ = ("proof",)
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PublishAuditStatementRequest(_message.Message):
+    __slots__ = ("statement",)
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    statement: bytes
+    def __init__(self, statement: _Optional[bytes] = ...) -> None: ...
+
+class PublishAuditStatementResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class AuditLogRequest(_message.Message):
     __slots__ = ("from_epoch", "after_entry", "max_epochs")

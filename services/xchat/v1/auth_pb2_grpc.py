@@ -99,6 +99,16 @@ class AuthStub:
                 request_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
                 response_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
                 _registered_method=True)
+        self.ProveConsistency = channel.unary_unary(
+                '/xchat.v1.Auth/ProveConsistency',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.ProveConsistencyRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.ProveConsistencyResponse.FromString,
+                _registered_method=True)
+        self.PublishAuditStatement = channel.unary_unary(
+                '/xchat.v1.Auth/PublishAuditStatement',
+                request_serializer=xchat_dot_v1_dot_auth__pb2.PublishAuditStatementRequest.SerializeToString,
+                response_deserializer=xchat_dot_v1_dot_auth__pb2.PublishAuditStatementResponse.FromString,
+                _registered_method=True)
         self.DeleteAccount = channel.unary_unary(
                 '/xchat.v1.Auth/DeleteAccount',
                 request_serializer=xchat_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
@@ -217,6 +227,29 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProveConsistency(self, request, context):
+        """Key transparency gossip (docs/key-transparency.md): the RFC 9162
+        consistency proof between two epochs of the log, so a device can check an
+        epoch root another device sent it (inside the encryption) against its own.
+        INVALID_ARGUMENT unless first_epoch < second_epoch; NOT_FOUND when the log
+        has no second_epoch (yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishAuditStatement(self, request, context):
+        """Anonymous: an auditor hands in its signed statement (`xchat audit
+        --publish`); the latest one per auditor is served with LookupKey to
+        clients that require an auditor. PERMISSION_DENIED unless signed by an
+        auditor key the deployment lists (XCHAT_KT_AUDITOR_KEYS); INVALID_ARGUMENT
+        for one that does not parse or verify; FAILED_PRECONDITION for an epoch
+        below that auditor's stored statement's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteAccount(self, request, context):
         """Deletes the caller's account (docs/adr/0017): every device revoked, the
         signed device list removed, the name held for 30 days (ALREADY_EXISTS
@@ -296,6 +329,16 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.AuditLog,
                     request_deserializer=xchat_dot_v1_dot_auth__pb2.AuditLogRequest.FromString,
                     response_serializer=xchat_dot_v1_dot_auth__pb2.AuditLogResponse.SerializeToString,
+            ),
+            'ProveConsistency': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProveConsistency,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.ProveConsistencyRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.ProveConsistencyResponse.SerializeToString,
+            ),
+            'PublishAuditStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishAuditStatement,
+                    request_deserializer=xchat_dot_v1_dot_auth__pb2.PublishAuditStatementRequest.FromString,
+                    response_serializer=xchat_dot_v1_dot_auth__pb2.PublishAuditStatementResponse.SerializeToString,
             ),
             'DeleteAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteAccount,
@@ -654,6 +697,60 @@ class Auth:
             '/xchat.v1.Auth/AuditLog',
             xchat_dot_v1_dot_auth__pb2.AuditLogRequest.SerializeToString,
             xchat_dot_v1_dot_auth__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProveConsistency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/ProveConsistency',
+            xchat_dot_v1_dot_auth__pb2.ProveConsistencyRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.ProveConsistencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishAuditStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xchat.v1.Auth/PublishAuditStatement',
+            xchat_dot_v1_dot_auth__pb2.PublishAuditStatementRequest.SerializeToString,
+            xchat_dot_v1_dot_auth__pb2.PublishAuditStatementResponse.FromString,
             options,
             channel_credentials,
             insecure,

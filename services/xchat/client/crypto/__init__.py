@@ -19,8 +19,8 @@ Public API (everything else is private to the package)::
       open_message(wire, our_identity=, prekey_store=, session=) -> OpenedMessage
       Session.encrypt(payload) -> wire bytes / .decrypt(wire) -> Payload
       Session.to_bytes() / Session.from_bytes()
-      Payload(message_id=, counter=, sent_at_ms=, content_type=, body=) / Payload.new()
-                                       .encode() / .decode()
+      Payload(message_id=, counter=, sent_at_ms=, content_type=, body=, extensions=()) / Payload.new()
+                                       .encode() / .decode() / .extension(type)
       safety_number(our_key, our_id, their_key, their_id) -> 60 digits
 
     Sealed sender
