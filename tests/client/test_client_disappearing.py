@@ -17,37 +17,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.js.errors
-
 from xchat.client import Client, ControlRejected, DisappearingTimerChanged, MessageExpired
 from xchat.client._controls import TIMER_CONTENT_TYPE, encode_timer
-from xchat.core.envelopes import StoredEnvelope
-from xchat.core.store import MAILBOX_STREAM, mailbox_subject
 from xchat.mesh.local import LocalMesh
 from xchat.relay.sending import envelope_ttl
 from xchat.v1 import relay_pb2, relay_pb2_grpc
+
+from tests.client.mailbox_records import stored_headers
 
 Peer = Any  # tests/client/conftest.py's Peer
 Peers = Callable[..., Awaitable[Peer]]
 
 
-async def _records(mesh: LocalMesh, device: str) -> dict[bytes, dict[str, str]]:
-    """Message id -> headers of every envelope the mailbox stream holds for ``device`` (the store's credentials)."""
-    nc = await nats.connect(mesh.nats_urls("a"), **mesh.admin_credentials, tls=mesh.nats_tls())
-    try:
-        js, out, seq = nc.jetstream(), {}, 1
-        while True:
-            try:
-                msg = await js.get_msg(MAILBOX_STREAM, seq=seq, subject=mailbox_subject(device), next=True)
-            except nats.js.errors.NotFoundError:
-                return out
-            envelope = StoredEnvelope.decode(msg.data or b"")
-            assert envelope is not None
-            out[envelope.message_id] = dict(msg.headers or {})
-            seq = msg.seq + 1
-    finally:
-        await nc.close()
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
@@ -74,7 +55,7 @@ async def test_a_two_second_message_is_gone_from_both_devices_and_from_the_strea
     message_id = (await alice.client.send(bob.account, marker))[0].message_id
     shown = await bob.message(marker)
     assert shown.expires_at_ms is not None and shown.expires_at_ms <= int(time.time() * 1000) + 2_500
-    stored = await _records(mesh, bob.client.device_id)
+    stored = await stored_headers(mesh, bob.client.device_id)
     if message_id in stored:  # (already expired on a very slow machine)
         assert stored[message_id].get("Nats-TTL") == "2s"
 
@@ -84,7 +65,7 @@ async def test_a_two_second_message_is_gone_from_both_devices_and_from_the_strea
     await alice.event(MessageExpired, lambda e: e.message_id == message_id)
 
     async def stream_empty() -> bool:
-        return message_id not in await _records(mesh, bob.client.device_id)
+        return message_id not in await stored_headers(mesh, bob.client.device_id)
 
     await _until(stream_empty, "the server's copy outlived the timer")
     bob_db, alice_db = tmp_path / "p1.db", tmp_path / "p0.db"
@@ -155,7 +136,7 @@ async def test_relay_bounds_the_ttl_hint_by_the_mailbox_ttl(peers: Peers, mesh: 
     await alice.client._tokens.authed(
         lambda ch, t, md: relay_pb2_grpc.RelayStub(ch).Send(request, timeout=t, metadata=md), service="relay"
     )
-    headers = (await _records(mesh, quiet_device))[raw_id]
+    headers = (await stored_headers(mesh, quiet_device))[raw_id]
     assert "Nats-TTL" not in headers  # the stream's max_age applies
 
 

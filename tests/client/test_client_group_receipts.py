@@ -21,8 +21,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.js.errors
 import pytest
 
 from xchat.client import Client, ControlRejected, GroupChanged, GroupError, GroupRefused, MessageExpired, MessagesDelivered, MessagesRead
@@ -30,9 +28,10 @@ from xchat.client import _group_state as rules
 from xchat.client._controls import DELIVERED, READ, RECEIPT_CONTENT_TYPE, encode_receipt
 from xchat.client._group_state import GROUP_STATE_TYPE
 from xchat.client.messages import SendReceipt
-from xchat.core.envelopes import StoredEnvelope
-from xchat.core.store import MAILBOX_STREAM, mailbox_subject
 from xchat.mesh.local import LocalMesh
+
+from tests.client.mailbox_records import stored_headers
+
 
 Peer = Any  # tests/client/conftest.py's Peer
 # Long enough that a loaded machine delivers to every member before the servers' copy expires.
@@ -56,22 +55,6 @@ async def _group(alice: Peer, *others: Peer) -> str:
     return group_id
 
 
-async def _ttl_headers(mesh: LocalMesh, device: str) -> dict[bytes, dict[str, str]]:
-    """Message id -> headers of every envelope the mailbox stream holds for ``device``."""
-    nc = await nats.connect(mesh.nats_urls("a"), **mesh.admin_credentials, tls=mesh.nats_tls())
-    try:
-        js, out, seq = nc.jetstream(), {}, 1
-        while True:
-            try:
-                msg = await js.get_msg(MAILBOX_STREAM, seq=seq, subject=mailbox_subject(device), next=True)
-            except nats.js.errors.NotFoundError:
-                return out
-            envelope = StoredEnvelope.decode(msg.data or b"")
-            assert envelope is not None
-            out[envelope.message_id] = dict(msg.headers or {})
-            seq = msg.seq + 1
-    finally:
-        await nc.close()
 
 
 async def test_group_receipts_go_to_the_sender_only_and_honour_the_groups_read_setting(peers: Peers) -> None:
@@ -156,7 +139,7 @@ async def test_a_group_timer_set_by_any_member_is_honoured_by_every_member_devic
         marker = f"vanishing {secrets.token_hex(8)}"
         outcomes = await alice.client.send_group(group_id, marker)
         to_carol = _id_for(outcomes, carol.client.device_id)
-        stored = await _ttl_headers(mesh, carol.client.device_id)
+        stored = await stored_headers(mesh, carol.client.device_id)
         if to_carol in stored:  # (already expired on a very slow machine)
             assert stored[to_carol].get("Nats-TTL") == f"{TIMER_S}s"  # the server's copy expires with the timer
         for peer in (bob, carol, alice2):
@@ -171,7 +154,7 @@ async def test_a_group_timer_set_by_any_member_is_honoured_by_every_member_devic
         await alice.until(lambda: {e.message_id for e in alice.events_of(MessageExpired)} >= {to_carol})
 
         async def server_copy_gone() -> bool:
-            return to_carol not in await _ttl_headers(mesh, carol.client.device_id)
+            return to_carol not in await stored_headers(mesh, carol.client.device_id)
 
         deadline = time.monotonic() + 20
         while not await server_copy_gone():  # carol never acknowledged it

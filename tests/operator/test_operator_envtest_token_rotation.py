@@ -246,8 +246,9 @@ async def test_a_rotation_on_a_live_mesh_ends_with_the_old_key_refused(
         kube.merge_patch("XChatMesh", NS, name, {"metadata": {"annotations": {"xchat.dev/rotate-token-key": "1"}}})
 
         # Publishing: the new public key reaches every verifier first; auth still holds only the old seed.
+        # (The first reconcile after the annotation: ci-local at load ~10 took over 30 s to reach it.)
         publishing = eventually(lambda: _status(kube, name) if _status(kube, name).get("phase") == tr.PUBLISHING else None,
-                                30, interval=0.1, what="phase Publishing")
+                                90, interval=0.1, what="phase Publishing")
         assert _condition(kube, name)[:2] == ("True", tr.PUBLISHING)
         next_seed = _data(kube, signing_name).get("next.key") or _data(kube, signing_name)["signing.key"]
         next_kid = _kid_of_seed(next_seed)
