@@ -1,0 +1,171 @@
+"""Per-session order to the app: messages whose predecessors have not arrived wait, bounded.
+
+The servers can store one sender device's envelopes to us out of order in rare
+failover cases (ADR 0018). The Double Ratchet tells exactly which predecessors
+of a message are missing (``ratchet.Gaps``: the skipped slots ahead of it), so
+the receive path (``_receiving``) hands every committed message to
+``Reorder.arrived`` in batch order, and gets back what the app may see now:
+
+- a message with no missing predecessors goes at once, after every held
+  message of its session that it proves complete;
+- a message with missing predecessors is held (already committed: durable,
+  ratchet advanced, unacknowledged) in its session's list: a message that
+  filled a gap goes before the first held one that waited for it, any other
+  at the end;
+- the front of a session's list is released while its missing slots are all
+  consumed, or once its hold deadline passed (the newest missing slot's
+  skip time plus the window: a predecessor that never comes, e.g. expired or
+  refused at the sender, delays later messages only that long), or when the
+  session holds more than ``max_held``.
+
+Holds live in memory only. After a restart the mailbox redelivers every
+unacknowledged envelope and the receive path hands committed ones over from
+the inbox as before: nothing is lost or shown twice, but order across a
+crash is best effort. A redelivered copy of a held message is dropped by the
+receive path (``holds``): the held one is handed over when released.
+
+Cost: with nothing held and no gaps reported, ``arrived`` is one emptiness
+check per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from xchat.client.crypto.ratchet import Gaps, Slot
+from xchat.client.messages import Message
+
+log = logging.getLogger(__name__)
+
+# How long a missing predecessor is waited for. Out-of-order storage comes from
+# a failover mid-pipeline: the earlier envelope is committed by another region
+# within one relay retry budget (a few seconds), so 10 s covers it with margin,
+# while a predecessor that never comes costs a later message at most 10 s.
+DEFAULT_REORDER_WINDOW_S = 10.0
+# Held messages per session beyond which the front is released regardless:
+# a sender that skips far ahead holds at most this many of its own messages.
+DEFAULT_MAX_HELD = 256
+
+
+@dataclass(slots=True)
+class _Held:
+    message: Message
+    slot: Slot
+    missing: set[Slot]
+    deadline_ms: int
+
+
+# One committed message of a batch: (sender device, message for the app or None for a
+# control payload, its gaps). A device of None: a redelivered copy, handed over as is.
+Arrival = tuple[str | None, Message | None, Gaps | None]
+
+
+class Reorder:
+    """Held messages per sender device, released in order (see the module docstring)."""
+
+    def __init__(
+        self, *, window_s: float = DEFAULT_REORDER_WINDOW_S, max_held: int = DEFAULT_MAX_HELD,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.window_ms = int(window_s * 1000)
+        self.max_held = max_held
+        # Must be the clock the ratchet dates skipped keys with (wall clock, ms).
+        self._clock_ms = clock_ms
+        self._held: dict[str, list[_Held]] = {}
+        self._ids: set[bytes] = set()
+        # Sessions over ``max_held``: how many of their front to release regardless.
+        self._over: dict[str, int] = {}
+        # Released with predecessors still missing (for tests and metrics).
+        self.released_incomplete = 0
+
+    def holds(self, message_id: bytes) -> bool:
+        return bool(self._ids) and message_id in self._ids
+
+    def arrived(self, arrivals: Iterable[Arrival]) -> list[Message]:
+        """What the app may see now, in order, given a committed batch's messages in batch order."""
+        out: list[Message] = []
+        for device, message, gaps in arrivals:
+            if gaps is None and (device is None or not self._held or device not in self._held):
+                if message is not None:
+                    out.append(message)  # the common case
+                continue
+            assert device is not None
+            self._arrive(device, message, gaps, out)
+        if self._held:
+            out.extend(self.due())
+        return out
+
+    def _arrive(self, device: str, message: Message | None, gaps: Gaps | None, out: list[Message]) -> None:
+        held = self._held.get(device, [])
+        if gaps is not None and gaps.filled:
+            # It was a missing predecessor: it goes before whatever waited for it.
+            for entry in held:
+                entry.missing.discard(gaps.slot)
+            if message is not None and gaps.missing:
+                at = next((i for i, other in enumerate(held) if gaps.slot in other.missing), len(held))
+                self._hold(device, message, gaps, at)
+            elif message is not None:
+                out.append(message)
+            self._release(device, out)
+            return
+        # Decrypted with a chain key: newer than everything held, and its gaps are the
+        # session's whole recent skipped set, so a held slot outside it is gone.
+        current = set(gaps.missing) if gaps is not None else set()
+        for entry in held:
+            entry.missing &= current
+        self._release(device, out)
+        if message is None:
+            return
+        if gaps is None or not gaps.missing:
+            out.append(message)
+        else:
+            self._hold(device, message, gaps, len(self._held.get(device, ())))
+        self._release(device, out)
+
+    def _hold(self, device: str, message: Message, gaps: Gaps, at: int) -> None:
+        held = self._held.setdefault(device, [])
+        held.insert(at, _Held(message, gaps.slot, set(gaps.missing), gaps.newest_ms + self.window_ms))
+        self._ids.add(message.message_id)
+        if len(held) > self.max_held:
+            # Forced out by ``_release`` (the count bound), oldest first.
+            self._over[device] = len(held) - self.max_held
+
+    def _release(self, device: str, out: list[Message]) -> None:
+        held = self._held.get(device)
+        if not held:
+            return
+        force = self._over.pop(device, 0)
+        now = self._clock_ms()
+        while held and (force > 0 or not held[0].missing or held[0].deadline_ms <= now):
+            entry = held.pop(0)
+            force -= 1
+            if entry.missing:
+                self.released_incomplete += 1
+                log.info(
+                    "message %s from device %s released without %d earlier message(s) of its session",
+                    entry.message.message_id.hex(), device, len(entry.missing),
+                )
+            self._ids.discard(entry.message.message_id)
+            out.append(entry.message)
+        if not held:
+            del self._held[device]
+
+    def due(self) -> list[Message]:
+        """Held messages whose wait is over (by completion or deadline), in order per session."""
+        out: list[Message] = []
+        for device in list(self._held):
+            self._release(device, out)
+        return out
+
+    def next_deadline_s(self) -> float | None:
+        """Seconds until the earliest front's deadline (None: nothing held)."""
+        if not self._held:
+            return None
+        earliest = min(held[0].deadline_ms for held in self._held.values())
+        return max(0.0, (earliest - self._clock_ms()) / 1000)
+
+    def __len__(self) -> int:
+        return len(self._ids)
