@@ -102,10 +102,10 @@ class Reorder:
         held = self._held.get(device, [])
         if gaps is not None and gaps.filled:
             # It was a missing predecessor: it goes before whatever waited for it.
+            at = next((i for i, other in enumerate(held) if gaps.slot in other.missing), len(held))
             for entry in held:
                 entry.missing.discard(gaps.slot)
             if message is not None and gaps.missing:
-                at = next((i for i, other in enumerate(held) if gaps.slot in other.missing), len(held))
                 self._hold(device, message, gaps, at)
             elif message is not None:
                 out.append(message)
