@@ -93,3 +93,10 @@ def test_sessions_are_independent() -> None:
     assert reorder.arrived([_newest(1, (0,))]) == []
     other = ("other", _message(9), None)
     assert _n(reorder.arrived([other])) == [9]
+
+
+def test_a_far_skip_shares_one_missing_set_between_held_messages() -> None:
+    reorder = Reorder(window_s=10, clock_ms=Clock())
+    reorder.arrived([_newest(n, range(5000, 5000 + 4000)) for n in range(9000, 9200)])
+    sets = {id(entry.missing) for entry in reorder._sessions["dev"].held}
+    assert len(reorder) == 200 and len(sets) == 1

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xchat.client.crypto.ratchet import Gaps, Slot
 from xchat.client.messages import Message
@@ -54,8 +54,30 @@ DEFAULT_MAX_HELD = 256
 class _Held:
     message: Message
     slot: Slot
-    missing: set[Slot]
+    # The predecessors it waits for (shared between held messages that recorded the same
+    # ones: a sender that skips far ahead costs one set, not one per held message).
+    missing: frozenset[Slot]
     deadline_ms: int
+
+
+@dataclass(slots=True)
+class _Session:
+    """One sender device's held messages, in release order."""
+
+    held: list[_Held] = field(default_factory=list)
+    # Slots some held message waits for and not known gone: a slot consumed is struck
+    # here only (O(1)); a held message is complete when its set and this are disjoint.
+    outstanding: set[Slot] = field(default_factory=set)
+    # The last reported missing tuple and its set (shared by equal reports).
+    last: tuple[tuple[Slot, ...], frozenset[Slot]] = ((), frozenset())
+
+    def waits(self, entry: _Held) -> bool:
+        return not self.outstanding.isdisjoint(entry.missing)
+
+    def missing_set(self, missing: tuple[Slot, ...]) -> frozenset[Slot]:
+        if missing != self.last[0]:
+            self.last = (missing, frozenset(missing))
+        return self.last[1]
 
 
 # One committed message of a batch: (sender device, message for the app or None for a
@@ -74,10 +96,8 @@ class Reorder:
         self.max_held = max_held
         # Must be the clock the ratchet dates skipped keys with (wall clock, ms).
         self._clock_ms = clock_ms
-        self._held: dict[str, list[_Held]] = {}
+        self._sessions: dict[str, _Session] = {}
         self._ids: set[bytes] = set()
-        # Sessions over ``max_held``: how many of their front to release regardless.
-        self._over: dict[str, int] = {}
         # Released with predecessors still missing (for tests and metrics).
         self.released_incomplete = 0
 
@@ -88,83 +108,85 @@ class Reorder:
         """What the app may see now, in order, given a committed batch's messages in batch order."""
         out: list[Message] = []
         for device, message, gaps in arrivals:
-            if gaps is None and (device is None or not self._held or device not in self._held):
+            if gaps is None and (device is None or not self._sessions or device not in self._sessions):
                 if message is not None:
                     out.append(message)  # the common case
                 continue
             assert device is not None
             self._arrive(device, message, gaps, out)
-        if self._held:
+        if self._sessions:
             out.extend(self.due())
         return out
 
     def _arrive(self, device: str, message: Message | None, gaps: Gaps | None, out: list[Message]) -> None:
-        held = self._held.get(device, [])
+        session = self._sessions.get(device) or _Session()
         if gaps is not None and gaps.filled:
-            # It was a missing predecessor: it goes before whatever waited for it.
+            # It was a missing predecessor: it goes before the first held message that waited for it.
+            held = session.held
             at = next((i for i, other in enumerate(held) if gaps.slot in other.missing), len(held))
-            for entry in held:
-                entry.missing.discard(gaps.slot)
+            session.outstanding.discard(gaps.slot)
             if message is not None and gaps.missing:
-                self._hold(device, message, gaps, at)
+                self._hold(device, session, message, gaps, at)
             elif message is not None:
                 out.append(message)
             self._release(device, out)
             return
         # Decrypted with a chain key: newer than everything held, and its gaps are the
-        # session's whole recent skipped set, so a held slot outside it is gone.
-        current = set(gaps.missing) if gaps is not None else set()
-        for entry in held:
-            entry.missing &= current
+        # session's whole recent skipped set, so a slot outside it is gone (consumed,
+        # evicted or expired).
+        if gaps is None:
+            session.outstanding.clear()
+        else:
+            session.outstanding.intersection_update(gaps.missing)
         self._release(device, out)
         if message is None:
             return
         if gaps is None or not gaps.missing:
             out.append(message)
-        else:
-            self._hold(device, message, gaps, len(self._held.get(device, ())))
+            return
+        session = self._sessions.get(device) or _Session()
+        self._hold(device, session, message, gaps, len(session.held))
         self._release(device, out)
 
-    def _hold(self, device: str, message: Message, gaps: Gaps, at: int) -> None:
-        held = self._held.setdefault(device, [])
-        held.insert(at, _Held(message, gaps.slot, set(gaps.missing), gaps.newest_ms + self.window_ms))
+    def _hold(self, device: str, session: _Session, message: Message, gaps: Gaps, at: int) -> None:
+        self._sessions[device] = session
+        missing = session.missing_set(gaps.missing)
+        session.outstanding.update(missing)
+        session.held.insert(at, _Held(message, gaps.slot, missing, gaps.newest_ms + self.window_ms))
         self._ids.add(message.message_id)
-        if len(held) > self.max_held:
-            # Forced out by ``_release`` (the count bound), oldest first.
-            self._over[device] = len(held) - self.max_held
 
     def _release(self, device: str, out: list[Message]) -> None:
-        held = self._held.get(device)
-        if not held:
+        """Releases the front of ``device``'s list while it is complete, overdue or over the count bound."""
+        session = self._sessions.get(device)
+        if session is None:
             return
-        force = self._over.pop(device, 0)
+        held = session.held
         now = self._clock_ms()
-        while held and (force > 0 or not held[0].missing or held[0].deadline_ms <= now):
+        while held and (len(held) > self.max_held or not session.waits(held[0]) or held[0].deadline_ms <= now):
             entry = held.pop(0)
-            force -= 1
-            if entry.missing:
+            if session.waits(entry):
                 self.released_incomplete += 1
                 log.info(
                     "message %s from device %s released without %d earlier message(s) of its session",
-                    entry.message.message_id.hex(), device, len(entry.missing),
+                    entry.message.message_id.hex(), device, len(session.outstanding & entry.missing),
                 )
             self._ids.discard(entry.message.message_id)
             out.append(entry.message)
         if not held:
-            del self._held[device]
+            del self._sessions[device]
 
     def due(self) -> list[Message]:
         """Held messages whose wait is over (by completion or deadline), in order per session."""
         out: list[Message] = []
-        for device in list(self._held):
+        for device in list(self._sessions):
             self._release(device, out)
         return out
 
     def next_deadline_s(self) -> float | None:
         """Seconds until the earliest front's deadline (None: nothing held)."""
-        if not self._held:
+        if not self._sessions:
             return None
-        earliest = min(held[0].deadline_ms for held in self._held.values())
+        earliest = min(session.held[0].deadline_ms for session in self._sessions.values())
         return max(0.0, (earliest - self._clock_ms()) / 1000)
 
     def __len__(self) -> int:
