@@ -179,3 +179,20 @@ async def test_many_senders_interleaved_out_of_order_each_arrive_in_their_order(
     await asyncio.sleep(1.0)
     for sender in senders:
         assert _texts(bob, sender) == ["hello", *(f"{i}" for i in range(20))]
+
+
+async def test_a_held_message_redelivered_by_a_new_sync_is_handed_over_once(open_peer: Open, mesh: LocalMesh) -> None:
+    alice, bob = await _conversation(open_peer, window=60.0)
+    first, second = await _held_back(alice.client, bob.account, ["one", "two"])
+    await _publish(alice.client, [second])
+    await bob.until(lambda: bob.client._receiver._reorder.holds(second.message_id))
+    # Bob's region restarts: its Sync reconnects and the backlog brings "two" (unacked) again.
+    bob.client.backlog_done.clear()
+    await asyncio.to_thread(mesh.restart_services, "b")
+    await asyncio.wait_for(bob.client.backlog_done.wait(), 30)
+    await asyncio.sleep(0.5)
+    assert _texts(bob, alice) == ["hello"]
+    await _publish(alice.client, [first])
+    await bob.until(lambda: len(_texts(bob, alice)) >= 3)
+    await asyncio.sleep(1.0)
+    assert _texts(bob, alice) == ["hello", "one", "two"]
