@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from xchat.client import Client
+from xchat.client import Client, OrderGap
 from xchat.client._state import OutboxItem
 from xchat.mesh.local import LocalMesh
 from xchat.v1 import relay_pb2, relay_pb2_grpc
@@ -136,6 +136,10 @@ async def test_a_predecessor_that_never_comes_delays_later_messages_only_the_win
     assert time.monotonic() - started >= window * 0.9
     await asyncio.sleep(1.0)
     assert _texts(bob, alice) == ["hello", "two", "three"]
+    gaps = bob.events_of(OrderGap)
+    assert [(g.account, g.device, g.message_id, g.missing) for g in gaps] == [
+        (alice.account, alice.client.device_id, m.message_id, 1) for m in (second, third)
+    ]
     # The gap is given up: what follows is not held again.
     sent = time.monotonic()
     await alice.client.send(bob.account, "four")

@@ -100,3 +100,11 @@ def test_a_far_skip_shares_one_missing_set_between_held_messages() -> None:
     reorder.arrived([_newest(n, range(5000, 5000 + 4000)) for n in range(9000, 9200)])
     sets = {id(entry.missing) for entry in reorder._sessions["dev"].held}
     assert len(reorder) == 200 and len(sets) == 1
+
+
+def test_the_total_bound_releases_the_largest_sessions_front() -> None:
+    reorder = Reorder(window_s=10, max_held=4, max_held_total=5, clock_ms=Clock())
+    big = [("big", _message(n), Gaps((DH, n), False, ((DH, 0),), NOW)) for n in range(1, 5)]
+    small = [("small", _message(n), Gaps((b"s" * 32, n), False, ((b"s" * 32, 0),), NOW)) for n in range(11, 13)]
+    out = reorder.arrived(big + small)
+    assert _n(out) == [1] and len(reorder) == 5

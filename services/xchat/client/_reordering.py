@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from xchat.client.crypto.ratchet import Gaps, Slot
-from xchat.client.messages import Message
+from xchat.client.messages import Message, OrderGap
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ DEFAULT_REORDER_WINDOW_S = 10.0
 # Held messages per session beyond which the front is released regardless:
 # a sender that skips far ahead holds at most this many of its own messages.
 DEFAULT_MAX_HELD = 256
+# Held messages across all sessions: they stay unacknowledged, and the mailbox delivers
+# at most 1,000 unacknowledged envelopes per Sync (mailbox MAX_UNACKED); beyond this the
+# largest session's front is released, so holds never stall the stream for other senders.
+DEFAULT_MAX_HELD_TOTAL = 512
 
 
 @dataclass(slots=True)
@@ -90,12 +94,17 @@ class Reorder:
 
     def __init__(
         self, *, window_s: float = DEFAULT_REORDER_WINDOW_S, max_held: int = DEFAULT_MAX_HELD,
+        max_held_total: int = DEFAULT_MAX_HELD_TOTAL,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        on_gap: Callable[[OrderGap], None] = lambda event: None,
     ) -> None:
         self.window_ms = int(window_s * 1000)
         self.max_held = max_held
+        self.max_held_total = max_held_total
         # Must be the clock the ratchet dates skipped keys with (wall clock, ms).
         self._clock_ms = clock_ms
+        # Told of every message released with predecessors still missing (``Client.events()``).
+        self._on_gap = on_gap
         self._sessions: dict[str, _Session] = {}
         self._ids: set[bytes] = set()
         # Released with predecessors still missing (for tests and metrics).
@@ -116,6 +125,9 @@ class Reorder:
             self._arrive(device, message, gaps, out)
         if self._sessions:
             out.extend(self.due())
+            while len(self._ids) > self.max_held_total:
+                device = max(self._sessions, key=lambda d: len(self._sessions[d].held))
+                self._release(device, out, force=1)
         return out
 
     def _arrive(self, device: str, message: Message | None, gaps: Gaps | None, out: list[Message]) -> None:
@@ -155,21 +167,26 @@ class Reorder:
         session.held.insert(at, _Held(message, gaps.slot, missing, gaps.newest_ms + self.window_ms))
         self._ids.add(message.message_id)
 
-    def _release(self, device: str, out: list[Message]) -> None:
+    def _release(self, device: str, out: list[Message], *, force: int = 0) -> None:
         """Releases the front of ``device``'s list while it is complete, overdue or over the count bound."""
         session = self._sessions.get(device)
         if session is None:
             return
         held = session.held
         now = self._clock_ms()
-        while held and (len(held) > self.max_held or not session.waits(held[0]) or held[0].deadline_ms <= now):
+        while held and (
+            force > 0 or len(held) > self.max_held or not session.waits(held[0]) or held[0].deadline_ms <= now
+        ):
+            force -= 1
             entry = held.pop(0)
             if session.waits(entry):
                 self.released_incomplete += 1
+                missing = len(session.outstanding & entry.missing)
                 log.info(
                     "message %s from device %s released without %d earlier message(s) of its session",
-                    entry.message.message_id.hex(), device, len(session.outstanding & entry.missing),
+                    entry.message.message_id.hex(), device, missing,
                 )
+                self._on_gap(OrderGap(entry.message.sender_account, device, entry.message.message_id, missing))
             self._ids.discard(entry.message.message_id)
             out.append(entry.message)
         if not held:

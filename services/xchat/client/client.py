@@ -144,7 +144,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
             backlog_done=self.backlog_done,
             directory_key=self._directory_key,
             on_new_session=self._prekeys.schedule_top_up,
-            reorder=Reorder(window_s=reorder_window_s),
+            reorder=Reorder(window_s=reorder_window_s, on_gap=self._events.put),
         )
         # Opened messages report their missing predecessors within the window (``_reordering``).
         self._book.reorder_window_ms = int(reorder_window_s * 1000)
@@ -221,7 +221,8 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
 
         ``reorder_window_s``: order per sender device is kept end to end (ADR 0018): a
         message whose earlier messages have not arrived waits for them at most this
-        long (then it is handed over, logged); 0 hands messages over as they arrive.
+        long (then it is handed over, with an ``OrderGap`` event); 0 hands messages over
+        as they arrive.
         """
         auditors = RequiredAuditors(auditor_keys, max_lag_s=auditor_max_lag_s, clock=clock)
         state = LocalState(state_path, state_key=state_key)
