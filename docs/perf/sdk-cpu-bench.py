@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 from xchat.client._devices import Devices
+from xchat.client._reordering import DEFAULT_REORDER_WINDOW_S, Arrival, Reorder
 from xchat.client._sessions import EncryptRequest, SessionBook
 from xchat.client._state import LocalState
 from xchat.client.crypto import PrekeyBundle
 from xchat.client.crypto.account import AccountKey
 from xchat.client.crypto.certificates import issue_certificate
+from xchat.client.messages import Message
 
 ALICE_DEV, BOB_DEV = "a" * 32, "b" * 32
 
@@ -47,6 +49,9 @@ class App:
     def __init__(self, path: Path, account: str, device: str, state_key: bytes | None) -> None:
         self.state = LocalState(path, state_key=state_key)
         self.book = SessionBook(self.state)
+        # Per-session order (ADR 0018), as ``Client`` sets it up: gaps reported, holds checked.
+        self.book.reorder_window_ms = int(DEFAULT_REORDER_WINDOW_S * 1000)
+        self.reorder = Reorder()
         self.devices = Devices(self.state, None, None, on_event=lambda event: None)  # type: ignore[arg-type]
         self.book.ensure_identity()
         self.account, self.device = account, device
@@ -96,21 +101,29 @@ def _send(alice: App, batch: int, body: bytes) -> list[tuple[bytes, bytes]]:
     return [(i.message_id, i.ciphertext) for i in items]
 
 
+# Stands for each batch's messages (building them is not what the order check costs).
+_SHOWN = Message(b"\0" * 16, "alice", "device", 0, 0, "text/plain", b"", 0)
+
+
 def _receive(bob: App, envelopes: list[tuple[bytes, bytes]]) -> None:
     state, book = bob.state, bob.book
     state.begin()
     book.batch_begin()
     try:
+        arrivals: list[Arrival] = []
         for message_id, ciphertext in envelopes:
+            assert not bob.reorder.holds(message_id)
             assert not state.was_seen(message_id) and state.inbox_item(message_id) is None
             opened = book.open(message_id, ciphertext)
             assert opened is not None and not opened.new_session
             book.stage(opened)
+            arrivals.append((opened.content.sender_device, _SHOWN, opened.gaps))
         state.add_pending_acks([])
         book.batch_flush()
         state.commit()
     finally:
         book.batch_end()
+    assert len(bob.reorder.arrived(arrivals)) == len(envelopes)
 
 
 def _ack(bob: App, envelopes: list[tuple[bytes, bytes]], sequence: int) -> None:

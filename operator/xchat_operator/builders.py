@@ -18,7 +18,7 @@ from typing import Any
 
 from xchat.core.permissions import MAILBOX_OWNER, OWNED_BUCKETS
 
-from . import exposure, monitoring, names, natsconfig, policies, reloader, rollout, token_rotation
+from . import exposure, monitoring, names, natsconfig, policies, reloader, rollout, token_rotation, transparency
 from .podspec import CONTAINER_SECURITY, NATS_UID, SERVICE_UID, anti_affinity, pod_scheduling, pod_security
 from .spec import GROUP, KIND, SERVICE_NAMES, VERSION, MeshSpec, Region
 
@@ -296,6 +296,7 @@ def service_env(spec: MeshSpec, service: str, region: Region, cluster_domain: st
         *monitoring.service_env(spec),
     ]
     env += token_rotation.service_env(spec, service, f"{SERVICE_SECRET_DIR}/token")
+    env += transparency.service_env(spec, service)
     if spec.tls.enabled:
         env += [
             {"name": "XCHAT_TLS_CERT_FILE", "value": f"{SERVICE_TLS_DIR}/tls.crt"},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,15 @@ DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS = 300
 # A changed Secret reaches every pod within the kubelet's sync period (1 min) plus
 # jitter, and the services notice it within XCHAT_TOKEN_KEY_RELOAD_S (5 s).
 DEFAULT_TOKEN_KEY_PROPAGATION_SECONDS = 120
+# The CRD's bounds of spec.keyTransparency, checked again here for objects that
+# skipped the API server. Auditors are people or organisations, not devices: a
+# handful. The SDK waits up to three epoch intervals (+5 s) for a changed device
+# list to be sealed, so past a minute a new device waits minutes to be reachable.
+MAX_KT_AUDITOR_KEYS = 16
+MAX_KT_EPOCH_INTERVAL_SECONDS = 60.0
+# One base64 Ed25519 public key, as auth's XCHAT_KT_AUDITOR_KEYS parser takes it (32 bytes:
+# 43 characters and one '='); the CRD's items carry the same pattern.
+AUDITOR_KEY_PATTERN = r"^[A-Za-z0-9+/]{43}=$"
 
 
 class RegionMode(str, enum.Enum):
@@ -159,6 +169,16 @@ class TokenKeys:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class KeyTransparency:
+    """``spec.keyTransparency``: auth's XCHAT_KT_AUDITOR_KEYS and XCHAT_KT_EPOCH_INTERVAL_S (docs/key-transparency.md)."""
+
+    #: base64 Ed25519 public keys (44 characters) of the auditors whose statements auth keeps and serves
+    auditor_keys: tuple[str, ...] = ()
+    #: seconds between epochs at most; None: the services' default (1 s), and no variable is set
+    epoch_interval_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MeshSpec:
     name: str
     namespace: str
@@ -181,6 +201,7 @@ class MeshSpec:
     log_level: str = "info"
     paused: bool = False
     token_keys: TokenKeys = TokenKeys()
+    key_transparency: KeyTransparency = KeyTransparency()
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -284,6 +305,7 @@ def parse_mesh(body: Mapping[str, Any]) -> MeshSpec:
         ),
         paused=str(annotations.get(PAUSE_ANNOTATION, "")).lower() == "true",
         token_keys=_token_keys(spec.get("tokenKeys") or {}, str(annotations.get(ROTATE_TOKEN_KEY_ANNOTATION, ""))),
+        key_transparency=_key_transparency(spec.get("keyTransparency") or {}),
     )
 
 
@@ -294,3 +316,29 @@ def _token_keys(raw: Mapping[str, Any], request: str) -> TokenKeys:
         rotate_every_days=int(raw.get("rotateEveryDays", 0)),
         rotation_request=request,
     )
+
+
+def _auditor_key(index: int, raw: object) -> str:
+    if not (isinstance(raw, str) and re.fullmatch(AUDITOR_KEY_PATTERN, raw)):
+        raise SpecError(f"keyTransparency.auditorKeys[{index}] is not a base64 Ed25519 public key (44 characters "
+                        f"ending in '='): {raw!r}; give the public half of the auditor's key, one key per entry")
+    return raw
+
+
+def _key_transparency(raw: Mapping[str, Any]) -> KeyTransparency:
+    keys = tuple(_auditor_key(i, k) for i, k in enumerate(raw.get("auditorKeys") or ()))
+    if len(keys) > MAX_KT_AUDITOR_KEYS:
+        raise SpecError(f"keyTransparency.auditorKeys lists {len(keys)} keys; at most {MAX_KT_AUDITOR_KEYS} are allowed")
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise SpecError(f"keyTransparency.auditorKeys lists {twice[0]} more than once; remove the duplicate")
+    interval = raw.get("epochIntervalSeconds")
+    if interval is not None:
+        # bool is an int in Python; the schema's "number" never yields one, a hand-made dict might.
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
+            0 < interval <= MAX_KT_EPOCH_INTERVAL_SECONDS
+        ):
+            raise SpecError(f"keyTransparency.epochIntervalSeconds must be a number of seconds above 0 and at most "
+                            f"{MAX_KT_EPOCH_INTERVAL_SECONDS:g}, not {interval!r}")
+        interval = float(interval)
+    return KeyTransparency(auditor_keys=keys, epoch_interval_seconds=interval)

@@ -16,6 +16,7 @@ EXPECTED |= {"KeyTransparencyAlarm", "KeyTransparencyError"}  # docs/adr/0014
 EXPECTED |= {"SenderCertificateRejected"}  # issue 9, sender certificates (docs/crypto.md)
 EXPECTED |= {"ConversationEvent", "ConversationSettings", "MessagesDelivered", "MessagesRead", "MessageEdited",
              "MessageDeleted", "MessageExpired", "DisappearingTimerChanged", "ControlRejected", "EditRefused"}  # issue 14
+EXPECTED |= {"OrderGap"}  # issue 10, order kept end to end (docs/adr/0018)
 CLIENT_METHODS = {
     "open", "register", "publish_prekeys", "send", "send_many", "flush_outbox", "messages", "ack",
     "safety_number", "close", "account", "device_id", "endpoint", "backlog_done", "undecryptable", "prekeys_left",

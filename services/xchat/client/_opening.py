@@ -35,6 +35,7 @@ from xchat.client._state import InboxItem, LocalState
 from xchat.client.crypto import CryptoError, SealedContent, unseal
 from xchat.client.crypto.certificates import CertificateError, SenderCertificate, check_certificate, verify_signature
 from xchat.client.crypto.pqxdh import encode_ids
+from xchat.client.crypto.ratchet import Gaps
 from xchat.client.crypto.sessions import OpenedRecord, SessionRecord, open_record
 from xchat.client.messages import (
     DeviceListRejected,
@@ -72,6 +73,11 @@ class Opened:
         return self.opened.new_session
 
     @property
+    def gaps(self) -> Gaps | None:
+        """Its missing predecessors in its session (``_reordering``); None: none."""
+        return self.opened.gaps
+
+    @property
     def their_identity_key(self) -> bytes:
         return self.opened.session.their_identity_key
 
@@ -105,7 +111,7 @@ class Opener:
             pinned = record.current.their_identity_key if record is not None else None
             opened = open_record(
                 content.inner, our_identity=book.identity, prekey_store=book.prekeys, record=record,
-                ids=self._ids_from(content),
+                ids=self._ids_from(content), gap_window_ms=book.reorder_window_ms,
             )
         except CryptoError as exc:
             self._undecryptable(message_id, content, f"{type(exc).__name__}: {exc}")

@@ -38,11 +38,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from xchat.client._reordering import Arrival, Reorder
 from xchat.client._sessions import SessionBook
 from xchat.client._state import InboxItem, LocalState
 from xchat.client._tokens import Tokens
 from xchat.client._transport import RETRYABLE, Transport, metadata, rejected
 from xchat.client.crypto import Payload
+from xchat.client.crypto.ratchet import Gaps
 from xchat.client.errors import RequestRejected, ServiceUnavailable
 from xchat.client.messages import Message
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
@@ -90,6 +92,14 @@ async def _opened_within(call: AsyncIterator[mailbox_pb2.SyncResponse], timeout:
         yield response
 
 
+async def _next(responses: AsyncIterator[mailbox_pb2.SyncResponse]) -> mailbox_pb2.SyncResponse | None:
+    """The next response; None at the end of the call."""
+    try:
+        return await responses.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
 def _backoff(failures: int) -> float:
     return RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
 
@@ -105,6 +115,7 @@ class Receiver:
         backlog_done: asyncio.Event,
         directory_key: Callable[[str, str], Awaitable[bytes | None]],
         on_new_session: Callable[[], None],
+        reorder: Reorder | None = None,
     ) -> None:
         self._state = state
         self._book = book
@@ -113,6 +124,9 @@ class Receiver:
         self._backlog_done = backlog_done
         self._directory_key = directory_key
         self._on_new_session = on_new_session
+        # Per-session order to the app (``_reordering``, issue 10): committed messages whose
+        # predecessors are missing wait there, bounded in time and count.
+        self._reorder = reorder if reorder is not None else Reorder()
         # Sequences to send on the live Sync stream (all of them are also pending in state).
         self._outgoing: list[int] = []
         # The latest acks made since the current Sync call started (confirmed on close).
@@ -209,8 +223,24 @@ class Receiver:
                     call.cancel()
 
             stop_following = self._transport.on_move(follow)
+            responses = _opened_within(call, self._transport.failover_after)
+            reading: asyncio.Task[mailbox_pb2.SyncResponse | None] | None = None
             try:
-                async for response in _opened_within(call, self._transport.failover_after):
+                while True:
+                    if reading is None and not self._reorder:
+                        response = await _next(responses)  # nothing held: no timer (the common case)
+                    else:
+                        # Held messages: wake at the earliest hold deadline even without traffic.
+                        if reading is None:
+                            reading = asyncio.create_task(_next(responses), name="xchat.client.sync-read")
+                        done, _ = await asyncio.wait({reading}, timeout=self._reorder.next_deadline_s())
+                        if not done:
+                            for message in self._reorder.due():
+                                yield message
+                            continue
+                        response, reading = reading.result(), None
+                    if response is None:
+                        break
                     failures = 0
                     if pending is not None:
                         redelivered.update(e.sequence for e in response.envelopes)
@@ -257,10 +287,13 @@ class Receiver:
             finally:
                 stop_following()
                 call.cancel()
+                if reading is not None:
+                    reading.cancel()
+                    await asyncio.gather(reading, return_exceptions=True)
 
     async def _open_batch(self, envelopes: Sequence[mailbox_pb2.Envelope]) -> list[Message]:
         """Decrypts a response's envelopes in order; one durable commit for all of them."""
-        messages: list[Message] = []
+        arrivals: list[Arrival] = []
         skipped: list[int] = []
         self._state.begin()
         self._book.batch_begin()
@@ -269,13 +302,22 @@ class Receiver:
                 mid = bytes(envelope.message_id)
                 copies = self._in_app.get(mid)
                 if copies is not None:
-                    copies.append(envelope.sequence)  # the app holds it: acknowledged with it
+                    copies.append(envelope.sequence)  # the app (or the order buffer) holds it: acknowledged with it
                     continue
-                item = await self._open(envelope)
-                if item is None:
+                if self._reorder.holds(mid):
+                    continue  # a redelivered copy of a held message: handed over once, when released
+                opened = await self._open(envelope)
+                if opened is None:
                     skipped.append(envelope.sequence)
+                    continue
+                device, item, gaps = opened
+                if item is None:
+                    skipped.append(envelope.sequence)  # a control payload: its place in order still counts
+                    if gaps is not None:
+                        arrivals.append((device, None, gaps))
                 else:
-                    messages.append(_message(envelope, item))
+                    arrivals.append((device, _message(envelope, item), gaps))
+                    # Remembered from here, held for order or not: a redelivered copy is acknowledged with it.
                     if len(self._in_app) >= IN_APP_MAX:
                         self._in_app.pop(next(iter(self._in_app)))
                     self._in_app[mid] = []
@@ -295,16 +337,21 @@ class Receiver:
             self._queue_acks(skipped)
         if self._book.heal.due:
             self._book.on_heal()  # committed: retry requests to send or answer (``_healing``)
-        return messages
+        # Committed: what the app may see now, in each session's order (``_reordering``).
+        return self._reorder.arrived(arrivals)
 
-    async def _open(self, envelope: mailbox_pb2.Envelope) -> InboxItem | None:
-        """The plaintext of ``envelope``, staged in the open transaction; None when it must only be acked."""
+    async def _open(self, envelope: mailbox_pb2.Envelope) -> tuple[str | None, InboxItem | None, Gaps | None] | None:
+        """The plaintext of ``envelope``, staged in the open transaction; None when it must only be acked.
+
+        Returns (sender device, plaintext or None for a control payload, its gaps); the
+        device is None for a copy decrypted before and not acknowledged yet (handed as is).
+        """
         mid = bytes(envelope.message_id)
         if self._state.was_seen(mid):
             return None
         item = self._state.inbox_item(mid)
         if item is not None:
-            return item  # decrypted before, not acknowledged yet
+            return None, item, None  # decrypted before, not acknowledged yet
         opened = self._book.open(mid, envelope.ciphertext)
         if opened is None:
             return None
@@ -331,7 +378,7 @@ class Receiver:
             if not self._book.certificate_holds(opened):  # first contact: the account key is pinned only now
                 return None
             self._on_new_session()
-        return self._book.stage(opened)
+        return opened.content.sender_device, self._book.stage(opened), opened.gaps
 
     async def close(self, *, confirm_within: float) -> None:
         """Stops receiving; confirms this call's latest acks, waiting at most ``confirm_within`` seconds."""

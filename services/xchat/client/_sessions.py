@@ -86,6 +86,9 @@ class SessionBook:
         self.certificate: Callable[[], bytes] = lambda: b""
         self.me: Callable[[], tuple[str, str] | None] = lambda: None
         self.now_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+        # Set by the facade (``reorder_window_s``, issue 10): how long a missing predecessor
+        # is waited for; opened messages report their gaps within it (0: order not kept).
+        self.reorder_window_ms = 0
         # Cleared while a new session's prekey use is only in memory (the receive
         # path awaits the directory before staging it): whoever persists the
         # prekey store for another reason (rotation) waits, so it never commits

@@ -58,6 +58,7 @@ from xchat.client._history import History
 from xchat.client._messaging import Messaging, as_bytes
 from xchat.client._prekeys import DEFAULT_ONE_TIME_PREKEYS, DEFAULT_PQ_PREKEYS, Prekeys
 from xchat.client._receiving import Receiver
+from xchat.client._reordering import DEFAULT_REORDER_WINDOW_S, Reorder
 from xchat.client._registration import Registration
 from xchat.client._sending import Sender
 from xchat.client._sessions import SessionBook
@@ -83,7 +84,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
 
     def __init__(
         self, state: LocalState, transport: Transport, *, clock: Callable[[], float] = time.time,
-        auditors: RequiredAuditors | None = None,
+        auditors: RequiredAuditors | None = None, reorder_window_s: float = DEFAULT_REORDER_WINDOW_S,
     ) -> None:
         self._state = state
         self._transport = transport
@@ -143,7 +144,10 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
             backlog_done=self.backlog_done,
             directory_key=self._directory_key,
             on_new_session=self._prekeys.schedule_top_up,
+            reorder=Reorder(window_s=reorder_window_s, on_gap=self._events.put),
         )
+        # Opened messages report their missing predecessors within the window (``_reordering``).
+        self._book.reorder_window_ms = int(reorder_window_s * 1000)
         # Typing and presence (issue 14): sealed, ephemeral, through relay and the open Sync.
         self._signals = Signals(state, self._book, self._tokens, me=me, on_event=self._events.put, clock=clock)
         self._receiver.on_ephemeral = self._signals.received
@@ -190,6 +194,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         state_key: bytes | None = None,
         auditor_keys: Sequence[bytes] = (),
         auditor_max_lag_s: float = DEFAULT_AUDITOR_MAX_LAG_S,
+        reorder_window_s: float = DEFAULT_REORDER_WINDOW_S,
     ) -> Client:
         """Opens (or creates) the local state; ``endpoints`` are tried in order (home region first).
 
@@ -213,11 +218,16 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         accepted while that audit is at most ``auditor_max_lag_s`` old by this
         device's clock. Otherwise lookups fail with ``KeyTransparencyError``
         ("unaudited", "audit_signature", "audit_mismatch"; docs/key-transparency.md).
+
+        ``reorder_window_s``: order per sender device is kept end to end (ADR 0018): a
+        message whose earlier messages have not arrived waits for them at most this
+        long (then it is handed over, with an ``OrderGap`` event); 0 hands messages over
+        as they arrive.
         """
         auditors = RequiredAuditors(auditor_keys, max_lag_s=auditor_max_lag_s, clock=clock)
         state = LocalState(state_path, state_key=state_key)
         transport = Transport(endpoints, root_certificates=root_certificates, call_timeout=call_timeout)
-        client = cls(state, transport, clock=clock, auditors=auditors)
+        client = cls(state, transport, clock=clock, auditors=auditors, reorder_window_s=reorder_window_s)
         client._rotation.check()
         return client
 
@@ -234,6 +244,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
         state_key: bytes | None = None,
         auditor_keys: Sequence[bytes] = (),
         auditor_max_lag_s: float = DEFAULT_AUDITOR_MAX_LAG_S,
+        reorder_window_s: float = DEFAULT_REORDER_WINDOW_S,
     ) -> Client:
         """A new device of an existing account, from the code ``link_device()`` gave on one of its devices.
 
@@ -252,7 +263,7 @@ class Client(AccountMethods, ConversationMethods, GroupMethods, AttachmentMethod
             state.close()
             await transport.close()
             raise
-        client = cls(state, transport, clock=clock, auditors=auditors)
+        client = cls(state, transport, clock=clock, auditors=auditors, reorder_window_s=reorder_window_s)
         # Our own signed list, pinned: the version our sender certificate carries.
         await client._devices.own(client.account)
         await client.publish_prekeys(one_time=DEFAULT_ONE_TIME_PREKEYS, rotate_signed=True)

@@ -308,8 +308,22 @@ class ControlRejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class OrderGap:
+    """``message_id`` from ``device`` of ``account`` reached ``messages()`` before ``missing``
+    earlier messages of the same sender device: they did not arrive within the reorder window
+    (``Client.open(reorder_window_s=)``, ADR 0018). One that still comes later is handed over
+    then, after the messages that followed it. Informational ("some messages may be missing")."""
+
+    account: str
+    device: str
+    message_id: bytes
+    missing: int
+
+
 ConversationEvent = (
-    MessagesDelivered
+    OrderGap
+    | MessagesDelivered
     | MessagesRead
     | MessageEdited
     | MessageDeleted

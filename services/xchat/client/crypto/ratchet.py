@@ -28,6 +28,14 @@ still opens; a forged header costs at most ~17 ms of HMACs on a 2-core machine),
 total (oldest evicted first; a longer skip stores only its newest keys), and
 a stored key is deleted :data:`SKIPPED_KEY_TTL_MS` after it was derived. A gap
 beyond the bound is reported and healed by the SDK's session reset.
+
+Order (issue 10, ADR 0018): ``skipped`` holds a key for every message of the
+session skipped over and not received yet, in position order. Given a
+``gap_window_ms``, ``commit()`` returns the message's :class:`Gaps`: its slot
+and its *missing predecessors* skipped within that window (a predecessor
+skipped longer ago is given up: the receiver waited for it once already). The
+next message of the current chain with no recent skipped keys returns None,
+so the common case costs one emptiness check.
 """
 
 from __future__ import annotations
@@ -64,8 +72,10 @@ __all__ = [
     "MAX_SKIPPED_KEYS",
     "RK_INFO",
     "SKIPPED_KEY_TTL_MS",
+    "Gaps",
     "Header",
     "RatchetState",
+    "Slot",
     "kdf_ck",
     "kdf_rk",
     "ratchet_decrypt",
@@ -100,6 +110,27 @@ def kdf_rk(rk: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
 def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
     """Return ``(next_chain_key, message_key)``."""
     return hmac_sha256(ck, b"\x02"), hmac_sha256(ck, b"\x01")
+
+
+# A message's position in a session: (sender's ratchet key, n).
+Slot = tuple[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Gaps:
+    """What one committed message says about the order of its session.
+
+    ``missing``: the predecessors not received yet (skipped within the window
+    given to :func:`ratchet_decrypt`), oldest first; ``newest_ms``: when the
+    newest of them was skipped (0: none). ``filled``: the message was
+    decrypted from a stored skipped key, i.e. it was itself a missing
+    predecessor of what came after it.
+    """
+
+    slot: Slot
+    filled: bool
+    missing: tuple[Slot, ...]
+    newest_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +272,45 @@ def _expire(state: RatchetState, now_ms: int) -> None:
         skipped.popitem(last=False)
 
 
+def _recent(skipped: OrderedDict[Slot, tuple[bytes, int]], since_ms: int) -> tuple[tuple[Slot, ...], int]:
+    """Every stored slot skipped at or after ``since_ms``, oldest first, and the newest time.
+
+    Insertion order is age order, so the recent ones are a suffix: walked from
+    the end, it stops at the first older key.
+    """
+    recent: list[Slot] = []
+    newest = 0
+    for slot in reversed(skipped):
+        stored_ms = skipped[slot][1]
+        if stored_ms < since_ms:
+            break
+        newest = max(newest, stored_ms)
+        recent.append(slot)
+    recent.reverse()
+    return tuple(recent), newest
+
+
+def _before(skipped: OrderedDict[Slot, tuple[bytes, int]], slot: Slot, since_ms: int) -> tuple[tuple[Slot, ...], int]:
+    """The stored slots ahead of ``slot`` (its predecessors) skipped at or after ``since_ms``."""
+    missing: list[Slot] = []
+    newest = 0
+    for key, (_mk, stored_ms) in skipped.items():
+        if key == slot:
+            break
+        if stored_ms >= since_ms:
+            newest = max(newest, stored_ms)
+            missing.append(key)
+    return tuple(missing), newest
+
+
+def _gaps(skipped: OrderedDict[Slot, tuple[bytes, int]], slot: Slot, since_ms: int) -> Gaps | None:
+    """For a message decrypted with a chain key: every recent skipped slot precedes it."""
+    if not skipped:
+        return None
+    missing, newest = _recent(skipped, since_ms)
+    return Gaps(slot, False, missing, newest) if missing else None
+
+
 def _skip_message_keys(state: RatchetState, until: int, now_ms: int, max_skip: int = MAX_SKIP) -> None:
     if until - state.nr > max_skip:
         raise TooManySkippedMessagesError(until - state.nr, max_skip)
@@ -281,7 +351,8 @@ def ratchet_decrypt(
     aad: bytes,
     now_ms: int | None = None,
     max_skip: int = MAX_SKIP,
-) -> tuple[bytes, Callable[[], None]]:
+    gap_window_ms: int = 0,
+) -> tuple[bytes, Callable[[], Gaps | None]]:
     """``RatchetDecrypt`` without touching ``state``: returns ``(plaintext, commit)``.
 
     ``commit()`` applies the step to ``state``; never calling it leaves the
@@ -289,16 +360,24 @@ def ratchet_decrypt(
     ``aad`` is the full associated data (PQXDH AD || frame || header);
     ``now_ms`` (default: the clock) dates skipped keys and expires old ones;
     ``max_skip`` (at most :data:`MAX_SKIP`) lowers the skip bound, for trial
-    decryptions under archived sessions.
+    decryptions under archived sessions. ``gap_window_ms`` > 0: ``commit()``
+    returns the message's :class:`Gaps` (None: nothing skipped within that
+    window precedes it, and it filled no gap); 0: it always returns None.
     """
     now = _now_ms() if now_ms is None else now_ms
+    since = now - gap_window_ms if gap_window_ms > 0 else None
     slot = (header.dh, header.n)
     stored = state.skipped.get(slot)
     if stored is not None and stored[1] >= now - SKIPPED_KEY_TTL_MS:
         plaintext = aead_decrypt(stored[0], ciphertext, aad)
 
-        def commit_skipped() -> None:
+        def commit_skipped() -> Gaps | None:
+            gaps = None
+            if since is not None:
+                missing, newest = _before(state.skipped, slot, since)
+                gaps = Gaps(slot, True, missing, newest)
             state.skipped.pop(slot, None)
+            return gaps
 
         return plaintext, commit_skipped
     if header.dh == state.dhr and header.n == state.nr and state.ckr is not None and stored is None:
@@ -309,11 +388,14 @@ def ratchet_decrypt(
         ckr, mk = kdf_ck(state.ckr)
         plaintext = aead_decrypt(mk, ciphertext, aad)
 
-        def commit_next() -> None:
+        def commit_next() -> Gaps | None:
             state.ckr = ckr
             state.nr = header.n + 1
             if state.skipped:
                 _expire(state, now)
+                if since is not None:
+                    return _gaps(state.skipped, slot, since)
+            return None
 
         return plaintext, commit_next
     new = state.copy()
@@ -338,7 +420,8 @@ def ratchet_decrypt(
         raise TooManySkippedMessagesError(new.nr, _UINT32_MAX)
     plaintext = aead_decrypt(mk, ciphertext, aad)
 
-    def commit_copy() -> None:
+    def commit_copy() -> Gaps | None:
         state.assign(new)
+        return _gaps(state.skipped, slot, since) if since is not None else None
 
     return plaintext, commit_copy

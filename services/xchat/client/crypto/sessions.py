@@ -61,6 +61,7 @@ from .pqxdh import InitialMessage, associated_data, initiate, respond
 from .prekey_store import PrekeyStore
 from .primitives import ED25519_PUBLIC_KEY_SIZE
 from .ratchet import (
+    Gaps,
     MAX_SKIP,
     RatchetState,
     ratchet_decrypt,
@@ -157,9 +158,11 @@ class Session:
 
     def decrypt(self, wire: bytes, *, now_ms: int | None = None) -> Payload:
         """Open a wire message of this session; the session is unchanged on error."""
-        return self._decrypt_parsed(parse_wire(wire), now_ms)
+        return self._decrypt_parsed(parse_wire(wire), now_ms)[0]
 
-    def _decrypt_parsed(self, message: WireMessage, now_ms: int | None = None, max_skip: int = MAX_SKIP) -> Payload:
+    def _decrypt_parsed(
+        self, message: WireMessage, now_ms: int | None = None, max_skip: int = MAX_SKIP, gap_window_ms: int = 0
+    ) -> tuple[Payload, Gaps | None]:
         if message.type is MessageType.PREKEY:
             # Only the responder receives PREKEY messages, and only those
             # carrying the initial message that created this session.
@@ -168,13 +171,13 @@ class Session:
                 raise SessionMismatchError("PREKEY message for a different session")
         plaintext, commit = ratchet_decrypt(
             self._state, message.header, message.ciphertext, aad=self._ad + message.authenticated, now_ms=now_ms,
-            max_skip=max_skip,
+            max_skip=max_skip, gap_window_ms=gap_window_ms,
         )
         payload = Payload.decode(plaintext)
         # Commit only now: the AEAD verified and the payload parsed.
-        commit()
+        gaps = commit()
         self._pending_initial = None
-        return payload
+        return payload, gaps
 
     # --- persistence --------------------------------------------------------------
 
@@ -248,8 +251,8 @@ def initiate_session(
 
 
 def _respond_parsed(
-    our_identity: IdentityKeyPair, store: PrekeyStore, message: WireMessage, ids: bytes = b""
-) -> tuple[Session, Payload]:
+    our_identity: IdentityKeyPair, store: PrekeyStore, message: WireMessage, ids: bytes = b"", gap_window_ms: int = 0
+) -> tuple[Session, Payload, Gaps | None]:
     if message.type is not MessageType.PREKEY:
         raise NoSessionError("a NORMAL message cannot start a session")
     initial = message.initial
@@ -269,14 +272,14 @@ def _respond_parsed(
         state=ratchet_init_responder(agreement.shared_key, agreement.ratchet_private),
         ids=ids,
     )
-    payload = session._decrypt_parsed(message)
+    payload, gaps = session._decrypt_parsed(message, gap_window_ms=gap_window_ms)
     # The first message authenticated under SK: now the one-time keys may go.
     store.consume(
         one_time_id=initial.one_time_prekey_id,
         pq_id=initial.pq_prekey_id,
         pq_last_resort=initial.pq_last_resort,
     )
-    return session, payload
+    return session, payload, gaps
 
 
 def respond_to_session(
@@ -288,7 +291,8 @@ def respond_to_session(
     device)``, bound when the message says its session binds them (wire version 2).
     Persist both the returned session and ``prekey_store`` afterwards.
     """
-    return _respond_parsed(our_identity, prekey_store, parse_wire(wire), ids)
+    session, payload, _gaps = _respond_parsed(our_identity, prekey_store, parse_wire(wire), ids)
+    return session, payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +329,8 @@ def open_message(
             and _digest(message.initial_bytes) == session.initial_digest
         )
         if is_ours:
-            return OpenedMessage(session, session._decrypt_parsed(message), False)
-    new, payload = _respond_parsed(our_identity, prekey_store, message, ids)
+            return OpenedMessage(session, session._decrypt_parsed(message)[0], False)
+    new, payload, _gaps = _respond_parsed(our_identity, prekey_store, message, ids)
     return OpenedMessage(new, payload, True)
 
 
@@ -401,6 +405,8 @@ class OpenedRecord:
     new_session: bool
     # An archived session opened it and is current again.
     promoted: bool
+    # Its place in the session's order (``ratchet.Gaps``; None: nothing missing before it).
+    gaps: Gaps | None = None
 
 
 def _candidates(record: SessionRecord) -> Iterator[tuple[int, Session]]:
@@ -417,12 +423,13 @@ def _skip_bound(index: int) -> int:
     return MAX_SKIP if index < 0 else ARCHIVED_MAX_SKIP
 
 
-def _opened(record: SessionRecord, index: int, session: Session, payload: Payload) -> OpenedRecord:
+def _opened(record: SessionRecord, index: int, session: Session, decrypted: tuple[Payload, Gaps | None]) -> OpenedRecord:
+    payload, gaps = decrypted
     if index < 0:
-        return OpenedRecord(record, session, payload, new_session=False, promoted=False)
+        return OpenedRecord(record, session, payload, new_session=False, promoted=False, gaps=gaps)
     if session.their_identity_key != record.current.their_identity_key:
-        return OpenedRecord(record._updated(index, session), session, payload, new_session=False, promoted=False)
-    return OpenedRecord(record._promoted(index, session), session, payload, new_session=False, promoted=True)
+        return OpenedRecord(record._updated(index, session), session, payload, False, False, gaps)
+    return OpenedRecord(record._promoted(index, session), session, payload, new_session=False, promoted=True, gaps=gaps)
 
 
 def open_record(
@@ -433,6 +440,7 @@ def open_record(
     record: SessionRecord | None,
     now_ms: int | None = None,
     ids: bytes = b"",
+    gap_window_ms: int = 0,
 ) -> OpenedRecord:
     """Open any incoming wire message from one peer device, trying every session it has.
 
@@ -442,11 +450,13 @@ def open_record(
     one; the first that opens it wins (and is promoted). When none does, the
     current session's error is raised. Nothing changes on error. ``ids`` as
     for :func:`respond_to_session`, used when a new session starts.
+    ``gap_window_ms`` > 0 reports the message's missing predecessors
+    (``OpenedRecord.gaps``, see :func:`.ratchet.ratchet_decrypt`).
     """
     message = parse_wire(wire)
     if record is None:
-        new, payload = _respond_parsed(our_identity, prekey_store, message, ids)
-        return OpenedRecord(SessionRecord(new), new, payload, new_session=True, promoted=False)
+        new, payload, gaps = _respond_parsed(our_identity, prekey_store, message, ids, gap_window_ms)
+        return OpenedRecord(SessionRecord(new), new, payload, new_session=True, promoted=False, gaps=gaps)
     if record.current.our_identity_key != our_identity.public:
         raise IdentityMismatchError("session belongs to another identity")
     if message.type is MessageType.PREKEY:
@@ -454,13 +464,17 @@ def open_record(
         digest = _digest(message.initial_bytes)
         for index, session in _candidates(record):
             if session.role is Role.RESPONDER and session.initial_digest == digest:
-                return _opened(record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index)))
-        new, payload = _respond_parsed(our_identity, prekey_store, message, ids)
-        return OpenedRecord(record.replaced_by(new), new, payload, new_session=True, promoted=False)
+                return _opened(
+                    record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index), gap_window_ms)
+                )
+        new, payload, gaps = _respond_parsed(our_identity, prekey_store, message, ids, gap_window_ms)
+        return OpenedRecord(record.replaced_by(new), new, payload, new_session=True, promoted=False, gaps=gaps)
     first_error: CryptoError | None = None
     for index, session in _candidates(record):
         try:
-            return _opened(record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index)))
+            return _opened(
+                record, index, session, session._decrypt_parsed(message, now_ms, _skip_bound(index), gap_window_ms)
+            )
         except CryptoError as exc:
             first_error = first_error or exc
     assert first_error is not None
