@@ -22,6 +22,8 @@ JSZ_QUERY = "/jsz?streams=true&config=true"
 # Raft heartbeats are ~1 s).
 MAX_ACTIVE_NS = 4_000_000_000
 MAILBOX_STREAM = "XCHAT_MAILBOX"
+# Where relay writes while the mailbox stream has no leader (ADR 0013).
+HEDGE_STREAM = "XCHAT_MAILBOX_HEDGE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xchat_chaos.monitoring import MAILBOX_STREAM
+from xchat_chaos.monitoring import HEDGE_STREAM, MAILBOX_STREAM
 
 if TYPE_CHECKING:
     from xchat_chaos.drill import Drill
@@ -22,19 +22,59 @@ if TYPE_CHECKING:
 Scenario = Callable[["Drill"], Awaitable[None]]
 
 
+# How long the mesh's placement keeper (xchat.mesh.placement) may take to move the hedge
+# stream's leader out of the mailbox stream's leader's region (its pass every 2 s + a hand-over).
+KEEPER_BOUND_S = 10.0
+
+
 async def _hard_target(d: Drill) -> str:
-    """The region holding the meta leader, with the mailbox stream leader moved there too."""
+    """The region holding the meta leader, with every stream's leader moved there too.
+
+    The hedge stream's leader goes there last: the mesh's placement keeper must
+    move it out again (ADR 0013), within ``KEEPER_BOUND_S``; the drill records
+    how long it took and then checks that sends survive the loss of the region
+    holding every other leader.
+    """
     topo = await d.call(d.backend.topology)
     target = topo.meta_leader_region or d.backend.regions[0]
     for _ in range(3):
-        if topo.mailbox_leader_region == target:
+        # Every leader (issue 10: "the lost region held the meta leader and every stream
+        # leader"); the devices bucket is read on every send.
+        away = [s for s, leader in topo.stream_leaders.items() if s != HEDGE_STREAM and topo.region_of(leader) != target]
+        if topo.mailbox_leader_region == target and not away:
             break
-        await d.call(d.backend.prefer_leader, MAILBOX_STREAM, target)
+        for stream in away or [MAILBOX_STREAM]:
+            await d.call(d.backend.prefer_leader, stream, target)
         await asyncio.sleep(1.0)
         topo = await d.call(d.backend.topology)
+    loop = asyncio.get_running_loop()
+    moved_at = loop.time()
+    if topo.region_of(topo.stream_leaders.get(HEDGE_STREAM)) != target:
+        await d.call(d.backend.prefer_leader, HEDGE_STREAM, target)
+    seen_together = False
+    separated_after: float | None = None
+    while loop.time() - moved_at < KEEPER_BOUND_S:
+        await asyncio.sleep(0.25)
+        topo = await d.call(d.backend.topology)
+        hedge_region = topo.region_of(topo.stream_leaders.get(HEDGE_STREAM))
+        seen_together = seen_together or hedge_region == target
+        if hedge_region is not None and hedge_region != topo.mailbox_leader_region:
+            separated_after = loop.time() - moved_at
+            break
     d.note("target", target)
+    d.note("hedge_leader_moved_into_target_and_seen_there", seen_together)
+    d.note("keeper_separated_hedge_leader_after_s", None if separated_after is None else round(separated_after, 2))
+    if separated_after is None:
+        d.problems.append(
+            f"the hedge stream's leader still shared region {topo.mailbox_leader_region} with the mailbox stream's "
+            f"{KEEPER_BOUND_S:.0f} s after it was moved there (no placement keeper? xchat.mesh.placement)"
+        )
     d.note("leaders_at_fault", {"meta": topo.meta_leader, "streams": topo.stream_leaders})
     d.note("meta_and_mailbox_leader_in_target", topo.meta_leader_region == target and topo.mailbox_leader_region == target)
+    d.note(
+        "every_leader_but_the_hedge_in_target",
+        all(topo.region_of(leader) == target for s, leader in topo.stream_leaders.items() if s != HEDGE_STREAM),
+    )
     return target
 
 

@@ -387,6 +387,32 @@ async def _move_replicas(memo: kopf.Memo, spec: MeshSpec) -> None:
     memo["meta_problem"] = problem
 
 
+# Seconds between placement-keeper passes per mesh (xchat.mesh.placement, ADR 0013): bounds how
+# long the hedge stream's leader may share a region with the mailbox stream's after an election.
+PLACEMENT_INTERVAL_S = 5.0
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=PLACEMENT_INTERVAL_S, idle=CONFIG.resync.idle)
+async def keep_placement(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Moves the hedge stream's leader out of the mailbox stream's leader's region (one pass)."""
+    if not memo["config"].probes.enabled or body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    try:
+        spec = _parse(body)
+    except SpecError:
+        return  # the resync timer reports it
+    if spec.paused:
+        return
+    move, problem = await replicas.keep_hedge_apart(memo["kube"], spec, cluster_domain=memo["config"].cluster_domain)
+    if move is not None:
+        _post(_mesh_ref(spec), reason="HedgeLeaderMoved",
+              message=f"hedge stream's leader {move.server} shared region {move.from_region} with the mailbox "
+                      f"stream's: handed to region {move.to_region}")
+    if problem and memo.get("placement_problem") != problem:
+        _post(_mesh_ref(spec), reason="PlacementUnavailable", message=problem, warning=True)
+    memo["placement_problem"] = problem
+
+
 def _mesh_ref(spec: MeshSpec) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "XChatMesh",
             "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": spec.uid}}

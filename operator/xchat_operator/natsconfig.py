@@ -6,6 +6,8 @@ Owns the safety-critical knobs, none of which the CR can turn off:
   the R3 replicas of every stream sit in three different regions;
 * ``jetstream.sync_interval: always`` (Jepsen, NATS 2.12.1: the 2-minute default
   lost acknowledged writes on coordinated power loss);
+* route pings every 500 ms, a peer cut after 2 missed (ADR 0013: a frozen
+  region's routes otherwise stay 2 minutes and requests routed there hang);
 * routes from every region to every pod of every region (headless DNS names),
   including drained and down regions: the operator removes stream peers only
   from a region an operator marked ``Draining`` (``replicas``), never servers.
@@ -28,7 +30,7 @@ from typing import Union
 
 from xchat.core.permissions import BOOTSTRAP_USER, JSADMIN_USER, JSMETA_USER, jsmeta_permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
-from xchat.mesh.natsconf import password_hash
+from xchat.mesh.natsconf import ROUTE_PING_INTERVAL, ROUTE_PING_MAX, password_hash
 
 from . import names
 from .spec import MeshSpec, Region
@@ -171,6 +173,11 @@ def _document(spec: MeshSpec, region: Region, passwords: Mapping[str, str], clus
         "port": names.NATS_CLUSTER_PORT,
         "no_advertise": True,
         "connect_retries": ROUTE_CONNECT_RETRIES,
+        # Route keepalive (ADR 0013): a frozen or cut-off peer's routes close after
+        # ROUTE_PING_MAX missed pings (~1.5 s), not nats-server's 2 minutes, so its queue
+        # members (direct gets) and interest go and requests stop landing there.
+        "ping_interval": ROUTE_PING_INTERVAL,
+        "ping_max": ROUTE_PING_MAX,
         "authorization": {"user": names.ROUTE_USER, "password": passwords[names.ROUTE_USER], "timeout": 2},
         "routes": route_urls(spec, passwords[names.ROUTE_USER], cluster_domain),
     }

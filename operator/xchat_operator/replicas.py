@@ -55,7 +55,7 @@ from typing import Any
 import nats
 
 from xchat.core.permissions import inbox_prefix
-from xchat.mesh import jsadmin
+from xchat.mesh import jsadmin, placement
 from xchat.mesh.jsadmin import JetStreamAdminError, Placement
 
 from . import names
@@ -201,6 +201,43 @@ async def move_off(kube: Kube, spec: MeshSpec, region: Region, requested: set[tu
             await nc.close()
     except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:
         return MoveState(reason=UNAVAILABLE, message=f"JetStream admin API: {exc!r}"[:300])
+
+
+def server_regions(spec: MeshSpec) -> dict[str, str]:
+    """NATS server name -> its region (NATS tells a client names, never tags)."""
+    return {server: r.name for r in spec.regions for server in servers_of(spec, r)}
+
+
+async def keep_hedge_apart(kube: Kube, spec: MeshSpec, *, cluster_domain: str) -> tuple[placement.Move | None, str]:
+    """One pass of the placement keeper (:mod:`xchat.mesh.placement`, ADR 0013) as ``jsadmin``:
+    the hedge stream's leader out of the mailbox stream's leader's region. Returns (the
+    hand-over asked for or None, a problem or ""); never raises."""
+    serving = [r for r in spec.regions if r.serving and r.nats_running and not r.down]
+    if len(serving) < 2:
+        return None, ""  # nowhere to move it to
+    region_of = server_regions(spec).get
+    try:
+        secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.credentials_secret(spec.name))
+        password = _decoded(secret).get(names.JSADMIN_USER)
+        if not password:
+            return None, f"no {names.JSADMIN_USER} password in the credentials Secret yet"
+        urls = [f"{'tls' if spec.tls.enabled else 'nats'}://"
+                f"{names.fqdn(names.nats_client_service(spec.name, r.name), spec.namespace, cluster_domain)}"
+                f":{names.NATS_CLIENT_PORT}" for r in serving]
+        with tempfile.TemporaryDirectory(prefix="xchat-jsadmin-") as workdir:
+            tls = None
+            if spec.tls.enabled:
+                tls_secret = await asyncio.to_thread(kube.get, "Secret", spec.namespace, names.tls_secret(spec))
+                tls = _tls_context(_decoded(tls_secret), workdir)
+            nc = await connect(urls, password, tls)
+        try:
+            # Never towards a region being drained, marked down or rolled (its leaderships are moving away).
+            avoid = {r.name for r in spec.regions if r.mode is not RegionMode.ACTIVE or r.down} | rolling_regions(spec)
+            return await asyncio.wait_for(placement.keep_once(nc, region_of, avoid), STEP_TIMEOUT_S), ""
+        finally:
+            await nc.close()
+    except (JetStreamAdminError, OSError, asyncio.TimeoutError, nats.errors.Error, KeyError) as exc:
+        return None, f"JetStream admin API: {exc!r}"[:300]
 
 
 UNKNOWN_NAME = "Server name unknown"  # how nats-server lists a peer it never heard from since its start
@@ -423,9 +460,22 @@ def handover_target(spec: MeshSpec, region: Region) -> str | None:
     return (before[-1] if before else others[-1]).name
 
 
+# Regions whose leaderships were handed over for a NATS roll, and when: the placement keeper
+# hands the hedge stream to none of them for ROLL_AVOID_S (it would undo the handover).
+ROLL_AVOID_S = 300.0
+_handed_over: dict[tuple[str, str, str], float] = {}
+
+
+def rolling_regions(spec: MeshSpec) -> set[str]:
+    now = time.monotonic()
+    return {region for (ns, mesh, region), at in list(_handed_over.items())
+            if ns == spec.namespace and mesh == spec.name and now - at < ROLL_AVOID_S}
+
+
 async def hand_over_region(kube: Kube, spec: MeshSpec, region: Region, *, cluster_domain: str,
                            timeout: float = HANDOVER_TIMEOUT_S) -> Handover:
     """Before ``region``'s NATS restarts: its leaderships to the other regions (jsadmin, jsmeta); never raises."""
+    _handed_over[(spec.namespace, spec.name, region.name)] = time.monotonic()
     others = [r for r in spec.regions if r.name != region.name and r.nats_running and not r.down]
     if not others:
         return Handover(region=region.name, done=False, message="no other region runs NATS: nobody to hand over to")

@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 STOP_DEADLINE_S = 20.0
 
 
+def _directory(store: Store) -> DeviceDirectory:
+    """Device records for hot paths: leader reads, a replica when the leader is slow (ADR 0013)."""
+    return DeviceDirectory(store.bucket(BUCKET_DEVICES), replica=store.replica(BUCKET_DEVICES))
+
+
 @dataclass
 class TokenHolders:
     """Everything in the process that holds a token key, replaced together by :meth:`apply`."""
@@ -127,7 +132,7 @@ def registrations(settings: ServiceSettings, store: Store, holders: TokenHolders
             )
         )
     if "relay" in settings.services:
-        relay_devices = DeviceDirectory(store.bucket(BUCKET_DEVICES))
+        relay_devices = _directory(store)
         relay = Relay(store, relay_devices, max_ciphertext_bytes=settings.max_ciphertext_bytes)
         signals = RateLimiter(Rate(settings.ephemeral_rate, settings.ephemeral_burst), what="ephemeral signals",
                               per="sender or recipient device")
@@ -157,7 +162,7 @@ def registrations(settings: ServiceSettings, store: Store, holders: TokenHolders
         out.append(_attachments(settings, store))
     if "mailbox" in settings.services:
         mailbox = MailboxServicer(
-            store, verifier, DeviceDirectory(store.bucket(BUCKET_DEVICES)), store_timeout_s=settings.store_timeout_s,
+            store, verifier, _directory(store), store_timeout_s=settings.store_timeout_s,
             push_bucket=store.bucket(BUCKET_PUSH),
             push_sender=WebhookSender(settings.push_webhook_url) if settings.push_webhook_url else None,
             push_coalesce_s=settings.push_coalesce_s,

@@ -72,6 +72,9 @@ def test_nats_config_safety_knobs() -> None:
     assert "sync_interval: always" in conf
     assert 'store_dir: "/data/jetstream"' in conf
     assert 'name: "m"' in conf  # one cluster named after the mesh
+    # Route pings (ADR 0013): a frozen region leaves the routing within ~1.5 s, not 2 minutes.
+    cluster = conf[conf.index("cluster: {"):]
+    assert 'ping_interval: "500ms"' in cluster and "ping_max: 2" in cluster
     for region in ("eu", "us", "ap"):
         assert f"nats-route://route:proute@m-nats-{region}-0.m-nats-{region}-headless.ns.svc.cluster.local:6222" in conf
 

@@ -121,3 +121,35 @@ def test_an_unknown_offline_peer_is_departed_only_when_every_spec_server_is_live
     # A spec server offline too (e.g. a region marked down): the unknown peer may be it; nothing removed.
     meta = {"leader": "m-nats-a-0", "replicas": [unknown, live[0], {"name": "m-nats-d-0", "offline": True}]}
     assert replicas.departed(meta, spec_servers, "m-nats-") == []
+
+
+def test_the_placement_keeper_maps_pod_names_to_regions_and_moves_only_the_hedge() -> None:
+    """The operator's pass (``keep_hedge_apart``) feeds xchat.mesh.placement the server->region map
+    of its pods: both leaders in region a's pod hand the hedge stream to a current follower elsewhere."""
+    from xchat.core.permissions import HEDGE_STREAM, MAILBOX_STREAM
+    from xchat.mesh import placement
+
+    spec = parse_mesh(_mesh({"a": "Active", "b": "Active", "c": "Active"}))
+    regions = replicas.server_regions(spec)
+    assert regions == {"m-nats-a-0": "a", "m-nats-b-0": "b", "m-nats-c-0": "c"}
+    together = [_p(MAILBOX_STREAM, "m-nats-a-0", "m-nats-b-0", "m-nats-c-0"),
+                _p(HEDGE_STREAM, "m-nats-a-0", "m-nats-b-0", "m-nats-c-0", current=("m-nats-c-0",))]
+    assert placement.plan(together, regions.get) == placement.Move(HEDGE_STREAM, "m-nats-a-0", "a", "c")
+    apart = [together[0], _p(HEDGE_STREAM, "m-nats-b-0", "m-nats-a-0", "m-nats-c-0")]
+    assert placement.plan(apart, regions.get) is None
+    # The jsadmin user may hand the hedge stream's leadership over (and nothing of the data).
+    assert "$JS.API.STREAM.LEADER.STEPDOWN.*" in natsconfig.PERMISSIONS["jsadmin"]
+
+
+def test_a_region_handed_over_for_a_roll_is_no_placement_target_for_a_while() -> None:
+    import time
+
+    spec = parse_mesh(_mesh({"a": "Active", "b": "Active", "c": "Active"}))
+    assert replicas.rolling_regions(spec) == set()
+    replicas._handed_over[(spec.namespace, spec.name, "b")] = time.monotonic()
+    try:
+        assert replicas.rolling_regions(spec) == {"b"}
+        replicas._handed_over[(spec.namespace, spec.name, "b")] = time.monotonic() - replicas.ROLL_AVOID_S - 1
+        assert replicas.rolling_regions(spec) == set()
+    finally:
+        replicas._handed_over.clear()

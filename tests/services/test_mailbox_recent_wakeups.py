@@ -19,7 +19,7 @@ import pytest
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.ids import DeviceId, MessageId
 from xchat.mailbox import listeners as listeners_module
-from xchat.mailbox.acks import AckWindow
+from xchat.mailbox.hedge import DeviceStreams
 from xchat.mailbox.listeners import Listeners
 from xchat.mailbox.reader import Batch, Stored
 from xchat.mailbox.service import MailboxServicer
@@ -51,6 +51,9 @@ class FakeStore:
     def on_messages_lost(self, hook: object) -> None:
         pass
 
+    def troubled_within(self, seconds: float) -> bool:
+        return False
+
 
 class LaggingReplica:
     """Holds ``DEVICE``'s envelope at ``sequence``, but the first ``lag_reads`` reads do not see it yet."""
@@ -68,6 +71,13 @@ class LaggingReplica:
         return Batch([Stored(self.sequence, envelope)], [], self.sequence)
 
 
+class EmptyReplica:
+    """The hedge stream with nothing for the device."""
+
+    async def read_after(self, device: DeviceId, cursor: int, limit: int, *, leader_s: float = 0.0) -> Batch:
+        return Batch([], [], 0)
+
+
 def wakeup(sequence: int) -> FakeMsg:
     return FakeMsg(f"xchat.ntf.{DEVICE}", str(sequence).encode())
 
@@ -79,7 +89,7 @@ async def test_a_backlog_read_by_a_lagging_replica_is_read_again_not_left_to_the
     # The send was acknowledged and its wake-up arrived before the device's call opened.
     await servicer._listeners._on_wakeup(wakeup(7))  # type: ignore[arg-type]
     listener = await servicer._listeners.add(DEVICE)
-    responses = servicer._deliver(AckWindow(replica, DEVICE), listener)  # type: ignore[arg-type]
+    responses = servicer._deliver(DeviceStreams(replica, EmptyReplica(), DEVICE), listener)  # type: ignore[arg-type]
     try:
         backlog = await asyncio.wait_for(anext(responses), 1.0)
         assert backlog.HasField("backlog_done") and backlog.backlog_done.delivered == 0  # the lagging read

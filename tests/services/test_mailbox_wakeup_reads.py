@@ -18,7 +18,7 @@ import pytest
 from xchat.core.envelopes import StoredEnvelope
 from xchat.core.ids import DeviceId, MessageId
 from xchat.mailbox import service as service_module
-from xchat.mailbox.acks import AckWindow
+from xchat.mailbox.hedge import DeviceStreams
 from xchat.mailbox.reader import Batch, Stored
 from xchat.mailbox.service import MailboxServicer
 
@@ -46,6 +46,9 @@ class FakeStore:
     def on_messages_lost(self, hook: object) -> None:
         pass
 
+    def troubled_within(self, seconds: float) -> bool:
+        return False
+
 
 class Replica:
     """``DEVICE``'s records, all applied at once; counts reads."""
@@ -61,6 +64,13 @@ class Replica:
         return Batch([Stored(s, envelope) for s in found], [], found[-1] if found else 0)
 
 
+class EmptyReplica:
+    """The hedge stream (ADR 0013) with nothing for the device."""
+
+    async def read_after(self, device: DeviceId, cursor: int, limit: int, *, leader_s: float = 0.0) -> Batch:
+        return Batch([], [], 0)
+
+
 def wakeup(sequence: int) -> FakeMsg:
     return FakeMsg(f"xchat.ntf.{DEVICE}", str(sequence).encode())
 
@@ -69,7 +79,7 @@ async def _call(replica: Replica) -> tuple[MailboxServicer, object, object]:
     servicer = MailboxServicer(FakeStore(), None, None, store_timeout_s=1.0)  # type: ignore[arg-type]
     servicer._reader = replica  # type: ignore[assignment]
     listener = await servicer._listeners.add(DEVICE)
-    responses = servicer._deliver(AckWindow(replica, DEVICE), listener)  # type: ignore[arg-type]
+    responses = servicer._deliver(DeviceStreams(replica, EmptyReplica(), DEVICE), listener)  # type: ignore[arg-type]
     backlog = await asyncio.wait_for(anext(responses), 1.0)
     assert backlog.HasField("backlog_done")
     return servicer, listener, responses

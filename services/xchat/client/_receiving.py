@@ -60,6 +60,9 @@ STREAM_RECONNECT = {grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.St
 # Acks confirmed by ``close()`` (the latest ones; older ones of a long call were
 # applied long ago or come back in the next backlog): one unary Ack's worth.
 CLOSE_CONFIRM_MAX = 1000
+# Messages remembered as held by the app (unacknowledged), oldest forgotten first:
+# a forgotten one's copy is handed over again, never lost.
+IN_APP_MAX = 10_000
 
 
 class SyncSilent(Exception):
@@ -130,17 +133,24 @@ class Receiver:
         self._this_call: deque[int] = deque(maxlen=CLOSE_CONFIRM_MAX)
         self._ack_wake = asyncio.Event()
         self._closed = False
+        # Message id -> sequences of further copies, for messages this ``messages()``
+        # iteration handed to the app and the app has not acknowledged yet: a copy
+        # that arrives meanwhile (a reconnect redelivers it; relay's hedged write
+        # may store it twice, ADR 0013) is not handed over again, and is
+        # acknowledged with the original.
+        self._in_app: dict[bytes, list[int]] = {}
         # Typing and presence signals of a response (``_signals``): never acked, never stored.
         self.on_ephemeral: Callable[[list[bytes]], None] | None = None
 
     # -- acknowledgements ----------------------------------------------
 
     async def ack(self, message: Message) -> None:
+        sequences = [message.sequence, *self._in_app.pop(message.message_id, [])]
         # Not fsynced: on power loss the app may see this message again, never lose it.
         with self._state.transaction(durable=False):
             self._state.mark_seen(message.message_id)
-            self._state.add_pending_acks([message.sequence])
-        self._queue_acks([message.sequence])
+            self._state.add_pending_acks(sequences)
+        self._queue_acks(sequences)
 
     def _queue_acks(self, sequences: list[int]) -> None:
         self._outgoing.extend(sequences)
@@ -187,6 +197,7 @@ class Receiver:
 
     async def messages(self) -> AsyncGenerator[Message, None]:
         failures = 0
+        self._in_app = {}  # a new iteration hands unacknowledged messages over again
         while not self._closed:
             target = self._transport.endpoint
             try:
@@ -202,7 +213,8 @@ class Receiver:
             redelivered: set[int] = set()
             self._this_call.clear()
             call = stub.Sync(self._frames(), metadata=metadata(token))
-            # Back home (the transport saw it serve again): this stream ends and reopens there.
+            # The transport moved (back home, or away after a send found this region dead):
+            # this stream ends and reopens there.
             moved = asyncio.Event()
 
             def follow(previous: str, call: Any = call, target: str = target, moved: asyncio.Event = moved) -> None:
@@ -211,7 +223,7 @@ class Receiver:
                     call.cancel()
 
             stop_following = self._transport.on_move(follow)
-            responses = _opened_within(call, self._transport.call_timeout)
+            responses = _opened_within(call, self._transport.failover_after)
             reading: asyncio.Task[mailbox_pb2.SyncResponse | None] | None = None
             try:
                 while True:
@@ -260,7 +272,7 @@ class Receiver:
                 current = asyncio.current_task()
                 if not moved.is_set() or self._closed or (current is not None and current.cancelling()):
                     raise
-                log.info("Sync moves home to %s", self._transport.endpoint)
+                log.info("Sync follows the transport to %s", self._transport.endpoint)
             except SyncSilent as exc:
                 # A server that accepted the call but never answered is as good as down.
                 self._transport.fail_over(target, str(exc))
@@ -287,7 +299,12 @@ class Receiver:
         self._book.batch_begin()
         try:
             for envelope in envelopes:
-                if self._reorder.holds(bytes(envelope.message_id)):
+                mid = bytes(envelope.message_id)
+                copies = self._in_app.get(mid)
+                if copies is not None:
+                    copies.append(envelope.sequence)  # the app (or the order buffer) holds it: acknowledged with it
+                    continue
+                if self._reorder.holds(mid):
                     continue  # a redelivered copy of a held message: handed over once, when released
                 opened = await self._open(envelope)
                 if opened is None:
@@ -300,6 +317,10 @@ class Receiver:
                         arrivals.append((device, None, gaps))
                 else:
                     arrivals.append((device, _message(envelope, item), gaps))
+                    # Remembered from here, held for order or not: a redelivered copy is acknowledged with it.
+                    if len(self._in_app) >= IN_APP_MAX:
+                        self._in_app.pop(next(iter(self._in_app)))
+                    self._in_app[mid] = []
             # Already seen or unreadable: acknowledged without reaching the app.
             self._state.add_pending_acks(skipped)
             self._book.batch_flush()

@@ -35,7 +35,7 @@ key is forgotten, and it is resent on the authenticated path.
 
 Failover: only when the call itself fails with UNAVAILABLE or
 DEADLINE_EXCEEDED, or a stream with envelopes in flight stays silent for
-twice the call timeout. A per-envelope UNAVAILABLE on a stream that works is
+``failover_after`` (1.5 s, ADR 0013). A per-envelope UNAVAILABLE on a stream that works is
 retried on the same endpoint. See docs/adr/0007-sdk-send-path.md.
 """
 
@@ -281,7 +281,7 @@ class Sender:
         try:
             if len(front) == 1 and not sealed:
                 # A lone envelope (one send at a time): a unary call is the cheapest round trip.
-                result = await stub.Send(request(front[0]), timeout=self._transport.call_timeout, metadata=metadata(token))
+                result = await stub.Send(request(front[0]), timeout=self._transport.failover_after, metadata=metadata(token))
                 self._settle([result])
                 return True
             return await self._stream(stub, token, target, sealed=sealed)
@@ -352,7 +352,7 @@ class Sender:
             while True:
                 # Silence while envelopes are in flight means a frozen or cut-off region.
                 # (asyncio.timeout: 3.11's wait_for can drop a cancellation that meets the answer.)
-                async with asyncio.timeout(self._transport.call_timeout * 2):
+                async with asyncio.timeout(self._transport.failover_after):
                     response = await call.read()
                 if response is grpc.aio.EOF:
                     break

@@ -35,6 +35,13 @@ SERVICES = ("auth", "keys", "relay", "mailbox")
 Endpoint = Union[str, Mapping[str, str]]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_CALL_TIMEOUT_S = 5.0
+# How long a send, or a Sync's first answer, may take before the region counts as
+# down and the SDK moves on (ADR 0013). Relay answers within ~1 s even while the
+# mailbox stream elects a leader (0.5 s before it writes to the hedge stream, 0.5 s
+# before a device record comes from a replica); a frozen or cut-off region never
+# answers. A slow but live region costs one resend elsewhere (de-duplicated by
+# message id) and a stay away from home until the home probes pass (~10 s).
+DEFAULT_FAILOVER_AFTER_S = 1.0
 DEFAULT_RETRY_BUDGET_S = 10.0
 ROUND_BACKOFF_S = 0.25
 MAX_ROUND_BACKOFF_S = 1.0
@@ -62,6 +69,7 @@ class Transport:
         *,
         root_certificates: bytes | None = None,
         call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
+        failover_after: float = DEFAULT_FAILOVER_AFTER_S,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
@@ -70,6 +78,8 @@ class Transport:
         self.endpoints = [_label(site) for site in self._sites]
         self._root = root_certificates
         self.call_timeout = call_timeout
+        # Deadline of sends and of a Sync's first answer (never above call_timeout).
+        self.failover_after = min(failover_after, call_timeout)
         # How long one logical call keeps retrying across regions before giving up.
         self.retry_budget = max(DEFAULT_RETRY_BUDGET_S, 2 * call_timeout)
         self._current = 0
@@ -95,15 +105,20 @@ class Transport:
         return self._channels[target]
 
     def fail_over(self, failed: str, reason: str = "") -> None:
-        """Moves to the next endpoint unless another caller already did."""
+        """Moves to the next endpoint unless another caller already did; the Sync stream follows."""
         if self.endpoint == failed:
             self._current = (self._current + 1) % len(self.endpoints)
             log.info("endpoint %s unavailable (%s); failing over to %s", failed, reason or "no answer", self.endpoint)
+            # A send that found the region dead moves the receive stream too, instead
+            # of leaving it to notice on its own (keepalive: seconds on an idle stream).
+            for listener in list(self._move_listeners):
+                listener(failed)
         if self._current != 0:
             self._watch_home()
 
     def on_move(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Calls ``listener(previous_endpoint)`` when the transport moves back home; returns the unsubscriber."""
+        """Calls ``listener(previous_endpoint)`` when the transport moves (back home, or away from a
+        failed region); returns the unsubscriber."""
         self._move_listeners.append(listener)
         return lambda: self._move_listeners.remove(listener) if listener in self._move_listeners else None
 

@@ -17,15 +17,20 @@ import json
 import time
 from dataclasses import dataclass, replace
 
+import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from xchat.core.errors import Unavailable
 from xchat.core.ids import AccountId, DeviceId
 
 CACHE_TTL_S = 2.0
 CACHE_MAX_ENTRIES = 100_000
 # Bound on one device-record read (s): a stuck store read turns into UNAVAILABLE.
 READ_TIMEOUT_S = 5.0
+# A cache fill waits this long for the bucket's leader, then asks a replica
+# (direct get): a leader election takes 4-9 s, a send must not (ADR 0013).
+LEADER_READ_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +81,17 @@ class DeviceRecord:
 
 
 class DeviceDirectory:
-    def __init__(self, bucket: KeyValue, *, cache_ttl_s: float = CACHE_TTL_S, timeout_s: float = READ_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        bucket: KeyValue,
+        *,
+        replica: KeyValue | None = None,
+        cache_ttl_s: float = CACHE_TTL_S,
+        timeout_s: float = READ_TIMEOUT_S,
+    ) -> None:
         self._bucket = bucket
+        # Direct gets on the same bucket (``Store.replica``): the fallback of cache fills.
+        self._replica = replica
         self._ttl = cache_ttl_s
         # Every read is bounded: callers (the RPC edge, Sync admission) share one
         # in-flight read per device, so one unbounded read would stall them all.
@@ -110,7 +124,7 @@ class DeviceDirectory:
         future: asyncio.Future[DeviceRecord | None] = asyncio.get_running_loop().create_future()
         self._loading[device] = future
         try:
-            record, _ = await self.get(device)
+            record = await self._load(device)
             future.set_result(record)
         except BaseException as exc:
             future.set_exception(exc)
@@ -119,6 +133,42 @@ class DeviceDirectory:
         finally:
             del self._loading[device]
         return record
+
+    async def _load(self, device: DeviceId) -> DeviceRecord | None:
+        """The leader's answer; when it is slow or gone, a replica's (a found record only).
+
+        A replica can lag: a record it holds may miss a revocation of the last
+        moments (the same bound as the cache), and a miss there may be a
+        registration it has not applied yet, so a miss is UNAVAILABLE (retried),
+        never "no such device". Compare-and-set callers use ``get`` (leader only).
+        """
+        if self._replica is None:
+            return (await self.get(device))[0]
+        try:
+            return (await asyncio.wait_for(self.get(device), LEADER_READ_S))[0]
+        except (asyncio.TimeoutError, nats.errors.Error) as exc:
+            leader_error: BaseException = exc
+        entry = await self._replica_get(device)
+        if entry is None or entry.value is None:
+            raise Unavailable(f"device directory has no leader and no replica here knows device {device}; retry") from leader_error
+        record = DeviceRecord.decode(device, entry.value)
+        self._remember(device, record)
+        return record
+
+    async def _replica_get(self, device: DeviceId) -> KeyValue.Entry | None:
+        """A replica's entry: asked again every ``LEADER_READ_S`` (a request routed to a frozen
+        replica is never answered), until the read timeout."""
+        assert self._replica is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                return await asyncio.wait_for(self._replica.get(device), min(LEADER_READ_S, max(deadline - loop.time(), 0.001)))
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                if loop.time() >= deadline:
+                    raise
 
     def _remember(self, device: DeviceId, record: DeviceRecord | None) -> None:
         if len(self._cache) >= CACHE_MAX_ENTRIES:

@@ -38,6 +38,10 @@ from dataclasses import dataclass
 
 MAILBOX_STREAM = "XCHAT_MAILBOX"
 MAILBOX_SUBJECTS = "xchat.mbx.*"
+#: The hedge stream (ADR 0013): relay writes here when the mailbox stream has no
+#: leader; its leader is kept in another region than the mailbox stream's.
+HEDGE_STREAM = "XCHAT_MAILBOX_HEDGE"
+HEDGE_SUBJECTS = "xchat.mbh.*"
 NOTIFY_SUBJECTS = "xchat.ntf.*"
 #: Ephemeral signals (typing, presence; core NATS, never stored): relay publishes, mailbox delivers.
 EPHEMERAL_SUBJECTS = "xchat.eph.*"
@@ -126,7 +130,13 @@ def _stream_admin(stream: str) -> list[str]:
 def bootstrap_permissions() -> Permissions:
     """Create/update (never delete or purge) the mailbox stream and every bucket; no data."""
     buckets = dict.fromkeys(b for owned in OWNED_BUCKETS.values() for b in owned)
-    publish = ["$JS.API.INFO", *_stream_admin(MAILBOX_STREAM), *_stream_admin(KT_STREAM), *_stream_admin(ATTACHMENTS_STREAM)]
+    publish = [
+        "$JS.API.INFO",
+        *_stream_admin(MAILBOX_STREAM),
+        *_stream_admin(HEDGE_STREAM),
+        *_stream_admin(KT_STREAM),
+        *_stream_admin(ATTACHMENTS_STREAM),
+    ]
     for bucket in buckets:
         publish += _stream_admin(f"KV_{bucket}")
     return Permissions(tuple(publish), (f"{inbox_prefix(BOOTSTRAP_USER)}.>",))
@@ -156,7 +166,7 @@ def permissions(service: str) -> Permissions:
     for bucket in READ_BUCKETS[service]:
         publish += _bucket_read(bucket)
     if service == MAILBOX_OWNER:
-        publish += [MAILBOX_SUBJECTS, NOTIFY_SUBJECTS, EPHEMERAL_SUBJECTS]
+        publish += [MAILBOX_SUBJECTS, HEDGE_SUBJECTS, NOTIFY_SUBJECTS, EPHEMERAL_SUBJECTS]
     if service == ATTACHMENTS_OWNER:
         # Chunks and claims (each write compare-and-set by subject), direct gets by subject; no info
         # (a subject listing names every attachment id), no delete or purge (expiry is max_age).
@@ -180,6 +190,11 @@ def permissions(service: str) -> Permissions:
             # (NATS cannot check the request body: this user could purge the whole
             # stream; docs/security.md lists it as the remaining gap.)
             f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}",
+            f"$JS.API.DIRECT.GET.{HEDGE_STREAM}",
+            # Hedge reads ask the leader first (ADR 0013): a thawed replica answers from a stale view.
+            f"$JS.API.STREAM.MSG.GET.{HEDGE_STREAM}",
+            f"$JS.API.STREAM.MSG.DELETE.{HEDGE_STREAM}",
+            f"$JS.API.STREAM.PURGE.{HEDGE_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)
         publish.append(ONLINE_SUBJECT)

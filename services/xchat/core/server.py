@@ -108,7 +108,10 @@ def edge(settings: ServiceSettings, store: Store, limits: Limits, verifier: Toke
     """The interceptor that parses, authorises and limits every call (``xchat.core.edge``);
     ``verifier``: the process's own (whose keys the key-file watcher replaces), else a new one."""
     return Edge(
-        Authorizer(verifier or token_verifier(settings), DeviceDirectory(store.bucket(BUCKET_DEVICES))),
+        Authorizer(
+            verifier or token_verifier(settings),
+            DeviceDirectory(store.bucket(BUCKET_DEVICES), replica=store.replica(BUCKET_DEVICES)),
+        ),
         limits,
         ClientAddresses.from_settings(settings.trusted_proxy_header, settings.trusted_proxies),
     )

@@ -39,6 +39,7 @@ from xchat.core.permissions import (
     BUCKET_KT_AUDIT,
     BUCKET_PREKEYS,
     BUCKET_REFRESH,
+    HEDGE_STREAM,
     KT_ENTRY_SUBJECT,
     KT_EPOCH_SUBJECT,
     KT_OWNER,
@@ -60,11 +61,14 @@ __all__ = [
     "BUCKET_KT_AUDIT",
     "BUCKET_PREKEYS",
     "BUCKET_REFRESH",
+    "HEDGE_STREAM",
+    "HEDGE_WAKEUP_PREFIX",
     "MAILBOX_STREAM",
     "NOTIFY_SUBJECTS",
     "NOTIFY_SUBJECT_PREFIX",
     "STORE_ERRORS",
     "Store",
+    "hedge_subject",
     "mailbox_subject",
     "notify_subject",
     "translate",
@@ -73,6 +77,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAILBOX_SUBJECT_PREFIX = "xchat.mbx."
+HEDGE_SUBJECT_PREFIX = "xchat.mbh."
+# The hedge stream only holds what was sent while the mailbox stream had no
+# leader (seconds of traffic, read and acknowledged like the rest): a quarter
+# of the mailbox stream's byte limit, so both fit a server's max_file_store.
+HEDGE_BYTES_DIVISOR = 4
 CHALLENGE_TTL_S = 120.0
 # JetStream API error codes we react to (nats-server errors.json).
 ERR_STREAM_NAME_IN_USE = 10058
@@ -98,10 +107,17 @@ T = TypeVar("T")
 
 
 NOTIFY_SUBJECT_PREFIX = "xchat.ntf."
+# A wake-up for an envelope relay stored in the hedge stream: b"h" + its sequence (ADR 0013).
+HEDGE_WAKEUP_PREFIX = b"h"
 
 
 def mailbox_subject(device: str) -> str:
     return f"{MAILBOX_SUBJECT_PREFIX}{device}"
+
+
+def hedge_subject(device: str) -> str:
+    """The device's subject in the hedge stream (ADR 0013)."""
+    return f"{HEDGE_SUBJECT_PREFIX}{device}"
 
 
 def notify_subject(device: str) -> str:
@@ -134,11 +150,34 @@ class Store:
         self.settings = settings
         self._buckets: dict[str, KeyValue] = {}
         self._reconnect_hooks = reconnect_hooks if reconnect_hooks is not None else []
+        # Loop time of the last sign that this process's view of the store may be
+        # incomplete (JetStream unreachable, a reconnect): mailbox then reads the
+        # hedge stream on every read, from its leader (ADR 0013). -inf: never.
+        self.trouble_at = float("-inf")
+        self._reconnect_hooks.append(self.note_trouble)
+
+    def note_trouble(self) -> None:
+        try:
+            self.trouble_at = asyncio.get_running_loop().time()
+        except RuntimeError:
+            pass  # no loop: nothing reads it
+
+    def troubled_within(self, seconds: float) -> bool:
+        try:
+            return asyncio.get_running_loop().time() - self.trouble_at < seconds
+        except RuntimeError:
+            return False
 
     def on_messages_lost(self, hook: Callable[[], None]) -> None:
         """Calls ``hook`` after a NATS reconnect or a slow-consumer drop: core-NATS
         messages (wake-ups) sent meanwhile may have been lost."""
         self._reconnect_hooks.append(hook)
+
+    def replica(self, name: str) -> KeyValue:
+        """``name`` read by direct gets from any replica (usually this region's), for reads that must
+        not wait for a leader election; a replica can lag, so a miss there proves nothing (ADR 0013)."""
+        self.bucket(name)  # opened by this process (permissions)
+        return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=self.js, direct=True)
 
     def bucket(self, name: str) -> KeyValue:
         """An opened bucket; only those the process's services own or read are opened."""
@@ -163,6 +202,10 @@ class Store:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
             "connect_timeout": 2,
+            # The list is ordered own region first (``LocalMesh.nats_urls``, the operator):
+            # nats-py shuffles it by default, which put a region's services on another
+            # region's server, so freezing that region stalled them too (ADR 0013).
+            "dont_randomize": True,
             "ping_interval": 5,
             "max_outstanding_pings": 2,
             "error_cb": _on_error(hooks),
@@ -200,6 +243,7 @@ class Store:
         services = set(self.settings.services)
         if create and MAILBOX_OWNER in services:
             await self._retry(lambda: self._ensure_stream(self._mailbox_config()))
+            await self._retry(lambda: self._ensure_stream(self._hedge_config()))
         if create and KT_OWNER in services:
             await self._retry(lambda: self._ensure_stream(self._key_log_config()))
         if create and ATTACHMENTS_OWNER in services:
@@ -214,11 +258,16 @@ class Store:
             read, owned = list(dict.fromkeys([*owned, *read])), []
         for name in dict.fromkeys(owned):
             config = self._bucket_config(name)
-            self._buckets[name] = await self._retry(lambda c=config: self._ensure_bucket(c))  # type: ignore[misc]
+            await self._retry(lambda c=config: self._ensure_bucket(c))  # type: ignore[misc]
+            self._buckets[name] = self._leader_reads(name)
         for name in dict.fromkeys(read):
-            self._buckets[name] = await self._retry(
-                lambda n=name: self._wait_for(lambda: self.js.key_value(n), n)  # type: ignore[misc]
-            )
+            await self._retry(lambda n=name: self._wait_for(lambda: self.js.key_value(n), n))  # type: ignore[misc]
+            self._buckets[name] = self._leader_reads(name)
+
+    def _leader_reads(self, name: str) -> KeyValue:
+        # Reads go to the bucket's leader (read-your-writes; compare-and-set reads
+        # its revision) even where the bucket also allows direct gets (``replica``).
+        return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=self.js, direct=False)
 
     def _bucket_config(self, name: str) -> KeyValueConfig:
         s = self.settings
@@ -227,7 +276,15 @@ class Store:
         # Bounded: a full bucket refuses writes (discard new) instead of filling a volume.
         max_bytes = s.bucket_max_bytes * (PREKEYS_BUCKET_FACTOR if name == BUCKET_PREKEYS else 1)
         return KeyValueConfig(
-            bucket=name, replicas=s.replicas, history=1, ttl=ttl, storage=StorageType.FILE, max_bytes=max_bytes
+            bucket=name,
+            replicas=s.replicas,
+            history=1,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            max_bytes=max_bytes,
+            # Device records are read on every send: direct gets from a local
+            # replica answer while the bucket elects a leader (ADR 0013).
+            direct=name == BUCKET_DEVICES,
         )
 
     async def _wait_for(self, open_: Callable[[], Awaitable[T]], what: str) -> T:
@@ -263,6 +320,14 @@ class Store:
             allow_msg_ttl=True,
             max_msg_size=s.max_ciphertext_bytes + 4096,
         )
+
+    def _hedge_config(self) -> StreamConfig:
+        """Same limits as the mailbox stream, its own subjects, a quarter of the bytes (ADR 0013)."""
+        config = self._mailbox_config()
+        config.name = HEDGE_STREAM
+        config.subjects = [f"{HEDGE_SUBJECT_PREFIX}*"]
+        config.max_bytes = max(1, self.settings.mailbox_max_bytes // HEDGE_BYTES_DIVISOR)
+        return config
 
     def _attachments_config(self) -> StreamConfig:
         """The attachment object-store bucket (the stream nats-py's ``create_object_store`` makes,
@@ -313,7 +378,18 @@ class Store:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
+            if config.direct:
+                await self._allow_direct(f"KV_{config.bucket}")
             return await self.js.key_value(config.bucket)
+
+    async def _allow_direct(self, stream: str) -> None:
+        """A bucket made before it allowed direct gets (the devices bucket before ADR 0013) gets
+        them now: without, device records are unreadable while the bucket elects a leader."""
+        info = await self.js.stream_info(stream)
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            await self.js.update_stream(info.config)
+            log.info("stream %s now allows direct gets (replica reads during elections)", stream)
 
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
         """Retries while the cluster is still forming (no meta leader, peers not yet
@@ -340,11 +416,13 @@ class Store:
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when this process can reach JetStream with a working meta leader."""
         if not self.nc.is_connected:
+            self.note_trouble()
             return False
         try:
             await asyncio.wait_for(self.js.account_info(), timeout)
             return True
         except STORE_ERRORS:
+            self.note_trouble()
             return False
 
     async def close(self) -> None:

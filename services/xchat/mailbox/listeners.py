@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from xchat.core.errors import ResourceExhausted
 from xchat.core.ids import DeviceId
 from xchat.core.permissions import EPHEMERAL_SUBJECTS
-from xchat.core.store import NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
+from xchat.core.store import HEDGE_WAKEUP_PREFIX, NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ MAX_SYNCS_PER_DEVICE = 4
 # mailbox's catch-up bound (``CATCH_UP_BOUND_S``); a replica further behind
 # than that is left to the safety poll anyway.
 RECENT_WAKEUP_S = 10.0
+# Hedge wake-ups are remembered longer (ADR 0013): a call reopened after a
+# freeze or kill (seconds later) must know the hedge stream holds something,
+# so it does not deliver newer records of the mailbox stream before it.
+RECENT_HEDGE_WAKEUP_S = 60.0
 # Devices remembered at most (the least recently woken go first): every process
 # receives every wake-up; an entry costs about 300 bytes (measured), so 6 MB at
 # most. Past 2,000 woken devices a second the memory spans less than
@@ -61,7 +65,7 @@ EPHEMERAL_SUBJECT_PREFIX = EPHEMERAL_SUBJECTS[:-1]
 class Listener:
     """One Sync call: its wake-up event, and why it must end (set from outside)."""
 
-    __slots__ = ("device", "wake", "ended", "polled", "announced", "lost", "ephemeral")
+    __slots__ = ("device", "wake", "ended", "polled", "announced", "hedge_announced", "hedge_live", "lost", "ephemeral")
 
     def __init__(self, device: DeviceId) -> None:
         self.device = device
@@ -69,6 +73,12 @@ class Listener:
         # The highest stream sequence relay's wake-ups named for this device: a
         # read that has not reached it is answered by a lagging replica.
         self.announced = 0
+        # The same for the hedge stream (wake-ups ``h<seq>``, ADR 0013).
+        self.hedge_announced = 0
+        # The highest hedge sequence announced while this call is open (not remembered from
+        # before it: such a record may be gone, acknowledged through another call). A hedge
+        # read that has not reached it holds the mailbox stream's records back (``hedge``).
+        self.hedge_live = 0
         # True when the last wake came from the safety poll, not from relay.
         self.polled = False
         # True when wake-ups may have been lost or named no sequence (a NATS reconnect, a
@@ -116,6 +126,7 @@ class Listeners:
         self._by_device: dict[DeviceId, dict[Listener, None]] = {}
         # Device -> (highest sequence woken for, loop time of the latest wake-up), least recent first.
         self._recent: OrderedDict[DeviceId, tuple[int, float]] = OrderedDict()
+        self._recent_hedge: OrderedDict[DeviceId, tuple[int, float]] = OrderedDict()
         self._subscribed = False
         self._lock = asyncio.Lock()
         store.on_messages_lost(self.wake_all)
@@ -134,12 +145,22 @@ class Listeners:
 
     async def _on_wakeup(self, msg: Msg) -> None:
         device = DeviceId(msg.subject[len(NOTIFY_SUBJECT_PREFIX) :])
-        sequence = _announced(msg.data)
-        if sequence:
-            self._remember(device, sequence)
         listeners = self._by_device.get(device)
         if listeners is None and self.on_wakeup_without_call is not None:
             self.on_wakeup_without_call(device)
+        if msg.data.startswith(HEDGE_WAKEUP_PREFIX):
+            hedged = _announced(msg.data[len(HEDGE_WAKEUP_PREFIX) :])
+            if hedged:
+                self._remember(device, hedged, self._recent_hedge, RECENT_HEDGE_WAKEUP_S)
+            for listener in listeners or ():
+                listener.hedge_announced = max(listener.hedge_announced, hedged)
+                listener.hedge_live = max(listener.hedge_live, hedged)
+                listener.lost = listener.lost or not hedged
+                listener.wake.set()
+            return
+        sequence = _announced(msg.data)
+        if sequence:
+            self._remember(device, sequence, self._recent, RECENT_WAKEUP_S)
         for listener in listeners or ():
             listener.announced = max(listener.announced, sequence)
             listener.lost = listener.lost or not sequence
@@ -151,31 +172,35 @@ class Listeners:
             listener.ephemeral.append(msg.data)
             listener.wake.set()
 
-    def _remember(self, device: DeviceId, sequence: int) -> None:
+    def _remember(
+        self, device: DeviceId, sequence: int, recent: OrderedDict[DeviceId, tuple[int, float]], keep_s: float
+    ) -> None:
         now = asyncio.get_running_loop().time()
-        recent = self._recent
         previous = recent.pop(device, None)
         if previous is not None:
             sequence = max(sequence, previous[0])
         recent[device] = (sequence, now)
         while recent:
             oldest, (_, at) = next(iter(recent.items()))
-            if now - at < RECENT_WAKEUP_S and len(recent) <= RECENT_WAKEUPS_MAX:
+            if now - at < keep_s and len(recent) <= RECENT_WAKEUPS_MAX:
                 break
             del recent[oldest]
 
-    def recently_announced(self, device: DeviceId) -> int:
-        """The highest sequence woken for ``device`` in the last ``RECENT_WAKEUP_S`` (0: none)."""
-        entry = self._recent.get(device)
-        if entry is None or asyncio.get_running_loop().time() - entry[1] >= RECENT_WAKEUP_S:
+    def recently_announced(self, device: DeviceId, *, hedge: bool = False) -> int:
+        """The highest sequence woken for ``device`` in the last ``RECENT_WAKEUP_S`` (0: none);
+        ``hedge``: in the hedge stream, in the last ``RECENT_HEDGE_WAKEUP_S``."""
+        recent, keep_s = (self._recent_hedge, RECENT_HEDGE_WAKEUP_S) if hedge else (self._recent, RECENT_WAKEUP_S)
+        entry = recent.get(device)
+        if entry is None or asyncio.get_running_loop().time() - entry[1] >= keep_s:
             return 0
         return entry[0]
 
-    def removed_through(self, device: DeviceId, sequence: int) -> None:
+    def removed_through(self, device: DeviceId, sequence: int, *, hedge: bool = False) -> None:
         """Everything of ``device`` up to ``sequence`` is gone: a later call has nothing there to wait for."""
-        entry = self._recent.get(device)
+        recent = self._recent_hedge if hedge else self._recent
+        entry = recent.get(device)
         if entry is not None and entry[0] <= sequence:
-            del self._recent[device]
+            del recent[device]
 
     def wake_all(self) -> None:
         for listeners in self._by_device.values():
@@ -209,6 +234,7 @@ class Listeners:
         listener = Listener(device)
         # Stored before this call could be woken: its backlog read must reach it.
         listener.announced = self.recently_announced(device)
+        listener.hedge_announced = self.recently_announced(device, hedge=True)
         listeners[listener] = None
         return listener
 

@@ -15,7 +15,10 @@ has acknowledged everything below it), ``delete`` removes single sequences
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -27,6 +30,7 @@ from xchat.core.errors import Unavailable
 from xchat.core.ids import DeviceId
 from xchat.core.store import MAILBOX_STREAM, Store, mailbox_subject
 
+log = logging.getLogger(__name__)
 DIRECT_GET = f"$JS.API.DIRECT.GET.{MAILBOX_STREAM}"
 DELETE = f"$JS.API.STREAM.MSG.DELETE.{MAILBOX_STREAM}"
 PURGE = f"$JS.API.STREAM.PURGE.{MAILBOX_STREAM}"
@@ -40,6 +44,13 @@ ERR_SEQUENCE_ALREADY_GONE = 10043
 # Replies buffered for all reads of the process before NATS calls it a slow
 # consumer: several full batches (128 × 128 KiB each).
 REPLIES_PENDING_BYTES = 256 * 1024 * 1024
+# A direct get answers in ~1 ms from a live replica; one that reached a frozen
+# replica is asked again after this long (seconds), not after the store timeout.
+DIRECT_ATTEMPT_S = 0.5
+
+
+class _NoFirstReply(Exception):
+    """No replica answered one attempt of a read (it may have gone to a frozen one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +122,33 @@ class Replies:
 
 
 class MailboxReader:
-    def __init__(self, store: Store, *, timeout: float) -> None:
+    """One stream's device subjects: the mailbox stream, or (``stream``/``subject_of``) the hedge stream (ADR 0013)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        timeout: float,
+        stream: str = MAILBOX_STREAM,
+        subject_of: Callable[[str], str] = mailbox_subject,
+        replies: Replies | None = None,
+        owned_leader_s: float = 0.0,
+    ) -> None:
         self._nc = store.nc
+        # > 0: ownership checks ask the leader first (the hedge stream, ADR 0013: a replica may
+        # not hold a just-written record, and an ack it cannot see would be ignored).
+        self._owned_leader_s = owned_leader_s
         self._timeout = timeout
-        self._replies = Replies(store.nc)
+        self._replies = replies if replies is not None else Replies(store.nc)
+        self._subject_of = subject_of
+        self._direct_get = f"$JS.API.DIRECT.GET.{stream}"
+        self._delete = f"$JS.API.STREAM.MSG.DELETE.{stream}"
+        self._purge = f"$JS.API.STREAM.PURGE.{stream}"
+        self._leader_get = f"$JS.API.STREAM.MSG.GET.{stream}"
+
+    @property
+    def replies(self) -> Replies:
+        return self._replies
 
     async def direct_batch(self, *, start: int, subject: str, limit: int) -> list[Raw]:
         """Up to ``limit`` mailbox records on ``subject`` from sequence ``start``, in order.
@@ -122,26 +156,46 @@ class MailboxReader:
         One batched direct get (nats-server ≥ 2.11): a replica streams the
         batch to the reply subject and ends it with a 204 (or 404 when nothing
         matches), so a backlog costs one round trip per batch.
+
+        A request that reached a frozen or cut-off replica (its routes not yet
+        closed) is never answered: when nothing came back within
+        ``DIRECT_ATTEMPT_S`` it is asked again (any replica may answer; a read
+        is idempotent), until the store timeout (ADR 0013).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            attempt = min(DIRECT_ATTEMPT_S, max(deadline - loop.time(), 0.001))
+            try:
+                return await self._direct_batch_once(start=start, subject=subject, limit=limit, first_reply_s=attempt)
+            except _NoFirstReply as exc:
+                if loop.time() >= deadline:
+                    raise Unavailable("mailbox store did not answer a read in time") from exc
+
+    async def _direct_batch_once(self, *, start: int, subject: str, limit: int, first_reply_s: float) -> list[Raw]:
         reply, queue = await self._replies.open()
         out: list[Raw] = []
         try:
             request = {"seq": start, "next_by_subj": subject, "batch": limit}
             try:
-                await self._nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=reply)
+                await self._nc.publish(self._direct_get, json.dumps(request).encode(), reply=reply)
             except nats.errors.Error as exc:
                 raise Unavailable("mailbox store unreachable") from exc
             loop = asyncio.get_running_loop()
+            first = True
             while len(out) < limit:
                 if queue.empty():
                     # A deadline per wait, without the task asyncio.wait_for would start for each.
                     try:
-                        async with asyncio.timeout_at(loop.time() + self._timeout):
+                        async with asyncio.timeout_at(loop.time() + (first_reply_s if first else self._timeout)):
                             msg = await queue.get()
                     except TimeoutError as exc:
+                        if first:
+                            raise _NoFirstReply() from exc
                         raise Unavailable("mailbox store did not answer a read in time") from exc
                 else:
                     msg = queue.get_nowait()
+                first = False
                 headers = msg.headers or {}
                 status = headers.get("Status")
                 if status in ("204", "404"):
@@ -153,9 +207,54 @@ class MailboxReader:
             self._replies.close(reply)
         return out
 
-    async def read_after(self, device: DeviceId, cursor: int, limit: int) -> Batch:
-        """Up to ``limit`` records of ``device`` with sequence > cursor, in order."""
-        raw = await self.direct_batch(start=cursor + 1, subject=mailbox_subject(device), limit=limit)
+    async def leader_batch(self, *, start: int, subject: str, limit: int, timeout: float) -> list[Raw]:
+        """Like ``direct_batch``, but answered by the stream's leader (one request per record).
+
+        A replica that has just come back (thawed, restarted) answers direct
+        gets from a stale view; the leader holds every acknowledged record. For
+        the hedge stream's rare reads where that matters (ADR 0013).
+        """
+        out: list[Raw] = []
+        seq = start
+        while len(out) < limit:
+            request = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
+            try:
+                reply = await self._nc.request(self._leader_get, request, timeout=timeout)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                raise Unavailable("the stream's leader did not answer a read") from exc
+            body = json.loads(reply.data or b"{}")
+            if "error" in body:
+                if body["error"].get("code") == 404:
+                    break
+                raise Unavailable(f"mailbox store refused a read: {body['error'].get('description')}")
+            message = body.get("message") or {}
+            seq = int(message.get("seq", 0))
+            if seq < start:
+                break
+            out.append(Raw(seq, message.get("subject", ""), base64.b64decode(message.get("data") or "")))
+            seq += 1
+        return out
+
+    async def read_after(self, device: DeviceId, cursor: int, limit: int, *, leader_s: float = 0.0) -> Batch:
+        """Up to ``limit`` records of ``device`` with sequence > cursor, in order.
+
+        ``leader_s`` > 0: asked of the stream's leader first (that long per
+        record), then of any replica if the leader does not answer.
+        """
+        subject = self._subject_of(device)
+        if leader_s > 0:
+            try:
+                raw = await self.leader_batch(start=cursor + 1, subject=subject, limit=limit, timeout=leader_s)
+                return self._batch(raw)
+            except Unavailable as exc:
+                # No leader (its region is down, or a hand-over): a replica's view is the best there
+                # is, and may lack the newest records (ADR 0013: a reorder risk, hence logged).
+                log.info("%s: leader read failed (%s); reading a replica", self._direct_get.rsplit(".", 1)[-1], exc)
+        raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
+        return self._batch(raw)
+
+    @staticmethod
+    def _batch(raw: list[Raw]) -> Batch:
         envelopes: list[Stored] = []
         undecodable: list[int] = []
         for record in raw:
@@ -174,14 +273,21 @@ class MailboxReader:
         path and give the same answer: no one learns whether someone else's
         envelope is still there (no read receipt through acks).
         """
-        got = await self.direct_batch(start=sequence, subject=mailbox_subject(device), limit=1)
+        subject = self._subject_of(device)
+        if self._owned_leader_s > 0:
+            try:
+                got = await self.leader_batch(start=sequence, subject=subject, limit=1, timeout=self._owned_leader_s)
+                return bool(got) and got[0].sequence == sequence
+            except Unavailable:
+                pass  # no leader: a replica's answer (a miss leaves the envelope to come back)
+        got = await self.direct_batch(start=sequence, subject=subject, limit=1)
         return bool(got) and got[0].sequence == sequence
 
     async def purge_through(self, device: DeviceId, floor: int) -> None:
         """Removes every record of ``device`` with sequence ≤ ``floor``: one replicated operation."""
-        request = {"filter": mailbox_subject(device), "seq": floor + 1}
+        request = {"filter": self._subject_of(device), "seq": floor + 1}
         try:
-            reply = await self._nc.request(PURGE, json.dumps(request).encode(), timeout=self._timeout)
+            reply = await self._nc.request(self._purge, json.dumps(request).encode(), timeout=self._timeout)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise Unavailable("mailbox store did not confirm an acknowledgement; retry it") from exc
         body = json.loads(reply.data or b"{}")
@@ -206,7 +312,7 @@ class MailboxReader:
             async with gate:
                 try:
                     reply = await self._nc.request(
-                        DELETE, json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=self._timeout
+                        self._delete, json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=self._timeout
                     )
                 except (nats.errors.Error, asyncio.TimeoutError) as exc:
                     raise Unavailable("mailbox store did not confirm an acknowledgement; retry it") from exc

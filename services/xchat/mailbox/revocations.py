@@ -71,6 +71,7 @@ class RevocationWatch:
                 await self.check()
             except STORE_ERRORS as exc:
                 failing = True
+                self._store.note_trouble()  # wake-ups may be getting lost: reads include the hedge stream
                 log.info("device re-check postponed: %s", type(exc).__name__)
                 continue
             except Exception:  # noqa: BLE001 - a bug must not stop the watch for good

@@ -39,11 +39,12 @@ from xchat.core.errors import FailedPrecondition, PermissionDenied, Unauthentica
 from xchat.core.settings import DEFAULT_PUSH_COALESCE_S, DEFAULT_TOKEN_KEY_STREAM_END_S
 from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
-from xchat.core.store import Store
+from xchat.core.store import HEDGE_STREAM, Store, hedge_subject
 from xchat.core.tokens import TokenVerifier
 from xchat.core.errors import InvalidArgument
 from xchat.core.ids import device_id
-from xchat.mailbox.acks import AckWindow, ack_outside_sync
+from xchat.mailbox.acks import RecentRemovals
+from xchat.mailbox.hedge import HEDGE_LEADER_READ_S, DeviceStreams, ack_both
 from xchat.mailbox.listeners import Listener, Listeners
 from xchat.mailbox.online import OnlineView
 from xchat.mailbox.push import Pushes
@@ -76,6 +77,11 @@ LAGGING_REPLICA_RETRIES = 5
 CATCH_UP_FIRST_S = 0.002
 CATCH_UP_MAX_S = 0.25
 CATCH_UP_BOUND_S = 10.0
+# After a sign of trouble in this process's view of the store (``Store.trouble_at``),
+# every read also reads the hedge stream for this long: wake-ups for hedged
+# envelopes may have been lost meanwhile (a partition), and the mailbox stream's
+# newer records must not overtake them (ADR 0013).
+TROUBLE_HEDGE_READS_S = 30.0
 
 
 def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[mailbox_pb2.SyncResponse]:
@@ -122,6 +128,15 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._store = store
         self._stream_end_spread_s = stream_end_spread_s
         self._reader = MailboxReader(store, timeout=store_timeout_s)
+        # The hedge stream (ADR 0013): its replies share the reader's one subscription.
+        self._hedge_reader = MailboxReader(
+            store,
+            timeout=store_timeout_s,
+            stream=HEDGE_STREAM,
+            subject_of=hedge_subject,
+            replies=self._reader.replies,
+            owned_leader_s=HEDGE_LEADER_READ_S,
+        )
         self._verifier = verifier
         self._listeners = Listeners(store)
         # Push for offline devices (docs/push.md): a cross-process view of open Syncs, and the wake-ups.
@@ -134,6 +149,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._revocations = RevocationWatch(store, directory, self._listeners)
         self._directory = directory
         self._feeds = AckFeeds()
+        # Acknowledged through this process lately: not handed over again by a lagging replica.
+        self._removals = RecentRemovals()
         # Open Sync calls -> the id of the key that signed the token each was opened with.
         self._stream_keys: dict[Listener, str] = {}
 
@@ -163,7 +180,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         record = await self._directory.cached(caller.device)
         if record is None or record.revoked:
             raise PermissionDenied(f"device {caller.device} is revoked or unknown; log in with an active device")
-        deleted = await ack_outside_sync(self._reader, caller.device, list(request.sequences))
+        deleted = await ack_both(self._reader, self._hedge_reader, caller.device, list(request.sequences))
+        self._removals.add(caller.device, request.sequences)
         self._feeds.acknowledged(caller.device, list(request.sequences))
         return mailbox_pb2.AckResponse(deleted=deleted)
 
@@ -182,6 +200,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             if record is None or not record.revoked:
                 continue
             await self._reader.purge_device(device)
+            await self._hedge_reader.purge_device(device)
             purged += 1
         return mailbox_pb2.PurgeRevokedMailboxesResponse(purged=purged)
 
@@ -221,12 +240,14 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 error = Unauthenticated("the key that signed this call's access token was retired: log in again")
                 loop.call_later(random.uniform(0, self._stream_end_spread_s), listener.end, error)
 
-    async def _open(self, device: DeviceId, opener: mailbox_pb2.SyncRequest) -> tuple[AckWindow, Listener]:
+    async def _open(self, device: DeviceId, opener: mailbox_pb2.SyncRequest) -> tuple[DeviceStreams, Listener]:
         """What opens Sync and SyncStream alike: the mailbox named, the device active, the acks sent first settled."""
         if opener.device_id and opener.device_id != device:
             raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
         await self._revocations.admit(device)
-        window = AckWindow(self._reader, device)
+        window = DeviceStreams(self._reader, self._hedge_reader, device, removals=self._removals)
+        # No leader to delete with: wake-ups may be getting lost too (ADR 0013).
+        window.on_deferred = self._store.note_trouble
         await window.settle(list(opener.ack_sequences))
         return window, await self._listeners.add(device)
 
@@ -238,7 +259,9 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         window, listener = await self._open(device, request)
         self._stream_keys[listener] = caller.key_id
         feed = self._feeds.open(device)
-        acks = asyncio.create_task(follow_acks(feed, window, listener, self._reader, max_unacked=MAX_UNACKED))
+        acks = asyncio.create_task(
+            follow_acks(feed, window, listener, self._reader, max_unacked=MAX_UNACKED, hedge=self._hedge_reader)
+        )
         try:
             async for response in self._deliver(window, listener):
                 yield response
@@ -252,22 +275,26 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
 
     @staticmethod
     async def _read_acks(
-        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: AckWindow, listener: Listener, listeners: Listeners
+        requests: AsyncIterator[mailbox_pb2.SyncRequest], window: DeviceStreams, listener: Listener, listeners: Listeners
     ) -> None:
         # Purges linger to fold several acks into one (acks.PURGE_LINGER_S): they report here.
-        window.on_purged = lambda floor: listeners.removed_through(listener.device, floor)
-        window.on_failure = listener.end
+        # One that fails is deferred (``DeviceStreams``): the call goes on.
+        window.report_purges(
+            lambda floor: listeners.removed_through(listener.device, floor),
+            lambda floor: listeners.removed_through(listener.device, floor, hedge=True),
+        )
         try:
             async for request in requests:
                 full = window.outstanding >= MAX_UNACKED
                 await window.settle(list(request.ack_sequences))
-                listeners.removed_through(listener.device, window.purged)
+                listeners.removed_through(listener.device, window.primary.purged)
+                listeners.removed_through(listener.device, window.hedge.purged, hedge=True)
                 if full and window.outstanding < MAX_UNACKED:
                     listener.wake.set()  # room again: resume delivery
         except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop
             listener.end(exc)
 
-    async def _deliver(self, window: AckWindow, listener: Listener) -> AsyncIterator[mailbox_pb2.SyncResponse]:
+    async def _deliver(self, window: DeviceStreams, listener: Listener) -> AsyncIterator[mailbox_pb2.SyncResponse]:
         delivered = 0
         backlog_sent = False
         lagging_retries = 0
@@ -285,24 +312,32 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                 listener.wake.set()  # whatever woke us, read once more
                 continue
             woken = listener.wake.is_set() and not listener.polled
+            # A poll, relay announced a hedge record this call has not read, or this process
+            # may have missed wake-ups (its region was cut off, frozen, reconnecting): read the
+            # hedge stream too, from its leader (a replica here may still be catching up).
+            hedge = (
+                listener.polled
+                or listener.hedge_announced > window.hedge.cursor
+                or self._store.troubled_within(TROUBLE_HEDGE_READS_S)
+            )
             listener.wake.clear()
             listener.polled = False
-            if woken and backlog_sent and not listener.lost and listener.announced <= window.cursor:
+            if woken and backlog_sent and not listener.lost and not hedge and listener.announced <= window.cursor:
                 # Every wake-up so far named a record this call has read already (it came in
                 # while the read that returned the record was under way): nothing to read.
                 await listener.wait(random.uniform(SAFETY_POLL_MIN_S, SAFETY_POLL_MAX_S))
                 continue
             limit = min(READ_BATCH, MAX_UNACKED - window.outstanding)
-            batch = await self._reader.read_after(listener.device, window.cursor, limit)
-            # Recorded before sending, so an ack can never arrive for a sequence the window does not know.
-            window.read(batch)
-            for response in responses(batch.envelopes):
+            # Both streams merged by accept time; recorded in the windows before sending,
+            # so an ack can never arrive for a sequence the window does not know.
+            envelopes, consumed, more = await window.read(limit, hedge=hedge, hedge_announced=listener.hedge_live)
+            for response in responses(envelopes):
                 yield response
-            delivered += len(batch.envelopes)
-            if batch.last:
+            delivered += len(envelopes)
+            if consumed:
                 lagging_retries = 0
                 catch_up_delay = 0.0
-                if len(batch.envelopes) + len(batch.undecodable) >= limit:
+                if more:
                     continue  # a full batch: more may follow
                 # A short batch ended where the replica's records end: no second read to learn
                 # that it is empty (a read per wake-up, not two). The next store wakes us.
@@ -310,7 +345,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
             if not backlog_sent:
                 backlog_sent = True
                 yield mailbox_pb2.SyncResponse(backlog_done=mailbox_pb2.BacklogDone(delivered=delivered))
-            if listener.announced > window.cursor:
+            if listener.announced > window.primary.cursor or listener.hedge_announced > window.hedge.cursor:
                 # Relay stored a later envelope than this replica has shown us: it lags.
                 now = asyncio.get_running_loop().time()
                 if catch_up_delay == 0.0:
@@ -322,7 +357,14 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
                     listener.wake.set()
                     continue
                 # Gone meanwhile (acknowledged elsewhere, expired) or a stuck replica: the poll covers it.
-                listener.announced = window.cursor
+                listener.announced = window.primary.cursor
+                listener.hedge_announced = window.hedge.cursor
+                if listener.hedge_live > window.hedge.cursor:
+                    # The mailbox stream's records were held back for it: read them now, not at the poll.
+                    listener.hedge_live = window.hedge.cursor
+                    catch_up_delay = 0.0
+                    listener.wake.set()
+                    continue
             catch_up_delay = 0.0
             if woken and (listener.lost or lagging_retries) and lagging_retries < LAGGING_REPLICA_RETRIES:
                 # Woken after possibly lost wake-ups, nothing new: the replica that answered

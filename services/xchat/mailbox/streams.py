@@ -25,8 +25,8 @@ import asyncio
 import contextlib
 
 from xchat.core.ids import DeviceId
-from xchat.core.store import mailbox_subject
-from xchat.mailbox.acks import AckWindow
+from xchat.core.store import hedge_subject, mailbox_subject
+from xchat.mailbox.hedge import HEDGE_SEQUENCE_BASE, DeviceStreams, split
 from xchat.mailbox.listeners import Listener
 from xchat.mailbox.reader import MailboxReader
 
@@ -64,29 +64,43 @@ class AckFeeds:
             feed.put_nowait(sequences)
 
 
-def forget(window: AckWindow, sequences: list[int] | set[int], max_unacked: int) -> bool:
-    """Drops acknowledged ``sequences`` from the call's window; True when that opened room."""
+def forget(window: DeviceStreams, sequences: list[int] | set[int], max_unacked: int) -> bool:
+    """Drops acknowledged (wire) ``sequences`` from the call's window; True when that opened room."""
     full = window.outstanding >= max_unacked
-    window.pending.difference_update(sequences)
+    window.forget(sequences)
     return full and window.outstanding < max_unacked
 
 
-async def still_stored(reader: MailboxReader, device: DeviceId, pending: set[int]) -> set[int]:
-    """Those of ``pending`` still in the store (one batched read from the lowest, bounded by their count).
+async def still_stored(
+    reader: MailboxReader, device: DeviceId, pending: set[int], *, hedge: MailboxReader | None = None
+) -> set[int]:
+    """Those of ``pending`` (wire sequences) still in the store: one batched read from the
+    lowest per stream (the hedge stream's with ``hedge``, ADR 0013), bounded by their count.
 
     A pending record the bounded read did not reach (undecodable records took
     its place) counts as gone: harmless, since the window only paces delivery;
     nothing is deleted here and an unacknowledged envelope comes back on the
     next call.
     """
-    if not pending:
-        return set()
-    records = await reader.direct_batch(start=min(pending), subject=mailbox_subject(device), limit=len(pending))
-    return pending & {record.sequence for record in records}
+    primary, hedged = split(sorted(pending), check=False)
+    found: set[int] = set()
+    if primary:
+        records = await reader.direct_batch(start=min(primary), subject=mailbox_subject(device), limit=len(primary))
+        found |= set(primary) & {record.sequence for record in records}
+    if hedged and hedge is not None:
+        records = await hedge.direct_batch(start=min(hedged), subject=hedge_subject(device), limit=len(hedged))
+        found |= {s + HEDGE_SEQUENCE_BASE for s in set(hedged) & {record.sequence for record in records}}
+    return found
 
 
 async def follow_acks(
-    feed: asyncio.Queue[list[int]], window: AckWindow, listener: Listener, reader: MailboxReader, *, max_unacked: int
+    feed: asyncio.Queue[list[int]],
+    window: DeviceStreams,
+    listener: Listener,
+    reader: MailboxReader,
+    *,
+    max_unacked: int,
+    hedge: MailboxReader | None = None,
 ) -> None:
     """Runs beside a SyncStream's delivery: frees its window as its Acks land (here or elsewhere)."""
     try:
@@ -98,7 +112,8 @@ async def follow_acks(
                 if forget(window, sequences, max_unacked):
                     listener.wake.set()  # room again: resume delivery
             elif window.outstanding >= max_unacked:
-                gone = window.pending - await still_stored(reader, listener.device, set(window.pending))
+                pending = window.pending
+                gone = pending - await still_stored(reader, listener.device, pending, hedge=hedge)
                 if forget(window, gone, max_unacked):
                     listener.wake.set()
     except Exception as exc:  # noqa: BLE001 - surfaced by the delivery loop

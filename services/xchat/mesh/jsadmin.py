@@ -109,9 +109,11 @@ async def placements(nc: Any) -> list[Placement]:
             return out
 
 
-async def step_down_stream(nc: Any, stream: str) -> None:
-    """The stream's leader hands over to a current follower (no election timeout)."""
-    answer = await request(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
+async def step_down_stream(nc: Any, stream: str, *, prefer_region: str | None = None) -> None:
+    """The stream's leader hands over to a current follower (no election timeout); with
+    ``prefer_region``, to one of that region (a placement, nats-server >= 2.11)."""
+    body = {"placement": {"tags": [f"region:{prefer_region}"]}} if prefer_region else None
+    answer = await request(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body)
     if (reason := _refused(answer)) is not None:
         raise JetStreamAdminError(f"stream {stream}: leader step-down refused: {reason}")
 

@@ -16,12 +16,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
+import nats
 
-from xchat.core.permissions import BOOTSTRAP_USER, Permissions, permissions
+from xchat.core.permissions import BOOTSTRAP_USER, JSADMIN_USER, Permissions, inbox_prefix, jsadmin_permissions, permissions
 from xchat.core.settings import SERVICE_NAMES
 from xchat.mesh.natsconf import NatsNode, nats_server_binary, password_hash, render
+from xchat.mesh.placement import Keeper, KeeperThread
 from xchat.mesh.processes import Supervised, run_to_completion, wait_until, write_private
 from xchat.mesh.ports import free_port
 from xchat.mesh.readiness import grpc_serving, nats_ready
@@ -64,6 +67,7 @@ class LocalMesh:
         nats_auth: bool = False,
         system_account: bool = False,
         progress: Callable[[str], None] | None = None,
+        keep_placement: bool = True,
     ) -> None:
         """``route_url(node, peer)``: the URL ``node`` dials to reach ``peer`` (default: the peer's
         cluster port; the chaos drills pass proxy addresses to cut or slow inter-region links)."""
@@ -82,6 +86,8 @@ class LocalMesh:
             roles = (*SERVICE_NAMES, "all", BOOTSTRAP_USER)
             self.nats_users = {name: (secrets.token_urlsafe(18), permissions(name)) for name in roles}
             self.nats_users["admin"] = (secrets.token_urlsafe(18), None)
+            # The placement keeper's (``xchat.mesh.placement``): list streams and step leaders down, no data.
+            self.nats_users[JSADMIN_USER] = (secrets.token_urlsafe(18), jsadmin_permissions())
             # nats.conf gets bcrypt hashes only (hashed once: every node's config shares them).
             self._nats_hashes = {u: (password_hash(pw), perms) for u, (pw, perms) in self.nats_users.items()}
         # The NATS system account's user (JetStream meta API: removing a region's
@@ -91,6 +97,12 @@ class LocalMesh:
         # NATS servers carry it as the tag ``version:<v>``.
         self.versions: dict[str, str] = {}
         self.replicas = replicas
+        # Keeps the hedge stream's leader out of the mailbox stream's leader's region (ADR 0013).
+        # Regions being rolled or drained (``upgrades``, ``membership``): never a hand-over's target.
+        self.placement_avoid: set[str] = set()
+        self.keeper: KeeperThread | None = KeeperThread(
+            Keeper(self._keeper_connect, self._region_of_server, avoid=lambda: frozenset(self.placement_avoid))
+        ) if (keep_placement and replicas > 1) else None
         self.mailbox_quota = mailbox_quota
         self.extra_env = extra_env or {}
         ports = iter(range(base_port, base_port + 1000)) if base_port else None
@@ -298,9 +310,33 @@ class LocalMesh:
             for region in self.regions.values():
                 self.progress(f"waiting for the services of region {region.name} to report SERVING")
                 self.wait_serving(region.name)
+            if self.keeper is not None:
+                self.keeper.start()
         except BaseException:
             self.stop()
             raise
+
+    def _region_of_server(self, name: str) -> str | None:
+        """The region of a NATS server of this mesh (None: not one of ours, or added meanwhile)."""
+        for region in list(self.regions.values()):
+            for node in list(region.nodes):
+                if node.name == name:
+                    return region.name
+        return None
+
+    async def _keeper_connect(self) -> Any:
+        """The placement keeper's connection: every region's servers, reconnecting for ever."""
+        credentials: dict[str, Any] = {}
+        if self.nats_users is not None:
+            credentials = {**self.nats_credentials(JSADMIN_USER), "inbox_prefix": inbox_prefix(JSADMIN_USER).encode()}
+
+        async def quiet(_exc: Exception) -> None:
+            return None  # a region down is what drills do; the keeper just looks again
+
+        return await nats.connect(
+            servers=[n.client_url for n in self.all_nodes], connect_timeout=2, max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5, tls=self.nats_tls(), error_cb=quiet, **credentials,
+        )
 
     def wait_serving(self, region: str, timeout: float = START_TIMEOUT_S) -> None:
         r = self.regions[region]
@@ -399,6 +435,8 @@ class LocalMesh:
         return f"http://{node.host}:{node.http_port}"
 
     def stop(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
         # Services first (they finish in-flight sends), then NATS.
         for region in self.regions.values():
             if region.services is not None:

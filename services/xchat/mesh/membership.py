@@ -118,6 +118,8 @@ def drain_region(mesh: LocalMesh, name: str, *, timeout: float = MOVE_TIMEOUT_S)
         )
     if region.services is not None:
         region.services.stop()
+    # From now on the placement keeper hands no leadership to it (until remove_region forgets it).
+    mesh.placement_avoid.add(name)
     try:
         return asyncio.run(_move_replicas(mesh, name, others, timeout))
     except JetStreamAdminError as exc:
@@ -135,6 +137,7 @@ def remove_region(mesh: LocalMesh, name: str) -> None:
     for proc in [*([region.services] if region.services else []), *region.nats]:
         proc.stop()
     mesh.regions = {k: v for k, v in mesh.regions.items() if k != name}
+    mesh.placement_avoid.discard(name)
     reload_configs(mesh, mesh.all_nodes)
     if mesh.system_password is None:
         raise MembershipError(

@@ -28,6 +28,10 @@ from xchat.core.permissions import Permissions
 from xchat.mesh.tls import TlsFiles
 
 CLUSTER_NAME = "xchat"
+# Route keepalive (ADR 0013): a peer that answers no ping for ROUTE_PING_MAX
+# intervals is cut off, so a frozen region leaves the routing within ~1.5 s.
+ROUTE_PING_INTERVAL = "500ms"
+ROUTE_PING_MAX = 2
 # The passwords are 144+ random bits: the hash must be one-way, not slow. Each
 # connect costs the server one verification, and a failover reconnects every
 # client at once, so the cost stays low (2^8 rounds ~ 15 ms; bcrypt's default 12 ~ 250 ms).
@@ -101,6 +105,11 @@ def render(
 cluster {{
   name: "{cluster_name}"
   listen: "{node.host}:{node.cluster_port}"
+  # A frozen or cut-off peer's routes must close within about a second: until
+  # they do, its queue members (direct gets) and interest stay, and requests
+  # routed to it time out (ADR 0013). Default: 2 minutes.
+  ping_interval: "{ROUTE_PING_INTERVAL}"
+  ping_max: {ROUTE_PING_MAX}
   {route_tls}
   routes: [
     {routes}

@@ -57,6 +57,20 @@ def roll_region(mesh: LocalMesh, region: str, version: str) -> RegionRoll:
     roll = RegionRoll(region, version)
     mesh.versions[region] = version
     others = [r for r in mesh.regions if r != region]
+    # The placement keeper hands no leadership to the region being rolled (its hand-over moves them away).
+    mesh.placement_avoid.add(region)
+    try:
+        _roll_nodes(mesh, region, roll)
+    finally:
+        mesh.placement_avoid.discard(region)
+    started = time.monotonic()
+    mesh.restart_services(region)
+    roll.services_s = round(time.monotonic() - started, 2)
+    return roll
+
+
+def _roll_nodes(mesh: LocalMesh, region: str, roll: RegionRoll) -> None:
+    others = [r for r in mesh.regions if r != region]
     for node in mesh.regions[region].nodes:
         started = time.monotonic()
         asyncio.run(_hand_over(mesh, node.name, others[0] if others else region))
@@ -69,10 +83,6 @@ def roll_region(mesh: LocalMesh, region: str, version: str) -> RegionRoll:
         started = time.monotonic()
         wait_current(mesh)
         roll.catch_up_s[node.name] = round(time.monotonic() - started, 2)
-    started = time.monotonic()
-    mesh.restart_services(region)
-    roll.services_s = round(time.monotonic() - started, 2)
-    return roll
 
 
 def wait_current(mesh: LocalMesh, timeout: float = CATCH_UP_TIMEOUT_S) -> None:

@@ -134,8 +134,8 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         window = asyncio.Semaphore(STREAM_WINDOW)
         in_flight: set[asyncio.Task[None]] = set()
 
-        async def send_one(request: relay_pb2.SendRequest) -> tuple[relay_pb2.SendResult, int]:
-            """The envelope's result and (0 on failure) its stream sequence, for the wake-up."""
+        async def send_one(request: relay_pb2.SendRequest) -> tuple[relay_pb2.SendResult, int, bool]:
+            """The envelope's result, (0 on failure) its stream sequence and whether it was hedged, for the wake-up."""
             try:
                 recipient = device_id(request.recipient_device_id, field="recipient_device_id")
                 if sender is None:
@@ -157,7 +157,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     delivery_key=request.delivery_key if sender is None else None,
                     ttl_s=request.ttl_seconds,
                 )
-                return _result(receipt, request.recipient_device_id), receipt.sequence
+                return _result(receipt, request.recipient_device_id), receipt.sequence, receipt.hedged
             except (XChatError, nats.errors.Error, asyncio.TimeoutError) as exc:
                 code, text = grpc_status(translate(exc))
                 failed = relay_pb2.SendResult(
@@ -166,19 +166,21 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     error_code=code.value[0],
                     error_message=text,
                 )
-                return failed, 0
+                return failed, 0, False
 
         async def send_batch(batch: relay_pb2.SendBatch) -> None:
             outcomes = await asyncio.gather(*(send_one(r) for r in batch.envelopes))
             # One wake-up per recipient per batch, after its envelopes are durable,
             # naming the highest sequence stored for it (the mailbox waits for its replica).
             stored: dict[DeviceId, int] = {}
-            for o, sequence in outcomes:
+            hedged: dict[DeviceId, int] = {}
+            for o, sequence, in_hedge in outcomes:
                 if o.error_code == 0:
                     device = DeviceId(o.recipient_device_id)
-                    stored[device] = max(stored.get(device, 0), sequence)
-            await self._relay.notify(stored)
-            await results.put(relay_pb2.SendBatchResult(results=[o for o, _ in outcomes]))
+                    into = hedged if in_hedge else stored
+                    into[device] = max(into.get(device, 0), sequence)
+            await self._relay.notify(stored, hedged)
+            await results.put(relay_pb2.SendBatchResult(results=[o for o, _, _ in outcomes]))
 
         async def read_batches() -> None:
             try:
