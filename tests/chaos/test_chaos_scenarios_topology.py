@@ -83,7 +83,8 @@ async def test_scale_region_fails_when_the_new_region_got_no_replica(tmp_path: P
 
 
 async def test_an_upgrade_that_leaves_one_region_ready_fails_the_drill(tmp_path: Path) -> None:
-    backend = FakeBackend(iter([3, 2, 1, 2, 3] + [3] * 100))
+    # Regions b and c fail two samples in a row (1 s): down, not a missed probe.
+    backend = FakeBackend(iter([3, 2, 1, 1, 2, 3] + [3] * 100))
     d = drill(backend, tmp_path)
     # Slow steps, so the sampler (every 0.5 s) sees the dip.
     real_upgrade = backend.upgrade
@@ -105,3 +106,20 @@ async def test_an_upgrade_keeping_two_regions_ready_passes(tmp_path: Path) -> No
     d = drill(FakeBackend(iter([3, 2, 3, 2] + [3] * 100)), tmp_path)
     await upgrade(d)
     assert d.problems == [] and d.notes["min_ready_regions"] >= 2
+
+
+async def test_one_missed_probe_is_not_a_region_down_but_is_reported(tmp_path: Path) -> None:
+    backend = FakeBackend(iter([3, 2, 1, 2, 3] + [3] * 100))
+    d = drill(backend, tmp_path)
+    real_upgrade = backend.upgrade
+
+    def slow_upgrade(step: str | None) -> dict[str, Any]:
+        import time
+
+        time.sleep(0.6)  # the sampler (every 0.5 s) sees every value
+        return real_upgrade(step)
+
+    backend.upgrade = slow_upgrade  # type: ignore[method-assign]
+    await upgrade(d)
+    assert d.problems == [] and d.notes["min_ready_regions"] == 2
+    assert d.notes["min_ready_regions_single_sample"] == 1
