@@ -8,6 +8,7 @@ import asyncio
 from types import SimpleNamespace
 
 import nats.errors
+import nats.js.errors
 
 from xchat.core.ids import DeviceId, MessageId
 from xchat.relay import sending
@@ -148,3 +149,40 @@ async def test_a_publish_that_stalled_before_the_connection_keeps_its_turn() -> 
     )
     assert first.hedged and not second.hedged
     assert len(js.written) == 2 and b"one" in js.written[0] and b"two" in js.written[1], js.written
+
+
+class InProcess:
+    """A mailbox stream that answers "duplicate message id is in process" (10158) to every publish."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def __call__(self, wait: float) -> SimpleNamespace:
+        self.attempts += 1
+        await asyncio.sleep(0.001)
+        raise nats.js.errors.APIError(code=400, err_code=sending.DUPLICATE_IN_PROCESS, description="duplicate message id is in process")
+
+
+async def test_an_id_that_stays_in_process_is_hedged_after_the_hedge_delay() -> None:
+    """The proposal it names died with its leader: waiting for it held envelopes for 10 s while later ones were stored."""
+    relay, primary, hedge = _relay(), InProcess(), Stream(0.0)
+    started = asyncio.get_running_loop().time()
+    receipt = await relay._stored(RECIPIENT, MESSAGE, primary, hedge, timeout=5.0)
+    took = asyncio.get_running_loop().time() - started
+    assert receipt.hedged and hedge.attempts == 1 and primary.attempts > 1
+    assert sending.HEDGE_AFTER_S <= took < sending.HEDGE_AFTER_S + 1.0, took
+
+
+async def test_an_id_in_process_briefly_is_answered_by_the_mailbox_stream() -> None:
+    """The usual case (a resend while the original replicates): retried, never hedged."""
+
+    class Briefly(InProcess):
+        async def __call__(self, wait: float) -> SimpleNamespace:
+            if self.attempts < 2:
+                return await super().__call__(wait)
+            self.attempts += 1
+            return SimpleNamespace(seq=7, duplicate=True)
+
+    relay, primary, hedge = _relay(), Briefly(), Stream(0.0)
+    receipt = await relay._stored(RECIPIENT, MESSAGE, primary, hedge, timeout=5.0)
+    assert not receipt.hedged and receipt.duplicate and hedge.attempts == 0

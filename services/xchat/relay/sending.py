@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,6 +70,8 @@ from xchat.core.store import (
 )
 from xchat.core.tokens import Principal
 from xchat.relay.sealed import Access, check_delivery_key, receipt_of, sealed_access
+
+log = logging.getLogger(__name__)
 
 # nats-server: JSStreamStoreFailedF carries "maximum messages per subject exceeded".
 PER_SUBJECT_LIMIT_TEXT = "maximum messages per subject exceeded"
@@ -447,6 +450,16 @@ class Relay:
                 break
             except nats.js.errors.APIError as exc:
                 pause = IN_PROCESS_RETRY_S[min(attempt, len(IN_PROCESS_RETRY_S) - 1)]
+                if exc.err_code == DUPLICATE_IN_PROCESS and not hedged and loop.time() - started >= HEDGE_AFTER_S:
+                    # Still "in process" after the hedge delay: the proposal it names was made by a
+                    # leader (or through a relay) that died with it, and the id stays pending on the
+                    # new leader for many seconds (region-kill under load: 10-11 s, while later
+                    # envelopes of the same sender were stored). Hedge it: a copy in both streams
+                    # is dropped by message id when read.
+                    log.info("envelope for %s still in process after %.2f s: hedged", recipient, loop.time() - started)
+                    hedged = True
+                    metrics.publish_failed("hedged in process")
+                    continue
                 if exc.err_code == DUPLICATE_IN_PROCESS and loop.time() + pause < deadline:
                     attempt += 1
                     await asyncio.sleep(pause)
