@@ -108,3 +108,28 @@ def test_the_total_bound_releases_the_largest_sessions_front() -> None:
     small = [("small", _message(n), Gaps((b"s" * 32, n), False, ((b"s" * 32, 0),), NOW)) for n in range(11, 13)]
     out = reorder.arrived(big + small)
     assert _n(out) == [1] and len(reorder) == 5
+
+
+def test_a_message_refused_after_decrypting_is_not_waited_for() -> None:
+    """A forged certificate or an unlisted device: its slot is skipped by the next message, never filled."""
+    clock = Clock()
+    reorder = Reorder(window_s=10, clock_ms=clock)
+    reorder.refused("dev", (DH, 1))
+    assert _n(reorder.arrived([_newest(2, (1,))])) == [2]
+    assert not reorder and reorder.released_incomplete == 0
+
+
+def test_a_refusal_after_the_hold_releases_the_held_message() -> None:
+    clock = Clock()
+    reorder = Reorder(window_s=10, clock_ms=clock)
+    assert _n(reorder.arrived([_newest(3, (1, 2))])) == []
+    reorder.refused("dev", (DH, 2))
+    assert _n(reorder.arrived([_filled(1)])) == [1, 3]
+    assert reorder.released_incomplete == 0
+
+
+def test_refusals_of_another_device_change_nothing() -> None:
+    reorder = Reorder(window_s=10, clock_ms=Clock())
+    reorder.refused("other", (DH, 1))
+    assert _n(reorder.arrived([_newest(2, (1,))])) == []
+    assert len(reorder) == 1

@@ -35,7 +35,7 @@ from xchat.client._state import InboxItem, LocalState
 from xchat.client.crypto import CryptoError, SealedContent, unseal
 from xchat.client.crypto.certificates import CertificateError, SenderCertificate, check_certificate, verify_signature
 from xchat.client.crypto.pqxdh import encode_ids
-from xchat.client.crypto.ratchet import Gaps
+from xchat.client.crypto.ratchet import Gaps, Slot
 from xchat.client.crypto.sessions import OpenedRecord, SessionRecord, open_record
 from xchat.client.messages import (
     DeviceListRejected,
@@ -78,6 +78,11 @@ class Opened:
         return self.opened.gaps
 
     @property
+    def slot(self) -> Slot | None:
+        """Its position in its session (ratchet key, n)."""
+        return self.opened.session.last_slot
+
+    @property
     def their_identity_key(self) -> bytes:
         return self.opened.session.their_identity_key
 
@@ -96,6 +101,9 @@ class Opener:
         # valid only while nothing else writes sessions, i.e. inside one transaction.
         self._open_cache: dict[str, SessionRecord] | None = None
         self._dirty: dict[str, tuple[str, SessionRecord]] = {}
+        # (sender device, ratchet position) of the last envelope ``open`` refused after it
+        # decrypted: its place in the session is no gap to wait for (``_reordering``).
+        self.last_refused: tuple[str, Slot] | None = None
 
     def open(self, message_id: bytes, ciphertext: bytes) -> Opened | None:
         """Unseals and decrypts; None (and counted) for an envelope that can never be read.
@@ -104,6 +112,7 @@ class Opener:
         to keep the result or ``forget`` to undo it.
         """
         book = self._book
+        self.last_refused = None
         content: SealedContent | None = None
         try:
             content = unseal(book.identity, ciphertext)
@@ -116,6 +125,9 @@ class Opener:
         except CryptoError as exc:
             self._undecryptable(message_id, content, f"{type(exc).__name__}: {exc}")
             return None
+        slot = opened.session.last_slot
+        if slot is not None:
+            self.last_refused = (content.sender_device, slot)  # cleared below once it is accepted
         if opened.payload.message_id != message_id:
             self.forget()
             self._undecryptable(message_id, content, "its inner message id differs")
@@ -162,6 +174,7 @@ class Opener:
                 return None
         if opened.new_session:
             book.prekeys_settled.clear()
+        self.last_refused = None
         return Opened(message_id, content, opened, pinned, certificate, account_key is not None, vouched)
 
     def _ids_from(self, content: SealedContent) -> bytes:

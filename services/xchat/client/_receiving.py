@@ -354,6 +354,8 @@ class Receiver:
             return None, item, None  # decrypted before, not acknowledged yet
         opened = self._book.open(mid, envelope.ciphertext)
         if opened is None:
+            if (refused := self._book.last_refused) is not None:
+                self._reorder.refused(*refused)  # decrypted, then refused: no predecessor to wait for
             return None
         if opened.new_session:
             # The sealed sender claim is only a claim until the initiator's

@@ -30,8 +30,10 @@ check per message.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -52,6 +54,10 @@ DEFAULT_MAX_HELD = 256
 # at most 1,000 unacknowledged envelopes per Sync (mailbox MAX_UNACKED); beyond this the
 # largest session's front is released, so holds never stall the stream for other senders.
 DEFAULT_MAX_HELD_TOTAL = 512
+# Positions of messages refused after they decrypted (forged certificate, unlisted device, ...),
+# remembered per sender device and for so many devices: later messages do not wait for them.
+REFUSED_PER_DEVICE = 64
+REFUSED_DEVICES = 1024
 
 
 @dataclass(slots=True)
@@ -107,16 +113,43 @@ class Reorder:
         self._on_gap = on_gap
         self._sessions: dict[str, _Session] = {}
         self._ids: set[bytes] = set()
+        self._refused: OrderedDict[str, OrderedDict[Slot, None]] = OrderedDict()
         # Released with predecessors still missing (for tests and metrics).
         self.released_incomplete = 0
 
     def holds(self, message_id: bytes) -> bool:
         return bool(self._ids) and message_id in self._ids
 
+    def refused(self, device: str, slot: Slot) -> None:
+        """A message of ``device`` at ``slot`` was refused after it decrypted: nobody waits for it.
+
+        Its key is not kept (the refusal rolled its ratchet step back), so the next message
+        reports the slot as skipped; without this, every refusal would hold the sender's
+        later messages for the whole window.
+        """
+        slots = self._refused.pop(device, None) or OrderedDict()
+        slots[slot] = None
+        while len(slots) > REFUSED_PER_DEVICE:
+            slots.popitem(last=False)
+        self._refused[device] = slots
+        while len(self._refused) > REFUSED_DEVICES:
+            self._refused.popitem(last=False)
+        session = self._sessions.get(device)
+        if session is not None:
+            session.outstanding.discard(slot)  # released by the next ``arrived`` or ``due``
+
+    def _without_refused(self, device: str, gaps: Gaps | None) -> Gaps | None:
+        slots = self._refused.get(device) if gaps is not None and self._refused else None
+        if gaps is None or not slots or not any(s in slots for s in gaps.missing):
+            return gaps
+        return dataclasses.replace(gaps, missing=tuple(s for s in gaps.missing if s not in slots))
+
     def arrived(self, arrivals: Iterable[Arrival]) -> list[Message]:
         """What the app may see now, in order, given a committed batch's messages in batch order."""
         out: list[Message] = []
         for device, message, gaps in arrivals:
+            if device is not None:
+                gaps = self._without_refused(device, gaps)
             if gaps is None and (device is None or not self._sessions or device not in self._sessions):
                 if message is not None:
                     out.append(message)  # the common case

@@ -38,6 +38,7 @@ from xchat.client.crypto import (
 )
 from xchat.client.crypto.fingerprints import displayable_fingerprint
 from xchat.client.crypto.pqxdh import encode_ids
+from xchat.client.crypto.ratchet import Slot
 from xchat.client.crypto.sessions import SessionRecord
 from xchat.client.errors import IdentityNotApproved, NotRegistered, SafetyNumberMismatch
 from xchat.client.messages import IdentityChanged, SecurityEvent
@@ -313,6 +314,11 @@ class SessionBook:
     def certificate_holds(self, opened: Opened) -> bool:
         """A first contact's certificate signature, once the account key is pinned (``Opener``)."""
         return self._opener.certificate_holds(opened)
+
+    @property
+    def last_refused(self) -> tuple[str, Slot] | None:
+        """(sender device, position) of the envelope ``open`` just refused after decrypting it."""
+        return self._opener.last_refused
 
     def batch_begin(self) -> None:
         """Opens and stages to come share parsed sessions, until ``batch_end`` (same transaction)."""

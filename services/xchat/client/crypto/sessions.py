@@ -64,6 +64,7 @@ from .ratchet import (
     Gaps,
     MAX_SKIP,
     RatchetState,
+    Slot,
     ratchet_decrypt,
     ratchet_encrypt,
     ratchet_init_initiator,
@@ -111,7 +112,7 @@ def _digest(initial_bytes: bytes) -> bytes:
 class Session:
     """One pairwise session between our device and one peer device."""
 
-    __slots__ = ("_ad", "_pending_initial", "_state", "ids", "initial_digest", "our_identity_key",
+    __slots__ = ("_ad", "_pending_initial", "_state", "ids", "initial_digest", "last_slot", "our_identity_key",
                  "role", "their_identity_key")
 
     def __init__(
@@ -132,6 +133,9 @@ class Session:
         self.initial_digest = initial_digest
         self._pending_initial = pending_initial
         self._state = state
+        # The position (ratchet key, n) of the last message this object decrypted (not stored):
+        # a message refused after decryption tells the order buffer its place is no gap.
+        self.last_slot: Slot | None = None
         if role is Role.INITIATOR:
             self._ad = associated_data(our_identity_key, their_identity_key, ids)
         else:
@@ -177,6 +181,7 @@ class Session:
         # Commit only now: the AEAD verified and the payload parsed.
         gaps = commit()
         self._pending_initial = None
+        self.last_slot = (message.header.dh, message.header.n)
         return payload, gaps
 
     # --- persistence --------------------------------------------------------------
