@@ -37,8 +37,11 @@ async def _place(mesh: LocalMesh, leaders: dict[str, str], within: float = 60.0,
         for stream, region in leaders.items():
             nodes = {n.name for n in mesh.regions[region].nodes}
             while True:
-                info = await js.stream_info(stream)
-                if info.cluster is not None and info.cluster.leader in nodes:
+                try:
+                    info = await js.stream_info(stream)
+                except (nats.errors.Error, asyncio.TimeoutError):
+                    info = None  # no answer during the stream's own election: ask again
+                if info is not None and info.cluster is not None and info.cluster.leader in nodes:
                     break
                 assert time.monotonic() < deadline, f"leader of {stream} did not move to region {region}"
                 body = json.dumps({"placement": {"tags": [f"region:{region}"]}}).encode()
@@ -49,7 +52,13 @@ async def _place(mesh: LocalMesh, leaders: dict[str, str], within: float = 60.0,
                 await asyncio.sleep(0.5)
             if until_moved_away:
                 moved_at = time.monotonic()
-                while (info := await js.stream_info(stream)).cluster is None or info.cluster.leader in nodes:
+                while True:
+                    try:
+                        info = await js.stream_info(stream)
+                    except (nats.errors.Error, asyncio.TimeoutError):
+                        info = None
+                    if info is not None and info.cluster is not None and info.cluster.leader not in nodes:
+                        break
                     assert time.monotonic() - moved_at < 20, f"the keeper left {stream}'s leader in region {region}"
                     await asyncio.sleep(0.2)
     finally:

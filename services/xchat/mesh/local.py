@@ -335,7 +335,11 @@ class LocalMesh:
 
         return await nats.connect(
             servers=[n.client_url for n in self.all_nodes], connect_timeout=2, max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, tls=self.nats_tls(), error_cb=quiet, **credentials,
+            reconnect_time_wait=0.5, tls=self.nats_tls(), error_cb=quiet,
+            # nats-py shuffles its server list with the global ``random`` (at connect and when the
+            # cluster announces servers); this thread runs inside test processes, where hypothesis
+            # refuses a global random state that moves while it draws examples.
+            dont_randomize=True, **credentials,
         )
 
     def wait_serving(self, region: str, timeout: float = START_TIMEOUT_S) -> None:
