@@ -21,6 +21,8 @@ from xchat.client._state import OutboxItem
 from xchat.mesh.local import LocalMesh
 from xchat.v1 import relay_pb2, relay_pb2_grpc
 
+from tests.client.held_back import held_back
+
 from .conftest import Peer
 
 Open = Callable[..., Awaitable[Peer]]
@@ -56,26 +58,6 @@ async def open_peer(mesh: LocalMesh, tmp_path: Path) -> AsyncIterator[Open]:
         await peer.close()
 
 
-async def _held_back(sender: Client, account: str, texts: Sequence[str]) -> list[OutboxItem]:
-    """Encrypts ``texts`` to ``account`` in order (outbox envelopes) without delivering them."""
-    captured: list[OutboxItem] = []
-    real = sender._book.encrypt_many
-
-    def hold_back(**kwargs: Any) -> Any:
-        outcomes = real(**kwargs)
-        captured.extend(item for outcome in outcomes for item in outcome)
-        return [[] for _ in outcomes]
-
-    sender._book.encrypt_many = hold_back  # type: ignore[method-assign]
-    try:
-        await sender.send_many([(account, text) for text in texts])
-    finally:
-        sender._book.encrypt_many = real  # type: ignore[method-assign]
-    items = [item for item in captured if item.recipient_account == account]
-    assert len(items) == len(texts)
-    return items
-
-
 async def _publish(sender: Client, items: Sequence[OutboxItem]) -> None:
     """Stores each envelope through relay's unary ``Send``, in the given order, with the sender's token."""
     for item in items:
@@ -103,7 +85,7 @@ async def _conversation(open_peer: Open, *, window: float | None = None) -> tupl
 async def test_envelopes_stored_out_of_order_reach_the_app_in_order_once(open_peer: Open, order: tuple[int, ...]) -> None:
     alice, bob = await _conversation(open_peer)
     texts = ["one", "two", "three"]
-    items = await _held_back(alice.client, bob.account, texts)
+    items = await held_back(alice.client, bob.account, texts)
     await _publish(alice.client, [items[i] for i in order])
     await bob.until(lambda: len(_texts(bob, alice)) >= 4)
     await asyncio.sleep(1.0)  # nothing more comes
@@ -115,7 +97,7 @@ async def test_acks_of_reordered_messages_clear_them(open_peer: Open, tmp_path: 
     bob = await open_peer("b", path=tmp_path / "bob.db")
     await alice.client.send(bob.account, "hello")
     await bob.until(lambda: _texts(bob, alice) == ["hello"])
-    items = await _held_back(alice.client, bob.account, ["one", "two", "three"])
+    items = await held_back(alice.client, bob.account, ["one", "two", "three"])
     await _publish(alice.client, [items[2], items[0], items[1]])
     await bob.until(lambda: len(_texts(bob, alice)) == 4)
     again = await open_peer("b", path=tmp_path / "bob.db", replaces=bob)
@@ -127,7 +109,7 @@ async def test_acks_of_reordered_messages_clear_them(open_peer: Open, tmp_path: 
 async def test_a_predecessor_that_never_comes_delays_later_messages_only_the_window(open_peer: Open) -> None:
     window = 1.5
     alice, bob = await _conversation(open_peer, window=window)
-    lost, second, third = await _held_back(alice.client, bob.account, ["lost", "two", "three"])
+    lost, second, third = await held_back(alice.client, bob.account, ["lost", "two", "three"])
     started = time.monotonic()
     await _publish(alice.client, [second, third])
     await asyncio.sleep(window / 3)
@@ -153,7 +135,7 @@ async def test_a_sender_that_skips_far_ahead_delays_only_its_own_messages(open_p
     mallory, bob = await _conversation(open_peer, window=window)
     carol = await open_peer("c")
     # Mallory advances its chain by thousands of messages it never sends.
-    await _held_back(mallory.client, bob.account, [f"never {i}" for i in range(3000)])
+    await held_back(mallory.client, bob.account, [f"never {i}" for i in range(3000)])
     started = time.monotonic()
     await mallory.client.send(bob.account, "after the skip")
     await carol.client.send(bob.account, "from carol")
@@ -175,7 +157,7 @@ async def test_many_senders_interleaved_out_of_order_each_arrive_in_their_order(
     batches = []
     for sender in senders:
         await sender.client.send(bob.account, "hello")
-        batches.append(await _held_back(sender.client, bob.account, [f"{i}" for i in range(20)]))
+        batches.append(await held_back(sender.client, bob.account, [f"{i}" for i in range(20)]))
     await bob.until(lambda: all(_texts(bob, s) == ["hello"] for s in senders))
     # Each sender's envelopes stored back to front, all senders concurrently.
     await asyncio.gather(*(_publish(s.client, list(reversed(items))) for s, items in zip(senders, batches)))
@@ -187,7 +169,7 @@ async def test_many_senders_interleaved_out_of_order_each_arrive_in_their_order(
 
 async def test_a_held_message_redelivered_by_a_new_sync_is_handed_over_once(open_peer: Open, mesh: LocalMesh) -> None:
     alice, bob = await _conversation(open_peer, window=60.0)
-    first, second = await _held_back(alice.client, bob.account, ["one", "two"])
+    first, second = await held_back(alice.client, bob.account, ["one", "two"])
     await _publish(alice.client, [second])
     await bob.until(lambda: bob.client._receiver._reorder.holds(second.message_id))
     # Bob's region restarts: its Sync reconnects and the backlog brings "two" (unacked) again.

@@ -23,6 +23,8 @@ from xchat.client.crypto.certificates import SenderCertificate, issue_certificat
 from xchat.client.crypto.certificates import CERTIFICATE_LIFETIME_MS
 from xchat.mesh.local import LocalMesh
 
+from tests.client.held_back import held_back
+
 LIST_DEVICES = re.compile(r'^xchat_rpc_requests_total\{[^}]*method="ListDevices"[^}]*\} ([0-9.e+]+)$', re.M)
 
 
@@ -195,18 +197,7 @@ async def test_an_initial_message_replayed_under_other_claimed_ids_starts_no_ses
         for client, name in ((alice, alice_name), (bob, bob_name), (mallory, mallory_name)):
             await client.register(name)
         # Alice's first message to bob, held back (never delivered).
-        captured: list[Any] = []
-        real_alice = alice._book.encrypt_many
-
-        def hold_back(**kwargs: Any) -> Any:
-            outcomes = real_alice(**kwargs)
-            captured.extend(item for outcome in outcomes for item in outcome)
-            return [[] for _ in outcomes]
-
-        alice._book.encrypt_many = hold_back  # type: ignore[method-assign]
-        await alice.send(bob_name, "alice's first message")
-        alice._book.encrypt_many = real_alice  # type: ignore[method-assign]
-        (first,) = [item for item in captured if item.recipient_account == bob_name]
+        (first,) = await held_back(alice, bob_name, ["alice's first message"])
         # The attacker holds its inner message (test: opened with bob's key) and re-seals it as from
         # mallory's device, without a certificate, under alice's message id: mallory's SDK delivers it.
         inner = unseal(bob._book.identity, first.ciphertext).inner

@@ -78,11 +78,6 @@ class Opened:
         return self.opened.gaps
 
     @property
-    def slot(self) -> Slot | None:
-        """Its position in its session (ratchet key, n)."""
-        return self.opened.session.last_slot
-
-    @property
     def their_identity_key(self) -> bytes:
         return self.opened.session.their_identity_key
 
