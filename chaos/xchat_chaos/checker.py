@@ -297,9 +297,12 @@ def _stalls(v: Verdict, history: History, acks: dict[str, Event], deliveries: di
     by_receiver: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     for key, ack in acks.items():
         # +1: the message becomes pending at its ack; -1: it is delivered (or never).
+        delivered = min(d.t for d in deliveries[key]) if key in deliveries else None
+        if delivered is not None and delivered <= ack.t:
+            continue  # the app had it before its sender's ack returned: never pending
         by_receiver[ack.recipient].append((ack.t, 1, key))
-        if key in deliveries:
-            by_receiver[ack.recipient].append((min(d.t for d in deliveries[key]), -1, key))
+        if delivered is not None:
+            by_receiver[ack.recipient].append((delivered, -1, key))
     for key, ds in deliveries.items():
         for d in ds:
             by_receiver[d.observer or d.recipient].append((d.t, 0, key))

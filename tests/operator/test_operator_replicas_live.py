@@ -110,14 +110,25 @@ async def stream(cluster: tuple[list[NatsNode], dict[str, str]]) -> AsyncIterato
     nodes, passwords = cluster
     admin = await _connect(nodes, "admin", passwords["admin"])
     js = admin.jetstream()
-    for _ in range(30):  # the meta group may still be settling its first leader
+    deadline = time.monotonic() + 60
+    while True:  # the meta group may still be settling its first leader
         try:
             await js.add_stream(name=STREAM, subjects=["move.>"], num_replicas=3)
             break
-        except nats.js.errors.Error:
+        except (nats.js.errors.Error, nats.errors.TimeoutError):
+            assert time.monotonic() < deadline, "the cluster never accepted the stream"
             await asyncio.sleep(1)
     for i in range(MESSAGES):
-        await js.publish(f"move.{i % 5}", f"m{i}".encode())
+        # A new R3 stream elects its leader after add_stream answers: until then a publish gets
+        # "no responders" (seen on a loaded CI machine). The message id makes a retry of a publish
+        # that was stored but not acknowledged in time count once.
+        while True:
+            try:
+                await js.publish(f"move.{i % 5}", f"m{i}".encode(), headers={"Nats-Msg-Id": f"m{i}"})
+                break
+            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):
+                assert time.monotonic() < deadline, "the new stream never elected a leader"
+                await asyncio.sleep(0.5)
     try:
         yield admin
     finally:

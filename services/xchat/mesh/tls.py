@@ -15,8 +15,11 @@ credentials, NATS client and route TLS, SDK root certificates) run on every
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +54,33 @@ def _write_private(path: Path, data: bytes) -> None:
     path.chmod(0o600)
 
 
+@contextmanager
+def _issuing(directory: Path) -> Iterator[None]:
+    """One issuer at a time per directory, across processes and threads.
+
+    Without it two processes that both found a role's files missing (the bench's
+    receiver process and its parent) each wrote a key and then a certificate, and
+    the files could end up holding one's key and the other's certificate: NATS
+    then refused to start with ``KEY_VALUES_MISMATCH``.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(directory / ".issuing.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
     """Creates (or reuses) ``ca.pem``, ``server.pem`` and ``server-key.pem`` in ``directory``."""
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     if all(f.exists() for f in (files.ca, files.cert, files.key, directory / "ca-key.pem")):
         return files
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _issuing(directory):
+        if not all(f.exists() for f in (files.ca, files.cert, files.key, directory / "ca-key.pem")):
+            _make_ca(directory, files, hosts)
+    return files
+
+
+def _make_ca(directory: Path, files: TlsFiles, hosts: tuple[str, ...]) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -74,7 +98,6 @@ def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "l
     _write_private(directory / "ca-key.pem", _pem_key(ca_key))
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _issue(files.ca, directory / "ca-key.pem", hosts[0], hosts, files.cert, files.key)
-    return files
 
 
 def role_files(pki: TlsFiles, role: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
@@ -82,7 +105,9 @@ def role_files(pki: TlsFiles, role: str, *, hosts: tuple[str, ...] = ("127.0.0.1
     directory = pki.ca.parent
     files = TlsFiles(pki.ca, directory / f"{role}.pem", directory / f"{role}-key.pem")
     if not (files.cert.exists() and files.key.exists()):
-        _issue(pki.ca, directory / "ca-key.pem", role, hosts, files.cert, files.key)
+        with _issuing(directory):
+            if not (files.cert.exists() and files.key.exists()):
+                _issue(pki.ca, directory / "ca-key.pem", role, hosts, files.cert, files.key)
     return files
 
 
@@ -111,5 +136,9 @@ def _issue(ca_file: Path, ca_key_file: Path, common_name: str, hosts: tuple[str,
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(key_file, _pem_key(key))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Key first, certificate last, each whole (renamed into place): readers that take
+    # "the certificate exists" to mean "the pair is ready" never see half of it.
+    _write_private(key_file.with_name(key_file.name + ".new"), _pem_key(key))
+    os.replace(key_file.with_name(key_file.name + ".new"), key_file)
+    cert_file.with_name(cert_file.name + ".new").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(cert_file.with_name(cert_file.name + ".new"), cert_file)
