@@ -16,7 +16,8 @@ receivers' apps saw (deliveries), in the taxonomy of Jepsen's queue checker:
 
 On top, per fault window: RTO (fault start → first ack / first delivery of
 a message sent after the fault started) for users homed elsewhere
-("survivors") and users homed in the faulted region ("failed over"); and
+("survivors") and users homed in the faulted region ("failed over"; the
+deliveries of a device kept offline to build a backlog do not count); and
 stalls: the longest time a receiver had acked-but-undelivered messages and
 no delivery at all (a silently stalled subscription shows up here).
 """
@@ -251,7 +252,10 @@ def _rto(
         recipients = {a.recipient for a in attempts.values() if a.t >= fault.start}
 
         def resumed(group_hit: bool, kind: str) -> float | None:
-            active = senders if kind == "send" else recipients
+            # A device the drill kept offline to build a backlog hands its app that backlog first,
+            # in order, at the app's pace: its first new message says how long the backlog is, not
+            # how fast delivery resumed. Its sends still count; its stalls skip the offline time.
+            active = senders if kind == "send" else recipients - set(history.offline)
             users = {
                 u
                 for u, r in history.users.items()

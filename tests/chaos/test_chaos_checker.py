@@ -135,6 +135,25 @@ def test_rto_for_survivors_and_failed_over_users() -> None:
     assert any("RTO 8.0s" in f for f in v.failures(rto_bound=5))
 
 
+def test_the_backlog_device_does_not_set_the_delivery_rto() -> None:
+    """A device kept offline to build a backlog works through it, in order, at its app's pace:
+    its first message sent after the fault comes after the backlog. Its sends still count."""
+    h = History(users={"alice": "a", "bob": "b", "carol": "a"}, duration=60.0)
+    h.faults.append(Fault("region-partition", 10.0, 18.0, "a"))
+    h.offline["carol"] = [[0.0, 9.5]]
+    send(h, "alice", "bob", 1, 10.5, ack=11.0)
+    deliver(h, "alice", "bob", 1, 11.1)
+    send(h, "bob", "alice", 1, 10.5, ack=10.6)
+    deliver(h, "bob", "alice", 1, 11.5)
+    send(h, "bob", "carol", 1, 10.5, ack=10.6)
+    deliver(h, "bob", "carol", 1, 16.0)  # behind its backlog
+    send(h, "carol", "bob", 1, 10.5, ack=13.0)
+    deliver(h, "carol", "bob", 1, 13.1)
+    (w,) = check(h).rto
+    assert w.deliver_failed_over == pytest.approx(1.5)
+    assert w.send_failed_over == pytest.approx(3.0)  # carol's send counts (the worst)
+
+
 def test_rto_unresolved_when_a_user_never_resumes() -> None:
     h = History(users={"alice": "a", "bob": "b"}, duration=60.0)
     h.faults.append(Fault("region-freeze", 10.0, 20.0, "b"))

@@ -33,10 +33,12 @@ kept as above). A sealed envelope refused as UNAUTHENTICATED (the recipient
 rotated its profile key, or never registered a verifier) stays in place, its
 key is forgotten, and it is resent on the authenticated path.
 
-Failover: only when the call itself fails with UNAVAILABLE or
-DEADLINE_EXCEEDED, or a stream with envelopes in flight stays silent for
-``failover_after`` (1.5 s, ADR 0013). A per-envelope UNAVAILABLE on a stream that works is
-retried on the same endpoint. See docs/adr/0007-sdk-send-path.md.
+Failover: when the call itself fails with UNAVAILABLE or DEADLINE_EXCEEDED,
+a stream with envelopes in flight stays silent for ``failover_after`` (1 s,
+ADR 0013), or two streams in a row stored nothing and were answered
+UNAVAILABLE per envelope (a region cut off from the others answers at once
+but cannot store). A per-envelope UNAVAILABLE on a stream that also stores
+is retried on the same endpoint. See docs/adr/0007-sdk-send-path.md.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ ROUND_MAX = 1024
 WAVES = 1
 MIN_BATCH = 8
 RECONNECT_BACKOFF_S = (0.05, 0.1, 0.3, 1.0, 2.0)
+# Streams in a row that stored nothing, answered UNAVAILABLE per envelope, before failing over.
+UNSTORED_STREAMS_FAILOVER = 2
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED.value[0]
 class Sender:
@@ -115,6 +119,8 @@ class Sender:
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
         self._lost_statuses = 0  # streams in a row whose status grpc.aio lost (see _drain)
+        # Streams in a row on one endpoint that stored nothing and were answered UNAVAILABLE (see _stream).
+        self._unstored_streams = 0
 
     # -- the callers' side ----------------------------------------------
 
@@ -325,6 +331,7 @@ class Sender:
         """
         halted = False
         fell_back = False
+        stored_any = unavailable_any = False
 
         def same_kind(items: list[OutboxItem]) -> list[OutboxItem]:
             """The leading run of ``items`` this stream may carry (sealed or not, like the stream)."""
@@ -359,6 +366,8 @@ class Sender:
                 assert isinstance(response, relay_pb2.SendBatchResult)
                 refused = self._refused_keys(response.results) if sealed else 0
                 fell_back = fell_back or refused > 0
+                stored_any = stored_any or any(r.error_code == 0 for r in response.results)
+                unavailable_any = unavailable_any or any(r.error_code == UNAVAILABLE for r in response.results)
                 if not self._settle(response.results, sealed=sealed):
                     halted = True
         except asyncio.TimeoutError:
@@ -368,8 +377,29 @@ class Sender:
             return False
         finally:
             call.cancel()
+        self._count_unstored(target, stored=stored_any, unavailable=unavailable_any)
         # A fallback to the authenticated path is progress, not a failure to back off from.
         return (not halted or fell_back) and not self._awaiting
+
+    def _count_unstored(self, target: str, *, stored: bool, unavailable: bool) -> None:
+        """Fails over after ``UNSTORED_STREAMS_FAILOVER`` streams in a row stored nothing and got UNAVAILABLE.
+
+        A region cut off from the others (a partition) still answers, quickly: its relay
+        finds no quorum and answers each envelope UNAVAILABLE. The stream itself works,
+        so neither the call status nor silence moves the client, and it retried the same
+        region until the partition healed (8 s in the partition drill under load). One
+        such stream can be a passing election; two in a row that stored nothing are a
+        region that cannot store: move (the home probe brings the client back).
+        """
+        if stored:
+            self._unstored_streams = 0
+            return
+        if not unavailable:
+            return
+        self._unstored_streams += 1
+        if self._unstored_streams >= UNSTORED_STREAMS_FAILOVER:
+            self._unstored_streams = 0
+            self._transport.fail_over(target, "every envelope answered UNAVAILABLE")
 
     def _wire(self, item: OutboxItem, sealed: bool) -> relay_pb2.SendRequest:
         wire = request(item)

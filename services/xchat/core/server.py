@@ -185,6 +185,7 @@ async def _watch_health(servicer: health.aio.HealthServicer, names: list[str], s
     while True:
         ok = await store.healthy()
         metrics.STORE_UP.set(1 if ok else 0)
+        store.health_checked(ok)
         if ok != last:
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             for name in names:

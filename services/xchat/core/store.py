@@ -137,6 +137,12 @@ def translate(exc: BaseException) -> XChatError:
 
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, asyncio.TimeoutError)
+# Seconds of failing health checks (one a second, xchat.core.server) before the process counts
+# as cut off from the store. Longer than a JetStream election elsewhere (measured 2-5 s in the
+# kill drills, when the meta leader's region dies the survivors' checks fail meanwhile, yet
+# their Sync calls deliver: ending them would only move their users), shorter than waiting
+# for a partition to heal.
+CUT_OFF_AFTER_S = 6.0
 
 
 class Store:
@@ -155,6 +161,28 @@ class Store:
         # hedge stream on every read, from its leader (ADR 0013). -inf: never.
         self.trouble_at = float("-inf")
         self._reconnect_hooks.append(self.note_trouble)
+        # Set by the health watcher when no check succeeded for CUT_OFF_AFTER_S,
+        # cleared by the next good one: this region cannot reach a working store (a
+        # partition, a lost quorum). Mailbox then ends its Sync calls so clients move.
+        self.cut_off = False
+        self._last_ok = time.monotonic()
+        self._cut_off_hooks: list[Callable[[], None]] = []
+
+    def on_cut_off(self, hook: Callable[[], None]) -> None:
+        """Calls ``hook`` each time the health checks find this process cut off from the store."""
+        self._cut_off_hooks.append(hook)
+
+    def health_checked(self, ok: bool) -> None:
+        """The health watcher's verdict, once per check (see ``cut_off``)."""
+        now = time.monotonic()
+        if ok:
+            self._last_ok = now
+            self.cut_off = False
+            return
+        if not self.cut_off and now - self._last_ok >= CUT_OFF_AFTER_S:
+            self.cut_off = True
+            for hook in list(self._cut_off_hooks):
+                hook()
 
     def note_trouble(self) -> None:
         try:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 
 from nats.aio.msg import Msg
 
-from xchat.core.errors import ResourceExhausted
+from xchat.core.errors import ResourceExhausted, Unavailable
 from xchat.core.ids import DeviceId
 from xchat.core.permissions import EPHEMERAL_SUBJECTS
 from xchat.core.store import HEDGE_WAKEUP_PREFIX, NOTIFY_SUBJECT_PREFIX, NOTIFY_SUBJECTS, Store
@@ -60,6 +60,8 @@ RECENT_WAKEUPS_MAX = 20_000
 # next response: relay's rate limit keeps it to a few; beyond it the oldest are dropped.
 EPHEMERAL_PENDING_MAX = 32
 EPHEMERAL_SUBJECT_PREFIX = EPHEMERAL_SUBJECTS[:-1]
+# Why a call ended (or was refused) while this region is cut off from the store.
+CUT_OFF_TEXT = "this region cannot reach the message store (lost its quorum, or cut off): connect to another region"
 
 
 class Listener:
@@ -130,6 +132,7 @@ class Listeners:
         self._subscribed = False
         self._lock = asyncio.Lock()
         store.on_messages_lost(self.wake_all)
+        store.on_cut_off(self.end_all_cut_off)
         # Push (``xchat.mailbox.push``): told when a device gets its first or loses its last
         # call here, and of each wake-up for a device with no call here.
         self.on_online: Callable[[DeviceId, bool], None] | None = None
@@ -210,6 +213,14 @@ class Listeners:
 
     def devices(self) -> Iterable[DeviceId]:
         return self._by_device.keys()
+
+    def end_all_cut_off(self) -> None:
+        """Ends every call here: this region cannot reach the store, and a call kept open would
+        wait, silent, for wake-ups that no longer arrive (a partition: the other regions' relays
+        cannot reach it). The SDK fails over on UNAVAILABLE, and comes home once health serves."""
+        for listeners in self._by_device.values():
+            for listener in listeners:
+                listener.end(Unavailable(CUT_OFF_TEXT))
 
     def end_device(self, device: DeviceId, error: Exception) -> None:
         for listener in list(self._by_device.get(device, ())):

@@ -20,7 +20,11 @@ Bounds of one call:
   a response exceed it;
 * ended with PERMISSION_DENIED within 5 s of its device's revocation
   (``revocations``), and with RESOURCE_EXHAUSTED when more than
-  ``MAX_SYNCS_PER_DEVICE`` calls of its device are open here (``listeners``).
+  ``MAX_SYNCS_PER_DEVICE`` calls of its device are open here (``listeners``);
+* ended, and new ones refused, with UNAVAILABLE while this process is cut off
+  from the store (``Store.cut_off``: health checks failing for 6 s, e.g. its
+  region partitioned from the others): such a call would wait silently for
+  wake-ups that no longer come, and the SDK fails over on UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import grpc.aio
 from nats.js.kv import KeyValue
 
 from xchat.core.devices import DeviceDirectory
-from xchat.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from xchat.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
 from xchat.core.settings import DEFAULT_PUSH_COALESCE_S, DEFAULT_TOKEN_KEY_STREAM_END_S
 from xchat.core.ids import DeviceId
 from xchat.core.rpc import principal_of, streaming, unary
@@ -45,7 +49,7 @@ from xchat.core.errors import InvalidArgument
 from xchat.core.ids import device_id
 from xchat.mailbox.acks import RecentRemovals
 from xchat.mailbox.hedge import HEDGE_LEADER_READ_S, DeviceStreams, ack_both
-from xchat.mailbox.listeners import Listener, Listeners
+from xchat.mailbox.listeners import CUT_OFF_TEXT, Listener, Listeners
 from xchat.mailbox.online import OnlineView
 from xchat.mailbox.push import Pushes
 from xchat.mailbox.webhook import PushSender
@@ -244,6 +248,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         """What opens Sync and SyncStream alike: the mailbox named, the device active, the acks sent first settled."""
         if opener.device_id and opener.device_id != device:
             raise PermissionDenied(f"device {device} cannot read the mailbox of device {opener.device_id[:64]}")
+        if self._store.cut_off:
+            raise Unavailable(CUT_OFF_TEXT)
         await self._revocations.admit(device)
         window = DeviceStreams(self._reader, self._hedge_reader, device, removals=self._removals)
         # No leader to delete with: wake-ups may be getting lost too (ADR 0013).
