@@ -58,6 +58,9 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.add_argument("--recovery-bound", type=_at_least(0.1, float), default=DEFAULT_RECOVERY_BOUND_S,
                        help=f"seconds the mesh may take to regain full redundancy after the fault (default {DEFAULT_RECOVERY_BOUND_S:g})")
     drill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    drill.add_argument("--repeat", type=_at_least(1, int), default=1,
+                       help="run the drill this many times, each on a fresh mesh (local back end), and report the "
+                            "medians (OUT/run-N/ per run, OUT/summary.json)")
     drill.add_argument("--status-port", type=int, default=None,
                        help="local back end: serve the live status page on 127.0.0.1:PORT while the drill runs "
                        "(0: a free port; the URL is printed; default off)")
@@ -196,15 +199,43 @@ def _backend(args: argparse.Namespace, workdir: Path) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.status_port is not None and (args.backend != "local" or not 0 <= args.status_port <= 65535):
+        print(f"xchat drill: --status-port {args.status_port}: the local back end only, 0..65535", file=sys.stderr)
+        return 2
+    if args.repeat > 1 and (args.backend != "local" or args.status_port is not None):
+        print("xchat drill: --repeat: the local back end only, without --status-port", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"xchat-drill-{args.scenario}-"))
+    out = Path(args.out) if args.out else Path("drill-reports") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.repeat == 1:
+        code, _ = _run_once(args, workdir, out)
+        return code
+    import json
+
+    from xchat_chaos.repeats import summarize, table
+
+    written = []
+    for run in range(1, args.repeat + 1):
+        print(f"run {run} of {args.repeat}", flush=True)
+        code, report = _run_once(args, workdir / f"run-{run}", out / f"run-{run}")
+        if report is None:
+            return code
+        written.append(report)
+    summary = summarize(written)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(table(summary))
+    print(f"summary: {out / 'summary.json'}")
+    return 0 if summary["passed"] else 1
+
+
+def _run_once(args: argparse.Namespace, workdir: Path, out: Path) -> tuple[int, dict[str, Any] | None]:
+    """One drill; (exit status, its report: None when it could not run)."""
     from xchat_chaos import report as reports
     from xchat_chaos.drill import run_drill
 
     settings = _settings(args)
-    if args.status_port is not None and (args.backend != "local" or not 0 <= args.status_port <= 65535):
-        print(f"xchat drill: --status-port {args.status_port}: the local back end only, 0..65535", file=sys.stderr)
-        return 2
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"xchat-drill-{args.scenario}-"))
-    out = Path(args.out) if args.out else Path("drill-reports") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir.mkdir(parents=True, exist_ok=True)
     describe, close = _progress_bar(settings, enabled=not args.no_progress and sys.stderr.isatty())
     from xchat_chaos.backend import BackendError
 
@@ -221,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
             with contextlib.suppress(BackendError):  # nothing to clean up if the cluster is unreachable
                 backend.stop()
         print(f"xchat drill {args.scenario} ({args.backend}): cannot run: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     page = None
     try:
         if args.status_port is not None:  # the region going down, and delivery going on, live (xchat.statuspage)
@@ -240,4 +271,4 @@ def _run(args: argparse.Namespace) -> int:
     report = reports.write(result, out)
     print(reports.headline(report))
     print(f"report: {out / 'report.json'}  {out / 'report.html'}  {out / 'timeline.png'}")
-    return 0 if result.passed else 1
+    return (0 if result.passed else 1), report
