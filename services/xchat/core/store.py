@@ -137,12 +137,13 @@ def translate(exc: BaseException) -> XChatError:
 
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, asyncio.TimeoutError)
-# Seconds of failing health checks (one a second, xchat.core.server) before the process counts
-# as cut off from the store. Longer than a JetStream election elsewhere (measured 2-5 s in the
-# kill drills, when the meta leader's region dies the survivors' checks fail meanwhile, yet
-# their Sync calls deliver: ending them would only move their users), shorter than waiting
-# for a partition to heal.
-CUT_OFF_AFTER_S = 6.0
+# Seconds without a good health check (one a second, xchat.core.server) before the process
+# counts as cut off from the store. Longer than a JetStream meta election: when the meta
+# leader's region dies, the survivors' checks fail until the election ends (4-9 s; 7 s
+# measured in a loaded kill drill, where a 6 s bound ended the survivors' Sync calls, which
+# were delivering from their replicas, and stalled their users 6.7 s). Shorter than the
+# safety poll and than waiting for a partition to heal (a cut-off region's calls wait until then).
+CUT_OFF_AFTER_S = 15.0
 
 
 class Store:

@@ -22,7 +22,7 @@ Bounds of one call:
   (``revocations``), and with RESOURCE_EXHAUSTED when more than
   ``MAX_SYNCS_PER_DEVICE`` calls of its device are open here (``listeners``);
 * ended, and new ones refused, with UNAVAILABLE while this process is cut off
-  from the store (``Store.cut_off``: health checks failing for 6 s, e.g. its
+  from the store (``Store.cut_off``: no good health check for 15 s, e.g. its
   region partitioned from the others): such a call would wait silently for
   wake-ups that no longer come, and the SDK fails over on UNAVAILABLE.
 """
