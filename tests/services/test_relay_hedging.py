@@ -58,6 +58,31 @@ async def test_a_slow_mailbox_stream_that_acknowledges_others_is_waited_for() ->
     assert not receipt.hedged and slow.attempts == 2 and hedge.attempts == 0
 
 
+async def test_a_publish_stuck_on_its_id_while_others_are_acknowledged_hedges() -> None:
+    """After a region kill under load, a resent envelope whose first copy went through the
+    killed relay got no answer from the new leader for ~10 s while other publishes were
+    acknowledged: "slow, not leaderless" retried it until the killed region came back (and
+    the recipient's order buffer held every later envelope of that sender meanwhile)."""
+    relay = _relay()
+    stuck, hedge = Stream(None), Stream(0.0)
+    done = asyncio.Event()
+
+    async def others_acknowledged() -> None:
+        while not done.is_set():  # other recipients' publishes keep succeeding
+            await relay._stored(DeviceId("dev-carol"), MESSAGE, Stream(0.01), Stream(0.0), timeout=2.0)
+
+    background = asyncio.create_task(others_acknowledged())
+    started = asyncio.get_running_loop().time()
+    try:
+        receipt = await relay._stored(RECIPIENT, MESSAGE, stuck, hedge, timeout=5.0)
+    finally:
+        done.set()
+        await background
+    took = asyncio.get_running_loop().time() - started
+    assert receipt.hedged and hedge.attempts == 1, receipt
+    assert took < 1.0 + 2 * sending.HEDGE_AFTER_S + 0.3, took  # STUCK_AFTER_S (1 s) and one more try
+
+
 async def test_an_outage_that_starts_during_a_slow_publish_still_hedges() -> None:
     relay = _relay()
     await relay._stored(RECIPIENT, MESSAGE, Stream(0.0), Stream(0.0), timeout=2.0)

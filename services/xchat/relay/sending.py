@@ -91,6 +91,12 @@ HEDGE_AFTER_S = 0.25
 # the last RECENT_PRIMARY_S to the hedge stream too (same bytes and message id),
 # and the recipient reads them in order (the later copy is dropped by message id).
 RECENT_PRIMARY_S = 2.0
+# A publish left unanswered this long while the mailbox stream acknowledges others is not
+# slow but stuck on its id (seen after a region kill under load: envelopes in flight through
+# the killed relay, resent through another, got no answer from the new leader until the
+# killed region returned, ~10 s, while later envelopes were stored; the receiver's order
+# buffer then held those later ones too). It is hedged like a leaderless one.
+STUCK_AFTER_S = 1.0
 RECENT_PRIMARY_PER_RECIPIENT = 32
 RECENT_PRIMARY_RECIPIENTS = 10_000
 # Bytes of envelopes kept for that, all recipients together (the oldest go first).
@@ -428,8 +434,9 @@ class Relay:
         it (as a duplicate, with the original's sequence).
 
         A timeout alone hedges only when the mailbox stream acknowledged nothing
-        of this process for ``HEDGE_AFTER_S``: a stream that answers others is
-        slow (a loaded machine), not leaderless, and hedging every slow publish
+        of this process for ``HEDGE_AFTER_S``, or this publish has gone unanswered
+        for ``STUCK_AFTER_S``: a stream that answers others is slow (a loaded
+        machine), not leaderless, and hedging every slow publish
         would double the writes of an overloaded store and leave a copy in each
         stream. The publish is then sent again (same ``Nats-Msg-Id``: the stream
         answers a duplicate with the original's sequence) and the check repeats,
@@ -473,7 +480,11 @@ class Relay:
                     metrics.publish_failed(f"APIError {exc.err_code}")
                 raise error from exc
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
-                slow = isinstance(exc, asyncio.TimeoutError) and loop.time() - self._primary_acked_at < HEDGE_AFTER_S
+                slow = (
+                    isinstance(exc, asyncio.TimeoutError)
+                    and loop.time() - self._primary_acked_at < HEDGE_AFTER_S
+                    and loop.time() - started < STUCK_AFTER_S
+                )
                 if not hedged and slow and loop.time() < deadline:
                     metrics.publish_failed("slow")
                     continue  # acknowledged others just now: slow, not leaderless
