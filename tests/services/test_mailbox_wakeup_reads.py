@@ -43,7 +43,12 @@ class FakeStore:
     def __init__(self) -> None:
         self.nc = FakeNats()
 
+    cut_off = False
+
     def on_messages_lost(self, hook: object) -> None:
+        pass
+
+    def on_cut_off(self, hook: object) -> None:
         pass
 
     def troubled_within(self, seconds: float) -> bool:
