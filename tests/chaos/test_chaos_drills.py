@@ -7,6 +7,7 @@ RTO over the documented bound, or no return to full redundancy. Slow: CI runs it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -50,16 +51,8 @@ async def test_scenario_short_form(scenario: str, tmp_path: Path) -> None:
 
 
 # Under load: several senders per region, each with sends in flight (the SDK's SendStream path).
-LOADED = DrillSettings(
-    warmup_s=4.0,
-    fault_s=8.0,
-    settle_s=4.0,
-    step_s=1.5,
-    drain_s=60.0,
-    flaps=2,
-    burst=5,
-    measure_replication=False,
-    workload=WorkloadSettings(users_per_region=2, rate=8.0, in_flight=8),
+LOADED = dataclasses.replace(
+    SHORT, fault_s=8.0, drain_s=60.0, workload=WorkloadSettings(users_per_region=2, rate=8.0, in_flight=8)
 )
 # Sends of the cut-off region's users must move before the partition heals (fault_s).
 PARTITION_SEND_FAILOVER_S = 5.0
