@@ -51,6 +51,9 @@ def add_drill_parser(subparsers: Any) -> None:
     drill.add_argument("--warmup", type=_at_least(0, float), default=8.0, help="seconds of traffic before the fault")
     drill.add_argument("--fault", type=_at_least(0.1, float), default=10.0, help="seconds a fault lasts")
     drill.add_argument("--settle", type=_at_least(0, float), default=8.0, help="seconds of traffic after the fault")
+    drill.add_argument("--drain", type=_at_least(1, float), default=45.0,
+                       help="seconds the drill waits, after traffic, for every acked message to arrive (a slower "
+                            "back end, e.g. kind under load, needs longer for its deliberately slow backlog device)")
     drill.add_argument("--latency-ms", type=_at_least(0, int), default=50, help="link-latency: delay added each way")
     drill.add_argument("--flaps", type=_at_least(1, int), default=3, help="flapping scenarios: how many times the fault comes and goes")
     drill.add_argument("--rto-bound", type=_at_least(0.1, float), default=DEFAULT_RTO_BOUND_S,
@@ -117,6 +120,7 @@ def _settings(args: argparse.Namespace) -> DrillSettings:
         warmup_s=args.warmup,
         fault_s=args.fault,
         settle_s=args.settle,
+        drain_s=args.drain,
         latency_ms=args.latency_ms,
         flaps=args.flaps,
         rto_bound_s=args.rto_bound,

@@ -167,6 +167,7 @@ def registrations(settings: ServiceSettings, store: Store, holders: TokenHolders
             push_sender=WebhookSender(settings.push_webhook_url) if settings.push_webhook_url else None,
             push_coalesce_s=settings.push_coalesce_s,
             stream_end_spread_s=settings.token_key_stream_end_s,
+            region=settings.region,
         )
         holders.on_change.append(mailbox.token_keys_changed)
         out.append(

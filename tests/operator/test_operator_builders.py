@@ -98,12 +98,14 @@ def test_service_permissions_are_least_privilege() -> None:
     assert not any("CONSUMER" in s for perms in p.values() for s in perms), "no consumers anywhere"
     assert not any(s in (">", "$JS.API.>", "$JS.>") for perms in p.values() for s in perms)
     assert natsconfig.SUBSCRIBE["mailbox"] == (
-        "_INBOX_mailbox.>", "xchat.limits.mailbox", "xchat.ntf.*", "xchat.eph.*", "xchat.online"
+        "_INBOX_mailbox.>", "xchat.limits.mailbox", "xchat.ntf.*", "xchat.eph.*", "xchat.online", "xchat.alive"
     )
     # Typing and presence (core NATS, never stored): relay publishes, mailbox delivers; the online view is mailbox's own.
     assert "xchat.eph.*" in p["relay"] and "xchat.eph.*" not in p["mailbox"]
     assert "xchat.eph.*" not in natsconfig.SUBSCRIBE["relay"]
     assert "xchat.online" in p["mailbox"] and not any("xchat.online" in x for x in p["relay"] + p["auth"] + p["keys"])
+    # Region liveness beats (xchat.core.liveness): mailbox's own too.
+    assert "xchat.alive" in p["mailbox"] and not any("xchat.alive" in x for x in p["relay"] + p["auth"] + p["keys"])
     # Push tokens: mailbox alone reads and writes them.
     assert "$KV.xchat_push.>" in p["mailbox"] and not any("xchat_push" in x for x in p["relay"] + p["auth"] + p["keys"])
     # Shared rate limits: each service on its own subject only (xchat.core.sharedlimits).

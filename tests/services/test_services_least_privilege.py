@@ -115,7 +115,8 @@ async def test_service_users_cannot_step_outside_their_permissions(fresh_mesh_fa
     mesh: LocalMesh = fresh_mesh_factory(nats_auth=True)
     # relay cannot touch accounts, mailbox cannot inject envelopes, keys cannot delete mail.
     cases = {
-        "relay": ["$KV.xchat_accounts.mallory", "$JS.API.STREAM.DELETE.XCHAT_MAILBOX"],
+        # ... and relay cannot fake a region's liveness beats (xchat.core.liveness).
+        "relay": ["$KV.xchat_accounts.mallory", "$JS.API.STREAM.DELETE.XCHAT_MAILBOX", "xchat.alive"],
         "mailbox": ["xchat.mbx.0123456789abcdef0123456789abcdef", "$KV.xchat_devices.x"],
         "keys": ["$JS.API.STREAM.MSG.DELETE.XCHAT_MAILBOX", "$KV.xchat_accounts.x"],
         "auth": ["$JS.API.STREAM.PURGE.XCHAT_MAILBOX", "$KV.xchat_prekeys.x"],

@@ -47,6 +47,8 @@ NOTIFY_SUBJECTS = "xchat.ntf.*"
 EPHEMERAL_SUBJECTS = "xchat.eph.*"
 #: Which devices have an open Sync in which mailbox process (core NATS), for push (docs/push.md).
 ONLINE_SUBJECT = "xchat.online"
+#: Mailbox processes' "region R is alive" beats (core NATS): a cut-off region notices in ~1 s.
+ALIVE_SUBJECT = "xchat.alive"
 #: Push tokens of devices (docs/push.md), owned by mailbox.
 BUCKET_PUSH = "xchat_push"
 BUCKET_ACCOUNTS = "xchat_accounts"
@@ -197,8 +199,8 @@ def permissions(service: str) -> Permissions:
             f"$JS.API.STREAM.PURGE.{HEDGE_STREAM}",
         ]
         subscribe.append(NOTIFY_SUBJECTS)
-        publish.append(ONLINE_SUBJECT)
-        subscribe += [EPHEMERAL_SUBJECTS, ONLINE_SUBJECT]
+        publish += [ONLINE_SUBJECT, ALIVE_SUBJECT]
+        subscribe += [EPHEMERAL_SUBJECTS, ONLINE_SUBJECT, ALIVE_SUBJECT]
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))
 
 

@@ -183,14 +183,17 @@ async def _watch(servicer: health.aio.HealthServicer, names: list[str], store: S
 async def _watch_health(servicer: health.aio.HealthServicer, names: list[str], store: Store) -> None:
     last: bool | None = None
     while True:
-        ok = await store.healthy()
-        metrics.STORE_UP.set(1 if ok else 0)
-        store.health_checked(ok)
+        reachable = await store.healthy()
+        metrics.STORE_UP.set(1 if reachable else 0)
+        store.health_checked(reachable)
+        # Cut off (xchat.core.liveness, or long unreachable): no client should come here.
+        ok = reachable and not store.cut_off
         if ok != last:
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             for name in names:
                 await servicer.set(name, status)
-            log.info("health: %s", "SERVING" if ok else "NOT_SERVING (JetStream unreachable)")
+            why = "cut off from the other regions" if reachable else "JetStream unreachable"
+            log.info("health: %s", "SERVING" if ok else f"NOT_SERVING ({why})")
             last = ok
         await asyncio.sleep(HEALTH_INTERVAL_S)
 

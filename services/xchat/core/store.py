@@ -162,12 +162,15 @@ class Store:
         # hedge stream on every read, from its leader (ADR 0013). -inf: never.
         self.trouble_at = float("-inf")
         self._reconnect_hooks.append(self.note_trouble)
-        # Set by the health watcher when no check succeeded for CUT_OFF_AFTER_S,
-        # cleared by the next good one: this region cannot reach a working store (a
-        # partition, a lost quorum). Mailbox then ends its Sync calls so clients move.
+        # Set by the health watcher when no check succeeded for CUT_OFF_AFTER_S, or by
+        # the region liveness beats (a partition, in about a second), cleared by the next
+        # good check: this region cannot reach a working store (a partition, a lost
+        # quorum). Mailbox then ends its Sync calls so clients move.
         self.cut_off = False
         self._last_ok = time.monotonic()
         self._cut_off_hooks: list[Callable[[], None]] = []
+        # True while no other region is heard (set by xchat.core.liveness in mailbox processes).
+        self.isolation: Callable[[], bool] = lambda: False
 
     def on_cut_off(self, hook: Callable[[], None]) -> None:
         """Calls ``hook`` each time the health checks find this process cut off from the store."""
@@ -178,12 +181,22 @@ class Store:
         now = time.monotonic()
         if ok:
             self._last_ok = now
-            self.cut_off = False
+            # A region cut off while it held the meta leader answers health reads as leader
+            # for a while (xchat.core.liveness): its silence outweighs them.
+            if not self.isolation():
+                self.cut_off = False
             return
-        if not self.cut_off and now - self._last_ok >= CUT_OFF_AFTER_S:
-            self.cut_off = True
-            for hook in list(self._cut_off_hooks):
-                hook()
+        if now - self._last_ok >= CUT_OFF_AFTER_S:
+            self.mark_cut_off()
+
+    def mark_cut_off(self) -> None:
+        """This process cannot reach a working store (the checks, or ``xchat.core.liveness``, found it);
+        the next good health check clears it."""
+        if self.cut_off:
+            return
+        self.cut_off = True
+        for hook in list(self._cut_off_hooks):
+            hook()
 
     def note_trouble(self) -> None:
         try:

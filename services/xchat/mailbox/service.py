@@ -42,6 +42,7 @@ from xchat.core.devices import DeviceDirectory
 from xchat.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
 from xchat.core.settings import DEFAULT_PUSH_COALESCE_S, DEFAULT_TOKEN_KEY_STREAM_END_S
 from xchat.core.ids import DeviceId
+from xchat.core.liveness import RegionLiveness
 from xchat.core.rpc import principal_of, streaming, unary
 from xchat.core.store import HEDGE_STREAM, Store, hedge_subject
 from xchat.core.tokens import TokenVerifier
@@ -128,6 +129,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         push_sender: PushSender | None = None,
         push_coalesce_s: float = DEFAULT_PUSH_COALESCE_S,
         stream_end_spread_s: float = DEFAULT_TOKEN_KEY_STREAM_END_S,
+        region: str = "",
     ) -> None:
         self._store = store
         self._stream_end_spread_s = stream_end_spread_s
@@ -143,6 +145,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         )
         self._verifier = verifier
         self._listeners = Listeners(store)
+        # A partition ends the calls here within ~1.5 s, not after the store's 15 s (xchat.core.liveness).
+        self._liveness = RegionLiveness(store, region) if region else None
         # Push for offline devices (docs/push.md): a cross-process view of open Syncs, and the wake-ups.
         self._pushes: Pushes | None = None
         if push_bucket is not None:
@@ -163,8 +167,12 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         await self._listeners.subscribe()
         if self._pushes is not None:
             await self._pushes.start()
+        if self._liveness is not None:
+            await self._liveness.start()
 
     async def stop(self) -> None:
+        if self._liveness is not None:
+            await self._liveness.stop()
         if self._pushes is not None:
             await self._pushes.stop()
 
