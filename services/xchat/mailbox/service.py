@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Any
@@ -53,6 +52,7 @@ from xchat.mailbox.acks import RecentRemovals
 from xchat.mailbox.hedge import HEDGE_LEADER_READ_S, DeviceStreams, ack_both
 from xchat.mailbox.listeners import CUT_OFF_TEXT, Listener, Listeners
 from xchat.mailbox.online import OnlineView
+from xchat.mailbox.opening import CarriedAcks
 from xchat.mailbox.push import Pushes
 from xchat.mailbox.webhook import PushSender
 from xchat.mailbox.reader import MailboxReader, Stored
@@ -60,7 +60,6 @@ from xchat.mailbox.revocations import RevocationWatch
 from xchat.mailbox.streams import AckFeeds, follow_acks
 from xchat.v1 import mailbox_pb2, mailbox_pb2_grpc
 
-log = logging.getLogger(__name__)
 Ctx = grpc.aio.ServicerContext[Any, Any]
 MAX_UNACKED = 1000
 READ_BATCH = 128
@@ -89,14 +88,6 @@ CATCH_UP_BOUND_S = 10.0
 # envelopes may have been lost meanwhile (a partition), and the mailbox stream's
 # newer records must not overtake them (ADR 0013).
 TROUBLE_HEDGE_READS_S = 30.0
-# How long an opening call waits for its carried-over acks to be removed before it answers
-# (``_settle_opener_acks``): well inside the SDK's 1 s for a first answer.
-OPEN_SETTLE_S = 0.3
-
-
-def _log_failure(settled: asyncio.Future[None]) -> None:
-    if not settled.cancelled() and settled.exception() is not None:
-        log.warning("acknowledgements carried over by a new call not settled: %r", settled.exception())
 
 
 def responses(batch: list[Stored], limit: int = MAX_RESPONSE_BYTES) -> Iterator[mailbox_pb2.SyncResponse]:
@@ -171,8 +162,7 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         self._removals = RecentRemovals()
         # Open Sync calls -> the id of the key that signed the token each was opened with.
         self._stream_keys: dict[Listener, str] = {}
-        # Opening calls' acks still being settled after the call answered (``_settle_opener_acks``).
-        self._background: set[asyncio.Future[None]] = set()
+        self._carried_acks = CarriedAcks()
 
     async def prepare(self) -> None:
         """Before serving: wake-ups for devices whose calls are still to come are received and remembered."""
@@ -274,26 +264,8 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         window = DeviceStreams(self._reader, self._hedge_reader, device, removals=self._removals)
         # No leader to delete with: wake-ups may be getting lost too (ADR 0013).
         window.on_deferred = self._store.note_trouble
-        await self._settle_opener_acks(window, list(opener.ack_sequences))
+        await self._carried_acks.settle(window, list(opener.ack_sequences))
         return window, await self._listeners.add(device)
-
-    async def _settle_opener_acks(self, window: DeviceStreams, sequences: list[int]) -> None:
-        """The acks a client carries over from its previous call, settled before the first answer
-        when the store allows it within ``OPEN_SETTLE_S``, else in the background.
-
-        Removing them needs the stream's leader. Just after a region was lost there may be none
-        for seconds (an election), and a call that did not answer within the SDK's 1 s was given
-        up, the client moving on to the next region and the next (a user of a partitioned region
-        waited 7 s). Delivering first is safe: what is not removed yet may be handed over again,
-        and the SDK drops a copy it has by its message id and acknowledges it again."""
-        settling = asyncio.ensure_future(window.settle(sequences))
-        done, _ = await asyncio.wait({settling}, timeout=OPEN_SETTLE_S)
-        if done:
-            settling.result()  # a bad request (too many sequences) is refused here
-            return
-        self._background.add(settling)
-        settling.add_done_callback(self._background.discard)
-        settling.add_done_callback(_log_failure)
 
     @streaming
     async def SyncStream(self, request: mailbox_pb2.SyncRequest, context: Ctx) -> AsyncIterator[mailbox_pb2.SyncResponse]:
