@@ -53,6 +53,14 @@ HEDGE_SEQUENCE_BASE = 1 << 48
 # hedge is read rarely (ADR 0013). 0.5 s timed out on a machine at load 57 and the
 # stale fallback reordered a backlog; a dead hedge leader costs this once per read.
 HEDGE_LEADER_READ_S = 1.0
+# ... except on a call's first read, which is its first answer: the SDK gives a new call
+# 1 s for it and moves on. On kind, a region-kill that took the hedge leader stalled the
+# killed region's users 5-7 s (3 runs of 5; under 1 s in the others): every region they
+# tried waited 1 s for the dead leader, and the SDK left each in turn. A stale replica's
+# view is safe here: a hedged record it lacks is read by a later read (``Store.trouble_at``
+# makes every read include the hedge stream after a fault), and the SDK puts a sender's
+# messages back in order (ADR 0018).
+HEDGE_FIRST_LEADER_READ_S = 0.3
 # A mailbox-stream record accepted this long (ms) after the last one this call
 # delivered makes the call ask the hedge stream's leader first: the pause may be an
 # outage whose hedged envelopes' wake-ups this process never got (a partition).
@@ -170,6 +178,7 @@ class DeviceStreams:
         self.hedge.on_failure = self._deferred
         # Read the hedge stream on the next read (the call's first read: its backlog).
         self._hedge_due = True
+        self._first_read = True
         # Acknowledgements the store could not apply (they come back in a later backlog).
         self.deferred_acks = 0
         # Told when an acknowledgement is deferred (the store could not apply it).
@@ -244,10 +253,12 @@ class DeviceStreams:
         """
         primary_reader, hedge_reader = self._readers
         read_hedge = hedge or self._hedge_due
+        leader_s = HEDGE_FIRST_LEADER_READ_S if self._first_read else HEDGE_LEADER_READ_S
+        self._first_read = False
         if read_hedge:
             p, h = await asyncio.gather(
                 primary_reader.read_after(self._device, self.primary.cursor, limit),
-                hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S),
+                hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=leader_s),
             )
         else:
             p, h = await primary_reader.read_after(self._device, self.primary.cursor, limit), Batch([], [], 0)
