@@ -285,3 +285,31 @@ def _empty_mailbox(mesh: LocalMesh, device: str) -> Callable[[], Awaitable[bool]
         return await _mailbox_size(mesh, device) == 0
 
     return check
+
+
+async def test_every_send_of_many_busy_apps_gets_its_own_receipt(mesh: LocalMesh, tmp_path: Path) -> None:
+    """Six apps in one process (each committing its own encryptions durably), 48 concurrent
+    senders, 1,200 sends: every call returns its own receipt. (Loaded drills saw calls fail
+    with UNKNOWN "no longer queued" for messages that were stored; not reproduced here.)"""
+    names = [_name(f"u{i}") for i in range(6)]
+    clients = [await Client.open(tmp_path / f"{n}.db", mesh.endpoints("abc"[i % 3])) for i, n in enumerate(names)]
+    try:
+        for client, name in zip(clients, names):
+            await client.register(name)
+        pairs = [(clients[i], names[(i + 1) % 6]) for i in range(6)]
+        for client, peer in pairs:
+            await client.send(peer, "session")
+
+        async def worker(client: Client, peer: str, w: int) -> list[SendReceipt]:
+            return [r for i in range(25) for r in await client.send(peer, f"w{w}-{i}")]
+
+        results = await asyncio.gather(
+            *(worker(c, p, w) for c, p in pairs for w in range(8)), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, f"{len(failures)} sends failed: {failures[:3]}"
+        receipts = [r for rs in results for r in rs]  # type: ignore[union-attr]
+        assert len(receipts) == 6 * 8 * 25 and len({r.receipt for r in receipts}) == len(receipts)
+    finally:
+        for client in clients:
+            await client.close()
