@@ -100,7 +100,7 @@ def render(
     url = route_url or (lambda _node, peer: peer.route_url)
     # Redirected routes (a fault-injecting proxy) must be the only ones. A server gossips its
     # own cluster address, and a peer that hears it before its configured route is up dials it
-    # directly (an implicit route): measured, 1 in 3 local partitions left such a route across
+    # directly (an implicit route): measured, 2 of 4 local partitions left such a route across
     # the cut. So it advertises an address nothing listens on (implicit routes are not retried).
     advertise = "" if route_url is None else f'advertise: "{node.host}:{UNREACHABLE_PORT}"'
     routes = ",\n    ".join(f'"{url(node, peer)}"' for peer in cluster if peer.name != node.name)
