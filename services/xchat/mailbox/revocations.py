@@ -55,10 +55,16 @@ class RevocationWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def admit(self, device: DeviceId) -> None:
-        """Raises PERMISSION_DENIED unless ``device`` is active; starts the watch if it is not running."""
+        """Raises PERMISSION_DENIED unless ``device`` is active."""
         record = await self._directory.cached(device)
         if record is None or record.revoked:
             raise revoked_error(device)
+
+    def follow(self) -> None:
+        """Starts the watch if it is not running; called once the call is registered with the
+        listeners. Started earlier, it could find no call yet and end at once, whenever the
+        opening call yielded in between (it settles its carried-over acks): that call was then
+        never re-checked and a revoked device kept reading (caught by CI)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="xchat.mailbox.revocations")
 

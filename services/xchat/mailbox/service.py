@@ -265,7 +265,9 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
         # No leader to delete with: wake-ups may be getting lost too (ADR 0013).
         window.on_deferred = self._store.note_trouble
         await self._carried_acks.settle(window, list(opener.ack_sequences))
-        return window, await self._listeners.add(device)
+        listener = await self._listeners.add(device)
+        self._revocations.follow()
+        return window, listener
 
     @streaming
     async def SyncStream(self, request: mailbox_pb2.SyncRequest, context: Ctx) -> AsyncIterator[mailbox_pb2.SyncResponse]:
