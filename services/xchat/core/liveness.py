@@ -68,11 +68,10 @@ class RegionLiveness:
         self._others_heard: float | None = None
         self._beater: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
-        self._subscription: object | None = None
 
     async def start(self) -> None:
         self._store.isolation = lambda: self.isolated
-        self._subscription = await self._store.nc.subscribe(ALIVE_SUBJECT, cb=self._on_beat)
+        await self._store.nc.subscribe(ALIVE_SUBJECT, cb=self._on_beat)
         self._beater = asyncio.create_task(self._beat_forever())
 
     async def stop(self) -> None:

@@ -29,6 +29,8 @@ class CarriedAcks:
         self._background: set[asyncio.Future[None]] = set()
 
     async def settle(self, window: DeviceStreams, sequences: list[int]) -> None:
+        if not sequences:
+            return  # the usual opening: no task, no yield
         settling = asyncio.ensure_future(window.settle(sequences))
         done, _ = await asyncio.wait({settling}, timeout=OPEN_SETTLE_S)
         if done:
