@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 Key = tuple[bytes, str]
 Outcome = SendReceipt | Failed
+# An envelope queued by a commit, and the future its caller waits on for its outcome.
+Pending = tuple[OutboxItem, "asyncio.Future[Outcome]"]
 # Envelopes in flight on one stream: relay's STREAM_WINDOW, so it never stalls on flow control.
 ROUND_MAX = 1024
 # A burst may be cut into this many batches (of at least MIN_BATCH): results
@@ -109,7 +111,7 @@ class Sender:
         # The outbox in memory, in outbox order; what a previous run left is delivered first.
         self._queue: dict[Key, OutboxItem] = {(i.message_id, i.recipient_device): i for i in state.pending_outbox()}
         self._waiters: dict[Key, list[asyncio.Future[Outcome]]] = {}
-        self._encrypts: list[tuple[EncryptRequest, asyncio.Future[list[OutboxItem]]]] = []
+        self._encrypts: list[tuple[EncryptRequest, asyncio.Future[list[Pending]]]] = []
         self._fetching: dict[str, asyncio.Future[list[str]]] = {}
         self._wake = asyncio.Event()
         # Set when envelopes are queued or answered: the stream writer looks again.
@@ -125,9 +127,9 @@ class Sender:
     # -- the callers' side ----------------------------------------------
 
     async def send(self, account: str, body: bytes, content_type: str, *, ttl_s: int = 0) -> list[SendReceipt]:
-        (items,) = await self._encrypt([(account, body)], content_type, ttl_s=ttl_s)
+        (pending,) = await self._encrypt([(account, body)], content_type, ttl_s=ttl_s)
         receipts = []
-        for outcome in await self._await(items):
+        for outcome in await self._wait(pending):
             if isinstance(outcome, Failed):
                 if outcome.code == "NOT_FOUND" and self._device_gone is not None:
                     if await self._device_gone(account, outcome.recipient_device):
@@ -140,16 +142,17 @@ class Sender:
 
     async def send_many(self, messages: Sequence[tuple[str, bytes]], content_type: str, *, ttl_s: int = 0) -> list[Outcome]:
         batches = await self._encrypt(messages, content_type, ttl_s=ttl_s)
-        return await self._await([item for items in batches for item in items])
+        return await self._wait([p for pending in batches for p in pending])
 
     async def send_request(self, request: EncryptRequest) -> list[Outcome]:
         """One request to exactly the devices it lists, no lookup (``_healing``: retry requests, re-sends)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[OutboxItem]] = loop.create_future()
+        future: asyncio.Future[list[Pending]] = loop.create_future()
         if not self._encrypts:
             loop.call_soon(self._commit_encrypts)
         self._encrypts.append((request, future))
-        return await self._await(await future)
+        (pending,) = await self._committed([future])
+        return await self._wait(pending)
 
     async def flush(self) -> list[Outcome]:
         return await self._await(list(self._queue.values()))
@@ -177,7 +180,7 @@ class Sender:
 
     async def _encrypt(
         self, messages: Sequence[tuple[str, bytes]], content_type: str, *, ttl_s: int = 0
-    ) -> list[list[OutboxItem]]:
+    ) -> list[list[Pending]]:
         """Encrypts in order, in the loop turn's shared transaction; the envelopes are queued on return."""
         requests = [
             EncryptRequest(
@@ -191,7 +194,23 @@ class Sender:
         if not self._encrypts:
             loop.call_soon(self._commit_encrypts)
         self._encrypts.extend(zip(requests, futures))
-        return list(await asyncio.gather(*futures))
+        return await self._committed(futures)
+
+    async def _committed(self, futures: list[asyncio.Future[list[Pending]]]) -> list[list[Pending]]:
+        """The commit's envelopes, with outcome futures registered at the commit.
+
+        Registered there, not when the caller resumes: under load the caller resumed
+        tens of milliseconds after the commit, by when the flusher had already sent
+        its envelopes and settled them, and it was told "no longer queued" for a
+        message that was stored (loaded drills: several a second).
+        """
+        try:
+            return list(await asyncio.gather(*futures))
+        except asyncio.CancelledError:
+            for future in futures:  # committed, but nobody will wait for them
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self._unregister(future.result())
+            raise
 
     def _commit_encrypts(self) -> None:
         """Group commit: every request of this loop turn in one durable transaction, then queued."""
@@ -208,39 +227,52 @@ class Sender:
             # Queued in commit order, which is outbox order.
             for item in outcome:
                 self._queue[(item.message_id, item.recipient_device)] = item
-            if not future.done():
-                future.set_result(outcome)
+            if not future.done():  # else its caller was cancelled: nobody waits for these
+                future.set_result([(item, self._register((item.message_id, item.recipient_device))) for item in outcome])
         self._progress.set()
 
+    def _register(self, key: Key) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        return future
+
+    def _unregister(self, pending: list[Pending]) -> None:
+        for item, future in pending:
+            key = (item.message_id, item.recipient_device)
+            waiting = self._waiters.get(key)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiters[key]
+
     async def _await(self, items: list[OutboxItem]) -> list[Outcome]:
-        """Waits for these envelopes' outcomes, at most the transport's retry budget."""
-        if not items:
-            return []
-        if self._closed:
-            raise ClientError("the client is closed")
-        loop = asyncio.get_running_loop()
-        mine: list[tuple[Key, asyncio.Future[Outcome]]] = []
+        """Waits for the outcomes of envelopes queued earlier (``flush``)."""
+        pending: list[Pending] = []
         for item in items:
             key = (item.message_id, item.recipient_device)
-            future: asyncio.Future[Outcome] = loop.create_future()
             if key in self._queue:
-                self._waiters.setdefault(key, []).append(future)
+                pending.append((item, self._register(key)))
             else:
-                future.set_result(Failed(item.message_id, item.recipient_device, "UNKNOWN", "no longer queued"))
-            mine.append((key, future))
-        self._start()
+                gone: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+                gone.set_result(Failed(item.message_id, item.recipient_device, "UNKNOWN", "no longer queued"))
+                pending.append((item, gone))
+        return await self._wait(pending)
+
+    async def _wait(self, pending: list[Pending]) -> list[Outcome]:
+        """Waits for these envelopes' outcomes, at most the transport's retry budget."""
+        if not pending:
+            return []
         try:
-            await asyncio.wait([f for _, f in mine], timeout=self._transport.retry_budget)
+            if self._closed:
+                raise ClientError("the client is closed")
+            self._start()
+            await asyncio.wait([f for _, f in pending], timeout=self._transport.retry_budget)
         finally:
-            for key, future in mine:
-                waiting = self._waiters.get(key)
-                if waiting is not None and future in waiting:
-                    waiting.remove(future)
-                    if not waiting:
-                        del self._waiters[key]
+            self._unregister(pending)
         return [
-            f.result() if f.done() else Failed(key[0], key[1], "UNAVAILABLE", "no endpoint acknowledged it in time")
-            for key, f in mine
+            f.result() if f.done()
+            else Failed(item.message_id, item.recipient_device, "UNAVAILABLE", "no endpoint acknowledged it in time")
+            for item, f in pending
         ]
 
     # -- the flusher ------------------------------------------------------
@@ -330,6 +362,13 @@ class Sender:
         envelope first), so nothing newer overtakes it from here on.
         """
         halted = False
+        # Set when this call is over. grpc.aio does not always stop a cancelled call's request
+        # iterator: this one, parked on ``_progress``, woke for the next stream's envelopes,
+        # counted the front of the queue as in flight and wrote it to the dead call. The next
+        # stream, which starts its writes after what is in flight, then skipped that envelope
+        # for good while it sent and stored the later ones (flapping drill: a sender's message
+        # stored 10 s late, the recipient's order buffer holding the rest, reorders at the end).
+        ended = False
         fell_back = False
         stored_any = unavailable_any = False
 
@@ -338,7 +377,7 @@ class Sender:
             return list(itertools.takewhile(lambda i: self._sealed(i) == sealed, items))
 
         async def batches() -> AsyncIterator[relay_pb2.SendBatch]:
-            while not halted and self._waiters:
+            while not halted and not ended and self._waiters:
                 # In flight = the front of the queue: every envelope before the
                 # first unsent one was sent on this stream (or the stream halted).
                 room = ROUND_MAX - len(self._awaiting)
@@ -346,6 +385,8 @@ class Sender:
                 if unsent:
                     size = min(SEND_BATCH, max(MIN_BATCH, -(-len(unsent) // WAVES)))
                     for chunk in chunks(unsent, size, SEND_BATCH_BYTES):
+                        if ended:
+                            return
                         self._awaiting.update((i.message_id, i.recipient_device) for i in chunk)
                         yield relay_pb2.SendBatch(envelopes=[self._wire(i, sealed) for i in chunk])
                     continue
@@ -376,6 +417,7 @@ class Sender:
             self._transport.fail_over(target, "send stream silent")
             return False
         finally:
+            ended = True
             call.cancel()
         self._count_unstored(target, stored=stored_any, unavailable=unavailable_any)
         # A fallback to the authenticated path is progress, not a failure to back off from.
