@@ -47,6 +47,11 @@ REPLIES_PENDING_BYTES = 256 * 1024 * 1024
 # A direct get answers in ~1 ms from a live replica; one that reached a frozen
 # replica is asked again after this long (seconds), not after the store timeout.
 DIRECT_ATTEMPT_S = 0.5
+# A stream leader that did not answer a read is given this long (seconds) by the
+# following reads, instead of their usual wait, until it answers again: during an
+# election every read of every device paid the full wait for the dead leader (flapping
+# drill: two reads of 1 s each, a 2 s delivery stall). A live leader answers in ~1 ms.
+SILENT_LEADER_PROBE_S = 0.1
 
 
 class _NoFirstReply(Exception):
@@ -145,6 +150,8 @@ class MailboxReader:
         self._delete = f"$JS.API.STREAM.MSG.DELETE.{stream}"
         self._purge = f"$JS.API.STREAM.PURGE.{stream}"
         self._leader_get = f"$JS.API.STREAM.MSG.GET.{stream}"
+        # The leader left a read unanswered, and has answered none since (``SILENT_LEADER_PROBE_S``).
+        self._leader_silent = False
 
     @property
     def replies(self) -> Replies:
@@ -216,12 +223,16 @@ class MailboxReader:
         """
         out: list[Raw] = []
         seq = start
+        if self._leader_silent:
+            timeout = min(timeout, SILENT_LEADER_PROBE_S)
         while len(out) < limit:
             request = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
             try:
                 reply = await self._nc.request(self._leader_get, request, timeout=timeout)
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                self._leader_silent = True
                 raise Unavailable("the stream's leader did not answer a read") from exc
+            self._leader_silent = False
             body = json.loads(reply.data or b"{}")
             if "error" in body:
                 if body["error"].get("code") == 404:
