@@ -64,10 +64,14 @@ class History:
     # user -> [start, end] windows when its receiver was deliberately offline
     # (not a stall: the drill keeps a device away to build a backlog).
     offline: dict[str, list[list[float]]] = field(default_factory=dict)
+    # Sends whose send() call raised, by the SDK's error code (the drill then resends from
+    # the outbox): an app sees each of these, so a spurious one is a defect of its own.
+    send_errors: dict[str, int] = field(default_factory=dict)
 
     def dump(self, path: Path) -> None:
         with path.open("w") as out:
-            out.write(json.dumps({"users": self.users, "duration": self.duration, "offline": self.offline}) + "\n")
+            head = {"users": self.users, "duration": self.duration, "offline": self.offline, "send_errors": self.send_errors}
+            out.write(json.dumps(head) + "\n")
             for fault in self.faults:
                 out.write(json.dumps({"fault": asdict(fault)}) + "\n")
             for event in self.events:
@@ -77,7 +81,10 @@ class History:
     def load(cls, path: Path) -> History:
         lines = path.read_text().splitlines()
         head = json.loads(lines[0])
-        history = cls(users=head["users"], duration=head["duration"], offline=head.get("offline", {}))
+        history = cls(
+            users=head["users"], duration=head["duration"], offline=head.get("offline", {}),
+            send_errors=head.get("send_errors", {}),
+        )
         for line in lines[1:]:
             row = json.loads(line)
             if "fault" in row:

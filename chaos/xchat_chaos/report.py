@@ -62,6 +62,7 @@ def to_json(result: DrillResult) -> dict[str, Any]:
             "unexpected": len(v.unexpected),
             "duplicated": len(v.duplicated),
             "out_of_order": len(v.out_of_order),
+            "send_errors": dict(sorted(result.history.send_errors.items())),
         },
         "latency_s": {phase: {k: _num(x) for k, x in stats.items()} for phase, stats in v.latency.items()},
         "throughput": {k: _num(x) for k, x in v.throughput.items()},
@@ -99,7 +100,8 @@ def headline(report: dict[str, Any]) -> str:
         f"{report['scenario']} on {report['backend']}: {'PASS' if report['passed'] else 'FAIL'}",
         f"  RPO: {report['rpo']['lost_acked']} acked message(s) lost   RTO: {'-' if rto is None else f'{rto:.1f}s'} (bound {report['rto']['bound_s']:.0f}s)",
         f"  attempted {c['attempted']}  acked {c['acked']}  delivered {c['delivered']}  unknown {c['unknown']}  recovered {c['recovered']}"
-        f"  duplicated {c['duplicated']}  out-of-order {c['out_of_order']}  unexpected {c['unexpected']}",
+        f"  duplicated {c['duplicated']}  out-of-order {c['out_of_order']}  unexpected {c['unexpected']}"
+        + (f"  send() errors {errors}" if (errors := c.get("send_errors")) else ""),
         f"  latency p50/p99  before {ms('before', 'p50')}/{ms('before', 'p99')}  during {ms('during', 'p50')}/{ms('during', 'p99')}"
         f"  after {ms('after', 'p50')}/{ms('after', 'p99')}   max stall {report['max_stall_s'] or 0:.1f}s",
     ]

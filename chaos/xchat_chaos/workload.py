@@ -204,6 +204,8 @@ class Workload:
             return
         except ClientError as exc:
             log.info("send %s#%d failed (%s); retrying from the outbox", user.name, seq, exc)
+            code = str(getattr(exc, "code", "") or type(exc).__name__)
+            self.history.send_errors[code] = self.history.send_errors.get(code, 0) + 1
         # The encrypted message sits in the SDK's outbox: resend the same bytes until acked.
         while not self._stopping:
             await asyncio.sleep(RETRY_BACKOFF_S)

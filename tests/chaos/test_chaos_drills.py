@@ -76,3 +76,6 @@ async def test_partition_under_load_moves_the_cut_off_users_sends(tmp_path: Path
     assert written["counts"]["duplicated"] == 0 and written["counts"]["out_of_order"] == 0
     (window,) = written["rto"]["windows"]
     assert window["send_failed_over_s"] is not None and window["send_failed_over_s"] <= PARTITION_SEND_FAILOVER_S, window
+    # Every message was stored: a send() of a busy app must never be told its message is
+    # "no longer queued" (UNKNOWN) because it was stored before the caller began to wait.
+    assert "UNKNOWN" not in written["counts"]["send_errors"], written["counts"]["send_errors"]
