@@ -47,11 +47,6 @@ REPLIES_PENDING_BYTES = 256 * 1024 * 1024
 # A direct get answers in ~1 ms from a live replica; one that reached a frozen
 # replica is asked again after this long (seconds), not after the store timeout.
 DIRECT_ATTEMPT_S = 0.5
-# A stream leader that did not answer a read is given this long (seconds) by the
-# following reads, instead of their usual wait, until it answers again: during an
-# election every read of every device paid the full wait for the dead leader (flapping
-# drill: two reads of 1 s each, a 2 s delivery stall). A live leader answers in ~1 ms.
-SILENT_LEADER_PROBE_S = 0.1
 
 
 class _NoFirstReply(Exception):
@@ -84,6 +79,8 @@ class Batch:
     envelopes: list[Stored]
     undecodable: list[int]
     last: int
+    # Read from a replica because the stream's leader did not answer in time.
+    leader_failed: bool = False
 
 
 class Replies:
@@ -150,8 +147,6 @@ class MailboxReader:
         self._delete = f"$JS.API.STREAM.MSG.DELETE.{stream}"
         self._purge = f"$JS.API.STREAM.PURGE.{stream}"
         self._leader_get = f"$JS.API.STREAM.MSG.GET.{stream}"
-        # The leader left a read unanswered, and has answered none since (``SILENT_LEADER_PROBE_S``).
-        self._leader_silent = False
 
     @property
     def replies(self) -> Replies:
@@ -223,16 +218,12 @@ class MailboxReader:
         """
         out: list[Raw] = []
         seq = start
-        if self._leader_silent:
-            timeout = min(timeout, SILENT_LEADER_PROBE_S)
         while len(out) < limit:
             request = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
             try:
                 reply = await self._nc.request(self._leader_get, request, timeout=timeout)
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
-                self._leader_silent = True
                 raise Unavailable("the stream's leader did not answer a read") from exc
-            self._leader_silent = False
             body = json.loads(reply.data or b"{}")
             if "error" in body:
                 if body["error"].get("code") == 404:
@@ -261,11 +252,13 @@ class MailboxReader:
                 # No leader (its region is down, or a hand-over): a replica's view is the best there
                 # is, and may lack the newest records (ADR 0013: a reorder risk, hence logged).
                 log.info("%s: leader read failed (%s); reading a replica", self._direct_get.rsplit(".", 1)[-1], exc)
+            raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
+            return self._batch(raw, leader_failed=True)
         raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
         return self._batch(raw)
 
     @staticmethod
-    def _batch(raw: list[Raw]) -> Batch:
+    def _batch(raw: list[Raw], *, leader_failed: bool = False) -> Batch:
         envelopes: list[Stored] = []
         undecodable: list[int] = []
         for record in raw:
@@ -274,7 +267,7 @@ class MailboxReader:
                 undecodable.append(record.sequence)
             else:
                 envelopes.append(Stored(record.sequence, envelope))
-        return Batch(envelopes, undecodable, raw[-1].sequence if raw else 0)
+        return Batch(envelopes, undecodable, raw[-1].sequence if raw else 0, leader_failed)
 
     async def owned(self, device: DeviceId, sequence: int) -> bool:
         """True when ``sequence`` holds an envelope of ``device``.
