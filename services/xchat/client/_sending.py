@@ -206,8 +206,8 @@ class Sender:
         """
         try:
             return list(await asyncio.gather(*futures))
-        except asyncio.CancelledError:
-            for future in futures:  # committed, but nobody will wait for them
+        except BaseException:  # cancelled, or one request failed: nobody waits for the others
+            for future in futures:
                 if future.done() and not future.cancelled() and future.exception() is None:
                     self._unregister(future.result())
             raise
@@ -362,8 +362,8 @@ class Sender:
         envelope first), so nothing newer overtakes it from here on.
         """
         halted = False
-        # Set when this call is over. grpc.aio does not always stop a cancelled call's request
-        # iterator: this one, parked on ``_progress``, woke for the next stream's envelopes,
+        # Set when this call is over. grpc.aio leaves the request iterator of a call that ended
+        # with an error status running: this one, parked on ``_progress``, woke for the next stream's envelopes,
         # counted the front of the queue as in flight and wrote it to the dead call. The next
         # stream, which starts its writes after what is in flight, then skipped that envelope
         # for good while it sent and stored the later ones (flapping drill: a sender's message
