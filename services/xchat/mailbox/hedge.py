@@ -280,7 +280,7 @@ class DeviceStreams:
                 # A pause before this record: writes may have gone to the hedge stream
                 # meanwhile with their wake-ups lost (a partition); ask its leader first.
                 read_hedge = True
-                h = await hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=leader_s or HEDGE_LEADER_READ_S)
+                h = await hedge_reader.read_after(self._device, self.hedge.cursor, limit, leader_s=HEDGE_LEADER_READ_S)
         if h.leader_failed:
             self._hedge_replica_until = loop.time() + HEDGE_LEADER_RETRY_S
         if read_hedge and hedge_announced > max(self.hedge.cursor, h.last):

@@ -244,6 +244,7 @@ class MailboxReader:
         record), then of any replica if the leader does not answer.
         """
         subject = self._subject_of(device)
+        leader_failed = False
         if leader_s > 0:
             try:
                 raw = await self.leader_batch(start=cursor + 1, subject=subject, limit=limit, timeout=leader_s)
@@ -252,10 +253,9 @@ class MailboxReader:
                 # No leader (its region is down, or a hand-over): a replica's view is the best there
                 # is, and may lack the newest records (ADR 0013: a reorder risk, hence logged).
                 log.info("%s: leader read failed (%s); reading a replica", self._direct_get.rsplit(".", 1)[-1], exc)
-            raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
-            return self._batch(raw, leader_failed=True)
+                leader_failed = True
         raw = await self.direct_batch(start=cursor + 1, subject=subject, limit=limit)
-        return self._batch(raw)
+        return self._batch(raw, leader_failed=leader_failed)
 
     @staticmethod
     def _batch(raw: list[Raw], *, leader_failed: bool = False) -> Batch:
