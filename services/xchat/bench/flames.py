@@ -1,7 +1,7 @@
 """Flame graphs of a phase, recorded with py-spy from outside the processes (optional).
 
 ``xchat bench --flamegraphs DIR`` runs one extra, unmeasured pass of the
-cross-region closed-loop phases with py-spy attached to the sending app, the
+cross-region closed-loop phases and the 50 %-of-peak open loop with py-spy attached to the sending app, the
 receiving app and the service processes of the sender's and the receiver's
 regions; each process gets an SVG in DIR named ``<phase>-<role>.svg``. The
 recorders are children of this process and always reaped.

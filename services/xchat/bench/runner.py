@@ -81,7 +81,7 @@ def _median_tree(runs: list[dict[str, dict[str, Figures]]]) -> dict[str, dict[st
 
 
 async def _flamegraphs(bench: BenchMesh, pair: workloads.Pair, profile: Profile, out_dir: Path) -> list[str]:
-    """An extra, unmeasured pass of the cross-region closed loops with py-spy attached."""
+    """An extra, unmeasured pass of the cross-region closed loops and the half-peak open loop with py-spy attached."""
     pids = {
         "sender": os.getpid(),
         "receiver": pair.receiver.pid,
@@ -89,13 +89,22 @@ async def _flamegraphs(bench: BenchMesh, pair: workloads.Pair, profile: Profile,
         "services-c": bench.service_pid("c"),
     }
     files: list[str] = []
+    peak = 1.0
     for phase, concurrency in (("closed_1", 1), (CLOSED_N, IN_FLIGHT)):
         with flames.Recording(out_dir, phase, pids) as recording:
-            await workloads.closed_loop(
+            figures = await workloads.closed_loop(
                 pair, concurrency=concurrency, duration_s=max(profile.throughput_s, 3.0), size=SMALL_BODY,
                 drain_timeout_s=profile.drain_timeout_s,
             )
+        peak = max(peak, figures["delivered_per_s"] or 0.0)
         files += [str(f) for f in recording.files if f.exists()]
+    # The open loop at half the peak reached under py-spy: where its time goes when sends arrive spread out.
+    with flames.Recording(out_dir, "open_half_peak", pids) as recording:
+        await workloads.open_loop(
+            pair, rate_per_s=min(peak * PEAK_SHARE, profile.max_open_loop_rate), duration_s=max(profile.open_loop_s, 3.0),
+            size=SMALL_BODY, drain_timeout_s=profile.drain_timeout_s,
+        )
+    files += [str(f) for f in recording.files if f.exists()]
     return files
 
 
@@ -126,7 +135,7 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
             runs.append(run)
         flamegraphs: list[str] = []
         if flame_dir is not None:
-            progress(f"flame graphs: cross-region closed loops under py-spy (not measured) → {flame_dir}")
+            progress(f"flame graphs: cross-region closed loops and half-peak open loop under py-spy (not measured) → {flame_dir}")
             flamegraphs = await _flamegraphs(bench, pairs["cross"], profile, flame_dir)
         progress(f"backlog: {profile.backlog} messages for one offline device")
         drain = max(profile.drain_timeout_s, profile.backlog / 100)

@@ -2,8 +2,9 @@
 
 ``messages()`` holds one Sync stream (backlog, then live), reconnecting and
 failing over on its own. Each response (up to 128 envelopes) is decrypted in
-order and committed in one durable SQLite transaction (ratchets, consumed
-prekeys, plaintexts) before the app sees any of it; the only await inside a
+order and committed in one SQLite transaction (ratchets, consumed
+prekeys, plaintexts), flushed to disk by the group fsync (``_walsync``)
+before the app sees any of it; the only await inside a
 batch is the directory check of a new session's sender, and the batch's
 transaction is committed before it, so no other task ever finds one open.
 
@@ -292,10 +293,14 @@ class Receiver:
                     await asyncio.gather(reading, return_exceptions=True)
 
     async def _open_batch(self, envelopes: Sequence[mailbox_pb2.Envelope]) -> list[Message]:
-        """Decrypts a response's envelopes in order; one durable commit for all of them."""
+        """Decrypts a response's envelopes in order; one commit for all of them, on disk before the app sees any.
+
+        The commit skips the fsync; ``sync()`` then waits for the group fsync off
+        the loop (``_walsync``), shared with whatever else committed meanwhile.
+        """
         arrivals: list[Arrival] = []
         skipped: list[int] = []
-        self._state.begin()
+        self._state.begin(durable=False)
         self._book.batch_begin()
         try:
             for envelope in envelopes:
@@ -333,6 +338,8 @@ class Receiver:
             raise
         finally:
             self._book.batch_end()
+        # Nothing of this batch is acted on (handed over, acknowledged, answered) before it is on disk.
+        await self._state.sync()
         if skipped:
             self._queue_acks(skipped)
         if self._book.heal.due:
@@ -372,7 +379,7 @@ class Receiver:
                 try:
                     published = await self._directory_key(opened.content.sender_account, opened.content.sender_device)
                 finally:
-                    self._state.begin()
+                    self._state.begin(durable=False)
                     self._book.batch_begin()
             if published != opened.their_identity_key:
                 self._book.reject(opened, "sender identity does not match the directory")

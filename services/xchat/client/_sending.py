@@ -1,10 +1,10 @@
 """The send path: group-committed encryption, the outbox queue, and one coalescing flusher.
 
 ``send()`` and ``send_many()`` hand their payloads to ``Sender``, which
-encrypts every request submitted in the same event-loop turn in one durable
-SQLite transaction (group commit: one fsync for many sends) and appends the
-ciphertexts to an in-memory queue that mirrors the outbox table, in outbox
-order. One flusher task drains the front of that queue: one unary ``Send``
+encrypts every request submitted in the same event-loop turn in one SQLite
+transaction (group commit) and, once the group fsync off the loop
+(``_walsync``) made it durable, appends the ciphertexts to an in-memory queue
+that mirrors the outbox table, in outbox order. One flusher task drains the front of that queue: one unary ``Send``
 for a lone envelope, otherwise a ``SendStream`` that lives while work flows
 (envelopes queued meanwhile join it). Each caller waits on futures for its
 own envelopes only, so 64 concurrent sends cost a round trip or a few, not
@@ -112,6 +112,9 @@ class Sender:
         self._queue: dict[Key, OutboxItem] = {(i.message_id, i.recipient_device): i for i in state.pending_outbox()}
         self._waiters: dict[Key, list[asyncio.Future[Outcome]]] = {}
         self._encrypts: list[tuple[EncryptRequest, asyncio.Future[list[Pending]]]] = []
+        # Committed, waiting for the group fsync that lets them leave (``_queue_synced``), in commit order.
+        self._unsynced: list[tuple[list[tuple[EncryptRequest, asyncio.Future[list[Pending]]]], list[list[OutboxItem] | Exception]]] = []
+        self._syncing: asyncio.Task[None] | None = None
         self._fetching: dict[str, asyncio.Future[list[str]]] = {}
         self._wake = asyncio.Event()
         # Set when envelopes are queued or answered: the stream writer looks again.
@@ -213,13 +216,45 @@ class Sender:
             raise
 
     def _commit_encrypts(self) -> None:
-        """Group commit: every request of this loop turn in one durable transaction, then queued."""
+        """Group commit: every request of this loop turn in one transaction, queued once it is on disk.
+
+        The transaction commits without fsync; ``_queue_synced`` waits for the
+        group fsync (``_walsync``) that covers it, off the loop, before any of
+        its envelopes can leave: commits made while a flush runs share the next.
+        """
         submitted, self._encrypts = self._encrypts, []
+        outcomes: list[list[OutboxItem] | Exception]
         try:
-            outcomes = self._book.encrypt_many(sender=self._sender(), requests=[r for r, _ in submitted])
+            outcomes = self._book.encrypt_many(sender=self._sender(), requests=[r for r, _ in submitted], durable=False)
         except Exception as exc:  # noqa: BLE001 - the commit itself failed: every caller hears it
             outcomes = [exc] * len(submitted)
+        self._unsynced.append((submitted, outcomes))
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.create_task(self._queue_synced(), name="xchat.client.send-sync")
+
+    async def _queue_synced(self) -> None:
+        """Queues committed envelopes, in commit (= outbox) order, once a flush made them durable."""
+        while self._unsynced:
+            commits, self._unsynced = self._unsynced, []
+            failure: OSError | None = None
+            try:
+                await self._state.sync()
+            except OSError as exc:  # not known to be durable: must not leave; they stay in the outbox file
+                log.warning("flushing the state file failed: %s", exc)
+                failure = exc
+            for submitted, outcomes in commits:
+                self._queue_commit(submitted, outcomes, failure)
+            self._progress.set()
+
+    def _queue_commit(
+        self,
+        submitted: list[tuple[EncryptRequest, asyncio.Future[list[Pending]]]],
+        outcomes: list[list[OutboxItem] | Exception],
+        failure: OSError | None,
+    ) -> None:
         for (_, future), outcome in zip(submitted, outcomes):
+            if failure is not None and not isinstance(outcome, Exception):
+                outcome = failure
             if isinstance(outcome, Exception):
                 if not future.done():
                     future.set_exception(outcome)
@@ -229,7 +264,6 @@ class Sender:
                 self._queue[(item.message_id, item.recipient_device)] = item
             if not future.done():  # else its caller was cancelled: nobody waits for these
                 future.set_result([(item, self._register((item.message_id, item.recipient_device))) for item in outcome])
-        self._progress.set()
 
     def _register(self, key: Key) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -508,6 +542,9 @@ class Sender:
     async def close(self) -> None:
         self._closed = True
         self._wake.set()
+        if self._syncing is not None:
+            # Lets a flush in flight end (its thread cannot be stopped); what it covers stays in the outbox.
+            await asyncio.gather(self._syncing, return_exceptions=True)
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)

@@ -224,12 +224,14 @@ class SessionBook:
         return outcome
 
     def encrypt_many(
-        self, *, sender: tuple[str, str], requests: list[EncryptRequest]
+        self, *, sender: tuple[str, str], requests: list[EncryptRequest], durable: bool = True
     ) -> list[list[OutboxItem] | Exception]:
-        """Encrypts many payloads in one durable transaction (group commit), in the given order.
+        """Encrypts many payloads in one transaction (group commit), in the given order.
 
         Each request is its own savepoint: one that fails is undone and
-        reported in its slot, the others are committed together.
+        reported in its slot, the others are committed together. With
+        ``durable=False`` the caller must ``await state.sync()`` before any
+        of the envelopes leaves (``_sending``).
         """
         outcomes: list[list[OutboxItem] | Exception] = []
         # Each session is parsed once and written once per batch (both cost
@@ -237,7 +239,7 @@ class SessionBook:
         # session leaves a gap the peer skips, never a reused key: what is
         # written is always the most advanced state.
         cache: dict[str, tuple[str, SessionRecord]] = {}
-        with self._state.transaction():
+        with self._state.transaction(durable=durable):
             for request in requests:
                 try:
                     with self._state.savepoint():

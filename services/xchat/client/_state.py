@@ -13,7 +13,10 @@ Durability (docs/adr/0007-sdk-send-path.md): WAL, and ``synchronous=FULL``
 (the default of ``begin()`` and ``transaction()``) for every transaction a
 network peer may act on (outbox ciphertexts and the advanced ratchet before
 they leave; received plaintexts before they are acknowledged): a ratchet rolled back by power loss after its ciphertext left
-would reuse a message key. Book-keeping whose loss only repeats harmless work
+would reuse a message key. The hot paths (a send batch, a received batch)
+commit with ``durable=False`` instead and ``await sync()`` before anything
+leaves or reaches the app: the same guarantee, with one fsync off the event
+loop shared by every commit made meanwhile (``_walsync``). Book-keeping whose loss only repeats harmless work
 (an outbox row removed after the server's ack, an app's ack) commits with
 ``durable=False`` (``synchronous=NORMAL``: lost on power loss only, never on a
 process crash); ``set_meta`` outside a transaction is durable. Callers group
@@ -47,6 +50,7 @@ from pathlib import Path
 
 from xchat.client._atrest import CHECK_META_KEY, AeadFields, FieldCipher, PlainFields, location
 from xchat.client._scrub import WalScrubber
+from xchat.client._walsync import WalSync
 from xchat.client.errors import StateKeyError
 
 SCHEMA_VERSION = 1
@@ -125,6 +129,8 @@ class LocalState:
         # (SQLite rolls back by itself after some I/O errors), ``get_meta`` forgets them.
         self._meta_uncommitted = False
         self._scrubber = WalScrubber(self._db, delay=scrub_delay)
+        # Group fsync off the loop for the hot paths' commits (``_walsync``): ``await sync()``.
+        self.wal = WalSync(path)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA secure_delete=ON")
@@ -235,6 +241,10 @@ class LocalState:
         """Forgets sent plaintexts kept for re-sending (disappearing messages that are due)."""
         self._db.executemany("DELETE FROM resendable WHERE message_id = ?", [(m,) for m in message_ids])
         self._superseded()
+
+    async def sync(self) -> None:
+        """Every transaction committed so far is on disk (``durable=False`` ones included) when this returns."""
+        await self.wal.sync()
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
