@@ -1,10 +1,12 @@
 """Flame graphs of a phase, recorded with py-spy from outside the processes (optional).
 
 ``xchat bench --flamegraphs DIR`` runs one extra, unmeasured pass of the
-cross-region closed-loop phases and the 50 %-of-peak open loop with py-spy attached to the sending app, the
-receiving app and the service processes of the sender's and the receiver's
-regions; each process gets an SVG in DIR named ``<phase>-<role>.svg``. The
-recorders are children of this process and always reaped.
+cross-region closed-loop phases and the 50 %-of-peak open loop with py-spy
+attached to the sending app, the receiving app and the service processes of
+the sender's and the receiver's regions, and one more idle window of the
+online devices with py-spy on every region's service process; each process
+gets an SVG in DIR named ``<phase>-<role>.svg``. The recorders are children
+of this process and always reaped.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from xchat.bench import pipes
+from xchat.bench import flames, pipes
 from xchat.bench.meshes import REGIONS, BenchMesh
 from xchat.bench.resources import CpuMeter
 from xchat.bench.stats import Figures
@@ -135,9 +135,13 @@ async def _idle(server: CpuMeter, clients: CpuMeter, seconds: float) -> tuple[fl
 
 async def online_devices(
     bench: BenchMesh, state_dir: Path, *, count: int, idle_s: float, prefix: str,
-    load: Callable[[], Awaitable[Figures]] | None = None,
+    load: Callable[[], Awaitable[Figures]] | None = None, flame_dir: Path | None = None,
 ) -> Figures:
-    """``load``: a phase run while every device is online (its delivered msg/s is reported)."""
+    """``load``: a phase run while every device is online (its delivered msg/s is reported).
+
+    ``flame_dir``: after the measured idle window, one more (unmeasured) with
+    py-spy on every region's service process: ``online_idle-services-<region>.svg``.
+    """
     server = bench.server_meter()
     state_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{prefix}{i}" for i in range(count)]
@@ -161,6 +165,10 @@ async def online_devices(
         await asyncio.sleep(SETTLE_S + SETTLE_PER_DEVICE_S * count)
         rss = server.rss()
         idle_cpu, client_cpu = await _idle(server, clients, idle_s)
+        if flame_dir is not None:
+            pids = {f"services-{region}": bench.service_pid(region) for region in REGIONS}
+            with flames.Recording(flame_dir, "online_idle", pids):
+                await asyncio.sleep(max(idle_s, 5.0))
         loaded = await load() if load is not None else {}
         for crowd in crowds:
             crowd.conn.send("stop")

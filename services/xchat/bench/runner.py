@@ -152,7 +152,8 @@ async def _sdk(bench: BenchMesh, profile: Profile, state: Path, progress: Progre
             )
 
         held = await online.online_devices(
-            bench, state / "online", count=profile.online_devices, idle_s=profile.idle_s, prefix=f"online-{tag}-", load=load
+            bench, state / "online", count=profile.online_devices, idle_s=profile.idle_s, prefix=f"online-{tag}-", load=load,
+            flame_dir=flame_dir,
         )
     return {
         "variants": _median_tree(runs), "backlog": medians(backlogs), "runs": runs, "backlog_runs": backlogs,
