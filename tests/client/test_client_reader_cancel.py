@@ -55,7 +55,7 @@ async def test_a_cancellation_that_meets_the_first_answer_is_not_swallowed() -> 
     """Python 3.11's ``asyncio.wait_for`` returns the result and drops the caller's
     cancellation when both land in one loop step; the Sync loop then ran on for ever.
     Driven deterministically here: the first answer and the cancel arrive together."""
-    from xchat.client._receiving import _opened_within
+    from xchat.client._sync_responses import opened_within
 
     answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -67,7 +67,7 @@ async def test_a_cancellation_that_meets_the_first_answer_is_not_swallowed() -> 
             return await answer
 
     async def consume() -> None:
-        async for _ in _opened_within(OneAnswer(), 5.0):  # type: ignore[arg-type]
+        async for _ in opened_within(OneAnswer(), 5.0):  # type: ignore[arg-type]
             await asyncio.sleep(3600)  # a cancellation that slipped through would park here
 
     task = asyncio.create_task(consume())

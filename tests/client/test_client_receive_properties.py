@@ -94,7 +94,7 @@ class World:
         return Receiver(
             self.bob_state,
             self.bob,
-            transport=None,  # type: ignore[arg-type] - _open_batch makes no call
+            transport=None,  # type: ignore[arg-type] - a batch's decryption makes no call
             tokens=None,  # type: ignore[arg-type]
             backlog_done=asyncio.Event(),
             directory_key=self.directory_key,
@@ -123,7 +123,9 @@ def _open(world: World, envelopes: list[mailbox_pb2.Envelope]) -> tuple[list[obj
     receiver = world.receiver()
 
     async def run() -> list[object]:
-        return list(await receiver._open_batch(envelopes))  # noqa: SLF001
+        committed = await receiver._commit_batch(envelopes)  # noqa: SLF001
+        await world.bob_state.sync()
+        return list(receiver._released(committed))  # noqa: SLF001
 
     messages = asyncio.run(run())
     return messages, list(receiver._outgoing)  # noqa: SLF001

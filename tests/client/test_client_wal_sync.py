@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,22 +26,28 @@ from xchat.mesh.local import LocalMesh
 
 
 class HeldFlush:
-    """Replaces the WAL flush: records each flushed path, and blocks while ``hold`` is set."""
+    """Replaces the WAL flush: records each flushed path, and blocks while ``hold`` is set.
+
+    ``only``: hold only the flushes of WAL files whose name contains it (another client flushes freely).
+    """
 
     def __init__(self) -> None:
         self.flushed: list[str] = []
         self.started = threading.Semaphore(0)
         self.release = threading.Event()
         self.release.set()
+        self.only = ""
         self._real = _walsync._flush
 
     def __call__(self, wal: Path) -> None:
-        self.started.release()
-        self.release.wait(30)
+        if self.only in wal.name:
+            self.started.release()
+            self.release.wait(30)
         self._real(wal)
         self.flushed.append(str(wal))
 
-    def hold(self) -> None:
+    def hold(self, only: str = "") -> None:
+        self.only = only
         self.release.clear()
 
 
@@ -156,4 +163,55 @@ async def test_a_received_batch_reaches_the_app_only_after_its_flush(mesh: Local
         message = await asyncio.wait_for(receiving, 15)
         assert message.text == "stored while bob is away"
         await bob.ack(message)
+        await inbox.aclose()
+
+
+def _inbox_rows(path: Path) -> int:
+    """Rows in a client's inbox, read by another connection (committed, flushed or not)."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+
+async def test_batches_received_during_a_flush_are_decrypted_meanwhile_and_share_the_next(
+    mesh: LocalMesh, tmp_path: Path, held_flush: HeldFlush
+) -> None:
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("c")
+    ) as bob:
+        bob_name = f"walsync-pb-{uuid.uuid4().hex[:8]}"
+        await alice.register(f"walsync-pa-{uuid.uuid4().hex[:8]}")
+        await bob.register(bob_name)
+        inbox = bob.messages()
+        await alice.send(bob_name, "warm-up")
+        await bob.ack(await asyncio.wait_for(anext(inbox), 15))
+        received: list[str] = []
+
+        async def read(count: int) -> None:
+            for _ in range(count):
+                message = await anext(inbox)
+                received.append(message.text)
+                await bob.ack(message)
+
+        held_flush.hold(only="b.db")
+        reading = asyncio.create_task(read(3))
+        try:
+            for text in ("one", "two", "three"):  # separate responses on bob's stream
+                await alice.send(bob_name, text)
+            # All three decrypted and committed while bob's first flush is still held...
+            deadline = asyncio.get_running_loop().time() + 15
+            while _inbox_rows(tmp_path / "b.db") < 3:
+                assert asyncio.get_running_loop().time() < deadline, "bob stopped decrypting while a flush ran"
+                await asyncio.sleep(0.05)
+            # ...and none handed to the app before its flush.
+            assert received == []
+            flushes_before = held_flush.flushed.count(str(tmp_path / "b.db-wal"))
+            held_flush.release.set()
+            await asyncio.wait_for(reading, 15)
+        finally:
+            held_flush.release.set()
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        assert received == ["one", "two", "three"]
+        # The held flush covered "one"; "two" and "three", committed meanwhile, shared the next one.
+        assert held_flush.flushed.count(str(tmp_path / "b.db-wal")) - flushes_before <= 2
         await inbox.aclose()

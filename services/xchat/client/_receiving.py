@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -42,9 +43,9 @@ import grpc.aio
 from xchat.client._reordering import Arrival, Reorder
 from xchat.client._sessions import SessionBook
 from xchat.client._state import InboxItem, LocalState
+from xchat.client._sync_responses import SyncSilent, message_from, next_response, opened_within
 from xchat.client._tokens import Tokens
 from xchat.client._transport import RETRYABLE, Transport, metadata, rejected
-from xchat.client.crypto import Payload
 from xchat.client.crypto.ratchet import Gaps
 from xchat.client.errors import RequestRejected, ServiceUnavailable
 from xchat.client.messages import Message
@@ -66,39 +67,13 @@ CLOSE_CONFIRM_MAX = 1000
 IN_APP_MAX = 10_000
 
 
-class SyncSilent(Exception):
-    """A Sync call gave no first answer in time (a stuck or frozen server)."""
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """A response's envelopes, decrypted and committed (not flushed yet)."""
 
-
-async def _opened_within(call: AsyncIterator[mailbox_pb2.SyncResponse], timeout: float) -> AsyncIterator[mailbox_pb2.SyncResponse]:
-    """The call's responses; the first must come within ``timeout`` seconds.
-
-    Every Sync answers at once (its first read: envelopes, or ``backlog_done``),
-    so silence after opening means the server is stuck before or in its first
-    read (e.g. a store it cannot reach): move on instead of waiting for ever.
-    Keepalive pings cannot tell: the server's HTTP/2 layer still answers them.
-    """
-    responses = call.__aiter__()
-    try:
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops the caller's
-        # cancellation when the answer lands in the same loop step (the loop then ran on).
-        async with asyncio.timeout(timeout):
-            first = await responses.__anext__()
-    except StopAsyncIteration:
-        return
-    except asyncio.TimeoutError:
-        raise SyncSilent(f"Sync gave no first answer within {timeout:.1f}s") from None
-    yield first
-    async for response in responses:
-        yield response
-
-
-async def _next(responses: AsyncIterator[mailbox_pb2.SyncResponse]) -> mailbox_pb2.SyncResponse | None:
-    """The next response; None at the end of the call."""
-    try:
-        return await responses.__anext__()
-    except StopAsyncIteration:
-        return None
+    arrivals: list[Arrival]
+    # Sequences to acknowledge without reaching the app (seen before, unreadable, control payloads).
+    skipped: list[int]
 
 
 def _backoff(failures: int) -> float:
@@ -199,104 +174,136 @@ class Receiver:
     async def messages(self) -> AsyncGenerator[Message, None]:
         failures = 0
         self._in_app = {}  # a new iteration hands unacknowledged messages over again
-        while not self._closed:
-            target = self._transport.endpoint
-            try:
-                token = await self._tokens.token()
-            except ServiceUnavailable:
-                # Login or refresh found no endpoint (regions failing over): keep trying.
-                await asyncio.sleep(_backoff(failures))
-                failures += 1
-                continue
-            stub = mailbox_pb2_grpc.MailboxStub(self._transport.channel("mailbox"))
-            # Pending before the call starts: confirmed or redelivered by its backlog.
-            pending: set[int] | None = set(self._state.pending_acks())
-            redelivered: set[int] = set()
-            self._this_call.clear()
-            call = stub.Sync(self._frames(), metadata=metadata(token))
-            # The transport moved (back home, or away after a send found this region dead):
-            # this stream ends and reopens there.
-            moved = asyncio.Event()
+        # Committed batches, oldest first, each with the flush that must end before the app sees it.
+        # While one flushes, the loop reads and decrypts the next responses (their commits share the
+        # next flush); batches are handed over strictly in order.
+        flushing: deque[tuple[asyncio.Task[None], _Committed]] = deque()
+        try:
+            while not self._closed:
+                # Batches a broken call committed are handed over before the next call (their copies
+                # redelivered there are recognised as in the app's hands, never handed twice).
+                while flushing:
+                    task, committed = flushing.popleft()
+                    await task
+                    for message in self._released(committed):
+                        yield message
+                target = self._transport.endpoint
+                try:
+                    token = await self._tokens.token()
+                except ServiceUnavailable:
+                    # Login or refresh found no endpoint (regions failing over): keep trying.
+                    await asyncio.sleep(_backoff(failures))
+                    failures += 1
+                    continue
+                stub = mailbox_pb2_grpc.MailboxStub(self._transport.channel("mailbox"))
+                # Pending before the call starts: confirmed or redelivered by its backlog.
+                pending: set[int] | None = set(self._state.pending_acks())
+                redelivered: set[int] = set()
+                self._this_call.clear()
+                call = stub.Sync(self._frames(), metadata=metadata(token))
+                # The transport moved (back home, or away after a send found this region dead):
+                # this stream ends and reopens there.
+                moved = asyncio.Event()
 
-            def follow(previous: str, call: Any = call, target: str = target, moved: asyncio.Event = moved) -> None:
-                if previous == target:
-                    moved.set()
-                    call.cancel()
+                def follow(previous: str, call: Any = call, target: str = target, moved: asyncio.Event = moved) -> None:
+                    if previous == target:
+                        moved.set()
+                        call.cancel()
 
-            stop_following = self._transport.on_move(follow)
-            responses = _opened_within(call, self._transport.failover_after)
-            reading: asyncio.Task[mailbox_pb2.SyncResponse | None] | None = None
-            try:
-                while True:
-                    if reading is None and not self._reorder:
-                        response = await _next(responses)  # nothing held: no timer (the common case)
-                    else:
-                        # Held messages: wake at the earliest hold deadline even without traffic.
-                        if reading is None:
-                            reading = asyncio.create_task(_next(responses), name="xchat.client.sync-read")
-                        done, _ = await asyncio.wait({reading}, timeout=self._reorder.next_deadline_s())
-                        if not done:
-                            for message in self._reorder.due():
-                                yield message
-                            continue
-                        response, reading = reading.result(), None
-                    if response is None:
-                        break
-                    failures = 0
-                    if pending is not None:
-                        redelivered.update(e.sequence for e in response.envelopes)
-                    if response.ephemeral and self.on_ephemeral is not None:
-                        self.on_ephemeral([signal.ciphertext for signal in response.ephemeral])
-                    if response.envelopes:
-                        for message in await self._open_batch(response.envelopes):
-                            yield message
-                    if response.HasField("backlog_done"):
+                stop_following = self._transport.on_move(follow)
+                responses = opened_within(call, self._transport.failover_after)
+                reading: asyncio.Task[mailbox_pb2.SyncResponse | None] | None = None
+                try:
+                    while True:
+                        if reading is None and not self._reorder and not flushing:
+                            response = await next_response(responses)  # nothing held or flushing: no task, no timer (idle)
+                        else:
+                            # Held messages: wake at the earliest hold deadline even without traffic.
+                            # A batch flushing: wake when it is on disk, and hand it over.
+                            if reading is None:
+                                reading = asyncio.create_task(next_response(responses), name="xchat.client.sync-read")
+                            waits = {reading, flushing[0][0]} if flushing else {reading}
+                            done, _ = await asyncio.wait(
+                                waits, timeout=self._reorder.next_deadline_s(), return_when=asyncio.FIRST_COMPLETED
+                            )
+                            while flushing and flushing[0][0].done():
+                                task, committed = flushing.popleft()
+                                task.result()  # a failed flush: nothing of it reaches the app
+                                for message in self._released(committed):
+                                    yield message
+                            if reading not in done:
+                                if not done:
+                                    for message in self._reorder.due():
+                                        yield message
+                                continue
+                            response, reading = reading.result(), None
+                        if response is None:
+                            break
+                        failures = 0
                         if pending is not None:
-                            self._confirm_by_backlog(pending, redelivered)
-                            pending = None
-                        self._backlog_done.set()
-                if self._closed:
-                    return
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
-                    return
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    self._tokens.invalidate()
-                elif exc.code() in RETRYABLE or exc.code() in STREAM_RECONNECT:
-                    self._transport.fail_over(target, f"Sync {exc.code().name}: {exc.details()}")
-                else:
-                    raise rejected(exc) from exc
-                await asyncio.sleep(_backoff(failures))
-                failures += 1
-            except asyncio.CancelledError:
-                # grpc.aio raises this for a call cancelled here: only the move home is ours to absorb.
-                current = asyncio.current_task()
-                if not moved.is_set() or self._closed or (current is not None and current.cancelling()):
-                    raise
-                log.info("Sync follows the transport to %s", self._transport.endpoint)
-            except SyncSilent as exc:
-                # A server that accepted the call but never answered is as good as down.
-                self._transport.fail_over(target, str(exc))
-                await asyncio.sleep(_backoff(failures))
-                failures += 1
-            except ServiceUnavailable:
-                # A directory lookup while opening an envelope found no endpoint; the
-                # envelope is not acked, so it comes back after the reconnect.
-                self._transport.fail_over(target, "directory lookup found no endpoint")
-                await asyncio.sleep(_backoff(failures))
-                failures += 1
-            finally:
-                stop_following()
-                call.cancel()
-                if reading is not None:
-                    reading.cancel()
-                    await asyncio.gather(reading, return_exceptions=True)
+                            redelivered.update(e.sequence for e in response.envelopes)
+                        if response.ephemeral and self.on_ephemeral is not None:
+                            self.on_ephemeral([signal.ciphertext for signal in response.ephemeral])
+                        if response.envelopes:
+                            committed = await self._commit_batch(response.envelopes)
+                            flushing.append((asyncio.create_task(self._state.sync(), name="xchat.client.recv-sync"), committed))
+                        if response.HasField("backlog_done"):
+                            # The backlog is handed over (on disk, in order) before it is called done.
+                            while flushing:
+                                task, committed = flushing.popleft()
+                                await task
+                                for message in self._released(committed):
+                                    yield message
+                            if pending is not None:
+                                self._confirm_by_backlog(pending, redelivered)
+                                pending = None
+                            self._backlog_done.set()
+                    if self._closed:
+                        return
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
+                        return
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                        self._tokens.invalidate()
+                    elif exc.code() in RETRYABLE or exc.code() in STREAM_RECONNECT:
+                        self._transport.fail_over(target, f"Sync {exc.code().name}: {exc.details()}")
+                    else:
+                        raise rejected(exc) from exc
+                    await asyncio.sleep(_backoff(failures))
+                    failures += 1
+                except asyncio.CancelledError:
+                    # grpc.aio raises this for a call cancelled here: only the move home is ours to absorb.
+                    current = asyncio.current_task()
+                    if not moved.is_set() or self._closed or (current is not None and current.cancelling()):
+                        raise
+                    log.info("Sync follows the transport to %s", self._transport.endpoint)
+                except SyncSilent as exc:
+                    # A server that accepted the call but never answered is as good as down.
+                    self._transport.fail_over(target, str(exc))
+                    await asyncio.sleep(_backoff(failures))
+                    failures += 1
+                except ServiceUnavailable:
+                    # A directory lookup while opening an envelope found no endpoint; the
+                    # envelope is not acked, so it comes back after the reconnect.
+                    self._transport.fail_over(target, "directory lookup found no endpoint")
+                    await asyncio.sleep(_backoff(failures))
+                    failures += 1
+                finally:
+                    stop_following()
+                    call.cancel()
+                    if reading is not None:
+                        reading.cancel()
+                        await asyncio.gather(reading, return_exceptions=True)
+        finally:
+            for task, _ in flushing:
+                task.cancel()  # only this wait: the shared flush itself is shielded
 
-    async def _open_batch(self, envelopes: Sequence[mailbox_pb2.Envelope]) -> list[Message]:
-        """Decrypts a response's envelopes in order; one commit for all of them, on disk before the app sees any.
+    async def _commit_batch(self, envelopes: Sequence[mailbox_pb2.Envelope]) -> _Committed:
+        """Decrypts a response's envelopes in order, in one commit without fsync.
 
-        The commit skips the fsync; ``sync()`` then waits for the group fsync off
-        the loop (``_walsync``), shared with whatever else committed meanwhile.
+        Nothing of it is acted on until ``_released``, after the group fsync
+        (``_walsync``) that covers the commit: the caller waits for
+        ``state.sync()`` in between, shared with whatever else committed meanwhile.
         """
         arrivals: list[Arrival] = []
         skipped: list[int] = []
@@ -321,7 +328,7 @@ class Receiver:
                     if gaps is not None:
                         arrivals.append((device, None, gaps))
                 else:
-                    arrivals.append((device, _message(envelope, item), gaps))
+                    arrivals.append((device, message_from(envelope, item), gaps))
                     # Remembered from here, held for order or not: a redelivered copy is acknowledged with it.
                     if len(self._in_app) >= IN_APP_MAX:
                         self._in_app.pop(next(iter(self._in_app)))
@@ -338,14 +345,15 @@ class Receiver:
             raise
         finally:
             self._book.batch_end()
-        # Nothing of this batch is acted on (handed over, acknowledged, answered) before it is on disk.
-        await self._state.sync()
-        if skipped:
-            self._queue_acks(skipped)
+        return _Committed(arrivals, skipped)
+
+    def _released(self, committed: _Committed) -> list[Message]:
+        """A committed batch, now on disk: acknowledged, answered, and handed over in each session's order."""
+        if committed.skipped:
+            self._queue_acks(committed.skipped)
         if self._book.heal.due:
-            self._book.on_heal()  # committed: retry requests to send or answer (``_healing``)
-        # Committed: what the app may see now, in each session's order (``_reordering``).
-        return self._reorder.arrived(arrivals)
+            self._book.on_heal()  # retry requests to send or answer (``_healing``)
+        return self._reorder.arrived(committed.arrivals)
 
     async def _open(self, envelope: mailbox_pb2.Envelope) -> tuple[str | None, InboxItem | None, Gaps | None] | None:
         """The plaintext of ``envelope``, staged in the open transaction; None when it must only be acked.
@@ -393,17 +401,3 @@ class Receiver:
         """Stops receiving; confirms this call's latest acks, waiting at most ``confirm_within`` seconds."""
         self._closed = True
         await self._confirm_on_close(confirm_within)
-
-
-def _message(envelope: mailbox_pb2.Envelope, item: InboxItem) -> Message:
-    payload = Payload.decode(item.payload)
-    return Message(
-        message_id=bytes(envelope.message_id),
-        sender_account=item.sender_account,
-        sender_device=item.sender_device,
-        counter=payload.counter,
-        sent_at_ms=payload.sent_at_ms,
-        content_type=payload.content_type,
-        body=payload.body,
-        sequence=envelope.sequence,
-    )
