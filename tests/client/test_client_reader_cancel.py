@@ -63,11 +63,14 @@ async def test_a_cancellation_that_meets_the_first_answer_is_not_swallowed() -> 
         def __aiter__(self) -> OneAnswer:
             return self
 
+        async def initial_metadata(self) -> tuple[()]:
+            return ()
+
         async def __anext__(self) -> str:
             return await answer
 
     async def consume() -> None:
-        async for _ in opened_within(OneAnswer(), 5.0):  # type: ignore[arg-type]
+        async for _ in opened_within(OneAnswer(), 5.0, 5.0):  # type: ignore[arg-type]
             await asyncio.sleep(3600)  # a cancellation that slipped through would park here
 
     task = asyncio.create_task(consume())

@@ -5,7 +5,8 @@ would be) live in a few "crowd" child processes (one process cannot hold
 10,000 clients' sockets and files under this machine's descriptor limit).
 The bench measures the server processes' resident memory and CPU with every
 device registered but none connected, then opens a receive stream on every
-device, lets them sit idle and measures again. Per device: the memory
+device (in waves of ``ONLINE_WAVE`` per process, each wave answered before the
+next: ``online_per_s``), lets them sit idle and measures again. Per device: the memory
 difference / N; idle: server CPU over the idle window as a share of one core,
 next to the same figure with no device online (the matching baseline).
 With every device still online, the caller's load phase runs once more (the
@@ -42,6 +43,12 @@ MIN_PROCESSES = 3
 SETTLE_S = 2.0
 SETTLE_PER_DEVICE_S = 0.002
 REGISTER_TIMEOUT_PER_DEVICE_S = 1.0
+# Devices come online in waves (per crowd process): each wave's receive streams have
+# answered (backlog done) before the next opens. All at once, 1,000 devices and the
+# servers on these two cores took seconds per first answer, the SDK's 1 s silence check
+# moved them between regions in a herd, and the idle window measured the herd.
+ONLINE_WAVE = 50
+ONLINE_WAVE_TIMEOUT_S = 120.0
 
 
 async def _listen(client: Client) -> None:
@@ -71,8 +78,16 @@ async def _crowd(
             return
         conn.send(("registered",))
         await asyncio.to_thread(conn.recv)  # listen
-        listeners = [asyncio.create_task(_listen(c)) for c in clients]
-        conn.send(("listening",))
+        started = time.monotonic()
+        for first in range(0, len(clients), ONLINE_WAVE):
+            wave = clients[first : first + ONLINE_WAVE]
+            listeners += [asyncio.create_task(_listen(c)) for c in wave]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.backlog_done.wait() for c in wave)), ONLINE_WAVE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                conn.send(("error", f"online devices: {len(wave)} receive streams did not answer within {ONLINE_WAVE_TIMEOUT_S:.0f}s"))
+                return
+        conn.send(("listening", time.monotonic() - started))
         await asyncio.to_thread(conn.recv)  # stop
         ended = sum(1 for t in listeners if t.done())
         conn.send(("stopped", ended))
@@ -160,8 +175,10 @@ async def online_devices(
         base_cpu, _ = await _idle(server, clients, idle_s)
         for crowd in crowds:
             crowd.conn.send("listen")
+        online_s = 0.0
         for crowd in crowds:
-            await asyncio.to_thread(crowd.expect, "listening", 60)
+            listening = await asyncio.to_thread(crowd.expect, "listening", 60 + ONLINE_WAVE_TIMEOUT_S * count / ONLINE_WAVE / processes)
+            online_s = max(online_s, listening[1])
         await asyncio.sleep(SETTLE_S + SETTLE_PER_DEVICE_S * count)
         rss = server.rss()
         idle_cpu, client_cpu = await _idle(server, clients, idle_s)
@@ -183,6 +200,7 @@ async def online_devices(
     return {
         "devices": float(count),
         "register_per_s": count / registered_s if registered_s > 0 else None,
+        "online_per_s": count / online_s if online_s > 0 else None,
         "server_rss_bytes_per_device": (sum(rss.values()) - sum(base_rss.values())) / count,
         "services_rss_bytes_per_device": (rss["services"] - base_rss["services"]) / count,
         "nats_rss_bytes_per_device": (rss["nats"] - base_rss["nats"]) / count,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xchat.bench.profiles import IN_FLIGHT
+from xchat.bench.online import ONLINE_WAVE
 from xchat.bench.stats import Figures, ratio
 
 SCHEMA = 1
@@ -253,6 +254,7 @@ def table(report: Mapping[str, Any]) -> str:
         "",
         f"| {_n(o.get('devices'))} online devices (idle Sync streams) | value |",
         "|---|---:|",
+        f"| devices brought online per s (waves of {ONLINE_WAVE} per crowd process) | {_n(o.get('online_per_s'))} |",
         f"| server RSS per device, KiB (services + NATS) | {kib('server_rss_bytes_per_device')} |",
         f"| … of which services / NATS, KiB | {kib('services_rss_bytes_per_device')} / {kib('nats_rss_bytes_per_device')} |",
         f"| idle server CPU, % of a core (no devices online: {pct('idle_server_cpu_share_no_devices')}) "

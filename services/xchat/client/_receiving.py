@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -65,6 +66,15 @@ CLOSE_CONFIRM_MAX = 1000
 # Messages remembered as held by the app (unacknowledged), oldest forgotten first:
 # a forgotten one's copy is handed over again, never lost.
 IN_APP_MAX = 10_000
+# Sync calls that did not start in time are remembered this long, at most this many
+# (the wait for the next one's headers doubles per one: 1, 2, 4, 8 s; see ``_live_within``).
+SILENT_MEMORY_S = 60.0
+SILENT_BACKOFF_STEPS = 3
+# A started Sync call (headers received: the process is live) may take this long to answer
+# first. 1,000 devices reconnecting at once on this 2-core machine took over 4 s per first
+# answer; with a 1 s bound every one of them failed over, came back with the home probes and
+# missed it again, and the herd kept the servers at a full core with no message sent.
+FIRST_ANSWER_WITHIN_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,8 @@ class Receiver:
         # may store it twice, ADR 0013) is not handed over again, and is
         # acknowledged with the original.
         self._in_app: dict[bytes, list[int]] = {}
+        # When Sync calls lately were silent (no headers or no first answer in time; ``_live_within``).
+        self._silent_at: deque[float] = deque(maxlen=SILENT_BACKOFF_STEPS)
         # Typing and presence signals of a response (``_signals``): never acked, never stored.
         self.on_ephemeral: Callable[[list[bytes]], None] | None = None
 
@@ -171,6 +183,18 @@ class Receiver:
 
     # -- the Sync loop ----------------------------------------------------
 
+    def _live_within(self) -> float:
+        """How long a new Sync call may take to start (headers): ``failover_after``, doubled per silent call lately.
+
+        One second finds a frozen region fast (issue 10). Each call that was
+        silent in the last ``SILENT_MEMORY_S`` doubles the wait (1, 2, 4, 8 s):
+        a herd of devices moving together to a busy region gets the time it
+        needs after a first miss instead of moving on together, again and again.
+        """
+        now = time.monotonic()
+        recent = sum(1 for at in self._silent_at if now - at < SILENT_MEMORY_S)
+        return float(self._transport.failover_after * 2**recent)
+
     async def messages(self) -> AsyncGenerator[Message, None]:
         failures = 0
         self._in_app = {}  # a new iteration hands unacknowledged messages over again
@@ -211,7 +235,7 @@ class Receiver:
                         call.cancel()
 
                 stop_following = self._transport.on_move(follow)
-                responses = opened_within(call, self._transport.failover_after)
+                responses = opened_within(call, self._live_within(), FIRST_ANSWER_WITHIN_S)
                 reading: asyncio.Task[mailbox_pb2.SyncResponse | None] | None = None
                 try:
                     while True:
@@ -279,6 +303,7 @@ class Receiver:
                     log.info("Sync follows the transport to %s", self._transport.endpoint)
                 except SyncSilent as exc:
                     # A server that accepted the call but never answered is as good as down.
+                    self._silent_at.append(time.monotonic())
                     self._transport.fail_over(target, str(exc))
                     await asyncio.sleep(_backoff(failures))
                     failures += 1

@@ -224,6 +224,10 @@ class MailboxServicer(mailbox_pb2_grpc.MailboxServicer):
     ) -> AsyncIterator[mailbox_pb2.SyncResponse]:
         caller = principal_of(context, self._verifier)
         device = caller.device
+        # Headers now, before any store read: the SDK tells a live but busy process (a
+        # thousand devices reconnecting at once: first answers take seconds) from a
+        # frozen one by them, and waits longer only for the first answer of a live one.
+        await context.send_initial_metadata(())
         # The first request opens the call and names the mailbox.
         opener = await anext(aiter(request_iterator), None)
         if opener is None:
