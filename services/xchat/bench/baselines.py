@@ -38,6 +38,10 @@ RAW_SUBJECT_COUNT = 64
 # A new R3 stream answers publishes only once its Raft group has elected a
 # leader; on a loaded machine that takes seconds ("no response from stream").
 LEADER_WAIT_S = 60.0
+# Idle gRPC streams: each channel its own TCP+TLS connection (grpc shares one subchannel
+# between identical channels of one process otherwise), as each device's app has its own.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+IDLE_STREAMS_SETTLE_S = 1.0
 
 
 async def _wait_for_leader(jsm: Any, stream: str) -> None:
@@ -184,3 +188,49 @@ async def _echo_stream(channel: grpc.aio.Channel, body: bytes, count: int, serve
         call.cancel()
     elapsed = time.monotonic() - started
     return rate(count, elapsed), server.sample().minus(server_before).total_s, own_cpu_seconds() - client_before
+
+
+async def grpc_idle_streams(bench: BenchMesh, count: int, idle_s: float) -> Figures:
+    """The gRPC floor of an online device: ``count`` TLS connections to the echo server, one idle bidi stream each.
+
+    Each channel is its own connection (as each device's app is) and makes
+    one unary call (connected, as the bench's devices are by registering);
+    then each opens one stream and echoes one message so the stream is
+    established; then nothing. Server RSS growth ÷ count per connection and
+    per stream, and the echo process's CPU over ``idle_s``, are what grpc.aio
+    itself costs, before any of our own state.
+    """
+    ca, cert, key = bench.cert_files
+    with EchoServer(cert, key) as echo:
+        server = CpuMeter({"echo": [echo.pid]})
+        credentials = grpc.ssl_channel_credentials(ca.read_bytes())
+        channels = [grpc.aio.secure_channel(echo.address, credentials, options=OWN_CONNECTION) for _ in range(count)]
+        calls: list[grpc.aio.StreamStreamCall[bytes, bytes]] = []
+        try:
+            await echo.wait_ready(channels[0])
+            unconnected_rss = server.rss()["echo"]
+            for channel in channels:  # connected first, as the devices are by registering
+                unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(UNARY)
+                await unary(b"x")
+            await asyncio.sleep(IDLE_STREAMS_SETTLE_S)
+            base_rss = server.rss()["echo"]
+            for channel in channels:
+                call: grpc.aio.StreamStreamCall[bytes, bytes] = channel.stream_stream(STREAM)()
+                await call.write(b"x")
+                await call.read()
+                calls.append(call)
+            await asyncio.sleep(IDLE_STREAMS_SETTLE_S)
+            rss = server.rss()["echo"]
+            before = server.sample()
+            await asyncio.sleep(idle_s)
+            idle = server.sample().minus(before)
+        finally:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+    return {
+        "streams": float(count),
+        "server_rss_bytes_per_connection": (base_rss - unconnected_rss) / count,
+        "server_rss_bytes_per_stream": (rss - base_rss) / count,
+        "idle_server_cpu_share": idle.total_s / idle.wall_s,
+    }

@@ -52,6 +52,7 @@ BACKLOG_BASELINE = {
     "server_cpu_us": "jetstream_256.server_cpu_us_per_publish",
 }
 ONLINE_BASELINE = {
+    "server_rss_bytes_per_device": "grpc_idle.server_rss_bytes_per_stream",
     "idle_server_cpu_share": "online.idle_server_cpu_share_no_devices",
     "delivered_per_s_while_online": f"sdk.cross_region_256.{CLOSED_N}.delivered_per_s",
 }
@@ -231,6 +232,7 @@ def table(report: Mapping[str, Any]) -> str:
     ]
     b, o = report["backlog"], report["online"]
     br, orat = report["ratios"].get("backlog", {}), report["ratios"].get("online", {})
+    gi = report["baselines"].get("grpc_idle", {})
 
     def first(r: Mapping[str, Any]) -> str:
         values = [v for v in r.values() if v is not None]
@@ -255,7 +257,10 @@ def table(report: Mapping[str, Any]) -> str:
         f"| {_n(o.get('devices'))} online devices (idle Sync streams) | value |",
         "|---|---:|",
         f"| devices brought online per s (waves of {ONLINE_WAVE} per crowd process) | {_n(o.get('online_per_s'))} |",
-        f"| server RSS per device, KiB (services + NATS) | {kib('server_rss_bytes_per_device')} |",
+        f"| server RSS per device, KiB (services + NATS) | {kib('server_rss_bytes_per_device')} "
+        f"({first(orat.get('server_rss_bytes_per_device', {}))} the gRPC floor) |",
+        f"| gRPC floor: echo server RSS per idle stream / per TLS connection, KiB ({_n(gi.get('streams'))}) "
+        f"| {_n((gi.get('server_rss_bytes_per_stream') or 0) / 1024, 1)} / {_n((gi.get('server_rss_bytes_per_connection') or 0) / 1024, 1)} |",
         f"| … of which services / NATS, KiB | {kib('services_rss_bytes_per_device')} / {kib('nats_rss_bytes_per_device')} |",
         f"| idle server CPU, % of a core (no devices online: {pct('idle_server_cpu_share_no_devices')}) "
         f"| {pct('idle_server_cpu_share')} |",

@@ -171,6 +171,8 @@ async def _baselines(bench: BenchMesh, profile: Profile, progress: Progress) -> 
     echoes = [await baselines.grpc_echo(bench, profile, tuple(size for size, _ in sizes)) for _ in range(profile.repeats)]
     for size, label in sizes:
         out[f"grpc_{label}"] = medians([echo[size] for echo in echoes])
+    progress(f"baselines: {profile.online_devices} idle gRPC streams, one TLS connection each (the floor of an online device)")
+    out["grpc_idle"] = await baselines.grpc_idle_streams(bench, profile.online_devices, profile.idle_s)
     return out
 
 
