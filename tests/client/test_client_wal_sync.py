@@ -11,11 +11,12 @@ finished (else a power loss could roll back a ratchet whose ciphertext left).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,18 @@ def held_flush(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldFlush]:
     monkeypatch.setattr(_walsync, "_flush", flush)
     yield flush
     flush.release.set()
+
+
+@contextlib.asynccontextmanager
+async def _alice_and_bob(mesh: LocalMesh, tmp_path: Path) -> AsyncIterator[tuple[Client, Client, str]]:
+    """Alice homed in a, bob in c, both registered: (alice, bob, bob's account)."""
+    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
+        tmp_path / "b.db", mesh.endpoints("c")
+    ) as bob:
+        bob_name = f"walsync-b-{uuid.uuid4().hex[:8]}"
+        await alice.register(f"walsync-a-{uuid.uuid4().hex[:8]}")
+        await bob.register(bob_name)
+        yield alice, bob, bob_name
 
 
 def _commit(state: LocalState, key: str) -> None:
@@ -117,12 +130,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_flush(tmp_path: Pat
 
 
 async def test_nothing_leaves_or_reaches_the_app_before_its_flush(mesh: LocalMesh, tmp_path: Path, held_flush: HeldFlush) -> None:
-    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
-        tmp_path / "b.db", mesh.endpoints("c")
-    ) as bob:
-        bob_name = f"walsync-b-{uuid.uuid4().hex[:8]}"
-        await alice.register(f"walsync-a-{uuid.uuid4().hex[:8]}")
-        await bob.register(bob_name)
+    async with _alice_and_bob(mesh, tmp_path) as (alice, bob, bob_name):
         inbox = bob.messages()
         await alice.send(bob_name, "hello")  # the session (PQXDH) is set up outside the hold
         first = await asyncio.wait_for(anext(inbox), 15)
@@ -145,12 +153,7 @@ async def test_nothing_leaves_or_reaches_the_app_before_its_flush(mesh: LocalMes
 
 
 async def test_a_received_batch_reaches_the_app_only_after_its_flush(mesh: LocalMesh, tmp_path: Path, held_flush: HeldFlush) -> None:
-    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
-        tmp_path / "b.db", mesh.endpoints("c")
-    ) as bob:
-        bob_name = f"walsync-rb-{uuid.uuid4().hex[:8]}"
-        await alice.register(f"walsync-ra-{uuid.uuid4().hex[:8]}")
-        await bob.register(bob_name)
+    async with _alice_and_bob(mesh, tmp_path) as (alice, bob, bob_name):
         await alice.send(bob_name, "stored while bob is away")
         held_flush.hold()
         inbox = bob.messages()
@@ -175,12 +178,7 @@ def _inbox_rows(path: Path) -> int:
 async def test_batches_received_during_a_flush_are_decrypted_meanwhile_and_share_the_next(
     mesh: LocalMesh, tmp_path: Path, held_flush: HeldFlush
 ) -> None:
-    async with await Client.open(tmp_path / "a.db", mesh.endpoints("a")) as alice, await Client.open(
-        tmp_path / "b.db", mesh.endpoints("c")
-    ) as bob:
-        bob_name = f"walsync-pb-{uuid.uuid4().hex[:8]}"
-        await alice.register(f"walsync-pa-{uuid.uuid4().hex[:8]}")
-        await bob.register(bob_name)
+    async with _alice_and_bob(mesh, tmp_path) as (alice, bob, bob_name):
         inbox = bob.messages()
         await alice.send(bob_name, "warm-up")
         await bob.ack(await asyncio.wait_for(anext(inbox), 15))

@@ -34,8 +34,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc

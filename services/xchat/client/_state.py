@@ -130,7 +130,7 @@ class LocalState:
         self._meta_uncommitted = False
         self._scrubber = WalScrubber(self._db, delay=scrub_delay)
         # Group fsync off the loop for the hot paths' commits (``_walsync``): ``await sync()``.
-        self.wal = WalSync(path)
+        self._wal = WalSync(path)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA secure_delete=ON")
@@ -244,7 +244,7 @@ class LocalState:
 
     async def sync(self) -> None:
         """Every transaction committed so far is on disk (``durable=False`` ones included) when this returns."""
-        await self.wal.sync()
+        await self._wal.sync()
 
     def commit(self) -> None:
         self._db.execute("COMMIT")

@@ -51,7 +51,6 @@ class WalSync:
         # Callers waiting for the next flush (it starts after the one in flight ends).
         self._waiting: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self.flushes = 0  # observability and tests: how many fdatasyncs served the callers
 
     async def sync(self) -> None:
         if self._wal is None:
@@ -82,10 +81,4 @@ class WalSync:
                     self._waiting.cancel()
                     self._waiting = None
                 raise
-            self.flushes += 1
             serving.set_result(None)
-
-    async def close(self) -> None:
-        """Waits for the flush in flight (a worker thread cannot be interrupted) and stops."""
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.gather(asyncio.shield(self._flusher), return_exceptions=True)
